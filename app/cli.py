@@ -1,0 +1,105 @@
+"""Command line: the GUI by default, plus `transcribe`, `worker` and the remote-control commands.
+
+Only argparse and the chosen subcommand's module are imported, so `dictate toggle` stays instant and
+the GUI never pulls in torch. Bad input ends in one sentence on stderr and exit status 2 (1 for
+runtime failures), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from app.errors import UserError
+
+REMOTE_COMMANDS = ("toggle", "start", "stop", "cancel")
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    from app.engine import ENGINES, QUANTIZATIONS
+
+    p.add_argument("--engine", choices=ENGINES, default="whisper", help="speech engine (default: whisper)")
+    p.add_argument("--model", help="model folder or Hugging Face id (diffusion: the adapter)")
+    p.add_argument("--backbone", help="diffusion only: DiffusionGemma backbone folder or id (overrides the adapter's)")
+    p.add_argument("--encoder", help="diffusion only: Whisper encoder folder or id (overrides the adapter's)")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=0, help="random seed (diffusion canvas)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dictate", description="Hold a hotkey, speak, release: the words appear in the focused window.")
+    sub = parser.add_subparsers(dest="command")
+
+    sub.add_parser("gui", help="start the tray app (the default)")
+
+    t = sub.add_parser("transcribe", help="transcribe audio files and print the text")
+    t.add_argument("files", nargs="+", metavar="FILE", help="WAV, FLAC or OGG files")
+    _add_engine_options(t)
+    t.add_argument("--language", default="auto", help="auto, en, de, fr, es, hi or zh (default: auto)")
+    t.add_argument("--steps", type=int, default=None, help="diffusion: maximum denoising steps, 1..48 (default 8)")
+    t.add_argument("--json", action="store_true", help="print one JSON object per file")
+
+    sub.add_parser("worker", help="run the speech worker on stdin/stdout (started by the app)")
+
+    for name in REMOTE_COMMANDS:
+        sub.add_parser(name, help=f"{name} dictation in the running app")
+    return parser
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from app.audio.loading import load_audio
+    from app.engine import EngineSpec, load_engine
+    from app.engine.base import check_language
+
+    language = check_language(args.language)
+    audios = [(path, load_audio(path)) for path in args.files]  # fail on bad input before loading a model
+    default_model = "openai/whisper-base" if args.engine == "whisper" else "interfaze-ai/diffusion-gemma-asr-small"
+    spec = EngineSpec(
+        engine=args.engine,
+        model=args.model or default_model,
+        backbone=args.backbone,
+        encoder=args.encoder,
+        quantization=args.quantization,
+        device=args.device,
+        seed=args.seed,
+    )
+    engine = load_engine(spec)
+    for path, audio in audios:
+        result = engine.transcribe(audio, language=language, steps=args.steps)
+        if args.json:
+            print(json.dumps({"file": str(path), **result.to_dict()}, ensure_ascii=False), flush=True)
+        else:
+            print(result.text, flush=True)
+    return 0
+
+
+def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    command = args.command or "gui"
+    if command == "transcribe":
+        return _cmd_transcribe(args)
+    if command == "worker":
+        from app.worker.server import main as worker_main
+
+        return worker_main()
+    if command in REMOTE_COMMANDS:
+        from app.desktop.remote import send_command
+
+        return send_command(command)
+    from app.ui.main import run_gui
+
+    return run_gui(list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,97 @@
+"""The engine interface: one `transcribe()` call over a hidden model.
+
+Every engine (diffusion main, Whisper fallback) takes the same audio contract and returns the same
+`Transcript`, so the worker, the CLI and the benchmarks never care which model is behind it.
+
+Audio contract: a 1-D float32 numpy array, mono, 16 kHz, values in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from app.errors import UserError
+
+SAMPLE_RATE = 16_000
+
+# The six languages the product supports, as ISO 639-1 codes, plus "auto" (detect).
+LANGUAGES: dict[str, str] = {
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "hi": "Hindi",
+    "zh": "Mandarin",
+}
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a transcription, for live previews: step k of at most `total`, and the draft."""
+
+    step: int
+    total: int
+    draft: str
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class Transcript:
+    """What every engine returns.
+
+    `steps_used` is the number of decoding passes actually run: denoising steps for the diffusion
+    engine (it may exit early), generated tokens for autoregressive Whisper. `timings` holds
+    milliseconds: `features`, `encoder`, `decode`, `total`, and for diffusion `prefill` and the list
+    `steps` (one entry per denoising step).
+    """
+
+    text: str
+    language: str
+    steps_used: int
+    timings: dict[str, float | list[float]] = field(default_factory=dict)
+    language_detected: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Engine(Protocol):
+    """A loaded speech model. `transcribe` may be called many times; the model stays warm."""
+
+    name: str
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str = AUTO,
+        steps: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Transcript: ...
+
+
+def check_language(language: str) -> str:
+    """Normalise a language choice, or say which ones exist."""
+    lang = (language or AUTO).strip().lower()
+    if lang == AUTO or lang in LANGUAGES:
+        return lang
+    choices = ", ".join([AUTO, *LANGUAGES])
+    raise UserError(f"Unknown language '{language}'. Choose one of: {choices}.", code="bad_language")
+
+
+def check_audio(audio: np.ndarray) -> np.ndarray:
+    """Enforce the audio contract at the engine boundary, with errors a user can act on."""
+    arr = np.asarray(audio)
+    if arr.ndim != 1:
+        raise UserError("Audio must be mono (one channel); downmix it first.", code="bad_audio")
+    if arr.size == 0:
+        raise UserError("The audio is empty: there is nothing to transcribe.", code="empty_audio")
+    if not np.all(np.isfinite(arr)):
+        raise UserError("The audio contains invalid samples (NaN or infinity).", code="bad_audio")
+    return arr.astype(np.float32, copy=False)
