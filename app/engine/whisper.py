@@ -1,0 +1,205 @@
+"""Autoregressive Whisper through transformers: the CPU fallback and the baseline for benchmarks.
+
+The encoder runs once per clip (timed on its own), language identification reuses its output, and
+`generate()` decodes token by token. A streamer turns every generated token into a `Progress` with
+the text so far, so the live preview and cancellation work as they do for the diffusion engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import numpy as np
+import torch
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+from transformers.generation.streamers import BaseStreamer
+from transformers.modeling_outputs import BaseModelOutput
+
+from app.engine.base import AUTO, LANGUAGES, SAMPLE_RATE, Progress, ProgressCallback, Transcript, check_audio, check_language
+from app.engine.devices import out_of_memory_as_user_error, pick_device
+from app.engine.model_source import resolve_model
+from app.errors import UserError
+
+# Whisper decodes at most 448 tokens per 30 s window; this is the `total` a progress report carries.
+MAX_NEW_TOKENS = 440
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
+_REQUIRED_FILES = ("config.json", "preprocessor_config.json")
+
+
+class _ProgressStreamer(BaseStreamer):
+    """Reports each new token with the decoded text so far; the first `put` is the prompt."""
+
+    def __init__(self, processor: WhisperProcessor, on_progress: ProgressCallback) -> None:
+        self._processor = processor
+        self._on_progress = on_progress
+        self._tokens: list[int] = []
+        self._seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        self._tokens.extend(int(t) for t in value.reshape(-1).tolist())
+        draft = self._processor.tokenizer.decode(self._tokens, skip_special_tokens=True).strip()
+        self._on_progress(Progress(step=len(self._tokens), total=MAX_NEW_TOKENS, draft=draft))
+
+    def end(self) -> None:
+        pass
+
+
+class WhisperEngine:
+    """A loaded Whisper model; `transcribe` follows the engine contract in `base.py`."""
+
+    name = "whisper"
+
+    def __init__(self, model: WhisperForConditionalGeneration, processor: WhisperProcessor, device: torch.device) -> None:
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.dtype = next(model.parameters()).dtype
+        self.multilingual = bool(getattr(model.generation_config, "is_multilingual", False))
+        lang_to_id = getattr(model.generation_config, "lang_to_id", None) or {}
+        # Language identification is limited to the languages the product supports.
+        self._supported_lang_ids = {f"<|{code}|>": lang_to_id[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in lang_to_id}
+
+    @classmethod
+    def load(cls, spec) -> "WhisperEngine":
+        """Load from a local folder or a Hub id (`spec.model`); fp16 on a GPU, fp32 on the CPU."""
+        folder = resolve_model(spec.model, what="Whisper model")
+        missing = [name for name in _REQUIRED_FILES if not (folder / name).is_file()]
+        if missing:
+            raise UserError(
+                f"The folder {folder} is not a Whisper model in transformers format (missing {', '.join(missing)}); "
+                "choose another folder or a Hub id such as openai/whisper-base.",
+                code="bad_model",
+            )
+        device = pick_device(spec.device)
+        dtype = _dtype_for(spec.quantization, device)
+        try:
+            processor = WhisperProcessor.from_pretrained(folder)
+            model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=dtype)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise UserError(
+                f"The Whisper model in {folder} could not be loaded ({_first_line(exc)}); it may be incomplete or "
+                "corrupt: download it again or choose another model.",
+                code="bad_model",
+            ) from exc
+        with out_of_memory_as_user_error("loading the Whisper model"):
+            model = model.to(device).eval()
+        return cls(model, processor, device)
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str = AUTO,
+        steps: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Transcript:
+        """Transcribe 16 kHz mono audio. `steps` has no meaning for autoregressive decoding and is ignored."""
+        audio = check_audio(audio)
+        language = self._check_model_language(check_language(language))
+        with out_of_memory_as_user_error("transcribing"), torch.inference_mode():
+            return self._transcribe(audio, language, on_progress)
+
+    def _transcribe(self, audio: np.ndarray, language: str, on_progress: ProgressCallback | None) -> Transcript:
+        t0 = time.perf_counter()
+        long_form = audio.shape[0] > WINDOW_SAMPLES
+        inputs = self.processor.feature_extractor(
+            audio,
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            return_attention_mask=long_form,
+            **({"truncation": False, "padding": "longest"} if long_form else {}),
+        )
+        features = inputs.input_features.to(self.device, self.dtype)
+        t_features = time.perf_counter()
+
+        encoder_outputs = BaseModelOutput(last_hidden_state=self.model.get_encoder()(features[:, :, :3000]).last_hidden_state)
+        t_encoder = time.perf_counter()
+
+        detected = False
+        if language == AUTO:
+            language, detected = self._detect_language(encoder_outputs), True
+
+        streamer = _ProgressStreamer(self.processor, on_progress) if on_progress else None
+        kwargs: dict = {"task": "transcribe", "streamer": streamer} if self.multilingual else {"streamer": streamer}
+        if self.multilingual:
+            kwargs["language"] = language
+        if long_form:
+            kwargs["attention_mask"] = inputs.attention_mask.to(self.device)
+            kwargs["return_timestamps"] = True
+            kwargs.pop("streamer")  # sequential long-form decoding does not stream
+            tokens = self.model.generate(features, **kwargs)
+        else:
+            tokens = self.model.generate(encoder_outputs=encoder_outputs, max_new_tokens=MAX_NEW_TOKENS, **kwargs)
+        t_decode = time.perf_counter()
+
+        ids = tokens[0] if not isinstance(tokens, dict) else tokens["sequences"][0]
+        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        generated = int((ids >= 0).sum()) - _prompt_length(ids, self.processor)
+        ms = lambda a, b: round((b - a) * 1000.0, 2)  # noqa: E731
+        return Transcript(
+            text=text,
+            language=language,
+            steps_used=max(generated, 0),
+            timings={
+                "features": ms(t0, t_features),
+                "encoder": ms(t_features, t_encoder),
+                "decode": ms(t_encoder, t_decode),
+                "total": ms(t0, t_decode),
+            },
+            language_detected=detected,
+        )
+
+    def _check_model_language(self, language: str) -> str:
+        if self.multilingual:
+            return language
+        if language not in (AUTO, "en"):
+            raise UserError(
+                f"This Whisper model only understands English, not {LANGUAGES[language]}; choose a multilingual "
+                "model (for example openai/whisper-base) or set the language to English.",
+                code="bad_language",
+            )
+        return "en"
+
+    def _detect_language(self, encoder_outputs: BaseModelOutput) -> str:
+        config = copy.copy(self.model.generation_config)
+        config.lang_to_id = self._supported_lang_ids
+        token_id = int(self.model.detect_language(encoder_outputs=encoder_outputs, generation_config=config)[0])
+        by_id = {v: k for k, v in self._supported_lang_ids.items()}
+        return by_id[token_id].strip("<|>")
+
+
+def _prompt_length(ids: torch.Tensor, processor: WhisperProcessor) -> int:
+    """Count the leading special tokens (start, language, task, no-timestamps) that generate returns."""
+    special = set(processor.tokenizer.all_special_ids)
+    count = 0
+    for token in ids.tolist():
+        if token not in special:
+            break
+        count += 1
+    eos = processor.tokenizer.eos_token_id
+    trailing = 1 if ids.numel() and int(ids[-1]) == eos else 0
+    return count + trailing
+
+
+def _dtype_for(quantization: str, device: torch.device) -> torch.dtype:
+    if quantization in ("auto", "bf16", "fp16"):
+        if device.type == "cuda":
+            return torch.float16 if quantization != "bf16" else torch.bfloat16
+        return torch.float32
+    if quantization == "fp32":
+        return torch.float32
+    raise UserError(
+        f"The Whisper engine does not support quantization '{quantization}'; use auto, bf16 or fp32.",
+        code="bad_quantization",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+__all__ = ["WhisperEngine"]

@@ -1,0 +1,74 @@
+"""`python -m app transcribe` as a user runs it: a real subprocess, real weights, real speech."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+
+from tests.data import WHISPER_BASE, WHISPER_TINY_EN
+from tests.speech import clips, wer
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_transcribe_json_one_object_per_file():
+    selection = clips(source="librivox")[:2]
+    proc = _run("transcribe", *(str(c.path) for c in selection), "--engine", "whisper",
+                "--model", str(WHISPER_BASE), "--language", "en", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for clip, line in zip(selection, lines):
+        obj = json.loads(line)
+        assert obj["file"] == str(clip.path)
+        assert obj["language"] == "en"
+        assert obj["steps_used"] > 0
+        assert obj["timings"]["total"] > 0
+        assert wer([clip.text], [obj["text"]]) < 0.3, obj["text"]
+
+
+def test_plain_output_is_the_text():
+    clip = clips(source="cards")[0]
+    proc = _run("transcribe", str(clip.path), "--model", str(WHISPER_TINY_EN))
+    assert proc.returncode == 0, proc.stderr
+    assert wer([clip.text], [proc.stdout.strip()]) <= 0.5, proc.stdout
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_wrong_path(tmp_path):
+    _assert_one_line_error(_run("transcribe", str(tmp_path / "missing.wav"), "--model", str(WHISPER_TINY_EN)), "No such file")
+
+
+def test_text_file_renamed_wav(tmp_path):
+    fake = tmp_path / "fake.wav"
+    fake.write_text("not audio at all\n" * 10)
+    _assert_one_line_error(_run("transcribe", str(fake), "--model", str(WHISPER_TINY_EN)), "not a readable audio file")
+
+
+def test_empty_wav(tmp_path):
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16_000)
+    _assert_one_line_error(_run("transcribe", str(empty), "--model", str(WHISPER_TINY_EN)), "no audio samples")
+
+
+def test_bad_model_folder(tmp_path):
+    clip = clips(source="cards")[0]
+    _assert_one_line_error(_run("transcribe", str(clip.path), "--model", str(tmp_path / "nowhere")), "does not exist")
+
+
+def test_bad_language():
+    clip = clips(source="cards")[0]
+    _assert_one_line_error(_run("transcribe", str(clip.path), "--model", str(WHISPER_TINY_EN), "--language", "klingon"), "Unknown language")
