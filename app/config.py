@@ -1,0 +1,214 @@
+"""User settings: one schema, its defaults and checks, and the JSON file in the per-OS config folder.
+
+The `Settings` dataclass *is* the schema: every field carries its type, default, label, help text and
+allowed choices or range in its metadata, so the settings window can be generated from
+`schema()` and nothing is described twice. Loading never fails: a missing file gives the defaults,
+and a damaged one is salvaged field by field (a bad value falls back to its default, the rest is
+kept) and copied aside, because resetting everything would punish the user for one typo.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.desktop.keys import parse_combo
+from app.engine import ENGINES, QUANTIZATIONS, EngineSpec
+from app.engine.base import AUTO, LANGUAGES
+from app.errors import UserError
+
+APP_NAME = "diffusion-dictate"
+SETTINGS_FILE = "settings.json"
+DEFAULT_MODELS = {"whisper": "openai/whisper-base", "diffusion": "interfaze-ai/diffusion-gemma-asr-small"}
+MODES = ("hold", "toggle", "hybrid")
+PASTE_METHODS = ("paste", "type", "copy")
+PASTE_KEYS = ("auto", "ctrl+v", "ctrl+shift+v", "shift+insert")
+
+
+def setting(default: Any, label: str, help: str, *, group: str, choices: tuple | None = None,
+            range: tuple[int, int] | None = None, check=None) -> Any:
+    """Declare one setting; the metadata is what validation and the settings form read."""
+    meta = {"label": label, "help": help, "group": group, "choices": choices, "range": range, "check": check}
+    return field(default=default, metadata=meta)
+
+
+def _check_hotkey(value: str) -> str:
+    return str(parse_combo(value))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every user setting, defaulted. Frozen: change one with `dataclasses.replace` and save."""
+
+    engine: str = setting("whisper", "Engine", "The speech model family: diffusion needs a GPU, Whisper runs anywhere.",
+                          group="Model", choices=ENGINES)
+    model: str = setting("", "Model", "A model folder or Hugging Face id; leave empty for the engine's default.",
+                         group="Model")
+    quantization: str = setting("auto", "Precision", "Weight precision; auto picks by free GPU memory.",
+                                group="Model", choices=QUANTIZATIONS)
+    device: str = setting("auto", "Device", "Where the model runs: auto, cpu, cuda or cuda:N.", group="Model")
+    language: str = setting(AUTO, "Language", "The language you speak, or auto to detect it.",
+                            group="Model", choices=(AUTO, *LANGUAGES))
+    steps: int = setting(8, "Quality (steps)", "Diffusion only: the most denoising steps; more is slower and better.",
+                         group="Model", range=(1, 48))
+    hotkey: str = setting("<ctrl>+<shift>+<space>", "Hotkey", "The key combination that starts dictation, "
+                          "e.g. <ctrl>+<shift>+<space> or <alt_r> for Right Alt alone.", group="Keys", check=_check_hotkey)
+    mode: str = setting("hybrid", "Trigger", "hold: speak while the hotkey is held; toggle: tap to start and to stop; "
+                        "hybrid: a short tap toggles, a longer press is hold-to-talk.", group="Keys", choices=MODES)
+    tap_ms: int = setting(400, "Tap length (ms)", "Hybrid mode: presses shorter than this toggle recording.",
+                          group="Keys", range=(100, 2000))
+    cancel_key: str = setting("<esc>", "Cancel key", "Discards the recording while you are recording.",
+                              group="Keys", check=_check_hotkey)
+    microphone: str = setting("", "Microphone", "The input device by name; empty for the system default.",
+                              group="Audio")
+    warm_microphone: bool = setting(False, "Keep microphone open", "Keeps the microphone open between dictations so "
+                                    "the pre-roll catches the first word; some systems then show a recording indicator "
+                                    "and Bluetooth headsets switch to their low-quality call mode.", group="Audio")
+    pre_roll_ms: int = setting(300, "Pre-roll (ms)", "With the microphone kept open: audio kept from before the "
+                               "hotkey press.", group="Audio", range=(0, 2000))
+    post_roll_ms: int = setting(300, "Post-roll (ms)", "Audio still recorded after the hotkey is released, so the "
+                                "last word is not cut off.", group="Audio", range=(0, 2000))
+    max_seconds: int = setting(120, "Longest recording (s)", "Recording stops by itself after this long.",
+                               group="Audio", range=(5, 900))
+    skip_silence: bool = setting(True, "Skip silent recordings", "Checks for speech before transcribing, so that "
+                                 "silence pastes nothing instead of an invented phrase.", group="Audio")
+    paste_method: str = setting("paste", "Insert text by", "paste: via the clipboard and a paste keystroke; type: "
+                                "simulated typing (slow); copy: only put the text on the clipboard.",
+                                group="Output", choices=PASTE_METHODS)
+    paste_keys: str = setting("auto", "Paste keystroke", "auto: Ctrl+Shift+V in terminals, Ctrl+V elsewhere "
+                              "(Cmd+V on macOS).", group="Output", choices=PASTE_KEYS)
+    restore_clipboard: bool = setting(True, "Restore clipboard", "Puts back what the clipboard held once the target "
+                                      "window has taken the text.", group="Output")
+
+    def engine_spec(self) -> EngineSpec:
+        return EngineSpec(engine=self.engine, model=self.model or DEFAULT_MODELS[self.engine],
+                          quantization=self.quantization, device=self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def schema() -> tuple[dataclasses.Field, ...]:
+    """The fields in display order; `f.metadata` holds label, help, group, choices and range."""
+    return dataclasses.fields(Settings)
+
+
+def validate(name: str, value: Any) -> Any:
+    """Return `value` checked and normalised for setting `name`, or raise a UserError that says why."""
+    fields = {f.name: f for f in schema()}
+    if name not in fields:
+        raise UserError(f"'{name}' is not a setting; known settings: {', '.join(fields)}.", code="bad_setting")
+    f = fields[name]
+    meta, kind = f.metadata, type(f.default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"Setting '{name}' must be true or false, not {value!r}.", code="bad_setting")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise UserError(f"Setting '{name}' must be a whole number, not {value!r}.", code="bad_setting")
+        value = int(value)
+        low, high = meta["range"]
+        if not low <= value <= high:
+            raise UserError(f"Setting '{name}' must be between {low} and {high}, not {value}.", code="bad_setting")
+    elif not isinstance(value, str):
+        raise UserError(f"Setting '{name}' must be text, not {value!r}.", code="bad_setting")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise UserError(f"Setting '{name}' must be one of {', '.join(meta['choices'])}, not {value!r}.",
+                        code="bad_setting")
+    if meta["check"] is not None:
+        value = meta["check"](value)
+    return value
+
+
+def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
+    """Build Settings from raw values, keeping every valid one; return them and the problems found."""
+    values, problems = {}, []
+    for name, value in data.items():
+        try:
+            values[name] = validate(name, value)
+        except UserError as exc:
+            problems.append(f"{exc} The default is used instead." if name in Settings.__dataclass_fields__ else str(exc))
+    return Settings(**values), problems
+
+
+def config_dir() -> Path:
+    """The per-OS settings folder (XDG_CONFIG_HOME on Linux), imported lazily to keep start-up lean."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def settings_path() -> Path:
+    return config_dir() / SETTINGS_FILE
+
+
+def _salvage(text: str) -> dict[str, Any]:
+    """Recover `"name": value` pairs from text that is no longer valid JSON (truncated, a stray comma)."""
+    found = {}
+    decoder = json.JSONDecoder()
+    for name in Settings.__dataclass_fields__:
+        match = re.search(rf'"{name}"\s*:\s*', text)
+        if match:
+            try:
+                found[name], _ = decoder.raw_decode(text, match.end())
+            except json.JSONDecodeError:
+                pass
+    return found
+
+
+def load(path: Path | None = None) -> tuple[Settings, list[str]]:
+    """Read the settings file; return the settings and sentences about anything that had to be fixed.
+
+    A damaged file is copied to `settings.json.broken` before the salvaged settings are written
+    back, so the user's edits are never silently lost.
+    """
+    path = path or settings_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings(), []
+    except (OSError, UnicodeDecodeError) as exc:
+        return Settings(), [f"Could not read {path} ({exc}); the default settings are used."]
+    try:
+        data = json.loads(text)
+        broken = not isinstance(data, dict)
+    except json.JSONDecodeError:
+        data, broken = None, True
+    if broken:
+        data = _salvage(text)
+    settings, problems = from_dict(data)
+    if broken or problems:
+        backup = path.with_name(path.name + ".broken")
+        try:
+            backup.write_text(text, encoding="utf-8")
+            save(settings, path)
+        except OSError:
+            pass
+        what = "is not valid JSON; the settings that could be read were kept" if broken else "had invalid values"
+        problems.insert(0, f"The settings file {path} {what}. The original was copied to {backup.name}.")
+    return settings, problems
+
+
+def save(settings: Settings, path: Path | None = None) -> Path:
+    """Write the settings atomically (temporary file + rename), so a crash never leaves half a file."""
+    path = path or settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps({f.name: getattr(settings, f.name) for f in schema()}, indent=2)
+    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(payload + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+__all__ = ["Settings", "schema", "validate", "from_dict", "load", "save", "config_dir", "settings_path"]

@@ -1,0 +1,70 @@
+"""Settings schema, validation, atomic save and field-by-field salvage of damaged files."""
+
+import dataclasses
+import json
+
+import pytest
+
+from app import config
+from app.config import Settings
+from app.errors import UserError
+
+
+def test_every_field_is_described_for_the_settings_form():
+    for f in config.schema():
+        meta = f.metadata
+        assert meta["label"] and meta["help"].endswith(".") and meta["group"], f.name
+        assert config.validate(f.name, f.default) == f.default, f.name
+
+
+def test_missing_file_gives_defaults(tmp_path):
+    settings, problems = config.load(tmp_path / "settings.json")
+    assert settings == Settings() and problems == []
+
+
+def test_save_then_load_round_trips_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "sub" / "settings.json"
+    changed = dataclasses.replace(Settings(), mode="toggle", post_roll_ms=500, hotkey="<alt_r>", skip_silence=False)
+    config.save(changed, path)
+    assert config.load(path) == (changed, [])
+    assert [p.name for p in path.parent.iterdir()] == ["settings.json"]
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("mode", "sometimes"), ("post_roll_ms", 99999), ("post_roll_ms", "300"), ("skip_silence", 1),
+     ("steps", 2.5), ("hotkey", "<ctrl>+<banana>"), ("language", "xx"), ("nonsense", 1)],
+)
+def test_invalid_values_are_refused_with_a_sentence(name, value):
+    with pytest.raises(UserError) as info:
+        config.validate(name, value)
+    assert str(info.value).endswith(".")
+
+
+def test_hotkey_is_normalised():
+    assert config.validate("hotkey", "Ctrl+Shift+Space") == "<ctrl>+<shift>+<space>"
+    assert config.validate("hotkey", "<AltGr>") == "<alt_gr>"
+
+
+def test_bad_values_fall_back_one_by_one_and_the_original_is_kept(tmp_path):
+    path = tmp_path / "settings.json"
+    original = json.dumps({"mode": "toggle", "post_roll_ms": -5, "language": "de", "future_option": 1})
+    path.write_text(original)
+    settings, problems = config.load(path)
+    assert (settings.mode, settings.language, settings.post_roll_ms) == ("toggle", "de", Settings().post_roll_ms)
+    assert len(problems) == 3 and "post_roll_ms" in problems[1] and "future_option" in problems[2]
+    assert (tmp_path / "settings.json.broken").read_text() == original
+    assert config.load(path) == (settings, [])  # the repaired file was written back
+
+
+def test_truncated_json_is_salvaged_field_by_field(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text('{"mode": "hold", "language": "fr", "hotkey": "<alt_r>", "post_roll_ms": 45')
+    settings, problems = config.load(path)
+    assert (settings.mode, settings.language, settings.hotkey, settings.post_roll_ms) == ("hold", "fr", "<alt_r>", 45)
+    assert "not valid JSON" in problems[0]
+
+
+def test_engine_spec_uses_the_engines_default_model():
+    assert Settings().engine_spec().model == config.DEFAULT_MODELS["whisper"]
+    assert Settings(model="/models/x").engine_spec().model == "/models/x"
