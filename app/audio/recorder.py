@@ -1,0 +1,192 @@
+"""Recordings cut from a continuous 16 kHz stream: pre-roll, post-roll, length limit, speech check.
+
+The audio source delivers blocks on its own thread; each block is downmixed, resampled to 16 kHz
+(streaming soxr, so no clicks at block edges), written to a ring buffer (the pre-roll) and appended
+to every recording still open. A recording ends `post_roll_ms` after the key was really released:
+the last word is not cut off, and the hotkey's auto-repeat grace period is absorbed by the
+post-roll instead of adding latency. Recordings may overlap (a new one can begin during the
+previous one's post-roll), which is what lets the controller queue dictations instead of dropping
+them. The speech check runs block by block, so its verdict is ready when the recording ends.
+
+With a cold microphone the source is opened at `begin` and closed once no recording needs it;
+with a warm one it stays open and the ring buffer holds the audio from just before the press.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from app.audio.loading import to_mono
+from app.audio.ringbuffer import RingBuffer
+from app.audio.sources import AudioSource
+from app.audio.vad import SpeechDetector
+from app.controller import RecordingResult
+from app.engine.base import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecorderOptions:
+    pre_roll_ms: int = 300
+    post_roll_ms: int = 300
+    max_seconds: int = 120
+    warm: bool = False
+    skip_silence: bool = True
+
+
+@dataclass
+class _Take:
+    """One recording in progress."""
+
+    rec_id: int
+    chunks: list[np.ndarray]
+    length: int
+    detector: SpeechDetector | None
+    remaining: int | None = None  # post-roll samples still to record once ended
+    hit_limit: bool = False
+    new: list[np.ndarray] = field(default_factory=list)  # appended but not yet given to the detector
+
+
+class Recorder:
+    """Thread-safe: `begin/end/discard/configure` come from the GUI thread, blocks from the source's."""
+
+    def __init__(self, source: AudioSource, on_finished: Callable[[RecordingResult], None],
+                 options: RecorderOptions | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self.on_finished = on_finished
+        self.options = options or RecorderOptions()
+        self.clock = clock
+        self.level_db = -100.0  # input level of the newest block, dBFS
+        self._ids = itertools.count(1)
+        self._takes: dict[int, _Take] = {}
+        self._ring = RingBuffer(0)
+        self._resampler = None
+        self._running = False
+        self._lock = threading.Lock()  # guards takes and ring (GUI thread vs audio thread)
+        self._source_lock = threading.Lock()  # serialises opening and closing the source
+        self.configure(self.options)
+
+    def configure(self, options: RecorderOptions) -> None:
+        """Apply new settings; opens or closes a warm microphone as needed."""
+        with self._lock:
+            self.options = options
+            self._ring = RingBuffer(options.pre_roll_ms * SAMPLE_RATE // 1000 if options.warm else 0)
+        if options.warm:
+            self._open()
+        else:
+            self._close_if_idle()
+
+    # ---- GUI thread ------------------------------------------------------------------------------
+    def begin(self) -> int:
+        """Start a recording (with whatever pre-roll the ring holds); raises UserError if the mic fails."""
+        self._open()
+        rec_id = next(self._ids)
+        detector = SpeechDetector() if self.options.skip_silence else None
+        with self._lock:
+            pre = self._ring.latest(self.options.pre_roll_ms * SAMPLE_RATE // 1000)
+            self._takes[rec_id] = _Take(rec_id, [pre], len(pre), detector, new=[pre])
+        return rec_id
+
+    def end(self, rec_id: int, released_at: float | None = None) -> None:
+        """Stop after the post-roll, counted from `released_at` (the real key release) when given."""
+        late = 0.0 if released_at is None else max(0.0, self.clock() - released_at)
+        with self._lock:
+            take = self._takes.get(rec_id)
+            if take is not None and take.remaining is None:
+                take.remaining = max(0, int((self.options.post_roll_ms / 1000 - late) * SAMPLE_RATE))
+
+    def discard(self, rec_id: int) -> None:
+        with self._lock:
+            self._takes.pop(rec_id, None)
+        self._close_if_idle()
+
+    def close(self) -> None:
+        """Stop everything (application exit)."""
+        with self._lock:
+            self._takes.clear()
+        with self._source_lock:
+            if self._running:
+                self._running = False
+                self.source.stop()
+
+    # ---- source lifecycle --------------------------------------------------------------------
+    def _open(self) -> None:
+        with self._source_lock:
+            if self._running:
+                return
+            with self._lock:
+                self._ring.clear()
+            self._resampler = None
+            self.source.start(self._on_block)
+            self._running = True
+            if self.source.rate != SAMPLE_RATE:
+                import soxr
+
+                self._resampler = soxr.ResampleStream(self.source.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            log.info("audio source opened at %d Hz", self.source.rate)
+
+    def _close_if_idle(self) -> None:
+        with self._source_lock:
+            with self._lock:
+                if not self._running or self._takes or self.options.warm:
+                    return
+                self._running = False
+            self.source.stop()
+            log.info("audio source closed")
+
+    # ---- audio thread ------------------------------------------------------------------------
+    def _on_block(self, block: np.ndarray) -> None:
+        mono = to_mono(block).astype(np.float32, copy=False)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        if len(mono):
+            self.level_db = float(20 * np.log10(np.sqrt(np.mean(mono * mono)) + 1e-10))
+        max_samples = self.options.max_seconds * SAMPLE_RATE
+        done: list[_Take] = []
+        with self._lock:
+            self._ring.write(mono)
+            takes = list(self._takes.values())
+            for take in takes:
+                want = max_samples - take.length if take.remaining is None else take.remaining
+                piece = mono[:max(0, want)]
+                if len(piece):
+                    take.chunks.append(piece)
+                    take.new.append(piece)
+                    take.length += len(piece)
+                if take.remaining is None and take.length >= max_samples:
+                    take.remaining, take.hit_limit = 0, True
+                elif take.remaining is not None:
+                    take.remaining -= len(piece)
+                if take.remaining == 0:
+                    done.append(self._takes.pop(take.rec_id))
+        for take in takes:  # the speech check runs outside the lock, on this thread only
+            if take.detector is not None and take.new:
+                pieces, take.new = take.new, []
+                try:
+                    take.detector.feed(np.concatenate(pieces))
+                except Exception:  # never let the check kill the audio stream or lose the dictation
+                    log.exception("speech check failed; this recording will be transcribed unchecked")
+                    take.detector = None
+        for take in done:
+            self._deliver(take)
+        if done:
+            threading.Thread(target=self._close_if_idle, name="audio-close", daemon=True).start()
+
+    def _deliver(self, take: _Take) -> None:
+        audio = np.concatenate(take.chunks) if take.chunks else np.zeros(0, np.float32)
+        speech = True
+        if take.detector is not None:
+            try:
+                speech = take.detector.finish()
+            except Exception:  # a broken silence check must not lose the dictation
+                log.exception("speech check failed; transcribing anyway")
+        log.info("recording %d finished: %.2f s, speech=%s", take.rec_id, len(audio) / SAMPLE_RATE, speech)
+        self.on_finished(RecordingResult(take.rec_id, audio, speech=speech, hit_limit=take.hit_limit))

@@ -1,0 +1,215 @@
+"""The recorder: pre-roll, post-roll counted from the real release, overlap, limit, resampling, the
+file seam, and the streaming speech check (silero ONNX without torch)."""
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from app.audio.loading import load_audio
+from app.audio.recorder import Recorder, RecorderOptions
+from app.audio.ringbuffer import RingBuffer
+from app.audio.sources import FileSource
+from app.audio.vad import has_speech
+from tests.data import DATA_DIR, MANIFEST
+
+RATE = 16_000
+BLOCK = 160  # 10 ms
+
+
+def speech_clip() -> tuple[str, str]:
+    if not MANIFEST.exists():
+        pytest.skip("test data missing: run `python -m tests.data.build`")
+    clip = next(c for c in json.loads(MANIFEST.read_text())["clips"] if c["id"] == "librivox-0880")
+    return str(DATA_DIR / clip["path"]), clip["text"]
+
+
+class PushSource:
+    """A source the test drives by hand: blocks arrive exactly when the test pushes them."""
+
+    def __init__(self, rate=RATE, channels=1):
+        self.rate, self.channels = rate, channels
+        self.on_block = None
+        self.starts = self.stops = 0
+
+    def start(self, on_block):
+        self.on_block, self.starts = on_block, self.starts + 1
+
+    def stop(self):
+        self.on_block, self.stops = None, self.stops + 1
+
+    def push(self, value, blocks=1):
+        n = int(self.rate * 0.01)
+        for _ in range(blocks):
+            self.on_block(np.full((n, self.channels), value, dtype=np.float32))
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(source, **opts):
+    results = []
+    done = threading.Event()
+
+    def finished(r):
+        results.append(r)
+        done.set()
+
+    options = RecorderOptions(**{"skip_silence": False, **opts})
+    clock = Clock()
+    return Recorder(source, finished, options, clock=clock), results, clock
+
+
+def test_ring_buffer_keeps_the_newest_samples():
+    ring = RingBuffer(5)
+    ring.write(np.arange(3, dtype=np.float32))
+    assert ring.latest(10).tolist() == [0, 1, 2]
+    ring.write(np.arange(3, 7, dtype=np.float32))
+    assert ring.latest(5).tolist() == [2, 3, 4, 5, 6] and ring.latest(2).tolist() == [5, 6]
+    ring.write(np.arange(10, 22, dtype=np.float32))
+    assert ring.latest(5).tolist() == [17, 18, 19, 20, 21]
+
+
+def test_post_roll_is_counted_from_the_real_release():
+    src = PushSource()
+    rec, results, clock = make(src, post_roll_ms=300)
+    rid = rec.begin()
+    src.push(0.5, blocks=10)  # 100 ms of speech
+    clock.now = 0.05
+    rec.end(rid, released_at=0.0)  # reported 50 ms late (the auto-repeat grace period)
+    src.push(0.25, blocks=24)
+    assert results == []
+    src.push(0.25)
+    (r,) = results
+    assert len(r.audio) == 100 * 16 + 250 * 16  # 100 ms before + 300 ms post-roll - 50 ms already late
+    assert r.audio[0] == 0.5 and r.audio[-1] == 0.25
+
+
+def test_cold_microphone_opens_per_dictation_and_closes_after():
+    src = PushSource()
+    rec, results, clock = make(src, post_roll_ms=0)
+    rid = rec.begin()
+    assert src.starts == 1
+    src.push(0.1, blocks=3)
+    rec.end(rid)
+    src.push(0.1)
+    assert len(results) == 1
+    for _ in range(200):  # closing happens on a helper thread (never from inside the audio callback)
+        if src.stops:
+            break
+        threading.Event().wait(0.01)
+    assert src.stops == 1
+
+
+def test_warm_microphone_gives_pre_roll_from_before_the_press():
+    src = PushSource()
+    rec, results, clock = make(src, warm=True, pre_roll_ms=200, post_roll_ms=0)
+    assert src.starts == 1  # opened by configure, before any press
+    src.push(0.0, blocks=30)
+    src.push(0.7, blocks=10)  # the first word, spoken 100 ms before the key went down
+    rid = rec.begin()
+    src.push(0.3, blocks=5)
+    rec.end(rid)
+    src.push(0.0)
+    audio = results[0].audio
+    assert len(audio) == 200 * 16 + 50 * 16
+    assert (audio[:1600] == 0.0).all() and (audio[1600:3200] == 0.7).all() and (audio[3200:] == 0.3).all()
+    assert src.stops == 0
+
+
+def test_overlapping_recordings_both_complete():
+    src = PushSource()
+    rec, results, clock = make(src, post_roll_ms=100)
+    first = rec.begin()
+    src.push(0.1, blocks=5)
+    rec.end(first)
+    src.push(0.2, blocks=5)  # the next dictation begins during the first one's post-roll
+    second = rec.begin()
+    src.push(0.3, blocks=5)
+    assert [r.rec_id for r in results] == [first]
+    rec.end(second)
+    src.push(0.3, blocks=10)
+    assert [r.rec_id for r in results] == [first, second]
+    assert len(results[0].audio) == len(results[1].audio) == 800 + 1600
+
+
+def test_discard_delivers_nothing():
+    src = PushSource()
+    rec, results, clock = make(src)
+    rid = rec.begin()
+    src.push(0.1, blocks=3)
+    rec.discard(rid)
+    assert src.on_block is None and results == []
+
+
+def test_maximum_length_ends_the_recording_by_itself():
+    src = PushSource()
+    rec, results, clock = make(src, max_seconds=5)
+    rec.begin()
+    src.push(0.1, blocks=499)
+    assert results == []
+    src.push(0.1)
+    assert results[0].hit_limit and len(results[0].audio) == 5 * RATE
+
+
+def test_device_rate_and_channels_are_converted_to_16k_mono():
+    src = PushSource(rate=48_000, channels=2)
+    rec, results, clock = make(src, post_roll_ms=0)
+    rid = rec.begin()
+    t = np.arange(48_000) / 48_000
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    for i in range(0, 48_000, 480):
+        src.on_block(np.stack([tone[i:i + 480], tone[i:i + 480]], axis=1))
+    rec.end(rid)
+    src.push(0.0)
+    audio = results[0].audio
+    assert abs(len(audio) - RATE) < 400  # the streaming resampler holds back a few ms
+    spectrum = np.abs(np.fft.rfft(audio[2000:14000]))
+    assert abs(np.argmax(spectrum) * RATE / 12000 - 440) < 5
+
+
+def test_silence_check_runs_on_the_stream():
+    path, _ = speech_clip()
+    speech = load_audio(path)
+    noise = (np.random.default_rng(0).standard_normal(3 * RATE) * 0.003).astype(np.float32)
+    assert has_speech(speech)
+    assert not has_speech(np.zeros(2 * RATE, np.float32)) and not has_speech(noise)
+
+    src = PushSource()
+    rec, results, clock = make(src, skip_silence=True, post_roll_ms=0)
+    for audio in (speech, noise):
+        rid = rec.begin()
+        for i in range(0, len(audio), BLOCK):
+            src.on_block(audio[i:i + BLOCK, None])
+        rec.end(rid)
+        src.push(0.0)
+    assert [r.speech for r in results] == [True, False]
+
+
+def test_a_file_is_fed_through_the_microphone_path_in_real_time_blocks():
+    path, _ = speech_clip()
+    expected = load_audio(path)
+    done = threading.Event()
+    results = []
+    rec = Recorder(FileSource(path), lambda r: (results.append(r), done.set()), RecorderOptions(post_roll_ms=0))
+    rid = rec.begin()
+    threading.Event().wait(len(expected) / RATE + 0.2)  # let the clip "be spoken"; not an assertion
+    rec.end(rid)
+    assert done.wait(10)
+    audio = results[0].audio
+    assert results[0].speech and len(audio) >= len(expected)
+    assert np.allclose(audio[:len(expected)], expected, atol=0.02)
+
+
+def test_the_silence_check_does_not_import_torch():
+    code = "import sys, numpy as np; from app.audio.vad import has_speech; has_speech(np.zeros(16000, np.float32)); " \
+           "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
