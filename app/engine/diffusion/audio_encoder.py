@@ -1,0 +1,99 @@
+"""The frozen Whisper side: log-mel features, the encoder, and (when present) language identification.
+
+The encoder folder is either a full Whisper model (encoder + decoder, e.g. openai/whisper-small) or an
+encoder-only save of `WhisperEncoder`. With a full multilingual model the decoder's first step
+identifies the language from the same encoder output the projector uses, so `auto` costs one
+decoder pass; without a decoder `auto` is refused with a sentence saying what to do.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from app.engine.base import LANGUAGES, SAMPLE_RATE
+from app.engine.diffusion.weights import tensor_shapes
+from app.errors import UserError
+
+
+class WhisperAudioEncoder:
+    """Features -> encoder frames for a batch of <= 30 s chunks; optional language identification."""
+
+    def __init__(
+        self,
+        feature_extractor: WhisperFeatureExtractor,
+        encoder: WhisperEncoder,
+        full_model: WhisperForConditionalGeneration | None,
+    ) -> None:
+        self.feature_extractor = feature_extractor
+        self.encoder = encoder
+        self.full_model = full_model
+
+    @classmethod
+    def load(cls, folder: Path, device: torch.device, dtype: torch.dtype) -> "WhisperAudioEncoder":
+        for name in ("config.json", "preprocessor_config.json"):
+            if not (folder / name).is_file():
+                raise UserError(
+                    f"The Whisper encoder folder {folder} lacks {name}; use a Whisper model in transformers format "
+                    "(for example openai/whisper-small).",
+                    code="bad_model",
+                )
+        feature_extractor = WhisperFeatureExtractor.from_pretrained(folder)
+        if _has_decoder(folder):
+            full = WhisperForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
+            return cls(feature_extractor, full.model.encoder, full)
+        encoder = WhisperEncoder.from_pretrained(folder, dtype=dtype).to(device).eval()
+        return cls(feature_extractor, encoder, None)
+
+    @property
+    def width(self) -> int:
+        return int(self.encoder.config.d_model)
+
+    @property
+    def frames(self) -> int:
+        """Encoder frames per 30 s window (1500 for every Whisper size)."""
+        return int(self.encoder.config.max_source_positions)
+
+    def features(self, chunks: list[np.ndarray]) -> torch.Tensor:
+        """Log-mel features, each chunk padded to Whisper's 30 s window: (batch, mels, 3000)."""
+        out = self.feature_extractor(chunks, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        param = next(self.encoder.parameters())
+        return out.input_features.to(param.device, param.dtype)
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        return self.encoder(features).last_hidden_state
+
+    def detect_language(self, frames: torch.Tensor) -> str:
+        """The most likely of the supported languages, by majority over the chunks."""
+        model = self.full_model
+        lang_to_id = (getattr(model.generation_config, "lang_to_id", None) or {}) if model is not None else {}
+        supported = {f"<|{code}|>": lang_to_id[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in lang_to_id}
+        if model is None or not supported:
+            raise UserError(
+                "Detecting the language needs a full multilingual Whisper model as the encoder (for example "
+                "openai/whisper-small); this encoder has no usable decoder. Choose the language instead of auto.",
+                code="language_detection_unavailable",
+            )
+        config = copy.copy(model.generation_config)
+        config.lang_to_id = supported
+        ids = model.detect_language(encoder_outputs=BaseModelOutput(last_hidden_state=frames), generation_config=config)
+        by_id = {token_id: token.strip("<|>") for token, token_id in supported.items()}
+        votes = [by_id[int(i)] for i in ids.tolist()]
+        return max(votes, key=votes.count)
+
+
+def _has_decoder(folder: Path) -> bool:
+    """True when the folder's weights include a Whisper decoder (a full model, not an encoder-only save)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise UserError(
+            f"The Whisper encoder folder {folder} has no .safetensors weights; convert or download it again.",
+            code="bad_model",
+        )
+    return any(key.startswith("model.decoder.") for path in files for key in tensor_shapes(path))

@@ -1,0 +1,200 @@
+"""Weight-only quantization of the backbone, experts included, dequantized on the fly.
+
+DiffusionGemma keeps its 128 experts per layer in two fused 3-D parameters (~23B of its 25B weights).
+bitsandbytes' `load_in_4bit`/`load_in_8bit` only replace `nn.Linear`, so the experts would stay in
+bf16 (~46 GB); torchao is not a dependency, and transformers' FP8 path needs a kernel downloaded from
+the Hub. So this module stores weights itself, in plain tensors any torch build handles (CPU too):
+
+- `int8`: one scale per output channel (per expert), symmetric, round to nearest.
+- `fp8`:  float8_e4m3fn values with one scale per output channel.
+- `int4`: two values per byte, one scale per group of up to 128 inputs (per-channel 4-bit is too coarse).
+
+At run time a layer's weights are dequantized to the compute dtype just before its matmul and freed
+after it. For the experts that means all 128 experts of one layer at once (a 256-token canvas routes
+to nearly all of them anyway), and transformers' own expert kernels (grouped_mm or its eager loop) do
+the math. Attention, norms, router, embeddings and the tied lm_head stay in the compute dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
+
+from app.engine.devices import free_gpu_bytes
+from app.errors import UserError
+
+MODES = ("fp32", "bf16", "fp8", "int8", "int4")
+QUANTIZED_MODES = ("fp8", "int8", "int4")
+_BYTES_PER_WEIGHT = {"fp32": 4.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5 + 4 / 128}
+# Room for activations (canvas logits over a 262k vocabulary, one layer of dequantized experts),
+# the KV cache and the Whisper encoder, on top of the weights.
+_RESERVE_BYTES = 4 * 2**30
+_INT4_GROUPS = (128, 64, 32, 16)
+
+
+class QuantizedWeight(nn.Module):
+    """A (..., out, in) weight stored as int8/fp8/int4 codes plus scales; `dequantize()` rebuilds it."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, mode: str, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.mode = mode
+        self.shape = shape
+        self.register_buffer("codes", codes)
+        self.register_buffer("scale", scale)
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor, mode: str) -> "QuantizedWeight":
+        """Quantize one expert (or one matrix) at a time, to keep temporaries small on big tensors."""
+        rows = weight.reshape(-1, *weight.shape[-2:])
+        parts = [_quantize_matrix(matrix, mode) for matrix in rows]
+        codes = torch.stack([c for c, _ in parts]).reshape(*weight.shape[:-2], *parts[0][0].shape)
+        scale = torch.stack([s for _, s in parts]).reshape(*weight.shape[:-2], *parts[0][1].shape)
+        return cls(codes, scale, mode, tuple(weight.shape))
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        scale = self.scale.to(dtype)
+        if self.mode == "int4":
+            low, high = self.codes & 0x0F, self.codes >> 4
+            values = torch.stack((low, high), dim=-1).reshape(self.shape).to(dtype) - 8
+            grouped = values.reshape(*self.shape[:-1], scale.shape[-1], -1) * scale.unsqueeze(-1)
+            return grouped.reshape(self.shape)
+        return self.codes.to(dtype) * scale
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, shape={self.shape}"
+
+
+class QuantizedLinear(nn.Module):
+    """Drop-in for `nn.Linear` (also as the base layer inside a peft LoRA layer)."""
+
+    def __init__(self, linear: nn.Linear, mode: str) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.qweight = QuantizedWeight.quantize(linear.weight.data, mode)
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.qweight.dequantize(x.dtype), self.bias)
+
+
+class QuantizedExperts(nn.Module):
+    """Holds a layer's experts quantized and lends transformers' experts module bf16 weights per call.
+
+    The wrapped `DiffusionGemmaTextExperts` keeps its activation, config and kernel dispatch; only its
+    two 3-D parameters are replaced by plain tensors for the duration of one forward.
+    """
+
+    def __init__(self, experts: DiffusionGemmaTextExperts, mode: str) -> None:
+        super().__init__()
+        self.gate_up = QuantizedWeight.quantize(experts.gate_up_proj.data, mode)
+        self.down = QuantizedWeight.quantize(experts.down_proj.data, mode)
+        del experts.gate_up_proj, experts.down_proj
+        self.experts = experts
+
+    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        self.experts.gate_up_proj = self.gate_up.dequantize(hidden_states.dtype)
+        self.experts.down_proj = self.down.dequantize(hidden_states.dtype)
+        try:
+            return self.experts(hidden_states, top_k_index, top_k_weights)
+        finally:
+            del self.experts.gate_up_proj, self.experts.down_proj
+
+
+def quantize_backbone(model: DiffusionGemmaForBlockDiffusion, mode: str, device: torch.device) -> None:
+    """Quantize every text layer's experts and linears (router excepted) and move the model to `device`.
+
+    Layers are moved one at a time, each weight quantized on `device` right after it arrives, so a
+    backbone loaded on the CPU never needs its bf16 size in GPU memory. Encoder and decoder layers
+    share their weights (tied), so each tied pair shares one quantized module.
+    """
+    if mode not in QUANTIZED_MODES:
+        model.to(device)
+        return
+    done: dict[int, nn.Module] = {}  # id of an original weight -> the quantized module replacing it
+    for pair in zip(model.model.decoder.layers, model.model.encoder.language_model.layers):
+        for layer in pair:
+            for name, module in list(layer.named_modules()):
+                if isinstance(module, DiffusionGemmaTextExperts):
+                    replacement = _quantized(done, module.gate_up_proj, lambda m=module: QuantizedExperts(m.to(device), mode))
+                elif type(module) is nn.Linear and not name.startswith("router") and "lora_" not in name:
+                    replacement = _quantized(done, module.weight, lambda m=module: QuantizedLinear(m.to(device), mode))
+                else:
+                    continue
+                parent, _, child = name.rpartition(".")
+                setattr(layer.get_submodule(parent) if parent else layer, child, replacement)
+            layer.to(device)
+    model.to(device)
+
+
+def choose_quantization(requested: str, device: torch.device, config: DiffusionGemmaConfig) -> str:
+    """`auto`: fp32 on the CPU; on a GPU the best of bf16, int8, int4 whose weights fit in free memory."""
+    if requested in MODES:
+        return requested
+    if requested != "auto":
+        raise UserError(f"Unknown quantization '{requested}'. Choose one of: auto, {', '.join(MODES)}.", code="bad_quantization")
+    if device.type != "cuda":
+        return "fp32"
+    free = free_gpu_bytes(device)
+    for mode in ("bf16", "int8", "int4"):
+        if estimate_bytes(config, mode) <= free:
+            return mode
+    need = estimate_bytes(config, "int4") / 2**30
+    raise UserError(
+        f"The diffusion model needs about {need:.0f} GiB of free GPU memory even with int4, and only "
+        f"{free / 2**30:.1f} GiB is free. Close other programs that use the GPU, or use the Whisper engine.",
+        code="out_of_memory",
+    )
+
+
+def estimate_bytes(config: DiffusionGemmaConfig, mode: str) -> int:
+    """Weights of the backbone in `mode` (vision tower excluded) plus a fixed reserve for activations."""
+    with torch.device("meta"):
+        model = DiffusionGemmaForBlockDiffusion(config)
+    quantizable = other = 0
+    for name, param in model.named_parameters():
+        if ".vision_tower." in name or ".embed_vision." in name:
+            continue
+        is_layer_weight = ".layers." in name and ".router." not in name and param.dim() >= 2
+        if is_layer_weight:
+            quantizable += param.numel()
+        else:
+            other += param.numel()
+    other_bytes = 4 if mode == "fp32" else 2
+    return int(quantizable * _BYTES_PER_WEIGHT[mode] + other * other_bytes + _RESERVE_BYTES)
+
+
+def compute_dtype(mode: str, device: torch.device) -> torch.dtype:
+    """The dtype activations and unquantized weights use: fp32 for `fp32` and for quantized modes on CPU."""
+    if mode == "fp32" or (device.type == "cpu" and mode in QUANTIZED_MODES):
+        return torch.float32
+    return torch.bfloat16
+
+
+def _quantized(done: dict[int, nn.Module], weight: torch.Tensor, build) -> nn.Module:
+    key = id(weight)
+    if key not in done:
+        done[key] = build()
+    return done[key]
+
+
+def _quantize_matrix(weight: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    w = weight.float()
+    if mode == "int4":
+        group = next((g for g in _INT4_GROUPS if w.shape[-1] % g == 0), w.shape[-1])
+        grouped = w.reshape(w.shape[0], -1, group)
+        scale = grouped.abs().amax(dim=-1).clamp(min=1e-12) / 7
+        codes = (torch.round(grouped / scale.unsqueeze(-1)).clamp(-8, 7) + 8).to(torch.uint8).reshape(w.shape)
+        if w.shape[-1] % 2:
+            raise ValueError(f"int4 needs an even number of inputs, got {w.shape[-1]}")
+        return codes[:, 0::2] | (codes[:, 1::2] << 4), scale
+    scale = w.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+    if mode == "int8":
+        scale = scale / 127
+        return torch.round(w / scale).clamp(-127, 127).to(torch.int8), scale
+    if mode == "fp8":
+        scale = scale / torch.finfo(torch.float8_e4m3fn).max
+        return (w / scale).to(torch.float8_e4m3fn), scale
+    raise ValueError(f"not a quantized mode: {mode}")
