@@ -95,6 +95,10 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 1 and argv[0] in REMOTE_COMMANDS:  # a desktop shortcut's path: skip the engine imports
+        from app.desktop.remote import send_command
+
+        return send_command(argv[0])
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args, argv)

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from app.desktop.keys import parse_combo
+from app.desktop.paths import config_dir
 from app.engine import ENGINES, QUANTIZATIONS, EngineSpec
 from app.engine.base import AUTO, LANGUAGES
 from app.errors import UserError
 
-APP_NAME = "diffusion-dictate"
 SETTINGS_FILE = "settings.json"
 DEFAULT_MODELS = {"whisper": "openai/whisper-base", "diffusion": "interfaze-ai/diffusion-gemma-asr-small"}
 MODES = ("hold", "toggle", "hybrid")
@@ -133,13 +133,6 @@ def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
         except UserError as exc:
             problems.append(f"{exc} The default is used instead." if name in Settings.__dataclass_fields__ else str(exc))
     return Settings(**values), problems
-
-
-def config_dir() -> Path:
-    """The per-OS settings folder (XDG_CONFIG_HOME on Linux), imported lazily to keep start-up lean."""
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
 
 
 def settings_path() -> Path:

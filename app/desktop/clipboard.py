@@ -1,0 +1,137 @@
+"""The clipboard side of pasting: save what was there, offer the transcript, see it taken, restore.
+
+The restore must wait until the target has read the transcript: restoring after a fixed delay is
+the most reported bug of dictation apps (the old clipboard gets pasted). So an `Offer` tells when
+a paste target fetched the data:
+
+- Qt (X11, macOS, Windows, Wayland via Qt): the clipboard serves data lazily. When a target asks
+  (on X11: its SelectionRequest for UTF8_STRING), Qt calls `QMimeData.retrieveData` on our object,
+  on the GUI thread, right before it writes the reply. Overriding it observes the real read.
+- Wayland with wl-clipboard: `wl-copy --paste-once` serves exactly one paste and exits, so its
+  exit is the observation (and Qt, unfocused, may not be allowed to set the clipboard at all).
+
+The transcript is marked with `x-kde-passwordManagerHint: secret`, which clipboard managers
+(Klipper, CopyQ, ...) honour by not recording it: it is transient.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Protocol
+
+from PySide6.QtCore import QMimeData, QObject, QProcess, Signal
+from PySide6.QtGui import QClipboard, QGuiApplication
+
+TRANSIENT_HINT = ("x-kde-passwordManagerHint", b"secret")
+_TEXT_TYPES = ("text/plain;charset=utf-8", "text/plain", "UTF8_STRING", "STRING")
+
+
+class Offer(QObject):
+    """The transcript as placed on the clipboard; `fetched` fires each time a target reads it."""
+
+    fetched = Signal()
+
+
+class Clipboard(Protocol):
+    def snapshot(self) -> object: ...
+
+    def offer(self, text: str) -> Offer: ...
+
+    def still_ours(self, offer: Offer) -> bool: ...
+
+    def restore(self, snapshot: object) -> None: ...
+
+
+class _ObservedMimeData(QMimeData):
+    """QMimeData that reports when its text is read, which Qt does only when a target asks for it."""
+
+    def __init__(self, text: str, offer: Offer) -> None:
+        super().__init__()
+        self.setText(text)
+        self.setData(TRANSIENT_HINT[0], TRANSIENT_HINT[1])
+        self._offer = offer
+
+    def retrieveData(self, mimetype, preferred_type):  # noqa: N802 (Qt's name)
+        if mimetype.startswith("text/plain"):
+            self._offer.fetched.emit()
+        return super().retrieveData(mimetype, preferred_type)
+
+
+class QtClipboard:
+    """The system clipboard through Qt; snapshots keep every format the previous owner offered."""
+
+    def __init__(self) -> None:
+        self._clipboard: QClipboard = QGuiApplication.clipboard()
+        self._mime: _ObservedMimeData | None = None
+
+    def snapshot(self) -> QMimeData | None:
+        """A copy of the current contents (None when empty), taken before we overwrite them."""
+        current = self._clipboard.mimeData()
+        if current is None or not current.formats():
+            return None
+        copy = QMimeData()
+        for fmt in current.formats():
+            if "/" in fmt:  # real MIME types only; X11 also lists pseudo-targets such as TARGETS
+                copy.setData(fmt, current.data(fmt))
+        return copy
+
+    def offer(self, text: str) -> Offer:
+        offer = Offer()
+        self._mime = _ObservedMimeData(text, offer)
+        self._clipboard.setMimeData(self._mime)
+        return offer
+
+    def still_ours(self, offer: Offer) -> bool:
+        """True while nobody copied anything since our offer (then restoring would destroy their copy)."""
+        mime = self._mime
+        return (mime is not None and mime._offer is offer and self._clipboard.ownsClipboard()
+                and self._clipboard.mimeData() is mime)
+
+    def restore(self, snapshot: QMimeData | None) -> None:
+        self._mime = None
+        if snapshot is None:
+            self._clipboard.clear()
+        else:
+            self._clipboard.setMimeData(snapshot)
+
+
+class WlClipboard:
+    """wl-copy / wl-paste (the wl-clipboard package), for Wayland where Qt may not own the clipboard."""
+
+    def __init__(self) -> None:
+        self._process: QProcess | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return bool(shutil.which("wl-copy") and shutil.which("wl-paste"))
+
+    def snapshot(self) -> tuple[str, bytes] | None:
+        types = subprocess.run(["wl-paste", "--list-types"], capture_output=True, text=True, timeout=5)
+        if types.returncode != 0 or not types.stdout.split():
+            return None
+        offered = types.stdout.split("\n")
+        mime = next((t for t in _TEXT_TYPES if t in offered), offered[0])
+        data = subprocess.run(["wl-paste", "--no-newline", "--type", mime], capture_output=True, timeout=5)
+        return (mime, data.stdout) if data.returncode == 0 else None
+
+    def offer(self, text: str) -> Offer:
+        offer = Offer()
+        process = QProcess(offer)
+        process.finished.connect(lambda *_: offer.fetched.emit())  # --paste-once exits after the one paste
+        process.start("wl-copy", ["--paste-once", "--type", "text/plain;charset=utf-8"])
+        process.write(text.encode("utf-8"))
+        process.closeWriteChannel()
+        self._process = process
+        return offer
+
+    def still_ours(self, offer: Offer) -> bool:
+        """After its one paste wl-copy leaves the clipboard empty; anything there now was copied by someone."""
+        return subprocess.run(["wl-paste", "--list-types"], capture_output=True, timeout=5).returncode != 0
+
+    def restore(self, snapshot: tuple[str, bytes] | None) -> None:
+        if snapshot is None:
+            subprocess.run(["wl-copy", "--clear"], timeout=5)
+        else:
+            mime, data = snapshot
+            subprocess.run(["wl-copy", "--type", mime], input=data, timeout=5)

@@ -1,0 +1,123 @@
+"""Putting the transcript into the focused window: clipboard + paste keystroke, typing, or copy only.
+
+One paste, step by step: look at the focused window (terminals need Ctrl+Shift+V), save the
+clipboard, offer the transcript, send the keystroke (held modifiers lifted first), then wait until
+the target has actually read the clipboard and gone quiet for `SETTLE_MS` (a target may read more
+than once), and only then put the old contents back, and only if nobody copied something else in
+the meantime. If no target reads it within `FALLBACK_MS`, the transcript stays on the clipboard and
+the user is told to paste it by hand: restoring then would lose the dictation, or, with a slow
+target, paste the old clipboard.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from app.desktop.clipboard import Clipboard, Offer, QtClipboard, WlClipboard
+from app.desktop.injection import KeyInjector, make_injector
+from app.desktop.session import display_server
+from app.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# WM_CLASS class names (lower case) of terminal emulators: they take Ctrl+Shift+V, not Ctrl+V.
+TERMINAL_CLASSES = frozenset({
+    "xterm", "uxterm", "urxvt", "rxvt", "alacritty", "kitty", "gnome-terminal", "gnome-terminal-server",
+    "konsole", "xfce4-terminal", "terminator", "tilix", "st", "st-256color", "foot", "wezterm",
+    "org.wezfurlong.wezterm", "lxterminal", "mate-terminal", "qterminal", "terminology", "termite", "guake",
+    "tilda", "sakura", "kgx", "com.mitchellh.ghostty", "ghostty", "hyper", "tabby", "cool-retro-term",
+    "deepin-terminal", "io.elementary.terminal", "yakuake", "contour", "blackbox", "ptyxis",
+})
+
+
+@dataclass
+class PasteOptions:
+    method: str = "paste"  # paste | type | copy
+    keys: str = "auto"  # auto | ctrl+v | ctrl+shift+v | shift+insert
+    restore: bool = True
+
+
+def paste_keys(setting: str, server: str, window_class: str | None) -> str:
+    """The keystroke for this target: the user's choice, else by platform and window class."""
+    if setting != "auto":
+        return setting
+    if server == "macos":
+        return "cmd+v"
+    if window_class and window_class.lower() in TERMINAL_CLASSES:
+        return "ctrl+shift+v"
+    return "ctrl+v"
+
+
+class Paster(QObject):
+    """Inserts one text at a time; `finished(ok, message)` says how it went (message when not ok)."""
+
+    finished = Signal(bool, str)
+    SETTLE_MS = 150
+    FALLBACK_MS = 2500
+
+    def __init__(self, options: PasteOptions | None = None, *, server: str | None = None,
+                 injector: KeyInjector | None = None, clipboard: Clipboard | None = None,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.options = options or PasteOptions()
+        self.server = server or display_server()
+        self._injector = injector
+        self.clipboard = clipboard or (WlClipboard() if self.server == "wayland" and WlClipboard.available()
+                                       else QtClipboard())
+        self._offer: Offer | None = None
+        self._snapshot: object = None
+        self._sent_at = 0.0
+        self._settle = QTimer(self, singleShot=True, interval=self.SETTLE_MS, timeout=self._settled)
+        self._fallback = QTimer(self, singleShot=True, interval=self.FALLBACK_MS, timeout=self._not_taken)
+
+    @property
+    def injector(self) -> KeyInjector:
+        if self._injector is None:
+            self._injector = make_injector(self.server)
+        return self._injector
+
+    def paste(self, text: str) -> None:
+        try:
+            if self.options.method == "type":
+                self.injector.type_text(text)
+                return self._finish(True)
+            if self.options.method == "copy":
+                self.clipboard.offer(text)
+                return self._finish(True)
+            keys = paste_keys(self.options.keys, self.server, self.injector.window_class())
+            self._snapshot = self.clipboard.snapshot() if self.options.restore else None
+            self._offer = self.clipboard.offer(text)
+            self._offer.fetched.connect(self._fetched)
+            self.injector.send(keys)
+        except UserError as exc:
+            return self._finish(False, str(exc))
+        self._sent_at = time.monotonic()
+        log.info("paste: sent %s", keys)
+        self._fallback.start()
+
+    def _fetched(self) -> None:
+        if self._offer is None:
+            return
+        if not self._settle.isActive():
+            log.info("paste: target read the clipboard after %.1f ms", (time.monotonic() - self._sent_at) * 1000)
+        self._fallback.stop()
+        self._settle.start()  # restart: wait until the target has stopped reading
+
+    def _settled(self) -> None:
+        offer, self._offer = self._offer, None
+        if self.options.restore and self.clipboard.still_ours(offer):
+            self.clipboard.restore(self._snapshot)
+        self._snapshot = None
+        self._finish(True)
+
+    def _not_taken(self) -> None:
+        self._offer = self._snapshot = None
+        self._finish(False, "No window took the text, so it was left on the clipboard: click where it should go "
+                            "and paste it yourself.")
+
+    def _finish(self, ok: bool, message: str = "") -> None:
+        self.finished.emit(ok, message)

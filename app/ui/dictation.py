@@ -1,0 +1,156 @@
+"""The running app's parts wired together: the controller's effects, made real.
+
+Hotkeys, tray menu, remote commands, recorder, worker and paster each talk only to the controller,
+through queued Qt connections, so every event is handled on the GUI thread, one at a time and never
+re-entrantly. This object implements the controller's `Effects` by calling the parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import QApplication
+
+from app.audio.recorder import Recorder, RecorderOptions
+from app.audio.sources import make_source
+from app.audio.vad import VadModel
+from app.config import Settings, settings_path
+from app.controller import Controller, RecordingResult, State
+from app.desktop.hotkeys import HotkeyListener
+from app.desktop.keys import parse_combo
+from app.desktop.paste import PasteOptions, Paster
+from app.desktop.remote_server import RemoteServer
+from app.errors import UserError
+from app.ui.tray import Tray
+from app.worker.client import WorkerClient
+
+log = logging.getLogger("app.dictation")
+QUEUED = Qt.ConnectionType.QueuedConnection
+_WORKER_STATUS = {"stopped": "The speech model is not loaded.", "starting": "Starting the speech worker…",
+                  "loading": "Loading the speech model…", "restarting": "The speech worker is restarting…"}
+
+
+class DictationApp(QObject):
+    _recording_done = Signal(object)  # emitted on the audio thread, handled on the GUI thread
+
+    def __init__(self, settings: Settings, *, worker_command: list[str] | None = None,
+                 worker_env: dict | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.hotkeys_ok = False
+        self.tray = Tray(self)
+        self.controller = Controller(self, mode=settings.mode, tap_s=settings.tap_ms / 1000)
+        self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
+            pre_roll_ms=settings.pre_roll_ms, post_roll_ms=settings.post_roll_ms, max_seconds=settings.max_seconds,
+            skip_silence=settings.skip_silence))
+        self.worker = WorkerClient(settings.engine_spec(), self, command=worker_command, env=worker_env)
+        self.paster = Paster(PasteOptions(settings.paste_method, settings.paste_keys, settings.restore_clipboard),
+                             parent=self)
+        self.hotkeys = HotkeyListener(parse_combo(settings.hotkey), parse_combo(settings.cancel_key), parent=self)
+        self.remote = RemoteServer(self._remote, self)
+
+        c = self.controller
+        self._recording_done.connect(c.recording_finished, QUEUED)
+        self.worker.result.connect(self._transcribed, QUEUED)
+        self.worker.failed.connect(lambda job, code, message: c.transcription_failed(job, message), QUEUED)
+        self.worker.state_changed.connect(self._worker_state)
+        self.paster.finished.connect(c.paste_finished, QUEUED)
+        self.hotkeys.pressed.connect(c.hotkey_pressed, QUEUED)
+        self.hotkeys.released.connect(c.hotkey_released, QUEUED)
+        self.hotkeys.cancel_pressed.connect(c.cancel_key, QUEUED)
+        self.tray.toggle_requested.connect(lambda: c.command("toggle"), QUEUED)
+        self.tray.cancel_requested.connect(c.cancel, QUEUED)
+        self.tray.settings_requested.connect(self.show_settings)
+        self.tray.quit_requested.connect(QApplication.quit)
+
+    def start(self) -> bool:
+        """Claim the single instance and start everything; False when another instance runs."""
+        if not self.remote.listen():
+            return False
+        self.tray.show()
+        if not self.tray.available:
+            log.warning("no system tray found: the app runs without an icon; use `python -m app toggle`")
+        self.worker.start()
+        try:
+            self.hotkeys.start()
+            self.hotkeys_ok = True
+        except UserError as exc:
+            self.notify(str(exc), error=True)
+        if self.settings.warm_microphone:
+            try:
+                self.recorder.configure(RecorderOptions(**{**self.recorder.options.__dict__, "warm": True}))
+            except UserError as exc:
+                self.notify(str(exc), error=True)
+        if self.settings.skip_silence:  # load the speech check off the start-up path, before the first press
+            QTimer.singleShot(500, lambda: threading.Thread(target=VadModel.shared, daemon=True).start())
+        self._worker_state(self.worker.state)
+        return True
+
+    def shutdown(self) -> None:
+        self.hotkeys.stop()
+        self.recorder.close()
+        self.worker.stop()
+        self.remote.close()
+
+    def show_settings(self) -> None:
+        s = self.settings
+        summary = (f"Hotkey: {parse_combo(s.hotkey).label()} ({s.mode}). Engine: {s.engine}, model: "
+                   f"{s.engine_spec().model}.")
+        self.tray.show_settings(settings_path(), summary)
+
+    # ---- Effects (called by the controller) ----------------------------------------------------
+    def start_recording(self) -> int:
+        return self.recorder.begin()
+
+    def stop_recording(self, rec_id: int, released_at: float) -> None:
+        self.recorder.end(rec_id, released_at)
+
+    def discard_recording(self, rec_id: int) -> None:
+        self.recorder.discard(rec_id)
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        steps = self.settings.steps if self.settings.engine == "diffusion" else None
+        return self.worker.submit(audio, language=self.settings.language, steps=steps)
+
+    def cancel_transcription(self, job_id: str) -> None:
+        self.worker.cancel(job_id)
+
+    def paste(self, text: str) -> None:
+        self.paster.paste(text)
+
+    def state_changed(self, state: State) -> None:
+        log.info("state: %s", state.value)
+        self.tray.set_state(state)
+
+    def notify(self, message: str, error: bool = False) -> None:
+        (log.warning if error else log.info)("notice: %s", message)
+        self.tray.notify(message, error)
+
+    # ---- events from the parts ---------------------------------------------------------------
+    def _transcribed(self, job_id: str, transcript: dict) -> None:
+        log.info("transcribed job=%s worker_ms=%.1f text=%r", job_id,
+                 float(transcript.get("timings", {}).get("total", 0.0)), transcript.get("text", ""))
+        self.controller.transcribed(job_id, transcript.get("text", ""))
+
+    def _worker_state(self, state: str) -> None:
+        if state in ("ready", "busy"):
+            combo = parse_combo(self.settings.hotkey).label()
+            how = {"hold": f"hold {combo}", "toggle": f"press {combo} to start and stop",
+                   "hybrid": f"hold {combo}, or tap it to start and stop"}[self.settings.mode]
+            text = f"Ready: {how}" if self.hotkeys_ok else "Ready: run `python -m app toggle` to dictate"
+        else:
+            text = _WORKER_STATUS.get(state, "The speech model could not be started; see the notice.")
+        self.tray.set_status(text)
+
+    def _remote(self, command: str) -> dict:
+        if command == "show":
+            self.show_settings()
+        elif command != "status":
+            self.controller.command(command)
+        return {"state": self.controller.state.value, "queued": self.controller.queued, "worker": self.worker.state,
+                "worker_pid": self.worker.pid, "hotkeys": self.hotkeys_ok, "tray": self.tray.visible,
+                "pid": os.getpid()}

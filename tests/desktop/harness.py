@@ -1,0 +1,249 @@
+"""A real X11 desktop for end-to-end tests and the latency benchmark.
+
+`XSession` runs Xvfb (display number picked by the server itself, so parallel runs never clash),
+openbox (focus, _NET_ACTIVE_WINDOW) and trayer (a system tray). `App` runs `python -m app` with
+its own settings folder and the test audio hook; `Target` is a QTextEdit in another process and
+`Terminal` an xterm that pastes with Ctrl+Shift+V. Every wait polls for a condition with a
+generous deadline: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+from app.desktop.paths import instance_address
+from app.desktop.remote import request
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0, interval: float = 0.02):
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class XSession:
+    """Xvfb + openbox + trayer. `env` is the environment for programs on this display."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen] = []
+        self.env: dict[str, str] = {}
+
+    def start(self) -> "XSession":
+        read_fd, write_fd = os.pipe()
+        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                                pass_fds=(write_fd,), stderr=open(self.workdir / "xvfb.log", "wb"))
+        os.close(write_fd)
+        self.procs.append(xvfb)
+        with os.fdopen(read_fd) as fh:
+            display = fh.readline().strip()
+        if not display:
+            raise RuntimeError(f"Xvfb did not start; see {self.workdir / 'xvfb.log'}")
+        env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS")}
+        self.env = {**env, "DISPLAY": f":{display}", "XDG_SESSION_TYPE": "x11", "QT_QPA_PLATFORM": "xcb"}
+        self.spawn(["openbox"], "openbox")
+        wait_for(lambda: "window id" in self.run("xprop", "-root", "_NET_SUPPORTING_WM_CHECK"),
+                 "openbox to manage the screen")
+        self.spawn(["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "24",
+                    "--SetDockType", "true", "--transparent", "false"], "trayer")
+        wait_for(self.tray_ready, "trayer to own the system tray selection")
+        return self
+
+    def spawn(self, argv: list[str], name: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+        """Start a program on this display, its output appended to `log` (default: NAME.log)."""
+        out = open(log or self.workdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, env=env or self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *argv: str, input: bytes | None = None, timeout: float = 30) -> str:
+        done = subprocess.run(argv, env=self.env, input=input, capture_output=True, timeout=timeout)
+        return done.stdout.decode(errors="replace")
+
+    def tray_ready(self) -> bool:
+        code = "from Xlib import display; d = display.Display(); " \
+               "print(d.get_selection_owner(d.intern_atom('_NET_SYSTEM_TRAY_S0')))"
+        return self.run(PYTHON, "-c", code).strip() not in ("0", "")
+
+    def xdotool(self, *args: str) -> str:
+        return self.run("xdotool", *args)
+
+    def set_clipboard(self, text: str) -> None:
+        """Another program owns the clipboard with `text` (xclip keeps serving it in the background)."""
+        subprocess.run(["xclip", "-selection", "clipboard", "-i"], input=text.encode(), env=self.env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+
+    def clipboard(self) -> str:
+        return self.run("xclip", "-selection", "clipboard", "-o", timeout=10)
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        code = ("import sys; from PySide6.QtGui import QGuiApplication; app = QGuiApplication([]); "
+                "sys.exit(0 if app.primaryScreen().grabWindow(0).save(sys.argv[1]) else 1)")
+        subprocess.run([PYTHON, "-c", code, str(path)], env=self.env, timeout=30)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.procs.clear()
+
+
+class Window:
+    """Something on the display the paste can land in."""
+
+    title = ""
+
+    def __init__(self, session: XSession) -> None:
+        self.session = session
+        self.window_id = ""
+
+    def _find(self) -> None:
+        self.window_id = wait_for(lambda: self.session.xdotool("search", "--name", f"^{self.title}$").split(),
+                                  f"the {self.title} window")[0]
+
+    def focus(self) -> None:
+        self.session.xdotool("windowactivate", "--sync", self.window_id)
+        wait_for(lambda: self.session.xdotool("getactivewindow").strip() == self.window_id, f"{self.title} focused")
+
+
+class Target(Window):
+    """The Qt text editor of target_app.py; its changes are read back from its log."""
+
+    title = "dictation-target"
+
+    def __init__(self, session: XSession, workdir: Path) -> None:
+        super().__init__(session)
+        self.log = workdir / "target.jsonl"
+        self.log.unlink(missing_ok=True)
+        session.spawn([PYTHON, "-m", "tests.desktop.target_app", str(self.log)], "target")
+        wait_for(lambda: self.changes(), "the target editor to start")
+        self._find()
+
+    def changes(self) -> list[dict]:
+        try:
+            return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        except (FileNotFoundError, ValueError):
+            return []
+
+    def text(self) -> str:
+        changes = self.changes()
+        return changes[-1]["text"] if changes else ""
+
+    def clear(self) -> None:
+        self.focus()
+        self.session.xdotool("key", "--clearmodifiers", "ctrl+a", "BackSpace")
+        wait_for(lambda: self.text() == "", "the target to be emptied")
+
+
+class Terminal(Window):
+    """xterm, set up like modern terminals: Ctrl+Shift+V pastes the clipboard (xterm's default
+    pastes the primary selection with Shift+Insert only)."""
+
+    title = "dictation-terminal"
+
+    def __init__(self, session: XSession, workdir: Path) -> None:
+        super().__init__(session)
+        self.out = workdir / "terminal.out"
+        self.out.write_bytes(b"")
+        translations = "XTerm*VT100.translations: #override Shift Ctrl <Key>V: insert-selection(CLIPBOARD)"
+        session.spawn(["xterm", "-title", self.title, "-xrm", translations, "-e", PYTHON, "-m",
+                       "tests.desktop.terminal_reader", str(self.out)], "xterm")
+        self._find()
+
+    def text(self) -> str:
+        return self.out.read_bytes().decode(errors="replace")
+
+
+class App:
+    """The dictation app under test, with its own settings folder and the test audio hook."""
+
+    def __init__(self, session: XSession, workdir: Path, settings: dict) -> None:
+        self.session = session
+        self.config_home = workdir / "config"
+        (self.config_home / "diffusion-dictate").mkdir(parents=True, exist_ok=True)
+        (self.config_home / "diffusion-dictate" / "settings.json").write_text(json.dumps(settings))
+        self.audio_link = workdir / "speech.wav"  # the "microphone": re-pointed between dictations
+        self.log_path = workdir / "app.log"
+        self.log_path.write_text("")
+        with mock.patch.dict(os.environ, {"XDG_CONFIG_HOME": str(self.config_home)}):
+            self.address = instance_address()
+        self.env = {**session.env, "XDG_CONFIG_HOME": str(self.config_home), "DICTATE_TEST_AUDIO": str(self.audio_link),
+                    "PYTHONUNBUFFERED": "1"}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        """Start the app; return seconds until it answered on its remote channel."""
+        started = time.monotonic()
+        self.proc = self.session.spawn([PYTHON, "-m", "app"], "app", env=self.env, log=self.log_path)
+        wait_for(lambda: self.status() or self.proc.poll() is not None, "the app to answer", timeout=60, interval=0.005)
+        answered = time.monotonic() - started
+        assert self.proc.poll() is None, f"the app exited early:\n{self.log()}"
+        return answered
+
+    def wait_ready(self) -> dict:
+        return wait_for(lambda: (s := self.status()) and s["worker"] == "ready" and s, "the speech worker", timeout=180)
+
+    def status(self) -> dict | None:
+        return request("status", timeout_s=5, address=self.address)
+
+    def command(self, name: str) -> dict | None:
+        return request(name, timeout_s=5, address=self.address)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def count(self, pattern: str) -> int:
+        return len(re.findall(pattern, self.log()))
+
+    def speak(self, clip: Path) -> None:
+        """Point the test microphone at `clip` for the next recording."""
+        self.audio_link.unlink(missing_ok=True)
+        self.audio_link.symlink_to(clip)
+
+    def wait_idle(self) -> dict:
+        return wait_for(lambda: (s := self.status()) and s["state"] in ("idle", "error") and s["queued"] == 0 and s,
+                        "the app to finish its dictations", timeout=120)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def maps_torch(self) -> bool:
+        return "torch" in Path(f"/proc/{self.proc.pid}/maps").read_text()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in ("Xvfb", "openbox", "trayer", "xdotool", "xclip", "xprop", "xterm") if not shutil.which(tool)]
