@@ -25,8 +25,8 @@ import numpy as np
 
 PROTOCOL_VERSION = 1
 MAGIC = b"\xffDWF"
-_PREFIX = struct.Struct("<4sHII")
-PREFIX_SIZE = _PREFIX.size
+PREFIX = struct.Struct("<4sHII")
+PREFIX_SIZE = PREFIX.size
 
 MAX_HEADER_BYTES = 1 << 20
 # 30 minutes of 16 kHz float32 audio: longer than any dictation, small enough to hold in memory.
@@ -81,7 +81,7 @@ def encode(type_: str, payload: bytes = b"", *, version: int = PROTOCOL_VERSION,
     header = json.dumps({"type": type_, **fields}, ensure_ascii=False, separators=(",", ":"), default=_json_default).encode()
     if len(header) > MAX_HEADER_BYTES or len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"frame too large: header {len(header)} bytes, payload {len(payload)} bytes")
-    return _PREFIX.pack(MAGIC, version, len(header), len(payload)) + header + payload
+    return PREFIX.pack(MAGIC, version, len(header), len(payload)) + header + payload
 
 
 def audio_payload(audio: np.ndarray) -> bytes:
@@ -144,7 +144,7 @@ class FrameDecoder:
         self._skipping = False
         if len(buf) < PREFIX_SIZE:
             return None
-        _magic, version, header_len, payload_len = _PREFIX.unpack_from(buf)
+        _magic, version, header_len, payload_len = PREFIX.unpack_from(buf)
         if header_len > MAX_HEADER_BYTES or payload_len > MAX_PAYLOAD_BYTES:
             return self._drop(
                 1, "frame_too_large",

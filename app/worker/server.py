@@ -203,7 +203,10 @@ class Server:
             if self._is_cancelled(job_id):
                 raise JobCancelled
 
-        engine = self._slot.get()
+        engine = self._slot.engine
+        if engine is None:  # unloaded while idle (or never loaded: `get` says so)
+            engine = self._slot.get()
+            self._hello()
         while True:
             try:
                 return engine.transcribe(audio, language=frame.get("language") or "auto", steps=frame.get("steps"), on_progress=on_progress)
@@ -222,7 +225,7 @@ class Server:
         return self._idle_unload_s if self._slot.engine is not None and self._idle_unload_s else None
 
     def _unload_idle(self) -> None:
-        log.info("unloading the model after %.0f s idle", self._idle_unload_s or 0)
+        log.info("unloading the model after %.1f s idle", self._idle_unload_s or 0)
         self._slot.unload()
         self._hello()
 
