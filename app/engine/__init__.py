@@ -43,6 +43,7 @@ class EngineSpec:
 
 def load_engine(spec: EngineSpec) -> Engine:
     """Load the engine `spec` names; the model stays in memory until the engine is dropped."""
+    _quiet_transformers()
     if spec.engine == "whisper":
         from app.engine.whisper import WhisperEngine
 
@@ -52,6 +53,14 @@ def load_engine(spec: EngineSpec) -> Engine:
 
         return DiffusionEngine.load(spec)
     raise UserError(f"Unknown engine '{spec.engine}'. Choose one of: {', '.join(ENGINES)}.", code="bad_engine")
+
+
+def _quiet_transformers() -> None:
+    """transformers' deprecation chatter and weight-loading bars would drown the worker's log."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
 
 
 __all__ = [

@@ -11,6 +11,7 @@ import copy
 import time
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.generation.streamers import BaseStreamer
 from transformers.modeling_outputs import BaseModelOutput
@@ -26,22 +27,31 @@ WINDOW_SAMPLES = 30 * SAMPLE_RATE
 _REQUIRED_FILES = ("config.json", "preprocessor_config.json")
 
 
-class _ProgressStreamer(BaseStreamer):
-    """Reports each new token with the decoded text so far; the first `put` is the prompt."""
+class _StepStreamer(BaseStreamer):
+    """Counts decoder passes and, given a callback, reports each with the decoded text so far.
 
-    def __init__(self, processor: WhisperProcessor, on_progress: ProgressCallback) -> None:
+    The first `put` is the prompt, not a decoding step. The end token counts as a step (it took a pass)
+    although `generate` strips it from its output.
+    """
+
+    def __init__(self, processor: WhisperProcessor, on_progress: ProgressCallback | None) -> None:
         self._processor = processor
         self._on_progress = on_progress
         self._tokens: list[int] = []
         self._seen_prompt = False
+
+    @property
+    def steps(self) -> int:
+        return len(self._tokens)
 
     def put(self, value: torch.Tensor) -> None:
         if not self._seen_prompt:
             self._seen_prompt = True
             return
         self._tokens.extend(int(t) for t in value.reshape(-1).tolist())
-        draft = self._processor.tokenizer.decode(self._tokens, skip_special_tokens=True).strip()
-        self._on_progress(Progress(step=len(self._tokens), total=MAX_NEW_TOKENS, draft=draft))
+        if self._on_progress is not None:
+            draft = self._processor.tokenizer.decode(self._tokens, skip_special_tokens=True).strip()
+            self._on_progress(Progress(step=len(self._tokens), total=MAX_NEW_TOKENS, draft=draft))
 
     def end(self) -> None:
         pass
@@ -78,7 +88,7 @@ class WhisperEngine:
         try:
             processor = WhisperProcessor.from_pretrained(folder)
             model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=dtype)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise UserError(
                 f"The Whisper model in {folder} could not be loaded ({_first_line(exc)}); it may be incomplete or "
                 "corrupt: download it again or choose another model.",
@@ -122,7 +132,7 @@ class WhisperEngine:
         if language == AUTO:
             language, detected = self._detect_language(encoder_outputs), True
 
-        streamer = _ProgressStreamer(self.processor, on_progress) if on_progress else None
+        streamer = _StepStreamer(self.processor, on_progress)
         kwargs: dict = {"task": "transcribe", "streamer": streamer} if self.multilingual else {"streamer": streamer}
         if self.multilingual:
             kwargs["language"] = language
@@ -137,12 +147,13 @@ class WhisperEngine:
 
         ids = tokens[0] if not isinstance(tokens, dict) else tokens["sequences"][0]
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        generated = int((ids >= 0).sum()) - _prompt_length(ids, self.processor)
+        # Sequential long-form decoding cannot stream: count its output tokens instead of passes.
+        steps_used = streamer.steps if not long_form else ids.numel() - _prompt_length(ids, self.processor)
         ms = lambda a, b: round((b - a) * 1000.0, 2)  # noqa: E731
         return Transcript(
             text=text,
             language=language,
-            steps_used=max(generated, 0),
+            steps_used=steps_used,
             timings={
                 "features": ms(t0, t_features),
                 "encoder": ms(t_features, t_encoder),
@@ -179,9 +190,7 @@ def _prompt_length(ids: torch.Tensor, processor: WhisperProcessor) -> int:
         if token not in special:
             break
         count += 1
-    eos = processor.tokenizer.eos_token_id
-    trailing = 1 if ids.numel() and int(ids[-1]) == eos else 0
-    return count + trailing
+    return count
 
 
 def _dtype_for(quantization: str, device: torch.device) -> torch.dtype:
