@@ -1,0 +1,147 @@
+"""Key release -> text in the target window, under Xvfb with the real app and a Whisper tiny.en worker.
+
+For each of `--runs` dictations (hold-to-talk): the hotkey goes down, a short speech clip plays
+through the recorder's test audio seam, the hotkey goes up (sent with XTest from this process, so
+the clock starts at the real release), and the clock stops when the target editor (another
+process) logs the changed text, on the same system-wide monotonic clock. The app's own share is
+that time minus the post-roll (the configured wait for trailing speech, reported on its own) minus
+the worker's transcription time as the engine reports it.
+
+Also: GUI start-up time (process start -> it answers on its remote channel), its resident memory
+after the runs, and whether torch got mapped into the GUI process.
+
+    .venv/bin/python benchmarks/app_latency.py --json [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.data import DATA_DIR, MANIFEST, WHISPER_TINY_EN  # noqa: E402
+from tests.desktop.harness import App, Target, XSession, wait_for  # noqa: E402
+
+CLIPS = ("cards-001", "cards-003", "cards-004", "goforward", "cards-002")
+POST_ROLL_MS = 300
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class Keys:
+    """XTest from this process: the release time is known exactly, with no xdotool start-up in it."""
+
+    def __init__(self, display: str) -> None:
+        from Xlib import XK
+        from Xlib import display as xdisplay
+
+        self.dpy = xdisplay.Display(display)
+        self.codes = [self.dpy.keysym_to_keycode(XK.string_to_keysym(n)) for n in ("Control_L", "Shift_L", "space")]
+
+    def down(self) -> None:
+        from Xlib import X
+        from Xlib.ext import xtest
+
+        for code in self.codes:
+            xtest.fake_input(self.dpy, X.KeyPress, code)
+        self.dpy.sync()
+
+    def up(self) -> float:
+        """Release (space first, see tests/desktop/conftest.py); return when the request went out."""
+        from Xlib import X
+        from Xlib.ext import xtest
+
+        for code in reversed(self.codes):
+            xtest.fake_input(self.dpy, X.KeyRelease, code)
+        at = time.monotonic()
+        self.dpy.sync()
+        return at
+
+
+def run(runs: int) -> dict:
+    clips = {c["id"]: c for c in json.loads(MANIFEST.read_text())["clips"]}
+    workdir = Path(tempfile.mkdtemp(prefix="app-latency-"))
+    session = XSession(workdir).start()
+    app = None
+    try:
+        target = Target(session, workdir)
+        app = App(session, workdir, {"model": str(WHISPER_TINY_EN), "device": "cpu", "language": "en", "mode": "hold",
+                                     "post_roll_ms": POST_ROLL_MS})
+        gui_start_ms = app.start() * 1000
+        app.wait_ready()
+        keys = Keys(session.env["DISPLAY"])
+        e2e, worker, ok = [], [], 0
+        for i in range(runs):
+            clip = clips[CLIPS[i % len(CLIPS)]]
+            target.clear()
+            app.speak(DATA_DIR / clip["path"])
+            played = app.count("test audio source: end of")
+            jobs = app.count("transcribed job")
+            keys.down()
+            wait_for(lambda: app.count("test audio source: end of") > played, "the clip to play", 120)
+            released = keys.up()
+            change = wait_for(lambda: next((c for c in target.changes() if c["t"] > released and c["text"].strip()), None),
+                              "the text in the target", 300, interval=0.005)
+            app.wait_idle()
+            wait_for(lambda: app.count("transcribed job") > jobs, "the transcript in the log")
+            entry = re.findall(r"transcribed job=\S+ worker_ms=([\d.]+) text=(.*)", app.log())[-1]
+            e2e.append((change["t"] - released) * 1000)
+            worker.append(float(entry[0]))
+            ok += target.text().strip() == ast.literal_eval(entry[1]).strip()  # the log holds the text's repr
+        overhead = [t - w - POST_ROLL_MS for t, w in zip(e2e, worker)]
+        return {
+            "runs": runs,
+            "pasted_ok": ok,
+            "e2e_ms_p50": round(statistics.median(e2e), 1),
+            "e2e_ms_p95": round(percentile(e2e, 95), 1),
+            "worker_ms_p50": round(statistics.median(worker), 1),
+            "post_roll_ms": POST_ROLL_MS,
+            "overhead_ms_p50": round(statistics.median(overhead), 1),
+            "overhead_ms_p95": round(percentile(overhead, 95), 1),
+            "gui_start_ms": round(gui_start_ms, 1),
+            "gui_rss_mb": round(app.rss_mb(), 1),
+            "torch_in_gui": app.maps_torch(),
+            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {_cores()} cores, Python "
+                       f"{platform.python_version()}",
+        }
+    finally:
+        if app is not None:
+            app.stop()
+        session.stop()
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    result = run(args.runs)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>16}: {value}")
+    return 0 if result["pasted_ok"] == result["runs"] and not result["torch_in_gui"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

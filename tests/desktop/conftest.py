@@ -1,0 +1,63 @@
+"""Session fixtures: one X11 desktop, one running app with the Whisper tiny.en worker, the targets.
+
+Only a missing Xvfb skips these tests; anything else missing is a failure that says how to fix it.
+Logs and a screenshot are kept under tests/.artifacts/desktop/ for a look after a failure.
+"""
+
+import json
+import shutil
+
+import pytest
+
+from tests.data import DATA_DIR, MANIFEST, WHISPER_TINY_EN
+from tests.desktop.harness import App, Target, Terminal, XSession, missing_tools
+
+ARTIFACTS = DATA_DIR.parent / ".artifacts" / "desktop"
+HOTKEY = "ctrl+shift+space"  # xdotool's spelling of the app's default <ctrl>+<shift>+<space>
+# Released space first: releasing a modifier first while X auto-repeats the held space would type a
+# plain space into the focused window (pynput cannot swallow keys), which is not what is under test.
+HOTKEY_UP = "space+shift+ctrl"
+APP_SETTINGS = {"model": str(WHISPER_TINY_EN), "device": "cpu", "language": "en", "mode": "hybrid"}
+
+
+@pytest.fixture(scope="session")
+def x_session(tmp_path_factory):
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (Debian: apt install xvfb), and these tests need a real X server")
+    missing = missing_tools()
+    assert not missing, f"missing desktop test tools {missing}: run `packaging/setup.sh deps`"
+    workdir = tmp_path_factory.mktemp("desktop")
+    session = XSession(workdir).start()
+    yield session
+    session.stop()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for log in workdir.glob("*.log"):
+        shutil.copy(log, ARTIFACTS / log.name)
+
+
+@pytest.fixture(scope="session")
+def clips():
+    assert MANIFEST.exists() and WHISPER_TINY_EN.exists(), "test data missing: run `python -m tests.data.build`"
+    return {c["id"]: {**c, "path": DATA_DIR / c["path"]} for c in json.loads(MANIFEST.read_text())["clips"]}
+
+
+@pytest.fixture(scope="session")
+def target(x_session):
+    return Target(x_session, x_session.workdir)
+
+
+@pytest.fixture(scope="session")
+def terminal(x_session):
+    return Terminal(x_session, x_session.workdir)
+
+
+@pytest.fixture(scope="session")
+def dictation_app(x_session, clips, target):
+    app = App(x_session, x_session.workdir, APP_SETTINGS)
+    app.start()
+    try:
+        app.wait_ready()
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- app log ---\n{app.log()[-4000:]}") from None
+    yield app
+    app.stop()

@@ -1,0 +1,47 @@
+"""The clipboard restore waits for the target's real read, never for a fixed delay; and it never
+destroys something the user copied meanwhile. Each scenario runs the real Paster and Qt clipboard
+in a subprocess on the test X display (see paste_probe.py)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.desktop.harness import ROOT
+from tests.desktop.paste_probe import TRANSCRIPT
+
+
+def probe(x_session, scenario: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "tests.desktop.paste_probe", scenario], env=x_session.env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_slow_target_still_gets_the_transcript_and_the_clipboard_comes_back(x_session):
+    report = probe(x_session, "slow")
+    assert report["reader_got"] == TRANSCRIPT
+    assert report["ok"] and report["clipboard_after"] == "BEFORE"
+
+
+def test_a_paste_nobody_takes_leaves_the_text_on_the_clipboard(x_session):
+    report = probe(x_session, "nobody")
+    assert not report["ok"] and "paste it yourself" in report["message"]
+    assert report["clipboard_after"] == TRANSCRIPT
+
+
+def test_what_the_user_copied_meanwhile_is_not_overwritten(x_session):
+    report = probe(x_session, "overwrite")
+    assert report["reader_got"] == TRANSCRIPT
+    assert report["ok"] and report["clipboard_after"] == "COPIED-LATER"
+
+
+@pytest.mark.parametrize("window_class, keys", [("XTerm", "ctrl+shift+v"), ("kitty", "ctrl+shift+v"),
+                                                ("Gedit", "ctrl+v"), (None, "ctrl+v")])
+def test_paste_keys_by_window_class(window_class, keys):
+    from app.desktop.paste import paste_keys
+
+    assert paste_keys("auto", "x11", window_class) == keys
+    assert paste_keys("auto", "macos", window_class) == "cmd+v"
+    assert paste_keys("shift+insert", "x11", window_class) == "shift+insert"
