@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from app.engine import EngineSpec, Progress, Transcript
 from app.errors import UserError
@@ -260,9 +261,16 @@ def _claim_stdio() -> tuple[int, int]:
     return read_fd, write_fd
 
 
-def main() -> int:
-    """Entry of `python -m app worker`; the parent controls the worker through stdin, so Ctrl+C is ignored."""
+def main() -> NoReturn:
+    """Entry of `python -m app worker`; the parent controls the worker through stdin, so Ctrl+C is ignored.
+
+    It ends the process with `os._exit(status)`: tearing down an interpreter that holds torch and a
+    model takes seconds, every job has been answered by then, and the app's quit should not wait.
+    """
     read_fd, write_fd = _claim_stdio()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="worker %(process)d %(levelname)s %(message)s")
-    return Server(read_fd, FrameWriter(write_fd)).run()
+    code = Server(read_fd, FrameWriter(write_fd)).run()
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
