@@ -7,8 +7,9 @@ process) logs the changed text, on the same system-wide monotonic clock. The app
 that time minus the post-roll (the configured wait for trailing speech, reported on its own) minus
 the worker's transcription time as the engine reports it.
 
-Also: GUI start-up time (process start -> it answers on its remote channel), its resident memory
-after the runs, and whether torch got mapped into the GUI process.
+Also: GUI start-up time (process start -> tray shown and answering on its remote channel), when
+its global hotkeys went live (pynput is started right after), its resident memory after the runs,
+and whether torch got mapped into the GUI process.
 
     .venv/bin/python benchmarks/app_latency.py --json [--runs 20]
 """
@@ -81,6 +82,8 @@ def run(runs: int) -> dict:
         app = App(session, workdir, {"model": str(WHISPER_TINY_EN), "device": "cpu", "language": "en", "mode": "hold",
                                      "post_roll_ms": POST_ROLL_MS})
         gui_start_ms = app.start() * 1000
+        wait_for(lambda: app.status()["hotkeys"], "the hotkeys", 60, interval=0.005)
+        hotkeys_ready_ms = (time.monotonic() - app.started_at) * 1000
         app.wait_ready()
         keys = Keys(session.env["DISPLAY"])
         e2e, worker, ok = [], [], 0
@@ -112,6 +115,7 @@ def run(runs: int) -> dict:
             "overhead_ms_p50": round(statistics.median(overhead), 1),
             "overhead_ms_p95": round(percentile(overhead, 95), 1),
             "gui_start_ms": round(gui_start_ms, 1),
+            "hotkeys_ready_ms": round(hotkeys_ready_ms, 1),
             "gui_rss_mb": round(app.rss_mb(), 1),
             "torch_in_gui": app.maps_torch(),
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {_cores()} cores, Python "

@@ -23,7 +23,6 @@ from typing import Callable
 
 import numpy as np
 
-from app.audio.loading import to_mono
 from app.audio.ringbuffer import RingBuffer
 from app.audio.sources import AudioSource
 from app.audio.vad import SpeechDetector
@@ -144,7 +143,9 @@ class Recorder:
 
     # ---- audio thread ------------------------------------------------------------------------
     def _on_block(self, block: np.ndarray) -> None:
-        mono = to_mono(block).astype(np.float32, copy=False)
+        # Downmixed here rather than with loading.to_mono: importing that module loads libsndfile,
+        # which would cost GUI start-up time for a one-line average.
+        mono = (block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)).astype(np.float32, copy=False)
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
         if len(mono):

@@ -74,12 +74,8 @@ class DictationApp(QObject):
         self.tray.show()
         if not self.tray.available:
             log.warning("no system tray found: the app runs without an icon; use `python -m app toggle`")
-        self.worker.start()
-        try:
-            self.hotkeys.start()
-            self.hotkeys_ok = True
-        except UserError as exc:
-            self.notify(str(exc), error=True)
+        self.worker.start()  # its own process: the model loads while the rest of us starts
+        QTimer.singleShot(0, self._start_hotkeys)  # importing pynput takes a while: show the tray first
         if self.settings.warm_microphone:
             try:
                 self.recorder.configure(RecorderOptions(**{**self.recorder.options.__dict__, "warm": True}))
@@ -89,6 +85,14 @@ class DictationApp(QObject):
             QTimer.singleShot(500, lambda: threading.Thread(target=VadModel.shared, daemon=True).start())
         self._worker_state(self.worker.state)
         return True
+
+    def _start_hotkeys(self) -> None:
+        try:
+            self.hotkeys.start()
+            self.hotkeys_ok = True
+        except UserError as exc:
+            self.notify(str(exc), error=True)
+        self._worker_state(self.worker.state)
 
     def shutdown(self) -> None:
         self.hotkeys.stop()

@@ -193,18 +193,21 @@ class App:
         self.env = {**session.env, "XDG_CONFIG_HOME": str(self.config_home), "DICTATE_TEST_AUDIO": str(self.audio_link),
                     "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
 
     def start(self) -> float:
         """Start the app; return seconds until it answered on its remote channel."""
-        started = time.monotonic()
+        self.started_at = time.monotonic()
         self.proc = self.session.spawn([PYTHON, "-m", "app"], "app", env=self.env, log=self.log_path)
         wait_for(lambda: self.status() or self.proc.poll() is not None, "the app to answer", timeout=60, interval=0.005)
-        answered = time.monotonic() - started
+        answered = time.monotonic() - self.started_at
         assert self.proc.poll() is None, f"the app exited early:\n{self.log()}"
         return answered
 
     def wait_ready(self) -> dict:
-        return wait_for(lambda: (s := self.status()) and s["worker"] == "ready" and s, "the speech worker", timeout=180)
+        """Until the model is loaded and the hotkeys are live."""
+        return wait_for(lambda: (s := self.status()) and s["worker"] == "ready" and s["hotkeys"] and s,
+                        "the speech worker and the hotkeys", timeout=180)
 
     def status(self) -> dict | None:
         return request("status", timeout_s=5, address=self.address)
