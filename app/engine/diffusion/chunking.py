@@ -1,7 +1,8 @@
 """Split long audio at pauses into windows the Whisper encoder can take, and join the texts again.
 
 The Whisper encoder sees at most 30 s. Longer audio is cut at the quietest point (lowest short-time
-energy) in the second half of each 30 s stretch, so words are rarely cut and chunks stay long. The
+energy, the latest one on ties) in the second half of each 30 s stretch, so words are rarely cut and
+chunks stay long. The
 chunks are then denoised together as one batch: one canvas per chunk, same number of steps.
 """
 
@@ -40,7 +41,8 @@ def split_at_pauses(
     while audio.shape[0] - start > max_len:
         window = audio[start + min_len : start + max_len]
         energy = _frame_energy(window, frame)
-        cut = start + min_len + int(np.argmin(energy)) * frame + frame // 2
+        quietest = len(energy) - 1 - int(np.argmin(energy[::-1]))  # the latest of equally quiet frames
+        cut = start + min_len + quietest * frame + frame // 2
         chunks.append(audio[start:cut])
         start = cut
     chunks.append(audio[start:])

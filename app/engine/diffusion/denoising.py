@@ -85,7 +85,8 @@ def denoise(
     if not early_exit:
         knobs.update(stability_threshold=None, confidence_threshold=None)
     attention_mask = torch.ones(batch, prefix_len + tail_ids.shape[1], dtype=torch.long, device=device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
         torch.manual_seed(seed)
         try:
             out = backbone.generate(

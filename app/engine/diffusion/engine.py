@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from app.engine.base import AUTO, Progress, ProgressCallback, Transcript, check_audio, check_language
+from app.engine.base import AUTO, SAMPLE_RATE, Progress, ProgressCallback, Transcript, check_audio, check_language
 from app.engine.devices import out_of_memory_as_user_error
 from app.engine.diffusion.chunking import join_texts, split_at_pauses
 from app.engine.diffusion.denoising import denoise
@@ -35,8 +35,16 @@ class DiffusionEngine:
 
     @classmethod
     def load(cls, spec) -> "DiffusionEngine":
-        """Load the adapter `spec.model` with its backbone and encoder; see `loading.py`."""
-        return cls(load_model(spec), seed=spec.seed)
+        """Load the adapter `spec.model` with its backbone and encoder (see `loading.py`), warmed up."""
+        engine = cls(load_model(spec), seed=spec.seed)
+        engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """One 1-step transcription of quiet noise: the first real dictation should not pay the
+        one-time costs (lazy imports inside transformers' denoising loop, kernel selection)."""
+        quiet = np.random.default_rng(0).standard_normal(SAMPLE_RATE // 2).astype(np.float32) * 0.01
+        self.transcribe(quiet, language="en", steps=1, early_exit=False)
 
     @property
     def quantization(self) -> str:

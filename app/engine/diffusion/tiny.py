@@ -62,7 +62,7 @@ def write_tiny_checkpoint(
     """Write the three folders under `out_dir` and return the adapter folder."""
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
-    tokenizer = _tokenizer()
+    tokenizer = tiny_tokenizer()
     backbone = _backbone(tokenizer, canvas_length)
     backbone.save_pretrained(out_dir / "backbone")
     tokenizer.save_pretrained(out_dir / "backbone")
@@ -148,7 +148,7 @@ def _backbone(tokenizer: PreTrainedTokenizerFast, canvas_length: int) -> Diffusi
     return model
 
 
-def _tokenizer() -> PreTrainedTokenizerFast:
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on a few sentences: decodes any id back to text, like Gemma's tokenizer."""
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -194,7 +194,9 @@ def write_tiny_whisper(folder: Path, full: bool) -> int:
     )
     if full:
         model = WhisperForConditionalGeneration(config)
-        model.generation_config.update(lang_to_id=lang_tokens, is_multilingual=True, decoder_start_token_id=3)
+        model.generation_config.lang_to_id = lang_tokens
+        model.generation_config.is_multilingual = True
+        model.generation_config._from_model_config = False  # else loading rebuilds it from config.json
     else:
         model = WhisperEncoder(config)
     model.save_pretrained(folder)

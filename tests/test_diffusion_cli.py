@@ -1,0 +1,43 @@
+"""The `transcribe` command with the diffusion engine, and the CPU smoke mode of the GPU benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import soundfile as sf
+
+from app.cli import main
+from app.engine.base import SAMPLE_RATE
+from benchmarks import gpu_real_shape
+from tests.test_diffusion_engine import tiny_checkpoint, tone
+
+
+def test_transcribe_json_with_the_diffusion_engine(tmp_path_factory, tmp_path, capsys):
+    adapter = tiny_checkpoint(tmp_path_factory)
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, tone(), SAMPLE_RATE)
+    argv = ["transcribe", str(wav), "--engine", "diffusion", "--model", str(adapter), "--steps", "3", "--language", "en",
+            "--quantization", "int8", "--seed", "2", "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert first["file"] == str(wav) and first["language"] == "en" and not first["language_detected"]
+    assert 1 <= first["steps_used"] <= 3 and len(first["timings"]["steps"]) == first["steps_used"]
+    assert first["text"] == second["text"]  # same seed, same words
+
+
+def test_transcribe_reports_a_bad_adapter_in_one_line(tmp_path, capsys):
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, tone(), SAMPLE_RATE)
+    assert main(["transcribe", str(wav), "--engine", "diffusion", "--model", str(tmp_path / "missing"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_gpu_benchmark_smoke_mode_on_cpu(tmp_path):
+    out = tmp_path / "report.json"
+    argv = ["--tiny", "--device", "cpu", "--runs", "1", "--modes", "int4", "--step-counts", "1,2", "--out", str(out)]
+    report = gpu_real_shape.main(argv)
+    int4 = report["modes"]["int4"]
+    assert int4["step_ms_p50"] > 0 and int4["total_ms_p50_2_steps"] > 0 and int4["prefill_ms_p50"] > 0
+    assert json.loads(out.read_text())["modes"]["int4"]["runs"] == 1

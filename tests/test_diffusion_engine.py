@@ -1,0 +1,191 @@
+"""The diffusion engine end to end on a tiny random checkpoint, loaded through the production loader.
+
+The checkpoint is written once per session (`tiny_checkpoint`, shared with the other
+test_diffusion_* files); the fp32 CPU engine is loaded once per module.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine import EngineSpec, load_engine
+from app.engine.base import LANGUAGES, SAMPLE_RATE, Progress
+from app.engine.diffusion.denoising import denoise
+from app.engine.diffusion.loading import apply_generation_overrides
+from app.engine.diffusion.tiny import write_tiny_checkpoint, write_tiny_whisper
+from app.errors import UserError
+
+SECONDS = 3
+
+
+@functools.cache
+def _build(root: Path) -> Path:
+    return write_tiny_checkpoint(root / "tiny-diffusion", seed=0)
+
+
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny adapter folder (with ../backbone and ../encoder), written once per test session."""
+    return _build(tmp_path_factory.getbasetemp())
+
+
+def tone(freq: float = 440.0, seconds: float = SECONDS, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def noise(seconds: float = SECONDS, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * SAMPLE_RATE)) * 0.1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def engine(adapter):
+    return load_engine(EngineSpec(engine="diffusion", model=str(adapter), device="cpu", quantization="fp32"))
+
+
+@pytest.fixture
+def decoder_calls(engine):
+    """Counts real decoder forward passes (and their batch sizes) during a test."""
+    batches: list[int] = []
+    handle = engine.model.backbone.model.decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(int(kwargs["decoder_input_ids"].shape[0])), with_kwargs=True
+    )
+    yield batches
+    handle.remove()
+
+
+def test_exactly_n_decoder_passes_without_early_exit(engine, decoder_calls):
+    result = engine.transcribe(tone(), language="en", steps=5, early_exit=False)
+    assert result.steps_used == 5
+    assert len(decoder_calls) == 5
+    assert len(result.timings["steps"]) == 5
+    assert set(result.timings) >= {"features", "encoder", "prefill", "steps", "decode", "total"}
+    assert result.language == "en" and not result.language_detected
+
+
+def test_early_exit_stops_before_n_steps(engine, decoder_calls):
+    backbone = engine.model.backbone
+    saved = copy.deepcopy(backbone.generation_config)
+    # Any canvas counts as confident and stable: the stopping criterion fires after the first step.
+    apply_generation_overrides(backbone, {"confidence_threshold": 1e9, "stability_threshold": 0})
+    try:
+        result = engine.transcribe(tone(), language="en", steps=6)
+    finally:
+        backbone.generation_config = saved
+    assert result.steps_used == 1 == len(decoder_calls)
+    assert engine.transcribe(tone(), language="en", steps=6).steps_used <= 6
+
+
+def test_default_steps_is_eight(engine):
+    assert engine.transcribe(tone(), language="en", early_exit=False).steps_used == 8
+
+
+@pytest.mark.parametrize("steps", [0, 49, -1])
+def test_steps_outside_1_to_48_are_refused(engine, steps):
+    with pytest.raises(UserError) as err:
+        engine.transcribe(tone(), language="en", steps=steps)
+    assert err.value.code == "bad_steps"
+
+
+def test_text_only_path_matches_generate(engine):
+    """Prefill from embeddings + generate(tail, cache) gives the same tokens as generate(whole prompt)."""
+    backbone, prompt = engine.model.backbone, engine.model.prompt
+    ids = prompt.build("English")
+    text_ids = [t for t in ids.prefix if t != engine.model.config.audio_token_id][:12]
+    prefix = torch.tensor([text_ids])
+    tail = torch.tensor([ids.tail])
+    canvas = backbone.config.canvas_length
+    with torch.inference_mode():
+        ours = denoise(backbone, backbone.get_input_embeddings()(prefix), tail, steps=4, seed=7, early_exit=False)
+        torch.manual_seed(7)
+        reference = backbone.generate(
+            torch.cat([prefix, tail], dim=1),
+            max_denoising_steps=4,
+            max_new_tokens=canvas,
+            stability_threshold=None,
+            confidence_threshold=None,
+        )
+    assert torch.equal(ours.canvases, reference.sequences[:, -canvas:])
+    assert ours.steps_used == 4
+
+
+def test_same_seed_same_text_other_seed_other_text(engine):
+    first = engine.transcribe(tone(), language="en", steps=4, seed=3)
+    again = engine.transcribe(tone(), language="en", steps=4, seed=3)
+    other = engine.transcribe(tone(), language="en", steps=4, seed=4)
+    assert first.text == again.text
+    assert first.text != other.text
+
+
+def test_audio_conditions_the_canvas(engine):
+    canvases = []
+    backbone = engine.model.backbone
+    handle = backbone.lm_head.register_forward_hook(lambda module, args, out: canvases.append(out.argmax(-1)))
+    try:
+        a = engine.transcribe(tone(), language="en", steps=3, seed=1, early_exit=False)
+        b = engine.transcribe(noise(), language="en", steps=3, seed=1, early_exit=False)
+    finally:
+        handle.remove()
+    assert a.text != b.text
+    assert not torch.equal(canvases[2], canvases[5])
+
+
+def test_language_changes_the_prompt(engine):
+    en = engine.model.prompt.build(engine.model.config.language_names["en"])
+    de = engine.model.prompt.build(engine.model.config.language_names["de"])
+    assert en.prefix != de.prefix and en.tail == de.tail
+
+
+def test_draft_callback_once_per_step_and_last_draft_is_the_text(engine):
+    drafts: list[Progress] = []
+    result = engine.transcribe(tone(), language="en", steps=4, early_exit=False, on_progress=drafts.append)
+    assert [p.step for p in drafts] == [1, 2, 3, 4]
+    assert all(p.total == 4 for p in drafts)
+    assert drafts[-1].draft == result.text
+
+
+def test_long_audio_is_chunked_and_denoised_as_one_batch(engine, decoder_calls):
+    gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    speechy = [tone(300 + 50 * i, seconds=6.0) for i in range(11)]
+    audio = np.concatenate([part for s in speechy for part in (s, gap)])  # 71.5 s
+    result = engine.transcribe(audio, language="en", steps=3, early_exit=False)
+    assert decoder_calls == [3, 3, 3]  # three chunks, one batched pass per step
+    assert result.steps_used == 3
+
+
+def test_empty_audio_is_a_user_error(engine):
+    with pytest.raises(UserError) as err:
+        engine.transcribe(np.zeros(0, dtype=np.float32), language="en")
+    assert err.value.code == "empty_audio"
+
+
+def test_silence_gives_empty_text_without_running_the_model(engine, decoder_calls):
+    result = engine.transcribe(np.zeros(SAMPLE_RATE * 2, dtype=np.float32), language="en", steps=4)
+    assert result.text == "" and result.steps_used == 0 and decoder_calls == []
+
+
+def test_auto_language_without_whisper_decoder_is_refused(engine):
+    with pytest.raises(UserError) as err:
+        engine.transcribe(tone(), language="auto", steps=2)
+    assert err.value.code == "language_detection_unavailable"
+
+
+def test_auto_language_with_full_whisper(adapter, tmp_path_factory):
+    full_whisper = tmp_path_factory.mktemp("full-whisper")
+    write_tiny_whisper(full_whisper, full=True)
+    engine = load_engine(
+        EngineSpec(engine="diffusion", model=str(adapter), encoder=str(full_whisper), device="cpu", quantization="fp32")
+    )
+    result = engine.transcribe(tone(), language="auto", steps=2)
+    assert result.language_detected and result.language in LANGUAGES
+    assert "language_id" in result.timings
