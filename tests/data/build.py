@@ -174,9 +174,13 @@ def clip(id: str, path: str, text: str, language: str | None, source: str, secon
 
 
 def read_transcription(path: Path) -> dict[str, str]:
+    return read_transcription_text(path.read_text(encoding="utf-8"))
+
+
+def read_transcription_text(text: str) -> dict[str, str]:
     """'<s> words </s> (utterance-id)' lines -> {utterance-id: words}."""
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         m = re.fullmatch(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\(([^)]+)\)\s*", line)
         if m:
             out[m.group(2)] = " ".join(m.group(1).split())
@@ -195,7 +199,7 @@ def pocketsphinx_inputs() -> list[Path]:
 
 def pocketsphinx_key() -> dict:
     return {
-        "code": sha256_bytes(source_of(build_pocketsphinx, read_transcription, write_wav, wav_seconds).encode()),
+        "code": sha256_bytes(source_of(build_pocketsphinx, read_transcription_text, write_wav, wav_seconds).encode()),
         "inputs": {str(p): sha256_file(p) for p in pocketsphinx_inputs()},
         "goforward": GOFORWARD_TEXT,
     }

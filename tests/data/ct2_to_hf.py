@@ -143,10 +143,9 @@ def parse_ct2(data: bytes | memoryview, source: str = "model.bin") -> CT2Model:
             arr = _bf16_to_f32(arr)
         variables[name] = arr
     aliases: dict[str, str] = {}
-    if r.pos < len(r.buf):  # very old files have no alias section
-        for _ in range(r.unpack("I", "alias count")):
-            alias = r.string("alias name")
-            aliases[alias] = r.string(f"alias target of {alias}")
+    for _ in range(r.unpack("I", "alias count")):
+        alias = r.string("alias name")
+        aliases[alias] = r.string(f"alias target of {alias}")
     if r.pos != len(r.buf):
         raise CT2FormatError(f"{source}: {len(r.buf) - r.pos} unexpected trailing bytes after the model")
     for alias, target in aliases.items():
