@@ -117,9 +117,12 @@ class WlClipboard:
 
     def offer(self, text: str) -> Offer:
         offer = Offer()
-        process = QProcess(offer)
-        process.finished.connect(lambda *_: offer.fetched.emit())  # --paste-once exits after the one paste
-        process.start("wl-copy", ["--paste-once", "--type", "text/plain;charset=utf-8"])
+        # Not parented to the offer: when nobody pastes, the text must stay offered after the paster
+        # lets go of the offer. The next offer replaces (and so ends) this process.
+        process = QProcess()
+        process.finished.connect(offer.fetched)  # --paste-once exits after its one paste
+        # --foreground: without it wl-copy forks and its parent exits at once, which would look like a paste
+        process.start("wl-copy", ["--foreground", "--paste-once", "--type", "text/plain;charset=utf-8"])
         process.write(text.encode("utf-8"))
         process.closeWriteChannel()
         self._process = process

@@ -7,6 +7,7 @@ re-entrantly. This object implements the controller's `Effects` by calling the p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -78,7 +79,7 @@ class DictationApp(QObject):
         QTimer.singleShot(0, self._start_hotkeys)  # importing pynput takes a while: show the tray first
         if self.settings.warm_microphone:
             try:
-                self.recorder.configure(RecorderOptions(**{**self.recorder.options.__dict__, "warm": True}))
+                self.recorder.configure(dataclasses.replace(self.recorder.options, warm=True))
             except UserError as exc:
                 self.notify(str(exc), error=True)
         if self.settings.skip_silence:  # load the speech check off the start-up path, before the first press

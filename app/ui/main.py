@@ -19,7 +19,11 @@ def run_gui(argv: list[str]) -> int:
         return 0
     settings, problems = config.load()
     if not config.settings_path().exists():
-        config.save(settings)  # so that there is a file to edit until the settings window exists
+        try:
+            config.save(settings)  # so that there is a file to edit until the settings window exists
+        except OSError as exc:
+            problems.append(f"The settings could not be saved to {config.settings_path()} ({exc}); "
+                            "check that the folder is writable.")
 
     from PySide6.QtWidgets import QApplication
 
