@@ -30,14 +30,27 @@ PASTE_KEYS = ("auto", "ctrl+v", "ctrl+shift+v", "shift+insert")
 
 
 def setting(default: Any, label: str, help: str, *, group: str, choices: tuple | None = None,
-            range: tuple[int, int] | None = None, check=None) -> Any:
-    """Declare one setting; the metadata is what validation and the settings form read."""
-    meta = {"label": label, "help": help, "group": group, "choices": choices, "range": range, "check": check}
+            range: tuple[int, int] | None = None, check=None, widget: str | None = None) -> Any:
+    """Declare one setting; the metadata is what validation and the settings form read.
+
+    `widget` names a custom editor for the settings form ("quality", "hotkey", "microphone", "model");
+    without it the form picks one from the type, choices and range.
+    """
+    meta = {"label": label, "help": help, "group": group, "choices": choices, "range": range, "check": check,
+            "widget": widget}
     return field(default=default, metadata=meta)
 
 
 def _check_hotkey(value: str) -> str:
     return str(parse_combo(value))
+
+
+def _check_endpoint(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise UserError(f"The model hub address '{value}' must start with http:// or https://, or be empty.",
+                        code="bad_setting")
+    return value
 
 
 @dataclass(frozen=True)
@@ -47,24 +60,25 @@ class Settings:
     engine: str = setting("whisper", "Engine", "The speech model family: diffusion needs a GPU, Whisper runs anywhere.",
                           group="Model", choices=ENGINES)
     model: str = setting("", "Model", "A model folder or Hugging Face id; leave empty for the engine's default.",
-                         group="Model")
+                         group="Model", widget="model")
     quantization: str = setting("auto", "Precision", "Weight precision; auto picks by free GPU memory.",
                                 group="Model", choices=QUANTIZATIONS)
     device: str = setting("auto", "Device", "Where the model runs: auto, cpu, cuda or cuda:N.", group="Model")
     language: str = setting(AUTO, "Language", "The language you speak, or auto to detect it.",
                             group="Model", choices=(AUTO, *LANGUAGES))
     steps: int = setting(8, "Quality (steps)", "Diffusion only: the most denoising steps; more is slower and better.",
-                         group="Model", range=(1, 48))
+                         group="Model", range=(1, 48), widget="quality")
     hotkey: str = setting("<ctrl>+<shift>+<space>", "Hotkey", "The key combination that starts dictation, "
-                          "e.g. <ctrl>+<shift>+<space> or <alt_r> for Right Alt alone.", group="Keys", check=_check_hotkey)
+                          "e.g. <ctrl>+<shift>+<space> or <alt_r> for Right Alt alone.", group="Keys", check=_check_hotkey,
+                          widget="hotkey")
     mode: str = setting("hybrid", "Trigger", "hold: speak while the hotkey is held; toggle: tap to start and to stop; "
                         "hybrid: a short tap toggles, a longer press is hold-to-talk.", group="Keys", choices=MODES)
     tap_ms: int = setting(400, "Tap length (ms)", "Hybrid mode: presses shorter than this toggle recording.",
                           group="Keys", range=(100, 2000))
     cancel_key: str = setting("<esc>", "Cancel key", "Discards the recording while you are recording.",
-                              group="Keys", check=_check_hotkey)
+                              group="Keys", check=_check_hotkey, widget="hotkey")
     microphone: str = setting("", "Microphone", "The input device by name; empty for the system default.",
-                              group="Audio")
+                              group="Audio", widget="microphone")
     warm_microphone: bool = setting(False, "Keep microphone open", "Keeps the microphone open between dictations so "
                                     "the pre-roll catches the first word; some systems then show a recording indicator "
                                     "and Bluetooth headsets switch to their low-quality call mode.", group="Audio")
@@ -83,6 +97,27 @@ class Settings:
                               "(Cmd+V on macOS).", group="Output", choices=PASTE_KEYS)
     restore_clipboard: bool = setting(True, "Restore clipboard", "Puts back what the clipboard held once the target "
                                       "window has taken the text.", group="Output")
+
+    sound_cues: bool = setting(True, "Sound cues", "A short sound when the microphone is really listening and "
+                               "another when recording stops.", group="Feedback")
+    overlay: bool = setting(True, "Show overlay", "A small window at the bottom of the screen shows the input level "
+                            "and the transcript as it forms; it never takes the keyboard focus.", group="Feedback")
+    history: bool = setting(True, "Keep history", "Saves every transcript on this computer, so that one whose "
+                            "paste failed can be copied or pasted again.", group="History")
+    history_days: int = setting(30, "Keep for (days)", "Transcripts older than this are deleted; 0 keeps them "
+                                "forever.", group="History", range=(0, 3650))
+    history_max: int = setting(1000, "Keep at most", "Only this many of the newest transcripts are kept; 0 means "
+                               "no limit.", group="History", range=(0, 100000))
+    history_audio: bool = setting(False, "Keep recordings", "Also saves the audio of each dictation with its "
+                                  "transcript (about 2 MB a minute).", group="History")
+    autostart: bool = setting(False, "Start at login", "Starts the app when you log in to your desktop.",
+                              group="System")
+    idle_unload_min: int = setting(0, "Unload model after (min)", "Frees the model's memory after this many idle "
+                                   "minutes; the next dictation loads it again. 0 keeps it loaded.",
+                                   group="System", range=(0, 1440))
+    hub_endpoint: str = setting("", "Model hub address", "Where models are downloaded from, e.g. a mirror of the "
+                                "Hugging Face Hub; empty for https://huggingface.co.", group="System",
+                                check=_check_endpoint)
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec(engine=self.engine, model=self.model or DEFAULT_MODELS[self.engine],
