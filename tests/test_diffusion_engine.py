@@ -14,12 +14,16 @@ import numpy as np
 import pytest
 import torch
 
+from app.audio.loading import load_audio
 from app.engine import EngineSpec, load_engine
 from app.engine.base import LANGUAGES, SAMPLE_RATE, Progress
+from app.engine.diffusion.chunking import split_at_pauses
 from app.engine.diffusion.denoising import denoise
 from app.engine.diffusion.loading import apply_generation_overrides
 from app.engine.diffusion.tiny import write_tiny_checkpoint, write_tiny_whisper
 from app.errors import UserError
+from tests.data import WHISPER_BASE
+from tests.speech import clips
 
 SECONDS = 3
 
@@ -189,3 +193,29 @@ def test_auto_language_with_full_whisper(adapter, tmp_path_factory):
     result = engine.transcribe(tone(), language="auto", steps=2)
     assert result.language_detected and result.language in LANGUAGES
     assert "language_id" in result.timings
+
+
+needs_test_data = pytest.mark.skipif(not WHISPER_BASE.is_dir(), reason="run `python -m tests.data.build` first")
+
+
+@needs_test_data
+def test_auto_language_with_real_whisper_base(tmp_path_factory):
+    """Real language identification: the adapter's encoder is the test data's multilingual Whisper base."""
+    adapter = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-on-whisper-base"), encoder=WHISPER_BASE)
+    engine = load_engine(EngineSpec(engine="diffusion", model=str(adapter), device="cpu", quantization="fp32"))
+    clip = clips(source="espeak", language="de")[0]
+    result = engine.transcribe(load_audio(clip.path), language="auto", steps=1)
+    assert result.language == "de" and result.language_detected
+
+
+@needs_test_data
+def test_real_long_speech_is_cut_in_pauses():
+    clip = next(c for c in clips(language="en") if c.seconds > 30)
+    audio = load_audio(clip.path)
+    chunks = split_at_pauses(audio)
+    assert len(chunks) == 2 and all(c.shape[0] <= 30 * SAMPLE_RATE for c in chunks)
+    assert sum(c.shape[0] for c in chunks) == audio.shape[0]
+    frame = SAMPLE_RATE // 50
+    energy = [float(np.mean(audio[i : i + frame] ** 2)) for i in range(0, audio.shape[0] - frame, frame)]
+    cut = chunks[0].shape[0]
+    assert np.mean(audio[cut - frame // 2 : cut + frame // 2] ** 2) <= np.percentile(energy, 10)
