@@ -1,6 +1,6 @@
 """Global hotkeys: pynput's listener feeding the combo logic of `keys.py` on the GUI thread.
 
-pynput is imported only in `start()`: importing its keyboard module without a display raises, and
+pynput is imported only once started: importing its keyboard module without a display raises, and
 on Wayland it would only see keys typed into X11 windows, so there we refuse and tell the user to
 bind `python -m app toggle` instead. pynput calls back on its own thread; each raw key event is
 handed to the GUI thread through a queued signal with the time it happened, and the grace period
@@ -10,6 +10,7 @@ for X11 auto-repeat is a QTimer there.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -35,11 +36,14 @@ def key_name(key) -> str:
 
 
 class HotkeyListener(QObject):
-    """Emits `pressed(time)`, `released(time of the real release)` and `cancel_pressed()`."""
+    """Emits `pressed(time)`, `released(time of the real release)` and `cancel_pressed()`; `ready` once
+    listening, or `unavailable(message)`."""
 
     pressed = Signal(float)
     released = Signal(float)
     cancel_pressed = Signal()
+    ready = Signal()
+    unavailable = Signal(str)
     _raw = Signal(str, bool, float)
 
     def __init__(self, combo: Combo, cancel: Combo, *, grace_s: float = 0.05, parent: QObject | None = None) -> None:
@@ -55,25 +59,37 @@ class HotkeyListener(QObject):
         self._cancel = ComboTracker(cancel, 0.0)
 
     def start(self) -> None:
-        """Begin listening; raises UserError with what to do where global hotkeys cannot work."""
+        """Begin listening in the background; `ready` or `unavailable(message)` follows.
+
+        Raises UserError at once where global hotkeys cannot work at all (Wayland, no display).
+        pynput's import and X connection take a few hundred milliseconds of pure Python, so they run
+        on a helper thread: the tray and the remote channel answer meanwhile.
+        """
         server = display_server()
         if server == "wayland":
             raise UserError(WAYLAND_HOTKEY_HINT, code="no_hotkeys")
         if server == "none":
             raise UserError("No graphical session was found, so there are no global hotkeys; start the app from "
                             "your desktop.", code="no_hotkeys")
+        threading.Thread(target=self._listen, name="hotkeys-start", daemon=True).start()
+
+    def _listen(self) -> None:
         try:
             from pynput import keyboard
+
+            listener = keyboard.Listener(
+                on_press=lambda key: self._raw.emit(key_name(key), True, time.monotonic()),
+                on_release=lambda key: self._raw.emit(key_name(key), False, time.monotonic()),
+            )
+            listener.start()
+            listener.wait()  # returns once the X record context is live, so no early press is missed
         except Exception as exc:  # pynput raises various errors when no backend can load
-            raise UserError(f"Global hotkeys are unavailable ({exc}); bind `python -m app toggle` to a shortcut in "
-                            "your desktop's keyboard settings instead.", code="no_hotkeys") from exc
-        self._listener = keyboard.Listener(
-            on_press=lambda key: self._raw.emit(key_name(key), True, time.monotonic()),
-            on_release=lambda key: self._raw.emit(key_name(key), False, time.monotonic()),
-        )
-        self._listener.start()
-        self._listener.wait()  # returns once the X record context is live, so no early press is missed
+            self.unavailable.emit(f"Global hotkeys are unavailable ({exc}); bind `python -m app toggle` to a "
+                                  "shortcut in your desktop's keyboard settings instead.")
+            return
+        self._listener = listener
         log.info("hotkeys: listening for %s (cancel: %s)", self._tracker.combo, self._cancel.combo)
+        self.ready.emit()
 
     def stop(self) -> None:
         if self._listener is not None:

@@ -18,6 +18,9 @@ _LINUX_KEYCODES = {"ctrl": 29, "shift": 42, "alt": 56, "insert": 110, "v": 47}  
 
 
 class KeyInjector(Protocol):
+    def warm_up(self) -> None:
+        """Do slow one-time set-up now (any thread), not during the first paste."""
+
     def window_class(self) -> str | None: ...
 
     def send(self, keys: str) -> None: ...
@@ -30,6 +33,9 @@ class WaylandKeys:
 
     def __init__(self) -> None:
         self.tool = next((t for t in ("wtype", "ydotool") if shutil.which(t)), None)
+
+    def warm_up(self) -> None:
+        pass
 
     def window_class(self) -> str | None:
         return None
@@ -68,6 +74,9 @@ class PynputKeys:
 
         self._keyboard = Controller()
         self._vk = self._VK[platform]
+
+    def warm_up(self) -> None:
+        pass
 
     def window_class(self) -> str | None:
         return None

@@ -88,15 +88,20 @@ class Paster(QObject):
             if self.options.method == "copy":
                 self.clipboard.offer(text)
                 return self._finish(True)
-            keys = paste_keys(self.options.keys, self.server, self.injector.window_class())
+            t0 = time.monotonic()
+            window = self.injector.window_class()
+            keys = paste_keys(self.options.keys, self.server, window)
+            t1 = time.monotonic()
             self._snapshot = self.clipboard.snapshot() if self.options.restore else None
             self._offer = self.clipboard.offer(text)
             self._offer.fetched.connect(self._fetched)
+            t2 = time.monotonic()
             self.injector.send(keys)
         except UserError as exc:
             return self._finish(False, str(exc))
         self._sent_at = time.monotonic()
-        log.info("paste: sent %s", keys)
+        log.info("paste: sent %s to %s (window %.1f ms, clipboard %.1f ms, keys %.1f ms)", keys, window,
+                 (t1 - t0) * 1000, (t2 - t1) * 1000, (self._sent_at - t2) * 1000)
         self._fallback.start()
 
     def _fetched(self) -> None:

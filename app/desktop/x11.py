@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 
 from app.errors import UserError
 
@@ -17,12 +18,21 @@ _MODIFIER_KEYSYMS = {"ctrl": "Control_L", "shift": "Shift_L", "alt": "Alt_L", "s
 
 
 class X11Keys:
-    """One X connection, opened on first use and kept: the GUI thread is its only user."""
+    """One X connection, opened once and kept; after `warm_up` only the GUI thread uses it."""
 
     def __init__(self) -> None:
         self._display = None
+        self._lock = threading.Lock()  # `warm_up` may run on a helper thread while a paste starts
+
+    def warm_up(self) -> None:
+        """Opening the connection costs python-xlib ~0.1-0.2 s of set-up: pay it before the first paste."""
+        self._dpy()
 
     def _dpy(self):
+        with self._lock:
+            return self._connect()
+
+    def _connect(self):
         if self._display is None:
             from Xlib import display as xdisplay
             from Xlib.error import DisplayError

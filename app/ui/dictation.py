@@ -63,6 +63,8 @@ class DictationApp(QObject):
         self.hotkeys.pressed.connect(c.hotkey_pressed, QUEUED)
         self.hotkeys.released.connect(c.hotkey_released, QUEUED)
         self.hotkeys.cancel_pressed.connect(c.cancel_key, QUEUED)
+        self.hotkeys.ready.connect(self._hotkeys_ready)
+        self.hotkeys.unavailable.connect(lambda message: self.notify(message, error=True))
         self.tray.toggle_requested.connect(lambda: c.command("toggle"), QUEUED)
         self.tray.cancel_requested.connect(c.cancel, QUEUED)
         self.tray.settings_requested.connect(self.show_settings)
@@ -76,23 +78,30 @@ class DictationApp(QObject):
         if not self.tray.available:
             log.warning("no system tray found: the app runs without an icon; use `python -m app toggle`")
         self.worker.start()  # its own process: the model loads while the rest of us starts
-        QTimer.singleShot(0, self._start_hotkeys)  # importing pynput takes a while: show the tray first
+        try:
+            self.hotkeys.start()  # in the background; `ready` or `unavailable` follows
+        except UserError as exc:
+            self.notify(str(exc), error=True)
         if self.settings.warm_microphone:
             try:
                 self.recorder.configure(dataclasses.replace(self.recorder.options, warm=True))
             except UserError as exc:
                 self.notify(str(exc), error=True)
-        if self.settings.skip_silence:  # load the speech check off the start-up path, before the first press
-            QTimer.singleShot(500, lambda: threading.Thread(target=VadModel.shared, daemon=True).start())
+        QTimer.singleShot(300, lambda: threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start())
         self._worker_state(self.worker.state)
         return True
 
-    def _start_hotkeys(self) -> None:
+    def _warm_up(self) -> None:
+        """Slow one-time set-up, off the start-up path and before the first dictation needs it."""
         try:
-            self.hotkeys.start()
-            self.hotkeys_ok = True
-        except UserError as exc:
-            self.notify(str(exc), error=True)
+            self.paster.injector.warm_up()
+            if self.settings.skip_silence:
+                VadModel.shared()
+        except UserError as exc:  # the dictation that needs it will report it
+            log.warning("warm-up: %s", exc)
+
+    def _hotkeys_ready(self) -> None:
+        self.hotkeys_ok = True
         self._worker_state(self.worker.state)
 
     def shutdown(self) -> None:
