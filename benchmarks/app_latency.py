@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import platform
 import re
 import statistics
@@ -118,8 +119,8 @@ def run(runs: int) -> dict:
             "hotkeys_ready_ms": round(hotkeys_ready_ms, 1),
             "gui_rss_mb": round(app.rss_mb(), 1),
             "torch_in_gui": app.maps_torch(),
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {_cores()} cores, Python "
-                       f"{platform.python_version()}",
+            "machine": f"{_cpu_model()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}",
+            "load_avg_1m": round(os.getloadavg()[0], 1),  # other work on the machine skews every figure
         }
     finally:
         if app is not None:
@@ -127,10 +128,11 @@ def run(runs: int) -> dict:
         session.stop()
 
 
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 def main() -> int:
