@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("worker", help="run the speech worker on stdin/stdout (started by the app)")
 
+    c = sub.add_parser("check-model", help="load a model once, as the worker would, and report; prints one JSON line")
+    _add_engine_options(c)
+
     for name in REMOTE_COMMANDS:
         sub.add_parser(name, help=f"{name} dictation in the running app")
     return parser
@@ -76,8 +79,26 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_model(args: argparse.Namespace) -> int:
+    """The settings window's "Check" button: proves a model folder loads, in a process the GUI can spare."""
+    import time
+
+    from app.config import DEFAULT_MODELS
+    from app.engine import EngineSpec, load_engine
+
+    spec = EngineSpec(engine=args.engine, model=args.model or DEFAULT_MODELS[args.engine], backbone=args.backbone,
+                      encoder=args.encoder, quantization=args.quantization, device=args.device, seed=args.seed)
+    started = time.monotonic()
+    engine = load_engine(spec)
+    print(json.dumps({"ok": True, "engine": spec.engine, "model": spec.model, "device": str(getattr(engine, "device", "")),
+                      "load_s": round(time.monotonic() - started, 1)}), flush=True)
+    return 0
+
+
 def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     command = args.command or "gui"
+    if command == "check-model":
+        return _cmd_check_model(args)
     if command == "transcribe":
         return _cmd_transcribe(args)
     if command == "worker":

@@ -1,0 +1,172 @@
+"""The dictation history: every transcript in an SQLite file in the per-OS data folder.
+
+Kept so that nothing the user said is lost to a failed paste: a dictation is stored when its
+transcript arrives, before the paste, and its paste outcome is filled in afterwards. The audio is
+only kept when the user asks for it (off by default), as 16-bit WAV in the same row, so deleting
+an entry deletes its recording too. Everything runs on the GUI thread: one insert per dictation is
+far below a millisecond, and SQLite's WAL mode keeps a reader (the history window) from blocking it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.desktop.paths import APP_NAME
+
+HISTORY_FILE = "history.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dictations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    text TEXT NOT NULL,
+    language TEXT NOT NULL DEFAULT '',
+    engine TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    steps INTEGER,
+    timings TEXT NOT NULL DEFAULT '{}',
+    target TEXT NOT NULL DEFAULT '',
+    paste_ok INTEGER,
+    paste_message TEXT NOT NULL DEFAULT '',
+    audio BLOB
+);
+CREATE INDEX IF NOT EXISTS dictations_created ON dictations(created);
+"""
+
+
+def data_dir() -> Path:
+    """The per-OS folder for app data (XDG_DATA_HOME on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+@dataclass
+class Dictation:
+    """One history row. `paste_ok` is None while the paste is still under way (or never reported)."""
+
+    id: int
+    created: float
+    text: str
+    language: str = ""
+    engine: str = ""
+    model: str = ""
+    steps: int | None = None
+    timings: dict = field(default_factory=dict)
+    target: str = ""
+    paste_ok: bool | None = None
+    paste_message: str = ""
+    has_audio: bool = False
+
+
+class History:
+    """The history database; `path=None` opens the file in the user's data folder."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or data_dir() / HISTORY_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path))
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # SQLite's LIKE folds ASCII only; Python's casefold also matches "Über" to "über" (or "ß" to "ss").
+        self._db.create_function("casefold", 1, lambda s: (s or "").casefold(), deterministic=True)
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, text: str, *, language: str = "", engine: str = "", model: str = "", steps: int | None = None,
+            timings: dict | None = None, target: str = "", audio: np.ndarray | None = None,
+            created: float | None = None) -> int:
+        """Store a transcript; returns its id for `set_paste_result`. `audio`: 16 kHz float32 mono."""
+        blob = wav_bytes(audio) if audio is not None and len(audio) else None
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO dictations (created, text, language, engine, model, steps, timings, target, audio)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time() if created is None else created, text, language, engine, model, steps,
+                 json.dumps(timings or {}), target, blob))
+        return int(cursor.lastrowid)
+
+    def set_paste_result(self, entry_id: int, ok: bool, message: str = "") -> None:
+        with self._db:
+            self._db.execute("UPDATE dictations SET paste_ok = ?, paste_message = ? WHERE id = ?",
+                             (int(ok), message, entry_id))
+
+    def set_target(self, entry_id: int, target: str) -> None:
+        with self._db:
+            self._db.execute("UPDATE dictations SET target = ? WHERE id = ?", (target, entry_id))
+
+    def search(self, query: str = "", *, failed_only: bool = False, limit: int = 500) -> list[Dictation]:
+        """Newest first; every word of `query` must appear somewhere in the text, ignoring case."""
+        where, args = [], []
+        for word in query.split():
+            where.append("instr(casefold(text), ?) > 0")
+            args.append(word.casefold())
+        if failed_only:
+            where.append("paste_ok = 0")
+        sql = ("SELECT id, created, text, language, engine, model, steps, timings, target, paste_ok, paste_message,"
+               " audio IS NOT NULL FROM dictations")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC, id DESC LIMIT ?"
+        return [_row(r) for r in self._db.execute(sql, (*args, limit))]
+
+    def get(self, entry_id: int) -> Dictation | None:
+        row = self._db.execute(
+            "SELECT id, created, text, language, engine, model, steps, timings, target, paste_ok, paste_message,"
+            " audio IS NOT NULL FROM dictations WHERE id = ?", (entry_id,)).fetchone()
+        return _row(row) if row else None
+
+    def audio(self, entry_id: int) -> bytes | None:
+        """The recording as WAV file bytes, when it was kept."""
+        row = self._db.execute("SELECT audio FROM dictations WHERE id = ?", (entry_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def delete(self, entry_id: int) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM dictations WHERE id = ?", (entry_id,))
+
+    def clear(self) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM dictations")
+        self._db.execute("VACUUM")  # the user asked for it to be gone: do not leave it in free pages
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM dictations").fetchone()[0])
+
+    def prune(self, *, max_days: int = 0, max_entries: int = 0, now: float | None = None) -> int:
+        """Apply the retention settings (0: no limit); returns how many entries were deleted."""
+        before = self.count()
+        with self._db:
+            if max_days > 0:
+                cutoff = (time.time() if now is None else now) - max_days * 86400
+                self._db.execute("DELETE FROM dictations WHERE created < ?", (cutoff,))
+            if max_entries > 0:
+                self._db.execute("DELETE FROM dictations WHERE id NOT IN "
+                                 "(SELECT id FROM dictations ORDER BY created DESC, id DESC LIMIT ?)", (max_entries,))
+        return before - self.count()
+
+
+def wav_bytes(audio: np.ndarray, rate: int = 16_000) -> bytes:
+    """Float samples in [-1, 1] as a 16-bit mono WAV file: what any player opens, at half float32's size."""
+    pcm = (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def _row(r: tuple) -> Dictation:
+    return Dictation(id=r[0], created=r[1], text=r[2], language=r[3], engine=r[4], model=r[5], steps=r[6],
+                     timings=json.loads(r[7] or "{}"), target=r[8], paste_ok=None if r[9] is None else bool(r[9]),
+                     paste_message=r[10], has_audio=bool(r[11]))

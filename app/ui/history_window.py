@@ -1,0 +1,243 @@
+"""The history window: find an earlier transcript, copy it, or paste it again.
+
+Its main job is rescue: a dictation whose paste failed (the target window closed, a terminal
+ignored the keystroke) is marked, and "Failed pastes only" finds it at once. "Paste again" does not
+paste here: it asks the app (`repaste_requested`) to hide this window and paste into the window
+that gets the focus back, the same way a dictation is pasted.
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QPlainTextEdit,
+                               QPushButton, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+
+from app.engine.base import LANGUAGES
+from app.history import Dictation, History
+from app.latency import format_seconds
+from app.ui.style import apply_style
+from app.ui.tray import APP_TITLE
+
+_ID = Qt.ItemDataRole.UserRole
+_FAILED = QColor("#c62828")
+
+
+def when(created: float, now: float | None = None) -> str:
+    """"14:32" today, "Yesterday 09:10", "Mon 12 May 18:03" before that."""
+    now = time.time() if now is None else now
+    t, today = time.localtime(created), time.localtime(now)
+    clock = time.strftime("%H:%M", t)
+    days = (time.mktime(today[:3] + (0, 0, 0, 0, 0, -1)) - time.mktime(t[:3] + (0, 0, 0, 0, 0, -1))) / 86400
+    if round(days) == 0:
+        return clock
+    if round(days) == 1:
+        return f"Yesterday {clock}"
+    return time.strftime("%a %d %b %H:%M" if t.tm_year == today.tm_year else "%d %b %Y %H:%M", t)
+
+
+def paste_status(entry: Dictation) -> str:
+    if entry.paste_ok is None:
+        return ""
+    return "Pasted" if entry.paste_ok else "Paste failed"
+
+
+def details(entry: Dictation) -> str:
+    """One line about a dictation: when, language, steps, how long it took, where it went and how."""
+    parts = [time.strftime("%A %d %B %Y, %H:%M:%S", time.localtime(entry.created))]
+    if entry.language:
+        parts.append(LANGUAGES.get(entry.language, entry.language))
+    if entry.steps:
+        parts.append(f"{entry.steps} steps" if entry.engine == "diffusion" else f"{entry.steps} tokens")
+    total = entry.timings.get("total") if isinstance(entry.timings, dict) else None
+    if isinstance(total, (int, float)):
+        parts.append(f"transcribed in {format_seconds(total)}")
+    if entry.target:
+        parts.append(f"into {entry.target}")
+    if entry.paste_ok is False:
+        parts.append("paste failed" + (f": {entry.paste_message}" if entry.paste_message else ""))
+    elif entry.paste_ok:
+        parts.append("pasted")
+    return " · ".join(parts)
+
+
+class HistoryWindow(QWidget):
+    """Lists `history`; emits `repaste_requested(entry_id, text)` for "Paste again"."""
+
+    repaste_requested = Signal(int, str)
+
+    def __init__(self, history: History, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.history = history
+        self.setWindowTitle(f"{APP_TITLE} history")
+        apply_style(self)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search transcripts")
+        self.search.setClearButtonEnabled(True)
+        self.search.setAccessibleName("Search transcripts")
+        self.failed_only = QCheckBox("Failed pastes only")
+        self.count = QLabel()
+        self.count.setObjectName("hint")
+        self.list = QTreeWidget()
+        self.list.setHeaderLabels(["When", "Transcript", "Paste"])
+        self.list.setRootIsDecorated(False)
+        self.list.setUniformRowHeights(True)
+        self.list.setAlternatingRowColors(True)
+        self.list.setAccessibleName("Transcripts")
+        self.list.setObjectName("transcripts")
+        header = self.list.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setAccessibleName("Transcript")
+        self.text.setObjectName("transcript")
+        self.meta = QLabel()
+        self.meta.setObjectName("hint")
+        self.meta.setWordWrap(True)
+        self.meta.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the transcript to the clipboard (Ctrl+C in the list).")
+        self.paste_button = QPushButton("Paste again")
+        self.paste_button.setToolTip("Paste it into the window you were in before this one (Ctrl+Enter).")
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.setToolTip("Delete this transcript (and its recording, if kept).")
+        self.clear_button = QPushButton("Clear history…")
+        self.clear_button.setObjectName("flat")
+        self.notice = QLabel()
+        self.notice.setObjectName("hint")
+
+        top = QHBoxLayout()
+        top.addWidget(self.search, 1)
+        top.addWidget(self.failed_only)
+        detail = QWidget()
+        detail_layout = QVBoxLayout(detail)
+        detail_layout.setContentsMargins(0, 0, 0, 0)
+        detail_layout.addWidget(self.meta)
+        detail_layout.addWidget(self.text, 1)
+        actions = QHBoxLayout()
+        actions.addWidget(self.copy_button)
+        actions.addWidget(self.paste_button)
+        actions.addWidget(self.delete_button)
+        actions.addWidget(self.notice, 1)
+        detail_layout.addLayout(actions)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.list)
+        split.addWidget(detail)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setChildrenCollapsible(False)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.count, 1)
+        bottom.addWidget(self.clear_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 14, 14, 10)
+        layout.addLayout(top)
+        layout.addWidget(split, 1)
+        layout.addLayout(bottom)
+        self.setTabOrder(self.search, self.failed_only)
+        self.setTabOrder(self.failed_only, self.list)
+        self.setTabOrder(self.list, self.text)
+        self.setTabOrder(self.text, self.copy_button)
+
+        self._search_timer = QTimer(self, singleShot=True, interval=150, timeout=self.refresh)
+        self.search.textChanged.connect(self._search_timer.start)
+        self.failed_only.toggled.connect(self.refresh)
+        self.list.currentItemChanged.connect(self._selected)
+        self.copy_button.clicked.connect(self.copy)
+        self.paste_button.clicked.connect(self.repaste)
+        self.delete_button.clicked.connect(self.delete)
+        self.clear_button.clicked.connect(self._confirm_clear)
+        QShortcut(QKeySequence("Ctrl+Return"), self, self.repaste)
+        for keys, action in ((QKeySequence.StandardKey.Delete, self.delete), (QKeySequence.StandardKey.Copy, self.copy)):
+            QShortcut(QKeySequence(keys), self.list, action).setContext(Qt.ShortcutContext.WidgetShortcut)
+        QShortcut(QKeySequence(QKeySequence.StandardKey.Find), self, self.search.setFocus)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.close)
+        self.resize(760, 560)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Reload the list from the database, keeping the selection when it is still there."""
+        keep = self.current_id()
+        entries = self.history.search(self.search.text(), failed_only=self.failed_only.isChecked())
+        self.list.clear()
+        now = time.time()
+        for entry in entries:
+            preview = " ".join(entry.text.split())
+            item = QTreeWidgetItem([when(entry.created, now), preview, paste_status(entry)])
+            item.setData(0, _ID, entry.id)
+            item.setToolTip(1, entry.text[:500])
+            item.setForeground(2, _FAILED if entry.paste_ok is False else self.palette().placeholderText())
+            self.list.addTopLevelItem(item)
+        total = self.history.count()
+        filtered = self.search.text().strip() or self.failed_only.isChecked()
+        self.count.setText(f"{len(entries)} of {total} transcripts" if filtered else
+                           f"{total} transcript{'s' if total != 1 else ''}")
+        if entries:
+            self.select(keep if keep is not None and any(e.id == keep for e in entries) else entries[0].id)
+        else:
+            self._selected(None)
+
+    def select(self, entry_id: int) -> None:
+        for i in range(self.list.topLevelItemCount()):
+            item = self.list.topLevelItem(i)
+            if item.data(0, _ID) == entry_id:
+                self.list.setCurrentItem(item)
+                return
+
+    def current_id(self) -> int | None:
+        item = self.list.currentItem()
+        return None if item is None else item.data(0, _ID)
+
+    def current(self) -> Dictation | None:
+        entry_id = self.current_id()
+        return None if entry_id is None else self.history.get(entry_id)
+
+    def _selected(self, item: QTreeWidgetItem | None, _previous=None) -> None:
+        entry = None if item is None else self.history.get(item.data(0, _ID))
+        for button in (self.copy_button, self.paste_button, self.delete_button):
+            button.setEnabled(entry is not None)
+        self.notice.setText("")
+        if entry is None:
+            self.text.setPlainText("")
+            self.meta.setText("Nothing here yet: your dictations appear here as you make them."
+                              if self.history.count() == 0 else "No transcript matches.")
+            return
+        self.text.setPlainText(entry.text)
+        self.meta.setText(details(entry))
+
+    def copy(self) -> None:
+        entry = self.current()
+        if entry is not None:
+            QGuiApplication.clipboard().setText(entry.text)
+            self.notice.setText("Copied to the clipboard.")
+
+    def repaste(self) -> None:
+        entry = self.current()
+        if entry is not None:
+            self.repaste_requested.emit(entry.id, entry.text)
+
+    def delete(self) -> None:
+        entry_id = self.current_id()
+        if entry_id is not None:
+            self.history.delete(entry_id)
+            self.refresh()
+
+    def _confirm_clear(self) -> None:
+        answer = QMessageBox.question(self, "Clear history", "Delete every transcript (and recording) in the "
+                                      "history? This cannot be undone.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.history.clear()
+            self.refresh()
+
+    def present(self) -> None:
+        self.refresh()
+        self.show()
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.raise_()
+        self.activateWindow()
+        self.search.setFocus()

@@ -1,0 +1,193 @@
+"""The settings window: every schema field, grouped into pages, saved and applied as it changes.
+
+The form is generated (`settings_form.make_editor`); this module adds the window around it: a
+page list on the left, a banner for problems (a salvaged settings file, a failed save), each
+field's help under it and its error in red, and the few links between fields (the quality slider
+only applies to the diffusion engine and shows that model's measured latency; the model panel
+follows the engine, precision, device and hub address). Nothing needs a Save button: the store
+saves each accepted change at once, and the running app applies it live.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QFormLayout, QFrame, QHBoxLayout, QLabel, QListWidget, QPushButton, QScrollArea,
+                               QStackedWidget, QVBoxLayout, QWidget)
+
+from app import config
+from app.errors import UserError
+from app.latency import LatencyRecord, spec_key
+from app.ui.settings_form import Editor, make_editor
+from app.ui.settings_store import SettingsStore, changed_fields
+from app.ui.style import apply_style
+from app.ui.tray import APP_TITLE
+
+_MODEL_CONTEXT = {"engine", "quantization", "device", "hub_endpoint", "model"}
+
+
+class SettingsWindow(QWidget):
+    """Edits `store` live. `latency` supplies the slider's measured costs (None: never measured)."""
+
+    def __init__(self, store: SettingsStore, latency: LatencyRecord | None = None, *, mic_monitor: bool = True,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.latency = latency
+        self.setWindowTitle(f"{APP_TITLE} settings")
+        self.setObjectName("settingsWindow")
+        apply_style(self)
+        self.editors: dict[str, Editor] = {}
+        self.errors: dict[str, QLabel] = {}
+        self.pages = QListWidget()
+        self.pages.setObjectName("pages")
+        self.pages.setAccessibleName("Settings pages")
+        self.stack = QStackedWidget()
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner.hide()
+        self._build_pages(mic_monitor)
+        footer = QHBoxLayout()
+        saved = QLabel("Changes are saved and applied as you make them.")
+        saved.setObjectName("hint")
+        open_file = QPushButton("Open settings file")
+        open_file.setObjectName("flat")
+        open_file.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.store.path))))
+        close = QPushButton("Close")
+        close.setDefault(True)
+        close.clicked.connect(self.close)
+        footer.addWidget(saved, 1)
+        footer.addWidget(open_file)
+        footer.addWidget(close)
+        right = QVBoxLayout()
+        right.addWidget(self.banner)
+        right.addWidget(self.stack, 1)
+        right.addLayout(footer)
+        body = QHBoxLayout(self)
+        body.setContentsMargins(0, 0, 16, 12)
+        body.setSpacing(16)
+        body.addWidget(self.pages)
+        body.addLayout(right, 1)
+        self.pages.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.pages.setCurrentRow(0)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.close)
+        store.changed.connect(self._store_changed)
+        store.failed.connect(self._warn)
+        self.show_settings(store.settings)
+        if store.problems:
+            self._warn("Some settings could not be read and were reset to their defaults:\n• "
+                       + "\n• ".join(store.problems))
+        self.resize(820, 620)
+
+    # ---- building ------------------------------------------------------------------------------
+    def _build_pages(self, mic_monitor: bool) -> None:
+        groups: dict[str, QFormLayout] = {}
+        for field in config.schema():
+            group = field.metadata["group"]
+            if group not in groups:
+                groups[group] = self._add_page(group)
+            form = groups[group]
+            editor = make_editor(field, lambda value, name=field.name: self.commit(name, value), mic_monitor=mic_monitor)
+            editor.widget.setToolTip(field.metadata["help"])
+            editor.widget.setObjectName(f"field_{field.name}")
+            self.editors[field.name] = editor
+            cell = QVBoxLayout()
+            cell.setSpacing(3)
+            cell.addWidget(editor.widget, 0, Qt.AlignmentFlag.AlignLeft if editor.compact else Qt.AlignmentFlag(0))
+            hint = QLabel(field.metadata["help"])
+            hint.setObjectName("hint")
+            hint.setWordWrap(True)
+            error = QLabel()
+            error.setObjectName("error")
+            error.setWordWrap(True)
+            error.hide()
+            self.errors[field.name] = error
+            cell.addWidget(hint)
+            cell.addWidget(error)
+            label = QLabel("" if editor.labelled else field.metadata["label"])
+            label.setBuddy(editor.widget)
+            form.addRow(label, cell)
+        model = self.editors["model"].widget
+        model.downloaded.connect(lambda _folders: self.refresh_latency())
+
+    def _add_page(self, group: str) -> QFormLayout:
+        self.pages.addItem(group)
+        content = QWidget()
+        content.setObjectName("page")
+        form = QFormLayout(content)
+        form.setContentsMargins(4, 16, 12, 16)
+        form.setHorizontalSpacing(18)
+        form.setVerticalSpacing(16)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+        heading = QLabel(group)
+        heading.setObjectName("heading")
+        form.addRow(heading)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(content)
+        self.stack.addWidget(scroll)
+        return form
+
+    # ---- values --------------------------------------------------------------------------------
+    def commit(self, name: str, value: Any) -> None:
+        """A widget changed: validate and save through the store, or show why not beside the field."""
+        error = self.errors[name]
+        try:
+            self.store.set(name, value)
+        except UserError as exc:
+            error.setText(str(exc))
+            error.show()
+            return
+        error.hide()
+
+    def show_settings(self, settings: config.Settings) -> None:
+        """Put every value into its editor (silently) and update the fields that depend on others."""
+        for name, editor in self.editors.items():
+            editor.show(getattr(settings, name))
+        self._update_context(settings)
+
+    def _store_changed(self, new: config.Settings, old: config.Settings) -> None:
+        names = changed_fields(new, old)
+        for name in names:
+            self.editors[name].show(getattr(new, name))
+            self.errors[name].hide()
+        if names & _MODEL_CONTEXT:
+            self._update_context(new)
+
+    def _update_context(self, settings: config.Settings) -> None:
+        model = self.editors["model"].widget
+        model.set_context(engine=settings.engine, quantization=settings.quantization, device=settings.device,
+                          endpoint=settings.hub_endpoint)
+        self.refresh_latency()
+
+    def refresh_latency(self) -> None:
+        """Show the measured latency for the current model beside the quality stops (after each dictation)."""
+        settings = self.store.settings
+        cost = self.latency.cost(spec_key(settings.engine_spec())) if self.latency else None
+        self.editors["steps"].widget.set_cost(cost, applies=settings.engine == "diffusion")
+
+    def _warn(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.show()
+
+    def show_page(self, group: str) -> None:
+        items = self.pages.findItems(group, Qt.MatchFlag.MatchExactly)
+        if items:
+            self.pages.setCurrentItem(items[0])
+
+    def present(self) -> None:
+        """Show and raise the window (a second launch, the tray's Settings…)."""
+        self.show()
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.raise_()
+        self.activateWindow()
+
+    def shutdown(self) -> None:
+        """At app exit: stop a download or model check in progress (closing the window does not)."""
+        self.editors["model"].widget.shutdown()
