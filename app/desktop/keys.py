@@ -48,9 +48,6 @@ class Combo:
     def matches(self, held: set[str]) -> bool:
         return all(held & _MODIFIER_MATCHES.get(part, {part}) for part in self.parts)
 
-    def involves(self, name: str) -> bool:
-        return any(name in _MODIFIER_MATCHES.get(part, {part}) for part in self.parts)
-
     def __str__(self) -> str:
         return "+".join(p if len(p) == 1 else f"<{p}>" for p in self.parts)
 

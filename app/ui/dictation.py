@@ -20,7 +20,7 @@ from app.audio.recorder import Recorder, RecorderOptions
 from app.audio.sources import make_source
 from app.audio.vad import VadModel
 from app.config import Settings, settings_path
-from app.controller import Controller, RecordingResult, State
+from app.controller import Controller, State
 from app.desktop.hotkeys import HotkeyListener
 from app.desktop.keys import parse_combo
 from app.desktop.paste import PasteOptions, Paster
