@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.controller import MODES
 from app.desktop.keys import parse_combo
 from app.desktop.paths import config_dir
 from app.engine import ENGINES, QUANTIZATIONS, EngineSpec
@@ -24,7 +25,6 @@ from app.errors import UserError
 
 SETTINGS_FILE = "settings.json"
 DEFAULT_MODELS = {"whisper": "openai/whisper-base", "diffusion": "interfaze-ai/diffusion-gemma-asr-small"}
-MODES = ("hold", "toggle", "hybrid")
 PASTE_METHODS = ("paste", "type", "copy")
 PASTE_KEYS = ("auto", "ctrl+v", "ctrl+shift+v", "shift+insert")
 
