@@ -119,3 +119,21 @@ def test_defaults_describe_the_published_model():
     assert config.projector.subsampling == 8 and config.default_steps == 8 and config.max_steps == 48
     assert "{audio}" in config.prompt_template and "{language}" in config.prompt_template
     assert AdapterConfig.from_dict(config.to_dict()) == config
+
+
+def test_decoder_only_lora_can_be_shared_with_the_encoder(adapter, tmp_path):
+    shared = copy_adapter(adapter, tmp_path / "adapter", lora_encoder="shared_with_decoder")
+    edit_tensors(shared / "adapter_model.safetensors", lambda t: [t.pop(k) for k in list(t) if ".encoder." in k])
+    peft_config = json.loads((shared / "adapter_config.json").read_text())
+    peft_config["target_modules"] = r".*decoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
+    (shared / "adapter_config.json").write_text(json.dumps(peft_config))
+    engine = load_engine(EngineSpec(engine="diffusion", model=str(shared), device="cpu", quantization="int8"))
+    backbone = engine.model.backbone
+    for decoder_layer, encoder_layer in zip(backbone.model.decoder.layers, backbone.model.encoder.language_model.layers):
+        assert encoder_layer.self_attn.q_proj is decoder_layer.self_attn.q_proj
+        assert hasattr(encoder_layer.self_attn.q_proj, "lora_A")
+
+
+def test_sharing_refuses_a_lora_that_targets_the_encoder_too(adapter, tmp_path):
+    broken = copy_adapter(adapter, tmp_path / "adapter", lora_encoder="shared_with_decoder")
+    assert "as_targeted" in str(load_error(broken))

@@ -73,6 +73,10 @@ class AdapterConfig:
     projector_file: str = "projector.safetensors"
     # Folder (relative to the adapter) holding peft's adapter_config.json + adapter_model.safetensors.
     lora_dir: str = "."
+    # "as_targeted": LoRA where peft's target_modules put it. "shared_with_decoder": the prefill
+    # (encoder) pass reuses the decoder layers' LoRA modules, for adapters trained with one LoRA set
+    # on the shared weights (DiffusionGemma's encoder and decoder are the same weights).
+    lora_encoder: str = "as_targeted"
     # Overrides for DiffusionGemmaGenerationConfig (entropy_bound, t_min, t_max, ...).
     generation: dict[str, Any] = field(default_factory=dict)
     default_steps: int = 8

@@ -104,7 +104,7 @@ def load_backbone(
     if config.canvas_length is not None:
         backbone.config.canvas_length = config.canvas_length
     apply_generation_overrides(backbone, config.generation)
-    apply_lora(backbone, lora_dir)
+    apply_lora(backbone, lora_dir, config.lora_encoder)
     # Speech never sends images: the vision tower (and its projection) would only take memory.
     backbone.model.encoder.vision_tower = None
     backbone.model.encoder.embed_vision = None

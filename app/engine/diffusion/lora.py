@@ -5,8 +5,8 @@ half its weights would still "work" and transcribe badly. So the LoRA layers are
 (the model stays a `DiffusionGemmaForBlockDiffusion`, its `generate()` usable as is), the keys peft
 expects are compared with the file's, and only an exact match is loaded.
 
-The LoRA is not merged into the base weights: encoder and decoder layers share (tie) those weights
-but carry separate LoRA matrices, so merging either would change the other.
+The LoRA is not merged into the base weights: encoder and decoder layers share (tie) those weights,
+so merging one layer's LoRA would change the other's too.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import DiffusionGemmaForBlockDiffusion
 
 from app.engine.diffusion.weights import check_weights, load_tensors, tensor_shapes
@@ -25,8 +26,17 @@ LORA_WEIGHTS = "adapter_model.safetensors"
 _SAVED_PREFIX = "base_model.model."
 
 
-def apply_lora(model: DiffusionGemmaForBlockDiffusion, folder: Path) -> None:
-    """Inject the LoRA layers described in `folder` and load their weights, or list what does not match."""
+LORA_ENCODER_MODES = ("as_targeted", "shared_with_decoder")
+
+
+def apply_lora(model: DiffusionGemmaForBlockDiffusion, folder: Path, encoder_mode: str = "as_targeted") -> None:
+    """Inject the LoRA layers described in `folder` and load their weights, or list what does not match.
+
+    With `encoder_mode="shared_with_decoder"` the encoder (prefill) layers then use the decoder
+    layers' LoRA-wrapped projections: same base weights (tied) and the same LoRA matrices.
+    """
+    if encoder_mode not in LORA_ENCODER_MODES:
+        raise UserError(f"lora_encoder must be one of {', '.join(LORA_ENCODER_MODES)}, not '{encoder_mode}'.", code="bad_model")
     config_path, weights_path = folder / LORA_CONFIG, folder / LORA_WEIGHTS
     if not config_path.is_file() or not weights_path.is_file():
         raise UserError(
@@ -54,6 +64,22 @@ def apply_lora(model: DiffusionGemmaForBlockDiffusion, folder: Path) -> None:
     result = set_peft_model_state_dict(model, {_strip(k): v for k, v in tensors.items()})
     if result.unexpected_keys:
         raise UserError(f"peft did not place these LoRA tensors: {', '.join(result.unexpected_keys[:12])}.", code="bad_model")
+    if encoder_mode == "shared_with_decoder":
+        _share_decoder_lora(model)
+
+
+def _share_decoder_lora(model: DiffusionGemmaForBlockDiffusion) -> None:
+    for decoder_layer, encoder_layer in zip(model.model.decoder.layers, model.model.encoder.language_model.layers):
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            wrapped = getattr(decoder_layer.self_attn, name)
+            if isinstance(wrapped, BaseTunerLayer):
+                if isinstance(getattr(encoder_layer.self_attn, name), BaseTunerLayer):
+                    raise UserError(
+                        "lora_encoder is shared_with_decoder, but the LoRA also targets the encoder layers; "
+                        "use lora_encoder: as_targeted for this adapter.",
+                        code="bad_model",
+                    )
+                setattr(encoder_layer.self_attn, name, wrapped)
 
 
 def _strip(key: str) -> str:
