@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,6 +123,11 @@ def run(runs: int) -> dict:
             "machine": f"{_cpu_model()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}",
             "load_avg_1m": round(os.getloadavg()[0], 1),  # other work on the machine skews every figure
         }
+    except BaseException:
+        print(f"benchmark failed; logs are in {workdir}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     finally:
         if app is not None:
             app.stop()
