@@ -126,12 +126,12 @@ def run(runs: int) -> dict:
     except BaseException:
         print(f"benchmark failed; logs are in {workdir}", file=sys.stderr)
         raise
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
     finally:
         if app is not None:
             app.stop()
         session.stop()
+        if sys.exc_info()[0] is None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _cpu_model() -> str:
