@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -118,9 +118,9 @@ def check_disk(plans: list[DownloadPlan]) -> None:
     needed = sum(p.needed_bytes for p in plans)
     free = plans[0].free_bytes if plans else None
     if free is not None and needed + DISK_MARGIN > free:
-        names = " and ".join(p.repo_id for p in plans if p.needed_bytes)
+        names = [p.repo_id for p in plans if p.needed_bytes]
         raise UserError(
-            f"{names} need {format_bytes(needed)} but the disk holding {plans[0].cache_dir} has only "
+            f"{' and '.join(names)} need{'s' if len(names) == 1 else ''} {format_bytes(needed)} but the disk holding {plans[0].cache_dir} has only "
             f"{format_bytes(free)} free. Free some space, or set HF_HOME to a folder on a larger disk "
             "and restart the app.", code="disk_full")
 

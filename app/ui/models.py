@@ -31,26 +31,30 @@ from app.model_download import DownloadPlan, format_bytes
 
 
 class Job(QThread):
-    """Runs `fn(report)` on a thread; `report(*args)` becomes the `progress` signal on the GUI thread."""
+    """Runs `fn(report)` on a thread; `report(*args)` becomes the `progress` signal, `ended` follows.
+
+    The outcome is left in `result` or `error` (a sentence) for the slot of `ended`, which runs on
+    the GUI thread when connected to a method of a GUI object.
+    """
 
     progress = Signal(object)
-    succeeded = Signal(object)
-    failed = Signal(str)
+    ended = Signal()
 
     def __init__(self, fn: Callable[[Callable[..., None]], Any], parent=None) -> None:
         super().__init__(parent)
         self._fn = fn
+        self.result: Any = None
+        self.error: str | None = None
 
     def run(self) -> None:
         try:
-            result = self._fn(lambda *args: self.progress.emit(args))
+            self.result = self._fn(lambda *args: self.progress.emit(args))
         except UserError as exc:
-            self.failed.emit(str(exc))
+            self.error = str(exc)
         except Exception as exc:  # a bug, but the window must say something rather than hang in "Downloading…"
-            self.failed.emit(f"The download stopped unexpectedly ({type(exc).__name__}: {exc}). Try again; if it "
-                             "keeps happening, report it with the log.")
-        else:
-            self.succeeded.emit(result)
+            self.error = (f"The download stopped unexpectedly ({type(exc).__name__}: {exc}). Try again; if it "
+                          "keeps happening, report it with the log.")
+        self.ended.emit()
 
 
 def check_command(engine: str, model: str, quantization: str, device: str) -> list[str]:
@@ -104,6 +108,7 @@ class ModelPanel(QWidget):
         self.setFocusProxy(self.edit)
         self._plans: list[DownloadPlan] | None = None  # sized and waiting for the user's go
         self._job: Job | None = None
+        self._on_success: Callable[[Any], None] = lambda result: None
         self._cancel = threading.Event()
         self._check: QProcess | None = None
         self._rate = _Rate()
@@ -229,7 +234,6 @@ class ModelPanel(QWidget):
         self._say("Starting the download…")
         cancel = self._cancel
         self._run(lambda report: model_download.download_all(plans, report, cancel), self._done, progress=True)
-        self._job.progress.connect(self._progressed)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -251,22 +255,26 @@ class ModelPanel(QWidget):
         self.downloaded.emit(folders)
 
     def _run(self, fn: Callable, on_success: Callable, *, progress: bool) -> None:
-        job = Job(fn, self)
-        self._job = job
+        """Run `fn` on a thread; `on_success(result)` runs on this thread once it has ended."""
+        job = Job(fn)
+        self._job, self._on_success = job, on_success
         self._set_busy(True, progress=progress)
-        job.succeeded.connect(on_success)
-        job.failed.connect(self._failed)
-        job.finished.connect(lambda: self._job_finished(job))
+        job.progress.connect(self._progressed)
+        job.ended.connect(self._job_ended)
         job.start()
 
-    def _failed(self, message: str) -> None:
-        self._say(_linkify(message), error=not message.startswith("The download was cancelled"), rich=True)
-
-    def _job_finished(self, job: Job) -> None:
-        if self._job is job:
-            self._job = None
+    def _job_ended(self) -> None:
+        job, self._job = self._job, None
+        if job is None:
+            return
+        job.wait()  # `ended` is its last act: this returns at once, and the thread may then be deleted
         self._set_busy(False)
         job.deleteLater()
+        if job.error is not None:
+            cancelled = job.error.startswith("The download was cancelled")
+            self._say(_linkify(job.error), error=not cancelled, rich=True)
+        else:
+            self._on_success(job.result)
 
     # ---- check ---------------------------------------------------------------------------------
     def check(self) -> None:

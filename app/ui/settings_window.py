@@ -176,6 +176,12 @@ class SettingsWindow(QWidget):
         self.banner.setText(text)
         self.banner.show()
 
+    def add_page_widget(self, group: str, widget: QWidget) -> None:
+        """Put an extra widget (e.g. a button that opens the history) at the end of a group's page."""
+        index = self.pages.row(self.pages.findItems(group, Qt.MatchFlag.MatchExactly)[0])
+        form = self.stack.widget(index).widget().layout()
+        form.addRow("", widget)
+
     def show_page(self, group: str) -> None:
         items = self.pages.findItems(group, Qt.MatchFlag.MatchExactly)
         if items:

@@ -112,13 +112,13 @@ class HotkeyEdit(QPushButton):
     def _show(self) -> None:
         if self._capturing:
             self.setText("Press the keys…" if not self._peak else combo_label(self._peak) + "…")
-            self.setToolTip("Press and release the new key combination; click again to keep the old one.")
+            self.setAccessibleDescription("Press and release the new key combination; click to keep the old one.")
         else:
             try:
                 self.setText(parse_combo(self._combo).label() if self._combo else "Not set")
             except UserError:
                 self.setText(self._combo)
-            self.setToolTip("Click, or press Space, then press the new key combination.")
+            self.setAccessibleDescription("Press Space, then the new key combination.")
         self.setAccessibleName(f"Hotkey: {self.text()}")
 
     def event(self, event: QEvent) -> bool:

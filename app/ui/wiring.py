@@ -1,0 +1,324 @@
+"""The settings window, overlay, history and sound cues attached to the running app, in one call.
+
+`attach_ui(dictation)` takes the `DictationApp` (tray, controller, recorder, worker, paster) and
+adds the parts of this package to it through their public attributes and signals. Two hooks the
+app does not offer yet are bridged here and marked where they are: the remote "show" command
+reaches `dictation.show_settings`, which is replaced on the instance, and the first audio block
+of a recording is seen by resetting `recorder.level_db` to NaN, which the next block overwrites.
+
+- Settings: the tray's "Settings…" (and a second launch) opens the settings window; each change is
+  saved by the store and applied live by `AppUi.apply`, the model reload included
+  (`WorkerClient.configure`, in the background).
+- Overlay and sound cues follow the controller's state, read on a timer (the controller has no
+  state signal; reading a property 30 times a second while active is cheaper than a signal per
+  audio block), the recorder's input level, and the worker's progress and result signals.
+- History: each transcript is stored when it arrives and gets its paste outcome from the paster
+  (pastes finish in the order the transcripts arrived). "Paste again" uses a paster of its own.
+- Latency: every diffusion result teaches `LatencyRecord` what a step costs on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections import deque
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QPushButton
+
+from app import autostart
+from app.config import Settings, settings_path
+from app.controller import State
+from app.desktop.keys import parse_combo
+from app.desktop.paste import PasteOptions, Paster
+from app.errors import UserError
+from app.history import History
+from app.latency import LatencyRecord, spec_key
+from app.ui.history_window import HistoryWindow
+from app.ui.overlay import Overlay
+from app.ui.settings_store import SettingsStore, changed_fields
+from app.ui.settings_window import SettingsWindow
+from app.ui.sounds import SoundCues
+from app.ui.widgets.level_meter import level_from_db
+
+log = logging.getLogger(__name__)
+_ENGINE_FIELDS = {"engine", "model", "quantization", "device"}
+_RECORDER_FIELDS = {"pre_roll_ms", "post_roll_ms", "max_seconds", "skip_silence", "warm_microphone"}
+_PASTE_FIELDS = {"paste_method", "paste_keys", "restore_clipboard"}
+_ACTIVE_POLL_MS, _IDLE_POLL_MS = 33, 120
+
+
+class AppUi(QObject):
+    """What `attach_ui` returns: the windows, overlay, cues, history and the live-settings store."""
+
+    def __init__(self, dictation, problems: list[str] | None = None, *, cues: SoundCues | None = None,
+                 repaster: Paster | None = None) -> None:
+        """`cues` and `repaster` replace the real sound output and the "Paste again" paster (tests)."""
+        super().__init__(dictation)
+        self.app = dictation
+        self.store = SettingsStore(dictation.settings, problems, path=settings_path(), parent=self)
+        self.latency = LatencyRecord()
+        self.overlay = Overlay()
+        self.cues = cues or SoundCues(dictation.settings.sound_cues, self)
+        self.history: History | None = None
+        self.settings_window: SettingsWindow | None = None
+        self.history_window: HistoryWindow | None = None
+        self._repaster = repaster
+        self._repasting: deque[int] = deque()  # history ids of "Paste again" requests, oldest first
+        if repaster is not None:
+            repaster.finished.connect(self._repasted)
+        self._awaiting_paste: deque[int | None] = deque()  # history ids, in the order their pastes finish
+        self._pending_microphone: str | None = None
+        self._shown_state = State.IDLE
+        self._poll = QTimer(self, interval=_IDLE_POLL_MS, timeout=self._follow_state)
+        self._open_history(dictation.settings)
+        self._apply_os_env(dictation.settings)
+        if dictation.settings.autostart:  # rewrite the entry: the app may have moved since it was made
+            try:
+                autostart.set_enabled(True)
+            except UserError as exc:
+                log.warning("%s", exc)
+
+        worker = dictation.worker
+        worker.progress.connect(self._progress)
+        worker.result.connect(self._result)
+        worker.failed.connect(self._failed)
+        dictation.paster.finished.connect(self._pasted)
+        try:
+            dictation.tray.settings_requested.disconnect(dictation.show_settings)
+        except (RuntimeError, TypeError):  # not connected to it (any more): nothing to replace
+            pass
+        dictation.tray.settings_requested.connect(self.show_settings)
+        # The remote "show" command (a second launch) calls the app's show_settings: route it here too.
+        dictation.show_settings = self.show_settings
+        self.store.changed.connect(self._settings_changed)
+        self.store.failed.connect(lambda message: dictation.notify(message, error=True))
+        self._poll.start()
+
+    # ---- windows -------------------------------------------------------------------------------
+    def show_settings(self) -> None:
+        if self.settings_window is None:
+            self.settings_window = SettingsWindow(self.store, self.latency)
+            button = QPushButton("Show history…")
+            button.clicked.connect(self.show_history)
+            self.settings_window.add_page_widget("History", button)
+        self.settings_window.present()
+
+    def show_history(self) -> None:
+        if self.history is None:
+            self.app.notify("The history is off: turn on Keep history in Settings to keep your transcripts.")
+            return
+        if self.history_window is None:
+            self.history_window = HistoryWindow(self.history)
+            self.history_window.repaste_requested.connect(self.repaste)
+        self.history_window.present()
+
+    def repaste(self, entry_id: int, text: str) -> None:
+        """Hide the history window, wait for the user's window to get the focus back, then paste there."""
+        if self.history_window is not None:
+            self.history_window.hide()
+        if self._repaster is None:
+            self._repaster = Paster(self._paste_options(self.store.settings), parent=self)
+            self._repaster.finished.connect(self._repasted)
+        self._repasting.append(entry_id)
+        waited = [0]
+
+        def paste_when_unfocused() -> None:
+            waited[0] += 1
+            if QGuiApplication.focusWindow() is not None and waited[0] < 40:  # up to 2 s for the window manager
+                QTimer.singleShot(50, paste_when_unfocused)
+                return
+            self._repaster.paste(text)
+
+        QTimer.singleShot(50, paste_when_unfocused)
+
+    def _repasted(self, ok: bool, message: str) -> None:
+        entry_id = self._repasting.popleft() if self._repasting else None
+        if entry_id is not None and self.history is not None:
+            self.history.set_paste_result(entry_id, ok, message)
+        if not ok:
+            self.app.notify(message, error=True)
+
+    # ---- following the dictation ---------------------------------------------------------------
+    def _follow_state(self) -> None:
+        state = self.app.controller.state
+        recorder = self.app.recorder
+        if state != self._shown_state:
+            previous, self._shown_state = self._shown_state, state
+            self._poll.setInterval(_IDLE_POLL_MS if state in (State.IDLE, State.ERROR) else _ACTIVE_POLL_MS)
+            if state is State.RECORDING:
+                recorder.level_db = math.nan  # the recorder overwrites it with the first block's level
+                self.cues.recording_started()
+                if self.store.settings.overlay:
+                    self.overlay.show_recording(0.0, self._recording_hint())
+            elif previous is State.RECORDING:
+                self.cues.recording_stopped()
+                if state is State.TRANSCRIBING and self.store.settings.overlay:
+                    self.overlay.show_progress(0, 0, "")
+                elif state in (State.IDLE, State.ERROR) and self.overlay.mode == "recording":
+                    self.overlay.hide()  # cancelled, or no speech: the tray says which
+            if state in (State.IDLE, State.ERROR):
+                self._apply_pending_microphone()
+        if state is State.RECORDING:
+            db = recorder.level_db
+            if not math.isnan(db):
+                self.cues.audio_arrived()
+            if self.overlay.mode == "recording":
+                self.overlay.set_level(level_from_db(db))
+
+    def _recording_hint(self) -> str:
+        s = self.store.settings
+        try:
+            combo = parse_combo(s.hotkey).label()
+            cancel = parse_combo(s.cancel_key).label()
+        except UserError:
+            return ""
+        stop = {"hold": f"Release {combo} to finish", "toggle": f"Press {combo} again to finish",
+                "hybrid": f"Release (or tap {combo}) to finish"}.get(s.mode, "")
+        return f"{stop} · {cancel} cancels"
+
+    def _progress(self, job_id: str, step: int, total: int, draft: str) -> None:
+        if self.store.settings.overlay and self._shown_state is not State.RECORDING:
+            self.overlay.show_progress(step, total, draft)
+
+    def _result(self, job_id: str, transcript: dict) -> None:
+        settings = self.store.settings
+        text = str(transcript.get("text", "")).strip()
+        timings = transcript.get("timings") or {}
+        if settings.engine == "diffusion":
+            cost = self.latency.add(spec_key(settings.engine_spec()), timings)
+            if cost is not None and self.settings_window is not None:
+                self.settings_window.refresh_latency()
+        if settings.overlay and self._shown_state is not State.RECORDING and text:
+            self.overlay.show_result(text)
+        if not text:
+            return  # nothing is pasted, so nothing is kept
+        entry_id = None
+        if self.history is not None:
+            entry_id = self.history.add(text, language=str(transcript.get("language", "")), engine=settings.engine,
+                                        model=settings.engine_spec().model, steps=transcript.get("steps_used"),
+                                        timings=timings, target=self._target_name())
+            if self.history_window is not None and self.history_window.isVisible():
+                self.history_window.refresh()
+        self._awaiting_paste.append(entry_id)
+
+    def _pasted(self, ok: bool, message: str) -> None:
+        entry_id = self._awaiting_paste.popleft() if self._awaiting_paste else None
+        if entry_id is not None and self.history is not None:
+            self.history.set_paste_result(entry_id, ok, message)
+            if self.history_window is not None and self.history_window.isVisible():
+                self.history_window.refresh()
+
+    def _failed(self, job_id: str, code: str, message: str) -> None:
+        if code != "cancelled" and self.store.settings.overlay and self._shown_state is not State.RECORDING:
+            self.overlay.show_error(message)
+
+    def _target_name(self) -> str:
+        """The focused window's class (e.g. "firefox"), where the platform tells; the paste goes there."""
+        try:
+            return self.app.paster.injector.window_class() or ""
+        except Exception as exc:  # best effort: a history entry without its target is still useful
+            log.debug("no window class for the history: %s", exc)
+            return ""
+
+    # ---- live settings -------------------------------------------------------------------------
+    def _settings_changed(self, new: Settings, old: Settings) -> None:
+        try:
+            self.apply(new, old)
+        except UserError as exc:
+            self.app.notify(str(exc), error=True)
+
+    def apply(self, new: Settings, old: Settings) -> None:
+        """Make a settings change real in the running app, part by part, without a restart."""
+        app, names = self.app, changed_fields(new, old)
+        app.settings = new  # language and steps are read from here at each dictation
+        if names & _ENGINE_FIELDS:
+            app.worker.configure(new.engine_spec())  # the worker reloads in the background; jobs wait for it
+        if names & {"hotkey", "cancel_key"}:
+            app.hotkeys.set_combos(parse_combo(new.hotkey), parse_combo(new.cancel_key))
+        if names & {"mode", "tap_ms"}:
+            app.controller.configure(mode=new.mode, tap_s=new.tap_ms / 1000)
+        if names & _PASTE_FIELDS:
+            app.paster.options = self._paste_options(new)
+            if self._repaster is not None:
+                self._repaster.options = self._paste_options(new)
+        if names & _RECORDER_FIELDS:
+            app.recorder.configure(dataclasses.replace(
+                app.recorder.options, pre_roll_ms=new.pre_roll_ms, post_roll_ms=new.post_roll_ms,
+                max_seconds=new.max_seconds, skip_silence=new.skip_silence, warm=new.warm_microphone))
+        if "microphone" in names:
+            self._pending_microphone = new.microphone  # swapped once no recording uses the old one
+            if app.controller.state in (State.IDLE, State.ERROR):
+                self._apply_pending_microphone()
+        if "sound_cues" in names:
+            self.cues.enabled = new.sound_cues
+        if "overlay" in names and not new.overlay:
+            self.overlay.hide()
+        if names & {"history", "history_days", "history_max"}:
+            self._open_history(new)
+            if self.history is not None:
+                self.history.prune(max_days=new.history_days, max_entries=new.history_max)
+        if "autostart" in names:
+            autostart.set_enabled(new.autostart)
+        if "hub_endpoint" in names:
+            self._apply_os_env(new)
+
+    def _paste_options(self, s: Settings) -> PasteOptions:
+        return PasteOptions(s.paste_method, s.paste_keys, s.restore_clipboard)
+
+    def _open_history(self, s: Settings) -> None:
+        if s.history and self.history is None:
+            try:
+                self.history = History()
+            except Exception as exc:  # sqlite3.Error or OSError: dictation must go on without it
+                self.app.notify(f"The history could not be opened ({exc}); transcripts are not kept this time.",
+                                error=True)
+                return
+            self.history.prune(max_days=s.history_days, max_entries=s.history_max)
+        elif not s.history and self.history is not None:
+            if self.history_window is not None:
+                self.history_window.close()
+                self.history_window = None
+            self.history.close()
+            self.history = None
+
+    def _apply_os_env(self, s: Settings) -> None:
+        """The hub address reaches the worker through its environment (read when it starts)."""
+        if s.hub_endpoint:
+            os.environ["HF_ENDPOINT"] = s.hub_endpoint
+        else:
+            os.environ.pop("HF_ENDPOINT", None)
+
+    def _apply_pending_microphone(self) -> None:
+        name, self._pending_microphone = self._pending_microphone, None
+        if name is None:
+            return
+        from app.audio.sources import make_source
+
+        recorder = self.app.recorder
+        warm = recorder.options.warm
+        try:
+            if warm:
+                recorder.configure(dataclasses.replace(recorder.options, warm=False))
+            recorder.source = make_source(name)
+            if warm:
+                recorder.configure(dataclasses.replace(recorder.options, warm=True))
+        except UserError as exc:
+            self.app.notify(str(exc), error=True)
+
+    def shutdown(self) -> None:
+        self._poll.stop()
+        self.overlay.hide()
+        if self.settings_window is not None:
+            self.settings_window.shutdown()
+        if self.history is not None:
+            self.history.close()
+
+
+def attach_ui(dictation, problems: list[str] | None = None) -> AppUi:
+    """Attach the settings window, overlay, history and sound cues to a started `DictationApp`;
+    `problems` are what loading the settings file had to repair (shown in the settings window)."""
+    return AppUi(dictation, problems)

@@ -1,0 +1,108 @@
+"""History: the SQLite store (insert, search, paste outcome, retention, audio) and the history window."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import wave
+
+import numpy as np
+import pytest
+from PySide6.QtGui import QGuiApplication
+
+from app.history import History
+from app.ui.history_window import HistoryWindow, details, when
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture
+def history(tmp_path):
+    store = History(tmp_path / "history.sqlite3")
+    yield store
+    store.close()
+
+
+def test_insert_search_and_paste_outcome(history):
+    first = history.add("Über den Wolken muss die Freiheit grenzenlos sein", language="de", engine="diffusion",
+                        steps=12, timings={"total": 640.5, "steps": [40.0] * 12}, target="firefox")
+    second = history.add("Call the dentist before noon", language="en", created=time.time() + 1)
+    history.set_paste_result(first, False, "No window took the text.")
+    history.set_paste_result(second, True)
+
+    assert [e.id for e in history.search()] == [second, first]  # newest first
+    assert [e.id for e in history.search("über")] == [first]  # case folded beyond ASCII
+    assert [e.id for e in history.search("dentist NOON")] == [second]  # every word, any case
+    assert history.search("dentist wolken") == []
+    assert [e.id for e in history.search(failed_only=True)] == [first]
+    entry = history.get(first)
+    assert (entry.language, entry.steps, entry.target, entry.paste_ok) == ("de", 12, "firefox", False)
+    assert entry.timings["steps"] == [40.0] * 12 and entry.paste_message == "No window took the text."
+    assert "paste failed: No window took the text." in details(entry)
+
+
+def test_search_treats_sql_wildcards_as_text(history):
+    history.add("100% done")
+    history.add("1000 done")
+    assert [e.text for e in history.search("100%")] == ["100% done"]
+
+
+def test_retention_by_age_and_count(history):
+    now = time.time()
+    for days_ago in (40, 20, 3, 1, 0):
+        history.add(f"{days_ago} days ago", created=now - days_ago * 86400)
+    assert history.prune(max_days=30, now=now) == 1
+    assert history.prune(max_entries=2) == 2
+    assert [e.text for e in history.search()] == ["0 days ago", "1 days ago"]
+    assert history.prune(max_days=0, max_entries=0) == 0  # 0: no limit
+
+
+def test_audio_is_kept_as_wav_only_when_given(history):
+    tone = 0.5 * np.sin(np.linspace(0, 200 * np.pi, 16000)).astype(np.float32)
+    with_audio = history.add("with audio", audio=tone)
+    without = history.add("without audio")
+    assert history.get(with_audio).has_audio and not history.get(without).has_audio
+    assert history.audio(without) is None
+    with wave.open(io.BytesIO(history.audio(with_audio))) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getnframes()) == (16000, 1, 16000)
+        back = np.frombuffer(wav.readframes(16000), "<i2") / 32767
+    assert np.allclose(back, tone, atol=1e-4)
+
+
+def test_history_window_finds_copies_and_repastes_a_failed_paste(qtbot, history):
+    ok = history.add("The meeting moves to Thursday.", created=time.time() - 60)
+    failed = history.add("git commit -m 'fix focus'", target="xterm")
+    history.set_paste_result(ok, True)
+    history.set_paste_result(failed, False, "No window took the text.")
+    window = HistoryWindow(history)
+    qtbot.addWidget(window)
+    window.show()
+    assert window.list.topLevelItemCount() == 2
+    assert window.list.topLevelItem(0).text(2) == "Paste failed"
+
+    window.failed_only.setChecked(True)
+    assert [window.list.topLevelItem(i).text(1) for i in range(window.list.topLevelItemCount())] == \
+        ["git commit -m 'fix focus'"]
+    assert window.text.toPlainText() == "git commit -m 'fix focus'" and "into xterm" in window.meta.text()
+
+    window.copy_button.click()
+    assert QGuiApplication.clipboard().text() == "git commit -m 'fix focus'"
+    with qtbot.waitSignal(window.repaste_requested) as signal:
+        window.paste_button.click()
+    assert signal.args == [failed, "git commit -m 'fix focus'"]
+
+    window.failed_only.setChecked(False)
+    window.search.setText("thursday")
+    qtbot.waitUntil(lambda: window.list.topLevelItemCount() == 1)
+    assert window.current_id() == ok
+    window.delete_button.click()
+    assert history.get(ok) is None and window.list.topLevelItemCount() == 0
+    assert window.count.text() == "0 of 1 transcripts"
+
+
+def test_when_reads_like_a_clock():
+    now = time.mktime((2026, 5, 12, 15, 0, 0, 0, 0, -1))
+    assert when(now - 600, now) == "14:50"
+    assert when(now - 86400, now).startswith("Yesterday")
+    assert when(now - 5 * 86400, now).endswith("15:00") and "May" in when(now - 5 * 86400, now)

@@ -1,0 +1,151 @@
+"""The settings window is generated from the schema, writes each change to the file and salvages a broken one."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox
+
+from app import config
+from app.config import Settings
+from app.latency import LatencyRecord, spec_key
+from app.ui.models import ModelPanel
+from app.ui.settings_store import SettingsStore
+from app.ui.settings_window import SettingsWindow
+from app.ui.widgets.hotkey_edit import HotkeyEdit
+from app.ui.widgets.microphone import MicrophonePicker
+from app.ui.widgets.quality_slider import QualitySlider
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+CUSTOM = {"quality": QualitySlider, "hotkey": HotkeyEdit, "microphone": MicrophonePicker, "model": ModelPanel}
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "settings.json"
+
+
+def open_window(qtbot, store: SettingsStore, latency: LatencyRecord | None = None) -> SettingsWindow:
+    window = SettingsWindow(store, latency, mic_monitor=False)
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+def saved(path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_every_schema_field_gets_a_widget_chosen_by_its_type(qtbot, path):
+    window = open_window(qtbot, SettingsStore(path=path))
+    fields = config.schema()
+    assert set(window.editors) == {f.name for f in fields}
+    for f in fields:
+        widget, meta = window.editors[f.name].widget, f.metadata
+        expected = (CUSTOM[meta["widget"]] if meta["widget"] else QCheckBox if isinstance(f.default, bool)
+                    else QComboBox if meta["choices"] else QSpinBox if isinstance(f.default, int) else QLineEdit)
+        assert isinstance(widget, expected), f.name
+        assert widget.toolTip() == meta["help"]
+    groups = list(dict.fromkeys(f.metadata["group"] for f in fields))
+    assert [window.pages.item(i).text() for i in range(window.pages.count())] == groups
+    language = window.editors["language"].widget
+    assert [language.itemText(i) for i in range(language.count())] == [
+        "Detect automatically", "English", "German", "French", "Spanish", "Hindi", "Mandarin"]
+
+
+def test_each_changed_widget_writes_the_file_and_announces_the_change(qtbot, path):
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    changes = []
+    store.changed.connect(lambda new, old: changes.append((new, old)))
+    e = window.editors
+
+    mode = e["mode"].widget
+    mode.setCurrentIndex(mode.findData("toggle"))
+    mode.activated.emit(mode.currentIndex())
+    e["post_roll_ms"].widget.setValue(500)
+    e["skip_silence"].widget.setChecked(False)
+    e["device"].widget.setText(" cpu ")
+    e["device"].widget.editingFinished.emit()
+    e["steps"].widget.slider.setValue(3)  # "Accurate"
+    language = e["language"].widget
+    language.setCurrentIndex(language.findData("de"))
+    language.activated.emit(language.currentIndex())
+
+    on_disk = saved(path)
+    assert (on_disk["mode"], on_disk["post_roll_ms"], on_disk["skip_silence"], on_disk["device"],
+            on_disk["steps"], on_disk["language"]) == ("toggle", 500, False, "cpu", 16, "de")
+    assert config.load(path) == (store.settings, [])
+    assert len(changes) == 6 and changes[-1][0].language == "de" and changes[-1][1].language == "auto"
+
+
+def test_an_invalid_value_is_explained_beside_its_field_and_not_saved(qtbot, path):
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    endpoint = window.editors["hub_endpoint"].widget
+    endpoint.setText("ftp://mirror.example")
+    endpoint.editingFinished.emit()
+    error = window.errors["hub_endpoint"]
+    assert not error.isHidden() and "must start with http:// or https://" in error.text()
+    assert not path.exists() and store.settings.hub_endpoint == ""
+    endpoint.setText("https://hf-mirror.example/")
+    endpoint.editingFinished.emit()
+    assert error.isHidden() and saved(path)["hub_endpoint"] == "https://hf-mirror.example"
+
+
+def test_a_broken_file_is_salvaged_field_by_field_and_the_window_says_so(qtbot, path):
+    path.write_text('{"mode": "hold", "language": "fr", "post_roll_ms": "lots", "sound_cues": false, "steps": 1')
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    e = window.editors
+    assert e["mode"].widget.currentData() == "hold" and e["language"].widget.currentData() == "fr"
+    assert e["sound_cues"].widget.isChecked() is False and e["steps"].widget.steps() == 1
+    assert e["post_roll_ms"].widget.value() == Settings().post_roll_ms
+    assert window.banner.isVisible() and "not valid JSON" in window.banner.text()
+    assert (path.parent / "settings.json.broken").exists() and saved(path)["language"] == "fr"
+
+
+def test_a_change_from_elsewhere_shows_in_the_window_without_writing_back(qtbot, path):
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    writes = []
+    store.changed.connect(lambda new, old: writes.append(new))
+    store.set("hotkey", "<alt_r>")
+    assert window.editors["hotkey"].widget.text() == "Right Alt" and len(writes) == 1
+
+
+def test_quality_slider_follows_the_engine_and_the_measured_latency(qtbot, path, tmp_path):
+    store = SettingsStore(Settings(engine="whisper"), path=path)
+    latency = LatencyRecord(tmp_path / "latency.json")
+    window = open_window(qtbot, store, latency)
+    slider = window.editors["steps"].widget
+    assert not slider.slider.isEnabled() and "diffusion engine only" in slider.note.text()
+
+    engine = window.editors["engine"].widget
+    engine.setCurrentIndex(engine.findData("diffusion"))
+    engine.activated.emit(engine.currentIndex())
+    assert slider.slider.isEnabled() and "not measured yet" in slider.note.text()
+    assert window.editors["model"].widget.edit.placeholderText().startswith("interfaze-ai/diffusion-gemma-asr-small")
+
+    latency.add(spec_key(store.settings.engine_spec()), {"steps": [50.0, 50.0, 50.0, 50.0], "total": 450.0})
+    window.refresh_latency()
+    assert slider.labels._latencies == ["≈ 0.45 s", "≈ 0.65 s", "≈ 0.85 s", "≈ 1.1 s", "≈ 1.9 s"]
+    assert "50 ms per step plus 250 ms" in slider.note.text()
+
+
+def test_keyboard_reaches_every_field_in_page_order(qtbot, path):
+    window = open_window(qtbot, SettingsStore(path=path))
+    window.activateWindow()
+    window.pages.setFocus()
+    window.pages.setCurrentRow(1)  # Keys
+    order = []
+    for _ in range(8):
+        qtbot.keyClick(window.focusWidget(), Qt.Key.Key_Tab)
+        order.append(window.focusWidget())
+    keys = [window.editors[n].widget for n in ("hotkey", "mode", "tap_ms", "cancel_key")]
+    positions = [next(i for i, w in enumerate(order) if w is k or k.isAncestorOf(w)) for k in keys]
+    assert positions == sorted(positions)

@@ -1,0 +1,82 @@
+"""Hotkey capture: pressing keys sets the combo, in the format app/desktop/keys.py parses."""
+
+from __future__ import annotations
+
+import os
+
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QKeyEvent
+
+from app.desktop.keys import parse_combo
+from app.ui.widgets.hotkey_edit import HotkeyEdit, combo_text, key_name
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+CONTROL_R, ALT_R = 0xFFE4, 0xFFEA  # X11 keysyms Qt reports as the native virtual key
+
+
+def press(widget, key, native=0, down=True) -> None:
+    kind = QEvent.Type.KeyPress if down else QEvent.Type.KeyRelease
+    event = QKeyEvent(kind, key, Qt.KeyboardModifier.NoModifier, 0, native, 0)
+    widget.event(event)
+
+
+def capture(widget, *keys) -> None:
+    """Press `keys` ((qt_key, native) pairs) in order, then release them in reverse."""
+    for key, native in keys:
+        press(widget, key, native)
+    for key, native in reversed(keys):
+        press(widget, key, native, down=False)
+
+
+def test_key_names_match_the_combo_parser():
+    assert key_name(Qt.Key.Key_Control, CONTROL_R) == "ctrl_r" and key_name(Qt.Key.Key_Control) == "ctrl"
+    assert key_name(Qt.Key.Key_Alt, ALT_R) == "alt_r" and key_name(Qt.Key.Key_AltGr) == "alt_gr"
+    assert [key_name(k) for k in (Qt.Key.Key_Space, Qt.Key.Key_F9, Qt.Key.Key_D, Qt.Key.Key_Escape)] == [
+        "space", "f9", "d", "esc"]
+    assert combo_text(["shift", "ctrl_r", "space"]) == "<ctrl>+<shift>+<space>"  # sides dropped with a key
+    assert combo_text(["ctrl_r"]) == "<ctrl_r>"  # kept when modifiers are the whole combo
+    for text in (combo_text(["alt_r"]), combo_text(["ctrl", "alt", "d"])):
+        assert str(parse_combo(text)) == text
+
+
+def test_pressing_keys_sets_the_hotkey(qtbot):
+    edit = HotkeyEdit()
+    qtbot.addWidget(edit)
+    edit.show()
+    edit.set_combo("<ctrl>+<shift>+<space>")
+    assert edit.text() == "Ctrl+Shift+Space"
+    changes: list[str] = []
+    edit.combo_changed.connect(changes.append)
+
+    edit.click()
+    assert edit.capturing and edit.text() == "Press the keys…"
+    press(edit, Qt.Key.Key_Control)
+    press(edit, Qt.Key.Key_Alt)
+    assert edit.text() == "Ctrl+Alt…"
+    press(edit, Qt.Key.Key_D)
+    press(edit, Qt.Key.Key_D, down=False)
+    press(edit, Qt.Key.Key_Alt, down=False)
+    assert edit.capturing and changes == []  # Ctrl is still held
+    press(edit, Qt.Key.Key_Control, down=False)
+    assert not edit.capturing and changes == ["<ctrl>+<alt>+d"] and edit.text() == "Ctrl+Alt+D"
+
+    edit.click()
+    capture(edit, (Qt.Key.Key_Alt, ALT_R))  # a modifier alone: Right Alt
+    assert changes[-1] == "<alt_r>" and edit.text() == "Right Alt"
+
+    edit.click()
+    capture(edit, (Qt.Key.Key_Escape, 0))  # Esc is a key here, not "close the window"
+    assert changes[-1] == "<esc>"
+
+
+def test_clicking_again_keeps_the_old_hotkey(qtbot):
+    edit = HotkeyEdit()
+    qtbot.addWidget(edit)
+    edit.set_combo("<alt_r>")
+    changes: list[str] = []
+    edit.combo_changed.connect(changes.append)
+    edit.click()
+    press(edit, Qt.Key.Key_Shift)
+    edit.click()
+    assert not edit.capturing and changes == [] and edit.combo() == "<alt_r>" and edit.text() == "Right Alt"

@@ -1,0 +1,216 @@
+"""The UI attached to the running app (app/ui/wiring.py): live settings, overlay, cues, history, latency.
+
+The app's parts are stand-ins with the same public signals and attributes as DictationApp's, so
+these tests see exactly what the wiring asks of them, without a worker, microphone or display.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QObject, Signal
+
+from app.audio.recorder import RecorderOptions
+from app.config import Settings
+from app.controller import State
+from app.latency import spec_key
+from app.ui.sounds import SoundCues
+from app.ui.wiring import AppUi
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+class FakeWorker(QObject):
+    progress = Signal(str, int, int, str)
+    result = Signal(str, dict)
+    failed = Signal(str, str, str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.specs = []
+
+    def configure(self, spec) -> None:
+        self.specs.append(spec)
+
+
+class FakePaster(QObject):
+    finished = Signal(bool, str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options = None
+        self.pasted: list[str] = []
+        self.injector = SimpleNamespace(window_class=lambda: "XTerm")
+
+    def paste(self, text: str) -> None:
+        self.pasted.append(text)
+
+
+class FakeTray(QObject):
+    settings_requested = Signal()
+
+
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.level_db = -100.0
+        self.options = RecorderOptions()
+        self.source = "old microphone"
+
+    def configure(self, options: RecorderOptions) -> None:
+        self.options = options
+
+
+class FakeApp(QObject):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.worker, self.paster, self.tray, self.recorder = FakeWorker(), FakePaster(), FakeTray(), FakeRecorder()
+        self.controller = SimpleNamespace(state=State.IDLE, configured=[])
+        self.controller.configure = lambda **kw: self.controller.configured.append(kw)
+        self.hotkeys = SimpleNamespace(combos=None)
+        self.hotkeys.set_combos = lambda combo, cancel: setattr(self.hotkeys, "combos", (str(combo), str(cancel)))
+        self.notices: list[str] = []
+        self.tray.settings_requested.connect(self.show_settings)
+
+    def show_settings(self) -> None:
+        self.notices.append("old settings notice")
+
+    def notify(self, message: str, error: bool = False) -> None:
+        self.notices.append(message)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, qapp):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    app = FakeApp(Settings(engine="diffusion", model="/models/adapter", steps=12))
+    played: list[int] = []
+    cues = SoundCues(True, player=lambda data, rate: played.append(len(data)))
+    repaster = FakePaster()
+    ui = AppUi(app, cues=cues, repaster=repaster)
+    yield SimpleNamespace(app=app, ui=ui, played=played, cues=cues, repaster=repaster, tmp=tmp_path)
+    ui.shutdown()
+
+
+def test_changes_apply_live_to_every_part(env, qtbot):
+    app, store = env.app, env.ui.store
+    store.set("model", "/models/other")
+    assert env.app.worker.specs[-1].model == "/models/other" and app.settings.model == "/models/other"
+    store.set("language", "de")
+    assert app.settings.language == "de" and len(app.worker.specs) == 1  # no reload for a language
+    store.set("hotkey", "<alt_r>")
+    assert app.hotkeys.combos == ("<alt_r>", "<esc>")
+    store.set("mode", "toggle")
+    assert app.controller.configured[-1] == {"mode": "toggle", "tap_s": 0.4}
+    store.set("paste_method", "type")
+    assert app.paster.options.method == "type" and env.repaster.options.method == "type"
+    store.set("post_roll_ms", 700)
+    assert app.recorder.options.post_roll_ms == 700
+    store.set("sound_cues", False)
+    assert env.cues.enabled is False
+    store.set("hub_endpoint", "https://mirror.example")
+    assert os.environ["HF_ENDPOINT"] == "https://mirror.example"
+
+    desktop = env.tmp / "config" / "autostart" / "diffusion-dictate.desktop"
+    store.set("autostart", True)
+    assert "Exec=" in desktop.read_text() and " -m app" in desktop.read_text()
+    store.set("autostart", False)
+    assert not desktop.exists()
+
+
+def test_microphone_is_swapped_only_once_no_recording_uses_it(env, qtbot):
+    app = env.app
+    app.controller.state = State.RECORDING
+    qtbot.waitUntil(lambda: env.ui.overlay.mode == "recording")
+    env.ui.store.set("microphone", "USB headset")
+    assert app.recorder.source == "old microphone"
+    app.controller.state = State.IDLE
+    qtbot.waitUntil(lambda: app.recorder.source != "old microphone")
+    assert getattr(app.recorder.source, "device", None) == "USB headset"
+
+
+def test_a_dictation_drives_overlay_cues_history_and_latency(env, qtbot):
+    app, ui = env.app, env.ui
+    app.controller.state = State.RECORDING
+    qtbot.waitUntil(lambda: ui.overlay.mode == "recording")
+    assert math.isnan(app.recorder.level_db) and env.played == []  # no cue before the microphone delivers
+    assert "Release (or tap Ctrl+Shift+Space) to finish" in ui.overlay.counter.text()
+    app.recorder.level_db = -12.0  # the first audio block
+    qtbot.waitUntil(lambda: len(env.played) == 1)
+    qtbot.waitUntil(lambda: ui.overlay.meter.level > 0.7)
+
+    app.controller.state = State.TRANSCRIBING
+    qtbot.waitUntil(lambda: ui.overlay.mode == "transcribing")
+    qtbot.waitUntil(lambda: len(env.played) == 2)  # the stop cue
+    app.worker.progress.emit("job1", 3, 12, "hello wurld")
+    app.worker.progress.emit("job1", 4, 12, "hello world")
+    assert ui.overlay.counter.text() == "step 4 of 12" and "world" in ui.overlay.text.text()
+
+    transcript = {"text": "Hello world.", "language": "en", "steps_used": 12,
+                  "timings": {"steps": [40.0] * 12, "total": 700.0}}
+    app.worker.result.emit("job1", transcript)
+    assert ui.overlay.mode == "result"
+    [entry] = ui.history.search()
+    assert (entry.text, entry.steps, entry.target, entry.paste_ok) == ("Hello world.", 12, "XTerm", None)
+    cost = ui.latency.cost(spec_key(app.settings.engine_spec()))
+    assert (cost.step_ms, cost.fixed_ms) == (40.0, 220.0)
+
+    app.paster.finished.emit(False, "No window took the text; it is on the clipboard.")
+    entry = ui.history.get(entry.id)
+    assert entry.paste_ok is False and "clipboard" in entry.paste_message
+
+
+def test_cancelled_recording_plays_no_cue_and_hides_the_overlay(env, qtbot):
+    app, ui = env.app, env.ui
+    app.controller.state = State.RECORDING
+    qtbot.waitUntil(lambda: ui.overlay.mode == "recording")
+    app.controller.state = State.IDLE
+    qtbot.waitUntil(lambda: ui.overlay.mode == "hidden")
+    assert env.played == []
+
+
+def test_paste_again_from_the_history_window(env, qtbot):
+    ui = env.ui
+    entry_id = ui.history.add("git status", target="XTerm")
+    ui.history.set_paste_result(entry_id, False, "No window took the text.")
+    ui.show_history()
+    window = ui.history_window
+    assert window.isVisible() and window.list.topLevelItem(0).text(2) == "Paste failed"
+    window.paste_button.click()
+    qtbot.waitUntil(lambda: env.repaster.pasted == ["git status"])
+    assert not window.isVisible()
+    env.repaster.finished.emit(True, "")
+    assert ui.history.get(entry_id).paste_ok is True
+
+
+def test_tray_and_second_launch_open_the_settings_window(env, qtbot):
+    env.app.tray.settings_requested.emit()
+    assert env.ui.settings_window is not None and env.ui.settings_window.isVisible()
+    assert "old settings notice" not in env.app.notices
+    env.ui.settings_window.close()
+    env.app.show_settings()  # what the remote "show" command calls
+    assert env.ui.settings_window.isVisible()
+
+
+def test_history_off_keeps_nothing(env, qtbot):
+    env.ui.store.set("history", False)
+    assert env.ui.history is None
+    env.app.worker.result.emit("job", {"text": "secret", "timings": {}})
+    env.ui.store.set("history", True)
+    assert env.ui.history.search() == []
+
+
+def test_sound_cue_files_are_small_and_loadable():
+    from app.ui.sounds import load_wav
+    from app.ui.tray import resources_dir
+
+    for name in ("start", "stop"):
+        path = resources_dir() / "sounds" / f"{name}.wav"
+        assert path.stat().st_size < 50_000
+        data, rate = load_wav(path)
+        assert rate == 44100 and 0.1 < len(data) / rate < 0.5 and 0.2 < np.abs(data).max() < 0.5
