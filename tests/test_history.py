@@ -39,7 +39,7 @@ def test_insert_search_and_paste_outcome(history):
     entry = history.get(first)
     assert (entry.language, entry.steps, entry.target, entry.paste_ok) == ("de", 12, "firefox", False)
     assert entry.timings["steps"] == [40.0] * 12 and entry.paste_message == "No window took the text."
-    assert "paste failed: No window took the text." in details(entry)
+    assert details(entry).endswith(" · German · 12 steps · transcribed in 0.64 s · into firefox · paste failed")
 
 
 def test_search_treats_sql_wildcards_as_text(history):
@@ -85,6 +85,7 @@ def test_history_window_finds_copies_and_repastes_a_failed_paste(qtbot, history)
     assert [window.list.topLevelItem(i).text(1) for i in range(window.list.topLevelItemCount())] == \
         ["git commit -m 'fix focus'"]
     assert window.text.toPlainText() == "git commit -m 'fix focus'" and "into xterm" in window.meta.text()
+    assert not window.failed.isHidden() and "(No window took the text)" in window.failed.text()
 
     window.copy_button.click()
     assert QGuiApplication.clipboard().text() == "git commit -m 'fix focus'"

@@ -57,7 +57,7 @@ def details(entry: Dictation) -> str:
     if entry.target:
         parts.append(f"into {entry.target}")
     if entry.paste_ok is False:
-        parts.append("paste failed" + (f": {entry.paste_message}" if entry.paste_message else ""))
+        parts.append("paste failed")
     elif entry.paste_ok:
         parts.append("pasted")
     return " · ".join(parts)
@@ -100,9 +100,14 @@ class HistoryWindow(QWidget):
         self.meta.setObjectName("hint")
         self.meta.setWordWrap(True)
         self.meta.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.failed = QLabel()
+        self.failed.setObjectName("failed")
+        self.failed.setWordWrap(True)
+        self.failed.hide()
         self.copy_button = QPushButton("Copy")
         self.copy_button.setToolTip("Copy the transcript to the clipboard (Ctrl+C in the list).")
         self.paste_button = QPushButton("Paste again")
+        self.paste_button.setDefault(True)
         self.paste_button.setToolTip("Paste it into the window you were in before this one (Ctrl+Enter).")
         self.delete_button = QPushButton("Delete")
         self.delete_button.setToolTip("Delete this transcript (and its recording, if kept).")
@@ -118,6 +123,7 @@ class HistoryWindow(QWidget):
         detail_layout = QVBoxLayout(detail)
         detail_layout.setContentsMargins(0, 0, 0, 0)
         detail_layout.addWidget(self.meta)
+        detail_layout.addWidget(self.failed)
         detail_layout.addWidget(self.text, 1)
         actions = QHBoxLayout()
         actions.addWidget(self.copy_button)
@@ -202,6 +208,7 @@ class HistoryWindow(QWidget):
         for button in (self.copy_button, self.paste_button, self.delete_button):
             button.setEnabled(entry is not None)
         self.notice.setText("")
+        self.failed.setVisible(entry is not None and entry.paste_ok is False)
         if entry is None:
             self.text.setPlainText("")
             self.meta.setText("Nothing here yet: your dictations appear here as you make them."
@@ -209,6 +216,10 @@ class HistoryWindow(QWidget):
             return
         self.text.setPlainText(entry.text)
         self.meta.setText(details(entry))
+        if entry.paste_ok is False:
+            reason = f" ({entry.paste_message.rstrip('.')})" if entry.paste_message else ""
+            self.failed.setText(f"This transcript did not reach its window{reason}. Paste again puts it into the "
+                                "window you switch back to; Copy puts it on the clipboard.")
 
     def copy(self) -> None:
         entry = self.current()

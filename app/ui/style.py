@@ -26,8 +26,15 @@ QPushButton#flat { border: none; color: #2f6fde; background: transparent; paddin
 QPushButton#flat:hover { text-decoration: underline; }
 QWidget#page { background: palette(base); }
 QScrollArea { background: palette(base); }
+QLabel#failed {
+    background: #fdecea; color: #8e1b12; border: 1px solid #f5c2bd; border-radius: 6px; padding: 6px 10px;
+}
 QTreeWidget#transcripts { border: 1px solid palette(mid); border-radius: 6px; }
-QTreeWidget#transcripts::item { padding: 5px 4px; }
+QTreeWidget#transcripts::item { padding: 5px 6px; }
+QTreeWidget#transcripts QHeaderView::section {
+    background: palette(window); border: none; border-bottom: 1px solid palette(mid); padding: 6px 6px;
+    font-weight: 600;
+}
 QPlainTextEdit#transcript {
     font-size: 12pt; border: 1px solid palette(mid); border-radius: 6px; padding: 6px; background: palette(base);
 }
