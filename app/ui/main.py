@@ -36,6 +36,9 @@ def run_gui(argv: list[str]) -> int:
     if not dictation.start():
         print("Another instance took over while this one was starting; use its tray menu.", file=sys.stderr)
         return 0
+    from app.ui.wiring import attach_ui
+
+    ui = attach_ui(dictation, problems)  # settings window, overlay, history, sound cues, live settings
     for problem in problems:
         dictation.notify(problem, error=True)
     for signum in (signal.SIGINT, signal.SIGTERM):  # quit cleanly, so the worker is shut down too
@@ -47,4 +50,5 @@ def run_gui(argv: list[str]) -> int:
     try:
         return app.exec()
     finally:
+        ui.shutdown()
         dictation.shutdown()
