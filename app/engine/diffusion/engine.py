@@ -63,7 +63,8 @@ class DiffusionEngine:
         """Transcribe 16 kHz mono audio with at most `steps` denoising steps (default from the adapter, 8).
 
         `early_exit=False` runs exactly `steps` steps (benchmarks, tests). `seed` overrides the engine's
-        seed for this call; the same audio, steps and seed give the same text.
+        seed for this call; the same audio, steps and seed give the same text. An exception raised by
+        `on_progress` (called after every step) aborts the transcription: that is how to cancel.
         """
         audio = check_audio(audio)
         language = check_language(language)
@@ -115,7 +116,7 @@ class DiffusionEngine:
             early_exit=early_exit,
             on_draft=on_draft if on_progress is not None else None,
         )
-        clock.lap_ms()
+        clock.lap_ms()  # the denoising itself, reported below split into prefill and steps
         timings["prefill"] = round(result.prefill_ms, 2)
         timings["steps"] = [round(ms, 2) for ms in result.step_ms]
         text = self._text(result.canvases, language)
