@@ -21,8 +21,12 @@ from app.engine.devices import out_of_memory_as_user_error, pick_device
 from app.engine.model_source import resolve_model
 from app.errors import UserError
 
-# Whisper decodes at most 448 tokens per 30 s window; this is the `total` a progress report carries.
+# Whisper decodes at most 448 tokens per 30 s window. A clip gets a budget in proportion to its length
+# (generous even for Hindi, whose script costs several tokens a word), so a hallucination loop on a
+# short clip ("very very very ...") ends after a second instead of running to 440 tokens.
 MAX_NEW_TOKENS = 440
+TOKENS_PER_SECOND = 25
+MIN_NEW_TOKENS_BUDGET = 16
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 _REQUIRED_FILES = ("config.json", "preprocessor_config.json")
 
@@ -34,8 +38,9 @@ class _StepStreamer(BaseStreamer):
     although `generate` strips it from its output.
     """
 
-    def __init__(self, processor: WhisperProcessor, on_progress: ProgressCallback | None) -> None:
+    def __init__(self, processor: WhisperProcessor, on_progress: ProgressCallback | None, total: int) -> None:
         self._processor = processor
+        self._total = total
         self._on_progress = on_progress
         self._tokens: list[int] = []
         self._seen_prompt = False
@@ -51,7 +56,7 @@ class _StepStreamer(BaseStreamer):
         self._tokens.extend(int(t) for t in value.reshape(-1).tolist())
         if self._on_progress is not None:
             draft = self._processor.tokenizer.decode(self._tokens, skip_special_tokens=True).strip()
-            self._on_progress(Progress(step=len(self._tokens), total=MAX_NEW_TOKENS, draft=draft))
+            self._on_progress(Progress(step=len(self._tokens), total=self._total, draft=draft))
 
     def end(self) -> None:
         pass
@@ -132,7 +137,8 @@ class WhisperEngine:
         if language == AUTO:
             language, detected = self._detect_language(encoder_outputs), True
 
-        streamer = _StepStreamer(self.processor, on_progress)
+        budget = min(MAX_NEW_TOKENS, MIN_NEW_TOKENS_BUDGET + int(TOKENS_PER_SECOND * audio.shape[0] / SAMPLE_RATE))
+        streamer = _StepStreamer(self.processor, on_progress, budget)
         kwargs: dict = {"task": "transcribe", "streamer": streamer} if self.multilingual else {"streamer": streamer}
         if self.multilingual:
             kwargs["language"] = language
@@ -142,7 +148,7 @@ class WhisperEngine:
             kwargs.pop("streamer")  # sequential long-form decoding does not stream
             tokens = self.model.generate(features, **kwargs)
         else:
-            tokens = self.model.generate(encoder_outputs=encoder_outputs, max_new_tokens=MAX_NEW_TOKENS, **kwargs)
+            tokens = self.model.generate(encoder_outputs=encoder_outputs, max_new_tokens=budget, **kwargs)
         t_decode = time.perf_counter()
 
         ids = tokens[0] if not isinstance(tokens, dict) else tokens["sequences"][0]
@@ -162,6 +168,16 @@ class WhisperEngine:
             },
             language_detected=detected,
         )
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        """Identify which of the product's languages is spoken in the first 30 s of `audio`."""
+        audio = check_audio(audio)
+        if not self.multilingual:
+            return "en"
+        with out_of_memory_as_user_error("identifying the language"), torch.inference_mode():
+            features = self.processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+            hidden = self.model.get_encoder()(features.to(self.device, self.dtype)).last_hidden_state
+            return self._detect_language(BaseModelOutput(last_hidden_state=hidden))
 
     def _check_model_language(self, language: str) -> str:
         if self.multilingual:
