@@ -198,6 +198,7 @@ def test_auto_language_with_full_whisper(adapter, tmp_path_factory):
 needs_test_data = pytest.mark.skipif(not WHISPER_BASE.is_dir(), reason="run `python -m tests.data.build` first")
 
 
+@pytest.mark.slow
 @needs_test_data
 def test_auto_language_with_real_whisper_base(tmp_path_factory):
     """Real language identification: the adapter's encoder is the test data's multilingual Whisper base."""
