@@ -237,7 +237,7 @@ class WorkerClient(QObject):
         proc.setProcessEnvironment(env)
         proc.readyReadStandardOutput.connect(lambda: self._on_stdout(proc))
         proc.readyReadStandardError.connect(lambda: self._on_stderr(proc))
-        proc.finished.connect(lambda code, _status: self._on_finished(proc, code))
+        proc.finished.connect(lambda code, status: self._on_finished(proc, code, status))
         proc.errorOccurred.connect(lambda error: self._on_process_error(proc, error))
         self._proc = proc
         self._decoder = FrameDecoder(peer="speech worker")
@@ -255,7 +255,7 @@ class WorkerClient(QObject):
                 "Reinstall the app.",
             )
 
-    def _on_finished(self, proc: QProcess, exit_code: int) -> None:
+    def _on_finished(self, proc: QProcess, exit_code: int, status: QProcess.ExitStatus) -> None:
         if proc is not self._proc:
             return
         self._on_stdout(proc)  # a result written just before the end still counts
@@ -265,7 +265,12 @@ class WorkerClient(QObject):
         self._heartbeat.stop()
         if self._fatal:
             return
-        reason = self._kill_reason or f"it exited with status {exit_code}"
+        if self._kill_reason:
+            reason = self._kill_reason
+        elif status == QProcess.ExitStatus.CrashExit:
+            reason = f"it crashed or was killed (signal {exit_code})"
+        else:
+            reason = f"it exited with status {exit_code}"
         self._kill_reason = ""
         crashes = self._crashes.record(time.monotonic())
         log.warning("speech worker ended unexpectedly (%s); %d job(s) to re-submit", reason, len(self._jobs))

@@ -32,10 +32,8 @@ MAX_HEADER_BYTES = 1 << 20
 # 30 minutes of 16 kHz float32 audio: longer than any dictation, small enough to hold in memory.
 MAX_PAYLOAD_BYTES = 30 * 60 * 16_000 * 4
 
-# Messages. To the worker: load, transcribe, cancel, ping, shutdown.
-# From the worker: hello, progress, result, error, pong.
+# Message types the worker understands; it sends hello, progress, result, error and pong.
 TO_WORKER = ("load", "transcribe", "cancel", "ping", "shutdown")
-FROM_WORKER = ("hello", "progress", "result", "error", "pong")
 
 
 @dataclass
