@@ -312,12 +312,17 @@ class AppUi(QObject):
             self.app.notify(str(exc), error=True)
 
     def shutdown(self) -> None:
+        """At app exit: stop following the app, close the windows and the history database."""
         self._poll.stop()
-        self.overlay.hide()
+        self.overlay.close()
         if self.settings_window is not None:
             self.settings_window.shutdown()
+            self.settings_window.close()
+        if self.history_window is not None:
+            self.history_window.close()
         if self.history is not None:
             self.history.close()
+            self.history = None
 
 
 def attach_ui(dictation, problems: list[str] | None = None) -> AppUi:
