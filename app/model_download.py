@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tqdm.auto import tqdm
 
 from app.errors import UserError
 
@@ -277,6 +276,7 @@ def format_bytes(n: float) -> str:
 
 def _progress_class(report: Callable[[int], None], cancel: threading.Event) -> type:
     """A tqdm class for one file: reports its bytes (resumed ones included) and raises on cancel."""
+    from tqdm.auto import tqdm  # here, not at the top: importing tqdm costs the GUI's start-up 0.2 s
 
     class FileProgress(tqdm):
         def __init__(self, *args, **kwargs) -> None:

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 from collections import deque
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QGuiApplication
@@ -37,13 +38,15 @@ from app.desktop.paste import PasteOptions, Paster
 from app.errors import UserError
 from app.history import History
 from app.latency import LatencyRecord, spec_key
-from app.ui.history_window import HistoryWindow
 from app.ui.overlay import Overlay
 from app.ui.pyside_fix import guard_none_refcount
 from app.ui.settings_store import SettingsStore, changed_fields
-from app.ui.settings_window import SettingsWindow
 from app.ui.sounds import SoundCues
 from app.ui.widgets.level_meter import level_from_db
+
+if TYPE_CHECKING:  # the windows are imported when first opened: they cost start-up time otherwise
+    from app.ui.history_window import HistoryWindow
+    from app.ui.settings_window import SettingsWindow
 
 log = logging.getLogger(__name__)
 _ENGINE_FIELDS = {"engine", "model", "quantization", "device"}
@@ -103,6 +106,8 @@ class AppUi(QObject):
     # ---- windows -------------------------------------------------------------------------------
     def show_settings(self) -> None:
         if self.settings_window is None:
+            from app.ui.settings_window import SettingsWindow
+
             self.settings_window = SettingsWindow(self.store, self.latency)
             button = QPushButton("Show history…")
             button.clicked.connect(self.show_history)
@@ -114,6 +119,8 @@ class AppUi(QObject):
             self.app.notify("The history is off: turn on Keep history in Settings to keep your transcripts.")
             return
         if self.history_window is None:
+            from app.ui.history_window import HistoryWindow
+
             self.history_window = HistoryWindow(self.history)
             self.history_window.repaste_requested.connect(self.repaste)
         self.history_window.present()
