@@ -54,6 +54,15 @@ class FakeTray(QObject):
     settings_requested = Signal()
 
 
+class FakeHotkeys(QObject):
+    def __init__(self) -> None:
+        super().__init__()
+        self.combos = None
+
+    def set_combos(self, combo, cancel) -> None:
+        self.combos = (str(combo), str(cancel))
+
+
 class FakeRecorder:
     def __init__(self) -> None:
         self.level_db = -100.0
@@ -71,8 +80,7 @@ class FakeApp(QObject):
         self.worker, self.paster, self.tray, self.recorder = FakeWorker(), FakePaster(), FakeTray(), FakeRecorder()
         self.controller = SimpleNamespace(state=State.IDLE, configured=[])
         self.controller.configure = lambda **kw: self.controller.configured.append(kw)
-        self.hotkeys = SimpleNamespace(combos=None)
-        self.hotkeys.set_combos = lambda combo, cancel: setattr(self.hotkeys, "combos", (str(combo), str(cancel)))
+        self.hotkeys = FakeHotkeys()
         self.notices: list[str] = []
         self.tray.settings_requested.connect(self.show_settings)
 
@@ -195,6 +203,11 @@ def test_tray_and_second_launch_open_the_settings_window(env, qtbot):
     env.ui.settings_window.close()
     env.app.show_settings()  # what the remote "show" command calls
     assert env.ui.settings_window.isVisible()
+    hotkey = env.ui.settings_window.editors["hotkey"].widget
+    hotkey.click()  # capturing: pressing the current hotkey here must not start a dictation
+    assert env.app.hotkeys.signalsBlocked()
+    hotkey.click()
+    assert not env.app.hotkeys.signalsBlocked()
 
 
 def test_history_off_keeps_nothing(env, qtbot):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QFormLayout, QFrame, QHBoxLayout, QLabel, QListWidget, QPushButton, QScrollArea,
                                QStackedWidget, QVBoxLayout, QWidget)
@@ -24,12 +24,19 @@ from app.ui.settings_form import Editor, make_editor
 from app.ui.settings_store import SettingsStore, changed_fields
 from app.ui.style import apply_style
 from app.ui.tray import APP_TITLE
+from app.ui.widgets.hotkey_edit import HotkeyEdit
 
 _MODEL_CONTEXT = {"engine", "quantization", "device", "hub_endpoint", "model"}
 
 
 class SettingsWindow(QWidget):
-    """Edits `store` live. `latency` supplies the slider's measured costs (None: never measured)."""
+    """Edits `store` live. `latency` supplies the slider's measured costs (None: never measured).
+
+    `hotkey_capture(on)` says when a hotkey field is taking key presses: pressing the current hotkey
+    there must not start a dictation.
+    """
+
+    hotkey_capture = Signal(bool)
 
     def __init__(self, store: SettingsStore, latency: LatencyRecord | None = None, *, mic_monitor: bool = True,
                  parent: QWidget | None = None) -> None:
@@ -95,6 +102,8 @@ class SettingsWindow(QWidget):
             editor.widget.setToolTip(field.metadata["help"])
             editor.widget.setObjectName(f"field_{field.name}")
             self.editors[field.name] = editor
+            if isinstance(editor.widget, HotkeyEdit):
+                editor.widget.capture_toggled.connect(self.hotkey_capture)
             cell = QVBoxLayout()
             cell.setSpacing(3)
             cell.addWidget(editor.widget, 0, Qt.AlignmentFlag.AlignLeft if editor.compact else Qt.AlignmentFlag(0))

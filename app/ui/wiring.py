@@ -109,6 +109,7 @@ class AppUi(QObject):
             from app.ui.settings_window import SettingsWindow
 
             self.settings_window = SettingsWindow(self.store, self.latency)
+            self.settings_window.hotkey_capture.connect(self.app.hotkeys.blockSignals)  # no dictation meanwhile
             button = QPushButton("Show history…")
             button.clicked.connect(self.show_history)
             self.settings_window.add_page_widget("History", button)

@@ -71,9 +71,11 @@ def combo_text(names: list[str]) -> str:
 
 
 class HotkeyEdit(QPushButton):
-    """Shows the combo ("Ctrl+Shift+Space"); activate it and press keys to change it. Emits `combo_changed(text)`."""
+    """Shows the combo ("Ctrl+Shift+Space"); activate it and press keys to change it. Emits `combo_changed(text)`,
+    and `capture_toggled(on)` so the app can keep its global hotkey quiet while the user presses keys here."""
 
     combo_changed = Signal(str)
+    capture_toggled = Signal(bool)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -108,6 +110,7 @@ class HotkeyEdit(QPushButton):
         else:
             self.releaseKeyboard()
         self._show()
+        self.capture_toggled.emit(on)
 
     def _show(self) -> None:
         if self._capturing:
