@@ -396,3 +396,13 @@ def test_an_interrupted_build_leaves_the_old_output_and_no_stamp_for_the_new(san
     state["fail"] = False
     run_part(part)
     assert (root / "speech/fake/b.txt").read_text() == "2"
+
+
+def test_missing_system_packages_are_named_with_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(build, "POCKETSPHINX_DATA", tmp_path / "nowhere")
+    assert build.main(["--check"]) == 1
+    err = capsys.readouterr().err
+    assert "pocketsphinx-testdata" in err and "packaging/setup.sh deps" in err
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    with pytest.raises(build.BuildError, match="espeak-ng is not installed.*packaging/setup.sh deps"):
+        build.require_espeak()
