@@ -17,7 +17,7 @@ class Clip:
     id: str
     path: Path
     text: str
-    language: str
+    language: str | None  # None for silence and noise
     source: str
     seconds: float
 
