@@ -292,14 +292,19 @@ class ModelPanel(QWidget):
         command = check_command(self.engine, name, self.quantization, self.device)
         proc.setProgram(command[0])
         proc.setArguments(command[1:])
-        proc.finished.connect(lambda code, _status: self._checked(proc, code))
-        proc.errorOccurred.connect(lambda error: self._check_error(proc, error))
+        # Methods, not lambdas holding `proc`: with PySide6 6.12 a slot that keeps its own sender alive
+        # crashes when the sender is deleted.
+        proc.finished.connect(self._checked)
+        proc.errorOccurred.connect(self._check_error)
         self._check = proc
         self._set_busy(True)
         self._say("Loading the model to check it… (a large model takes a minute)")
         proc.start()
 
-    def _checked(self, proc: QProcess, code: int) -> None:
+    def _checked(self, code: int, _status: QProcess.ExitStatus) -> None:
+        proc = self._check
+        if proc is None:
+            return
         out = proc.readAllStandardOutput().data().decode("utf-8", "replace").strip().splitlines()
         err = proc.readAllStandardError().data().decode("utf-8", "replace").strip().splitlines()
         self._check_done(proc)
@@ -315,8 +320,9 @@ class ModelPanel(QWidget):
         self._say(_linkify(sentence or f"The model did not load (exit status {code}). "
                            f"Its last words: {err[-1] if err else 'none'}"), error=True, rich=True)
 
-    def _check_error(self, proc: QProcess, error: QProcess.ProcessError) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
+    def _check_error(self, error: QProcess.ProcessError) -> None:
+        proc = self._check
+        if proc is not None and error == QProcess.ProcessError.FailedToStart:
             self._check_done(proc)
             self._say(f"The model check could not be started ({proc.errorString()}); reinstall the app.", error=True)
 

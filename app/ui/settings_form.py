@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox, QWidget
 
 from app.engine.base import AUTO, LANGUAGES
@@ -69,9 +70,10 @@ def make_editor(field: dataclasses.Field, on_change: OnChange, *, mic_monitor: b
         return Editor(box, lambda v: _quietly(box, lambda: box.setChecked(bool(v))), labelled=True)
     if meta.get("choices"):
         combo = QComboBox()
-        for value in meta["choices"]:
+        values = list(meta["choices"])
+        for value in values:
             combo.addItem(choice_label(field.name, value), value)
-        combo.activated.connect(lambda i: on_change(combo.itemData(i)))
+        combo.activated.connect(lambda i: on_change(values[i]))  # no reference to `combo`: see _LineEditor
         combo.setMinimumWidth(220)
         return Editor(combo, lambda v: _quietly(combo, lambda: combo.setCurrentIndex(max(0, combo.findData(v)))),
                       compact=True)
@@ -84,10 +86,27 @@ def make_editor(field: dataclasses.Field, on_change: OnChange, *, mic_monitor: b
         spin.valueChanged.connect(on_change)
         spin.setMinimumWidth(120)
         return Editor(spin, lambda v: _quietly(spin, lambda: spin.setValue(int(v))), compact=True)
-    line = QLineEdit()
-    line.setClearButtonEnabled(True)
-    line.editingFinished.connect(lambda: on_change(line.text().strip()))
+    line = _LineEditor()
+    line.committed.connect(on_change)
     return Editor(line, lambda v: _quietly(line, lambda: line.setText(str(v))))
+
+
+class _LineEditor(QLineEdit):
+    """A line edit that reports its text when editing ends.
+
+    A lambda slot that holds its own sender (`line.editingFinished -> lambda: line.text()`) crashes
+    PySide6 6.12 when the widget is deleted, so the text travels in a signal of its own.
+    """
+
+    committed = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setClearButtonEnabled(True)
+        self.editingFinished.connect(self._finished)
+
+    def _finished(self) -> None:
+        self.committed.emit(self.text().strip())
 
 
 def _quietly(widget: QWidget, action: Callable[[], None]) -> None:

@@ -63,7 +63,7 @@ class SettingsWindow(QWidget):
         saved.setObjectName("hint")
         open_file = QPushButton("Open settings file")
         open_file.setObjectName("flat")
-        open_file.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.store.path))))
+        open_file.clicked.connect(self._open_file)
         close = QPushButton("Close")
         close.setDefault(True)
         close.clicked.connect(self.close)
@@ -120,8 +120,6 @@ class SettingsWindow(QWidget):
             label = QLabel("" if editor.labelled else field.metadata["label"])
             label.setBuddy(editor.widget)
             form.addRow(label, cell)
-        model = self.editors["model"].widget
-        model.downloaded.connect(lambda _folders: self.refresh_latency())
 
     def _add_page(self, group: str) -> QFormLayout:
         self.pages.addItem(group)
@@ -180,6 +178,9 @@ class SettingsWindow(QWidget):
         settings = self.store.settings
         cost = self.latency.cost(spec_key(settings.engine_spec())) if self.latency else None
         self.editors["steps"].widget.set_cost(cost, applies=settings.engine == "diffusion")
+
+    def _open_file(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.store.path)))
 
     def _warn(self, text: str) -> None:
         self.banner.setText(text)

@@ -26,6 +26,7 @@ import os
 from collections import deque
 from typing import TYPE_CHECKING
 
+import shiboken6
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QPushButton
@@ -100,7 +101,7 @@ class AppUi(QObject):
         # The remote "show" command (a second launch) calls the app's show_settings: route it here too.
         dictation.show_settings = self.show_settings
         self.store.changed.connect(self._settings_changed)
-        self.store.failed.connect(lambda message: dictation.notify(message, error=True))
+        self.store.failed.connect(self._save_failed)
         self._poll.start()
 
     # ---- windows -------------------------------------------------------------------------------
@@ -235,6 +236,9 @@ class AppUi(QObject):
             return ""
 
     # ---- live settings -------------------------------------------------------------------------
+    def _save_failed(self, message: str) -> None:
+        self.app.notify(message, error=True)
+
     def _settings_changed(self, new: Settings, old: Settings) -> None:
         try:
             self.apply(new, old)
@@ -320,14 +324,23 @@ class AppUi(QObject):
             self.app.notify(str(exc), error=True)
 
     def shutdown(self) -> None:
-        """At app exit: stop following the app, close the windows and the history database."""
+        """At app exit: stop following the app, delete the windows and close the history database.
+
+        The windows are deleted here, while Python still runs: left to PySide's clean-up at
+        interpreter exit, their Python event handlers are called during finalisation and crash.
+        """
         self._poll.stop()
-        self.overlay.close()
+        worker = self.app.worker
+        for signal, slot in ((worker.progress, self._progress), (worker.result, self._result),
+                             (worker.failed, self._failed), (self.app.paster.finished, self._pasted)):
+            signal.disconnect(slot)  # the worker's last signals (jobs failed by its stop) must not reach us
         if self.settings_window is not None:
             self.settings_window.shutdown()
-            self.settings_window.close()
-        if self.history_window is not None:
-            self.history_window.close()
+        for window in (self.overlay, self.settings_window, self.history_window):
+            if window is not None:
+                window.close()
+                shiboken6.delete(window)
+        self.settings_window = self.history_window = None
         if self.history is not None:
             self.history.close()
             self.history = None
