@@ -173,13 +173,14 @@ class WorkerClient(QObject):
         self._heartbeat.stop()
         proc, self._proc = self._proc, None
         if proc is not None:
+            proc.blockSignals(True)
             if proc.state() != QProcess.ProcessState.NotRunning:
                 proc.write(encode("shutdown"))
                 proc.closeWriteChannel()
                 if not proc.waitForFinished(3000):
                     proc.kill()
                     proc.waitForFinished(1000)
-            proc.deleteLater()
+            _discard(proc)
         jobs, self._jobs = list(self._jobs), {}
         self._set_state("stopped")
         for job_id in jobs:
@@ -235,10 +236,13 @@ class WorkerClient(QObject):
         for key, value in worker_environment(self._env).items():
             env.insert(key, value)
         proc.setProcessEnvironment(env)
-        proc.readyReadStandardOutput.connect(lambda: self._on_stdout(proc))
-        proc.readyReadStandardError.connect(lambda: self._on_stderr(proc))
-        proc.finished.connect(lambda code, status: self._on_finished(proc, code, status))
-        proc.errorOccurred.connect(lambda error: self._on_process_error(proc, error))
+        # Bound methods, not lambdas: a closure would keep this client alive from inside its own
+        # child, and the client could then be destroyed from within the child's destructor.
+        # Handlers act on `self._proc`; a process that is let go has its signals blocked first.
+        proc.readyReadStandardOutput.connect(self._on_stdout)
+        proc.readyReadStandardError.connect(self._on_stderr)
+        proc.finished.connect(self._on_finished)
+        proc.errorOccurred.connect(self._on_process_error)
         self._proc = proc
         self._decoder = FrameDecoder(peer="speech worker")
         self._hello_seen = False
@@ -247,21 +251,24 @@ class WorkerClient(QObject):
         proc.start()
         self._heartbeat.start()
 
-    def _on_process_error(self, proc: QProcess, error: QProcess.ProcessError) -> None:
-        if proc is self._proc and error == QProcess.ProcessError.FailedToStart:
+    def _on_process_error(self, error: QProcess.ProcessError) -> None:
+        if self._proc is not None and error == QProcess.ProcessError.FailedToStart:
             self._give_up(
                 "worker_failed",
-                f"The speech worker could not be started ({' '.join(self._command)}: {proc.errorString()}). "
+                f"The speech worker could not be started ({' '.join(self._command)}: {self._proc.errorString()}). "
                 "Reinstall the app.",
             )
 
-    def _on_finished(self, proc: QProcess, exit_code: int, status: QProcess.ExitStatus) -> None:
-        if proc is not self._proc:
+    def _on_finished(self, exit_code: int, status: QProcess.ExitStatus) -> None:
+        proc = self._proc
+        if proc is None:
             return
-        self._on_stdout(proc)  # a result written just before the end still counts
-        self._on_stderr(proc)
+        self._on_stdout()  # a result written just before the end still counts
+        self._on_stderr()
+        if self._proc is not proc:  # a handler gave up on it meanwhile
+            return
         self._proc = None
-        proc.deleteLater()
+        _discard(proc)
         self._heartbeat.stop()
         if self._fatal:
             return
@@ -300,8 +307,7 @@ class WorkerClient(QObject):
         self._heartbeat.stop()
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.kill()
-            proc.deleteLater()
+            _discard(proc)
         self._failure = (code, message)
         jobs, self._jobs = list(self._jobs), {}
         self._set_state("failed")
@@ -336,16 +342,19 @@ class WorkerClient(QObject):
         job.attempts += 1
         self._write("transcribe", job.payload, id=job.id, language=job.language, steps=job.steps, sample_rate=_SAMPLE_RATE)
 
-    def _on_stdout(self, proc: QProcess) -> None:
-        if proc is not self._proc:
+    def _on_stdout(self) -> None:
+        proc = self._proc
+        if proc is None:
             return
         for event in self._decoder.feed(proc.readAllStandardOutput().data()):
             if proc is not self._proc:  # a handler gave up on this worker
                 return
             self._on_event(event)
 
-    def _on_stderr(self, proc: QProcess) -> None:
-        for line in proc.readAllStandardError().data().decode("utf-8", "replace").splitlines():
+    def _on_stderr(self) -> None:
+        if self._proc is None:
+            return
+        for line in self._proc.readAllStandardError().data().decode("utf-8", "replace").splitlines():
             if line.strip():
                 self._stderr_tail.append(line.strip())
                 worker_log.info("%s", line)
@@ -438,3 +447,14 @@ class WorkerClient(QObject):
     def _fail_later(self, job_id: str, code: str, message: str) -> None:
         """Emit `failed` from the event loop, after the caller has the job id."""
         QTimer.singleShot(0, self, lambda: self.failed.emit(job_id, code, message))
+
+
+def _discard(proc: QProcess) -> None:
+    """Let go of a worker process: no more callbacks from it, killed and reaped if it still runs,
+    deleted later. Its signals are blocked first, so nothing it emits from here on reaches the client.
+    """
+    proc.blockSignals(True)
+    if proc.state() != QProcess.ProcessState.NotRunning:
+        proc.kill()
+        proc.waitForFinished(2000)
+    proc.deleteLater()
