@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import shiboken6
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QPushButton
+from PySide6.QtWidgets import QApplication, QPushButton
 
 from app import autostart
 from app.config import Settings, settings_path
@@ -134,15 +134,21 @@ class AppUi(QObject):
         if self._repaster is None:
             self._repaster = Paster(self._paste_options(self.store.settings), parent=self)
             self._repaster.finished.connect(self._repasted)
-        self._repasting.append(entry_id)
         waited = [0]
 
         def paste_when_unfocused() -> None:
+            active = QApplication.activeWindow()
+            if active is None or not active.isVisible():  # the user's window has the focus again
+                self._repasting.append(entry_id)
+                self._repaster.paste(text)
+                return
             waited[0] += 1
-            if QGuiApplication.focusWindow() is not None and waited[0] < 40:  # up to 2 s for the window manager
+            if waited[0] < 40:  # up to 2 s for the window manager
                 QTimer.singleShot(50, paste_when_unfocused)
                 return
-            self._repaster.paste(text)
+            # Another of our windows (settings) kept the focus: pasting would type into it.
+            QGuiApplication.clipboard().setText(text)
+            self.app.notify("The transcript is on the clipboard: click into the window you want it in and paste it.")
 
         QTimer.singleShot(50, paste_when_unfocused)
 
