@@ -183,3 +183,12 @@ def test_a_worker_of_another_protocol_version_is_refused(qtbot, qapp):
     assert "Reinstall the app" in rec.failures[0][2] and "starting" in rec.states and "restarting" not in rec.states
     client.start()  # a mismatch is final: restarting the same worker cannot help
     assert client.state == "failed"
+
+
+def test_a_worker_that_cannot_start_fails_at_once(qtbot, qapp):
+    client = WorkerClient(WHISPER, command=["/nonexistent/dictate-worker", "worker"])
+    rec = Recorder(client)
+    client.start()
+    qtbot.waitUntil(lambda: client.state == "failed", timeout=LONG)
+    assert rec.failures[0][:2] == ("", "worker_failed") and "could not be started" in rec.failures[0][2]
+    assert "restarting" not in rec.states
