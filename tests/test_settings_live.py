@@ -173,6 +173,16 @@ def test_a_dictation_drives_overlay_cues_history_and_latency(env, qtbot):
     assert entry.paste_ok is False and "clipboard" in entry.paste_message
 
 
+def test_recordings_are_kept_only_when_asked(env, qtbot):
+    ui, tone = env.ui, np.full(1600, 0.25, dtype=np.float32)
+    ui.remember_audio("job1", tone)
+    env.app.worker.result.emit("job1", {"text": "not kept", "timings": {}})
+    ui.store.set("history_audio", True)
+    ui.remember_audio("job2", tone)
+    env.app.worker.result.emit("job2", {"text": "kept", "timings": {}})
+    assert {e.text: e.has_audio for e in ui.history.search()} == {"not kept": False, "kept": True}
+
+
 def test_cancelled_recording_plays_no_cue_and_hides_the_overlay(env, qtbot):
     app, ui = env.app, env.ui
     app.controller.state = State.RECORDING

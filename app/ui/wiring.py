@@ -77,6 +77,7 @@ class AppUi(QObject):
         if repaster is not None:
             repaster.finished.connect(self._repasted)
         self._awaiting_paste: deque[int | None] = deque()  # history ids, in the order their pastes finish
+        self._audio: dict[str, object] = {}  # job id -> recording, kept for the history when the user asked
         self._pending_microphone: str | None = None
         self._shown_state = State.IDLE
         self._poll = QTimer(self, interval=_IDLE_POLL_MS, timeout=self._follow_state)
@@ -126,6 +127,13 @@ class AppUi(QObject):
             self.history_window = HistoryWindow(self.history)
             self.history_window.repaste_requested.connect(self.repaste)
         self.history_window.present()
+
+    def remember_audio(self, job_id: str, audio) -> None:
+        """The app hands over each recording it submits; the history keeps it with the transcript when
+        "Keep recordings" is on (off by default)."""
+        settings = self.store.settings
+        if settings.history and settings.history_audio:
+            self._audio[job_id] = audio
 
     def repaste(self, entry_id: int, text: str) -> None:
         """Hide the history window, wait for the user's window to get the focus back, then paste there."""
@@ -203,6 +211,7 @@ class AppUi(QObject):
 
     def _result(self, job_id: str, transcript: dict) -> None:
         settings = self.store.settings
+        audio = self._audio.pop(job_id, None)
         text = str(transcript.get("text", "")).strip()
         timings = transcript.get("timings") or {}
         if settings.engine == "diffusion":
@@ -217,7 +226,7 @@ class AppUi(QObject):
         if self.history is not None:
             entry_id = self.history.add(text, language=str(transcript.get("language", "")), engine=settings.engine,
                                         model=settings.engine_spec().model, steps=transcript.get("steps_used"),
-                                        timings=timings, target=self._target_name())
+                                        timings=timings, target=self._target_name(), audio=audio)
             if self.history_window is not None and self.history_window.isVisible():
                 self.history_window.refresh()
         self._awaiting_paste.append(entry_id)
@@ -230,6 +239,7 @@ class AppUi(QObject):
                 self.history_window.refresh()
 
     def _failed(self, job_id: str, code: str, message: str) -> None:
+        self._audio.pop(job_id, None)
         if code != "cancelled" and self.store.settings.overlay and self._shown_state is not State.RECORDING:
             self.overlay.show_error(message)
 
