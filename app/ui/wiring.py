@@ -40,7 +40,6 @@ from app.errors import UserError
 from app.history import History
 from app.latency import LatencyRecord, spec_key
 from app.ui.overlay import Overlay
-from app.ui.pyside_fix import guard_none_refcount
 from app.ui.settings_store import SettingsStore, changed_fields
 from app.ui.sounds import SoundCues
 from app.ui.widgets.level_meter import level_from_db
@@ -63,7 +62,6 @@ class AppUi(QObject):
                  repaster: Paster | None = None) -> None:
         """`cues` and `repaster` replace the real sound output and the "Paste again" paster (tests)."""
         super().__init__(dictation)
-        guard_none_refcount()  # the overlay's animation would otherwise trip PySide6 6.12's None leak
         self.app = dictation
         self.store = SettingsStore(dictation.settings, problems, path=settings_path(), parent=self)
         self.latency = LatencyRecord()
