@@ -74,6 +74,8 @@ class FakeRecorder:
 
 
 class FakeApp(QObject):
+    submitted = Signal(str, object)
+
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
@@ -175,10 +177,10 @@ def test_a_dictation_drives_overlay_cues_history_and_latency(env, qtbot):
 
 def test_recordings_are_kept_only_when_asked(env, qtbot):
     ui, tone = env.ui, np.full(1600, 0.25, dtype=np.float32)
-    ui.remember_audio("job1", tone)
+    env.app.submitted.emit("job1", tone)  # what DictationApp.transcribe emits for each recording it sends
     env.app.worker.result.emit("job1", {"text": "not kept", "timings": {}})
     ui.store.set("history_audio", True)
-    ui.remember_audio("job2", tone)
+    env.app.submitted.emit("job2", tone)
     env.app.worker.result.emit("job2", {"text": "kept", "timings": {}})
     assert {e.text: e.has_audio for e in ui.history.search()} == {"not kept": False, "kept": True}
 

@@ -37,6 +37,7 @@ _WORKER_STATUS = {"stopped": "The speech model is not loaded.", "starting": "Sta
 
 class DictationApp(QObject):
     _recording_done = Signal(object)  # emitted on the audio thread, handled on the GUI thread
+    submitted = Signal(str, object)  # job id, the audio sent to the worker (history keeps it when asked)
 
     def __init__(self, settings: Settings, *, worker_command: list[str] | None = None,
                  worker_env: dict | None = None, parent: QObject | None = None) -> None:
@@ -128,7 +129,9 @@ class DictationApp(QObject):
 
     def transcribe(self, audio: np.ndarray) -> str:
         steps = self.settings.steps if self.settings.engine == "diffusion" else None
-        return self.worker.submit(audio, language=self.settings.language, steps=steps)
+        job_id = self.worker.submit(audio, language=self.settings.language, steps=steps)
+        self.submitted.emit(job_id, audio)
+        return job_id
 
     def cancel_transcription(self, job_id: str) -> None:
         self.worker.cancel(job_id)

@@ -92,6 +92,7 @@ class AppUi(QObject):
         worker.result.connect(self._result)
         worker.failed.connect(self._failed)
         dictation.paster.finished.connect(self._pasted)
+        dictation.submitted.connect(self.remember_audio)
         try:
             dictation.tray.settings_requested.disconnect(dictation.show_settings)
         except (RuntimeError, TypeError):  # not connected to it (any more): nothing to replace
