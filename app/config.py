@@ -123,6 +123,11 @@ class Settings:
         return EngineSpec(engine=self.engine, model=self.model or DEFAULT_MODELS[self.engine],
                           quantization=self.quantization, device=self.device)
 
+    @property
+    def idle_unload_s(self) -> float | None:
+        """The worker's idle timeout: None keeps the model loaded."""
+        return self.idle_unload_min * 60.0 if self.idle_unload_min else None
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -32,9 +32,13 @@ class FakeWorker(QObject):
     def __init__(self) -> None:
         super().__init__()
         self.specs = []
+        self.idle_unload_s: float | None = None
 
     def configure(self, spec) -> None:
         self.specs.append(spec)
+
+    def set_idle_unload(self, seconds: float | None) -> None:
+        self.idle_unload_s = seconds
 
 
 class FakePaster(QObject):
@@ -125,6 +129,8 @@ def test_changes_apply_live_to_every_part(env, qtbot):
     assert env.cues.enabled is False
     store.set("hub_endpoint", "https://mirror.example")
     assert os.environ["HF_ENDPOINT"] == "https://mirror.example"
+    store.set("idle_unload_min", 5)
+    assert app.worker.idle_unload_s == 300.0 and len(app.worker.specs) == 1  # no reload for a timeout
 
     desktop = env.tmp / "config" / "autostart" / "diffusion-dictate.desktop"
     store.set("autostart", True)

@@ -130,7 +130,8 @@ def test_idle_unload_and_reload_on_the_next_job(worker, tiny_diffusion, speech):
     job = worker.submit(speech, language="en", steps=2)
     assert worker.expect("hello")["loaded"] is True  # loaded again for the job
     assert _collect(worker, job)[1].type == "result"
-    worker.load(tiny_diffusion)  # back to never unloading
+    hello = worker.load(tiny_diffusion)  # back to never unloading: the same model is kept, not reloaded
+    assert hello["loaded"] is True and hello.get("note") == "already loaded"
 
 
 def test_version_mismatch_is_a_clear_error():

@@ -49,7 +49,8 @@ class DictationApp(QObject):
         self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
             pre_roll_ms=settings.pre_roll_ms, post_roll_ms=settings.post_roll_ms, max_seconds=settings.max_seconds,
             skip_silence=settings.skip_silence))
-        self.worker = WorkerClient(settings.engine_spec(), self, command=worker_command, env=worker_env)
+        self.worker = WorkerClient(settings.engine_spec(), self, command=worker_command, env=worker_env,
+                                   idle_unload_s=settings.idle_unload_s)
         self.paster = Paster(PasteOptions(settings.paste_method, settings.paste_keys, settings.restore_clipboard),
                              parent=self)
         self.hotkeys = HotkeyListener(parse_combo(settings.hotkey), parse_combo(settings.cancel_key), parent=self)

@@ -266,6 +266,8 @@ class AppUi(QObject):
         app.settings = new  # language and steps are read from here at each dictation
         if names & _ENGINE_FIELDS:
             app.worker.configure(new.engine_spec())  # the worker reloads in the background; jobs wait for it
+        if "idle_unload_min" in names:
+            app.worker.set_idle_unload(new.idle_unload_s)
         if names & {"hotkey", "cancel_key"}:
             app.hotkeys.set_combos(parse_combo(new.hotkey), parse_combo(new.cancel_key))
         if names & {"mode", "tap_ms"}:

@@ -195,6 +195,12 @@ class WorkerClient(QObject):
             self.start()
         # starting / restarting / stopped: the new spec goes out with the next hello
 
+    def set_idle_unload(self, seconds: float | None) -> None:
+        """Let the worker drop the model after `seconds` without a job (None: keep it); the loaded model stays."""
+        self._idle_unload_s = seconds
+        if self._proc is not None and self._hello_seen:
+            self._send_load()
+
     def submit(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None) -> str:
         """Queue 16 kHz mono float32 audio for transcription; returns the job id the signals carry."""
         job_id = uuid.uuid4().hex[:12]

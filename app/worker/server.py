@@ -154,6 +154,9 @@ class Server:
     def _load(self, frame: Frame) -> None:
         self._idle_unload_s = frame.get("idle_unload_s") or None
         spec = EngineSpec.from_dict(frame["spec"])
+        if self._slot.engine is not None and self._slot.spec == spec:  # e.g. only the idle timeout changed
+            self._hello(note="already loaded")
+            return
         log.info("loading %s %s (quantization %s, device %s)", spec.engine, spec.model, spec.quantization, spec.device)
         started = time.monotonic()
         try:
