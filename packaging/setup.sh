@@ -18,6 +18,7 @@ APT_PACKAGES=(
   libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-image0 libxcb-randr0 libxcb-render-util0
   libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3
   espeak-ng sox pocketsphinx-testdata              # test speech: synthetic in six languages, real English
+  fortunes fortunes-min                            # training text of the micro diffusion model
 )
 
 install_apt() {

@@ -20,7 +20,7 @@ from transformers.models.diffusion_gemma.generation_diffusion_gemma import Entro
 
 from app.engine.devices import out_of_memory_as_user_error, pick_device
 from app.engine.diffusion.audio_encoder import WhisperAudioEncoder
-from app.engine.diffusion.config import AdapterConfig
+from app.engine.diffusion.config import CONFIG_FILE, AdapterConfig
 from app.engine.diffusion.lora import apply_lora
 from app.engine.diffusion.projector import AudioProjector, load_projector
 from app.engine.diffusion.prompt import PromptBuilder
@@ -47,6 +47,8 @@ class DiffusionModel:
 def load_model(spec) -> DiffusionModel:
     """Load what `spec` (an EngineSpec) names; every mismatch becomes a UserError saying what to fix."""
     adapter_dir = resolve_model(spec.model, what="diffusion adapter")
+    if not (adapter_dir / CONFIG_FILE).is_file() and (adapter_dir / "adapter" / CONFIG_FILE).is_file():
+        adapter_dir = adapter_dir / "adapter"  # a checkpoint folder holding adapter/ and backbone/ side by side
     config = AdapterConfig.from_dir(adapter_dir)
     backbone_dir = _resolve_part(spec.backbone or config.backbone, adapter_dir, "DiffusionGemma backbone")
     encoder_dir = _resolve_part(spec.encoder or config.encoder, adapter_dir, "Whisper encoder")

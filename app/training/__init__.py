@@ -1,0 +1,1 @@
+"""Training code for the micro diffusion ASR model (a developer tool; the app never imports it)."""

@@ -1,0 +1,208 @@
+"""Train the micro diffusion ASR model on a CPU and save it in the adapter layout the app loads.
+
+    python -m app.training.micro [--out resources/models/diffusion-micro] [--steps 3000] [--seed 0]
+    python -m app.training.micro --ablation-steps 550     # the CTC ablation, into OUT/adapter/ablation.json
+
+Stages, each printed as it runs:
+1. sentences from Debian's fortunes, split into held-out and training sentences (never both);
+2. espeak-ng speech of each sentence in a seeded random voice, and the frozen Whisper tiny.en
+   encoder's frames for it, cached under --work (dataset.py);
+3. a BPE tokenizer on the training text, then the model (model.py) trained with the three losses;
+4. OUT/backbone (DiffusionGemma + tokenizer) and OUT/adapter (asr_config.json, projector, LoRA,
+   heldout.json with the held-out sentences and their voice seeds), then the held-out WER at 8 steps through the production engine, written to OUT/adapter/training.json.
+
+Deterministic for a seed at a given thread count: data, batch order, noise and initial weights are
+all drawn from seeded generators. Needs espeak-ng, the `fortunes` packages, the test data's Whisper
+tiny.en (`python -m tests.data.build`) and jiwer (`packaging/setup.sh test` installs all of them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from app.engine.diffusion.config import CONFIG_FILE
+from app.training import corpus, dataset, model, synth
+from app.training.evaluate import evaluate
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = REPO / "resources" / "models" / "diffusion-micro"
+DEFAULT_ENCODER = REPO / "tests" / ".data" / "models" / "whisper-tiny.en"
+DEFAULT_WORK = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffusion-dictate" / "micro-training"
+RECORD = "training.json"
+ABLATION_RECORD = "ablation.json"
+HELDOUT_FILE = "heldout.json"
+HELDOUT, TRAIN_CLIPS, EVAL_CLIPS = 200, 4000, 100
+BATCH = 16
+LOSS_WEIGHTS = {"diffusion": 1.0, "ar": 0.5, "ctc": 1.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train the micro diffusion ASR model (CPU).")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="checkpoint folder (backbone/ + adapter/)")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="cache for speech features")
+    parser.add_argument("--encoder", type=Path, default=DEFAULT_ENCODER, help="Whisper tiny.en folder")
+    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps of the main run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the record holds the value used)")
+    parser.add_argument("--train-clips", type=int, default=TRAIN_CLIPS)
+    parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS, help="held-out clips for the WER")
+    parser.add_argument("--ablation-steps", type=int, default=0, help="only run the CTC ablation, this many steps each")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    sentences = corpus.sentences()
+    train_texts = sentences[HELDOUT : HELDOUT + args.train_clips]
+    heldout_texts = sentences[:HELDOUT]
+    log(f"{len(sentences)} fortune sentences: {len(train_texts)} for training, {HELDOUT} held out")
+    train = dataset.build(args.work / "train", train_texts, list(range(HELDOUT, HELDOUT + len(train_texts))), args.encoder, log)
+    tokenizer = model.train_tokenizer(train_texts)
+    eval_texts = heldout_texts[: args.eval_clips]
+    eval_clips = [synth.render(t, synth.draw_voice(i), i) for i, t in enumerate(eval_texts)]
+
+    if args.ablation_steps:
+        results = {}
+        for use_ctc in (True, False):
+            name = "with_ctc" if use_ctc else "without_ctc"
+            log(f"ablation: {name}, {args.ablation_steps} steps")
+            trained, history = train_model(tokenizer, train, args.ablation_steps, args.seed, use_ctc)
+            folder = args.work / f"ablation-{name}"
+            save(trained, folder, args.encoder)
+            result = evaluate(folder / "adapter", eval_clips, eval_texts, steps=8)
+            results[f"wer_{name}"] = round(result.wer, 4)
+            results[f"final_losses_{name}"] = history[-1]
+            log(f"ablation: WER {name} at 8 steps = {result.wer:.1%}")
+        record = {**results, "steps": args.ablation_steps, "batch": BATCH, "seed": args.seed, "threads": args.threads,
+                  "eval_clips": len(eval_texts), "command": _command(argv)}
+        update_record(args.out / "adapter", record, ABLATION_RECORD)
+        return 0
+
+    start = time.perf_counter()
+    trained, history = train_model(tokenizer, train, args.steps, args.seed, use_ctc=True)
+    train_minutes = (time.perf_counter() - start) / 60
+    save(trained, args.out, args.encoder)
+    write_heldout(args.out / "adapter", heldout_texts)
+    result = evaluate(args.out / "adapter", eval_clips, eval_texts, steps=8)
+    log(f"held-out WER at 8 steps: {result.wer:.1%} over {len(eval_texts)} clips ({result.ms_per_clip:.0f} ms per clip)")
+    for ref, hyp in list(zip(eval_texts, result.hypotheses))[:5]:
+        log(f"  ref: {ref}\n  hyp: {hyp}")
+    update_record(args.out / "adapter", {
+        "command": _command(argv),
+        "seed": args.seed, "steps": args.steps, "batch": BATCH, "threads": args.threads,
+        "train_clips": len(train), "heldout_sentences": HELDOUT, "eval_clips": len(eval_texts),
+        "loss_weights": LOSS_WEIGHTS, "train_minutes": round(train_minutes, 1),
+        "wer_heldout_8_steps": round(result.wer, 4), "history": history,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+    })
+    return 0
+
+
+def train_model(tokenizer, train: dataset.FrameCache, steps: int, seed: int, use_ctc: bool):
+    """AdamW with warm-up and cosine decay; returns the model and a loss record every 50 steps."""
+    torch.manual_seed(seed)
+    net = model.MicroASR(tokenizer, train.frames.shape[-1]).train()
+    targets = net.encode_texts(train.texts)
+    usable = [i for i, t in enumerate(targets) if 0 < len(t) < net.canvas_length]
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-3, betas=(0.9, 0.98), weight_decay=0.01)
+    warmup = min(150, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+    )
+    order = torch.Generator().manual_seed(seed)
+    queue: list[int] = []
+    history, running, start = [], {}, time.perf_counter()
+    for step in range(1, steps + 1):
+        if len(queue) < BATCH:
+            queue += [usable[i] for i in torch.randperm(len(usable), generator=order).tolist()]
+        batch, queue = sorted(queue[:BATCH]), queue[BATCH:]
+        frames = torch.from_numpy(np.asarray(train.frames[batch], dtype=np.float32))
+        losses = net.losses(frames, [targets[i] for i in batch], use_ctc=use_ctc)
+        total = sum(LOSS_WEIGHTS[k] * v for k, v in losses.items())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + float(v.detach())
+        if step % 50 == 0 or step == steps:
+            count = 50 if step % 50 == 0 else step % 50
+            means = {k: round(v / count, 4) for k, v in running.items()}
+            history.append({"step": step, **means})
+            running = {}
+            elapsed = time.perf_counter() - start
+            eta = elapsed / step * (steps - step)
+            log(f"  step {step}/{steps}  " + "  ".join(f"{k} {v:.3f}" for k, v in means.items())
+                + f"  lr {schedule.get_last_lr()[0]:.2e}  {elapsed / 60:.1f} min, {eta / 60:.1f} min left")
+    return net.eval(), history
+
+
+def save(net: model.MicroASR, out: Path, encoder: Path) -> None:
+    """OUT/backbone: the trained DiffusionGemma without LoRA + tokenizer. OUT/adapter: the rest."""
+    backbone_dir, adapter_dir = out / "backbone", out / "adapter"
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    net.peft.save_pretrained(str(adapter_dir))
+    (adapter_dir / "README.md").unlink(missing_ok=True)  # peft's model-card stub
+    plain = copy.deepcopy(net.peft).unload()
+    plain.save_pretrained(backbone_dir)
+    net.tokenizer.save_pretrained(backbone_dir)
+    state = {k: v.detach().contiguous() for k, v in net.projector.state_dict().items()}
+    save_file(state, str(adapter_dir / "projector.safetensors"))
+    projector = model.PROJECTOR
+    config = {
+        "backbone": "../backbone",
+        "encoder": os.path.relpath(encoder.resolve(), adapter_dir.resolve()),
+        "audio_token_id": net.audio_token_id,
+        "projector": {
+            "conv_channels": list(projector.conv_channels),
+            "conv_kernel": projector.conv_kernel,
+            "conv_stride": projector.conv_stride,
+            "linear_hidden": list(projector.linear_hidden),
+        },
+    }
+    (adapter_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def write_heldout(adapter_dir: Path, texts: list[str]) -> None:
+    """The held-out sentences and the seed of each one's voice: tests and benchmarks rebuild the
+    same speech with `synth.render(text, synth.draw_voice(seed), seed)`, without the fortunes."""
+    rows = [{"text": text, "seed": seed} for seed, text in enumerate(texts)]
+    (adapter_dir / HELDOUT_FILE).write_text(json.dumps(rows, indent=0) + "\n", encoding="utf-8")
+
+
+def load_heldout(adapter_dir: Path) -> list[tuple[str, np.ndarray]]:
+    """(sentence, speech) for every held-out sentence recorded next to a checkpoint."""
+    rows = json.loads((adapter_dir / HELDOUT_FILE).read_text(encoding="utf-8"))
+    return [(r["text"], synth.render(r["text"], synth.draw_voice(r["seed"]), r["seed"])) for r in rows]
+
+
+def update_record(adapter_dir: Path, values: dict, name: str = RECORD) -> None:
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    path = adapter_dir / name
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    record.update(values)
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def _command(argv: list[str] | None) -> str:
+    return "python -m app.training.micro " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def log(message: str) -> None:
+    print(time.strftime("%H:%M:%S"), message, flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

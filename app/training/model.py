@@ -1,0 +1,184 @@
+"""The micro diffusion ASR model: the production parts at a size a CPU can train.
+
+Same classes as diffusion-gemma-asr-small, smaller: the frozen Whisper tiny.en encoder (its frames
+are cached, see dataset.py), the production `AudioProjector` (conv subsampling x8 + linears), a
+3-layer DiffusionGemma (hidden 192) with 4 experts and a BPE vocabulary of 4096 trained on the training text,
+and a peft LoRA on the attention of both its passes. Unlike the real model, the backbone itself is
+trained too: there is no pretrained micro DiffusionGemma to freeze.
+
+`losses()` is the seed's three objectives on one batch:
+- diffusion: uniformly random tokens replace a random fraction of the target canvas (DiffusionGemma
+  has no mask token), the decoder predicts the clean canvas from the prompt's KV cache, with
+  self-conditioning on its own earlier guess half of the time, as `generate()` does on every step;
+- autoregressive: the causal encoder pass reads the transcript after the prompt and predicts each
+  next token (the same pass fills the cache the decoder reads, cut back to the prompt);
+- CTC: the projector's audio embeddings, read through the tied lm_head, must spell the transcript
+  (blank = <pad>). Training only: this is what teaches the audio embeddings to look like words.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerFast
+from transformers.cache_utils import DynamicCache
+
+from app.engine.diffusion.config import DEFAULT_PROMPT_TEMPLATE, ProjectorConfig
+from app.engine.diffusion.projector import AudioProjector
+from app.engine.diffusion.prompt import PromptBuilder, embed_prefix
+from app.engine.diffusion.tiny import LORA_TARGETS, tiny_tokenizer
+
+# 4096 BPE tokens make ~1.45 tokens per word of this text (1024 make 2.0). The projector gives 6.25
+# audio embeddings per second, and CTC needs at least one per token: at 190 words per minute 1024
+# tokens would need more embeddings than the speech has; 4096 leave room.
+VOCAB_SIZE = 4096
+CANVAS_LENGTH = 48
+HIDDEN = 192
+# Narrow convolutions: the first one runs over all 1500 Whisper frames and, at 256 channels, took
+# 40% of a training step on the CPU; 128 halves that.
+PROJECTOR = ProjectorConfig(conv_channels=(128, 128, 192), conv_kernel=3, conv_stride=2, linear_hidden=(384,))
+LORA = dict(r=8, lora_alpha=16, target_modules=LORA_TARGETS, lora_dropout=0.0)
+WHISPER_FRAMES = 1500
+
+
+def backbone_config(vocab_size: int = VOCAB_SIZE) -> DiffusionGemmaConfig:
+    """3 layers (sliding, full, full), hidden 192, 4 experts top-2, a token-sized vision tower."""
+    return DiffusionGemmaConfig(
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=HIDDEN,
+            intermediate_size=384,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=48,
+            global_head_dim=48,
+            num_global_key_value_heads=2,
+            num_experts=4,
+            top_k_experts=2,
+            moe_intermediate_size=192,
+            # Wider than any prompt + canvas here, so the sliding layers see everything, as they would
+            # for a 30 s window at the real model's 1024.
+            sliding_window=512,
+            layer_types=["sliding_attention", "full_attention", "full_attention"],
+            max_position_embeddings=1024,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        ),
+        vision_config=dict(
+            model_type="gemma4_vision",
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+        ),
+        canvas_length=CANVAS_LENGTH,
+    )
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """Byte-level BPE on the training text plus the prompt words (any id still decodes to text)."""
+    prompt = "Transcribe this English audio. user model"
+    return tiny_tokenizer([prompt, *texts], vocab_size)
+
+
+class MicroASR(nn.Module):
+    """Projector + LoRA-wrapped DiffusionGemma, with the three training losses."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, encoder_width: int) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        backbone = DiffusionGemmaForBlockDiffusion(backbone_config(len(tokenizer)))
+        backbone.generation_config.update(
+            eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<turn|>")],
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+        self.peft = get_peft_model(backbone, LoraConfig(**LORA))
+        for param in backbone.parameters():  # the micro backbone learns from scratch, LoRA included
+            param.requires_grad_(True)
+        self.backbone = backbone
+        self.projector = AudioProjector(PROJECTOR, encoder_width, HIDDEN)
+        self.audio_token_id = tokenizer.convert_tokens_to_ids("<|audio|>")
+        slots = self.projector.output_length(WHISPER_FRAMES)
+        ids = PromptBuilder(tokenizer, DEFAULT_PROMPT_TEMPLATE, self.audio_token_id, slots).build("English")
+        self.register_buffer("prefix_ids", torch.tensor(ids.prefix), persistent=False)
+        self.register_buffer("tail_ids", torch.tensor(ids.tail), persistent=False)
+
+    @property
+    def canvas_length(self) -> int:
+        return self.backbone.config.canvas_length
+
+    def encode_texts(self, texts: list[str]) -> list[list[int]]:
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """lm_head with Gemma's final soft-capping, as `DiffusionGemmaForBlockDiffusion.forward` does."""
+        cap = self.backbone.final_logit_softcapping
+        logits = self.backbone.lm_head(hidden).float()
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def losses(self, frames: torch.Tensor, targets: list[list[int]], *, use_ctc: bool = True) -> dict[str, torch.Tensor]:
+        """The three losses for encoder `frames` (batch, 1500, width) and transcript token ids."""
+        device = frames.device
+        batch = frames.shape[0]
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        lengths = torch.tensor([len(t) for t in targets], device=device)
+
+        audio = self.projector(frames)
+        embed = self.backbone.get_input_embeddings()
+        prefix = embed_prefix(embed, self.prefix_ids.expand(batch, -1), audio, self.audio_token_id)
+
+        # Encoder pass: prompt, then the transcript + <eos> (right-padded) for the autoregressive loss.
+        longest = int(lengths.max()) + 1
+        ar_ids = torch.full((batch, longest), pad, dtype=torch.long, device=device)
+        for row, tokens in enumerate(targets):
+            ar_ids[row, : len(tokens) + 1] = torch.tensor([*tokens, eos], device=device)
+        context = torch.cat([self.tail_ids.expand(batch, -1), ar_ids], dim=1)
+        embeds = torch.cat([prefix, embed(context)], dim=1)
+        cache = DynamicCache(config=self.backbone.config.get_text_config(decoder=True))
+        hidden = self.backbone.model.encoder(inputs_embeds=embeds, cache=cache).last_hidden_state
+        prompt_len = prefix.shape[1] + self.tail_ids.shape[0]
+        # Position prompt_len - 1 + i predicts transcript token i (and <eos> after the last one).
+        ar_logits = self._logits(hidden[:, prompt_len - 1 : prompt_len - 1 + longest])
+        ar_targets = ar_ids.masked_fill(torch.arange(longest, device=device)[None] > lengths[:, None], -100)
+        ar_loss = F.cross_entropy(ar_logits.transpose(1, 2), ar_targets, ignore_index=-100)
+
+        # The decoder must see only the prompt: causal attention made its cache independent of the transcript.
+        cache.crop(-longest)
+        clean = torch.full((batch, self.canvas_length), eos, dtype=torch.long, device=device)
+        for row, tokens in enumerate(targets):
+            clean[row, : len(tokens)] = torch.tensor(tokens, device=device)
+        noise_level = torch.rand(batch, 1, device=device).clamp_min(0.05)
+        noise_level[torch.rand(batch, device=device) < 0.15] = 1.0  # step one of every decode starts from pure noise
+        noisy = torch.where(
+            torch.rand(clean.shape, device=device) < noise_level,
+            torch.randint_like(clean, self.backbone.config.get_text_config().vocab_size),
+            clean,
+        )
+        decoder = self.backbone.model.decoder
+        self_cond = torch.rand(batch, device=device) < 0.5
+        guess = None
+        if bool(self_cond.any()):
+            with torch.no_grad():
+                guess = self._logits(decoder(decoder_input_ids=noisy, cache=cache).last_hidden_state)
+        out = decoder(
+            decoder_input_ids=noisy,
+            cache=cache,
+            self_conditioning_logits=guess,
+            self_conditioning_mask=self_cond if guess is not None else None,
+        ).last_hidden_state
+        diffusion_loss = F.cross_entropy(self._logits(out).transpose(1, 2), clean)
+
+        losses = {"diffusion": diffusion_loss, "ar": ar_loss}
+        if use_ctc:
+            log_probs = self.backbone.lm_head(audio).float().log_softmax(-1).transpose(0, 1)
+            flat = torch.tensor([t for tokens in targets for t in tokens], device=device)
+            in_lengths = torch.full((batch,), audio.shape[1], dtype=torch.long, device=device)
+            losses["ctc"] = F.ctc_loss(log_probs, flat, in_lengths, lengths, blank=pad, zero_infinity=True)
+        return losses

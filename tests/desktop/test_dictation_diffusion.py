@@ -1,0 +1,54 @@
+"""The same end-to-end dictation with the diffusion engine: the micro model trained here
+(resources/models/diffusion-micro) loaded by the real worker, speech through the recorder's audio
+seam, the text pasted into another process's window, the clipboard given back.
+
+A second app instance with its own settings folder and its own hotkey, so it can run beside the
+Whisper app of the other desktop tests without either reacting to the other's key."""
+
+import soundfile as sf
+
+from app.training import synth
+from app.training.micro import DEFAULT_OUT, EVAL_CLIPS, load_heldout
+from tests.desktop.harness import App, wait_for
+from tests.desktop.test_dictation import LONG_WAIT, pasted, wer
+
+import pytest
+
+HOTKEY = "ctrl+alt+d"
+HOTKEY_UP = "d+alt+ctrl"
+SETTINGS = {"engine": "diffusion", "model": str(DEFAULT_OUT), "device": "cpu", "language": "en", "mode": "hybrid",
+            "hotkey": "<ctrl>+<alt>+d", "steps": 8}
+MAX_WER = 0.35
+
+
+@pytest.fixture(scope="module")
+def diffusion_app(x_session):
+    workdir = x_session.workdir / "diffusion"
+    workdir.mkdir(exist_ok=True)
+    app = App(x_session, workdir, SETTINGS)
+    app.start()
+    try:
+        app.wait_ready()
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- app log ---\n{app.log()[-4000:]}") from None
+    yield app
+    app.stop()
+
+
+def test_hold_to_talk_with_the_diffusion_engine(x_session, diffusion_app, target, tmp_path):
+    text, audio = load_heldout(DEFAULT_OUT / "adapter")[EVAL_CLIPS + 40]
+    wav = tmp_path / "heldout.wav"
+    sf.write(wav, audio, synth.SAMPLE_RATE)
+    target.clear()
+    x_session.set_clipboard("copied before dictating")
+    diffusion_app.speak(wav)
+    played = diffusion_app.count("test audio source: end of")
+    x_session.xdotool("keydown", HOTKEY)
+    wait_for(lambda: diffusion_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    x_session.xdotool("keyup", HOTKEY_UP)
+    typed = pasted(target)
+    diffusion_app.wait_idle()
+    assert f"loading diffusion {DEFAULT_OUT}" in diffusion_app.log(), "the worker must run the diffusion engine"
+    assert wer(text, typed) <= MAX_WER, (text, typed)
+    assert x_session.clipboard() == "copied before dictating"
+    assert target.text() == typed, "the text must be pasted exactly once"

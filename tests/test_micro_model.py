@@ -1,0 +1,145 @@
+"""The micro diffusion model trained here (resources/models/diffusion-micro), through the production
+engine: real transcripts of held-out speech, the quality-vs-steps claim, the CLI, and the training
+code's own parts (corpus split, seeded speech, the decoder never seeing the transcript)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from app.engine import EngineSpec, load_engine
+from app.training import corpus, model, synth
+from app.training.evaluate import word_error_rate
+from app.training.micro import DEFAULT_OUT, EVAL_CLIPS, load_heldout
+from tests.data import WHISPER_TINY_EN
+
+MICRO = DEFAULT_OUT
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CLIPS = 30  # held-out sentences 100-129: neither trained on nor used for validation
+MAX_WER_8_STEPS = 0.15
+STEPS_MARGIN = 0.03
+
+
+@pytest.fixture(scope="module")
+def engine():
+    assert WHISPER_TINY_EN.exists(), "test data missing: run `python -m tests.data.build`"
+    torch.set_num_threads(1)
+    return load_engine(EngineSpec(engine="diffusion", model=str(MICRO), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return load_heldout(MICRO / "adapter")[EVAL_CLIPS : EVAL_CLIPS + TEST_CLIPS]
+
+
+@pytest.fixture(scope="module")
+def wer_by_steps(engine, heldout):
+    refs = [text for text, _ in heldout]
+    out = {}
+    for steps in (8, 16, 32):
+        hyps = [engine.transcribe(audio, language="en", steps=steps, early_exit=False).text for _, audio in heldout]
+        out[steps] = word_error_rate(refs, hyps)
+    return out
+
+
+def test_micro_model_transcribes_heldout_speech(wer_by_steps):
+    assert wer_by_steps[8] <= MAX_WER_8_STEPS, wer_by_steps
+
+
+def test_more_steps_never_hurt_much_and_8_is_near_the_best(wer_by_steps):
+    assert wer_by_steps[16] <= wer_by_steps[8] + STEPS_MARGIN, wer_by_steps
+    assert wer_by_steps[32] <= wer_by_steps[8] + STEPS_MARGIN, wer_by_steps
+    assert wer_by_steps[8] <= min(wer_by_steps[16], wer_by_steps[32]) + STEPS_MARGIN, wer_by_steps
+
+
+def test_one_step_is_worse_than_eight(engine, heldout, wer_by_steps):
+    """The steps are doing the work: a single pass from pure noise must not already be as good."""
+    hyps = [engine.transcribe(audio, language="en", steps=1, early_exit=False).text for _, audio in heldout]
+    assert word_error_rate([t for t, _ in heldout], hyps) > wer_by_steps[8]
+
+
+def test_audio_decides_the_words(engine, heldout):
+    (text_a, audio_a), (text_b, audio_b) = heldout[:2]
+    a = engine.transcribe(audio_a, language="en", steps=8).text
+    b = engine.transcribe(audio_b, language="en", steps=8).text
+    assert word_error_rate([text_a], [a]) < word_error_rate([text_b], [a])
+    assert word_error_rate([text_b], [b]) < word_error_rate([text_a], [b])
+
+
+def test_the_checkpoint_is_small_safetensors_in_the_adapter_layout():
+    files = sorted(p for p in MICRO.rglob("*") if p.is_file())
+    names = {str(p.relative_to(MICRO)) for p in files}
+    for name in ("adapter/asr_config.json", "adapter/projector.safetensors", "adapter/adapter_config.json",
+                 "adapter/adapter_model.safetensors", "adapter/heldout.json", "adapter/training.json", "adapter/ablation.json",
+                 "backbone/config.json", "backbone/model.safetensors", "backbone/tokenizer.json"):
+        assert name in names, name
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth"))]
+    assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+    record = json.loads((MICRO / "adapter" / "training.json").read_text())
+    assert record["train_minutes"] <= 90 and record["wer_heldout_8_steps"] <= MAX_WER_8_STEPS
+
+
+def test_cli_prints_a_real_transcript(tmp_path, heldout):
+    text, audio = heldout[-1]
+    wav = tmp_path / "heldout.wav"
+    sf.write(wav, audio, synth.SAMPLE_RATE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "app", "transcribe", str(wav), "--engine", "diffusion", "--model", str(MICRO),
+           "--steps", "8", "--device", "cpu"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert word_error_rate([text], [out.stdout.strip()]) <= 0.5, (text, out.stdout)
+
+
+def test_corpus_keeps_speakable_sentences_and_holds_some_out(tmp_path):
+    fortunes = tmp_path / "fortunes"
+    fortunes.write_text(
+        "The early bird gets the worm. Call me at 5 pm today please.\n%\n"
+        "NASA said no to the plan again.\n%\nA penny saved is a penny earned, they say.\n"
+        "\t\t-- Benjamin Franklin\n%\nWho knows what evil lurks in the hearts of men?\n",
+        encoding="utf-8",
+    )
+    found = corpus.sentences([fortunes])
+    assert sorted(found) == ["A penny saved is a penny earned, they say.", "The early bird gets the worm.",
+                             "Who knows what evil lurks in the hearts of men?"]
+    train, held = corpus.split(found, 1)
+    assert len(held) == 1 and not set(held) & set(train) and len(train) == 2
+
+
+def test_speech_is_seeded_and_varied():
+    text = "Who knows what evil lurks in the hearts of men?"
+    a = synth.render(text, synth.draw_voice(3), 3)
+    assert np.array_equal(a, synth.render(text, synth.draw_voice(3), 3))
+    b = synth.render(text, synth.draw_voice(4), 4)
+    assert synth.draw_voice(3) != synth.draw_voice(4) and not np.array_equal(a[: len(b)], b[: len(a)])
+    assert a.dtype == np.float32 and np.abs(a).max() <= 1.0 and 1.0 < len(a) / synth.SAMPLE_RATE < 8.0
+
+
+def test_the_decoder_sees_the_prompt_but_never_the_transcript():
+    """Training runs one causal pass over prompt + transcript and cuts the cache back to the prompt;
+    that cache must equal the prompt-only cache the engine builds at inference."""
+    from transformers.cache_utils import DynamicCache
+
+    torch.manual_seed(0)
+    tokenizer = model.train_tokenizer(["the quick brown fox", "jumps over the lazy dog"], vocab_size=300)
+    net = model.MicroASR(tokenizer, encoder_width=16).eval()
+    backbone = net.backbone
+    prompt = torch.randn(1, 20, model.HIDDEN)
+    answer = backbone.get_input_embeddings()(torch.tensor([tokenizer("the lazy fox")["input_ids"]]))
+    config = backbone.config.get_text_config(decoder=True)
+    with torch.no_grad():
+        full, alone = DynamicCache(config=config), DynamicCache(config=config)
+        backbone.model.encoder(inputs_embeds=torch.cat([prompt, answer], 1), cache=full)
+        backbone.model.encoder(inputs_embeds=prompt, cache=alone)
+        full.crop(-answer.shape[1])
+    for cut, ref in zip(full.layers, alone.layers):
+        torch.testing.assert_close(cut.keys, ref.keys, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(cut.values, ref.values, atol=1e-5, rtol=1e-4)
