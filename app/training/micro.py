@@ -45,6 +45,7 @@ ABLATION_RECORD = "ablation.json"
 HELDOUT_FILE = "heldout.json"
 HELDOUT, TRAIN_CLIPS, EVAL_CLIPS = 200, 4000, 100
 BATCH = 16
+LEARNING_RATE = 2e-3
 LOSS_WEIGHTS = {"diffusion": 1.0, "ar": 0.5, "ctc": 1.0}
 
 
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the record holds the value used)")
     parser.add_argument("--train-clips", type=int, default=TRAIN_CLIPS)
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS, help="held-out clips for the WER")
+    parser.add_argument("--resume", type=Path, help="continue training this checkpoint folder for --steps more steps")
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="peak learning rate")
     parser.add_argument("--ablation-steps", type=int, default=0, help="only run the CTC ablation, this many steps each")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -89,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     start = time.perf_counter()
-    trained, history = train_model(tokenizer, train, args.steps, args.seed, use_ctc=True)
+    previous = None
+    if args.resume:
+        net = model.MicroASR.from_checkpoint(args.resume, train.frames.shape[-1])
+        previous = json.loads((args.resume / "adapter" / RECORD).read_text(encoding="utf-8"))
+        log(f"continuing {args.resume} (trained {previous.get('steps')} steps) with a fresh optimizer")
+    else:
+        net = None
+    trained, history = train_model(tokenizer, train, args.steps, args.seed, use_ctc=True, net=net, lr=args.lr)
     train_minutes = (time.perf_counter() - start) / 60
     save(trained, args.out, args.encoder)
     write_heldout(args.out / "adapter", heldout_texts)
@@ -104,18 +114,20 @@ def main(argv: list[str] | None = None) -> int:
         "loss_weights": LOSS_WEIGHTS, "train_minutes": round(train_minutes, 1),
         "wer_heldout_8_steps": round(result.wer, 4), "history": history,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "lr": args.lr, "continues": previous,
     })
     return 0
 
 
-def train_model(tokenizer, train: dataset.FrameCache, steps: int, seed: int, use_ctc: bool):
+def train_model(tokenizer, train: dataset.FrameCache, steps: int, seed: int, use_ctc: bool,
+                net: model.MicroASR | None = None, lr: float = LEARNING_RATE):
     """AdamW with warm-up and cosine decay; returns the model and a loss record every 50 steps."""
     torch.manual_seed(seed)
-    net = model.MicroASR(tokenizer, train.frames.shape[-1]).train()
+    net = (net or model.MicroASR(tokenizer, train.frames.shape[-1])).train()
     targets = net.encode_texts(train.texts)
     usable = [i for i, t in enumerate(targets) if 0 < len(t) < net.canvas_length]
     params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=2e-3, betas=(0.9, 0.98), weight_decay=0.01)
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = min(150, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))

@@ -18,9 +18,12 @@ trained too: there is no pretrained micro DiffusionGemma to freeze.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
 from torch import nn
 from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerFast
 from transformers.cache_utils import DynamicCache
@@ -90,10 +93,15 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE) -> PreTraine
 class MicroASR(nn.Module):
     """Projector + LoRA-wrapped DiffusionGemma, with the three training losses."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerFast, encoder_width: int) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerFast,
+        encoder_width: int,
+        backbone: DiffusionGemmaForBlockDiffusion | None = None,
+    ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
-        backbone = DiffusionGemmaForBlockDiffusion(backbone_config(len(tokenizer)))
+        backbone = backbone or DiffusionGemmaForBlockDiffusion(backbone_config(len(tokenizer)))
         backbone.generation_config.update(
             eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<turn|>")],
             pad_token_id=tokenizer.pad_token_id,
@@ -109,6 +117,18 @@ class MicroASR(nn.Module):
         ids = PromptBuilder(tokenizer, DEFAULT_PROMPT_TEMPLATE, self.audio_token_id, slots).build("English")
         self.register_buffer("prefix_ids", torch.tensor(ids.prefix), persistent=False)
         self.register_buffer("tail_ids", torch.tensor(ids.tail), persistent=False)
+
+    @classmethod
+    def from_checkpoint(cls, folder: Path, encoder_width: int) -> "MicroASR":
+        """Continue training a saved checkpoint (`folder` holds backbone/ and adapter/)."""
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "backbone")
+        net = cls(tokenizer, encoder_width, DiffusionGemmaForBlockDiffusion.from_pretrained(folder / "backbone"))
+        lora = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(net.peft, lora)
+        if result.unexpected_keys:
+            raise ValueError(f"LoRA tensors that do not fit: {result.unexpected_keys[:5]}")
+        net.projector.load_state_dict(load_file(str(folder / "adapter" / "projector.safetensors")))
+        return net
 
     @property
     def canvas_length(self) -> int:

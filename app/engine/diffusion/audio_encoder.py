@@ -72,6 +72,8 @@ class WhisperAudioEncoder:
     def detect_language(self, frames: torch.Tensor) -> str:
         """The most likely of the supported languages, by majority over the chunks."""
         model = self.full_model
+        if model is not None and getattr(model.generation_config, "is_multilingual", None) is False:
+            return "en"  # an English-only Whisper (*.en) hears English by construction: nothing to detect
         lang_to_id = (getattr(model.generation_config, "lang_to_id", None) or {}) if model is not None else {}
         supported = {f"<|{code}|>": lang_to_id[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in lang_to_id}
         if model is None or not supported:
