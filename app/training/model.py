@@ -31,7 +31,7 @@ from transformers.cache_utils import DynamicCache
 from app.engine.diffusion.config import DEFAULT_PROMPT_TEMPLATE, ProjectorConfig
 from app.engine.diffusion.projector import AudioProjector
 from app.engine.diffusion.prompt import PromptBuilder, embed_prefix
-from app.engine.diffusion.tiny import LORA_TARGETS, tiny_tokenizer
+from app.engine.diffusion.tiny import LORA_TARGETS, small_backbone_config, tiny_tokenizer
 
 # 4096 BPE tokens make ~1.45 tokens per word of this text (1024 make 2.0). The projector gives 6.25
 # audio embeddings per second, and CTC needs at least one per token: at 190 words per minute 1024
@@ -47,41 +47,26 @@ WHISPER_FRAMES = 1500
 
 
 def backbone_config(vocab_size: int = VOCAB_SIZE) -> DiffusionGemmaConfig:
-    """3 layers (sliding, full, full), hidden 192, 4 experts top-2, a token-sized vision tower."""
-    return DiffusionGemmaConfig(
-        text_config=dict(
-            vocab_size=vocab_size,
-            hidden_size=HIDDEN,
-            intermediate_size=384,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=48,
-            global_head_dim=48,
-            num_global_key_value_heads=2,
-            num_experts=4,
-            top_k_experts=2,
-            moe_intermediate_size=192,
-            # Wider than any prompt + canvas here, so the sliding layers see everything, as they would
-            # for a 30 s window at the real model's 1024.
-            sliding_window=512,
-            layer_types=["sliding_attention", "full_attention", "full_attention"],
-            max_position_embeddings=1024,
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-        ),
-        vision_config=dict(
-            model_type="gemma4_vision",
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=8,
-        ),
-        canvas_length=CANVAS_LENGTH,
+    """3 layers (sliding, full, full), hidden 192, 4 experts top-2."""
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=HIDDEN,
+        intermediate_size=384,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=48,
+        global_head_dim=48,
+        num_global_key_value_heads=2,
+        num_experts=4,
+        top_k_experts=2,
+        moe_intermediate_size=192,
+        # Wider than any prompt + canvas here, so the sliding layers see everything, as they would
+        # for a 30 s window at the real model's 1024.
+        sliding_window=512,
+        layer_types=["sliding_attention", "full_attention", "full_attention"],
     )
+    return small_backbone_config(text, CANVAS_LENGTH)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:

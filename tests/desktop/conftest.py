@@ -51,13 +51,20 @@ def terminal(x_session):
     return Terminal(x_session, x_session.workdir)
 
 
-@pytest.fixture(scope="session")
-def dictation_app(x_session, clips, target):
-    app = App(x_session, x_session.workdir, APP_SETTINGS)
+def start_app(session: XSession, workdir, settings: dict) -> App:
+    """Start an app instance and wait until its worker and hotkeys are ready (its log on failure)."""
+    app = App(session, workdir, settings)
     app.start()
     try:
         app.wait_ready()
     except AssertionError as exc:
+        app.stop()
         raise AssertionError(f"{exc}\n--- app log ---\n{app.log()[-4000:]}") from None
+    return app
+
+
+@pytest.fixture(scope="session")
+def dictation_app(x_session, clips, target):
+    app = start_app(x_session, x_session.workdir, APP_SETTINGS)
     yield app
     app.stop()

@@ -10,7 +10,8 @@ import soundfile as sf
 
 from app.training import synth
 from app.training.micro import DEFAULT_OUT, EVAL_CLIPS, load_heldout
-from tests.desktop.harness import App, wait_for
+from tests.desktop.conftest import start_app
+from tests.desktop.harness import wait_for
 from tests.desktop.test_dictation import LONG_WAIT, pasted, wer
 
 HOTKEY = "ctrl+alt+d"
@@ -24,12 +25,7 @@ MAX_WER = 0.35
 def diffusion_app(x_session):
     workdir = x_session.workdir / "diffusion"
     workdir.mkdir(exist_ok=True)
-    app = App(x_session, workdir, SETTINGS)
-    app.start()
-    try:
-        app.wait_ready()
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- app log ---\n{app.log()[-4000:]}") from None
+    app = start_app(x_session, workdir, SETTINGS)
     yield app
     app.stop()
 

@@ -96,35 +96,11 @@ def write_tiny_checkpoint(
     return adapter
 
 
-def tiny_backbone_config(canvas_length: int = 16, vocab_size: int = VOCAB_SIZE) -> DiffusionGemmaConfig:
-    """Two layers (one sliding, one full attention), hidden 64, 4 experts top-2, a token-sized vision tower.
-
-    Weights are drawn with std 0.3 instead of Gemma's 0.02: at 0.02 a random model's logits are flat,
-    every canvas is just the sampler's noise, and nothing (audio included) visibly changes the output.
-    """
+def small_backbone_config(text: dict, canvas_length: int, **config) -> DiffusionGemmaConfig:
+    """A DiffusionGemmaConfig with the `text` sizes given, Gemma's special ids (pad 0, eos 1, bos 2)
+    and a token-sized vision tower (the config class requires one; the loader drops it)."""
     return DiffusionGemmaConfig(
-        initializer_range=TINY_INIT_STD,
-        text_config=dict(
-            initializer_range=TINY_INIT_STD,
-            vocab_size=vocab_size,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=32,
-            global_head_dim=32,
-            num_global_key_value_heads=1,
-            num_experts=4,
-            top_k_experts=2,
-            moe_intermediate_size=32,
-            sliding_window=256,
-            layer_types=["sliding_attention", "full_attention"],
-            max_position_embeddings=1024,
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-        ),
+        text_config={**text, "max_position_embeddings": 1024, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2},
         vision_config=dict(
             model_type="gemma4_vision",
             hidden_size=16,
@@ -135,7 +111,34 @@ def tiny_backbone_config(canvas_length: int = 16, vocab_size: int = VOCAB_SIZE) 
             head_dim=8,
         ),
         canvas_length=canvas_length,
+        **config,
     )
+
+
+def tiny_backbone_config(canvas_length: int = 16, vocab_size: int = VOCAB_SIZE) -> DiffusionGemmaConfig:
+    """Two layers (one sliding, one full attention), hidden 64, 4 experts top-2.
+
+    Weights are drawn with std 0.3 instead of Gemma's 0.02: at 0.02 a random model's logits are flat,
+    every canvas is just the sampler's noise, and nothing (audio included) visibly changes the output.
+    """
+    text = dict(
+        initializer_range=TINY_INIT_STD,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        global_head_dim=32,
+        num_global_key_value_heads=1,
+        num_experts=4,
+        top_k_experts=2,
+        moe_intermediate_size=32,
+        sliding_window=256,
+        layer_types=["sliding_attention", "full_attention"],
+    )
+    return small_backbone_config(text, canvas_length, initializer_range=TINY_INIT_STD)
 
 
 def _backbone(tokenizer: PreTrainedTokenizerFast, canvas_length: int) -> DiffusionGemmaForBlockDiffusion:
