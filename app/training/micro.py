@@ -1,6 +1,6 @@
 """Train the micro diffusion ASR model on a CPU and save it in the adapter layout the app loads.
 
-    python -m app.training.micro [--out resources/models/diffusion-micro] [--steps 3000] [--seed 0]
+    python -m app.training.micro [--out resources/models/diffusion-micro] [--steps 1200] [--seed 0] [--threads 1]
     python -m app.training.micro --ablation-steps 550     # the CTC ablation, into OUT/adapter/ablation.json
 
 Stages, each printed as it runs:
@@ -9,7 +9,8 @@ Stages, each printed as it runs:
    encoder's frames for it, cached under --work (dataset.py);
 3. a BPE tokenizer on the training text, then the model (model.py) trained with the three losses;
 4. OUT/backbone (DiffusionGemma + tokenizer) and OUT/adapter (asr_config.json, projector, LoRA,
-   heldout.json with the held-out sentences and their voice seeds), then the held-out WER at 8 steps through the production engine, written to OUT/adapter/training.json.
+   heldout.json with the held-out sentences and their voice seeds), then the held-out WER at 8 steps
+   through the production engine, written to OUT/adapter/training.json.
 
 Deterministic for a seed at a given thread count: data, batch order, noise and initial weights are
 all drawn from seeded generators. Needs espeak-ng, the `fortunes` packages, the test data's Whisper
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="checkpoint folder (backbone/ + adapter/)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="cache for speech features")
     parser.add_argument("--encoder", type=Path, default=DEFAULT_ENCODER, help="Whisper tiny.en folder")
-    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps of the main run")
+    parser.add_argument("--steps", type=int, default=1200, help="optimizer steps (1200: the committed model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the record holds the value used)")
     parser.add_argument("--train-clips", type=int, default=TRAIN_CLIPS)
