@@ -72,11 +72,11 @@ def main() -> int:
     result["wer_with_ctc"] = ablation.get("wer_with_ctc")
     result["wer_without_ctc"] = ablation.get("wer_without_ctc")
     result["ablation"] = ablation
-    result["training"] = {k: record.get(k) for k in ("command", "steps", "batch", "threads", "train_minutes",
+    result["training"] = {k: record.get(k) for k in ("command", "listen_steps", "steps", "batch", "threads", "train_minutes",
                                                      "train_clips", "wer_heldout_8_steps", "machine")}
     result["machine"] = machine_info()
     print(json.dumps(result, indent=2) if args.json else
-          f"CTC ablation ({ablation.get('steps')} steps each): WER with CTC {result['wer_with_ctc']}, "
+          f"CTC ablation ({ablation.get('steps')} joint steps, equal time): WER with CTC {result['wer_with_ctc']}, "
           f"without {result['wer_without_ctc']}")
     return 0
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from app.audio.loading import load_audio
 from app.engine import EngineSpec, load_engine
 from app.engine.base import LANGUAGES, SAMPLE_RATE, Progress
 from app.engine.diffusion.chunking import split_at_pauses
+from app.engine.diffusion.config import CONFIG_FILE
 from app.engine.diffusion.denoising import denoise
 from app.engine.diffusion.loading import apply_generation_overrides
 from app.engine.diffusion.tiny import write_tiny_checkpoint, write_tiny_whisper
@@ -220,3 +223,39 @@ def test_real_long_speech_is_cut_in_pauses():
     energy = [float(np.mean(audio[i : i + frame] ** 2)) for i in range(0, audio.shape[0] - frame, frame)]
     cut = chunks[0].shape[0]
     assert np.mean(audio[cut - frame // 2 : cut + frame // 2] ** 2) <= np.percentile(energy, 10)
+
+
+def test_trim_audio_gives_the_backbone_only_the_speech(adapter, tmp_path):
+    """With `trim_audio` the prompt holds audio slots for the speech only (the micro model is trained
+    so); without it, all of the 30 s window's slots, padding included."""
+    config = json.loads((adapter / CONFIG_FILE).read_text())
+    config.update(backbone=str((adapter / config["backbone"]).resolve()), encoder=str((adapter / config["encoder"]).resolve()))
+    trimmed_dir = tmp_path / "trimmed"
+    shutil.copytree(adapter, trimmed_dir)
+    (trimmed_dir / CONFIG_FILE).write_text(json.dumps({**config, "trim_audio": True}))
+    full = load_engine(EngineSpec(engine="diffusion", model=str(adapter), device="cpu", quantization="fp32"))
+    trimmed = load_engine(EngineSpec(engine="diffusion", model=str(trimmed_dir), device="cpu", quantization="fp32"))
+
+    def prefill_length(engine, audio) -> int:
+        lengths: list[int] = []  # the prefill is the encoder pass over the prompt's embeddings
+
+        def record(module, args, kwargs) -> None:
+            if kwargs.get("inputs_embeds") is not None:
+                lengths.append(int(kwargs["inputs_embeds"].shape[1]))
+
+        handle = engine.model.backbone.model.encoder.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            text = engine.transcribe(audio, language="en", steps=2, early_exit=False).text
+        finally:
+            handle.remove()
+        assert isinstance(text, str)
+        return lengths[0]
+
+    m = trimmed.model
+    text_tokens = len(m.prompt.build(m.config.language_names["en"], audio_slots=0).prefix)
+    window_slots = m.projector.output_length(m.audio.frames)
+    assert prefill_length(full, tone(seconds=3.0)) == text_tokens + window_slots
+    for seconds in (1.0, 3.0):
+        speech_slots = m.projector.output_length(m.audio.frames_for(int(seconds * SAMPLE_RATE)))
+        assert speech_slots < window_slots / 5
+        assert prefill_length(trimmed, tone(seconds=seconds)) == text_tokens + speech_slots

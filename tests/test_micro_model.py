@@ -132,3 +132,28 @@ def test_the_decoder_sees_the_prompt_but_never_the_transcript():
     for cut, ref in zip(full.layers, alone.layers):
         torch.testing.assert_close(cut.keys, ref.keys, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(cut.values, ref.values, atol=1e-5, rtol=1e-4)
+
+
+def test_ctc_alone_learns_a_fixed_batch_through_the_projector_and_embeddings():
+    """The listening stage: CTC over the projector and the tied embeddings, with each clip's own
+    speech length, fits a small batch, and the backbone's layers take no part in it."""
+    torch.manual_seed(0)
+    texts = ["the quick brown fox", "jumps over the lazy dog", "hold a key and speak"]
+    tokenizer = model.train_tokenizer(texts, vocab_size=300)
+    net = model.MicroASR(tokenizer, encoder_width=16)
+    targets = net.encode_texts(texts)
+    counts = [120, 96, 80]  # speech frames; the batch is cut after the longest, as in training
+    frames = torch.randn(len(texts), max(counts), 16)
+    layers_before = [p.detach().clone() for p in net.backbone.model.encoder.parameters()]
+    optimizer = torch.optim.AdamW(net.ctc_parameters(), lr=3e-3)
+    first = float(net.ctc_loss(frames, counts, targets))
+    for _ in range(60):
+        loss = net.ctc_loss(frames, counts, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss) < first / 3, (first, float(loss))
+    assert net.backbone.lm_head.weight is net.backbone.get_input_embeddings().weight  # tied: CTC shapes both
+    unchanged = [torch.equal(a, b) for a, b in zip(layers_before, net.backbone.model.encoder.parameters())
+                 if a.shape != net.backbone.lm_head.weight.shape]
+    assert unchanged and all(unchanged)

@@ -9,6 +9,7 @@ decoder pass; without a decoder `auto` is refused with a sentence saying what to
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,11 @@ class WhisperAudioEncoder:
     def frames(self) -> int:
         """Encoder frames per 30 s window (1500 for every Whisper size)."""
         return int(self.encoder.config.max_source_positions)
+
+    def frames_for(self, samples: int) -> int:
+        """Encoder frames that hold `samples` of 16 kHz audio (the rest of the window is padding)."""
+        per_frame = self.feature_extractor.n_samples / self.frames  # 480,000 samples / 1500 frames
+        return min(self.frames, max(1, math.ceil(samples / per_frame)))
 
     def features(self, chunks: list[np.ndarray]) -> torch.Tensor:
         """Log-mel features, each chunk padded to Whisper's 30 s window: (batch, mels, 3000)."""

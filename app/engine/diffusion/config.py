@@ -66,6 +66,11 @@ class AdapterConfig:
     audio_token_id: int = DEFAULT_AUDIO_TOKEN_ID
     # Audio slots per 30 s window; None: the projector's output length (1500 frames / 8 = 188).
     audio_slots: int | None = None
+    # True: the audio slots cover only the speech (the longest chunk's frames), not the whole 30 s
+    # window, so the backbone reads no encoder frames of Whisper's padding. A model must be trained
+    # the way it is run: the micro model is trained trimmed; the published model's setting is not
+    # known, so False (all 188 slots) stays the default.
+    trim_audio: bool = False
     language_names: dict[str, str] = field(default_factory=lambda: dict(LANGUAGES))
     # Canvas length; None keeps the backbone config's `canvas_length` (256; the model card says 192).
     canvas_length: int | None = None

@@ -91,14 +91,17 @@ class DiffusionEngine:
         features = m.audio.features(chunks)
         timings["features"] = clock.lap_ms()
         frames = m.audio.encode(features)
-        audio_embeds = m.projector(frames)
+        speech = frames
+        if m.config.trim_audio:  # one batch: every chunk keeps the longest chunk's frames
+            speech = frames[:, : max(m.audio.frames_for(len(chunk)) for chunk in chunks)]
+        audio_embeds = m.projector(speech)
         timings["encoder"] = clock.lap_ms()
         detected = language == AUTO
         if detected:
             language = m.audio.detect_language(frames)
             timings["language_id"] = clock.lap_ms()
 
-        ids = m.prompt.build(m.config.language_names[language])
+        ids = m.prompt.build(m.config.language_names[language], audio_slots=audio_embeds.shape[1])
         batch = len(chunks)
         prefix = torch.tensor([ids.prefix] * batch, device=m.device)
         tail = torch.tensor([ids.tail] * batch, device=m.device)

@@ -47,10 +47,12 @@ class PromptBuilder:
         self.audio_token_id = audio_token_id
         self.audio_slots = audio_slots
 
-    def build(self, language_name: str) -> PromptIds:
+    def build(self, language_name: str, audio_slots: int | None = None) -> PromptIds:
+        """Prompt ids for `language_name`, with `audio_slots` audio tokens (default: the full window's)."""
+        slots = self.audio_slots if audio_slots is None else audio_slots
         before = self._ids(self.before.replace(LANGUAGE_SLOT, language_name))
         after = self._ids(self.after.replace(LANGUAGE_SLOT, language_name))
-        return PromptIds(prefix=before + [self.audio_token_id] * self.audio_slots, tail=after)
+        return PromptIds(prefix=before + [self.audio_token_id] * slots, tail=after)
 
     def _ids(self, text: str) -> list[int]:
         # The template spells out special tokens such as <bos>, so the tokenizer must not add its own.

@@ -15,12 +15,10 @@ Tests and benchmarks load it through the production loader; nothing here is used
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     DiffusionGemmaConfig,
@@ -33,8 +31,9 @@ from transformers import (
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from app.engine.base import LANGUAGES
-from app.engine.diffusion.config import CONFIG_FILE, ProjectorConfig
+from app.engine.diffusion.config import ProjectorConfig
 from app.engine.diffusion.projector import AudioProjector
+from app.engine.diffusion.saving import write_adapter
 
 # Ids 0-2 as in Gemma (pad, eos, bos); the rest are the markers the default prompt template uses.
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|turn>", "<turn|>", "<|audio>", "<|audio|>", "<audio|>"]
@@ -73,27 +72,17 @@ def write_tiny_checkpoint(
         encoder_ref = str(Path(encoder).resolve())
         width = WhisperConfig.from_pretrained(encoder).d_model
 
-    adapter = out_dir / "adapter"
     hidden = backbone.config.text_config.hidden_size
-    projector = AudioProjector(TINY_PROJECTOR, width, hidden)
-    adapter.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in projector.state_dict().items()}, str(adapter / "projector.safetensors"))
+    projector = AudioProjector(TINY_PROJECTOR, width, hidden)  # drawn before the LoRA: the seed fixes both
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, init_lora_weights=False)
-    get_peft_model(backbone, lora).save_pretrained(str(adapter))
-    (adapter / "README.md").unlink(missing_ok=True)  # peft's model-card stub
-    config = {
-        "backbone": "../backbone",
-        "encoder": encoder_ref,
-        "audio_token_id": tokenizer.convert_tokens_to_ids("<|audio|>"),
-        "projector": {
-            "conv_channels": list(TINY_PROJECTOR.conv_channels),
-            "conv_kernel": TINY_PROJECTOR.conv_kernel,
-            "conv_stride": TINY_PROJECTOR.conv_stride,
-            "linear_hidden": list(TINY_PROJECTOR.linear_hidden),
-        },
-    }
-    (adapter / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return adapter
+    return write_adapter(
+        out_dir / "adapter",
+        lora_model=get_peft_model(backbone, lora),
+        projector=projector,
+        projector_config=TINY_PROJECTOR,
+        encoder=encoder_ref,
+        audio_token_id=tokenizer.convert_tokens_to_ids("<|audio|>"),
+    )
 
 
 def small_backbone_config(text: dict, canvas_length: int, **config) -> DiffusionGemmaConfig:
