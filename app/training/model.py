@@ -39,8 +39,8 @@ from app.engine.diffusion.tiny import LORA_TARGETS, small_backbone_config, tiny_
 VOCAB_SIZE = 4096
 CANVAS_LENGTH = 48
 HIDDEN = 192
-# Narrow convolutions: the first one runs over all 1500 Whisper frames and, at 256 channels, took
-# 40% of a training step on the CPU; 128 halves that.
+# Narrow convolutions: when the first one ran over all 1500 Whisper frames (before speech-only
+# slots), at 256 channels it took 40% of a training step on the CPU; 128 halved that.
 PROJECTOR = ProjectorConfig(conv_channels=(128, 128, 192), conv_kernel=3, conv_stride=2, linear_hidden=(384,))
 LORA = dict(r=8, lora_alpha=16, target_modules=LORA_TARGETS, lora_dropout=0.0)
 WHISPER_FRAMES = 1500
