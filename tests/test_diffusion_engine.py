@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers.cache_utils import DynamicCache
 
 from app.audio.loading import load_audio
 from app.engine import EngineSpec, load_engine
@@ -23,6 +24,7 @@ from app.engine.diffusion.chunking import split_at_pauses
 from app.engine.diffusion.config import CONFIG_FILE
 from app.engine.diffusion.denoising import denoise
 from app.engine.diffusion.loading import apply_generation_overrides
+from app.engine.diffusion.prompt import embed_prefix
 from app.engine.diffusion.tiny import write_tiny_checkpoint, write_tiny_whisper
 from app.errors import UserError
 from tests.data import WHISPER_BASE
@@ -236,12 +238,13 @@ def test_trim_audio_gives_the_backbone_only_the_speech(adapter, tmp_path):
     full = load_engine(EngineSpec(engine="diffusion", model=str(adapter), device="cpu", quantization="fp32"))
     trimmed = load_engine(EngineSpec(engine="diffusion", model=str(trimmed_dir), device="cpu", quantization="fp32"))
 
-    def prefill_length(engine, audio) -> int:
-        lengths: list[int] = []  # the prefill is the encoder pass over the prompt's embeddings
+    def prefill(engine, audio) -> tuple[int, int]:
+        """Length and first position id of the prefill (the encoder pass over the prompt's embeddings)."""
+        seen: list[tuple[int, int]] = []
 
         def record(module, args, kwargs) -> None:
             if kwargs.get("inputs_embeds") is not None:
-                lengths.append(int(kwargs["inputs_embeds"].shape[1]))
+                seen.append((int(kwargs["inputs_embeds"].shape[1]), int(kwargs["position_ids"][0, 0])))
 
         handle = engine.model.backbone.model.encoder.register_forward_pre_hook(record, with_kwargs=True)
         try:
@@ -249,13 +252,48 @@ def test_trim_audio_gives_the_backbone_only_the_speech(adapter, tmp_path):
         finally:
             handle.remove()
         assert isinstance(text, str)
-        return lengths[0]
+        return seen[0]
 
     m = trimmed.model
     text_tokens = len(m.prompt.build(m.config.language_names["en"], audio_slots=0).prefix)
     window_slots = m.projector.output_length(m.audio.frames)
-    assert prefill_length(full, tone(seconds=3.0)) == text_tokens + window_slots
+    assert prefill(full, tone(seconds=3.0)) == (text_tokens + window_slots, 0)
     for seconds in (1.0, 3.0):
         speech_slots = m.projector.output_length(m.audio.frames_for(int(seconds * SAMPLE_RATE)))
         assert speech_slots < window_slots / 5
-        assert prefill_length(trimmed, tone(seconds=seconds)) == text_tokens + speech_slots
+        # The prompt starts earlier by the slots it dropped, so the tail keeps its distance to the speech.
+        assert prefill(trimmed, tone(seconds=seconds)) == (text_tokens + speech_slots, speech_slots - window_slots)
+
+
+def test_trimmed_prompt_reads_like_the_full_window_without_its_padding_slots(engine):
+    """The decoder's logits for a canvas are the same whether the padding slots are dropped from a
+    trimmed prompt (the engine's positions: the prefix starts below zero) or the full window's
+    positions are kept with those slots simply absent: dropping them moves no token."""
+    m = engine.model
+    backbone, config = m.backbone, m.backbone.config.get_text_config(decoder=True)
+    window_slots, speech_slots = m.prompt.audio_slots, 20
+    ids = m.prompt.build("English", audio_slots=speech_slots)
+    generator = torch.Generator().manual_seed(0)
+    audio = torch.randn(1, speech_slots, config.hidden_size, generator=generator)
+    prefix = embed_prefix(backbone.get_input_embeddings(), torch.tensor([ids.prefix]), audio, m.config.audio_token_id)
+    tail = torch.tensor([ids.tail])
+    canvas = torch.randint(0, config.vocab_size, (1, backbone.config.canvas_length), generator=generator)
+    kept, after = len(ids.prefix), len(ids.prefix) + window_slots - speech_slots  # where the tail sits in the full window
+
+    def logits(prefix_positions, tail_positions, canvas_positions) -> torch.Tensor:
+        cache = DynamicCache(config=config)
+        with torch.inference_mode():
+            backbone.model.encoder(inputs_embeds=prefix, position_ids=prefix_positions, cache=cache)
+            backbone.model.encoder(input_ids=tail, position_ids=tail_positions, cache=cache)
+            out = backbone.model.decoder(decoder_input_ids=canvas, cache=cache, decoder_position_ids=canvas_positions)
+        return backbone.lm_head(out.last_hidden_state)
+
+    def span(start: int, length: int) -> torch.Tensor:
+        return torch.arange(start, start + length)[None]
+
+    engine_way = logits(torch.tensor([ids.prefix_positions()]), None, None)  # tail and canvas follow the cache
+    full_window = logits(span(0, kept), span(after, tail.shape[1]), span(after + tail.shape[1], canvas.shape[1]))
+    assert ids.first_position == speech_slots - window_slots
+    torch.testing.assert_close(engine_way, full_window, rtol=1e-4, atol=1e-4)
+    shifted_nowhere = logits(span(0, kept), None, None)  # the same slots without the shift: a different reading
+    assert not torch.allclose(engine_way, shifted_nowhere, atol=1e-3)

@@ -141,7 +141,8 @@ class MicroASR(nn.Module):
 
         audio = self.projector(frames)
         embed = self.backbone.get_input_embeddings()
-        prefix_ids = torch.tensor(self.prompt.build("English", audio.shape[1]).prefix, device=device)
+        ids = self.prompt.build("English", audio.shape[1])
+        prefix_ids = torch.tensor(ids.prefix, device=device)
         prefix = embed_prefix(embed, prefix_ids.expand(batch, -1), audio, self.audio_token_id)
 
         # Encoder pass: prompt, then the transcript + <eos> (right-padded) for the autoregressive loss.
@@ -151,9 +152,12 @@ class MicroASR(nn.Module):
             ar_ids[row, : len(tokens) + 1] = torch.tensor([*tokens, eos], device=device)
         context = torch.cat([self.tail_ids.expand(batch, -1), ar_ids], dim=1)
         embeds = torch.cat([prefix, embed(context)], dim=1)
-        cache = DynamicCache(config=self.backbone.config.get_text_config(decoder=True))
-        hidden = self.backbone.model.encoder(inputs_embeds=embeds, cache=cache).last_hidden_state
         prompt_len = prefix.shape[1] + self.tail_ids.shape[0]
+        # The engine's positions: the prefix from `ids.first_position`, the rest after the cache's length.
+        positions = torch.cat([torch.tensor(ids.prefix_positions(), device=device),
+                               torch.arange(prefix.shape[1], embeds.shape[1], device=device)])
+        cache = DynamicCache(config=self.backbone.config.get_text_config(decoder=True))
+        hidden = self.backbone.model.encoder(inputs_embeds=embeds, position_ids=positions[None], cache=cache).last_hidden_state
         # Position prompt_len - 1 + i predicts transcript token i (and <eos> after the last one).
         ar_logits = self._logits(hidden[:, prompt_len - 1 : prompt_len - 1 + longest])
         ar_targets = ar_ids.masked_fill(torch.arange(longest, device=device)[None] > lengths[:, None], -100)

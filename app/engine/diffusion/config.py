@@ -67,10 +67,10 @@ class AdapterConfig:
     # Audio slots per 30 s window; None: the projector's output length (1500 frames / 8 = 188).
     audio_slots: int | None = None
     # True: the audio slots cover only the speech (the longest chunk's frames), not the whole 30 s
-    # window, so the backbone reads no encoder frames of Whisper's padding. A model must be trained
-    # the way it is run: the micro training script trains trimmed (the committed micro checkpoint
-    # predates that and reads all 188 slots); the published model's setting is not known, so False
-    # stays the default.
+    # window, so the backbone reads no encoder frames of Whisper's padding. The prompt then starts
+    # earlier by the slots it dropped (`PromptIds.first_position`), so every token keeps its distance
+    # to the speech. A model must be trained the way it is run (the micro model is trained trimmed);
+    # the published model's setting is not known, so False stays the default.
     trim_audio: bool = False
     language_names: dict[str, str] = field(default_factory=lambda: dict(LANGUAGES))
     # Canvas length; None keeps the backbone config's `canvas_length` (256; the model card says 192).

@@ -65,12 +65,15 @@ def denoise(
     *,
     steps: int,
     seed: int,
+    first_position: int = 0,
     early_exit: bool = True,
     generation_overrides: dict | None = None,
     on_draft: Callable[[int, torch.Tensor], None] | None = None,
 ) -> DenoiseResult:
     """Denoise one canvas per batch row, conditioned on `prefix_embeds` then `tail_ids`.
 
+    The prefix's position ids start at `first_position` (see `PromptIds`); the tail and the canvas
+    follow it as `generate()` numbers them, after the cache's length.
     The global RNG is seeded with `seed` inside a fork, so results are reproducible and the caller's
     random state is left alone. Without `early_exit` exactly `steps` decoder passes run.
     """
@@ -79,7 +82,8 @@ def denoise(
     canvas_length = backbone.config.canvas_length
     start = time.perf_counter()
     cache = DynamicCache(config=backbone.config.get_text_config(decoder=True))
-    backbone.model.encoder(inputs_embeds=prefix_embeds, cache=cache)
+    positions = torch.arange(prefix_len, device=device).unsqueeze(0) + first_position
+    backbone.model.encoder(inputs_embeds=prefix_embeds, position_ids=positions, cache=cache)
     listener = _StepListener(backbone.model.decoder, on_draft)
     knobs = dict(generation_overrides or {})
     if not early_exit:

@@ -116,6 +116,7 @@ class DiffusionEngine:
             tail,
             steps=steps,
             seed=seed,
+            first_position=ids.first_position,
             early_exit=early_exit,
             on_draft=on_draft if on_progress is not None else None,
         )

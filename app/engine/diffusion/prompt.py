@@ -22,10 +22,21 @@ LANGUAGE_SLOT = "{language}"
 
 @dataclass(frozen=True)
 class PromptIds:
-    """Token ids of one prompt: `prefix` ends with the audio slots, `tail` follows them."""
+    """Token ids of one prompt: `prefix` ends with the audio slots, `tail` follows them.
+
+    `first_position` is the prefix's first position id. With fewer audio slots than the full window
+    has, the prefix starts that many positions earlier (below zero), so every token keeps the
+    distance to the audio it would have had with all slots: the tail and the canvas sit as far from
+    the start of the speech as in the full window, whatever the speech's length. (RoPE reads only
+    distances; dropping the padding slots then saves their compute without moving anything.)
+    """
 
     prefix: list[int]
     tail: list[int]
+    first_position: int = 0
+
+    def prefix_positions(self) -> list[int]:
+        return list(range(self.first_position, self.first_position + len(self.prefix)))
 
 
 class PromptBuilder:
@@ -52,7 +63,7 @@ class PromptBuilder:
         slots = self.audio_slots if audio_slots is None else audio_slots
         before = self._ids(self.before.replace(LANGUAGE_SLOT, language_name))
         after = self._ids(self.after.replace(LANGUAGE_SLOT, language_name))
-        return PromptIds(prefix=before + [self.audio_token_id] * slots, tail=after)
+        return PromptIds(prefix=before + [self.audio_token_id] * slots, tail=after, first_position=slots - self.audio_slots)
 
     def _ids(self, text: str) -> list[int]:
         # The template spells out special tokens such as <bos>, so the tokenizer must not add its own.
