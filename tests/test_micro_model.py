@@ -24,7 +24,7 @@ from tests.data import WHISPER_TINY_EN
 MICRO = DEFAULT_OUT
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CLIPS = 30  # held-out sentences 100-129: neither trained on nor used for validation
-# Measured: 88.2% at 8 steps on held-out sentences 100-149 (docs/benchmarks.md). The target is
+# Measured: 84.6% at 8 steps on held-out sentences 100-149 (docs/benchmarks.md). The target is
 # 15%; the model trained within the 90-minute budget does not reach it (see docs/diffusion.md).
 MAX_WER_8_STEPS = 0.95
 STEPS_MARGIN = 0.05
