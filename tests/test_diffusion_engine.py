@@ -172,6 +172,31 @@ def test_long_audio_is_chunked_and_denoised_as_one_batch(engine, decoder_calls):
     assert result.steps_used == 3
 
 
+def test_an_adapter_may_ask_for_shorter_chunks(adapter, tmp_path):
+    """`max_chunk_seconds` (an aligned canvas writes one position per slot, so it cannot take 30 s)."""
+    config = json.loads((adapter / CONFIG_FILE).read_text())
+    config.update(backbone=str((adapter / config["backbone"]).resolve()), encoder=str((adapter / config["encoder"]).resolve()))
+    short_dir = tmp_path / "short"
+    shutil.copytree(adapter, short_dir)
+    (short_dir / CONFIG_FILE).write_text(json.dumps({**config, "max_chunk_seconds": 7.5}))
+    short = load_engine(EngineSpec(engine="diffusion", model=str(short_dir), device="cpu", quantization="fp32"))
+    batches: list[int] = []
+    handle = short.model.backbone.model.decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(int(kwargs["decoder_input_ids"].shape[0])), with_kwargs=True
+    )
+    gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    audio = np.concatenate([part for i in range(4) for part in (tone(300 + 50 * i, seconds=6.0), gap)])  # 26 s
+    try:
+        short.transcribe(audio, language="en", steps=1, early_exit=False)
+    finally:
+        handle.remove()
+    assert batches == [4]  # one chunk per tone: 30 s chunks would have taken it whole
+    (short_dir / CONFIG_FILE).write_text(json.dumps({**config, "max_chunk_seconds": 45}))
+    with pytest.raises(UserError) as err:
+        load_engine(EngineSpec(engine="diffusion", model=str(short_dir), device="cpu", quantization="fp32"))
+    assert err.value.code == "bad_model" and "max_chunk_seconds" in str(err.value)
+
+
 def test_empty_audio_is_a_user_error(engine):
     with pytest.raises(UserError) as err:
         engine.transcribe(np.zeros(0, dtype=np.float32), language="en")

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from app.engine import EngineSpec, load_engine
-from app.training import corpus, model, synth
+from app.training import alignment, corpus, micro, model, synth
 from app.training.evaluate import word_error_rate
 from app.training.micro import DEFAULT_OUT, EVAL_CLIPS, load_heldout
 from tests.data import WHISPER_TINY_EN
@@ -157,3 +157,49 @@ def test_ctc_alone_learns_a_fixed_batch_through_the_projector_and_embeddings():
     unchanged = [torch.equal(a, b) for a, b in zip(layers_before, net.backbone.model.encoder.parameters())
                  if a.shape != net.backbone.lm_head.weight.shape]
     assert unchanged and all(unchanged)
+
+
+def test_the_aligned_canvas_puts_each_token_where_the_ctc_head_hears_it():
+    """`--canvas aligned`: the diffusion target holds each token at the slot where the CTC head hears
+    it, <pad> between, then <eos>; a clip whose tokens cannot fit its slots keeps the plain layout."""
+    torch.manual_seed(0)
+    tokenizer = model.train_tokenizer(["hold a key and speak", "the quick brown fox"], vocab_size=300)
+    net = model.MicroASR(tokenizer, encoder_width=16, aligned_canvas=True)
+    pad, eos, length = tokenizer.pad_token_id, tokenizer.eos_token_id, net.canvas_length
+    tokens = net.encode_texts(["hold a key and speak"])[0]
+    heard = [1 + 2 * i + (i > 2) for i in range(len(tokens))]  # the slot each token is spoken in
+    slots = heard[-1] + 3
+    embeddings = net.backbone.lm_head.weight.detach()
+    embeddings[pad] = torch.randn(embeddings.shape[1]) * embeddings.std()  # a blank the head can hear
+
+    def sounds_like(token: int) -> torch.Tensor:  # an audio embedding the tied lm_head reads as `token`
+        return 20 * embeddings[token] / embeddings[token].norm() ** 2
+
+    audio = torch.stack([sounds_like(pad)] * slots)
+    for slot, token in zip(heard, tokens):
+        audio[slot] = sounds_like(token)
+    frames = [slots * model.PROJECTOR.subsampling]  # the encoder frames that make `slots` slots
+    expected = [pad] * (heard[-1] + 1) + [eos] * (length - heard[-1] - 1)
+    for slot, token in zip(heard, tokens):
+        expected[slot] = token
+    assert net.clean_canvas(audio[None], frames, [tokens])[0].tolist() == expected
+    plain = tokens + [eos] * (length - len(tokens))
+    assert model.MicroASR(tokenizer, encoder_width=16).clean_canvas(audio[None], frames, [tokens])[0].tolist() == plain
+    too_few = len(tokens) - 1
+    cut = net.clean_canvas(audio[None, :too_few], [too_few * model.PROJECTOR.subsampling], [tokens])
+    assert cut[0].tolist() == plain
+    # The longest chunk the engine may give such a model fills every position but the last (<eos>).
+    longest_frames = round(net.longest_chunk_seconds() * model.WHISPER_FRAMES / 30.0)
+    assert net.projector.output_length(longest_frames) == length - 1
+    # A repeated token needs a blank between its two emissions.
+    repeat = torch.full((3, 4), -9.0)
+    repeat[[0, 2], 2] = 0.0
+    repeat[1, 0] = 0.0
+    assert alignment.first_slots(repeat.numpy(), [2, 2], blank=0) == [0, 2]
+    assert alignment.first_slots(repeat[:2].numpy(), [2, 2], blank=0) is None
+
+
+def test_the_aligned_canvas_needs_ctc_so_its_ablation_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        micro.main(["--canvas", "aligned", "--ablation-steps", "10"])
+    assert exit_.value.code == 2 and "--canvas plain" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
     python -m app.training.micro [--out resources/models/diffusion-micro] [--listen-steps 1000] [--steps 2400]
     python -m app.training.micro --ablation-steps 600    # the CTC ablation, into OUT/adapter/ablation.json
+    python -m app.training.micro --canvas aligned        # each token at the slot where it is spoken
 
 Stages, each printed as it runs:
 1. sentences from Debian's fortunes, split into held-out and training sentences (never both);
@@ -69,10 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS, help="held-out clips for the WER")
     parser.add_argument("--resume", type=Path, help="continue training this checkpoint folder for --steps more steps")
     parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="peak learning rate")
+    parser.add_argument("--canvas", choices=("plain", "aligned"), default="plain",
+                        help="diffusion target: the transcript from the first position (plain), or each token "
+                             "at the audio slot where the CTC head hears it (aligned; see model.MicroASR.clean_canvas)")
     parser.add_argument("--ablation-steps", type=int, default=0,
                         help="only run the CTC ablation: this many joint steps, after --listen-steps with CTC; "
                              "without CTC the same time goes to more joint steps")
     args = parser.parse_args(argv)
+    if args.ablation_steps and args.canvas == "aligned":
+        parser.error("the aligned canvas needs the CTC head to place its tokens, so a run without CTC cannot use it: "
+                     "run the ablation with --canvas plain")
+    aligned = args.canvas == "aligned"
     torch.set_num_threads(args.threads)
 
     sentences = corpus.sentences()
@@ -109,14 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     previous = None
     if args.resume:
-        net = model.MicroASR.from_checkpoint(args.resume, train.frames.shape[-1])
+        net = model.MicroASR.from_checkpoint(args.resume, train.frames.shape[-1], aligned_canvas=aligned)
         previous = json.loads((args.resume / "adapter" / RECORD).read_text(encoding="utf-8"))
         log(f"continuing {args.resume} (trained {previous.get('steps')} steps) with a fresh optimizer")
     else:
         net = None
     listen_steps = 0 if args.resume else args.listen_steps
     trained, history = train_model(tokenizer, train, args.steps, args.seed, use_ctc=True, net=net, lr=args.lr,
-                                   listen_steps=listen_steps)
+                                   listen_steps=listen_steps, aligned_canvas=aligned)
     train_minutes = (time.perf_counter() - start) / 60
     save(trained, args.out, args.encoder)
     write_heldout(args.out / "adapter", heldout_texts)
@@ -132,17 +140,18 @@ def main(argv: list[str] | None = None) -> int:
         "loss_weights": LOSS_WEIGHTS, "train_minutes": round(train_minutes, 1),
         "wer_heldout_8_steps": round(result.wer, 4), "history": history,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "lr": args.lr, "continues": previous,
+        "lr": args.lr, "canvas": args.canvas, "continues": previous,
     })
     return 0
 
 
 def train_model(tokenizer, train: dataset.FrameCache, steps: int, seed: int, use_ctc: bool,
-                net: model.MicroASR | None = None, lr: float = LEARNING_RATE, listen_steps: int = 0):
+                net: model.MicroASR | None = None, lr: float = LEARNING_RATE, listen_steps: int = 0,
+                aligned_canvas: bool = False):
     """`listen_steps` of CTC alone (when `use_ctc`), then `steps` of the three losses, each stage
     with AdamW, warm-up and cosine decay; returns the model and a loss record every 50 steps."""
     torch.manual_seed(seed)
-    net = (net or model.MicroASR(tokenizer, train.frames.shape[-1])).train()
+    net = (net or model.MicroASR(tokenizer, train.frames.shape[-1], aligned_canvas=aligned_canvas)).train()
     targets = net.encode_texts(train.texts)
     usable = [i for i, t in enumerate(targets) if 0 < len(t) < net.canvas_length]
     batches = _Batches(train, targets, usable, seed)
@@ -221,6 +230,7 @@ def save(net: model.MicroASR, out: Path, encoder: Path) -> None:
         encoder=os.path.relpath(encoder.resolve(), adapter_dir.resolve()),
         audio_token_id=net.audio_token_id,
         trim_audio=True,  # trained on the speech frames only (model.MicroASR.losses)
+        **({"max_chunk_seconds": net.longest_chunk_seconds()} if net.aligned_canvas else {}),
     )
     plain = copy.deepcopy(net.peft).unload()
     plain.save_pretrained(backbone_dir)

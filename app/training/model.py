@@ -8,7 +8,8 @@ trained too: there is no pretrained micro DiffusionGemma to freeze.
 
 `losses()` is the seed's three objectives on one batch:
 - diffusion: uniformly random tokens replace a random fraction of the target canvas (DiffusionGemma
-  has no mask token), the decoder predicts the clean canvas from the prompt's KV cache, with
+  has no mask token; the canvas is the transcript, or with `aligned_canvas` each token at the slot
+  where it is spoken), the decoder predicts the clean canvas from the prompt's KV cache, with
   self-conditioning on its own earlier guess half of the time, as `generate()` does on every step;
 - autoregressive: the causal encoder pass reads the transcript after the prompt and predicts each
   next token (the same pass fills the cache the decoder reads, cut back to the prompt);
@@ -32,6 +33,7 @@ from app.engine.diffusion.config import DEFAULT_PROMPT_TEMPLATE, ProjectorConfig
 from app.engine.diffusion.projector import AudioProjector
 from app.engine.diffusion.prompt import PromptBuilder, embed_prefix
 from app.engine.diffusion.tiny import LORA_TARGETS, small_backbone_config, tiny_tokenizer
+from app.training import alignment
 
 # 4096 BPE tokens make ~1.45 tokens per word of this text (1024 make 2.0). The projector gives 6.25
 # audio embeddings per second, and CTC needs at least one per token: at 190 words per minute 1024
@@ -83,9 +85,12 @@ class MicroASR(nn.Module):
         tokenizer: PreTrainedTokenizerFast,
         encoder_width: int,
         backbone: DiffusionGemmaForBlockDiffusion | None = None,
+        *,
+        aligned_canvas: bool = False,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
+        self.aligned_canvas = aligned_canvas
         backbone = backbone or DiffusionGemmaForBlockDiffusion(backbone_config(len(tokenizer)))
         backbone.generation_config.update(
             eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<turn|>")],
@@ -104,10 +109,11 @@ class MicroASR(nn.Module):
         self.register_buffer("tail_ids", torch.tensor(self.prompt.build("English").tail), persistent=False)
 
     @classmethod
-    def from_checkpoint(cls, folder: Path, encoder_width: int) -> "MicroASR":
+    def from_checkpoint(cls, folder: Path, encoder_width: int, *, aligned_canvas: bool = False) -> "MicroASR":
         """Continue training a saved checkpoint (`folder` holds backbone/ and adapter/)."""
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "backbone")
-        net = cls(tokenizer, encoder_width, DiffusionGemmaForBlockDiffusion.from_pretrained(folder / "backbone"))
+        net = cls(tokenizer, encoder_width, DiffusionGemmaForBlockDiffusion.from_pretrained(folder / "backbone"),
+                  aligned_canvas=aligned_canvas)
         lora = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
         result = set_peft_model_state_dict(net.peft, lora)
         if result.unexpected_keys:
@@ -118,6 +124,10 @@ class MicroASR(nn.Module):
     @property
     def canvas_length(self) -> int:
         return self.backbone.config.canvas_length
+
+    def longest_chunk_seconds(self) -> float:
+        """The longest audio an aligned canvas can write: one position per slot, and one for `<eos>`."""
+        return round((self.canvas_length - 1) * PROJECTOR.subsampling * 30.0 / WHISPER_FRAMES, 2)
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -165,9 +175,7 @@ class MicroASR(nn.Module):
 
         # The decoder must see only the prompt: causal attention made its cache independent of the transcript.
         cache.crop(-longest)
-        clean = torch.full((batch, self.canvas_length), eos, dtype=torch.long, device=device)
-        for row, tokens in enumerate(targets):
-            clean[row, : len(tokens)] = torch.tensor(tokens, device=device)
+        clean = self.clean_canvas(audio, frame_counts, targets)
         noise_level = torch.rand(batch, 1, device=device).clamp_min(0.05)
         noise_level[torch.rand(batch, device=device) < 0.15] = 1.0  # step one of every decode starts from pure noise
         noisy = torch.where(
@@ -189,6 +197,27 @@ class MicroASR(nn.Module):
         if use_ctc:
             losses["ctc"] = self._ctc(audio, frame_counts, targets)
         return losses
+
+    def clean_canvas(self, audio: torch.Tensor, frame_counts: list[int], targets: list[list[int]]) -> torch.Tensor:
+        """The diffusion target of each clip: its transcript from the first position, then `<eos>` to
+        the end; or, with `aligned_canvas`, each token at the slot where the CTC head hears it
+        (`alignment.first_slots`), `<pad>` between tokens (the engine's detokeniser drops it), then
+        `<eos>`. A clip the alignment cannot place keeps the plain layout."""
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        clean = torch.full((len(targets), self.canvas_length), eos, dtype=torch.long, device=audio.device)
+        if self.aligned_canvas:
+            with torch.no_grad():
+                log_probs = self.backbone.lm_head(audio).float().log_softmax(-1).cpu().numpy()
+        for row, tokens in enumerate(targets):
+            slots = None
+            if self.aligned_canvas:
+                slots = alignment.first_slots(log_probs[row, : self.projector.output_length(frame_counts[row])], tokens, pad)
+            if slots is None or slots[-1] + 1 >= self.canvas_length:
+                clean[row, : len(tokens)] = torch.tensor(tokens, device=audio.device)
+                continue
+            clean[row, : slots[-1] + 1] = pad
+            clean[row, torch.tensor(slots, device=audio.device)] = torch.tensor(tokens, device=audio.device)
+        return clean
 
     def ctc_loss(self, frames: torch.Tensor, frame_counts: list[int], targets: list[list[int]]) -> torch.Tensor:
         """CTC alone: the projector and the embedding matrix, without the backbone's layers.

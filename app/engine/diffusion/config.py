@@ -75,6 +75,10 @@ class AdapterConfig:
     language_names: dict[str, str] = field(default_factory=lambda: dict(LANGUAGES))
     # Canvas length; None keeps the backbone config's `canvas_length` (256; the model card says 192).
     canvas_length: int | None = None
+    # Longer audio is cut at pauses into chunks of at most this many seconds (30: Whisper's window).
+    # A model that writes each token at the slot where it is spoken (the micro model's aligned
+    # canvas) can only write as many slots as its canvas has positions, so it sets less.
+    max_chunk_seconds: float = 30.0
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     projector_file: str = "projector.safetensors"
     # Folder (relative to the adapter) holding peft's adapter_config.json + adapter_model.safetensors.
@@ -101,6 +105,9 @@ class AdapterConfig:
             values["projector"] = ProjectorConfig(**projector)
         if "language_names" in values:
             values["language_names"] = {**LANGUAGES, **values["language_names"]}
+        seconds = values.get("max_chunk_seconds", 30.0)
+        if not isinstance(seconds, (int, float)) or not 1.0 <= seconds <= 30.0:
+            raise UserError(f"{source}: max_chunk_seconds must be a number from 1 to 30, not {seconds!r}.", code="bad_model")
         return cls(**values)
 
     @classmethod

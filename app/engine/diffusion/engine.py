@@ -84,7 +84,8 @@ class DiffusionEngine:
         m = self.model
         timings: dict[str, float | list[float]] = {}
         clock = _Clock(m.device)
-        chunks = split_at_pauses(audio)
+        longest = m.config.max_chunk_seconds
+        chunks = split_at_pauses(audio, max_seconds=longest, min_seconds=longest / 2)
         if not chunks:  # digital silence: nothing to say, and nothing for the model to invent
             return Transcript(text="", language=language, steps_used=0, timings={"total": clock.lap_ms()})
 
