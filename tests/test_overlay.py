@@ -66,15 +66,7 @@ def x_session(tmp_path_factory):
 
     missing = missing_tools()
     assert not missing, f"missing desktop test tools {missing}: run `packaging/setup.sh deps`"
-    for attempt in (1, 2):  # a display number taken by a concurrent X server in the same instant: try once more
-        session = XSession(tmp_path_factory.mktemp("overlay"))
-        try:
-            session.start()
-            break
-        except (AssertionError, RuntimeError):
-            session.stop()
-            if attempt == 2:
-                raise
+    session = XSession(tmp_path_factory.mktemp("overlay")).start()
     yield session
     session.stop()
 

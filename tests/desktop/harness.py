@@ -47,7 +47,20 @@ class XSession:
         self.procs: list[subprocess.Popen] = []
         self.env: dict[str, str] = {}
 
-    def start(self) -> "XSession":
+    def start(self, attempts: int = 2) -> "XSession":
+        """Xvfb, openbox, trayer; once more with a fresh X server when they do not come up. Seen on a
+        loaded machine: openbox could not open the display Xvfb had just announced."""
+        attempt = 1
+        while True:
+            try:
+                return self._start_once()
+            except (AssertionError, RuntimeError):
+                self.stop()  # a session that failed to start must not leave its X server running
+                if attempt == attempts:
+                    raise
+                attempt += 1
+
+    def _start_once(self) -> "XSession":
         read_fd, write_fd = os.pipe()
         xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
                                 pass_fds=(write_fd,), stderr=open(self.workdir / "xvfb.log", "wb"))
@@ -59,9 +72,11 @@ class XSession:
             raise RuntimeError(f"Xvfb did not start; see {self.workdir / 'xvfb.log'}")
         env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS")}
         self.env = {**env, "DISPLAY": f":{display}", "XDG_SESSION_TYPE": "x11", "QT_QPA_PLATFORM": "xcb"}
-        self.spawn(["openbox"], "openbox")
-        wait_for(lambda: "window id" in self.run("xprop", "-root", "_NET_SUPPORTING_WM_CHECK"),
+        openbox = self.spawn(["openbox"], "openbox")
+        wait_for(lambda: openbox.poll() is not None or "window id" in self.run("xprop", "-root", "_NET_SUPPORTING_WM_CHECK"),
                  "openbox to manage the screen")
+        if openbox.poll() is not None:
+            raise AssertionError(f"openbox exited without managing the screen; see {self.workdir / 'openbox.log'}")
         self.spawn(["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "24",
                     "--SetDockType", "true", "--transparent", "false"], "trayer")
         wait_for(self.tray_ready, "trayer to own the system tray selection")
