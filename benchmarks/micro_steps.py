@@ -11,7 +11,9 @@ with the test data's Whisper tiny.en as its encoder (`python -m tests.data.build
 
 For each step count it runs exactly that many steps (early exit off) and reports the corpus WER
 (`wer_by_steps`, `wer_real_by_steps`) and the mean milliseconds per held-out clip spent in
-denoising, prefill included (`ms_by_steps`). The CTC ablation is not re-run here (it costs two
+denoising, prefill included (`ms_by_steps`). At 8 steps it also splits the held-out words by how
+often each occurs in the training sentences (`accuracy_by_training_count`: words, fraction right),
+which needs Debian's fortunes (the training text). The CTC ablation is not re-run here (it costs two
 trainings): it is read from ablation.json next to the model, where `python -m app.training.micro
 --ablation-steps N` wrote it (`wer_with_ctc`, `wer_without_ctc`).
 """
@@ -29,8 +31,9 @@ import torch  # noqa: E402
 
 from app.audio.loading import load_audio  # noqa: E402
 from app.engine import EngineSpec, load_engine  # noqa: E402
-from app.training.evaluate import word_error_rate  # noqa: E402
-from app.training.micro import ABLATION_RECORD, DEFAULT_OUT, EVAL_CLIPS, RECORD, load_heldout  # noqa: E402
+from app.training import corpus  # noqa: E402
+from app.training.evaluate import accuracy_by_training_count, word_error_rate  # noqa: E402
+from app.training.micro import ABLATION_RECORD, DEFAULT_OUT, EVAL_CLIPS, HELDOUT, RECORD, load_heldout  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from tests.speech import clips  # noqa: E402
 
@@ -52,6 +55,7 @@ def main() -> int:
 
     result: dict = {"model": str(args.model), "heldout_clips": len(heldout), "real_clips": len(real)}
     result["wer_by_steps"], result["ms_by_steps"], result["wer_real_by_steps"] = {}, {}, {}
+    hypotheses: dict[int, list[str]] = {}
     for steps in STEPS:
         texts, ms = [], []
         for _, audio in heldout:
@@ -62,11 +66,14 @@ def main() -> int:
         result["wer_by_steps"][steps] = round(word_error_rate([t for t, _ in heldout], texts), 4)
         result["ms_by_steps"][steps] = round(sum(ms) / len(ms), 1)
         result["wer_real_by_steps"][steps] = round(word_error_rate([t for t, _ in real], real_texts), 4)
+        hypotheses[steps] = texts
         if not args.json:
             print(f"{steps:>2} steps: held-out WER {result['wer_by_steps'][steps]:.1%}, "
                   f"{result['ms_by_steps'][steps]:.0f} ms/clip; LibriVox WER {result['wer_real_by_steps'][steps]:.1%}")
 
     record = json.loads((args.model / RECORD).read_text(encoding="utf-8"))
+    training_texts = corpus.sentences()[HELDOUT : HELDOUT + record["train_clips"]]
+    result["accuracy_by_training_count"] = accuracy_by_training_count([t for t, _ in heldout], hypotheses[8], training_texts)
     ablation_file = args.model / ABLATION_RECORD
     ablation = json.loads(ablation_file.read_text(encoding="utf-8")) if ablation_file.is_file() else {}
     result["wer_with_ctc"] = ablation.get("wer_with_ctc")

@@ -17,16 +17,17 @@ import torch
 
 from app.engine import EngineSpec, load_engine
 from app.training import alignment, corpus, micro, model, synth
-from app.training.evaluate import word_error_rate
+from app.training.evaluate import accuracy_by_training_count, word_error_rate
 from app.training.micro import DEFAULT_OUT, EVAL_CLIPS, load_heldout
 from tests.data import WHISPER_TINY_EN
 
 MICRO = DEFAULT_OUT
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CLIPS = 30  # held-out sentences 100-129: neither trained on nor used for validation
-# Measured: 84.6% at 8 steps on held-out sentences 100-149 (docs/benchmarks.md). The target is
-# 15%; the model trained within the 90-minute budget does not reach it (see docs/diffusion.md).
-MAX_WER_8_STEPS = 0.95
+# Measured on these 30 sentences: 69.6% at 8 steps (16: 70.3%, 32: 72.1%; docs/benchmarks.md has
+# sentences 100-149). The bound fails the plain-canvas model this one replaced (84.6%). The issue's
+# target is 15%; the model trained within the 90-minute budget does not reach it (docs/diffusion.md).
+MAX_WER_8_STEPS = 0.80
 STEPS_MARGIN = 0.05
 
 
@@ -199,7 +200,14 @@ def test_the_aligned_canvas_puts_each_token_where_the_ctc_head_hears_it():
     assert alignment.first_slots(repeat[:2].numpy(), [2, 2], blank=0) is None
 
 
-def test_the_aligned_canvas_needs_ctc_so_its_ablation_is_refused(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        micro.main(["--canvas", "aligned", "--ablation-steps", "10"])
-    assert exit_.value.code == 2 and "--canvas plain" in capsys.readouterr().err
+def test_word_accuracy_is_split_by_how_often_the_training_text_has_each_word():
+    training = ["The cat sat on the mat.", "The dog sat.", "A cat ran."]
+    references = ["The cat sat on a zebra.", "The dog ran."]
+    hypotheses = ["The cat sat in a zebra.", "the hog ran"]
+    buckets = accuracy_by_training_count(references, hypotheses, training)
+    # "the" occurs 3 times in training (3-10), right twice; cat, sat, on, a, dog, ran 1-2 times, of which
+    # on and dog are wrong; zebra never, right all the same.
+    assert buckets["0"] == {"words": 1, "correct": 1.0}
+    assert buckets["1-2"] == {"words": 6, "correct": round(4 / 6, 4)}
+    assert buckets["3-10"] == {"words": 2, "correct": 1.0}
+    assert buckets["11-100"] == {"words": 0, "correct": None}

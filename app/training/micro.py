@@ -2,7 +2,7 @@
 
     python -m app.training.micro [--out resources/models/diffusion-micro] [--listen-steps 1000] [--steps 2400]
     python -m app.training.micro --ablation-steps 600    # the CTC ablation, into OUT/adapter/ablation.json
-    python -m app.training.micro --canvas aligned        # each token at the slot where it is spoken
+    python -m app.training.micro --canvas plain          # the transcript from the canvas's first position
 
 Stages, each printed as it runs:
 1. sentences from Debian's fortunes, split into held-out and training sentences (never both);
@@ -70,16 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS, help="held-out clips for the WER")
     parser.add_argument("--resume", type=Path, help="continue training this checkpoint folder for --steps more steps")
     parser.add_argument("--lr", type=float, default=LEARNING_RATE, help="peak learning rate")
-    parser.add_argument("--canvas", choices=("plain", "aligned"), default="plain",
-                        help="diffusion target: the transcript from the first position (plain), or each token "
-                             "at the audio slot where the CTC head hears it (aligned; see model.MicroASR.clean_canvas)")
+    parser.add_argument("--canvas", choices=("plain", "aligned"), default="aligned",
+                        help="diffusion target: each token at the audio slot where the CTC head hears it (aligned; "
+                             "see model.MicroASR.clean_canvas), or the transcript from the first position (plain)")
     parser.add_argument("--ablation-steps", type=int, default=0,
                         help="only run the CTC ablation: this many joint steps, after --listen-steps with CTC; "
-                             "without CTC the same time goes to more joint steps")
+                             "without CTC the same time goes to more joint steps, on the plain canvas (only the "
+                             "CTC head can place an aligned canvas's tokens)")
     args = parser.parse_args(argv)
-    if args.ablation_steps and args.canvas == "aligned":
-        parser.error("the aligned canvas needs the CTC head to place its tokens, so a run without CTC cannot use it: "
-                     "run the ablation with --canvas plain")
     aligned = args.canvas == "aligned"
     torch.set_num_threads(args.threads)
 
@@ -101,14 +99,15 @@ def main(argv: list[str] | None = None) -> int:
             # Equal budgets: the CTC-only listening steps' time goes to joint steps in the run without CTC.
             steps = args.ablation_steps if use_ctc else args.ablation_steps + round(args.listen_steps * LISTEN_STEP_COST)
             log(f"ablation: {name}, {steps} joint steps")
-            trained, history = train_model(tokenizer, train, steps, args.seed, use_ctc, listen_steps=args.listen_steps)
+            trained, history = train_model(tokenizer, train, steps, args.seed, use_ctc, listen_steps=args.listen_steps,
+                                           aligned_canvas=aligned and use_ctc)
             folder = args.work / f"ablation-{name}"
             save(trained, folder, args.encoder)
             result = evaluate(folder / "adapter", eval_clips, eval_texts, steps=8)
             results[f"wer_{name}"] = round(result.wer, 4)
             results[f"final_losses_{name}"] = history[-1]
             log(f"ablation: WER {name} at 8 steps = {result.wer:.1%}")
-        record = {**results, "steps": args.ablation_steps, "listen_steps": args.listen_steps,
+        record = {**results, "canvas_with_ctc": args.canvas, "canvas_without_ctc": "plain", "steps": args.ablation_steps, "listen_steps": args.listen_steps,
                   "listen_step_cost": LISTEN_STEP_COST, "batch": BATCH, "listen_batch": LISTEN_BATCH, "seed": args.seed, "threads": args.threads,
                   "eval_clips": len(eval_texts), "command": _command(argv)}
         update_record(args.out / "adapter", record, ABLATION_RECORD)

@@ -49,5 +49,5 @@ def test_hold_to_talk_with_the_diffusion_engine(x_session, diffusion_app, target
     error = wer(text, typed)
     if error > MAX_WER:
         # The loop is proven above; the words are not yet: the model trained within the 90-minute budget
-        # makes 85% WER on held-out speech (docs/benchmarks.md). Reported, not hidden: XFAIL in the summary.
+        # makes ~66% WER on held-out speech (docs/benchmarks.md). Reported, not hidden: XFAIL in the summary.
         pytest.xfail(f"the micro model's words are wrong (WER {error:.0%}): {text!r} -> {typed!r}")
