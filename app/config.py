@@ -58,7 +58,7 @@ class Settings:
     """Every user setting, defaulted. Frozen: change one with `dataclasses.replace` and save."""
 
     engine: str = setting("whisper", "Engine", "The speech model family: diffusion needs a GPU (except the micro model "
-                          "in resources/models), Whisper runs anywhere.",
+                          "in resources/models, a demo that gets most words wrong), Whisper runs anywhere.",
                           group="Model", choices=ENGINES)
     model: str = setting("", "Model", "A model folder or Hugging Face id; leave empty for the engine's default.",
                          group="Model", widget="model")
