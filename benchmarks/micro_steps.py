@@ -31,9 +31,8 @@ import torch  # noqa: E402
 
 from app.audio.loading import load_audio  # noqa: E402
 from app.engine import EngineSpec, load_engine  # noqa: E402
-from app.training import corpus  # noqa: E402
 from app.training.evaluate import accuracy_by_training_count, word_error_rate  # noqa: E402
-from app.training.micro import ABLATION_RECORD, DEFAULT_OUT, EVAL_CLIPS, HELDOUT, RECORD, load_heldout  # noqa: E402
+from app.training.micro import ABLATION_RECORD, DEFAULT_OUT, EVAL_CLIPS, RECORD, load_heldout, split_sentences  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from tests.speech import clips  # noqa: E402
 
@@ -72,7 +71,7 @@ def main() -> int:
                   f"{result['ms_by_steps'][steps]:.0f} ms/clip; LibriVox WER {result['wer_real_by_steps'][steps]:.1%}")
 
     record = json.loads((args.model / RECORD).read_text(encoding="utf-8"))
-    training_texts = corpus.sentences()[HELDOUT : HELDOUT + record["train_clips"]]
+    training_texts, _ = split_sentences(record["train_clips"])
     result["accuracy_by_training_count"] = accuracy_by_training_count([t for t, _ in heldout], hypotheses[8], training_texts)
     ablation_file = args.model / ABLATION_RECORD
     ablation = json.loads(ablation_file.read_text(encoding="utf-8")) if ablation_file.is_file() else {}

@@ -10,7 +10,8 @@ Stages, each printed as it runs:
    encoder's frames for it, cached under --work (dataset.py);
 3. a BPE tokenizer on the training text, then the model (model.py): first --listen-steps of CTC
    alone, which teach the projector to put each word's embedding where its sound is, at an eighth
-   of the cost per clip of a full step; then --steps of the three losses together;
+   of the cost per clip of a full step; then --steps of the three losses together, the diffusion
+   target being the aligned canvas (each token at its audio slot) unless --canvas plain;
 4. OUT/backbone (DiffusionGemma + tokenizer) and OUT/adapter (asr_config.json, projector, LoRA,
    heldout.json with the held-out sentences and their voice seeds), then the held-out WER at 8 steps
    through the production engine, written to OUT/adapter/training.json.
@@ -81,10 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     aligned = args.canvas == "aligned"
     torch.set_num_threads(args.threads)
 
-    sentences = corpus.sentences()
-    train_texts = sentences[HELDOUT : HELDOUT + args.train_clips]
-    heldout_texts = sentences[:HELDOUT]
-    log(f"{len(sentences)} fortune sentences: {len(train_texts)} for training, {HELDOUT} held out")
+    train_texts, heldout_texts = split_sentences(args.train_clips)
+    log(f"fortune sentences: {len(train_texts)} for training, {HELDOUT} held out")
     data_start = time.perf_counter()
     train = dataset.build(args.work / "train", train_texts, list(range(HELDOUT, HELDOUT + len(train_texts))), args.encoder, log)
     data_minutes = round((time.perf_counter() - data_start) / 60, 1)  # ~0 when the cache was already there
@@ -107,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             results[f"wer_{name}"] = round(result.wer, 4)
             results[f"final_losses_{name}"] = history[-1]
             log(f"ablation: WER {name} at 8 steps = {result.wer:.1%}")
-        record = {**results, "canvas_with_ctc": args.canvas, "canvas_without_ctc": "plain", "steps": args.ablation_steps, "listen_steps": args.listen_steps,
-                  "listen_step_cost": LISTEN_STEP_COST, "batch": BATCH, "listen_batch": LISTEN_BATCH, "seed": args.seed, "threads": args.threads,
+        record = {**results, "canvas_with_ctc": args.canvas, "canvas_without_ctc": "plain",
+                  "steps": args.ablation_steps, "listen_steps": args.listen_steps, "listen_step_cost": LISTEN_STEP_COST, "batch": BATCH, "listen_batch": LISTEN_BATCH, "seed": args.seed, "threads": args.threads,
                   "eval_clips": len(eval_texts), "command": _command(argv)}
         update_record(args.out / "adapter", record, ABLATION_RECORD)
         return 0
@@ -142,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr, "canvas": args.canvas, "continues": previous,
     })
     return 0
+
+
+def split_sentences(train_clips: int) -> tuple[list[str], list[str]]:
+    """(training, held out): the first `train_clips` sentences after the `HELDOUT` held-out ones.
+    The benchmark uses it too, to count how often training heard each test word."""
+    train, heldout = corpus.split(corpus.sentences(), HELDOUT)
+    return train[:train_clips], heldout
 
 
 def train_model(tokenizer, train: dataset.FrameCache, steps: int, seed: int, use_ctc: bool,
