@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from app.engine import EngineSpec, load_engine
-from tests.data import WHISPER_BASE, WHISPER_TINY_EN
+# Triton kernels (app/engine/diffusion/expert_kernels.py) run on the CPU under Triton's interpreter.
+# Triton reads this when its kernels are decorated, so it is set before anything imports them; the
+# portable (dequantize) path is still what CPU users get and what tests select explicitly.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from app.engine import EngineSpec, load_engine  # noqa: E402
+from tests.data import WHISPER_BASE, WHISPER_TINY_EN  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -1,4 +1,4 @@
-"""Weight-only quantization of the backbone, experts included, dequantized on the fly.
+"""Weight-only quantization of the backbone, experts included, with kernels that read the low-bit weights.
 
 DiffusionGemma keeps its 128 experts per layer in two fused 3-D parameters (~23B of its 25B weights).
 bitsandbytes' `load_in_4bit`/`load_in_8bit` only replace `nn.Linear`, so the experts would stay in
@@ -9,10 +9,12 @@ the Hub. So this module stores weights itself, in plain tensors any torch build 
 - `fp8`:  float8_e4m3fn values with one scale per output channel.
 - `int4`: two values per byte, one scale per group of up to 128 inputs (per-channel 4-bit is too coarse).
 
-At run time a layer's weights are dequantized to the compute dtype just before its matmul and freed
-after it. For the experts that means all 128 experts of one layer at once (a 256-token canvas routes
-to nearly all of them anyway), and transformers' own expert kernels (grouped_mm or its eager loop) do
-the math. Attention, norms, router, embeddings and the tied lm_head stay in the compute dtype.
+At run time a layer reads its codes inside the matrix product where a kernel for it exists
+(`expert_kernels.py`: fp8 grouped GEMM on Hopper and newer, a Triton grouped GEMM for int8/int4 on
+CUDA GPUs). Elsewhere (CPU, older GPUs without Triton) the weights are dequantized to the compute
+dtype just before the matmul and freed after it: for the experts, all 128 of one layer at once, and
+transformers' own expert kernels do the math. Attention, norms, router, embeddings and the tied
+lm_head stay in the compute dtype.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
 
 from app.engine.devices import free_gpu_bytes
+from app.engine.diffusion import expert_kernels as kernels
 from app.errors import UserError
 
 MODES = ("fp32", "bf16", "fp8", "int8", "int4")
@@ -63,6 +66,21 @@ class QuantizedWeight(nn.Module):
             return grouped.reshape(self.shape)
         return self.codes.to(dtype) * scale
 
+    def kernel(self, device: torch.device) -> str:
+        """Which product reads these codes on `device`: `fp8`, `triton` or `dequantize` (portable)."""
+        if self.mode == "fp8" and kernels.fp8_grouped_usable(device) and all(d % 16 == 0 for d in self.shape[-2:]):
+            return "fp8"
+        groups = self.scale.shape[-1] if self.mode == "int4" else 1
+        if self.mode in ("int8", "int4") and kernels.triton_usable(device) and kernels.int_block_k(self.mode, self.shape[-1], groups):
+            return "triton"
+        return "dequantize"
+
+    def grouped_mm(self, x: torch.Tensor, ends: torch.Tensor, kernel: str) -> torch.Tensor:
+        """x (rows sorted by expert, in) @ each expert's weight.T -> (rows, out); `ends` per expert, int32."""
+        if kernel == "fp8":
+            return kernels.fp8_grouped_mm(x, self.codes, self.scale, ends)
+        return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape)
+
     def extra_repr(self) -> str:
         return f"mode={self.mode}, shape={self.shape}"
 
@@ -77,7 +95,16 @@ class QuantizedLinear(nn.Module):
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.qweight.dequantize(x.dtype), self.bias)
+        kernel = self.qweight.kernel(x.device)
+        if kernel == "dequantize":
+            return F.linear(x, self.qweight.dequantize(x.dtype), self.bias)
+        if kernel == "fp8":
+            out = kernels.fp8_mm(x, self.qweight.codes, self.qweight.scale)
+        else:  # one group holding every row
+            flat = x.reshape(-1, x.shape[-1])
+            ends = torch.full((1,), flat.shape[0], dtype=torch.int32, device=x.device)
+            out = self.qweight.grouped_mm(flat, ends, kernel).reshape(*x.shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
 
 
 class QuantizedExperts(nn.Module):
@@ -95,12 +122,30 @@ class QuantizedExperts(nn.Module):
         self.experts = experts
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        up_kernel, down_kernel = self.gate_up.kernel(hidden_states.device), self.down.kernel(hidden_states.device)
+        if "dequantize" not in (up_kernel, down_kernel):
+            return self._grouped(hidden_states, top_k_index, top_k_weights, up_kernel, down_kernel)
         self.experts.gate_up_proj = self.gate_up.dequantize(hidden_states.dtype)
         self.experts.down_proj = self.down.dequantize(hidden_states.dtype)
         try:
             return self.experts(hidden_states, top_k_index, top_k_weights)
         finally:
             del self.experts.gate_up_proj, self.experts.down_proj
+
+    def _grouped(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor, up_kernel: str, down_kernel: str) -> torch.Tensor:
+        """transformers' `grouped_mm` experts path (sort rows by expert, two grouped products, gate,
+        weight, unsort, sum over top-k) with products that read the quantized codes."""
+        tokens, top_k = top_k_index.shape
+        experts = self.experts.num_experts
+        expert_ids, order = torch.sort(top_k_index.reshape(-1))
+        rows = hidden[order // top_k]
+        counts = torch.histc(expert_ids.float() if hidden.device.type == "cpu" else expert_ids.int(), bins=experts, min=0, max=experts - 1)
+        ends = torch.cumsum(counts, 0, dtype=torch.int32)
+        gated = self.experts._apply_gate(self.gate_up.grouped_mm(rows, ends, up_kernel))
+        out = self.down.grouped_mm(gated, ends, down_kernel) * top_k_weights.reshape(-1)[order].unsqueeze(-1)
+        unsorted = torch.empty_like(out)  # routing weights are float32: sum the top-k in float32, as transformers does
+        unsorted[order] = out
+        return unsorted.view(tokens, top_k, -1).sum(dim=1).to(hidden.dtype)
 
 
 def quantize_backbone(model: DiffusionGemmaForBlockDiffusion, mode: str, device: torch.device) -> None:

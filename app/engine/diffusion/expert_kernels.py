@@ -1,0 +1,200 @@
+"""Grouped matrix products that read quantized weights once, inside the GEMM.
+
+A denoising step multiplies 256 canvas tokens x top-8 routed rows by all 128 experts of every layer,
+so its cost is reading the expert weights. Dequantizing a layer's experts to bf16 before the GEMM
+(the portable path in `quantization.py`) reads the low-bit codes, writes a bf16 copy and reads it
+again: slower than bf16 itself. These kernels read the codes straight into the matrix units:
+
+- `fp8`: `torch._scaled_grouped_mm` (CUTLASS, Hopper and newer): fp8 weights with one scale per
+  output channel, activations quantized per row on the fly.
+- `int8` / `int4`: a Triton grouped GEMM that unpacks and scales each weight tile in registers
+  (int4: one scale per group of inputs). `TRITON_INTERPRET=1` runs it on the CPU for tests.
+
+Rows arrive sorted by expert with `ends` (int32, one cumulative end per expert), as transformers'
+`grouped_mm` experts path prepares them. Every shape is fixed for a given number of rows, and no
+value is read back to the CPU, so the products can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # Triton ships with CUDA builds of torch; CPU installs may lack it.
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+BLOCK_M = 16  # routed rows per expert are few (2048 rows over 128 experts): small M tiles waste least
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU (`TRITON_INTERPRET=1`), as the tests do."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def triton_usable(device: torch.device) -> bool:
+    """Whether the Triton kernel can run on tensors of `device`."""
+    if triton is None:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and interpreting())
+
+
+def fp8_grouped_usable(device: torch.device) -> bool:
+    """fp8 tensor cores and torch's fp8 grouped GEMM: CUDA compute capability 9.0 or newer."""
+    return device.type == "cuda" and hasattr(torch, "_scaled_grouped_mm") and torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+def int_block_k(mode: str, in_features: int, groups: int) -> int | None:
+    """The K tile for the Triton kernel, or None when the shape does not suit it (then dequantize).
+
+    int4 needs a tile inside one scale group, so each tile multiplies by one scale per column.
+    """
+    group = in_features // groups if mode == "int4" else in_features
+    for block in (64, 32, 16):
+        if in_features % block == 0 and group % block == 0:
+            return block
+    return None
+
+
+def tile_plan(ends: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each M tile: its expert (-1 past the last tile) and its first row. Shapes depend on `rows` only."""
+    experts = ends.shape[0]
+    ends = ends.to(torch.int64)
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+    tiles = (ends - starts + BLOCK_M - 1) // BLOCK_M
+    tile_ends = torch.cumsum(tiles, 0)
+    max_tiles = (rows + BLOCK_M - 1) // BLOCK_M + experts
+    index = torch.arange(max_tiles, device=ends.device)
+    expert = torch.searchsorted(tile_ends, index, right=True)
+    valid = expert < experts
+    expert = expert.clamp(max=experts - 1)
+    first_row = starts[expert] + (index - (tile_ends[expert] - tiles[expert])) * BLOCK_M
+    return torch.where(valid, expert, -1).to(torch.int32), first_row.to(torch.int32)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _grouped_dequant_mm_kernel(
+        x_ptr,
+        codes_ptr,
+        scale_ptr,
+        out_ptr,
+        tile_expert_ptr,
+        tile_row_ptr,
+        ends_ptr,
+        N,
+        K: tl.constexpr,
+        GROUPS: tl.constexpr,
+        INT4: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        """out[rows of expert e] = x[rows] @ dequant(codes[e]).T, one (BLOCK x BLOCK_N) tile per program."""
+        tile = tl.program_id(0)
+        expert = tl.load(tile_expert_ptr + tile)
+        if expert >= 0:
+            first = tl.load(tile_row_ptr + tile)
+            end = tl.load(ends_ptr + expert)
+            rows = first + tl.arange(0, BLOCK)
+            row_ok = rows < end
+            cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+            col_ok = cols < N
+            ks = tl.arange(0, BLOCK_K)
+            expert64 = expert.to(tl.int64)
+            acc = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                a = tl.load(x_ptr + rows[:, None].to(tl.int64) * K + (k0 + ks)[None, :], mask=row_ok[:, None], other=0.0)
+                if INT4:
+                    packed_k = K // 2
+                    byte = tl.load(
+                        codes_ptr + (expert64 * N + cols[None, :]) * packed_k + ((k0 + ks) // 2)[:, None],
+                        mask=col_ok[None, :],
+                        other=0,
+                    )
+                    nibble = (byte.to(tl.int32) >> (((k0 + ks) % 2) * 4)[:, None]) & 0xF
+                    group = k0 // (K // GROUPS)
+                    scale = tl.load(scale_ptr + (expert64 * N + cols) * GROUPS + group, mask=col_ok, other=0.0)
+                    w = ((nibble - 8).to(tl.float32) * scale[None, :]).to(a.dtype)
+                else:
+                    w = tl.load(
+                        codes_ptr + (expert64 * N + cols[None, :]) * K + (k0 + ks)[:, None], mask=col_ok[None, :], other=0
+                    ).to(a.dtype)  # |code| <= 127 is exact in bf16
+                acc += tl.dot(a, w)
+            if not INT4:
+                scale = tl.load(scale_ptr + expert64 * N + cols, mask=col_ok, other=0.0)
+                acc = acc * scale[None, :]
+            tl.store(
+                out_ptr + rows[:, None].to(tl.int64) * N + cols[None, :],
+                acc.to(out_ptr.dtype.element_ty),
+                mask=row_ok[:, None] & col_ok[None, :],
+            )
+
+
+def dequant_grouped_mm(
+    x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, ends: torch.Tensor, mode: str, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """(rows, K) x experts' (N, K) int8/int4 weights -> (rows, N), rows sorted by expert up to `ends`.
+
+    `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
+    matrix is one expert. Rows after `ends[-1]` are left unwritten (zeros here, for safety).
+    """
+    experts, n, k = (1, *shape) if len(shape) == 2 else shape
+    groups = scale.shape[-1] if mode == "int4" else 1
+    block_k = int_block_k(mode, k, groups)
+    if block_k is None:
+        raise ValueError(f"no Triton tile fits {mode} weights of shape {shape}")
+    x = x.contiguous()
+    out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
+    tile_expert, tile_row = tile_plan(ends, x.shape[0])
+    block_n = 64 if n >= 64 else 32 if n >= 32 else 16
+    grid = (tile_expert.shape[0], triton.cdiv(n, block_n))
+    _grouped_dequant_mm_kernel[grid](
+        x,
+        codes,
+        scale.to(torch.float32).contiguous(),
+        out,
+        tile_expert,
+        tile_row,
+        ends.to(torch.int32),
+        n,
+        k,
+        groups,
+        INT4=mode == "int4",
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        BLOCK=BLOCK_M,
+    )
+    return out
+
+
+def fp8_grouped_mm(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """(rows, K) bf16 x experts' (N, K) fp8 weights with per-channel scales -> (rows, N) bf16.
+
+    Activations are quantized per row (dynamic scales), the weights are read as stored; the scales
+    are applied in the GEMM's epilogue.
+    """
+    x_fp8, x_scale = quantize_rows_fp8(x)
+    weight = codes.transpose(-2, -1)  # (experts, K, N), column-major as the kernel wants it
+    w_scale = scale.reshape(codes.shape[0], codes.shape[1]).to(torch.float32)
+    return torch._scaled_grouped_mm(x_fp8, weight, x_scale, w_scale, offs=ends.to(torch.int32), out_dtype=x.dtype)
+
+
+def fp8_mm(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(..., K) x (N, K) fp8 weight with per-channel scales -> (..., N): a linear layer in fp8."""
+    flat = x.reshape(-1, x.shape[-1])
+    x_fp8, x_scale = quantize_rows_fp8(flat)
+    w_scale = scale.reshape(1, -1).to(torch.float32)
+    out = torch._scaled_mm(x_fp8, codes.t(), scale_a=x_scale.unsqueeze(-1), scale_b=w_scale, out_dtype=x.dtype)
+    return out.reshape(*x.shape[:-1], codes.shape[0])
+
+
+def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float8_e4m3fn rows and their float32 scales (amax / 448), for the dynamic activation side."""
+    amax = x.abs().amax(dim=-1).to(torch.float32).clamp(min=1e-12)
+    scale = amax / torch.finfo(torch.float8_e4m3fn).max
+    return (x.to(torch.float32) / scale.unsqueeze(-1)).to(torch.float8_e4m3fn), scale

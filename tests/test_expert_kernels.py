@@ -1,0 +1,114 @@
+"""The grouped GEMMs that read quantized weights in the kernel, checked on the CPU.
+
+The Triton kernel runs under Triton's interpreter (`TRITON_INTERPRET=1`), which executes the same
+kernel source on CPU tensors; it is compared with the portable dequantize-then-matmul path, in
+float32 (the interpreter's bfloat16 arithmetic is not the GPU's, so bf16 is checked on the GPU by
+benchmarks/gpu_real_shape.py). The fp8 grouped GEMM is CUDA-only: here its arguments are checked
+against torch's own shape/stride rules on the meta device.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DiffusionGemmaConfig
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
+
+from app.engine.diffusion import expert_kernels
+from app.engine.diffusion.quantization import QuantizedExperts, QuantizedLinear, QuantizedWeight
+
+pytest.importorskip("triton", reason="Triton is installed with the test extras")
+
+
+@pytest.fixture
+def interpreter():
+    """tests/conftest.py sets TRITON_INTERPRET=1 before Triton is imported (it reads it then)."""
+    assert expert_kernels.interpreting()
+    return expert_kernels
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    out, start = torch.zeros(x.shape[0], weight.shape[1]), 0
+    for expert, count in enumerate(counts):
+        out[start : start + count] = x[start : start + count] @ weight[expert].T
+        start += count
+    return out
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("shape", [(4, 96, 128), (3, 48, 704)])  # 704: the real model's expert width (int4 groups of 64)
+def test_triton_grouped_gemm_matches_dequantized_weights(interpreter, mode, shape):
+    generator = torch.Generator().manual_seed(sum(shape))
+    weight = torch.randn(shape, generator=generator)
+    q = QuantizedWeight.quantize(weight, mode)
+    counts = [5, 0, 21, 3][: shape[0]]  # an expert with no rows, one spanning two M tiles
+    ends = torch.cumsum(torch.tensor(counts), 0).to(torch.int32)
+    x = torch.randn(sum(counts) + 3, shape[2], generator=generator)  # 3 rows past the last expert
+    assert q.kernel(torch.device("cpu")) == "triton"
+    out = q.grouped_mm(x, ends, "triton")
+    expected = reference(x, q.dequantize(torch.float32), counts)
+    assert torch.isfinite(out).all()
+    assert float((out - expected).norm() / expected.norm()) < 1e-5
+    assert not out[sum(counts) :].any()
+
+
+def test_tile_plan_covers_every_row_once(interpreter):
+    counts = torch.tensor([0, 17, 16, 1, 0, 40])
+    ends = torch.cumsum(counts, 0).to(torch.int32)
+    experts, first_rows = interpreter.tile_plan(ends, int(counts.sum()))
+    covered = []
+    for expert, first in zip(experts.tolist(), first_rows.tolist()):
+        if expert >= 0:
+            end = int(ends[expert])
+            covered += [(row, expert) for row in range(first, min(first + interpreter.BLOCK_M, end))]
+    expected = [(row, e) for e, (start, end) in enumerate(zip([0, *ends[:-1].tolist()], ends.tolist())) for row in range(start, end)]
+    assert sorted(covered) == expected
+
+
+def tiny_experts() -> DiffusionGemmaTextExperts:
+    config = DiffusionGemmaConfig(
+        text_config=dict(hidden_size=64, num_experts=4, top_k_experts=2, moe_intermediate_size=32, num_hidden_layers=1)
+    ).text_config
+    config._experts_implementation = "grouped_mm"
+    experts = DiffusionGemmaTextExperts(config)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        experts.gate_up_proj.copy_(torch.randn(experts.gate_up_proj.shape, generator=generator) * 0.2)
+        experts.down_proj.copy_(torch.randn(experts.down_proj.shape, generator=generator) * 0.2)
+    return experts
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantized_experts_through_the_kernel_match_the_portable_path(interpreter, monkeypatch, mode):
+    experts = QuantizedExperts(tiny_experts(), mode)
+    generator = torch.Generator().manual_seed(4)
+    hidden = torch.randn(24, 64, generator=generator)
+    top_k_index = torch.randint(0, 4, (24, 2), generator=generator)
+    top_k_weights = torch.rand(24, 2, generator=generator)
+    fast = experts(hidden, top_k_index, top_k_weights)
+    monkeypatch.setattr(interpreter, "triton_usable", lambda device: False)
+    assert experts.gate_up.kernel(hidden.device) == "dequantize"
+    portable = experts(hidden, top_k_index, top_k_weights)
+    assert float((fast - portable).norm() / portable.norm()) < 1e-5
+
+
+def test_quantized_linear_through_the_kernel_matches_the_portable_path(interpreter, monkeypatch):
+    linear = torch.nn.Linear(128, 80, bias=True)
+    layer = QuantizedLinear(linear, "int4")
+    x = torch.randn(2, 7, 128)
+    with torch.no_grad():
+        fast = layer(x)
+        monkeypatch.setattr(interpreter, "triton_usable", lambda device: False)
+        portable = layer(x)
+    assert fast.shape == (2, 7, 80)
+    assert float((fast - portable).norm() / portable.norm()) < 1e-5
+
+
+def test_fp8_grouped_gemm_arguments_satisfy_torch_rules():
+    """On the meta device torch runs the same checks as its CUDA kernel (layouts, scale shapes, dtypes)."""
+    weight = QuantizedWeight.quantize(torch.randn(4, 1408, 2816), "fp8")
+    codes, scale = weight.codes.to("meta"), weight.scale.to("meta")
+    x = torch.empty(2048, 2816, dtype=torch.bfloat16, device="meta")
+    ends = torch.empty(4, dtype=torch.int32, device="meta")
+    out = expert_kernels.fp8_grouped_mm(x, codes, scale, ends)
+    assert out.shape == (2048, 1408) and out.dtype == torch.bfloat16
