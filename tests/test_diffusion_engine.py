@@ -22,7 +22,7 @@ from app.engine import EngineSpec, load_engine
 from app.engine.base import LANGUAGES, SAMPLE_RATE, Progress
 from app.engine.diffusion.chunking import split_at_pauses
 from app.engine.diffusion.config import CONFIG_FILE
-from app.engine.diffusion.denoising import denoise
+from app.engine.diffusion.denoising import Denoiser, denoise_with_generate
 from app.engine.diffusion.loading import apply_generation_overrides
 from app.engine.diffusion.prompt import embed_prefix
 from app.engine.diffusion.tiny import write_tiny_checkpoint, write_tiny_whisper
@@ -107,7 +107,7 @@ def test_steps_outside_1_to_48_are_refused(engine, steps):
 
 
 def test_text_only_path_matches_generate(engine):
-    """Prefill from embeddings + generate(tail, cache) gives the same tokens as generate(whole prompt)."""
+    """Prefill from embeddings + transformers' denoising step gives the same tokens as generate(whole prompt)."""
     backbone, prompt = engine.model.backbone, engine.model.prompt
     ids = prompt.build("English")
     text_ids = [t for t in ids.prefix if t != engine.model.config.audio_token_id][:12]
@@ -115,7 +115,7 @@ def test_text_only_path_matches_generate(engine):
     tail = torch.tensor([ids.tail])
     canvas = backbone.config.canvas_length
     with torch.inference_mode():
-        ours = denoise(backbone, backbone.get_input_embeddings()(prefix), tail, steps=4, seed=7, early_exit=False)
+        ours = Denoiser(backbone)(backbone.get_input_embeddings()(prefix), tail, steps=4, seed=7, early_exit=False)
         torch.manual_seed(7)
         reference = backbone.generate(
             torch.cat([prefix, tail], dim=1),
@@ -126,6 +126,22 @@ def test_text_only_path_matches_generate(engine):
         )
     assert torch.equal(ours.canvases, reference.sequences[:, -canvas:])
     assert ours.steps_used == 4
+
+
+@pytest.mark.parametrize("early_exit", [False, True])
+def test_engine_loop_gives_generates_tokens_with_audio(engine, early_exit):
+    """The engine's loop (one prefill over the whole prompt, transformers' own step) and the reference
+    (prefix prefill, then generate() encodes the tail and denoises) agree token for token."""
+    m = engine.model
+    ids = m.prompt.build("English")
+    generator = torch.Generator().manual_seed(1)
+    audio = torch.randn(2, m.prompt.audio_slots, m.backbone.config.get_text_config().hidden_size, generator=generator)
+    prefix = embed_prefix(m.backbone.get_input_embeddings(), torch.tensor([ids.prefix] * 2), audio, m.config.audio_token_id)
+    tail = torch.tensor([ids.tail] * 2)
+    with torch.inference_mode():
+        ours = Denoiser(m.backbone)(prefix, tail, steps=6, seed=3, early_exit=early_exit)
+        reference = denoise_with_generate(m.backbone, prefix, tail, steps=6, seed=3, early_exit=early_exit)
+    assert torch.equal(ours.canvases, reference)
 
 
 def test_same_seed_same_text_other_seed_other_text(engine):

@@ -1,23 +1,34 @@
-"""Prefill the backbone's KV cache from embeddings, then let transformers' `generate()` denoise the canvas.
+"""Prefill the backbone's KV cache from embeddings, then denoise the canvas with DiffusionGemma's own step.
 
-Everything in the denoising loop is DiffusionGemma's own: the random initial canvas, the
-self-conditioning, the linear temperature schedule, the entropy-bound sampler and the
-stable-and-confident early exit. This module only prepares the cache (which `generate()` cannot
-build from embeddings), chooses the knobs (steps, early exit, one canvas), and listens: a streamer's
-`put_draft` hook sees the argmax canvas after every step, which gives the live preview and the
-per-step timings.
+Everything that decides tokens is transformers': the random initial canvas, the self-conditioning,
+the linear temperature schedule, the entropy-bound sampler and the stable-and-confident early exit
+all run inside `DiffusionGemmaForBlockDiffusion._denoising_step`, called here in the same order
+`generate()` calls it, so the same seed gives the same tokens (`denoise_with_generate` is kept as the
+reference that tests and the GPU benchmark compare with). What this module adds:
+
+- the prompt arrives as embeddings (audio in its slots), which `generate()` cannot prefill: the
+  prefix is prefilled from them, then the text after the audio on top, as `generate()` does it;
+- on a CUDA GPU the prefill and the decoder forward replay CUDA graphs (`graphs.py`), captured
+  per prompt shape when the engine warms up;
+- the argmax canvas after every step is handed to `on_draft` (the live preview), and every step
+  is timed.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
-from transformers.generation.streamers import BaseStreamer
+
+from app.engine.diffusion import graphs
+
+# Prompt shapes (batch, length) whose graphs are kept; a dictation over 30 s is a batch of several.
+MAX_CAPTURED_SHAPES = 8
 
 
 @dataclass
@@ -30,35 +41,184 @@ class DenoiseResult:
     step_ms: list[float] = field(default_factory=list)
 
 
-class _StepListener(BaseStreamer):
-    """Times each denoising step (decoder start -> draft) and forwards the draft canvas."""
+class Denoiser:
+    """Prefill + denoising loop for one backbone; on CUDA it owns the captured graphs."""
 
-    def __init__(self, decoder: torch.nn.Module, on_draft: Callable[[int, torch.Tensor], None] | None) -> None:
-        self.on_draft = on_draft
-        self.on_gpu = decoder.device.type == "cuda"
-        self.step_starts: list[float] = []
-        self.step_ms: list[float] = []
-        self._hook = decoder.register_forward_pre_hook(self._decoder_starts)
+    def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, *, use_graphs: bool | None = None) -> None:
+        self.backbone = backbone
+        device = backbone.get_input_embeddings().weight.device
+        self.use_graphs = device.type == "cuda" if use_graphs is None else use_graphs
+        self._graphs: OrderedDict[tuple[int, int], graphs.PromptGraphs] = OrderedDict()
+        self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self.capture_seconds = 0.0
+        self.graph_error: str | None = None  # why graphs were given up, if they were
 
-    def _decoder_starts(self, module, args) -> None:
-        if self.on_gpu:  # let queued prefill or sampling work finish, so it is not billed to this step
+    def __call__(
+        self,
+        prefix_embeds: torch.Tensor,
+        tail_ids: torch.Tensor,
+        *,
+        steps: int,
+        seed: int,
+        first_position: int = 0,
+        early_exit: bool = True,
+        generation_overrides: dict | None = None,
+        on_draft: Callable[[int, torch.Tensor], None] | None = None,
+    ) -> DenoiseResult:
+        """Denoise one canvas per batch row, conditioned on `prefix_embeds` then `tail_ids`.
+
+        The prefix's position ids start at `first_position` (see `PromptIds`); the tail and the
+        canvas follow at the positions `generate()` gives them, after the prefix's length. The global
+        RNG is seeded with `seed` inside a fork, so results are reproducible and the caller's random
+        state is left alone. Without `early_exit` exactly `steps` decoder passes run.
+        """
+        backbone = self.backbone
+        start = time.perf_counter()
+        prompt = self._prompt(prefix_embeds, tail_ids, first_position)
+        prompt_graphs = self._graphs_for(prompt)
+        if prompt_graphs is not None:
+            cache = prompt_graphs.run_prefill(prompt)
+            decoder_forward = prompt_graphs.decoder_forward
+        else:
+            cache = prefill(backbone, prompt, DynamicCache(config=backbone.config.get_text_config(decoder=True)))
+            decoder_forward = backbone.forward
+        batch, device = prompt.batch, prompt.device
+        _sync(device)
+        prefill_ms = (time.perf_counter() - start) * 1000.0
+
+        knobs = dict(generation_overrides or {}, max_denoising_steps=steps)
+        if not early_exit:
+            knobs.update(stability_threshold=None, confidence_threshold=None)
+        config, _ = backbone._prepare_generation_config(None, **knobs)
+        sampler = backbone._prepare_sampler(config)
+        processors = backbone._prepare_logits_processor(config)
+        stopping = backbone._prepare_diffusion_stopping_criteria(config)
+        gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        step_ms: list[float] = []
+        with torch.random.fork_rng(devices=gpus):
+            torch.manual_seed(seed)
+            canvas, self_conditioning, mask_mapping, finished = backbone._prepare_denoiser_inputs(
+                decoder_attention_mask=prompt.decoder_attention_mask,
+                cache=cache,
+                sampler=sampler,
+                diffusion_stopping_criteria=stopping,
+                batch_size=batch,
+                device=device,
+                model_kwargs={},
+            )
+            argmax = canvas
+            for step in reversed(range(1, steps + 1)):
+                step_start = time.perf_counter()
+                canvas, argmax, self_conditioning, finished = backbone._denoising_step(
+                    decoder_forward=decoder_forward,
+                    current_canvas=canvas,
+                    argmax_canvas=argmax,
+                    input_ids=tail_ids,
+                    decoder_position_ids=prompt.canvas_positions,
+                    self_conditioning_logits=self_conditioning,
+                    mask_mapping=mask_mapping,
+                    cache=cache,
+                    finished_denoising=finished,
+                    cur_step=step,
+                    sampler=sampler,
+                    logits_processor=processors,
+                    diffusion_stopping_criteria=stopping,
+                )
+                done = bool(finished.all())  # waits for the step's GPU work, so the timing below is the step's
+                step_ms.append((time.perf_counter() - step_start) * 1000.0)
+                if on_draft is not None:
+                    on_draft(len(step_ms), argmax.cpu())
+                if done:
+                    break
+        return DenoiseResult(canvases=argmax, steps_used=len(step_ms), prefill_ms=prefill_ms, step_ms=step_ms)
+
+    def _prompt(self, prefix_embeds: torch.Tensor, tail_ids: torch.Tensor, first_position: int) -> "Prompt":
+        """Position ids and masks exactly as `generate()` makes them for a tail on top of a prefix cache."""
+        batch, prefix_len = prefix_embeds.shape[:2]
+        tail_len, device = tail_ids.shape[1], prefix_embeds.device
+        length, canvas = prefix_len + tail_len, self.backbone.config.canvas_length
+        attention = torch.ones(batch, length, dtype=torch.bool, device=device)
+        return Prompt(
+            prefix_embeds=prefix_embeds,
+            prefix_positions=torch.arange(prefix_len, device=device).unsqueeze(0) + first_position,
+            tail_ids=tail_ids,
+            tail_positions=torch.arange(prefix_len, length, dtype=torch.int32, device=device).unsqueeze(0),
+            attention_mask=attention,
+            decoder_attention_mask=torch.nn.functional.pad(attention, (0, canvas), value=True),
+            canvas_positions=torch.arange(length, length + canvas, dtype=torch.int32, device=device).unsqueeze(0),
+        )
+
+    def _graphs_for(self, prompt: "Prompt") -> graphs.PromptGraphs | None:
+        """The graphs for this prompt shape, captured now if new; None where graphs are not used."""
+        if not self.use_graphs:
+            return None
+        key = (prompt.batch, prompt.prefix_embeds.shape[1], prompt.tail_ids.shape[1])
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+            return self._graphs[key]
+        try:
+            captured = graphs.capture_prompt(self.backbone, prompt, prefill, self._pool)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # eager still works: keep dictating, and say why graphs were given up
+            self.use_graphs, self.graph_error = False, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            self._graphs.clear()
             torch.cuda.synchronize()
-        self.step_starts.append(time.perf_counter())
-
-    def put_draft(self, value: torch.Tensor) -> None:
-        # `value` was copied to the CPU by generate(), so the step's GPU work is finished here.
-        self.step_ms.append((time.perf_counter() - self.step_starts[-1]) * 1000.0)
-        if self.on_draft is not None:
-            self.on_draft(len(self.step_ms), value)
-
-    def put(self, value: torch.Tensor) -> None:
-        """The prompt and the finished canvas also arrive here; the drafts say all we need."""
-
-    def end(self) -> None:
-        self._hook.remove()
+            return None
+        self.capture_seconds += captured.seconds
+        self._graphs[key] = captured
+        if len(self._graphs) > MAX_CAPTURED_SHAPES:
+            self._graphs.popitem(last=False)
+        return captured
 
 
-def denoise(
+@dataclass
+class Prompt:
+    """One batch of prompts: the prefix as embeddings, the tail as ids, and where everything sits."""
+
+    prefix_embeds: torch.Tensor
+    prefix_positions: torch.Tensor
+    tail_ids: torch.Tensor
+    tail_positions: torch.Tensor
+    attention_mask: torch.Tensor  # (batch, prompt length), all True
+    decoder_attention_mask: torch.Tensor  # the same with the canvas after it
+    canvas_positions: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.prefix_embeds.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.prefix_embeds.device
+
+
+def prefill(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: DynamicCache, tail_mask=None) -> DynamicCache:
+    """Fill `cache` as `generate()` would: the prefix from its embeddings, then the tail on top of it
+    with transformers' own encoder inputs (`tail_mask`, when given, is that call's mask, precomputed)."""
+    encoder = backbone.model.encoder
+    encoder(inputs_embeds=prompt.prefix_embeds, position_ids=prompt.prefix_positions, cache=cache)
+    tail_ids = prompt.tail_ids
+    if tail_mask is None:
+        tail_ids, tail_mask = tail_inputs(backbone, prompt, cache)
+    encoder(input_ids=tail_ids, attention_mask=tail_mask, cache=cache, position_ids=prompt.tail_positions)
+    return cache
+
+
+def tail_inputs(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: DynamicCache):
+    """The tail's ids and attention masks from transformers' `_prepare_encoder_inputs` (cache = the prefix's)."""
+    return backbone._prepare_encoder_inputs(
+        input_ids=prompt.tail_ids,
+        attention_mask=prompt.attention_mask,
+        encoder_position_ids=prompt.tail_positions,
+        cache=cache,
+        is_prefill=True,
+        canvas_length=backbone.config.canvas_length,
+        batch_size=prompt.batch,
+    )
+
+
+def denoise_with_generate(
     backbone: DiffusionGemmaForBlockDiffusion,
     prefix_embeds: torch.Tensor,
     tail_ids: torch.Tensor,
@@ -67,48 +227,35 @@ def denoise(
     seed: int,
     first_position: int = 0,
     early_exit: bool = True,
-    generation_overrides: dict | None = None,
-    on_draft: Callable[[int, torch.Tensor], None] | None = None,
-) -> DenoiseResult:
-    """Denoise one canvas per batch row, conditioned on `prefix_embeds` then `tail_ids`.
+) -> torch.Tensor:
+    """The reference: prefill the prefix, then transformers' `generate()` encodes the tail and denoises.
 
-    The prefix's position ids start at `first_position` (see `PromptIds`); the tail and the canvas
-    follow it as `generate()` numbers them, after the cache's length.
-    The global RNG is seeded with `seed` inside a fork, so results are reproducible and the caller's
-    random state is left alone. Without `early_exit` exactly `steps` decoder passes run.
+    Returns the canvases. `Denoiser` must give the same tokens for the same seed (tests on the CPU,
+    benchmarks/gpu_real_shape.py on a GPU).
     """
     device = prefix_embeds.device
     batch, prefix_len = prefix_embeds.shape[:2]
     canvas_length = backbone.config.canvas_length
-    start = time.perf_counter()
     cache = DynamicCache(config=backbone.config.get_text_config(decoder=True))
     positions = torch.arange(prefix_len, device=device).unsqueeze(0) + first_position
     backbone.model.encoder(inputs_embeds=prefix_embeds, position_ids=positions, cache=cache)
-    listener = _StepListener(backbone.model.decoder, on_draft)
-    knobs = dict(generation_overrides or {})
-    if not early_exit:
-        knobs.update(stability_threshold=None, confidence_threshold=None)
+    knobs = {} if early_exit else dict(stability_threshold=None, confidence_threshold=None)
     attention_mask = torch.ones(batch, prefix_len + tail_ids.shape[1], dtype=torch.long, device=device)
     gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=gpus):
         torch.manual_seed(seed)
-        try:
-            out = backbone.generate(
-                tail_ids,
-                cache=cache,
-                attention_mask=attention_mask,
-                streamer=listener,
-                max_denoising_steps=steps,
-                max_new_tokens=canvas_length,
-                max_length=None,
-                **knobs,
-            )
-        finally:
-            listener.end()
-    prefill_ms = (listener.step_starts[0] - start) * 1000.0 if listener.step_starts else 0.0
-    return DenoiseResult(
-        canvases=out.sequences[:, -canvas_length:],
-        steps_used=len(listener.step_ms),
-        prefill_ms=prefill_ms,
-        step_ms=listener.step_ms,
-    )
+        out = backbone.generate(
+            tail_ids,
+            cache=cache,
+            attention_mask=attention_mask,
+            max_denoising_steps=steps,
+            max_new_tokens=canvas_length,
+            max_length=None,
+            **knobs,
+        )
+    return out.sequences[:, -canvas_length:]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -16,7 +16,7 @@ import torch
 from app.engine.base import AUTO, SAMPLE_RATE, Progress, ProgressCallback, Transcript, check_audio, check_language
 from app.engine.devices import out_of_memory_as_user_error
 from app.engine.diffusion.chunking import join_texts, split_at_pauses
-from app.engine.diffusion.denoising import denoise
+from app.engine.diffusion.denoising import Denoiser
 from app.engine.diffusion.loading import DiffusionModel, load_model
 from app.engine.diffusion.prompt import embed_prefix
 from app.errors import UserError
@@ -30,6 +30,7 @@ class DiffusionEngine:
     def __init__(self, model: DiffusionModel, *, seed: int = 0) -> None:
         self.model = model
         self.seed = seed
+        self.denoiser = Denoiser(model.backbone)
         eos = model.backbone.generation_config.eos_token_id
         self._eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
 
@@ -41,10 +42,15 @@ class DiffusionEngine:
         return engine
 
     def warm_up(self) -> None:
-        """One 1-step transcription of quiet noise: the first real dictation should not pay the
-        one-time costs (lazy imports inside transformers' denoising loop, kernel selection)."""
+        """A 1-step transcription of quiet noise per prompt length the languages give: the first real
+        dictation should not pay the one-time costs (lazy imports, kernel selection, and on a GPU the
+        capture of the prefill and step graphs for a single-chunk dictation in each language)."""
         quiet = np.random.default_rng(0).standard_normal(SAMPLE_RATE // 2).astype(np.float32) * 0.01
-        self.transcribe(quiet, language="en", steps=1, early_exit=False)
+        names = self.model.config.language_names
+        lengths = {code: len(ids.prefix) + len(ids.tail) for code in names for ids in [self.model.prompt.build(names[code])]}
+        by_length = {length: code for code, length in reversed(list(lengths.items()))}
+        for language in by_length.values():
+            self.transcribe(quiet, language=language, steps=1, early_exit=False)
 
     @property
     def quantization(self) -> str:
@@ -111,8 +117,7 @@ class DiffusionEngine:
         def on_draft(step: int, canvases: torch.Tensor) -> None:
             on_progress(Progress(step=step, total=steps, draft=self._text(canvases, language)))
 
-        result = denoise(
-            m.backbone,
+        result = self.denoiser(
             embeds,
             tail,
             steps=steps,

@@ -1,0 +1,150 @@
+"""CUDA graphs of the prefill and of the decoder forward, captured once per prompt shape.
+
+Eager PyTorch launches every small kernel of a forward from Python: at the real model's shape a
+denoising step is ~4,600 launches and the GPU idles most of the step waiting for them
+(shared/reference/gpu-measured.md). Every step of a dictation has the same shapes (the canvas, a
+read-only prompt cache of fixed length), so the decoder forward is captured once and replayed: the
+same eager kernels, so the same numbers, without the launch overhead. No compiler is involved,
+so a capture costs about two forwards and nothing has to be persisted across restarts.
+
+One `PromptGraphs` holds, for one (batch, prompt length): the prefill (its KV cache lives in the
+graph's memory, so the step graphs read it where the prefill writes it) and two step graphs: the
+first step has no self-conditioning input, the later ones do. The sampler between steps stays
+transformers' own, eager code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from transformers import DiffusionGemmaForBlockDiffusion
+from transformers.cache_utils import DynamicCache
+
+
+@dataclass
+class Captured:
+    """A captured call: copy new inputs into `inputs`, replay `graph`, read `output`."""
+
+    graph: torch.cuda.CUDAGraph
+    inputs: dict[str, torch.Tensor]
+    output: Any
+
+    def __call__(self, **inputs: torch.Tensor) -> Any:
+        for name, value in inputs.items():
+            static = self.inputs[name]
+            if static.data_ptr() != value.data_ptr():
+                static.copy_(value)
+        self.graph.replay()
+        return self.output
+
+
+def capture(fn: Callable[..., Any], inputs: dict[str, torch.Tensor], pool, warmups: int = 2) -> Captured:
+    """Run `fn` a few times on a side stream (lazy initialisation, cuBLAS workspaces), then capture it."""
+    static = {name: value.clone() for name, value in inputs.items()}
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmups):
+            fn(**static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        output = fn(**static)
+    return Captured(graph, static, output)
+
+
+def empty_cache(backbone: DiffusionGemmaForBlockDiffusion, dtype: torch.dtype, device: torch.device) -> DynamicCache:
+    """A DynamicCache whose layers are initialised outside any capture (their set-up copies host data)."""
+    cache = DynamicCache(config=backbone.config.get_text_config(decoder=True))
+    nothing = torch.empty(0, dtype=dtype, device=device)
+    for layer in cache.layers:
+        layer.lazy_initialization(nothing, nothing)
+    return cache
+
+
+@dataclass
+class PromptGraphs:
+    """Prefill and step graphs for one (batch, prompt shape); see the module docstring."""
+
+    prefill: Captured
+    first_step: Captured
+    next_step: Captured
+    seconds: float = 0.0
+
+    def run_prefill(self, prompt) -> DynamicCache:
+        """Replay the prefill on `prompt`'s embeddings, ids and positions; the cache it fills is the graphs' own."""
+        return self.prefill(**_prefill_inputs(prompt))
+
+    def decoder_forward(self, *, decoder_input_ids: torch.Tensor, self_conditioning_logits: torch.Tensor | None, **_same):
+        """Stands in for `backbone.forward` in transformers' `_denoising_step`.
+
+        The cache, positions and masks it was captured with are the ones this prompt shape always
+        has (`_same`: the caller passes equal ones), so only the canvas and the self-conditioning
+        logits are copied in.
+        """
+        if self_conditioning_logits is None:
+            return self.first_step(decoder_input_ids=decoder_input_ids)
+        return self.next_step(decoder_input_ids=decoder_input_ids, self_conditioning_logits=self_conditioning_logits)
+
+
+def _prefill_inputs(prompt) -> dict[str, torch.Tensor]:
+    return {
+        "prefix_embeds": prompt.prefix_embeds,
+        "prefix_positions": prompt.prefix_positions,
+        "tail_ids": prompt.tail_ids,
+        "tail_positions": prompt.tail_positions,
+    }
+
+
+def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: Callable, pool) -> PromptGraphs:
+    """Capture `prefill(backbone, prompt, cache, tail_mask)` for this prompt shape, and both kinds of
+    denoising step reading the cache it fills. Masks are computed once, outside the capture (they
+    depend on shapes only, and building them copies host data); the capture costs about seven
+    forwards (warm-ups included)."""
+    dtype, device = prompt.prefix_embeds.dtype, prompt.device
+    events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    events[0].record()
+    prefix_only = empty_cache(backbone, dtype, device)
+    backbone.model.encoder(inputs_embeds=prompt.prefix_embeds, position_ids=prompt.prefix_positions, cache=prefix_only)
+    _, tail_mask = backbone._prepare_encoder_inputs(
+        input_ids=prompt.tail_ids,
+        attention_mask=prompt.attention_mask,
+        encoder_position_ids=prompt.tail_positions,
+        cache=prefix_only,
+        is_prefill=True,
+        canvas_length=backbone.config.canvas_length,
+        batch_size=prompt.batch,
+    )
+    del prefix_only
+    caches = [empty_cache(backbone, dtype, device) for _ in range(3)]  # two warm-ups and the capture
+
+    def run_prefill(**inputs: torch.Tensor) -> DynamicCache:
+        return prefill(backbone, dataclasses.replace(prompt, **inputs), caches.pop(), tail_mask)
+
+    prefill_graph = capture(run_prefill, _prefill_inputs(prompt), pool)
+    cache = prefill_graph.output
+    prefill_graph.graph.replay()  # fill the graphs' cache once, so the step captures read real keys and values
+    canvas_ids = torch.zeros_like(prompt.decoder_attention_mask[:, -backbone.config.canvas_length :], dtype=torch.long)
+    mask_mapping = backbone.model.decoder.create_diffusion_decoder_attention_mask(
+        config=backbone.config, inputs_embeds=canvas_ids.unsqueeze(-1), cache=cache, decoder_attention_mask=prompt.decoder_attention_mask
+    )
+
+    def step(decoder_input_ids: torch.Tensor, self_conditioning_logits: torch.Tensor | None = None):
+        return backbone(
+            decoder_input_ids=decoder_input_ids,
+            self_conditioning_logits=self_conditioning_logits,
+            decoder_attention_mask=mask_mapping,
+            cache=cache,
+            decoder_position_ids=prompt.canvas_positions,
+        )
+
+    vocab = backbone.config.get_text_config().vocab_size
+    logits = torch.zeros(*canvas_ids.shape, vocab, dtype=dtype, device=device)
+    first = capture(step, {"decoder_input_ids": canvas_ids}, pool)
+    later = capture(step, {"decoder_input_ids": canvas_ids, "self_conditioning_logits": logits}, pool)
+    events[1].record()
+    torch.cuda.synchronize(device)
+    return PromptGraphs(prefill_graph, first, later, seconds=events[0].elapsed_time(events[1]) / 1000.0)
