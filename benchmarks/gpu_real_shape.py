@@ -1,16 +1,23 @@
-"""GPU memory and speed of the diffusion engine at the real model's shape, random weights, per quantization.
+"""GPU speed and memory of the diffusion engine at the real model's shape, random weights, per quantization.
 
     python benchmarks/gpu_real_shape.py --json --out gpu_real_shape.json          # on an H100/H200
     python benchmarks/gpu_real_shape.py --tiny --device cpu --runs 2 --json       # smoke test, any machine
 
 Builds DiffusionGemma 26B-A4B's configuration (hidden 2816, 30 layers, 128 experts top-8, vocab
-262144, canvas 256; a small vision tower, dropped as the loader does) and a whisper-small-shaped
-encoder straight on the device with random weights (no checkpoint, no CPU copy), adds a rank-32
-LoRA on the attention, quantizes through the production code, and runs the production engine on a
-5 s clip. Per mode: memory after load, prefill, ms per denoising step, and the total for 8 and 16
-steps (early exit off), p50 over `--runs` runs. Each mode is built in bf16 and then quantized, so
-the GPU must hold the bf16 model once (~50 GB: H100 80 GB or larger). A time budget (default 420 s)
-skips the remaining modes rather than overrunning.
+262144, canvas 256; a small vision tower, dropped as the loader does) on the meta device, ties
+encoder and decoder layers, and only then gives each distinct weight memory on the device (a plain
+build allocates both sides before tying them: ~100 GB). Adds a whisper-small-shaped encoder and a
+rank-32 LoRA on the attention, quantizes through the production code, and runs the production
+engine on a 5 s clip, end to end from samples to text, early exit off.
+
+Per mode: build and warm-up seconds (warm-up includes the CUDA-graph capture), memory after load
+and peak, features / encoder / prefill, ms per denoising step, 8- and 16-step totals (p50 and p95),
+and the floor: the bytes of weights one step reads over the copy bandwidth measured on this GPU
+(`floor_ms_per_step`, `step_to_floor_ratio`). Checks in the same run: bf16 graphs vs the eager loop
+give identical tokens (same kernels), and each quantized mode's kernels vs its portable dequantize
+path agree on one step's logits within bf16 rounding. The peer: autoregressive Whisper (small and
+large-v3-turbo shapes, random weights) through transformers on the same GPU and clip, exactly 40
+new tokens. A time budget skips whatever would start after it rather than overrunning.
 """
 
 from __future__ import annotations
@@ -21,19 +28,30 @@ import json
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from peft import LoraConfig, inject_adapter_in_model  # noqa: E402
-from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, WhisperConfig, WhisperFeatureExtractor  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers import (  # noqa: E402
+    DiffusionGemmaConfig,
+    DiffusionGemmaForBlockDiffusion,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+)
 from transformers.models.whisper.modeling_whisper import WhisperEncoder  # noqa: E402
 
 from app.engine.base import SAMPLE_RATE  # noqa: E402
+from app.engine.diffusion import expert_kernels  # noqa: E402
 from app.engine.diffusion.audio_encoder import WhisperAudioEncoder  # noqa: E402
 from app.engine.diffusion.config import AdapterConfig, ProjectorConfig  # noqa: E402
+from app.engine.diffusion.denoising import Denoiser  # noqa: E402
 from app.engine.diffusion.engine import DiffusionEngine  # noqa: E402
 from app.engine.diffusion.loading import DiffusionModel  # noqa: E402
 from app.engine.diffusion.projector import AudioProjector  # noqa: E402
@@ -43,6 +61,16 @@ from app.engine.diffusion.tiny import LORA_TARGETS, TINY_PROJECTOR, tiny_backbon
 from benchmarks.machine import machine_info  # noqa: E402
 
 CLIP_SECONDS = 5.0
+WHISPER_NEW_TOKENS = 40
+WHISPER_SHAPES = {
+    "whisper-small": dict(d_model=768, encoder_layers=12, decoder_layers=12, encoder_attention_heads=12,
+                          decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, num_mel_bins=80, vocab_size=51865),
+    "whisper-large-v3-turbo": dict(d_model=1280, encoder_layers=32, decoder_layers=4, encoder_attention_heads=20,
+                                   decoder_attention_heads=20, encoder_ffn_dim=5120, decoder_ffn_dim=5120, num_mel_bins=128,
+                                   vocab_size=51866),
+}
+# One step's logits, fast kernels vs the dequantize path, relative L2: bf16 rounding of two summation orders.
+LOGITS_TOLERANCE = 2e-2
 
 
 def real_backbone_config() -> DiffusionGemmaConfig:
@@ -75,30 +103,52 @@ def real_backbone_config() -> DiffusionGemmaConfig:
     )
 
 
+def build_tied(config: DiffusionGemmaConfig, dtype: torch.dtype, device: torch.device) -> DiffusionGemmaForBlockDiffusion:
+    """Random weights, each tied weight allocated once: build on meta, tie, then materialise per distinct tensor."""
+    with torch.device("meta"):
+        model = DiffusionGemmaForBlockDiffusion._from_config(config, dtype=dtype)
+    model.tie_weights()
+    made: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for table, wrap in ((module._parameters, lambda t: nn.Parameter(t, requires_grad=False)), (module._buffers, lambda t: t)):
+            for name, tensor in table.items():
+                if tensor is not None and tensor.is_meta:
+                    if id(tensor) not in made:
+                        made[id(tensor)] = wrap(torch.empty_like(tensor, device=device))
+                    table[name] = made[id(tensor)]
+    model.tie_weights()
+    model.init_weights()
+    for module in model.modules():  # init_weights leaves the encoder layers' scalars unset
+        if "layer_scalar" in module._buffers:
+            module.layer_scalar.fill_(1.0)
+    return model.eval()
+
+
 def whisper_small_config() -> WhisperConfig:
-    return WhisperConfig(d_model=768, encoder_layers=12, encoder_attention_heads=12, encoder_ffn_dim=3072, num_mel_bins=80)
+    return WhisperConfig(**WHISPER_SHAPES["whisper-small"])
 
 
 def build_engine(mode: str, device: torch.device, *, tiny: bool) -> DiffusionEngine:
-    """The production engine around randomly initialised parts built directly on `device`."""
+    """The production engine around randomly initialised parts built directly on `device` (not warmed up)."""
     dtype = compute_dtype(mode, device)
     tokenizer = tiny_tokenizer()
     audio_token_id = tokenizer.convert_tokens_to_ids("<|audio|>")
     backbone_config = tiny_backbone_config() if tiny else real_backbone_config()
     projector_config = TINY_PROJECTOR if tiny else ProjectorConfig()
     whisper_config = WhisperConfig(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64) if tiny else whisper_small_config()
+    backbone = build_tied(backbone_config, dtype, device)
     with torch.device(device):
-        backbone = DiffusionGemmaForBlockDiffusion._from_config(backbone_config, dtype=dtype).eval()
         encoder = WhisperEncoder._from_config(whisper_config, dtype=dtype).eval()
     backbone.generation_config.update(eos_token_id=[1, tokenizer.convert_tokens_to_ids("<turn|>")], pad_token_id=0)
     lora = LoraConfig(r=4 if tiny else 32, lora_alpha=8 if tiny else 64, target_modules=LORA_TARGETS, init_lora_weights=False)
     inject_adapter_in_model(lora, backbone)
+    backbone.to(device, dtype)
     backbone.model.encoder.vision_tower = None
     backbone.model.encoder.embed_vision = None
     quantize_backbone(backbone, mode, device)
     hidden = backbone_config.text_config.hidden_size
     projector = AudioProjector(projector_config, whisper_config.d_model, hidden).to(device, dtype).eval()
-    audio = WhisperAudioEncoder(WhisperFeatureExtractor(feature_size=80), encoder, None)
+    audio = WhisperAudioEncoder(WhisperFeatureExtractor(feature_size=whisper_config.num_mel_bins), encoder, None)
     config = AdapterConfig(audio_token_id=audio_token_id, projector=projector_config)
     prompt = PromptBuilder(tokenizer, config.prompt_template, audio_token_id, projector.output_length(audio.frames))
     return DiffusionEngine(DiffusionModel(config, backbone, audio, projector, tokenizer, prompt, device, mode))
@@ -110,38 +160,169 @@ def clip() -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t) + noise).astype(np.float32)
 
 
-def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_counts: tuple[int, ...]) -> dict:
+def copy_bandwidth(device: torch.device) -> float | None:
+    """Bytes per second of a large device-to-device copy, counting bytes read and written."""
+    if device.type != "cuda":
+        return None
+    src = torch.empty(2**30, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(20):
+        dst.copy_(src)
+    end.record()
+    torch.cuda.synchronize(device)
+    seconds = start.elapsed_time(end) / 1000.0 / 20
+    del src, dst
+    return 2 * 2**30 / seconds
+
+
+def step_weight_bytes(engine: DiffusionEngine) -> int:
+    """Bytes of the weights one denoising step reads: every distinct tensor of the text decoder
+    (experts included: 2,048 routed rows reach nearly all of them) and the tied embedding/lm_head."""
+    backbone = engine.model.backbone
+    seen: set[int] = set()
+    total = 0
+    for module in (backbone.model.decoder, backbone.lm_head):
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.data_ptr() not in seen and tensor.dim() >= 1:
+                seen.add(tensor.data_ptr())
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def timed_runs(engine: DiffusionEngine, audio: np.ndarray, steps: int, runs: int) -> dict:
+    totals, prefills, step_ms, features, encoders = [], [], [], [], []
+    for _ in range(runs):
+        t = engine.transcribe(audio, language="en", steps=steps, early_exit=False)
+        assert t.steps_used == steps
+        totals.append(t.timings["total"])
+        prefills.append(t.timings["prefill"])
+        features.append(t.timings["features"])
+        encoders.append(t.timings["encoder"])
+        step_ms.extend(t.timings["steps"])
+    return {
+        f"total_ms_p50_{steps}_steps": _p(totals, 50),
+        f"total_ms_p95_{steps}_steps": _p(totals, 95),
+        f"prefill_ms_p50_{steps}_steps": _p(prefills, 50),
+        f"step_ms_p50_{steps}_steps": _p(step_ms, 50),
+        f"step_ms_p95_{steps}_steps": _p(step_ms, 95),
+        f"features_ms_p50_{steps}_steps": _p(features, 50),
+        f"encoder_ms_p50_{steps}_steps": _p(encoders, 50),
+    }
+
+
+def first_step_logits(engine: DiffusionEngine, audio: np.ndarray) -> torch.Tensor:
+    """lm_head's output on the first step, through the eager loop (hooks do not fire in graph replays)."""
+    captured: list[torch.Tensor] = []
+    handle = engine.model.backbone.lm_head.register_forward_hook(lambda module, args, out: captured.append(out.float()))
+    saved, engine.denoiser = engine.denoiser, Denoiser(engine.model.backbone, use_graphs=False)
+    try:
+        engine.transcribe(audio, language="en", steps=1, early_exit=False, seed=5)
+    finally:
+        handle.remove()
+        engine.denoiser = saved
+    return captured[0]
+
+
+def kernel_check(engine: DiffusionEngine, audio: np.ndarray) -> dict:
+    """A quantized mode's fast kernels against its portable dequantize path, on one step's logits."""
+    fast = first_step_logits(engine, audio)
+    usable = expert_kernels.triton_usable, expert_kernels.fp8_grouped_usable
+    expert_kernels.triton_usable = expert_kernels.fp8_grouped_usable = lambda device: False
+    try:
+        portable = first_step_logits(engine, audio)
+    finally:
+        expert_kernels.triton_usable, expert_kernels.fp8_grouped_usable = usable
+    error = float((fast - portable).norm() / portable.norm())
+    return {"logits_rel_error_vs_dequantize": round(error, 5), "tolerance": LOGITS_TOLERANCE, "ok": error <= LOGITS_TOLERANCE}
+
+
+def graph_check(engine: DiffusionEngine, audio: np.ndarray, runs: int) -> dict:
+    """Graph replay against the eager loop: same kernels, so identical text; and the eager loop's time."""
+    fast = engine.transcribe(audio, language="en", steps=8, early_exit=False, seed=11).text
+    saved, engine.denoiser = engine.denoiser, Denoiser(engine.model.backbone, use_graphs=False)
+    try:
+        eager = engine.transcribe(audio, language="en", steps=8, early_exit=False, seed=11).text
+        timing = timed_runs(engine, audio, 8, runs)
+    finally:
+        engine.denoiser = saved
+    return {"identical_text": fast == eager, "eager_total_ms_p50_8_steps": timing["total_ms_p50_8_steps"],
+            "eager_step_ms_p50": timing["step_ms_p50_8_steps"], "eager_prefill_ms_p50": timing["prefill_ms_p50_8_steps"]}
+
+
+def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_counts: tuple[int, ...], bandwidth: float | None) -> dict:
     started = time.perf_counter()
     engine = build_engine(mode, device, tiny=tiny)
     _sync(device)
     result: dict = {"build_s": round(time.perf_counter() - started, 1), "memory_gib_after_load": _memory_gib(device)}
-    audio = clip()
+    warm = time.perf_counter()
     engine.warm_up()
+    _sync(device)
+    result["warm_up_s"] = round(time.perf_counter() - warm, 2)
+    result["graphs"] = engine.denoiser.use_graphs
+    result["capture_s"] = round(engine.denoiser.capture_seconds, 2)
+    if engine.denoiser.graph_error:
+        result["graph_error"] = engine.denoiser.graph_error
+    audio = clip()
     engine.transcribe(audio, language="en", steps=step_counts[0], early_exit=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for steps in step_counts:
-        totals, prefills, step_ms = [], [], []
-        for _ in range(runs):
-            t = engine.transcribe(audio, language="en", steps=steps, early_exit=False)
-            assert t.steps_used == steps
-            totals.append(t.timings["total"])
-            prefills.append(t.timings["prefill"])
-            step_ms.extend(t.timings["steps"])
-        result[f"total_ms_p50_{steps}_steps"] = round(statistics.median(totals), 1)
-        result[f"prefill_ms_p50_{steps}_steps"] = round(statistics.median(prefills), 1)
-        result[f"step_ms_p50_{steps}_steps"] = round(statistics.median(step_ms), 1)
+        result.update(timed_runs(engine, audio, steps, runs))
     result["prefill_ms_p50"] = result[f"prefill_ms_p50_{step_counts[0]}_steps"]
     result["step_ms_p50"] = result[f"step_ms_p50_{step_counts[-1]}_steps"]
     if device.type == "cuda":
         result["peak_memory_gib_while_transcribing"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    weight_bytes = step_weight_bytes(engine)
+    result["step_weight_gb"] = round(weight_bytes / 1e9, 2)
+    if bandwidth:
+        floor = weight_bytes / bandwidth * 1000.0
+        result["floor_ms_per_step"] = round(floor, 2)
+        result["step_to_floor_ratio"] = round(result["step_ms_p50"] / floor, 2)
+    result["kernels"] = sorted({q.kernel(device) for q in _quantized_weights(engine)}) or ["bf16" if mode == "bf16" else mode]
+    if mode in ("fp8", "int8", "int4"):
+        result["kernel_check"] = kernel_check(engine, audio)
+    if engine.denoiser.use_graphs:
+        result["graph_check"] = graph_check(engine, audio, max(2, runs // 3))
     result["runs"] = runs
     result["seconds"] = round(time.perf_counter() - started, 1)
     del engine
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    _free(device)
     return result
+
+
+def whisper_peer(name: str, device: torch.device, runs: int, *, tiny: bool = False) -> dict:
+    """Autoregressive Whisper of `name`'s shape (`tiny`: a 1-layer one), random weights: features,
+    encoder and exactly 40 greedy tokens."""
+    shape = dict(WHISPER_SHAPES[name])
+    if tiny:
+        shape.update(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                     encoder_ffn_dim=64, decoder_ffn_dim=64)
+    config = WhisperConfig(**shape, max_target_positions=448)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    with torch.device(device):
+        model = WhisperForConditionalGeneration._from_config(config, dtype=dtype).eval()
+    model.generation_config.update(begin_suppress_tokens=None, suppress_tokens=None, forced_decoder_ids=None)
+    extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+    audio = clip()
+    times = []
+    for i in range(runs + 1):
+        _sync(device)
+        start = time.perf_counter()
+        features = extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=str(device)).input_features
+        with torch.inference_mode():
+            out = model.generate(
+                features.to(device, dtype), max_new_tokens=WHISPER_NEW_TOKENS, min_new_tokens=WHISPER_NEW_TOKENS, do_sample=False
+            )
+        _sync(device)
+        if i:  # the first call is the warm-up
+            times.append((time.perf_counter() - start) * 1000.0)
+    del model
+    _free(device)
+    return {"whisper_ar_ms_p50": _p(times, 50), "whisper_ar_ms_p95": _p(times, 95), "new_tokens": int(out.shape[1]), "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -151,39 +332,52 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--modes", help="comma-separated quantizations (default: bf16,fp8,int8,int4 on GPU, fp32,int8,int4 on CPU)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per step count (default 10)")
     parser.add_argument("--step-counts", default="8,16", help="denoising step counts to time (default 8,16)")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="skip modes that would start after this many seconds")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--whisper", default="whisper-small,whisper-large-v3-turbo", help="Whisper peers ('' for none)")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="skip parts that would start after this many seconds")
+    parser.add_argument("--out", type=Path, help="also write the JSON here (rewritten after every part)")
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     modes = args.modes.split(",") if args.modes else (["bf16", "fp8", "int8", "int4"] if device.type == "cuda" else ["fp32", "int8", "int4"])
     config = tiny_backbone_config() if args.tiny else real_backbone_config()
+    step_counts = tuple(int(n) for n in args.step_counts.split(","))
     report: dict = {
         "machine": machine_info(),
         "command": "python benchmarks/gpu_real_shape.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "shape": "tiny" if args.tiny else "diffusiongemma-26B-A4B + whisper-small (random weights)",
         "clip_seconds": CLIP_SECONDS,
         "modes": {},
+        "whisper_peer": {},
     }
+    if device.type == "cuda":
+        report["machine"]["driver"] = _driver()
     started = time.perf_counter()
-    for mode in modes:
+    bandwidth = copy_bandwidth(device)
+    report["copy_bandwidth_tb_s"] = round(bandwidth / 1e12, 3) if bandwidth else None
+
+    def part(table: dict, key: str, run: Callable[[], dict], need_bytes: int = 0) -> None:
         if time.perf_counter() - started > args.budget_s:
-            report["modes"][mode] = {"skipped": f"time budget of {args.budget_s:.0f} s used up"}
-            continue
-        if device.type == "cuda":
-            free = torch.cuda.mem_get_info(device)[0]
-            need = max(estimate_bytes(config, mode), estimate_bytes(config, "bf16"))  # built in bf16 first
-            if need > free:
-                report["modes"][mode] = {"skipped": f"needs ~{need / 2**30:.0f} GiB, {free / 2**30:.0f} GiB free"}
-                continue
-        try:
-            step_counts = tuple(int(n) for n in args.step_counts.split(","))
-            report["modes"][mode] = measure(mode, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts)
-        except torch.cuda.OutOfMemoryError as exc:
-            report["modes"][mode] = {"skipped": f"out of memory: {str(exc).splitlines()[0]}"}
-            gc.collect()
-            torch.cuda.empty_cache()
-        print(f"{mode}: {report['modes'][mode]}", file=sys.stderr, flush=True)
+            table[key] = {"skipped": f"time budget of {args.budget_s:.0f} s used up"}
+        elif device.type == "cuda" and need_bytes > torch.cuda.mem_get_info(device)[0]:
+            table[key] = {"skipped": f"needs ~{need_bytes / 2**30:.0f} GiB"}
+        else:
+            try:
+                table[key] = run()
+            except torch.cuda.OutOfMemoryError as exc:
+                table[key] = {"skipped": f"out of memory: {str(exc).splitlines()[0]}"}
+                _free(device)
+            except Exception as exc:  # a report with the failure beats no report: the other parts still run
+                table[key] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}", "traceback": traceback.format_exc()[-3000:]}
+                _free(device)
+        print(f"{key}: {json.dumps(table[key])}", file=sys.stderr, flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    for mode in modes:
+        need = max(estimate_bytes(config, mode), estimate_bytes(config, "bf16"))  # built in bf16 first
+        part(report["modes"], mode, lambda: measure(mode, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth), need)
+    for name in filter(None, args.whisper.split(",")):
+        part(report["whisper_peer"], name, lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny))
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
     if args.out:
@@ -193,17 +387,45 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
+def _quantized_weights(engine: DiffusionEngine):
+    from app.engine.diffusion.quantization import QuantizedWeight
+
+    return [m for m in engine.model.backbone.modules() if isinstance(m, QuantizedWeight)]
+
+
+def _p(values: list[float], q: int) -> float:
+    ordered = sorted(values)
+    if q == 50:
+        return round(statistics.median(ordered), 1)
+    return round(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))], 1)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _memory_gib(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    gc.collect()
-    torch.cuda.empty_cache()
+    _free(device)
     return round(torch.cuda.memory_allocated(device) / 2**30, 2)
+
+
+def _driver() -> str | None:
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ class Denoiser:
             self._graphs.move_to_end(key)
             return self._graphs[key]
         try:
-            captured = graphs.capture_prompt(self.backbone, prompt, prefill, self._pool)
+            captured = graphs.capture_prompt(self.backbone, prompt, prefill, prefill_masks(self.backbone, prompt), self._pool)
         except torch.cuda.OutOfMemoryError:
             raise
         except RuntimeError as exc:  # eager still works: keep dictating, and say why graphs were given up
@@ -193,29 +193,46 @@ class Prompt:
         return self.prefix_embeds.device
 
 
-def prefill(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: DynamicCache, tail_mask=None) -> DynamicCache:
-    """Fill `cache` as `generate()` would: the prefix from its embeddings, then the tail on top of it
-    with transformers' own encoder inputs (`tail_mask`, when given, is that call's mask, precomputed)."""
+def prefill(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: DynamicCache, masks: tuple | None = None) -> DynamicCache:
+    """Fill `cache` as `generate()` would: the prefix from its embeddings, then the tail on top of it.
+
+    `masks` (from `prefill_masks`, computed before the cache is touched) are the two passes'
+    attention masks; graphs pass them precomputed, since building masks copies host data.
+    """
+    prefix_mask, tail_mask = masks if masks is not None else prefill_masks(backbone, prompt)
     encoder = backbone.model.encoder
-    encoder(inputs_embeds=prompt.prefix_embeds, position_ids=prompt.prefix_positions, cache=cache)
-    tail_ids = prompt.tail_ids
-    if tail_mask is None:
-        tail_ids, tail_mask = tail_inputs(backbone, prompt, cache)
-    encoder(input_ids=tail_ids, attention_mask=tail_mask, cache=cache, position_ids=prompt.tail_positions)
+    encoder(inputs_embeds=prompt.prefix_embeds, attention_mask=prefix_mask, position_ids=prompt.prefix_positions, cache=cache)
+    encoder(input_ids=prompt.tail_ids, attention_mask=tail_mask, cache=cache, position_ids=prompt.tail_positions)
     return cache
 
 
-def tail_inputs(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: DynamicCache):
-    """The tail's ids and attention masks from transformers' `_prepare_encoder_inputs` (cache = the prefix's)."""
-    return backbone._prepare_encoder_inputs(
+def prefill_masks(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt) -> tuple:
+    """The prefix pass's causal masks, and the tail's from transformers' `_prepare_encoder_inputs`
+    (which reads the cache's length, so it gets a scratch cache holding the prefix's shape)."""
+    text_config = backbone.config.get_text_config(decoder=True)
+    encoder = backbone.model.encoder
+    scratch = DynamicCache(config=text_config)
+    prefix_mask = encoder.create_masks_for_generate(
+        config=backbone.config.get_text_config(),
+        inputs_embeds=prompt.prefix_embeds,
+        attention_mask=None,
+        cache=scratch,
+        position_ids=prompt.prefix_positions,
+    )
+    shape = (prompt.batch, 1, prompt.prefix_embeds.shape[1], 1)
+    for layer_cache in scratch.layers:  # the prefix's length is all the tail's masks read from the cache
+        filler = prompt.prefix_embeds.new_zeros(shape)
+        layer_cache.update(filler, filler)
+    _, tail_mask = backbone._prepare_encoder_inputs(
         input_ids=prompt.tail_ids,
         attention_mask=prompt.attention_mask,
         encoder_position_ids=prompt.tail_positions,
-        cache=cache,
+        cache=scratch,
         is_prefill=True,
         canvas_length=backbone.config.canvas_length,
         batch_size=prompt.batch,
     )
+    return prefix_mask, tail_mask
 
 
 def denoise_with_generate(

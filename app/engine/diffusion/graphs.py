@@ -99,30 +99,18 @@ def _prefill_inputs(prompt) -> dict[str, torch.Tensor]:
     }
 
 
-def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: Callable, pool) -> PromptGraphs:
-    """Capture `prefill(backbone, prompt, cache, tail_mask)` for this prompt shape, and both kinds of
-    denoising step reading the cache it fills. Masks are computed once, outside the capture (they
-    depend on shapes only, and building them copies host data); the capture costs about seven
-    forwards (warm-ups included)."""
+def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: Callable, masks: tuple, pool) -> PromptGraphs:
+    """Capture `prefill(backbone, prompt, cache, masks)` for this prompt shape, and both kinds of
+    denoising step reading the cache it fills. The masks are computed before, outside the capture
+    (they depend on shapes only, and building them copies host data); the capture costs about
+    seven forwards, warm-ups included."""
     dtype, device = prompt.prefix_embeds.dtype, prompt.device
     events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     events[0].record()
-    prefix_only = empty_cache(backbone, dtype, device)
-    backbone.model.encoder(inputs_embeds=prompt.prefix_embeds, position_ids=prompt.prefix_positions, cache=prefix_only)
-    _, tail_mask = backbone._prepare_encoder_inputs(
-        input_ids=prompt.tail_ids,
-        attention_mask=prompt.attention_mask,
-        encoder_position_ids=prompt.tail_positions,
-        cache=prefix_only,
-        is_prefill=True,
-        canvas_length=backbone.config.canvas_length,
-        batch_size=prompt.batch,
-    )
-    del prefix_only
     caches = [empty_cache(backbone, dtype, device) for _ in range(3)]  # two warm-ups and the capture
 
     def run_prefill(**inputs: torch.Tensor) -> DynamicCache:
-        return prefill(backbone, dataclasses.replace(prompt, **inputs), caches.pop(), tail_mask)
+        return prefill(backbone, dataclasses.replace(prompt, **inputs), caches.pop(), masks)
 
     prefill_graph = capture(run_prefill, _prefill_inputs(prompt), pool)
     cache = prefill_graph.output
