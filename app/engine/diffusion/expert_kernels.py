@@ -136,7 +136,13 @@ if triton is not None:
 
 
 def dequant_grouped_mm(
-    x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, ends: torch.Tensor, mode: str, shape: tuple[int, ...]
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    ends: torch.Tensor,
+    mode: str,
+    shape: tuple[int, ...],
+    tiles: dict | None = None,
 ) -> torch.Tensor:
     """(rows, K) x experts' (N, K) int8/int4 weights -> (rows, N), rows sorted by expert up to `ends`.
 
@@ -145,13 +151,14 @@ def dequant_grouped_mm(
     """
     experts, n, k = (1, *shape) if len(shape) == 2 else shape
     groups = scale.shape[-1] if mode == "int4" else 1
-    block_k = int_block_k(mode, k, groups)
+    tiles = tiles or {}
+    block_k = tiles.get("block_k") or int_block_k(mode, k, groups)
     if block_k is None:
         raise ValueError(f"no Triton tile fits {mode} weights of shape {shape}")
     x = x.contiguous()
     out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
     tile_expert, tile_row = tile_plan(ends, x.shape[0])
-    block_n = 64 if n >= 64 else 32 if n >= 32 else 16
+    block_n = tiles.get("block_n") or (64 if n >= 64 else 32 if n >= 32 else 16)
     grid = (tile_expert.shape[0], triton.cdiv(n, block_n))
     _grouped_dequant_mm_kernel[grid](
         x,
@@ -168,6 +175,8 @@ def dequant_grouped_mm(
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         BLOCK=BLOCK_M,
+        num_warps=tiles.get("num_warps", 4),
+        num_stages=tiles.get("num_stages", 3),
     )
     return out
 

@@ -1,0 +1,126 @@
+"""Where a denoising step's GPU time goes, and how exact the quantized expert kernels are (GPU only).
+
+    python benchmarks/gpu_diagnose.py --out diagnose.json
+
+1. A torch profile of one eager bf16 8-step transcription at the real shape: GPU time by kernel
+   (the graphs replay these same kernels).
+2. Each quantized grouped GEMM against the same codes dequantized to bf16 and multiplied by
+   torch's grouped GEMM, at the real expert shapes and routing of 256 tokens x top-8.
+3. The logits' sensitivity of the random-weight model: bf16 first-step logits with transformers'
+   `grouped_mm` experts against its `eager` experts (same weights, another summation order).
+4. Triton tile sizes for the int4/int8 kernel at the real shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import triton.testing  # noqa: E402
+
+from app.engine.diffusion import expert_kernels  # noqa: E402
+from app.engine.diffusion.quantization import QuantizedWeight  # noqa: E402
+from benchmarks.gpu_real_shape import build_engine, clip, first_step_logits  # noqa: E402
+
+
+def routed(tokens: int = 256, experts: int = 128, top_k: int = 8, hidden: int = 2816):
+    index = torch.stack([torch.randperm(experts, device="cuda")[:top_k] for _ in range(tokens)])
+    ids, order = torch.sort(index.reshape(-1))
+    counts = torch.histc(ids.int(), bins=experts, min=0, max=experts - 1)
+    ends = torch.cumsum(counts, 0, dtype=torch.int32)
+    return ends
+
+
+def kernel_accuracy(report: dict) -> None:
+    ends = routed()
+    rows = int(ends[-1])
+    for name, shape in {"gate_up": (128, 1408, 2816), "down": (128, 2816, 704)}.items():
+        weight = torch.randn(shape, device="cuda") * 0.02
+        x = torch.randn(rows, shape[2], device="cuda", dtype=torch.bfloat16)
+        for mode in ("fp8", "int8", "int4"):
+            q = QuantizedWeight.quantize(weight, mode)
+            kernel = q.kernel(x.device)
+            fast = q.grouped_mm(x, ends, kernel).float()
+            ref = torch._grouped_mm(x, q.dequantize(torch.bfloat16).transpose(-2, -1), offs=ends).float()
+            entry = {"kernel": kernel, "rel_error_vs_bf16_dequant": float((fast - ref).norm() / ref.norm()),
+                     "fast_ms": triton.testing.do_bench(lambda: q.grouped_mm(x, ends, kernel), return_mode="median"),
+                     "bf16_grouped_mm_ms": triton.testing.do_bench(lambda: torch._grouped_mm(x, weight.bfloat16().transpose(-2, -1), offs=ends), return_mode="median"),
+                     "codes_mb": q.codes.numel() * q.codes.element_size() / 1e6}
+            if mode in ("int8", "int4"):
+                sweep = {}
+                for block_n in (64, 128):
+                    for block_k in (64, 128):
+                        for warps in (4,):
+                            for stages in (3, 4):
+                                tiles = dict(block_n=block_n, block_k=block_k, num_warps=warps, num_stages=stages)
+                                group = shape[2] // q.scale.shape[-1] if mode == "int4" else shape[2]
+                                if shape[2] % block_k or group % block_k:
+                                    continue
+                                try:
+                                    ms = triton.testing.do_bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, mode, q.shape, tiles), return_mode="median")
+                                except Exception as exc:  # noqa: BLE001 - a config that does not compile
+                                    ms = str(exc)[:80]
+                                sweep[f"n{block_n}_k{block_k}_w{warps}_s{stages}"] = ms
+                timed = {k: v for k, v in sweep.items() if isinstance(v, float)}
+                entry["best_tiles"] = min(timed, key=timed.get) if timed else None
+                entry["best_ms"] = min(timed.values()) if timed else None
+                entry["sweep"] = sweep
+            report.setdefault("kernels", {})[f"{name}_{mode}"] = entry
+            print(name, mode, {k: v for k, v in entry.items() if k != "sweep"}, file=sys.stderr, flush=True)
+
+
+def profile(report: dict, engine) -> None:
+    from app.engine.diffusion.denoising import Denoiser
+
+    engine.denoiser = Denoiser(engine.model.backbone, use_graphs=False)
+    audio = clip()
+    engine.transcribe(audio, language="en", steps=8, early_exit=False)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        engine.transcribe(audio, language="en", steps=8, early_exit=False)
+    rows = []
+    for event in prof.key_averages():
+        total = getattr(event, "device_time_total", 0) or getattr(event, "cuda_time_total", 0)
+        if total > 0:
+            rows.append((total / 1000.0, event.count, event.key[:90]))
+    rows.sort(reverse=True)
+    report["profile_ms_by_kernel"] = [{"ms": round(ms, 2), "calls": calls, "kernel": key} for ms, calls, key in rows[:40]]
+    report["profile_gpu_ms_total"] = round(sum(r[0] for r in rows), 1)
+    for r in rows[:25]:
+        print(f"{r[0]:8.2f} ms {r[1]:6d}  {r[2]}", file=sys.stderr)
+
+
+def sensitivity(report: dict, engine) -> None:
+    audio = clip()
+    text_config = engine.model.backbone.config.get_text_config()
+    grouped = first_step_logits(engine, audio)
+    saved = text_config._experts_implementation
+    text_config._experts_implementation = "eager"
+    try:
+        eager = first_step_logits(engine, audio)
+    finally:
+        text_config._experts_implementation = saved
+    report["bf16_logits_grouped_vs_eager_experts"] = float((grouped - eager).norm() / eager.norm())
+    print("sensitivity", report["bf16_logits_grouped_vs_eager_experts"], saved, file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    report: dict = {}
+    for part in (kernel_accuracy,):
+        part(report)
+        args.out.write_text(json.dumps(report, indent=2))
+    engine = build_engine("bf16", torch.device("cuda"), tiny=False)
+    for part in (sensitivity, profile):
+        part(report, engine)
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
