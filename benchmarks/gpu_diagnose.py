@@ -25,7 +25,7 @@ import triton.testing  # noqa: E402
 
 from app.engine.diffusion import expert_kernels  # noqa: E402
 from app.engine.diffusion.quantization import QuantizedWeight  # noqa: E402
-from benchmarks.gpu_real_shape import build_engine, clip, first_step_logits  # noqa: E402
+from benchmarks.gpu_real_shape import build_engine, clip  # noqa: E402
 
 
 def routed(tokens: int = 256, experts: int = 128, top_k: int = 8, hidden: int = 2816):
@@ -92,6 +92,21 @@ def profile(report: dict, engine) -> None:
     report["profile_gpu_ms_total"] = round(sum(r[0] for r in rows), 1)
     for r in rows[:25]:
         print(f"{r[0]:8.2f} ms {r[1]:6d}  {r[2]}", file=sys.stderr)
+
+
+def first_step_logits(engine, audio) -> torch.Tensor:
+    """lm_head's output on the first step, through the eager loop (hooks do not fire in graph replays)."""
+    from app.engine.diffusion.denoising import Denoiser
+
+    captured: list[torch.Tensor] = []
+    handle = engine.model.backbone.lm_head.register_forward_hook(lambda module, args, out: captured.append(out.float()))
+    saved, engine.denoiser = engine.denoiser, Denoiser(engine.model.backbone, use_graphs=False)
+    try:
+        engine.transcribe(audio, language="en", steps=1, early_exit=False, seed=5)
+    finally:
+        handle.remove()
+        engine.denoiser = saved
+    return captured[0]
 
 
 def sensitivity(report: dict, engine) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import DiffusionGemmaConfig
-from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaRMSNorm, DiffusionGemmaTextExperts
 
 from app.engine.diffusion import expert_kernels
+from app.engine.diffusion.fused_norm import rms_norm
 from app.engine.diffusion.quantization import QuantizedExperts, QuantizedLinear, QuantizedWeight
 
 pytest.importorskip("triton", reason="Triton is installed with the test extras")
@@ -95,12 +96,12 @@ def test_quantized_experts_through_the_kernel_match_the_portable_path(interprete
 def test_quantized_linear_through_the_kernel_matches_the_portable_path(interpreter, monkeypatch):
     linear = torch.nn.Linear(128, 80, bias=True)
     layer = QuantizedLinear(linear, "int4")
-    x = torch.randn(2, 7, 128)
+    x = torch.randn(2, 40, 128)  # 80 rows: a linear's taller M tiles, one of them partly filled
     with torch.no_grad():
         fast = layer(x)
         monkeypatch.setattr(interpreter, "triton_usable", lambda device: False)
         portable = layer(x)
-    assert fast.shape == (2, 7, 80)
+    assert fast.shape == (2, 40, 80)
     assert float((fast - portable).norm() / portable.norm()) < 1e-5
 
 
@@ -112,3 +113,13 @@ def test_fp8_grouped_gemm_arguments_satisfy_torch_rules():
     ends = torch.empty(4, dtype=torch.int32, device="meta")
     out = expert_kernels.fp8_grouped_mm(x, codes, scale, ends)
     assert out.shape == (2048, 1408) and out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_fused_rms_norm_matches_transformers(interpreter, scaled):
+    norm = DiffusionGemmaRMSNorm(96, eps=1e-6, with_scale=scaled)
+    if scaled:
+        norm.weight.data = torch.randn(96, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(3, 5, 96, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(rms_norm(norm, x), norm(x), rtol=1e-5, atol=1e-5)

@@ -17,6 +17,7 @@ from app.engine.base import AUTO, SAMPLE_RATE, Progress, ProgressCallback, Trans
 from app.engine.devices import out_of_memory_as_user_error
 from app.engine.diffusion.chunking import join_texts, split_at_pauses
 from app.engine.diffusion.denoising import Denoiser
+from app.engine.diffusion.fused_norm import fuse_norms
 from app.engine.diffusion.loading import DiffusionModel, load_model
 from app.engine.diffusion.prompt import embed_prefix
 from app.errors import UserError
@@ -30,6 +31,8 @@ class DiffusionEngine:
     def __init__(self, model: DiffusionModel, *, seed: int = 0) -> None:
         self.model = model
         self.seed = seed
+        if model.device.type == "cuda":
+            fuse_norms(model.backbone, model.device)
         self.denoiser = Denoiser(model.backbone)
         eos = model.backbone.generation_config.eos_token_id
         self._eos_ids = set([eos] if isinstance(eos, int) else (eos or []))

@@ -50,28 +50,29 @@ def fp8_grouped_usable(device: torch.device) -> bool:
 def int_block_k(mode: str, in_features: int, groups: int) -> int | None:
     """The K tile for the Triton kernel, or None when the shape does not suit it (then dequantize).
 
-    int4 needs a tile inside one scale group, so each tile multiplies by one scale per column.
+    int4 needs a tile inside one scale group, so each tile multiplies by one scale per column. The
+    largest tile that fits was the fastest at the real shapes (benchmarks/gpu_diagnose.py, H200).
     """
     group = in_features // groups if mode == "int4" else in_features
-    for block in (64, 32, 16):
+    for block in (128, 64, 32, 16):
         if in_features % block == 0 and group % block == 0:
             return block
     return None
 
 
-def tile_plan(ends: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+def tile_plan(ends: torch.Tensor, rows: int, block_m: int = BLOCK_M) -> tuple[torch.Tensor, torch.Tensor]:
     """For each M tile: its expert (-1 past the last tile) and its first row. Shapes depend on `rows` only."""
     experts = ends.shape[0]
     ends = ends.to(torch.int64)
     starts = torch.cat([ends.new_zeros(1), ends[:-1]])
-    tiles = (ends - starts + BLOCK_M - 1) // BLOCK_M
+    tiles = (ends - starts + block_m - 1) // block_m
     tile_ends = torch.cumsum(tiles, 0)
-    max_tiles = (rows + BLOCK_M - 1) // BLOCK_M + experts
+    max_tiles = (rows + block_m - 1) // block_m + experts
     index = torch.arange(max_tiles, device=ends.device)
     expert = torch.searchsorted(tile_ends, index, right=True)
     valid = expert < experts
     expert = expert.clamp(max=experts - 1)
-    first_row = starts[expert] + (index - (tile_ends[expert] - tiles[expert])) * BLOCK_M
+    first_row = starts[expert] + (index - (tile_ends[expert] - tiles[expert])) * block_m
     return torch.where(valid, expert, -1).to(torch.int32), first_row.to(torch.int32)
 
 
@@ -147,7 +148,8 @@ def dequant_grouped_mm(
     """(rows, K) x experts' (N, K) int8/int4 weights -> (rows, N), rows sorted by expert up to `ends`.
 
     `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
-    matrix is one expert. Rows after `ends[-1]` are left unwritten (zeros here, for safety).
+    matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
+    Rows after `ends[-1]` are zeros. `tiles` overrides the tile sizes (the diagnosis sweep).
     """
     experts, n, k = (1, *shape) if len(shape) == 2 else shape
     groups = scale.shape[-1] if mode == "int4" else 1
@@ -157,8 +159,10 @@ def dequant_grouped_mm(
         raise ValueError(f"no Triton tile fits {mode} weights of shape {shape}")
     x = x.contiguous()
     out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
-    tile_expert, tile_row = tile_plan(ends, x.shape[0])
-    block_n = tiles.get("block_n") or (64 if n >= 64 else 32 if n >= 32 else 16)
+    block_m = tiles.get("block_m") or (64 if experts == 1 and x.shape[0] >= 64 else BLOCK_M)
+    tile_expert, tile_row = tile_plan(ends, x.shape[0], block_m)
+    # Swept at the real expert shapes on an H200: int4 prefers wider N tiles than int8.
+    block_n = tiles.get("block_n") or min(128 if mode == "int4" else 64, max(16, triton.next_power_of_2(n)))
     grid = (tile_expert.shape[0], triton.cdiv(n, block_n))
     _grouped_dequant_mm_kernel[grid](
         x,
@@ -174,7 +178,7 @@ def dequant_grouped_mm(
         INT4=mode == "int4",
         BLOCK_N=block_n,
         BLOCK_K=block_k,
-        BLOCK=BLOCK_M,
+        BLOCK=block_m,
         num_warps=tiles.get("num_warps", 4),
         num_stages=tiles.get("num_stages", 3),
     )

@@ -1,0 +1,55 @@
+"""DiffusionGemma's RMSNorm as one Triton kernel on CUDA GPUs.
+
+transformers' `DiffusionGemmaRMSNorm` runs as six to eight small kernels (cast to float32, square,
+mean, add eps, power, multiply, scale, cast back); a layer has eleven of them, so at the real shape
+they were the largest share of a denoising step's GPU time after the experts (about a fifth, by the
+profile in docs/benchmarks.md). This kernel reads a row once, computes the same float32 formula,
+and writes it once. Only the summation order of the mean differs from eager PyTorch.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from torch import nn
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaRMSNorm
+
+from app.engine.diffusion import expert_kernels
+
+triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
+
+if triton is not None:
+
+    @triton.jit
+    def _rms_norm_kernel(x_ptr, weight_ptr, out_ptr, eps, WIDTH: tl.constexpr, BLOCK: tl.constexpr, SCALED: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        inside = cols < WIDTH
+        x = tl.load(x_ptr + row * WIDTH + cols, mask=inside, other=0.0).to(tl.float32)
+        y = x / tl.sqrt(tl.sum(x * x, axis=0) / WIDTH + eps)
+        if SCALED:
+            y = y * tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
+        tl.store(out_ptr + row * WIDTH + cols, y.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+def rms_norm(norm: DiffusionGemmaRMSNorm, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`norm(hidden_states)` in one kernel: float32 inside, the input's dtype out."""
+    width = hidden_states.shape[-1]
+    x = hidden_states.contiguous()
+    out = torch.empty_like(x)
+    weight = norm.weight if norm.with_scale else x  # unused when not scaled
+    _rms_norm_kernel[(x.numel() // width,)](x, weight, out, norm.eps, WIDTH=width, BLOCK=triton.next_power_of_2(width), SCALED=norm.with_scale)
+    return out
+
+
+def fuse_norms(model: nn.Module, device: torch.device) -> int:
+    """Give every DiffusionGemmaRMSNorm of `model` the fused forward where Triton runs; returns how many."""
+    if not expert_kernels.triton_usable(device):
+        return 0
+    count = 0
+    for module in model.modules():
+        if isinstance(module, DiffusionGemmaRMSNorm):
+            module.forward = types.MethodType(rms_norm, module)
+            count += 1
+    return count
