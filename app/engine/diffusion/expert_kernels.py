@@ -54,7 +54,7 @@ def int_block_k(mode: str, in_features: int, groups: int) -> int | None:
     largest tile that fits was the fastest at the real shapes (benchmarks/gpu_diagnose.py, H200).
     """
     group = in_features // groups if mode == "int4" else in_features
-    for block in (128, 64, 32, 16):
+    for block in (128, 64, 32, 16) if mode == "int8" else (128, 64, 32):  # int4: half a tile per dot, >= 16
         if in_features % block == 0 and group % block == 0:
             return block
     return None
@@ -106,26 +106,32 @@ if triton is not None:
             cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
             col_ok = cols < N
             ks = tl.arange(0, BLOCK_K)
+            half = tl.arange(0, BLOCK_K // 2)
             expert64 = expert.to(tl.int64)
+            x_rows = x_ptr + rows[:, None].to(tl.int64) * K
             acc = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
             for k0 in range(0, K, BLOCK_K):
-                a = tl.load(x_ptr + rows[:, None].to(tl.int64) * K + (k0 + ks)[None, :], mask=row_ok[:, None], other=0.0)
                 if INT4:
-                    packed_k = K // 2
+                    # Each byte holds input k (low nibble, k even) and k+1 (high): read the bytes once,
+                    # and multiply the even and the odd inputs by their own halves of the tile.
                     byte = tl.load(
-                        codes_ptr + (expert64 * N + cols[None, :]) * packed_k + ((k0 + ks) // 2)[:, None],
+                        codes_ptr + (expert64 * N + cols[None, :]) * (K // 2) + (k0 // 2 + half)[:, None],
                         mask=col_ok[None, :],
                         other=0,
-                    )
-                    nibble = (byte.to(tl.int32) >> (((k0 + ks) % 2) * 4)[:, None]) & 0xF
-                    group = k0 // (K // GROUPS)
-                    scale = tl.load(scale_ptr + (expert64 * N + cols) * GROUPS + group, mask=col_ok, other=0.0)
-                    w = ((nibble - 8).to(tl.float32) * scale[None, :]).to(a.dtype)
+                    ).to(tl.int32)
+                    scale = tl.load(scale_ptr + (expert64 * N + cols) * GROUPS + k0 // (K // GROUPS), mask=col_ok, other=0.0)
+                    a_even = tl.load(x_rows + (k0 + 2 * half)[None, :], mask=row_ok[:, None], other=0.0)
+                    a_odd = tl.load(x_rows + (k0 + 2 * half + 1)[None, :], mask=row_ok[:, None], other=0.0)
+                    w_even = (((byte & 0xF) - 8).to(tl.float32) * scale[None, :]).to(a_even.dtype)
+                    w_odd = (((byte >> 4) - 8).to(tl.float32) * scale[None, :]).to(a_odd.dtype)
+                    acc += tl.dot(a_even, w_even)
+                    acc += tl.dot(a_odd, w_odd)
                 else:
+                    a = tl.load(x_rows + (k0 + ks)[None, :], mask=row_ok[:, None], other=0.0)
                     w = tl.load(
                         codes_ptr + (expert64 * N + cols[None, :]) * K + (k0 + ks)[:, None], mask=col_ok[None, :], other=0
                     ).to(a.dtype)  # |code| <= 127 is exact in bf16
-                acc += tl.dot(a, w)
+                    acc += tl.dot(a, w)
             if not INT4:
                 scale = tl.load(scale_ptr + expert64 * N + cols, mask=col_ok, other=0.0)
                 acc = acc * scale[None, :]

@@ -175,7 +175,14 @@ def quantize_backbone(model: DiffusionGemmaForBlockDiffusion, mode: str, device:
 
 
 def choose_quantization(requested: str, device: torch.device, config: DiffusionGemmaConfig) -> str:
-    """`auto`: fp32 on the CPU; on a GPU the best of bf16, int8, int4 whose weights fit in free memory."""
+    """`auto`: fp32 on the CPU; on a GPU the fastest mode whose weights fit in free memory, in the
+    order measured at the real shape (docs/benchmarks.md): bf16, fp8 (fp8 tensor cores only), int8, int4."""
+    if requested == "fp8" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+        name = torch.cuda.get_device_name(device)
+        raise UserError(
+            f"The {name} has no fp8 tensor cores (they start with Ada and Hopper GPUs); choose bf16, int8 or int4.",
+            code="bad_quantization",
+        )
     if requested in MODES:
         return requested
     if requested != "auto":
@@ -183,7 +190,8 @@ def choose_quantization(requested: str, device: torch.device, config: DiffusionG
     if device.type != "cuda":
         return "fp32"
     free = free_gpu_bytes(device)
-    for mode in ("bf16", "int8", "int4"):
+    candidates = ("bf16", "fp8", "int8", "int4") if kernels.fp8_grouped_usable(device) else ("bf16", "int8", "int4")
+    for mode in candidates:
         if estimate_bytes(config, mode) <= free:
             return mode
     need = estimate_bytes(config, "int4") / 2**30
