@@ -116,3 +116,25 @@ def test_gpu_out_of_memory_becomes_a_user_error(engines):
     finally:
         handle.remove()
     assert err.value.code == "out_of_memory" and "int4" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("free_gib", "hopper", "expected"),
+    [(60, True, "bf16"), (30, True, "fp8"), (30, False, "int8"), (20, True, "int4"), (20, False, "int4")],
+)
+def test_auto_on_a_gpu_takes_the_fastest_mode_that_fits(monkeypatch, free_gib, hopper, expected):
+    """Order measured at the real shape (docs/benchmarks.md): bf16, then fp8 where fp8 tensor cores exist, int8, int4."""
+    from app.engine.diffusion import quantization
+
+    monkeypatch.setattr(quantization, "free_gpu_bytes", lambda device: free_gib * GIB)
+    monkeypatch.setattr(quantization.kernels, "fp8_grouped_usable", lambda device: hopper)
+    assert choose_quantization("auto", torch.device("cuda"), real_backbone_config()) == expected
+
+
+def test_fp8_on_a_gpu_without_fp8_tensor_cores_is_refused_in_one_sentence(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    with pytest.raises(UserError) as err:
+        choose_quantization("fp8", torch.device("cuda"), real_backbone_config())
+    assert err.value.code == "bad_quantization"
+    assert "A100" in str(err.value) and "bf16, int8 or int4" in str(err.value)

@@ -65,6 +65,11 @@ def empty_cache(backbone: DiffusionGemmaForBlockDiffusion, dtype: torch.dtype, d
     return cache
 
 
+def _prefill_caches(backbone: DiffusionGemmaForBlockDiffusion, dtype: torch.dtype, device: torch.device) -> list[DynamicCache]:
+    """One fresh cache for each prefill run by `capture`: two warm-ups and the capture itself."""
+    return [empty_cache(backbone, dtype, device) for _ in range(3)]
+
+
 @dataclass
 class PromptGraphs:
     """Prefill and step graphs for one (batch, prompt shape); see the module docstring."""
@@ -107,7 +112,7 @@ def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: C
     dtype, device = prompt.prefix_embeds.dtype, prompt.device
     events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     events[0].record()
-    caches = [empty_cache(backbone, dtype, device) for _ in range(3)]  # two warm-ups and the capture
+    caches = _prefill_caches(backbone, dtype, device)
 
     def run_prefill(**inputs: torch.Tensor) -> DynamicCache:
         return prefill(backbone, dataclasses.replace(prompt, **inputs), caches.pop(), masks)

@@ -1,0 +1,123 @@
+"""The CUDA-graph path of the denoising loop, on the CPU, with graph replay emulated.
+
+Stand-in, named as such: CI has no GPU, so `torch.cuda.CUDAGraph` cannot run here. The emulation
+keeps what matters to the code around a graph: a captured call is run once at capture, and a
+replay writes its new results *into the tensors the capture returned* (a graph replays into the
+same memory), including the prefill's KV cache that the step graphs read. If the loop forgot to
+copy an input in, read a stale cache, or handed the wrong graph the self-conditioning logits, the
+tokens would differ from the eager loop's. Real graphs are checked on a GPU by
+benchmarks/gpu_real_shape.py (`graph_check`: identical text, recorded in docs/records).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers.cache_utils import DynamicCache
+
+from app.engine import EngineSpec, load_engine
+from app.engine.base import SAMPLE_RATE
+from app.engine.diffusion import denoising, graphs
+from tests.test_diffusion_engine import tiny_checkpoint
+
+
+class EmulatedGraph:
+    """Replays by calling `fn` again on the static inputs and copying the results in place."""
+
+    def __init__(self, fn, static, output) -> None:
+        self.fn, self.static, self.output, self.replays = fn, static, output, 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        fresh = self.fn(**self.static)
+        if isinstance(self.output, DynamicCache):
+            for kept, new in zip(self.output.layers, fresh.layers):
+                kept.keys.copy_(new.keys)
+                kept.values.copy_(new.values)
+        else:
+            self.output.logits.copy_(fresh.logits)
+
+
+def emulated_capture(fn, inputs, pool, warmups=2):
+    static = {name: value.clone() for name, value in inputs.items()}
+    for _ in range(warmups):
+        fn(**static)
+    output = fn(**static)
+    return graphs.Captured(EmulatedGraph(fn, static, output), static, output)
+
+
+class NoEvent:
+    def __init__(self, **_kwargs) -> None:
+        pass
+
+    def record(self) -> None:
+        pass
+
+    def elapsed_time(self, _other) -> float:
+        return 0.0
+
+
+@pytest.fixture
+def emulated_graphs(monkeypatch):
+    monkeypatch.setattr(graphs, "capture", emulated_capture)
+    monkeypatch.setattr(torch.cuda, "Event", NoEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    # A real prefill graph keeps writing the one cache it captured; the emulation re-runs the prefill,
+    # which needs a fresh cache each time.
+    made = graphs.empty_cache
+
+    class Fresh(list):
+        def pop(self, *args):
+            return made(*self.shape)
+
+    def fresh_caches(backbone, dtype, device):
+        caches = Fresh()
+        caches.shape = (backbone, dtype, device)
+        return caches
+
+    monkeypatch.setattr(graphs, "_prefill_caches", fresh_caches)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> object:
+    adapter: Path = tiny_checkpoint(tmp_path_factory)
+    return load_engine(EngineSpec(engine="diffusion", model=str(adapter), device="cpu", quantization="fp32"))
+
+
+def speech_like(seconds: float = 2.0) -> np.ndarray:
+    return (np.random.default_rng(3).standard_normal(int(seconds * SAMPLE_RATE)) * 0.1).astype(np.float32)
+
+
+def test_replayed_graphs_give_the_eager_loops_tokens(engine, emulated_graphs):
+    eager = [engine.transcribe(speech_like(), language="en", steps=5, early_exit=False, seed=s).text for s in (1, 2)]
+    saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
+    try:
+        graphed = [engine.transcribe(speech_like(), language="en", steps=5, early_exit=False, seed=s).text for s in (1, 2)]
+        prompt_graphs = list(engine.denoiser._graphs.values())
+    finally:
+        engine.denoiser = saved
+    assert graphed == eager
+    assert len(prompt_graphs) == 1  # one prompt shape: captured once, replayed by the second dictation
+    only = prompt_graphs[0]
+    assert only.prefill.graph.replays == 3  # the fill after capture, then one per dictation
+    assert only.first_step.graph.replays == 2 and only.next_step.graph.replays == 2 * 4
+
+
+def test_a_failed_capture_falls_back_to_the_eager_loop_and_says_why(engine, emulated_graphs, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs, "capture_prompt", refuse)
+    eager = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=4).text
+    saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
+    try:
+        text = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=4).text
+        denoiser = engine.denoiser
+    finally:
+        engine.denoiser = saved
+    assert text == eager
+    assert not denoiser.use_graphs and "stream is capturing" in denoiser.graph_error
