@@ -16,10 +16,11 @@ reference that tests and the GPU benchmark compare with). What this module adds:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion
@@ -62,7 +63,6 @@ class Denoiser:
         seed: int,
         first_position: int = 0,
         early_exit: bool = True,
-        generation_overrides: dict | None = None,
         on_draft: Callable[[int, torch.Tensor], None] | None = None,
     ) -> DenoiseResult:
         """Denoise one canvas per batch row, conditioned on `prefix_embeds` then `tail_ids`.
@@ -86,17 +86,15 @@ class Denoiser:
         _sync(device)
         prefill_ms = (time.perf_counter() - start) * 1000.0
 
-        knobs = dict(generation_overrides or {}, max_denoising_steps=steps)
+        knobs: dict = dict(max_denoising_steps=steps)
         if not early_exit:
             knobs.update(stability_threshold=None, confidence_threshold=None)
         config, _ = backbone._prepare_generation_config(None, **knobs)
         sampler = backbone._prepare_sampler(config)
         processors = backbone._prepare_logits_processor(config)
         stopping = backbone._prepare_diffusion_stopping_criteria(config)
-        gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
         step_ms: list[float] = []
-        with torch.random.fork_rng(devices=gpus):
-            torch.manual_seed(seed)
+        with _seeded(device, seed):
             canvas, self_conditioning, mask_mapping, finished = backbone._prepare_denoiser_inputs(
                 decoder_attention_mask=prompt.decoder_attention_mask,
                 cache=cache,
@@ -247,8 +245,8 @@ def denoise_with_generate(
 ) -> torch.Tensor:
     """The reference: prefill the prefix, then transformers' `generate()` encodes the tail and denoises.
 
-    Returns the canvases. `Denoiser` must give the same tokens for the same seed (tests on the CPU,
-    benchmarks/gpu_real_shape.py on a GPU).
+    Returns the canvases. `Denoiser` must give the same tokens for the same seed (the tests, on the
+    CPU; on a GPU the benchmark compares graphs with the eager `Denoiser`, which share its code).
     """
     device = prefix_embeds.device
     batch, prefix_len = prefix_embeds.shape[:2]
@@ -258,9 +256,7 @@ def denoise_with_generate(
     backbone.model.encoder(inputs_embeds=prefix_embeds, position_ids=positions, cache=cache)
     knobs = {} if early_exit else dict(stability_threshold=None, confidence_threshold=None)
     attention_mask = torch.ones(batch, prefix_len + tail_ids.shape[1], dtype=torch.long, device=device)
-    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=gpus):
-        torch.manual_seed(seed)
+    with _seeded(device, seed):
         out = backbone.generate(
             tail_ids,
             cache=cache,
@@ -271,6 +267,15 @@ def denoise_with_generate(
             **knobs,
         )
     return out.sequences[:, -canvas_length:]
+
+
+@contextlib.contextmanager
+def _seeded(device: torch.device, seed: int) -> Iterator[None]:
+    """The global RNGs (CPU and this GPU) seeded with `seed`, and restored afterwards."""
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(seed)
+        yield
 
 
 def _sync(device: torch.device) -> None:
