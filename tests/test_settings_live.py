@@ -59,12 +59,18 @@ class FakeTray(QObject):
 
 
 class FakeHotkeys(QObject):
+    unavailable = Signal(str)
+
     def __init__(self) -> None:
         super().__init__()
         self.combos = None
+        self.problem: str | None = None
 
     def set_combos(self, combo, cancel) -> None:
         self.combos = (str(combo), str(cancel))
+
+    def pause(self, paused: bool) -> None:
+        self.blockSignals(paused)
 
 
 class FakeRecorder:

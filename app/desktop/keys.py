@@ -39,6 +39,10 @@ _ALIASES = {"control": "ctrl", "escape": "esc", "return": "enter", "super": "cmd
             "option": "alt", "altgr": "alt_gr", "super_r": "cmd_r", "super_l": "cmd_l"}
 
 
+def is_modifier(name: str) -> bool:
+    return name in _MODIFIER_MATCHES
+
+
 @dataclass(frozen=True)
 class Combo:
     """A parsed hotkey: every part must be held at once. `parts` are canonical key names."""
@@ -109,6 +113,11 @@ class ComboTracker:
             self.held.add(name)
         else:
             self.held.discard(name)
+        return self.update(self.held, now)
+
+    def update(self, held: set[str] | frozenset[str], now: float) -> list[tuple[str, float]]:
+        """Replace the set of held keys at once (the X11 grab reports every key held, sides included)."""
+        self.held = set(held)
         events = self.poll(now)
         matched = self.combo.matches(self.held)
         if matched and not self.active:

@@ -66,7 +66,7 @@ class DictationApp(QObject):
         self.hotkeys.released.connect(c.hotkey_released, QUEUED)
         self.hotkeys.cancel_pressed.connect(c.cancel_key, QUEUED)
         self.hotkeys.ready.connect(self._hotkeys_ready)
-        self.hotkeys.unavailable.connect(lambda message: self.notify(message, error=True))
+        self.hotkeys.unavailable.connect(self._hotkeys_unavailable)
         self.tray.toggle_requested.connect(lambda: c.command("toggle"), QUEUED)
         self.tray.cancel_requested.connect(c.cancel, QUEUED)
         self.tray.settings_requested.connect(self.show_settings)
@@ -106,6 +106,11 @@ class DictationApp(QObject):
         self.hotkeys_ok = True
         self._worker_state(self.worker.state)
 
+    def _hotkeys_unavailable(self, message: str) -> None:
+        self.hotkeys_ok = False
+        self.notify(message, error=True)
+        self._worker_state(self.worker.state)
+
     def shutdown(self) -> None:
         self.hotkeys.stop()
         self.recorder.close()
@@ -142,6 +147,7 @@ class DictationApp(QObject):
 
     def state_changed(self, state: State) -> None:
         log.info("state: %s", state.value)
+        self.hotkeys.arm_cancel(state is State.RECORDING)  # Esc is the focused window's at other times
         self.tray.set_state(state)
 
     def notify(self, message: str, error: bool = False) -> None:

@@ -110,10 +110,13 @@ class AppUi(QObject):
             from app.ui.settings_window import SettingsWindow
 
             self.settings_window = SettingsWindow(self.store, self.latency)
-            self.settings_window.hotkey_capture.connect(self.app.hotkeys.blockSignals)  # no dictation meanwhile
+            self.settings_window.hotkey_capture.connect(self.app.hotkeys.pause)  # keys to the field, no dictation
+            self.app.hotkeys.unavailable.connect(self.settings_window.warn)
             button = QPushButton("Show history…")
             button.clicked.connect(self.show_history)
             self.settings_window.add_page_widget("History", button)
+        if self.app.hotkeys.problem:
+            self.settings_window.warn(self.app.hotkeys.problem)
         self.settings_window.present()
 
     def show_history(self) -> None:

@@ -9,6 +9,7 @@ generous deadline: nothing here asserts on time.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -46,6 +47,7 @@ class XSession:
         self.workdir = workdir
         self.procs: list[subprocess.Popen] = []
         self.env: dict[str, str] = {}
+        self._keys = None  # an X connection for key_event, opened on first use
 
     def start(self, attempts: int = 2) -> "XSession":
         """Xvfb, openbox, trayer; once more with a fresh X server when they do not come up. Seen on a
@@ -101,6 +103,18 @@ class XSession:
     def xdotool(self, *args: str) -> str:
         return self.run("xdotool", *args)
 
+    def key_event(self, keysym: str, down: bool) -> None:
+        """Press or release one key through XTest, by the first keycode that has the keysym (xdotool
+        presses Alt_L along with Alt_R, which would hide what a lone Right Alt does)."""
+        from Xlib import XK, X, display
+        from Xlib.ext import xtest
+
+        if self._keys is None:
+            self._keys = display.Display(self.env["DISPLAY"])
+        code = self._keys.keysym_to_keycode(XK.string_to_keysym(keysym))
+        xtest.fake_input(self._keys, X.KeyPress if down else X.KeyRelease, code)
+        self._keys.sync()
+
     def set_clipboard(self, text: str) -> None:
         """Another program owns the clipboard with `text` (xclip keeps serving it in the background)."""
         subprocess.run(["xclip", "-selection", "clipboard", "-i"], input=text.encode(), env=self.env, check=True,
@@ -116,6 +130,9 @@ class XSession:
         subprocess.run([PYTHON, "-c", code, str(path)], env=self.env, timeout=30)
 
     def stop(self) -> None:
+        if self._keys is not None:
+            self._keys.close()
+            self._keys = None
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -192,6 +209,27 @@ class Terminal(Window):
         return self.out.read_bytes().decode(errors="replace")
 
 
+class PlainTerminal(Window):
+    """xterm exactly as installed (no resources, no translations), its tty bytes written to a file:
+    the terminal a new user meets, where Ctrl+Shift+V does nothing and Shift+Insert pastes PRIMARY."""
+
+    title = "dictation-xterm"
+
+    def __init__(self, session: XSession, workdir: Path) -> None:
+        super().__init__(session)
+        self.out = workdir / "plain-terminal.out"
+        self.out.write_bytes(b"")
+        session.spawn(["xterm", "-title", self.title, "-e", PYTHON, "-m", "tests.desktop.terminal_reader",
+                       str(self.out)], "plain-xterm")
+        self._find()
+
+    def received(self) -> bytes:
+        return self.out.read_bytes()
+
+    def clear(self) -> None:
+        self.out.write_bytes(b"")
+
+
 class App:
     """The dictation app under test, with its own settings folder and the test audio hook."""
 
@@ -232,6 +270,11 @@ class App:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def transcripts(self) -> list[str]:
+        """Every transcript the worker returned, in order, as the app logged it."""
+        return [ast.literal_eval(m) for m in re.findall(r"transcribed job=\S+ worker_ms=\S+ text=(.*)$", self.log(),
+                                                        re.MULTILINE)]
 
     def count(self, pattern: str) -> int:
         return len(re.findall(pattern, self.log()))
