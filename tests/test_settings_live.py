@@ -251,3 +251,12 @@ def test_sound_cue_files_are_small_and_loadable():
         assert path.stat().st_size < 50_000
         data, rate = load_wav(path)
         assert rate == 44100 and 0.1 < len(data) / rate < 0.5 and 0.2 < np.abs(data).max() < 0.5
+
+
+def test_a_hotkey_another_program_holds_is_said_in_the_settings_window(env, qtbot):
+    env.app.hotkeys.problem = "Ctrl+Shift+Space is already taken by another program, so it cannot start dictation."
+    env.ui.show_settings()
+    banner = env.ui.settings_window.banner
+    assert banner.isVisibleTo(env.ui.settings_window) and "already taken by another program" in banner.text()
+    env.app.hotkeys.unavailable.emit("Right Alt is already taken by another program, so it cannot start dictation.")
+    assert banner.text().startswith("Right Alt is already taken")
