@@ -47,6 +47,7 @@ class FakePaster(QObject):
     def __init__(self) -> None:
         super().__init__()
         self.options = None
+        self.outcome = ""
         self.pasted: list[str] = []
         self.injector = SimpleNamespace(window_class=lambda: "XTerm")
 

@@ -165,7 +165,7 @@ class AppUi(QObject):
     def _repasted(self, ok: bool, message: str) -> None:
         entry_id = self._repasting.popleft() if self._repasting else None
         if entry_id is not None and self.history is not None:
-            self.history.set_paste_result(entry_id, ok, message)
+            self.history.set_paste_result(entry_id, ok, message, self._repaster.outcome)
         if not ok:
             self.app.notify(message, error=True)
 
@@ -236,7 +236,7 @@ class AppUi(QObject):
     def _pasted(self, ok: bool, message: str) -> None:
         entry_id = self._awaiting_paste.popleft() if self._awaiting_paste else None
         if entry_id is not None and self.history is not None:
-            self.history.set_paste_result(entry_id, ok, message)
+            self.history.set_paste_result(entry_id, ok, message, self.app.paster.outcome)
             if self.history_window is not None and self.history_window.isVisible():
                 self.history_window.refresh()
 

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -243,8 +244,9 @@ class App:
         self.log_path.write_text("")
         with mock.patch.dict(os.environ, {"XDG_CONFIG_HOME": str(self.config_home)}):
             self.address = instance_address()
-        self.env = {**session.env, "XDG_CONFIG_HOME": str(self.config_home), "DICTATE_TEST_AUDIO": str(self.audio_link),
-                    "PYTHONUNBUFFERED": "1"}
+        self.data_home = workdir / "data"  # the history database is in here
+        self.env = {**session.env, "XDG_CONFIG_HOME": str(self.config_home), "XDG_DATA_HOME": str(self.data_home),
+                    "DICTATE_TEST_AUDIO": str(self.audio_link), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
 
@@ -276,6 +278,15 @@ class App:
         return [ast.literal_eval(m) for m in re.findall(r"transcribed job=\S+ worker_ms=\S+ text=(.*)$", self.log(),
                                                         re.MULTILINE)]
 
+    def history(self) -> list[dict]:
+        """The app's history, oldest first: text, outcome and paste result of each dictation."""
+        path = self.data_home / "diffusion-dictate" / "history.sqlite3"
+        if not path.exists():
+            return []
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT id, text, outcome, paste_ok FROM dictations ORDER BY id").fetchall()
+        return [{"id": r[0], "text": r[1], "outcome": r[2], "paste_ok": r[3]} for r in rows]
+
     def count(self, pattern: str) -> int:
         return len(re.findall(pattern, self.log()))
 
@@ -304,6 +315,18 @@ class App:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def hold_and_release(session, app, clip, order, hold_s: float = 0.0) -> None:
+    """Press Ctrl+Shift+Space, keep it down until the clip is spoken (and `hold_s` more), release in `order`."""
+    app.speak(clip)
+    played = app.count("test audio source: end of")
+    session.xdotool("keydown", "ctrl+shift+space")
+    wait_for(lambda: app.count("test audio source: end of") > played, "the clip to be spoken", 180)
+    time.sleep(hold_s)
+    for key in order:
+        session.xdotool("keyup", key)
+        time.sleep(0.4)
 
 
 def missing_tools() -> list[str]:

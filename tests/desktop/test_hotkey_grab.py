@@ -17,24 +17,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.desktop.harness import PYTHON, ROOT, wait_for
+from tests.desktop.harness import PYTHON, ROOT, hold_and_release, wait_for
 
 LONG_WAIT = 180
 # Release orders: each key let go 0.4 s after the one before, so the keys still held auto-repeat.
 ORDERS = {"space first": ("space", "ctrl", "shift"), "ctrl first": ("ctrl", "shift", "space"),
           "shift first": ("shift", "space", "ctrl")}
-
-
-def hold_and_release(session, app, clip, order, hold_s: float = 0.0) -> None:
-    """Press Ctrl+Shift+Space, keep it down until the clip is spoken (and `hold_s` more), release in `order`."""
-    app.speak(clip)
-    played = app.count("test audio source: end of")
-    session.xdotool("keydown", "ctrl+shift+space")
-    wait_for(lambda: app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
-    time.sleep(hold_s)
-    for key in order:
-        session.xdotool("keyup", key)
-        time.sleep(0.4)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +95,7 @@ class Probe:
             line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             if line["event"] == event:
                 return line
-            if line["event"] not in ("done",):
+            if line["event"] != "done":
                 raise AssertionError(f"expected {event}, got {line}")
 
     def command(self, text: str) -> None:
