@@ -22,6 +22,8 @@ import numpy as np
 from app.desktop.paths import APP_NAME
 
 HISTORY_FILE = "history.sqlite3"
+# The outcome of a recording kept because the model could not run; `set_transcript` replaces it.
+NOT_TRANSCRIBED, TRANSCRIBED_LATER = "not_transcribed", "transcribed_later"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dictations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,7 +67,7 @@ class Dictation:
     paste_ok: bool | None = None
     paste_message: str = ""
     has_audio: bool = False
-    outcome: str = ""  # what became of the text: pasted, typed, clipboard, failed (paste.py); "" before
+    outcome: str = ""  # pasted, typed, clipboard, failed (paste.py), or NOT_TRANSCRIBED / TRANSCRIBED_LATER
 
 
 class History:
@@ -104,6 +106,17 @@ class History:
         with self._db:
             self._db.execute("UPDATE dictations SET paste_ok = ?, paste_message = ?, outcome = ? WHERE id = ?",
                              (int(ok), message, outcome, entry_id))
+
+    def set_transcript(self, entry_id: int, text: str, outcome: str) -> None:
+        """Fill in the text of a recording kept untranscribed (outcome NOT_TRANSCRIBED) once it is transcribed."""
+        with self._db:
+            self._db.execute("UPDATE dictations SET text = ?, outcome = ? WHERE id = ?", (text, outcome, entry_id))
+
+    def untranscribed(self) -> list[int]:
+        """Ids of the recordings still waiting for a model that works, oldest first."""
+        rows = self._db.execute("SELECT id FROM dictations WHERE outcome = ? AND audio IS NOT NULL ORDER BY id",
+                                (NOT_TRANSCRIBED,))
+        return [int(r[0]) for r in rows]
 
     def set_target(self, entry_id: int, target: str) -> None:
         with self._db:
@@ -158,6 +171,13 @@ class History:
                 self._db.execute("DELETE FROM dictations WHERE id NOT IN "
                                  "(SELECT id FROM dictations ORDER BY created DESC, id DESC LIMIT ?)", (max_entries,))
         return before - self.count()
+
+
+def wav_samples(data: bytes) -> np.ndarray:
+    """The float32 samples of a WAV file written by `wav_bytes` (16-bit mono)."""
+    with wave.open(io.BytesIO(data), "rb") as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    return pcm.astype(np.float32) / 32767
 
 
 def wav_bytes(audio: np.ndarray, rate: int = 16_000) -> bytes:

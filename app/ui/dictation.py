@@ -44,6 +44,7 @@ class DictationApp(QObject):
         super().__init__(parent)
         self.settings = settings
         self.hotkeys_ok = False
+        self.engine_problem: str | None = None  # why the model cannot run, while the worker is failed
         self.tray = Tray(self)
         self.controller = Controller(self, mode=settings.mode, tap_s=settings.tap_ms / 1000)
         self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
@@ -60,6 +61,7 @@ class DictationApp(QObject):
         self._recording_done.connect(c.recording_finished, QUEUED)
         self.worker.result.connect(self._transcribed, QUEUED)
         self.worker.failed.connect(lambda job, code, message: c.transcription_failed(job, message), QUEUED)
+        self.worker.failed.connect(self._worker_failed)
         self.worker.state_changed.connect(self._worker_state)
         self.paster.finished.connect(c.paste_finished, QUEUED)
         self.hotkeys.pressed.connect(c.hotkey_pressed, QUEUED)
@@ -125,6 +127,9 @@ class DictationApp(QObject):
 
     # ---- Effects (called by the controller) ----------------------------------------------------
     def start_recording(self) -> int:
+        if self.engine_problem and self.settings.unusable_model == "refuse":
+            raise UserError(f"Not recording: {self.engine_problem.rstrip('.')}. Fix the model in Settings → Model, or "
+                            "choose to keep recordings until it works.", code="engine_unusable")
         return self.recorder.begin()
 
     def stop_recording(self, rec_id: int, released_at: float) -> None:
@@ -160,7 +165,15 @@ class DictationApp(QObject):
                  float(transcript.get("timings", {}).get("total", 0.0)), transcript.get("text", ""))
         self.controller.transcribed(job_id, transcript.get("text", ""))
 
+    def _worker_failed(self, job_id: str, code: str, message: str) -> None:
+        if not job_id and self.worker.state == "failed":  # the worker as a whole: the model cannot run
+            self.engine_problem = message
+
     def _worker_state(self, state: str) -> None:
+        if state == "ready" and self.engine_problem:
+            self.engine_problem = None
+            self.controller.clear_error()  # the tray leaves its error state: the model works now
+            self.notify("The speech model works now.")
         if state in ("ready", "busy"):
             combo = parse_combo(self.settings.hotkey).label()
             how = {"hold": f"hold {combo}", "toggle": f"press {combo} to start and stop",

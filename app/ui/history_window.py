@@ -38,7 +38,8 @@ def when(created: float, now: float | None = None) -> str:
     return time.strftime("%a %d %b %H:%M" if t.tm_year == today.tm_year else "%d %b %Y %H:%M", t)
 
 
-_OUTCOME_LABELS = {"pasted": "Pasted", "typed": "Typed", "clipboard": "On clipboard", "failed": "Paste failed"}
+_OUTCOME_LABELS = {"pasted": "Pasted", "typed": "Typed", "clipboard": "On clipboard", "failed": "Paste failed",
+                   "not_transcribed": "Not transcribed", "transcribed_later": "Transcribed later"}
 
 
 def paste_status(entry: Dictation) -> str:
