@@ -113,6 +113,8 @@ class HotkeyListener(QObject):
             self.unavailable.emit(str(exc))
             return
         self._grab = grab
+        if grab.detectable_repeat:  # no fake releases to wait out: a release is reported at once
+            self._grace_s = self._tracker.grace_s = 0.0
         log.info("hotkeys: X11 grab for %s (cancel: %s; detectable auto-repeat: %s)", self._tracker.combo,
                  self._cancel.combo, grab.detectable_repeat)
         self._problem.emit(grab.start(self._tracker.combo, self._cancel.combo))

@@ -25,7 +25,7 @@ import queue
 import select
 import threading
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QMimeData, QObject, Signal
 from PySide6.QtGui import QClipboard
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,11 @@ class X11Selections:
         """Take the selections for `offer`; returns once we own them (or another program kept them)."""
         self._call("offer", offer)
 
+    def held_text(self, name: str) -> str | None:
+        """The text we serve in selection `name` ("CLIPBOARD", "PRIMARY"), or None when another program owns it."""
+        offer = self._offer
+        return offer.text if offer is not None and self._atoms[name] in self._owned else None
+
     def owns(self, offer: SelectionOffer) -> bool:
         """True while `offer` is on the CLIPBOARD: nobody has copied anything since."""
         return self._offer is offer and self._atom("CLIPBOARD") in self._owned
@@ -129,9 +134,11 @@ class X11Selections:
 
     def _release(self, selections: tuple[str, ...]) -> None:
         from Xlib import X
+        from Xlib.protocol import request
 
         for atom in [self._atom(name) for name in selections if self._atom(name) in self._owned]:
-            self._window.set_selection_owner(X.NONE, self._owned.pop(atom))
+            request.SetSelectionOwner(display=self._dpy.display, window=X.NONE, selection=atom,
+                                      time=self._owned.pop(atom))
         self._dpy.flush()
 
     def _server_time(self) -> int:
@@ -159,7 +166,7 @@ class X11Selections:
 
     def _serve(self, request) -> None:
         """Answer one SelectionRequest (ICCCM 2.2): write the property on the requestor, then notify it."""
-        from Xlib import X, Xatom
+        from Xlib import X, Xatom, error
         from Xlib.protocol import event as xevent
 
         offer = self._offer
@@ -167,27 +174,28 @@ class X11Selections:
         target = self._name(request.target)
         requestor = request.requestor  # a Window object
         owned_since = self._owned.get(request.selection)
+        gone = error.CatchError(error.BadWindow)  # a requestor that went away meanwhile
         refuse = offer is None or owned_since is None or (request.time != X.CurrentTime and request.time < owned_since)
         try:
             if refuse:
                 prop = X.NONE
             elif target == "TARGETS":
                 names = ("TARGETS", "TIMESTAMP", *_TEXT_TARGETS, *TRANSIENT_TARGETS)
-                requestor.change_property(prop, Xatom.ATOM, 32, [self._atom(n) for n in names])
+                requestor.change_property(prop, Xatom.ATOM, 32, [self._atom(n) for n in names], onerror=gone)
             elif target == "TIMESTAMP":
-                requestor.change_property(prop, Xatom.INTEGER, 32, [owned_since])
+                requestor.change_property(prop, Xatom.INTEGER, 32, [owned_since], onerror=gone)
             elif target in _TEXT_TARGETS:
                 latin = target in ("STRING", "TEXT")
                 data = offer.text.encode("latin-1", "replace") if latin else offer.text.encode("utf-8")
                 kind = Xatom.STRING if latin else request.target
-                requestor.change_property(prop, kind, 8, data)
+                requestor.change_property(prop, kind, 8, data, onerror=gone)
             elif target in TRANSIENT_TARGETS:
-                requestor.change_property(prop, request.target, 8, TRANSIENT_TARGETS[target])
+                requestor.change_property(prop, request.target, 8, TRANSIENT_TARGETS[target], onerror=gone)
             else:
                 prop = X.NONE
             requestor.send_event(xevent.SelectionNotify(time=request.time, requestor=requestor,
                                                         selection=request.selection, target=request.target,
-                                                        property=prop), event_mask=0)
+                                                        property=prop), event_mask=0, onerror=gone)
             self._dpy.flush()
         except Exception as exc:  # the requestor went away meanwhile: nothing to serve
             log.debug("clipboard: request from 0x%x not served: %s", requestor.id, exc)
@@ -239,8 +247,19 @@ class X11Clipboard:
         self._selections: X11Selections | None = None
 
     def snapshot(self, primary: bool = False) -> dict[str, object]:
+        """What each selection holds now. Our own earlier offer (a transcript left on the clipboard) is
+        copied without asking X: Qt would ask our selection thread while holding the GIL that thread
+        needs to answer, and wait out its 5 s timeout."""
         names = ("CLIPBOARD", "PRIMARY") if primary else ("CLIPBOARD",)
-        return {name: self._qt.snapshot(_MODE[name]) for name in names}
+        return {name: self._own_text(name) or self._qt.snapshot(mode=_MODE[name]) for name in names}
+
+    def _own_text(self, name: str) -> QMimeData | None:
+        text = self._selections.held_text(name) if self._selections is not None else None
+        if text is None:
+            return None
+        data = QMimeData()
+        data.setText(text)
+        return data
 
     def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> SelectionOffer:
         if self._selections is None:
