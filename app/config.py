@@ -202,20 +202,22 @@ def _salvage(text: str) -> dict[str, Any]:
 def load(path: Path | None = None) -> tuple[Settings, list[str]]:
     """Read the settings file; return the settings and sentences about anything that had to be fixed.
 
-    A damaged file is copied to `settings.json.broken` before the salvaged settings are written
-    back, so the user's edits are never silently lost.
+    A damaged file of any kind (bad JSON, bad values, not text at all) is copied byte for byte to
+    `settings.json.broken` before the salvaged settings are written back, so the user's edits are
+    never silently lost.
     """
     path = path or settings_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return Settings(), []
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         return Settings(), [f"Could not read {path} ({exc}); the default settings are used."]
+    text = raw.decode("utf-8", errors="replace")  # binary garbage still yields what text it holds
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
         broken = not isinstance(data, dict)
-    except json.JSONDecodeError:
+    except (UnicodeDecodeError, json.JSONDecodeError):
         data, broken = None, True
     if broken:
         data = _salvage(text)
@@ -223,7 +225,7 @@ def load(path: Path | None = None) -> tuple[Settings, list[str]]:
     if broken or problems:
         backup = path.with_name(path.name + ".broken")
         try:
-            backup.write_text(text, encoding="utf-8")
+            backup.write_bytes(raw)
             save(settings, path)
         except OSError:
             pass

@@ -59,6 +59,7 @@ class FakePaster(QObject):
 
 class FakeTray(QObject):
     settings_requested = Signal()
+    history_requested = Signal()
 
 
 class FakeHotkeys(QObject):

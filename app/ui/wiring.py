@@ -100,6 +100,7 @@ class AppUi(QObject):
         except (RuntimeError, TypeError):  # not connected to it (any more): nothing to replace
             pass
         dictation.tray.settings_requested.connect(self.show_settings)
+        dictation.tray.history_requested.connect(self.show_history)
         # The remote "show" command (a second launch) calls the app's show_settings: route it here too.
         dictation.show_settings = self.show_settings
         self.store.changed.connect(self._settings_changed)
