@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from tests.data import DATA_DIR, MANIFEST, WHISPER_TINY_EN
-from tests.desktop.harness import App, PlainTerminal, Target, Terminal, XSession, missing_tools
+from tests.desktop.harness import App, GtkEditor, PlainTerminal, Target, Terminal, XSession, missing_tools
 
 ARTIFACTS = DATA_DIR.parent / ".artifacts" / "desktop"
 HOTKEY = "ctrl+shift+space"  # xdotool's spelling of the app's default <ctrl>+<shift>+<space>
@@ -43,6 +43,11 @@ def clips():
 @pytest.fixture(scope="session")
 def target(x_session):
     return Target(x_session, x_session.workdir)
+
+
+@pytest.fixture(scope="session")
+def gtk_editor(x_session):
+    return GtkEditor(x_session, x_session.workdir)
 
 
 @pytest.fixture(scope="session")

@@ -231,6 +231,33 @@ class PlainTerminal(Window):
         self.out.write_bytes(b"")
 
 
+class GtkEditor(Window):
+    """mousepad (GTK 3, from Debian) editing a file; its text is read back by saving (Ctrl+S)."""
+
+    def __init__(self, session: XSession, workdir: Path) -> None:
+        super().__init__(session)
+        self.path = workdir / "gtk-target.txt"
+        self.path.write_text("")
+        self.title = f"{self.path} - Mousepad"
+        session.spawn(["mousepad", str(self.path)], "mousepad")
+        self._find()
+
+    def text(self) -> str:
+        if self.modified():  # the title starts with "*" until the file is saved
+            self.focus()
+            self.session.xdotool("key", "--clearmodifiers", "ctrl+s")
+            wait_for(lambda: not self.modified(), "mousepad to save its text", 20)
+        return self.path.read_text()
+
+    def modified(self) -> bool:
+        return self.session.xdotool("getwindowname", self.window_id).startswith("*")
+
+    def clear(self) -> None:
+        self.focus()
+        self.session.xdotool("key", "--clearmodifiers", "ctrl+a", "BackSpace")
+        wait_for(lambda: self.text() == "", "the GTK editor to be emptied")
+
+
 class App:
     """The dictation app under test, with its own settings folder and the test audio hook."""
 
@@ -330,4 +357,5 @@ def hold_and_release(session, app, clip, order, hold_s: float = 0.0) -> None:
 
 
 def missing_tools() -> list[str]:
-    return [tool for tool in ("Xvfb", "openbox", "trayer", "xdotool", "xclip", "xprop", "xterm") if not shutil.which(tool)]
+    tools = ("Xvfb", "openbox", "trayer", "xdotool", "xclip", "xprop", "xterm", "mousepad")
+    return [tool for tool in tools if not shutil.which(tool)]

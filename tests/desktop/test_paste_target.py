@@ -50,16 +50,16 @@ def test_a_default_xterm_gets_exactly_the_transcript(x_session, dictation_app, p
     assert x_session.clipboard() == "the user's clipboard"
 
 
-@pytest.mark.parametrize("which", ["default xterm", "Qt editor"])
+@pytest.mark.parametrize("which", ["plain_terminal", "target", "gtk_editor"], ids=["default xterm", "Qt", "GTK"])
 def test_with_a_clipboard_manager_reading_the_history_says_what_the_target_got(
-        x_session, dictation_app, plain_terminal, target, clips, clipboard_manager, which):
-    window = plain_terminal if which == "default xterm" else target
+        x_session, dictation_app, clips, clipboard_manager, which, request):
+    window = request.getfixturevalue(which)
     window.focus()
     window.clear()
     x_session.set_clipboard("kept by the user")
     others = dictation_app.count(r"\(not the target\) read the clipboard")
     transcript, entry = dictate(x_session, dictation_app, clips["espeak-en-08"]["path"])
-    received = plain_terminal.received().decode() if window is plain_terminal else target.text()
+    received = window.received().decode() if which == "plain_terminal" else window.text()
     assert entry["outcome"] == "pasted" and received == transcript == entry["text"]
     assert transcript in clipboard_manager(), "the manager read the transcript too"
     assert dictation_app.count(r"\(not the target\) read the clipboard") > others, "its read was not the paste"

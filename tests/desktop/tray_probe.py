@@ -1,6 +1,6 @@
 """The real Tray in a process of its own on the test display, reporting what a user would see.
 
-Prints JSON lines: {"geometry": [x, y, w, h]} once the icon is docked; {"menu": [action texts]}
+Prints JSON lines: {"geometry": [x, y, w, h]} once the icon is docked (and again if it moves); {"menu": [action texts]}
 each time its menu opens; {"notice": text} each time the notice on display changes. stdin line
 "notices" sends two notices at once, as the app does at start-up (a repaired settings file, then
 the hotkey).
@@ -34,10 +34,11 @@ def main() -> int:
     shown = {"notice": None}
 
     def poll() -> None:
-        geometry = tray._icon.geometry()
-        if "geometry" not in shown and geometry.width() > 0:
-            shown["geometry"] = True
-            say(geometry=[geometry.x(), geometry.y(), geometry.width(), geometry.height()])
+        g = tray._icon.geometry()
+        geometry = [g.x(), g.y(), g.width(), g.height()]
+        if g.width() > 0 and geometry != shown.get("geometry"):  # docked, or moved by the tray's layout
+            shown["geometry"] = geometry
+            say(geometry=geometry)
         if tray.notice != shown["notice"]:
             shown["notice"] = tray.notice
             say(notice=tray.notice)
