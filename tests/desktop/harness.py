@@ -2,8 +2,9 @@
 
 `XSession` runs Xvfb (display number picked by the server itself, so parallel runs never clash),
 openbox (focus, _NET_ACTIVE_WINDOW) and trayer (a system tray). `App` runs `python -m app` with
-its own settings folder and the test audio hook; `Target` is a QTextEdit in another process and
-`Terminal` an xterm that pastes with Ctrl+Shift+V. Every wait polls for a condition with a
+its own settings folder and the test audio hook. Paste targets, each in a process of its own:
+`Target` (a QTextEdit), `GtkEditor` (mousepad), `PlainTerminal` (xterm as installed) and `Terminal`
+(an xterm that also pastes with Ctrl+Shift+V). Every wait polls for a condition with a
 generous deadline: nothing here asserts on time.
 """
 
@@ -192,8 +193,8 @@ class Target(Window):
 
 
 class Terminal(Window):
-    """xterm, set up like modern terminals: Ctrl+Shift+V pastes the clipboard (xterm's default
-    pastes the primary selection with Shift+Insert only)."""
+    """xterm set up like modern terminals, where Ctrl+Shift+V pastes the clipboard (the app sends the
+    xterm family Shift+Insert with the text in PRIMARY, which pastes here too)."""
 
     title = "dictation-terminal"
 
