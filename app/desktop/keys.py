@@ -1,8 +1,8 @@
 """Hotkey combos as text ("<ctrl>+<shift>+space", "<alt_r>") and the logic that follows held keys.
 
 Pure Python with no pynput import, so the settings schema can validate a combo and the tests can
-drive the combo logic without a display. `hotkeys.py` turns pynput's key objects into the names
-used here.
+drive the combo logic without a display. `hotkeys.py` (pynput's key objects) and `x11_grab.py` (X
+keysyms, sides included) turn keys into the names used here.
 """
 
 from __future__ import annotations
