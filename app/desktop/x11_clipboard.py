@@ -27,6 +27,9 @@ import threading
 
 from PySide6.QtCore import QMimeData, QObject, Signal
 from PySide6.QtGui import QClipboard
+from Xlib import X, Xatom, display, error  # this module is imported on X11 only
+from Xlib.protocol import event as xevent
+from Xlib.protocol import request as xrequest
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,6 @@ class X11Selections:
     """Owns CLIPBOARD / PRIMARY with one offer at a time and serves every request for them."""
 
     def __init__(self) -> None:
-        from Xlib import X, display
-
         self._dpy = display.Display()
         self._window = self._dpy.screen().root.create_window(0, 0, 1, 1, 0, 0, X.InputOnly, X.CopyFromParent,
                                                             event_mask=X.PropertyChangeMask)
@@ -88,7 +89,7 @@ class X11Selections:
 
     def owns(self, offer: SelectionOffer) -> bool:
         """True while `offer` is on the CLIPBOARD: nobody has copied anything since."""
-        return self._offer is offer and self._atom("CLIPBOARD") in self._owned
+        return self._offer is offer and self._atoms["CLIPBOARD"] in self._owned
 
     def disown(self, offer: SelectionOffer, selections: tuple[str, ...]) -> None:
         """Leave these selections empty (what was there before the transcript was nothing)."""
@@ -103,8 +104,6 @@ class X11Selections:
 
     # ---- the selection thread -----------------------------------------------------------------
     def _run(self) -> None:
-        from Xlib import X
-
         fd = self._dpy.fileno()
         while True:
             while self._dpy.pending_events():
@@ -114,10 +113,14 @@ class X11Selections:
                 os.read(self._wake_r, 64)
             while not self._commands.empty():
                 command, value = self._commands.get()
-                (self._take if command == "offer" else self._release)(value)
+                try:
+                    (self._take if command == "offer" else self._release)(value)
+                except Exception:  # the paste then finds the selection not ours and says so
+                    log.exception("clipboard: could not %s the selections", command)
                 self._done.set()
 
     def _take(self, offer: SelectionOffer) -> None:
+        self._release(tuple(name for name in ("CLIPBOARD", "PRIMARY") if name not in offer.selections))
         self._offer = offer
         self._target_client = offer.target_window & ~self._client_mask
         self._target_pid = self._pid(offer.target_window) if offer.target_window else None
@@ -133,18 +136,13 @@ class X11Selections:
         self._dpy.flush()
 
     def _release(self, selections: tuple[str, ...]) -> None:
-        from Xlib import X
-        from Xlib.protocol import request
-
         for atom in [self._atom(name) for name in selections if self._atom(name) in self._owned]:
-            request.SetSelectionOwner(display=self._dpy.display, window=X.NONE, selection=atom,
-                                      time=self._owned.pop(atom))
+            xrequest.SetSelectionOwner(display=self._dpy.display, window=X.NONE, selection=atom,
+                                       time=self._owned.pop(atom))
         self._dpy.flush()
 
     def _server_time(self) -> int:
         """A real timestamp for SetSelectionOwner (ICCCM): the time of a property change on our window."""
-        from Xlib import X
-
         atom = self._atom("DICTATE_TIMESTAMP")
         self._window.change_property(atom, atom, 8, b"")
         while True:
@@ -154,8 +152,6 @@ class X11Selections:
             self._event(event)
 
     def _event(self, event) -> None:
-        from Xlib import X
-
         try:
             if event.type == X.SelectionRequest:
                 self._serve(event)
@@ -166,9 +162,6 @@ class X11Selections:
 
     def _serve(self, request) -> None:
         """Answer one SelectionRequest (ICCCM 2.2): write the property on the requestor, then notify it."""
-        from Xlib import X, Xatom, error
-        from Xlib.protocol import event as xevent
-
         offer = self._offer
         prop = request.property or request.target  # obsolete clients leave the property None
         target = self._name(request.target)
@@ -214,8 +207,6 @@ class X11Selections:
         return self._target_pid is not None and self._pid(window) == self._target_pid
 
     def _pid(self, window: int) -> int | None:
-        from Xlib import X
-
         try:
             prop = self._dpy.create_resource_object("window", window).get_full_property(
                 self._atom("_NET_WM_PID"), X.AnyPropertyType)

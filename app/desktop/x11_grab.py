@@ -33,7 +33,11 @@ import threading
 import time
 from typing import Callable
 
+from Xlib import XK, X, error  # this module is imported on X11 only
+from Xlib import display as xdisplay
+
 from app.desktop.keys import Combo, is_modifier
+from app.desktop.xkb import per_client_flags, use_extension
 from app.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -71,12 +75,9 @@ class X11Grab:
     grabbed, else the sentence to show). Both are called on the grab's own thread."""
 
     def __init__(self, on_keys: Callable[[frozenset[str], float], None], on_grabbed: Callable[[str], None]) -> None:
-        from Xlib import display as xdisplay
-        from Xlib.error import DisplayError
-
         try:
             self._dpy = xdisplay.Display()
-        except DisplayError as exc:
+        except error.DisplayError as exc:
             raise UserError(f"Cannot reach the X display ({exc}); is DISPLAY set?", code="no_display") from exc
         self._on_keys, self._on_grabbed = on_keys, on_grabbed
         self._root = self._dpy.screen().root
@@ -126,7 +127,13 @@ class X11Grab:
         fd = self._dpy.fileno()
         while True:
             while self._dpy.pending_events():
-                self._event(self._dpy.next_event())
+                event = self._dpy.next_event()
+                try:
+                    self._event(event)
+                except Exception:  # never leave the keyboard frozen by a grab we did not answer
+                    log.exception("hotkeys: could not handle a key event")
+                    self._dpy.allow_events(X.AsyncKeyboard, X.CurrentTime)
+                    self._dpy.flush()
             ready, _, _ = select.select([fd, self._wake_r], [], [], 1.0)
             if self._wake_r in ready:
                 os.read(self._wake_r, 64)
@@ -152,19 +159,17 @@ class X11Grab:
                 return
             problem = self._grab_hotkey()
             if self._cancel_armed:
-                self._grab("cancel", self._cancel)
+                self._grab_cancel()
             self._on_grabbed(problem)
         elif command == "cancel" and value != self._cancel_armed:
             self._cancel_armed = value
             if value:
-                self._grab("cancel", self._cancel)  # Esc taken by others: the tray's Cancel still works
+                self._grab_cancel()
             else:
                 self._ungrab("cancel")
             self._dpy.flush()
 
     def _event(self, event) -> None:
-        from Xlib import X
-
         if event.type not in (X.KeyPress, X.KeyRelease):
             return
         now = time.monotonic()
@@ -194,10 +199,15 @@ class X11Grab:
         except UserError as exc:  # a key this layout lacks, or two non-modifier keys
             return str(exc)
 
+    def _grab_cancel(self) -> None:
+        """The cancel key, while recording; when another program has it, the tray's Cancel still works."""
+        try:
+            self._grab("cancel", self._cancel)
+        except UserError as exc:
+            log.warning("hotkeys: the cancel key is not grabbed: %s", exc)
+
     def _grab(self, slot: str, combo: Combo) -> str | None:
         """Replace the grabs in `slot` by `combo`'s; a message when another program has the combination."""
-        from Xlib import X, error
-
         self._ungrab(slot)
         catch = error.CatchError(error.BadAccess)
         done = []
@@ -234,8 +244,6 @@ class X11Grab:
                 for mask in self._masks([m for m in modifiers if m != part])]
 
     def _keycodes(self, part: str) -> list[int]:
-        from Xlib import XK
-
         if part in _MODIFIER_KEYSYMS:
             keysyms = [XK.string_to_keysym(name) for name in _MODIFIER_KEYSYMS[part]]
         elif part in _NAMED_KEYSYMS:
@@ -260,8 +268,6 @@ class X11Grab:
 
     def _lock_variants(self) -> list[int]:
         """Every combination of CapsLock, NumLock and ScrollLock, which X counts as modifiers."""
-        from Xlib import X, XK
-
         mapping = self._dpy.get_modifier_mapping()
         locks = {X.LockMask}
         for name in ("Num_Lock", "Scroll_Lock"):
@@ -276,8 +282,6 @@ class X11Grab:
         return {self._name(code) for code in range(8, 256) if keymap[code // 8] & (1 << (code % 8))}
 
     def _name(self, keycode: int) -> str:
-        from Xlib import XK
-
         if not self._names:
             self._names = {XK.string_to_keysym(x_name): name for x_name, name in _NAME_OF_KEYSYM.items()}
         keysym = self._dpy.keycode_to_keysym(keycode, 0)
@@ -287,8 +291,6 @@ class X11Grab:
 
     def _set_detectable_auto_repeat(self) -> bool:
         """Ask XKB to send a held key's repeats as presses only (no fake release between them)."""
-        from app.desktop.xkb import per_client_flags, use_extension
-
         if not use_extension(self._dpy):
             return False
         value = per_client_flags(self._dpy, device=_XKB_USE_CORE_KBD, change=_XKB_DETECTABLE_AUTO_REPEAT,
