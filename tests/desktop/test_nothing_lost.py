@@ -31,13 +31,19 @@ def test_silence_leaves_no_overlay_behind(x_session, dictation_app, target, tmp_
     wait_for(lambda: not overlay_visible(x_session), "the overlay to go (it stayed on Transcribing)", 10)
 
 
-def second_app(x_session, tmp_path, **settings) -> App:
+def second_app(x_session, tmp_path, env: dict | None = None, **settings) -> App:
     """An app of its own (own settings, history and hotkey), started; its worker may fail to load."""
     workdir = tmp_path / "app2"
     workdir.mkdir(exist_ok=True)
     app = App(x_session, workdir, {**APP_SETTINGS, "hotkey": "<ctrl>+<alt>+k", **settings})
+    app.env.update(env or {})
     app.start()
     return app
+
+
+# The model cannot run: a folder that is gone, or the default Hub model on a first start offline.
+UNUSABLE = {"missing folder": ({"model": MISSING_MODEL}, {}),
+            "offline default model": ({"model": ""}, {"HF_HUB_OFFLINE": "1"})}
 
 
 def dictate_by_command(app, clip) -> None:
@@ -48,9 +54,11 @@ def dictate_by_command(app, clip) -> None:
     app.command("toggle")
 
 
+@pytest.mark.parametrize("unusable", UNUSABLE)
 def test_a_recording_made_while_the_model_cannot_load_is_kept_and_transcribed_once_it_does(x_session, tmp_path,
-                                                                                            clips):
-    app = second_app(x_session, tmp_path, model=MISSING_MODEL)
+                                                                                            clips, unusable):
+    settings, env = UNUSABLE[unusable]
+    app = second_app(x_session, tmp_path, {**env, "HF_HOME": str(tmp_path / "empty-hf-home")}, **settings)
     try:
         wait_for(lambda: app.status()["worker"] == "failed", "the model load to fail", LONG_WAIT)
         dictate_by_command(app, clips["espeak-en-02"]["path"])
