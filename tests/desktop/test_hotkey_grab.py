@@ -141,6 +141,20 @@ def test_a_modifier_only_hotkey_is_held_and_released(x_session, probe):
     assert p.quiet()
 
 
+def test_a_hotkey_of_two_modifiers_starts_whichever_comes_last(x_session, probe):
+    p = probe("<ctrl>+<alt>")
+    p.expect("ready")
+    for first, second in (("Control_L", "Alt_L"), ("Alt_L", "Control_L")):
+        x_session.key_event(first, True)
+        assert p.quiet(), "one of the two is not the hotkey yet"
+        x_session.key_event(second, True)
+        p.expect("pressed")
+        x_session.key_event(first, False)
+        p.expect("released")
+        x_session.key_event(second, False)
+        assert p.quiet()
+
+
 def test_the_hotkey_works_with_num_lock_and_caps_lock_on(x_session, probe):
     p = probe("<ctrl>+<alt>+j")  # the session's app holds Ctrl+Shift+Space
     p.expect("ready")
