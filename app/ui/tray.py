@@ -75,6 +75,11 @@ class Tray(QObject):
         return QSystemTrayIcon.isSystemTrayAvailable()
 
     @property
+    def state(self) -> State:
+        """The state the icon shows."""
+        return self._state
+
+    @property
     def visible(self) -> bool:
         return self._icon.isVisible()
 
