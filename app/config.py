@@ -27,6 +27,7 @@ SETTINGS_FILE = "settings.json"
 DEFAULT_MODELS = {"whisper": "openai/whisper-base", "diffusion": "interfaze-ai/diffusion-gemma-asr-small"}
 PASTE_METHODS = ("paste", "type", "copy")
 PASTE_KEYS = ("auto", "ctrl+v", "ctrl+shift+v", "shift+insert")
+UNUSABLE_MODEL = ("keep", "refuse")
 
 
 def setting(default: Any, label: str, help: str, *, group: str, choices: tuple | None = None,
@@ -65,6 +66,9 @@ class Settings:
     quantization: str = setting("auto", "Precision", "Weight precision; auto picks by free GPU memory.",
                                 group="Model", choices=QUANTIZATIONS)
     device: str = setting("auto", "Device", "Where the model runs: auto, cpu, cuda or cuda:N.", group="Model")
+    unusable_model: str = setting("keep", "When the model cannot run", "keep: record anyway; the recording waits in "
+                                  "the history as not transcribed and is transcribed once the model works. refuse: "
+                                  "do not start recording, and say why.", group="Model", choices=UNUSABLE_MODEL)
     language: str = setting(AUTO, "Language", "The language you speak, or auto to detect it.",
                             group="Model", choices=(AUTO, *LANGUAGES))
     steps: int = setting(8, "Quality (steps)", "Diffusion only: the most denoising steps; more is slower and better.",
@@ -94,8 +98,9 @@ class Settings:
     paste_method: str = setting("paste", "Insert text by", "paste: via the clipboard and a paste keystroke; type: "
                                 "simulated typing (slow); copy: only put the text on the clipboard.",
                                 group="Output", choices=PASTE_METHODS)
-    paste_keys: str = setting("auto", "Paste keystroke", "auto: Ctrl+Shift+V in terminals, Ctrl+V elsewhere "
-                              "(Cmd+V on macOS).", group="Output", choices=PASTE_KEYS)
+    paste_keys: str = setting("auto", "Paste keystroke", "auto: Shift+Insert in xterm and its relatives (they paste "
+                              "the primary selection, which gets the text too), Ctrl+Shift+V in other terminals, "
+                              "Ctrl+V elsewhere (Cmd+V on macOS).", group="Output", choices=PASTE_KEYS)
     restore_clipboard: bool = setting(True, "Restore clipboard", "Puts back what the clipboard held once the target "
                                       "window has taken the text.", group="Output")
 
@@ -197,20 +202,22 @@ def _salvage(text: str) -> dict[str, Any]:
 def load(path: Path | None = None) -> tuple[Settings, list[str]]:
     """Read the settings file; return the settings and sentences about anything that had to be fixed.
 
-    A damaged file is copied to `settings.json.broken` before the salvaged settings are written
-    back, so the user's edits are never silently lost.
+    A damaged file of any kind (bad JSON, bad values, not text at all) is copied byte for byte to
+    `settings.json.broken` before the salvaged settings are written back, so the user's edits are
+    never silently lost.
     """
     path = path or settings_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return Settings(), []
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         return Settings(), [f"Could not read {path} ({exc}); the default settings are used."]
+    text = raw.decode("utf-8", errors="replace")  # binary garbage still yields what text it holds
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
         broken = not isinstance(data, dict)
-    except json.JSONDecodeError:
+    except (UnicodeDecodeError, json.JSONDecodeError):
         data, broken = None, True
     if broken:
         data = _salvage(text)
@@ -218,7 +225,7 @@ def load(path: Path | None = None) -> tuple[Settings, list[str]]:
     if broken or problems:
         backup = path.with_name(path.name + ".broken")
         try:
-            backup.write_text(text, encoding="utf-8")
+            backup.write_bytes(raw)
             save(settings, path)
         except OSError:
             pass

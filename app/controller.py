@@ -244,6 +244,11 @@ class Controller:
             self._pasting = True
             self.fx.paste(self._queue[0].text)
 
+    def clear_error(self) -> None:
+        """What failed is fixed (the model loads now): leave the error state without a dictation."""
+        self._error = None
+        self._update()
+
     def _fail(self, message: str) -> None:
         self._error = message
         self.fx.notify(message, error=True)

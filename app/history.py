@@ -22,6 +22,8 @@ import numpy as np
 from app.desktop.paths import APP_NAME
 
 HISTORY_FILE = "history.sqlite3"
+# The outcome of a recording kept because the model could not run; `set_transcript` replaces it.
+NOT_TRANSCRIBED, TRANSCRIBED_LATER = "not_transcribed", "transcribed_later"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dictations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -35,7 +37,8 @@ CREATE TABLE IF NOT EXISTS dictations (
     target TEXT NOT NULL DEFAULT '',
     paste_ok INTEGER,
     paste_message TEXT NOT NULL DEFAULT '',
-    audio BLOB
+    audio BLOB,
+    outcome TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS dictations_created ON dictations(created);
 """
@@ -64,6 +67,7 @@ class Dictation:
     paste_ok: bool | None = None
     paste_message: str = ""
     has_audio: bool = False
+    outcome: str = ""  # pasted, typed, clipboard, failed (paste.py), or NOT_TRANSCRIBED / TRANSCRIBED_LATER
 
 
 class History:
@@ -77,6 +81,10 @@ class History:
         # SQLite's LIKE folds ASCII only; Python's casefold also matches "Über" to "über" (or "ß" to "ss").
         self._db.create_function("casefold", 1, lambda s: (s or "").casefold(), deterministic=True)
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(dictations)")}
+        if "outcome" not in columns:  # a history from before outcomes were kept
+            with self._db:
+                self._db.execute("ALTER TABLE dictations ADD COLUMN outcome TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
@@ -94,10 +102,21 @@ class History:
                  json.dumps(timings or {}), target, blob))
         return int(cursor.lastrowid)
 
-    def set_paste_result(self, entry_id: int, ok: bool, message: str = "") -> None:
+    def set_paste_result(self, entry_id: int, ok: bool, message: str = "", outcome: str = "") -> None:
         with self._db:
-            self._db.execute("UPDATE dictations SET paste_ok = ?, paste_message = ? WHERE id = ?",
-                             (int(ok), message, entry_id))
+            self._db.execute("UPDATE dictations SET paste_ok = ?, paste_message = ?, outcome = ? WHERE id = ?",
+                             (int(ok), message, outcome, entry_id))
+
+    def set_transcript(self, entry_id: int, text: str, outcome: str) -> None:
+        """Fill in the text of a recording kept untranscribed (outcome NOT_TRANSCRIBED) once it is transcribed."""
+        with self._db:
+            self._db.execute("UPDATE dictations SET text = ?, outcome = ? WHERE id = ?", (text, outcome, entry_id))
+
+    def untranscribed(self) -> list[int]:
+        """Ids of the recordings still waiting for a model that works, oldest first."""
+        rows = self._db.execute("SELECT id FROM dictations WHERE outcome = ? AND audio IS NOT NULL ORDER BY id",
+                                (NOT_TRANSCRIBED,))
+        return [int(r[0]) for r in rows]
 
     def set_target(self, entry_id: int, target: str) -> None:
         with self._db:
@@ -112,7 +131,7 @@ class History:
         if failed_only:
             where.append("paste_ok = 0")
         sql = ("SELECT id, created, text, language, engine, model, steps, timings, target, paste_ok, paste_message,"
-               " audio IS NOT NULL FROM dictations")
+               " audio IS NOT NULL, outcome FROM dictations")
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC, id DESC LIMIT ?"
@@ -121,7 +140,7 @@ class History:
     def get(self, entry_id: int) -> Dictation | None:
         row = self._db.execute(
             "SELECT id, created, text, language, engine, model, steps, timings, target, paste_ok, paste_message,"
-            " audio IS NOT NULL FROM dictations WHERE id = ?", (entry_id,)).fetchone()
+            " audio IS NOT NULL, outcome FROM dictations WHERE id = ?", (entry_id,)).fetchone()
         return _row(row) if row else None
 
     def audio(self, entry_id: int) -> bytes | None:
@@ -154,6 +173,13 @@ class History:
         return before - self.count()
 
 
+def wav_samples(data: bytes) -> np.ndarray:
+    """The float32 samples of a WAV file written by `wav_bytes` (16-bit mono)."""
+    with wave.open(io.BytesIO(data), "rb") as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    return pcm.astype(np.float32) / 32767
+
+
 def wav_bytes(audio: np.ndarray, rate: int = 16_000) -> bytes:
     """Float samples in [-1, 1] as a 16-bit mono WAV file: what any player opens, at half float32's size."""
     pcm = (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767).astype("<i2")
@@ -169,4 +195,4 @@ def wav_bytes(audio: np.ndarray, rate: int = 16_000) -> bytes:
 def _row(r: tuple) -> Dictation:
     return Dictation(id=r[0], created=r[1], text=r[2], language=r[3], engine=r[4], model=r[5], steps=r[6],
                      timings=json.loads(r[7] or "{}"), target=r[8], paste_ok=None if r[9] is None else bool(r[9]),
-                     paste_message=r[10], has_audio=bool(r[11]))
+                     paste_message=r[10], has_audio=bool(r[11]), outcome=r[12])

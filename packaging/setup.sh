@@ -15,6 +15,7 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 APT_PACKAGES=(
   libportaudio2 libsndfile1                       # sounddevice, soundfile
   xvfb xauth openbox trayer xdotool xclip x11-utils xterm # a real X11 session for the desktop tests
+  mousepad                                         # a GTK text editor: a paste target of the desktop tests
   libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-image0 libxcb-randr0 libxcb-render-util0
   libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3
   espeak-ng sox pocketsphinx-testdata              # test speech: synthetic in six languages, real English

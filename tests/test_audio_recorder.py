@@ -205,3 +205,48 @@ def test_a_file_is_fed_through_the_microphone_path_in_real_time_blocks():
     assert results[0].speech and len(audio) >= len(expected)
     assert np.allclose(audio[:len(expected)], expected, atol=0.02)
 
+
+
+def feed(src, audio):
+    """Push `audio` in 10 ms blocks, until the source is closed (its last recording is finished)."""
+    for i in range(0, len(audio), BLOCK):
+        on_block = src.on_block
+        if on_block is None:
+            return
+        on_block(audio[i:i + BLOCK, None])
+
+
+def test_post_roll_is_skipped_when_the_speech_ended_before_the_release():
+    path, _ = speech_clip()
+    speech = load_audio(path)
+    src = PushSource()
+    rec, results, clock = make(src, skip_silence=True, post_roll_ms=300)
+    rid = rec.begin()
+    feed(src, speech)
+    src.push(0.0, blocks=40)  # the speaker stopped 400 ms before letting go of the key
+    rec.end(rid, released_at=0.0)
+    src.push(0.0)  # the next 10 ms block ends it: no 300 ms wait
+    (r,) = results
+    assert r.speech and len(r.audio) == len(speech) + 40 * BLOCK
+
+
+def test_post_roll_follows_speech_that_goes_on_after_the_release():
+    path, _ = speech_clip()
+    speech = load_audio(path)
+    half = len(speech) // 2 // BLOCK * BLOCK
+    src = PushSource()
+    rec, results, clock = make(src, skip_silence=True, post_roll_ms=300)
+    rid = rec.begin()
+    feed(src, speech[:half])
+    rec.end(rid, released_at=0.0)  # released mid-sentence
+    feed(src, speech[half:half + 10 * BLOCK])
+    assert results == [], "the speaker is still talking: keep recording"
+    feed(src, speech[half + 10 * BLOCK:])
+    (r,) = results
+    assert len(r.audio) == half + 300 * 16, "a speaker who goes on is cut at the post-roll's 300 ms"
+
+    rid = rec.begin()
+    feed(src, speech[:half])
+    rec.end(rid, released_at=0.0)
+    feed(src, np.zeros(30 * BLOCK, np.float32))  # the speaker stops at the release: done before the 300 ms
+    assert len(results) == 2 and half < len(results[1].audio) < half + 300 * 16

@@ -68,3 +68,14 @@ def test_truncated_json_is_salvaged_field_by_field(tmp_path):
 def test_engine_spec_uses_the_engines_default_model():
     assert Settings().engine_spec().model == config.DEFAULT_MODELS["whisper"]
     assert Settings(model="/models/x").engine_spec().model == "/models/x"
+
+
+def test_binary_garbage_is_copied_aside_byte_for_byte(tmp_path):
+    path = tmp_path / "settings.json"
+    garbage = bytes(range(256)) * 4 + b'\xff\xfe"mode": "toggle"\x00\x81'
+    path.write_bytes(garbage)
+    settings, problems = config.load(path)
+    assert (tmp_path / "settings.json.broken").read_bytes() == garbage
+    assert settings.mode == "toggle", "what could be read is kept"
+    assert "not valid JSON" in problems[0] and "settings.json.broken" in problems[0]
+    assert config.load(path) == (settings, [])  # a clean file was written back

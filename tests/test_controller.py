@@ -279,3 +279,14 @@ def test_microphone_failure_is_an_error_not_a_recording(fx):
     c.hotkey_pressed(100.0)
     c.hotkey_released(101.0)
     assert c.state is State.ERROR and fx.kinds() == []
+
+
+def test_an_error_clears_once_what_failed_is_fixed(fx):
+    c, _ = make(fx, "hold")
+    c.hotkey_pressed()
+    c.hotkey_released()
+    c.recording_finished(RecordingResult(1, SPEECH))
+    c.transcription_failed("job1", "The model folder /gone does not exist.")
+    assert c.state is State.ERROR and c.queued == 0
+    c.clear_error()  # the model loads now (the app calls this when the worker becomes ready)
+    assert c.state is State.IDLE and fx.states[-1] is State.IDLE

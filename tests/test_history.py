@@ -12,7 +12,7 @@ import pytest
 from PySide6.QtGui import QGuiApplication
 
 from app.history import History
-from app.ui.history_window import HistoryWindow, details, when
+from app.ui.history_window import HistoryWindow, details, paste_status, when
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -107,3 +107,31 @@ def test_when_reads_like_a_clock():
     assert when(now - 600, now) == "14:50"
     assert when(now - 86400, now).startswith("Yesterday")
     assert when(now - 5 * 86400, now).endswith("15:00") and "May" in when(now - 5 * 86400, now)
+
+
+def test_what_became_of_each_text_is_kept_and_shown(history):
+    typed = history.add("typed into a window that took no paste")
+    history.set_paste_result(typed, True, "", "typed")
+    kept = history.add("", audio=np.zeros(1600, np.float32))
+    history.set_transcript(kept, "", "not_transcribed")
+    assert [paste_status(history.get(i)) for i in (typed, kept)] == ["Typed", "Not transcribed"]
+    assert history.untranscribed() == [kept]
+    history.set_transcript(kept, "said while the model was missing", "transcribed_later")
+    assert history.untranscribed() == [] and paste_status(history.get(kept)) == "Transcribed later"
+    assert details(history.get(typed)).endswith(" · typed")
+
+
+def test_a_history_from_before_outcomes_gains_the_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the schema as it was, without `outcome`
+        db.execute("CREATE TABLE dictations (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, text TEXT "
+                   "NOT NULL, language TEXT NOT NULL DEFAULT '', engine TEXT NOT NULL DEFAULT '', model TEXT NOT NULL "
+                   "DEFAULT '', steps INTEGER, timings TEXT NOT NULL DEFAULT '{}', target TEXT NOT NULL DEFAULT '', "
+                   "paste_ok INTEGER, paste_message TEXT NOT NULL DEFAULT '', audio BLOB)")
+        db.execute("INSERT INTO dictations (created, text, paste_ok) VALUES (1.0, 'old words', 1)")
+    old = History(path)
+    (entry,) = old.search()
+    assert entry.text == "old words" and entry.outcome == "" and paste_status(entry) == "Pasted"
+    old.close()

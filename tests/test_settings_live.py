@@ -28,9 +28,11 @@ class FakeWorker(QObject):
     progress = Signal(str, int, int, str)
     result = Signal(str, dict)
     failed = Signal(str, str, str)
+    state_changed = Signal(str)
 
     def __init__(self) -> None:
         super().__init__()
+        self.state = "ready"
         self.specs = []
         self.idle_unload_s: float | None = None
 
@@ -47,6 +49,7 @@ class FakePaster(QObject):
     def __init__(self) -> None:
         super().__init__()
         self.options = None
+        self.outcome = ""
         self.pasted: list[str] = []
         self.injector = SimpleNamespace(window_class=lambda: "XTerm")
 
@@ -56,15 +59,22 @@ class FakePaster(QObject):
 
 class FakeTray(QObject):
     settings_requested = Signal()
+    history_requested = Signal()
 
 
 class FakeHotkeys(QObject):
+    unavailable = Signal(str)
+
     def __init__(self) -> None:
         super().__init__()
         self.combos = None
+        self.problem: str | None = None
 
     def set_combos(self, combo, cancel) -> None:
         self.combos = (str(combo), str(cancel))
+
+    def pause(self, paused: bool) -> None:
+        self.blockSignals(paused)
 
 
 class FakeRecorder:
@@ -88,6 +98,7 @@ class FakeApp(QObject):
         self.controller.configure = lambda **kw: self.controller.configured.append(kw)
         self.hotkeys = FakeHotkeys()
         self.notices: list[str] = []
+        self.sent: list = []  # audio given to `transcribe`
         self.tray.settings_requested.connect(self.show_settings)
 
     def show_settings(self) -> None:
@@ -95,6 +106,12 @@ class FakeApp(QObject):
 
     def notify(self, message: str, error: bool = False) -> None:
         self.notices.append(message)
+
+    def transcribe(self, audio) -> str:
+        self.sent.append(audio)
+        job_id = f"retry{len(self.sent)}"
+        self.submitted.emit(job_id, audio)
+        return job_id
 
 
 @pytest.fixture
@@ -245,3 +262,39 @@ def test_sound_cue_files_are_small_and_loadable():
         assert path.stat().st_size < 50_000
         data, rate = load_wav(path)
         assert rate == 44100 and 0.1 < len(data) / rate < 0.5 and 0.2 < np.abs(data).max() < 0.5
+
+
+def test_a_hotkey_another_program_holds_is_said_in_the_settings_window(env, qtbot):
+    env.app.hotkeys.problem = "Ctrl+Shift+Space is already taken by another program, so it cannot start dictation."
+    env.ui.show_settings()
+    banner = env.ui.settings_window.banner
+    assert banner.isVisibleTo(env.ui.settings_window) and "already taken by another program" in banner.text()
+    env.app.hotkeys.unavailable.emit("Right Alt is already taken by another program, so it cannot start dictation.")
+    assert banner.text().startswith("Right Alt is already taken")
+
+
+def test_a_recording_the_model_could_not_take_is_kept_and_transcribed_once_it_works(env, qtbot):
+    app, ui = env.app, env.ui
+    audio = np.sin(np.linspace(0, 800, 16000)).astype(np.float32) * 0.5
+    app.worker.state = "failed"  # e.g. the model folder is gone
+    app.submitted.emit("job1", audio)
+    app.worker.failed.emit("job1", "model_missing", "The model folder /gone does not exist.")
+    kept = ui.history.search()
+    assert len(kept) == 1 and kept[0].outcome == "not_transcribed" and kept[0].text == "" and kept[0].has_audio
+    assert any("kept in History" in n for n in app.notices) and ui.kept.waiting == 1
+    app.worker.state = "ready"  # fixed in Settings: the worker reloads and says ready
+    app.worker.state_changed.emit("ready")
+    assert len(app.sent) == 1 and np.allclose(app.sent[0], audio, atol=1e-4)
+    app.worker.result.emit("retry1", {"text": " hello again ", "timings": {}})
+    entry = ui.history.get(kept[0].id)
+    assert entry.text == "hello again" and entry.outcome == "transcribed_later"
+    assert len(ui.history.search()) == 1 and not app.paster.pasted, "a late transcript is kept, never pasted"
+    assert "hello again" in app.notices[-1] and ui.kept.waiting == 0
+
+
+def test_refusing_to_record_keeps_nothing(env, qtbot):
+    env.ui.store.set("unusable_model", "refuse")
+    env.app.worker.state = "failed"
+    env.app.submitted.emit("job1", np.zeros(1600, np.float32))
+    env.app.worker.failed.emit("job1", "model_missing", "The model folder /gone does not exist.")
+    assert env.ui.history.search() == [] and env.ui.kept.waiting == 0

@@ -2,9 +2,10 @@
 
 The audio source delivers blocks on its own thread; each block is downmixed, resampled to 16 kHz
 (streaming soxr, so no clicks at block edges), written to a ring buffer (the pre-roll) and appended
-to every recording still open. A recording ends `post_roll_ms` after the key was really released:
-the last word is not cut off, and the hotkey's auto-repeat grace period is absorbed by the
-post-roll instead of adding latency. Recordings may overlap (a new one can begin during the
+to every recording still open. A recording ends up to `post_roll_ms` after the key was really
+released, so that the last word is not cut off, but no longer than the speech goes on: when the
+speech check had already heard the speech end before the release, the recording ends with the
+next block; when the speaker is still talking, it ends as soon as the check hears them stop. Recordings may overlap (a new one can begin during the
 previous one's post-roll), which is what lets the controller queue dictations instead of dropping
 them. The speech check runs block by block, so its verdict is ready when the recording ends.
 
@@ -50,6 +51,7 @@ class _Take:
     length: int
     detector: SpeechDetector | None
     remaining: int | None = None  # post-roll samples still to record once ended
+    post_roll_from: int | None = None  # the length when the key was released
     hit_limit: bool = False
     new: list[np.ndarray] = field(default_factory=list)  # appended but not yet given to the detector
 
@@ -101,6 +103,9 @@ class Recorder:
             take = self._takes.get(rec_id)
             if take is not None and take.remaining is None:
                 take.remaining = max(0, int((self.options.post_roll_ms / 1000 - late) * SAMPLE_RATE))
+                if take.detector is not None and take.detector.ended:  # the speaker had stopped already
+                    take.remaining = 0  # delivered with the next block (BLOCK_SECONDS)
+                take.post_roll_from = take.length
 
     def discard(self, rec_id: int) -> None:
         with self._lock:
@@ -176,6 +181,10 @@ class Recorder:
                 except Exception:  # never let the check kill the audio stream or lose the dictation
                     log.exception("speech check failed; this recording will be transcribed unchecked")
                     take.detector = None
+            if take.remaining and take.detector is not None and take.detector.ended:  # stopped talking
+                with self._lock:
+                    if self._takes.pop(take.rec_id, None) is take:
+                        done.append(take)
         for take in done:
             self._deliver(take)
         if done:
@@ -189,5 +198,7 @@ class Recorder:
                 speech = take.detector.finish()
             except Exception:  # a broken silence check must not lose the dictation
                 log.exception("speech check failed; transcribing anyway")
-        log.info("recording %d finished: %.2f s, speech=%s", take.rec_id, len(audio) / SAMPLE_RATE, speech)
+        post_roll_ms = 0.0 if take.post_roll_from is None else (take.length - take.post_roll_from) / SAMPLE_RATE * 1000
+        log.info("recording %d finished: %.2f s, speech=%s, post-roll %.0f ms", take.rec_id, len(audio) / SAMPLE_RATE,
+                 speech, post_roll_ms)
         self.on_finished(RecordingResult(take.rec_id, audio, speech=speech, hit_limit=take.hit_limit))

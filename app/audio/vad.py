@@ -2,7 +2,8 @@
 
 Speech models invent text for silence ("Thank you."), so a silent recording must never reach the
 worker. The check runs on each 32 ms window as the audio arrives (about 0.3 ms of CPU each), so the
-answer is ready the moment the recording ends and costs no latency.
+answer is ready the moment the recording ends and costs no latency. It also follows where the speech
+ends, which lets the recorder skip the post-roll when the speaker had already stopped.
 
 Why not `import silero_vad`: its package imports torch at import time, and the GUI process must stay
 torch-free. The same model ships in that wheel as ONNX; we locate the file without importing the
@@ -25,6 +26,7 @@ WINDOW = 512  # samples per model step at 16 kHz
 CONTEXT = 64
 THRESHOLD = 0.5  # silero's own default speech probability threshold
 MIN_SPEECH_WINDOWS = 6  # ~190 ms of speech-like windows: shorter blips (a click, a breath) do not count
+END_WINDOWS = 5  # ~160 ms without speech after speech: the speaker has stopped (ends the post-roll early)
 
 
 class VadModel:
@@ -72,23 +74,28 @@ def model_path() -> Path:
 
 
 class SpeechDetector:
-    """Follows one recording; `speech` turns true once enough speech-like windows were heard."""
+    """Follows one recording; `speech` turns true once enough speech-like windows were heard, `ended` while
+    the newest END_WINDOWS windows after that held none (the speaker stopped, for now)."""
 
     def __init__(self, model: VadModel | None = None) -> None:
         self._model = model
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._buffer = np.zeros(CONTEXT, dtype=np.float32)  # context followed by samples not yet analysed
         self._speech_windows = 0
+        self._silent_run = 0  # windows without speech since the last speech-like one
 
     @property
     def speech(self) -> bool:
         return self._speech_windows >= MIN_SPEECH_WINDOWS
 
+    @property
+    def ended(self) -> bool:
+        return self.speech and self._silent_run >= END_WINDOWS
+
     def feed(self, samples: np.ndarray) -> None:
         """Take new 16 kHz samples; analyse them now if the model is loaded (never wait for it here:
-        this runs on the audio thread), else keep them for later."""
-        if self.speech:
-            return
+        this runs on the audio thread), else keep them for later. Analysis goes on after speech was
+        found, to follow where it ends."""
         self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
         self._model = self._model or VadModel.loaded()
         if self._model is not None:
@@ -102,9 +109,13 @@ class SpeechDetector:
         return self.speech
 
     def _analyse(self) -> None:
-        while len(self._buffer) >= CONTEXT + WINDOW and not self.speech:
+        while len(self._buffer) >= CONTEXT + WINDOW:
             prob, self._state = self._model.step(self._buffer[:CONTEXT + WINDOW], self._state)
-            self._speech_windows += prob >= THRESHOLD
+            if prob >= THRESHOLD:
+                self._speech_windows += 1
+                self._silent_run = 0
+            else:
+                self._silent_run += 1
             self._buffer = self._buffer[WINDOW:]
 
 

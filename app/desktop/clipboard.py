@@ -11,7 +11,8 @@ a paste target fetched the data:
   exit is the observation (and Qt, unfocused, may not be allowed to set the clipboard at all).
 
 The transcript is marked with `x-kde-passwordManagerHint: secret`, which clipboard managers
-(Klipper, CopyQ, ...) honour by not recording it: it is transient.
+(Klipper, CopyQ, ...) honour by not recording it: it is transient. On X11 the transcript is served
+by `x11_clipboard.py` instead, which also tells the target's reads from everyone else's.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ class Offer(QObject):
 
 
 class Clipboard(Protocol):
-    def snapshot(self) -> object: ...
+    """`offer` puts the text on the clipboard (and PRIMARY where asked, on X11). Only X11 tells who read
+    it (`x11_clipboard.py`, counting reads by `target_window`'s client); here any read counts."""
 
-    def offer(self, text: str) -> Offer: ...
+    def snapshot(self, primary: bool = False) -> object: ...
+
+    def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> Offer: ...
 
     def still_ours(self, offer: Offer) -> bool: ...
 
-    def restore(self, snapshot: object) -> None: ...
+    def restore(self, snapshot: object, offer: Offer) -> None: ...
 
 
 class _ObservedMimeData(QMimeData):
@@ -65,9 +69,9 @@ class QtClipboard:
         self._clipboard: QClipboard = QGuiApplication.clipboard()
         self._mime: _ObservedMimeData | None = None
 
-    def snapshot(self) -> QMimeData | None:
+    def snapshot(self, primary: bool = False, mode: QClipboard.Mode = QClipboard.Mode.Clipboard) -> QMimeData | None:
         """A copy of the current contents (None when empty), taken before we overwrite them."""
-        current = self._clipboard.mimeData()
+        current = self._clipboard.mimeData(mode)
         if current is None or not current.formats():
             return None
         copy = QMimeData()
@@ -76,7 +80,7 @@ class QtClipboard:
                 copy.setData(fmt, current.data(fmt))
         return copy
 
-    def offer(self, text: str) -> Offer:
+    def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> Offer:
         offer = Offer()
         self._mime = _ObservedMimeData(text, offer)
         self._clipboard.setMimeData(self._mime)
@@ -88,12 +92,16 @@ class QtClipboard:
         return (mime is not None and mime._offer is offer and self._clipboard.ownsClipboard()
                 and self._clipboard.mimeData() is mime)
 
-    def restore(self, snapshot: QMimeData | None) -> None:
+    def restore(self, snapshot: QMimeData | None, offer: Offer) -> None:
         self._mime = None
         if snapshot is None:
             self._clipboard.clear()
         else:
             self._clipboard.setMimeData(snapshot)
+
+    def put(self, data: QMimeData, mode: QClipboard.Mode) -> None:
+        """Hand saved contents back to the clipboard or (on X11) the PRIMARY selection."""
+        self._clipboard.setMimeData(data, mode)
 
 
 class WlClipboard:
@@ -106,7 +114,7 @@ class WlClipboard:
     def available() -> bool:
         return bool(shutil.which("wl-copy") and shutil.which("wl-paste"))
 
-    def snapshot(self) -> tuple[str, bytes] | None:
+    def snapshot(self, primary: bool = False) -> tuple[str, bytes] | None:
         types = subprocess.run(["wl-paste", "--list-types"], capture_output=True, text=True, timeout=5)
         if types.returncode != 0 or not types.stdout.split():
             return None
@@ -115,7 +123,7 @@ class WlClipboard:
         data = subprocess.run(["wl-paste", "--no-newline", "--type", mime], capture_output=True, timeout=5)
         return (mime, data.stdout) if data.returncode == 0 else None
 
-    def offer(self, text: str) -> Offer:
+    def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> Offer:
         offer = Offer()
         # Not parented to the offer: when nobody pastes, the text must stay offered after the paster
         # lets go of the offer. The next offer replaces (and so ends) this process.
@@ -132,7 +140,7 @@ class WlClipboard:
         """After its one paste wl-copy leaves the clipboard empty; anything there now was copied by someone."""
         return subprocess.run(["wl-paste", "--list-types"], capture_output=True, timeout=5).returncode != 0
 
-    def restore(self, snapshot: tuple[str, bytes] | None) -> None:
+    def restore(self, snapshot: tuple[str, bytes] | None, offer: Offer) -> None:
         if snapshot is None:
             subprocess.run(["wl-copy", "--clear"], timeout=5)
         else:

@@ -1,10 +1,12 @@
-"""Global hotkeys: pynput's listener feeding the combo logic of `keys.py` on the GUI thread.
+"""Global hotkeys: an X11 grab, or pynput's listener elsewhere, feeding the combo logic of `keys.py`.
 
-pynput is imported only once started: importing its keyboard module without a display raises, and
-on Wayland it would only see keys typed into X11 windows, so there we refuse and tell the user to
-bind `python -m app toggle` instead. pynput calls back on its own thread; each raw key event is
-handed to the GUI thread through a queued signal with the time it happened, and the grace period
-for X11 auto-repeat is a QTimer there.
+On X11 the combination is grabbed (`x11_grab.py`), so the focused window never gets its keys. On
+Windows and macOS pynput's listener hears every key and its event filters swallow the hotkey's own
+key (`suppress.py`). Wayland has no global hotkeys for ordinary clients: there we refuse and tell
+the user to bind `python -m app toggle` instead. pynput and Xlib are imported only once started:
+importing pynput's keyboard module without a display raises. Key events arrive on a helper
+thread; each is handed to the GUI thread through a queued signal with the time it happened, and
+the grace period for X11 auto-repeat is a QTimer there.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.desktop.keys import Combo, ComboTracker
 from app.desktop.session import WAYLAND_HOTKEY_HINT, display_server
+from app.desktop.suppress import KeySuppressor, pynput_listener
 from app.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,8 @@ def key_name(key) -> str:
 
 class HotkeyListener(QObject):
     """Emits `pressed(time)`, `released(time of the real release)` and `cancel_pressed()`; `ready` once
-    listening, or `unavailable(message)`."""
+    listening, or `unavailable(message)` (also when another program holds the combination; `problem`
+    keeps that sentence for the settings window until a working hotkey replaces it)."""
 
     pressed = Signal(float)
     released = Signal(float)
@@ -45,25 +49,51 @@ class HotkeyListener(QObject):
     ready = Signal()
     unavailable = Signal(str)
     _raw = Signal(str, bool, float)
+    _held = Signal(object, float)
+    _problem = Signal(str)
 
     def __init__(self, combo: Combo, cancel: Combo, *, grace_s: float = 0.05, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._grace_s = grace_s
-        self.set_combos(combo, cancel)
+        self._tracker = ComboTracker(combo, grace_s)
+        self._cancel = ComboTracker(cancel, 0.0)
+        self.problem: str | None = None
+        self._grab = None  # X11Grab on X11
+        self._suppressor: KeySuppressor | None = None  # Windows / macOS
         self._listener = None
         self._timer = QTimer(self, singleShot=True, timeout=self._poll)
         self._raw.connect(self._on_raw)
+        self._held.connect(self._on_held)
+        self._problem.connect(self._report)
 
     def set_combos(self, combo: Combo, cancel: Combo) -> None:
         self._tracker = ComboTracker(combo, self._grace_s)
         self._cancel = ComboTracker(cancel, 0.0)
+        self.problem = None
+        if self._grab is not None:
+            self._grab.set_combos(combo, cancel)  # a conflict comes back through `_problem`
+        if self._suppressor is not None:
+            self._suppressor.combo, self._suppressor.cancel = combo, cancel
+
+    def arm_cancel(self, armed: bool) -> None:
+        """Take the cancel key from the focused window while recording, and give it back after."""
+        if self._grab is not None:
+            self._grab.arm_cancel(armed)
+        if self._suppressor is not None:
+            self._suppressor.cancel_armed = armed
+
+    def pause(self, paused: bool) -> None:
+        """While Settings captures a new hotkey: let the keys through to it, and start no dictation."""
+        self.blockSignals(paused)
+        if self._grab is not None:
+            self._grab.pause(paused)
 
     def start(self) -> None:
         """Begin listening in the background; `ready` or `unavailable(message)` follows.
 
         Raises UserError at once where global hotkeys cannot work at all (Wayland, no display).
-        pynput's import and X connection take a few hundred milliseconds of pure Python, so they run
-        on a helper thread: the tray and the remote channel answer meanwhile.
+        The X connection (or pynput's import) takes a few hundred milliseconds of pure Python, so it
+        runs on a helper thread: the tray and the remote channel answer meanwhile.
         """
         server = display_server()
         if server == "wayland":
@@ -71,35 +101,67 @@ class HotkeyListener(QObject):
         if server == "none":
             raise UserError("No graphical session was found, so there are no global hotkeys; start the app from "
                             "your desktop.", code="no_hotkeys")
-        threading.Thread(target=self._listen, name="hotkeys-start", daemon=True).start()
+        target = self._grab_x11 if server == "x11" else self._listen
+        threading.Thread(target=target, name="hotkeys-start", daemon=True).start()
+
+    def _grab_x11(self) -> None:
+        from app.desktop.x11_grab import X11Grab
+
+        try:
+            grab = X11Grab(self._held.emit, self._problem.emit)
+        except UserError as exc:
+            self.unavailable.emit(str(exc))
+            return
+        self._grab = grab
+        if grab.detectable_repeat:  # no fake releases to wait out: a release is reported at once
+            self._grace_s = self._tracker.grace_s = 0.0
+        log.info("hotkeys: X11 grab for %s (cancel: %s; detectable auto-repeat: %s)", self._tracker.combo,
+                 self._cancel.combo, grab.detectable_repeat)
+        self._problem.emit(grab.start(self._tracker.combo, self._cancel.combo))
 
     def _listen(self) -> None:
         try:
             from pynput import keyboard
 
-            listener = keyboard.Listener(
-                on_press=lambda key: self._raw.emit(key_name(key), True, time.monotonic()),
-                on_release=lambda key: self._raw.emit(key_name(key), False, time.monotonic()),
-            )
+            suppressor = KeySuppressor(self._tracker.combo, self._cancel.combo)
+            listener = pynput_listener(keyboard, suppressor, lambda name, down: self._raw.emit(
+                name, down, time.monotonic()), key_name)
             listener.start()
-            listener.wait()  # returns once the X record context is live, so no early press is missed
+            listener.wait()  # returns once the hook is live, so no early press is missed
         except Exception as exc:  # pynput raises various errors when no backend can load
             self.unavailable.emit(f"Global hotkeys are unavailable ({exc}); bind `python -m app toggle` to a "
                                   "shortcut in your desktop's keyboard settings instead.")
             return
-        self._listener = listener
+        self._listener, self._suppressor = listener, suppressor
         log.info("hotkeys: listening for %s (cancel: %s)", self._tracker.combo, self._cancel.combo)
         self.ready.emit()
 
     def stop(self) -> None:
+        if self._grab is not None:
+            self._grab.stop()
+            self._grab = None
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
 
+    def _report(self, problem: str) -> None:
+        """The outcome of a grab: "" when the hotkey works, else the sentence saying why not."""
+        self.problem = problem or None
+        if problem:
+            self.unavailable.emit(problem)
+        else:
+            self.ready.emit()
+
     def _on_raw(self, name: str, down: bool, at: float) -> None:
-        for kind, when in self._tracker.key(name, down, at):
+        self._emit(self._tracker.key(name, down, at), self._cancel.key(name, down, at))
+
+    def _on_held(self, held: frozenset[str], at: float) -> None:
+        self._emit(self._tracker.update(held, at), self._cancel.update(held, at))
+
+    def _emit(self, hotkey: list[tuple[str, float]], cancel: list[tuple[str, float]]) -> None:
+        for kind, when in hotkey:
             (self.pressed if kind == "press" else self.released).emit(when)
-        if any(kind == "press" for kind, _ in self._cancel.key(name, down, at)):
+        if any(kind == "press" for kind, _ in cancel):
             self.cancel_pressed.emit()
         self._schedule()
 

@@ -23,6 +23,9 @@ class KeyInjector(Protocol):
 
     def window_class(self) -> str | None: ...
 
+    def focused_window(self) -> int:
+        """The focused window's id where the platform tells (X11), else 0."""
+
     def send(self, keys: str) -> None: ...
 
     def type_text(self, text: str) -> None: ...
@@ -39,6 +42,9 @@ class WaylandKeys:
 
     def window_class(self) -> str | None:
         return None
+
+    def focused_window(self) -> int:
+        return 0
 
     def _run(self, args: list[str]) -> None:
         if self.tool is None:
@@ -80,6 +86,9 @@ class PynputKeys:
 
     def window_class(self) -> str | None:
         return None
+
+    def focused_window(self) -> int:
+        return 0
 
     def send(self, keys: str) -> None:
         from pynput.keyboard import Key, KeyCode

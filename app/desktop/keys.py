@@ -1,8 +1,8 @@
 """Hotkey combos as text ("<ctrl>+<shift>+space", "<alt_r>") and the logic that follows held keys.
 
 Pure Python with no pynput import, so the settings schema can validate a combo and the tests can
-drive the combo logic without a display. `hotkeys.py` turns pynput's key objects into the names
-used here.
+drive the combo logic without a display. `hotkeys.py` (pynput's key objects) and `x11_grab.py` (X
+keysyms, sides included) turn keys into the names used here.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ _NAMED_KEYS = {
 }
 _ALIASES = {"control": "ctrl", "escape": "esc", "return": "enter", "super": "cmd", "win": "cmd", "meta": "cmd",
             "option": "alt", "altgr": "alt_gr", "super_r": "cmd_r", "super_l": "cmd_l"}
+
+
+def is_modifier(name: str) -> bool:
+    return name in _MODIFIER_MATCHES
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,11 @@ class ComboTracker:
             self.held.add(name)
         else:
             self.held.discard(name)
+        return self.update(self.held, now)
+
+    def update(self, held: set[str] | frozenset[str], now: float) -> list[tuple[str, float]]:
+        """Replace the set of held keys at once (the X11 grab reports every key held, sides included)."""
+        self.held = set(held)
         events = self.poll(now)
         matched = self.combo.matches(self.held)
         if matched and not self.active:

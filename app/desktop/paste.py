@@ -1,12 +1,17 @@
 """Putting the transcript into the focused window: clipboard + paste keystroke, typing, or copy only.
 
-One paste, step by step: look at the focused window (terminals need Ctrl+Shift+V), save the
+One paste, step by step: look at the focused window (terminals need their own key), save the
 clipboard, offer the transcript, send the keystroke (held modifiers lifted first), then wait until
 the target has actually read the clipboard and gone quiet for `SETTLE_MS` (a target may read more
 than once), and only then put the old contents back, and only if nobody copied something else in
-the meantime. If no target reads it within `FALLBACK_MS`, the transcript stays on the clipboard and
-the user is told to paste it by hand: restoring then would lose the dictation, or, with a slow
-target, paste the old clipboard.
+the meantime. On X11 only a read by the focused window's own X client counts (`x11_clipboard.py`):
+a clipboard manager reading every new clipboard is not the target pasting.
+
+Terminals get the transcript in PRIMARY too: the xterm family pastes PRIMARY with Shift+Insert and
+binds nothing to Ctrl+Shift+V by default; the others take Ctrl+Shift+V. If the target reads nothing
+within `FALLBACK_MS`, X11 types the text with XTest instead (and the clipboard is put back); where
+that is not possible, or fails, the transcript stays on the clipboard and the user is told to paste
+it by hand: restoring then would lose the dictation. `outcome` says which happened.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ TERMINAL_CLASSES = frozenset({
     "tilda", "sakura", "kgx", "com.mitchellh.ghostty", "ghostty", "hyper", "tabby", "cool-retro-term",
     "deepin-terminal", "io.elementary.terminal", "yakuake", "contour", "blackbox", "ptyxis",
 })
+# Terminals that paste PRIMARY with Shift+Insert and ignore Ctrl+Shift+V unless configured.
+XTERM_FAMILY = frozenset({"xterm", "uxterm", "urxvt", "rxvt", "urxvt-unicode"})
+# What became of a transcript, for the history.
+PASTED, TYPED, ON_CLIPBOARD, FAILED = "pasted", "typed", "clipboard", "failed"
 
 
 @dataclass
@@ -47,13 +56,20 @@ def paste_keys(setting: str, server: str, window_class: str | None) -> str:
         return setting
     if server == "macos":
         return "cmd+v"
-    if window_class and window_class.lower() in TERMINAL_CLASSES:
+    if window_class and window_class.lower() in XTERM_FAMILY:
+        return "shift+insert"
+    if is_terminal(window_class):
         return "ctrl+shift+v"
     return "ctrl+v"
 
 
+def is_terminal(window_class: str | None) -> bool:
+    return bool(window_class) and window_class.lower() in TERMINAL_CLASSES
+
+
 class Paster(QObject):
-    """Inserts one text at a time; `finished(ok, message)` says how it went (message when not ok)."""
+    """Inserts one text at a time; `finished(ok, message)` says how it went (message when not ok), and
+    `outcome` (PASTED, TYPED, ON_CLIPBOARD or FAILED) what became of the text, set before `finished`."""
 
     finished = Signal(bool, str)
     SETTLE_MS = 150
@@ -66,10 +82,11 @@ class Paster(QObject):
         self.options = options or PasteOptions()
         self.server = server or display_server()
         self._injector = injector
-        self.clipboard = clipboard or (WlClipboard() if self.server == "wayland" and WlClipboard.available()
-                                       else QtClipboard())
+        self.clipboard = clipboard or _clipboard_for(self.server)
         self._offer: Offer | None = None
+        self._text = ""
         self._snapshot: object = None
+        self.outcome = ""
         self._sent_at = 0.0
         self._settle = QTimer(self, singleShot=True, interval=self.SETTLE_MS, timeout=self._settled)
         self._fallback = QTimer(self, singleShot=True, interval=self.FALLBACK_MS, timeout=self._not_taken)
@@ -81,24 +98,30 @@ class Paster(QObject):
         return self._injector
 
     def paste(self, text: str) -> None:
+        self.outcome = ""
         try:
             if self.options.method == "type":
                 self.injector.type_text(text)
-                return self._finish(True)
+                return self._finish(True, outcome=TYPED)
             if self.options.method == "copy":
                 self.clipboard.offer(text)
-                return self._finish(True)
+                return self._finish(True, outcome=ON_CLIPBOARD)
             t0 = time.monotonic()
             window = self.injector.window_class()
+            target = self.injector.focused_window()
             keys = paste_keys(self.options.keys, self.server, window)
+            terminal = is_terminal(window)
             t1 = time.monotonic()
-            self._snapshot = self.clipboard.snapshot() if self.options.restore else None
-            self._offer = self.clipboard.offer(text)
+            self._snapshot = self.clipboard.snapshot(primary=terminal) if self.options.restore else None
+            self._text = text
+            self._offer = self.clipboard.offer(text, target_window=target, primary=terminal)
             self._offer.fetched.connect(self._fetched)
+            if hasattr(self._offer, "read_by_other"):
+                self._offer.read_by_other.connect(self._read_by_other)
             t2 = time.monotonic()
             self.injector.send(keys)
         except UserError as exc:
-            return self._finish(False, str(exc))
+            return self._finish(False, str(exc), FAILED)
         self._sent_at = time.monotonic()
         log.info("paste: sent %s to %s (window %.1f ms, clipboard %.1f ms, keys %.1f ms)", keys, window,
                  (t1 - t0) * 1000, (t2 - t1) * 1000, (self._sent_at - t2) * 1000)
@@ -112,17 +135,44 @@ class Paster(QObject):
         self._fallback.stop()
         self._settle.start()  # restart: wait until the target has stopped reading
 
+    def _read_by_other(self, window: int) -> None:
+        log.info("paste: window 0x%x (not the target) read the clipboard; not counted as the paste", window)
+
     def _settled(self) -> None:
+        self._give_back()
+        self._finish(True, outcome=PASTED)
+
+    def _give_back(self) -> None:
+        """Put back what the clipboard held, unless someone copied something since our offer."""
         offer, self._offer = self._offer, None
         if self.options.restore and self.clipboard.still_ours(offer):
-            self.clipboard.restore(self._snapshot)
+            self.clipboard.restore(self._snapshot, offer)
         self._snapshot = None
-        self._finish(True)
 
     def _not_taken(self) -> None:
+        if self.server == "x11":  # XTest types into any X11 window that takes keys
+            log.info("paste: the target read nothing in %d ms; typing the text instead", self.FALLBACK_MS)
+            try:
+                self.injector.type_text(self._text)
+            except UserError as exc:
+                log.warning("paste: typing failed too: %s", exc)
+            else:
+                self._give_back()
+                return self._finish(True, outcome=TYPED)
         self._offer = self._snapshot = None
         self._finish(False, "No window took the text, so it was left on the clipboard: click where it should go "
-                            "and paste it yourself.")
+                            "and paste it yourself.", ON_CLIPBOARD)
 
-    def _finish(self, ok: bool, message: str = "") -> None:
+    def _finish(self, ok: bool, message: str = "", outcome: str = PASTED) -> None:
+        self.outcome = outcome
         self.finished.emit(ok, message)
+
+
+def _clipboard_for(server: str) -> Clipboard:
+    if server == "x11":
+        from app.desktop.x11_clipboard import X11Clipboard
+
+        return X11Clipboard()
+    if server == "wayland" and WlClipboard.available():
+        return WlClipboard()
+    return QtClipboard()

@@ -1,9 +1,12 @@
 """Key injection and window lookup on X11, in-process through XTest (python-xlib, which pynput uses).
 
 The same XTest requests that xdotool sends, without a process start per paste (about 10 ms each
-on a busy machine, and a paste needs two: find the window, send the keys). xdotool stays the
-fallback for what it does better: keysyms missing from the current keymap (it remaps a spare
-keycode) and typing arbitrary Unicode text.
+on a busy machine, and a paste needs two: find the window, send the keys). Typing text (the
+fallback when the target reads no paste) presses each character's key; a character the keyboard
+layout lacks (any Unicode) is given a spare keycode for the moment: the spare keycodes are mapped
+to the missing keysyms, the keys typed, and the mapping cleared again. Clients re-read the keymap
+when told it changed, so each remapping waits `REMAP_S` before the keys and after them. xdotool
+stays the fallback for a paste combination whose keysym the layout lacks.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
+import time
 
 from app.errors import UserError
+
+REMAP_S = 0.05
+_CONTROL_KEYSYMS = {"\n": 0xFF0D, "\t": 0xFF09}  # Return, Tab
 
 _MODIFIER_KEYSYMS = {"ctrl": "Control_L", "shift": "Shift_L", "alt": "Alt_L", "super": "Super_L", "cmd": "Super_L"}
 
@@ -46,15 +53,26 @@ class X11Keys:
                                 code="no_xtest")
         return self._display
 
-    def window_class(self) -> str | None:
-        """WM_CLASS class name of the focused window (e.g. "XTerm"), or None when unknown."""
+    def _focused(self):
+        """The focused toplevel (the window manager's _NET_ACTIVE_WINDOW), else X's input focus."""
         from Xlib import X
 
         dpy = self._dpy()
         root = dpy.screen().root
         active = root.get_full_property(dpy.intern_atom("_NET_ACTIVE_WINDOW"), X.AnyPropertyType)
         window = dpy.create_resource_object("window", active.value[0]) if active and active.value[0] else None
-        window = window or dpy.get_input_focus().focus
+        return window or dpy.get_input_focus().focus
+
+    def focused_window(self) -> int:
+        """The focused window's id (0 when none): its X client is the one whose clipboard read is the paste."""
+        window = self._focused()
+        return 0 if isinstance(window, int) else window.id
+
+    def window_class(self) -> str | None:
+        """WM_CLASS class name of the focused window (e.g. "XTerm"), or None when unknown."""
+        dpy = self._dpy()
+        root = dpy.screen().root
+        window = self._focused()
         try:
             while window and window != root and not isinstance(window, int):
                 wm_class = window.get_wm_class()
@@ -72,7 +90,8 @@ class X11Keys:
 
         dpy = self._dpy()
         names = [_MODIFIER_KEYSYMS.get(k, k) for k in keys.lower().split("+")]
-        codes = [dpy.keysym_to_keycode(XK.string_to_keysym(n)) for n in names]
+        # keysym names are case-sensitive: "v" but "Insert"
+        codes = [dpy.keysym_to_keycode(XK.string_to_keysym(n) or XK.string_to_keysym(n.capitalize())) for n in names]
         if not all(codes):  # a keysym the current layout lacks: xdotool knows how to remap one
             return _xdotool("key", "--clearmodifiers", "--delay", "0", keys)
         held = self._held_modifiers()
@@ -93,8 +112,76 @@ class X11Keys:
         return [code for code in modifiers if keymap[code // 8] & (1 << (code % 8))]
 
     def type_text(self, text: str) -> None:
-        """Type text keystroke by keystroke (the slow fallback for windows that refuse pastes)."""
-        _xdotool("type", "--clearmodifiers", "--delay", "2", "--", text)
+        """Type text keystroke by keystroke (the fallback for windows that read no paste), any Unicode."""
+        from Xlib import X, XK
+        from Xlib.ext import xtest
+
+        dpy = self._dpy()
+        while dpy.pending_events():  # MappingNotify from earlier remappings: nothing to act on
+            dpy.next_event()
+        shift = dpy.keysym_to_keycode(XK.string_to_keysym("Shift_L"))
+        spares = self._spare_keycodes()
+        held = self._held_modifiers()
+        for code in held:
+            xtest.fake_input(dpy, X.KeyRelease, code)
+        try:
+            start = 0
+            while start < len(text):
+                steps, remapped, start = self._plan(text, start, spares)
+                for keysym, code in remapped.items():
+                    dpy.change_keyboard_mapping(code, [(keysym, keysym)])
+                if remapped:
+                    dpy.sync()
+                    time.sleep(REMAP_S)
+                for code, shifted in steps:
+                    if shifted:
+                        xtest.fake_input(dpy, X.KeyPress, shift)
+                    xtest.fake_input(dpy, X.KeyPress, code)
+                    xtest.fake_input(dpy, X.KeyRelease, code)
+                    if shifted:
+                        xtest.fake_input(dpy, X.KeyRelease, shift)
+                dpy.sync()
+                if remapped:
+                    time.sleep(REMAP_S)  # the target looks the keys up in the remapped keymap
+                    for code in remapped.values():
+                        dpy.change_keyboard_mapping(code, [(0, 0)])
+                    dpy.sync()
+        finally:
+            for code in held:
+                xtest.fake_input(dpy, X.KeyPress, code)
+            dpy.sync()
+
+    def _plan(self, text: str, start: int, spares: list[int]) -> tuple[list[tuple[int, bool]], dict[int, int], int]:
+        """(keycode, with Shift) per character from `start` on, as far as the spare keycodes reach for the
+        characters the layout lacks; returns the steps, the keysyms to map, and where it stopped."""
+        dpy = self._dpy()
+        steps: list[tuple[int, bool]] = []
+        remapped: dict[int, int] = {}
+        index = start
+        for index in range(start, len(text)):
+            char = text[index]
+            keysym = _CONTROL_KEYSYMS.get(char) or (ord(char) if ord(char) < 0x100 else 0x01000000 | ord(char))
+            found = [(code, level) for code, level in dpy.keysym_to_keycodes(keysym) if level in (0, 1)]
+            if found:
+                code, level = min(found, key=lambda f: f[1])
+                steps.append((code, level == 1))
+                continue
+            if keysym not in remapped:
+                if len(remapped) == len(spares):
+                    if not spares:
+                        raise UserError(f"The keyboard layout has no key for '{char}' and no free key to lend it, "
+                                        "so the text cannot be typed.", code="paste_failed")
+                    return steps, remapped, index
+                remapped[keysym] = spares[len(remapped)]
+            steps.append((remapped[keysym], False))
+        return steps, remapped, len(text)
+
+    def _spare_keycodes(self) -> list[int]:
+        """Keycodes with no keysym at all: safe to lend to a character for a moment."""
+        dpy = self._dpy()
+        low, high = dpy.display.info.min_keycode, dpy.display.info.max_keycode
+        mapping = dpy.get_keyboard_mapping(low, high - low + 1)
+        return [low + i for i, keysyms in enumerate(mapping) if not any(keysyms)]
 
 
 def _xdotool(*args: str) -> None:

@@ -44,6 +44,7 @@ class DictationApp(QObject):
         super().__init__(parent)
         self.settings = settings
         self.hotkeys_ok = False
+        self.engine_problem: str | None = None  # why the model cannot run, while the worker is failed
         self.tray = Tray(self)
         self.controller = Controller(self, mode=settings.mode, tap_s=settings.tap_ms / 1000)
         self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
@@ -60,13 +61,14 @@ class DictationApp(QObject):
         self._recording_done.connect(c.recording_finished, QUEUED)
         self.worker.result.connect(self._transcribed, QUEUED)
         self.worker.failed.connect(lambda job, code, message: c.transcription_failed(job, message), QUEUED)
+        self.worker.failed.connect(self._worker_failed)
         self.worker.state_changed.connect(self._worker_state)
         self.paster.finished.connect(c.paste_finished, QUEUED)
         self.hotkeys.pressed.connect(c.hotkey_pressed, QUEUED)
         self.hotkeys.released.connect(c.hotkey_released, QUEUED)
         self.hotkeys.cancel_pressed.connect(c.cancel_key, QUEUED)
         self.hotkeys.ready.connect(self._hotkeys_ready)
-        self.hotkeys.unavailable.connect(lambda message: self.notify(message, error=True))
+        self.hotkeys.unavailable.connect(self._hotkeys_unavailable)
         self.tray.toggle_requested.connect(lambda: c.command("toggle"), QUEUED)
         self.tray.cancel_requested.connect(c.cancel, QUEUED)
         self.tray.settings_requested.connect(self.show_settings)
@@ -106,6 +108,11 @@ class DictationApp(QObject):
         self.hotkeys_ok = True
         self._worker_state(self.worker.state)
 
+    def _hotkeys_unavailable(self, message: str) -> None:
+        self.hotkeys_ok = False
+        self.notify(message, error=True)
+        self._worker_state(self.worker.state)
+
     def shutdown(self) -> None:
         self.hotkeys.stop()
         self.recorder.close()
@@ -120,6 +127,9 @@ class DictationApp(QObject):
 
     # ---- Effects (called by the controller) ----------------------------------------------------
     def start_recording(self) -> int:
+        if self.engine_problem and self.settings.unusable_model == "refuse":
+            raise UserError(f"Not recording: {self.engine_problem.rstrip('.')}. Fix the model in Settings → Model, or "
+                            "choose to keep recordings until it works.", code="engine_unusable")
         return self.recorder.begin()
 
     def stop_recording(self, rec_id: int, released_at: float) -> None:
@@ -142,6 +152,7 @@ class DictationApp(QObject):
 
     def state_changed(self, state: State) -> None:
         log.info("state: %s", state.value)
+        self.hotkeys.arm_cancel(state is State.RECORDING)  # Esc is the focused window's at other times
         self.tray.set_state(state)
 
     def notify(self, message: str, error: bool = False) -> None:
@@ -154,7 +165,15 @@ class DictationApp(QObject):
                  float(transcript.get("timings", {}).get("total", 0.0)), transcript.get("text", ""))
         self.controller.transcribed(job_id, transcript.get("text", ""))
 
+    def _worker_failed(self, job_id: str, code: str, message: str) -> None:
+        if not job_id and self.worker.state == "failed":  # the worker as a whole: the model cannot run
+            self.engine_problem = message
+
     def _worker_state(self, state: str) -> None:
+        if state == "ready" and self.engine_problem:
+            self.engine_problem = None
+            self.controller.clear_error()  # the tray leaves its error state: the model works now
+            self.notify("The speech model works now.")
         if state in ("ready", "busy"):
             combo = parse_combo(self.settings.hotkey).label()
             how = {"hold": f"hold {combo}", "toggle": f"press {combo} to start and stop",

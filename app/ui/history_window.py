@@ -38,7 +38,13 @@ def when(created: float, now: float | None = None) -> str:
     return time.strftime("%a %d %b %H:%M" if t.tm_year == today.tm_year else "%d %b %Y %H:%M", t)
 
 
+_OUTCOME_LABELS = {"pasted": "Pasted", "typed": "Typed", "clipboard": "On clipboard", "failed": "Paste failed",
+                   "not_transcribed": "Not transcribed", "transcribed_later": "Transcribed later"}
+
+
 def paste_status(entry: Dictation) -> str:
+    if entry.outcome in _OUTCOME_LABELS:
+        return _OUTCOME_LABELS[entry.outcome]
     if entry.paste_ok is None:
         return ""
     return "Pasted" if entry.paste_ok else "Paste failed"
@@ -56,10 +62,9 @@ def details(entry: Dictation) -> str:
         parts.append(f"transcribed in {format_seconds(total)}")
     if entry.target:
         parts.append(f"into {entry.target}")
-    if entry.paste_ok is False:
-        parts.append("paste failed")
-    elif entry.paste_ok:
-        parts.append("pasted")
+    status = paste_status(entry)
+    if status:
+        parts.append(status.lower())
     return " · ".join(parts)
 
 

@@ -83,10 +83,10 @@ class SettingsWindow(QWidget):
         self.pages.setCurrentRow(0)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.close)
         store.changed.connect(self._store_changed)
-        store.failed.connect(self._warn)
+        store.failed.connect(self.warn)
         self.show_settings(store.settings)
         if store.problems:
-            self._warn("Some settings could not be read and were reset to their defaults:\n• "
+            self.warn("Some settings could not be read and were reset to their defaults:\n• "
                        + "\n• ".join(store.problems))
         self.resize(820, 620)
 
@@ -182,7 +182,7 @@ class SettingsWindow(QWidget):
     def _open_file(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.store.path)))
 
-    def _warn(self, text: str) -> None:
+    def warn(self, text: str) -> None:
         self.banner.setText(text)
         self.banner.show()
 

@@ -1,8 +1,10 @@
 """The tray icon: the state at a glance, short notices, and every action in its context menu.
 
 Every action is in the menu because some tray hosts (GNOME's AppIndicator extension) swallow
-clicks on the icon itself. Nothing here takes keyboard focus on its own: a focused status window
-would receive the paste meant for the user's window.
+clicks on the icon itself; where a left click does arrive, it opens the same menu. Notices queue:
+each is shown for its time before the next, since a tray balloon replaces the one before it (two
+notices at start-up used to hide the first within 50 ms). Nothing here takes keyboard focus on its
+own: a focused status window would receive the paste meant for the user's window.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QIcon
+from collections import deque
+
+from PySide6.QtCore import QObject, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QCursor, QDesktopServices, QIcon
 from PySide6.QtWidgets import QMenu, QMessageBox, QSystemTrayIcon
 
 from app.controller import State
@@ -35,6 +39,7 @@ class Tray(QObject):
     toggle_requested = Signal()
     cancel_requested = Signal()
     settings_requested = Signal()
+    history_requested = Signal()
     quit_requested = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -47,10 +52,15 @@ class Tray(QObject):
         self._toggle = self._add("Start dictation", self.toggle_requested)
         self._cancel = self._add("Cancel", self.cancel_requested)
         self._menu.addSeparator()
+        self._add("History…", self.history_requested)
         self._add("Settings…", self.settings_requested)
         self._add("Quit", self.quit_requested)
         self._icon = QSystemTrayIcon(self._icons[State.IDLE], self)
         self._icon.setContextMenu(self._menu)
+        self._icon.activated.connect(self._activated)
+        self._notices: deque[tuple[str, bool]] = deque()
+        self.notice: str | None = None  # the notice on display, if any
+        self._notice_timer = QTimer(self, singleShot=True, timeout=self._next_notice)
         self._state = State.IDLE
         self._message_box: QMessageBox | None = None
         self.set_state(State.IDLE)
@@ -63,6 +73,11 @@ class Tray(QObject):
     @property
     def available(self) -> bool:
         return QSystemTrayIcon.isSystemTrayAvailable()
+
+    @property
+    def state(self) -> State:
+        """The state the icon shows."""
+        return self._state
 
     @property
     def visible(self) -> bool:
@@ -84,8 +99,28 @@ class Tray(QObject):
         self._icon.setToolTip(f"{APP_TITLE}: {_TOOLTIP[state]}\n{self._status.text()}")
 
     def notify(self, message: str, error: bool = False) -> None:
+        """Show `message` after the notices before it (an error for 6 s, anything else for 2 s)."""
+        if (message, error) in self._notices or (message == self.notice and not self._notices):
+            return  # already waiting, or on display: once is enough
+        self._notices.append((message, error))
+        if not self._notice_timer.isActive():
+            self._next_notice()
+
+    def _next_notice(self) -> None:
+        if not self._notices:
+            self.notice = None
+            return
+        message, error = self._notices.popleft()
         icon = QSystemTrayIcon.MessageIcon.Warning if error else QSystemTrayIcon.MessageIcon.Information
-        self._icon.showMessage(APP_TITLE, message, icon, 6000 if error else 2000)
+        seconds = 6 if error else 2
+        self._icon.showMessage(APP_TITLE, message, icon, seconds * 1000)
+        self.notice = message
+        self._notice_timer.start(seconds * 1000)
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        """A left click (where the tray host passes it on) opens the menu, like a right click."""
+        if reason == QSystemTrayIcon.ActivationReason.Trigger:
+            self._menu.popup(QCursor.pos())
 
     def show_settings(self, settings_file: Path, summary: str) -> None:
         """Until the settings window exists: say where the settings live, with a button to open them."""

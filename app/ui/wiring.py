@@ -39,6 +39,7 @@ from app.desktop.paste import PasteOptions, Paster
 from app.errors import UserError
 from app.history import History
 from app.latency import LatencyRecord, spec_key
+from app.ui.kept import KeptRecordings
 from app.ui.overlay import Overlay
 from app.ui.settings_store import SettingsStore, changed_fields
 from app.ui.sounds import SoundCues
@@ -80,6 +81,7 @@ class AppUi(QObject):
         self._shown_state = State.IDLE
         self._poll = QTimer(self, interval=_IDLE_POLL_MS, timeout=self._follow_state)
         self._open_history(dictation.settings)
+        self.kept = KeptRecordings(dictation, lambda: self.history, self)
         self._apply_os_env(dictation.settings)
         if dictation.settings.autostart:  # rewrite the entry: the app may have moved since it was made
             try:
@@ -98,6 +100,7 @@ class AppUi(QObject):
         except (RuntimeError, TypeError):  # not connected to it (any more): nothing to replace
             pass
         dictation.tray.settings_requested.connect(self.show_settings)
+        dictation.tray.history_requested.connect(self.show_history)
         # The remote "show" command (a second launch) calls the app's show_settings: route it here too.
         dictation.show_settings = self.show_settings
         self.store.changed.connect(self._settings_changed)
@@ -110,10 +113,13 @@ class AppUi(QObject):
             from app.ui.settings_window import SettingsWindow
 
             self.settings_window = SettingsWindow(self.store, self.latency)
-            self.settings_window.hotkey_capture.connect(self.app.hotkeys.blockSignals)  # no dictation meanwhile
+            self.settings_window.hotkey_capture.connect(self.app.hotkeys.pause)  # keys to the field, no dictation
+            self.app.hotkeys.unavailable.connect(self.settings_window.warn)
             button = QPushButton("Show history…")
             button.clicked.connect(self.show_history)
             self.settings_window.add_page_widget("History", button)
+        if self.app.hotkeys.problem:
+            self.settings_window.warn(self.app.hotkeys.problem)
         self.settings_window.present()
 
     def show_history(self) -> None:
@@ -162,7 +168,7 @@ class AppUi(QObject):
     def _repasted(self, ok: bool, message: str) -> None:
         entry_id = self._repasting.popleft() if self._repasting else None
         if entry_id is not None and self.history is not None:
-            self.history.set_paste_result(entry_id, ok, message)
+            self.history.set_paste_result(entry_id, ok, message, self._repaster.outcome)
         if not ok:
             self.app.notify(message, error=True)
 
@@ -182,8 +188,8 @@ class AppUi(QObject):
                 self.cues.recording_stopped()
                 if state is State.TRANSCRIBING and self.store.settings.overlay:
                     self.overlay.show_progress(0, 0, "")
-                elif state in (State.IDLE, State.ERROR) and self.overlay.mode == "recording":
-                    self.overlay.hide()  # cancelled, or no speech: the tray says which
+            if state in (State.IDLE, State.ERROR) and self.overlay.mode in ("recording", "transcribing"):
+                self.overlay.hide()  # cancelled, no speech, or nothing to paste: the tray says which
             if state in (State.IDLE, State.ERROR):
                 self._apply_pending_microphone()
         if state is State.RECORDING:
@@ -209,6 +215,10 @@ class AppUi(QObject):
             self.overlay.show_progress(step, total, draft)
 
     def _result(self, job_id: str, transcript: dict) -> None:
+        owned = self.kept.owns(job_id)
+        self.kept.result(job_id, transcript)
+        if owned:
+            return  # a kept recording, transcribed later: it fills in its own history entry
         settings = self.store.settings
         audio = self._audio.pop(job_id, None)
         text = str(transcript.get("text", "")).strip()
@@ -233,13 +243,15 @@ class AppUi(QObject):
     def _pasted(self, ok: bool, message: str) -> None:
         entry_id = self._awaiting_paste.popleft() if self._awaiting_paste else None
         if entry_id is not None and self.history is not None:
-            self.history.set_paste_result(entry_id, ok, message)
+            self.history.set_paste_result(entry_id, ok, message, self.app.paster.outcome)
             if self.history_window is not None and self.history_window.isVisible():
                 self.history_window.refresh()
 
     def _failed(self, job_id: str, code: str, message: str) -> None:
+        owned = self.kept.owns(job_id)
+        self.kept.failed(job_id, code, message)
         self._audio.pop(job_id, None)
-        if code != "cancelled" and self.store.settings.overlay and self._shown_state is not State.RECORDING:
+        if not owned and code != "cancelled" and self.store.settings.overlay and self._shown_state is not State.RECORDING:
             self.overlay.show_error(message)
 
     def _target_name(self) -> str:

@@ -10,12 +10,11 @@ import shutil
 import pytest
 
 from tests.data import DATA_DIR, MANIFEST, WHISPER_TINY_EN
-from tests.desktop.harness import App, Target, Terminal, XSession, missing_tools
+from tests.desktop.harness import App, GtkEditor, PlainTerminal, Target, Terminal, XSession, missing_tools
 
 ARTIFACTS = DATA_DIR.parent / ".artifacts" / "desktop"
 HOTKEY = "ctrl+shift+space"  # xdotool's spelling of the app's default <ctrl>+<shift>+<space>
-# Released space first: releasing a modifier first while X auto-repeats the held space would type a
-# plain space into the focused window (pynput cannot swallow keys), which is not what is under test.
+# The usual release order; test_hotkey_grab.py tries the others.
 HOTKEY_UP = "space+shift+ctrl"
 APP_SETTINGS = {"model": str(WHISPER_TINY_EN), "device": "cpu", "language": "en", "mode": "hybrid"}
 
@@ -44,6 +43,16 @@ def clips():
 @pytest.fixture(scope="session")
 def target(x_session):
     return Target(x_session, x_session.workdir)
+
+
+@pytest.fixture(scope="session")
+def gtk_editor(x_session):
+    return GtkEditor(x_session, x_session.workdir)
+
+
+@pytest.fixture(scope="session")
+def plain_terminal(x_session):
+    return PlainTerminal(x_session, x_session.workdir)
 
 
 @pytest.fixture(scope="session")

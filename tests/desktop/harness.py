@@ -2,18 +2,21 @@
 
 `XSession` runs Xvfb (display number picked by the server itself, so parallel runs never clash),
 openbox (focus, _NET_ACTIVE_WINDOW) and trayer (a system tray). `App` runs `python -m app` with
-its own settings folder and the test audio hook; `Target` is a QTextEdit in another process and
-`Terminal` an xterm that pastes with Ctrl+Shift+V. Every wait polls for a condition with a
+its own settings folder and the test audio hook. Paste targets, each in a process of its own:
+`Target` (a QTextEdit), `GtkEditor` (mousepad), `PlainTerminal` (xterm as installed) and `Terminal`
+(an xterm that also pastes with Ctrl+Shift+V). Every wait polls for a condition with a
 generous deadline: nothing here asserts on time.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +49,7 @@ class XSession:
         self.workdir = workdir
         self.procs: list[subprocess.Popen] = []
         self.env: dict[str, str] = {}
+        self._keys = None  # an X connection for key_event, opened on first use
 
     def start(self, attempts: int = 2) -> "XSession":
         """Xvfb, openbox, trayer; once more with a fresh X server when they do not come up. Seen on a
@@ -101,6 +105,18 @@ class XSession:
     def xdotool(self, *args: str) -> str:
         return self.run("xdotool", *args)
 
+    def key_event(self, keysym: str, down: bool) -> None:
+        """Press or release one key through XTest, by the first keycode that has the keysym (xdotool
+        presses Alt_L along with Alt_R, which would hide what a lone Right Alt does)."""
+        from Xlib import XK, X, display
+        from Xlib.ext import xtest
+
+        if self._keys is None:
+            self._keys = display.Display(self.env["DISPLAY"])
+        code = self._keys.keysym_to_keycode(XK.string_to_keysym(keysym))
+        xtest.fake_input(self._keys, X.KeyPress if down else X.KeyRelease, code)
+        self._keys.sync()
+
     def set_clipboard(self, text: str) -> None:
         """Another program owns the clipboard with `text` (xclip keeps serving it in the background)."""
         subprocess.run(["xclip", "-selection", "clipboard", "-i"], input=text.encode(), env=self.env, check=True,
@@ -116,6 +132,9 @@ class XSession:
         subprocess.run([PYTHON, "-c", code, str(path)], env=self.env, timeout=30)
 
     def stop(self) -> None:
+        if self._keys is not None:
+            self._keys.close()
+            self._keys = None
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -174,8 +193,8 @@ class Target(Window):
 
 
 class Terminal(Window):
-    """xterm, set up like modern terminals: Ctrl+Shift+V pastes the clipboard (xterm's default
-    pastes the primary selection with Shift+Insert only)."""
+    """xterm set up like modern terminals, where Ctrl+Shift+V pastes the clipboard (the app sends the
+    xterm family Shift+Insert with the text in PRIMARY, which pastes here too)."""
 
     title = "dictation-terminal"
 
@@ -192,6 +211,54 @@ class Terminal(Window):
         return self.out.read_bytes().decode(errors="replace")
 
 
+class PlainTerminal(Window):
+    """xterm exactly as installed (no resources, no translations), its tty bytes written to a file:
+    the terminal a new user meets, where Ctrl+Shift+V does nothing and Shift+Insert pastes PRIMARY."""
+
+    title = "dictation-xterm"
+
+    def __init__(self, session: XSession, workdir: Path) -> None:
+        super().__init__(session)
+        self.out = workdir / "plain-terminal.out"
+        self.out.write_bytes(b"")
+        session.spawn(["xterm", "-title", self.title, "-e", PYTHON, "-m", "tests.desktop.terminal_reader",
+                       str(self.out)], "plain-xterm")
+        self._find()
+
+    def received(self) -> bytes:
+        return self.out.read_bytes()
+
+    def clear(self) -> None:
+        self.out.write_bytes(b"")
+
+
+class GtkEditor(Window):
+    """mousepad (GTK 3, from Debian) editing a file; its text is read back by saving (Ctrl+S)."""
+
+    def __init__(self, session: XSession, workdir: Path) -> None:
+        super().__init__(session)
+        self.path = workdir / "gtk-target.txt"
+        self.path.write_text("")
+        self.title = f"{self.path} - Mousepad"
+        session.spawn(["mousepad", str(self.path)], "mousepad")
+        self._find()
+
+    def text(self) -> str:
+        if self.modified():  # the title starts with "*" until the file is saved
+            self.focus()
+            self.session.xdotool("key", "--clearmodifiers", "ctrl+s")
+            wait_for(lambda: not self.modified(), "mousepad to save its text", 20)
+        return self.path.read_text()
+
+    def modified(self) -> bool:
+        return self.session.xdotool("getwindowname", self.window_id).startswith("*")
+
+    def clear(self) -> None:
+        self.focus()
+        self.session.xdotool("key", "--clearmodifiers", "ctrl+a", "BackSpace")
+        wait_for(lambda: self.text() == "", "the GTK editor to be emptied")
+
+
 class App:
     """The dictation app under test, with its own settings folder and the test audio hook."""
 
@@ -205,8 +272,9 @@ class App:
         self.log_path.write_text("")
         with mock.patch.dict(os.environ, {"XDG_CONFIG_HOME": str(self.config_home)}):
             self.address = instance_address()
-        self.env = {**session.env, "XDG_CONFIG_HOME": str(self.config_home), "DICTATE_TEST_AUDIO": str(self.audio_link),
-                    "PYTHONUNBUFFERED": "1"}
+        self.data_home = workdir / "data"  # the history database is in here
+        self.env = {**session.env, "XDG_CONFIG_HOME": str(self.config_home), "XDG_DATA_HOME": str(self.data_home),
+                    "DICTATE_TEST_AUDIO": str(self.audio_link), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
 
@@ -232,6 +300,20 @@ class App:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def transcripts(self) -> list[str]:
+        """Every transcript the worker returned, in order, as the app logged it."""
+        return [ast.literal_eval(m) for m in re.findall(r"transcribed job=\S+ worker_ms=\S+ text=(.*)$", self.log(),
+                                                        re.MULTILINE)]
+
+    def history(self) -> list[dict]:
+        """The app's history, oldest first: text, outcome and paste result of each dictation."""
+        path = self.data_home / "diffusion-dictate" / "history.sqlite3"
+        if not path.exists():
+            return []
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT id, text, outcome, paste_ok FROM dictations ORDER BY id").fetchall()
+        return [{"id": r[0], "text": r[1], "outcome": r[2], "paste_ok": r[3]} for r in rows]
 
     def count(self, pattern: str) -> int:
         return len(re.findall(pattern, self.log()))
@@ -263,5 +345,18 @@ class App:
                 self.proc.kill()
 
 
+def hold_and_release(session, app, clip, order, hold_s: float = 0.0) -> None:
+    """Press Ctrl+Shift+Space, keep it down until the clip is spoken (and `hold_s` more), release in `order`."""
+    app.speak(clip)
+    played = app.count("test audio source: end of")
+    session.xdotool("keydown", "ctrl+shift+space")
+    wait_for(lambda: app.count("test audio source: end of") > played, "the clip to be spoken", 180)
+    time.sleep(hold_s)
+    for key in order:
+        session.xdotool("keyup", key)
+        time.sleep(0.4)
+
+
 def missing_tools() -> list[str]:
-    return [tool for tool in ("Xvfb", "openbox", "trayer", "xdotool", "xclip", "xprop", "xterm") if not shutil.which(tool)]
+    tools = ("Xvfb", "openbox", "trayer", "xdotool", "xclip", "xprop", "xterm", "mousepad")
+    return [tool for tool in tools if not shutil.which(tool)]

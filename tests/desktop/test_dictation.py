@@ -120,7 +120,7 @@ def test_a_worker_killed_mid_job_still_pastes(x_session, dictation_app, target, 
     assert dictation_app.count("transcribed job") >= 1
 
 
-def test_terminal_gets_ctrl_shift_v(x_session, dictation_app, terminal, clips):
+def test_terminal_gets_the_transcript(x_session, dictation_app, terminal, clips):
     clip = clips["espeak-en-01"]
     terminal.focus()
     x_session.set_clipboard("before the terminal paste")
@@ -128,7 +128,7 @@ def test_terminal_gets_ctrl_shift_v(x_session, dictation_app, terminal, clips):
     dictation_app.wait_idle()
     received = wait_for(lambda: terminal.text().replace("\x00", "").strip(), "text in the terminal", LONG_WAIT)
     assert "\x16" not in received, "a plain Ctrl+V reached the terminal"
-    assert "paste: sent ctrl+shift+v to XTerm" in dictation_app.log()
+    assert "paste: sent shift+insert to XTerm" in dictation_app.log()  # PRIMARY: any xterm pastes it
     assert wer(clip["text"], received) <= MAX_WER, received
     assert x_session.clipboard() == "before the terminal paste"
 

@@ -53,3 +53,18 @@ def test_a_new_press_after_the_grace_period_is_a_new_press():
     tracker.key("d", True, 0.0)
     tracker.key("d", False, 1.0)
     assert tracker.key("d", True, 1.2) == [("release", 1.0), ("press", 1.2)]
+
+
+def test_windows_and_macos_drop_only_the_hotkeys_own_key():
+    """suppress.py's decisions (the pynput filters that apply them run on Windows and macOS only)."""
+    from app.desktop.suppress import KeySuppressor
+
+    s = KeySuppressor(parse_combo("<ctrl>+<shift>+<space>"), parse_combo("<esc>"))
+    assert [s.feed(k, True) for k in ("ctrl_l", "shift", "space", "space")] == [False, False, True, True]
+    assert s.feed("ctrl_l", False) is False  # a modifier's release always passes, or it would stick
+    assert s.feed("space", True) is True  # still repeating after Ctrl went up: swallowed with its press
+    assert s.feed("space", False) is True and s.feed("shift", False) is False
+    assert s.feed("space", True) is False and s.feed("space", False) is False  # a plain space is typed
+    assert s.feed("esc", True) is False and s.feed("esc", False) is False
+    s.cancel_armed = True
+    assert s.feed("esc", True) is True and s.feed("esc", False) is True

@@ -22,12 +22,20 @@ def probe(x_session, scenario: str) -> dict:
 def test_a_slow_target_still_gets_the_transcript_and_the_clipboard_comes_back(x_session):
     report = probe(x_session, "slow")
     assert report["reader_got"] == TRANSCRIPT
-    assert report["ok"] and report["clipboard_after"] == "BEFORE"
+    assert report["ok"] and report["outcome"] == "pasted" and report["clipboard_after"] == "BEFORE"
+
+
+def test_a_read_by_another_program_is_not_the_paste(x_session):
+    """A clipboard manager (here xclip) reads at once; the target never does: the text is typed instead."""
+    report = probe(x_session, "other")
+    assert report["other_got"] == TRANSCRIPT, "reads by others are served"
+    assert report["reader_got"] is None and report["typed"] == TRANSCRIPT
+    assert report["ok"] and report["outcome"] == "typed" and report["clipboard_after"] == "BEFORE"
 
 
 def test_a_paste_nobody_takes_leaves_the_text_on_the_clipboard(x_session):
     report = probe(x_session, "nobody")
-    assert not report["ok"] and "paste it yourself" in report["message"]
+    assert not report["ok"] and "paste it yourself" in report["message"] and report["outcome"] == "clipboard"
     assert report["clipboard_after"] == TRANSCRIPT
 
 
@@ -37,7 +45,7 @@ def test_what_the_user_copied_meanwhile_is_not_overwritten(x_session):
     assert report["ok"] and report["clipboard_after"] == "COPIED-LATER"
 
 
-@pytest.mark.parametrize("window_class, keys", [("XTerm", "ctrl+shift+v"), ("kitty", "ctrl+shift+v"),
+@pytest.mark.parametrize("window_class, keys", [("XTerm", "shift+insert"), ("kitty", "ctrl+shift+v"),
                                                 ("Gedit", "ctrl+v"), (None, "ctrl+v")])
 def test_paste_keys_by_window_class(window_class, keys):
     from app.desktop.paste import paste_keys

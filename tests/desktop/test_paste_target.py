@@ -1,0 +1,86 @@
+"""A paste counts when the target read it: real targets, a clipboard manager beside them, the history.
+
+The targets are a default xterm (which pastes PRIMARY with Shift+Insert and ignores Ctrl+Shift+V)
+and the Qt editor; the clipboard manager is a PySide6 script that reads every new clipboard, the
+read that used to be taken for the paste. The history's outcome must say what the target got.
+"""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.desktop.harness import PYTHON, ROOT, hold_and_release, wait_for
+
+LONG_WAIT = 180
+
+
+@pytest.fixture(scope="module")
+def clipboard_manager(x_session):
+    log = x_session.workdir / "clipboard-manager.jsonl"
+    log.write_text("")
+    proc = x_session.spawn([PYTHON, "-m", "tests.desktop.clipboard_manager", str(log)], "clipboard-manager")
+    wait_for(lambda: log.read_text().strip(), "the clipboard manager to start")
+    yield lambda: [json.loads(line) for line in log.read_text().splitlines()]
+    proc.kill()
+
+
+def dictate(x_session, app, clip) -> tuple[str, dict]:
+    """Hold the hotkey over `clip`; return the transcript and its history entry once the paste is done."""
+    done = len(app.transcripts())
+    hold_and_release(x_session, app, clip, ("space", "shift", "ctrl"))
+    wait_for(lambda: len(app.transcripts()) > done, "the transcript", LONG_WAIT)
+    app.wait_idle()
+    transcript = app.transcripts()[-1].strip()
+    entry = wait_for(lambda: (h := app.history()) and h[-1]["text"] == transcript and h[-1]["outcome"] and h[-1],
+                     "the history entry with its outcome")
+    return transcript, entry
+
+
+def test_a_default_xterm_gets_exactly_the_transcript(x_session, dictation_app, plain_terminal, clips):
+    plain_terminal.focus()
+    plain_terminal.clear()
+    x_session.set_clipboard("the user's clipboard")
+    transcript, entry = dictate(x_session, dictation_app, clips["espeak-en-07"]["path"])
+    assert transcript
+    wait_for(lambda: plain_terminal.received().decode() == transcript,
+             f"exactly {transcript!r} in the terminal (it has {plain_terminal.received()!r})")
+    assert entry["outcome"] == "pasted"
+    assert "paste: sent shift+insert to XTerm" in dictation_app.log()
+    assert x_session.clipboard() == "the user's clipboard"
+
+
+# Each target its own clip, so that what the manager logged can be told apart run by run.
+TARGETS = {"plain_terminal": "espeak-en-08", "target": "espeak-en-06", "gtk_editor": "espeak-en-05"}
+
+
+@pytest.mark.parametrize("which", TARGETS, ids=["default xterm", "Qt", "GTK"])
+def test_with_a_clipboard_manager_reading_the_history_says_what_the_target_got(
+        x_session, dictation_app, clips, clipboard_manager, which, request):
+    window = request.getfixturevalue(which)
+    window.focus()
+    window.clear()
+    x_session.set_clipboard("kept by the user")
+    others = dictation_app.count(r"\(not the target\) read the clipboard")
+    seen_before = len(clipboard_manager())
+    transcript, entry = dictate(x_session, dictation_app, clips[TARGETS[which]]["path"])
+    received = window.received().decode() if which == "plain_terminal" else window.text()
+    assert entry["outcome"] == "pasted" and received == transcript == entry["text"]
+    assert x_session.clipboard() == "kept by the user"
+    if transcript in clipboard_manager()[seen_before:]:  # it read the transcript while the app served it
+        assert dictation_app.count(r"\(not the target\) read the clipboard") > others, "its read was not the paste"
+
+
+def test_a_window_that_reads_no_paste_gets_the_text_typed_unicode_and_all(x_session, target, clipboard_manager):
+    """The Qt editor ignores Ctrl+Shift+V; the manager's read must not count, so the text is typed (XTest,
+    spare keycodes lent to the characters the layout lacks)."""
+    text = "Grüße aus Köln — 日本語 ✓ ok"
+    target.clear()
+    done = subprocess.run([PYTHON, "-m", "tests.desktop.paste_probe", "focused", "ctrl+shift+v", text],
+                          env=x_session.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["ok"] and report["outcome"] == "typed", report
+    wait_for(lambda: target.text() == text, f"exactly {text!r} in the editor (it has {target.text()!r})")
+    assert report["clipboard_after"] == "BEFORE"
+    assert text in clipboard_manager()
