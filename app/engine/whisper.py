@@ -16,17 +16,22 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.generation.streamers import BaseStreamer
 from transformers.modeling_outputs import BaseModelOutput
 
-from app.engine.base import AUTO, LANGUAGES, SAMPLE_RATE, Progress, ProgressCallback, Transcript, check_audio, check_language
+from app.engine.base import (
+    AUTO,
+    LANGUAGES,
+    SAMPLE_RATE,
+    Progress,
+    ProgressCallback,
+    Transcript,
+    check_audio,
+    check_language,
+    english_only,
+    token_budget,
+)
 from app.engine.devices import out_of_memory_as_user_error, pick_device
 from app.engine.model_source import resolve_model
 from app.errors import UserError
 
-# Whisper decodes at most 448 tokens per 30 s window. A clip gets a budget in proportion to its length
-# (generous even for Hindi, whose script costs several tokens a word), so a hallucination loop on a
-# short clip ("very very very ...") ends after a second instead of running to 440 tokens.
-MAX_NEW_TOKENS = 440
-TOKENS_PER_SECOND = 25
-MIN_NEW_TOKENS_BUDGET = 16
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 _REQUIRED_FILES = ("config.json", "preprocessor_config.json")
 
@@ -137,7 +142,7 @@ class WhisperEngine:
         if language == AUTO:
             language, detected = self._detect_language(encoder_outputs), True
 
-        budget = min(MAX_NEW_TOKENS, MIN_NEW_TOKENS_BUDGET + int(TOKENS_PER_SECOND * audio.shape[0] / SAMPLE_RATE))
+        budget = token_budget(audio.shape[0])
         streamer = _StepStreamer(self.processor, on_progress, budget)
         kwargs: dict = {"task": "transcribe", "streamer": streamer} if self.multilingual else {"streamer": streamer}
         if self.multilingual:
@@ -180,15 +185,7 @@ class WhisperEngine:
             return self._detect_language(BaseModelOutput(last_hidden_state=hidden))
 
     def _check_model_language(self, language: str) -> str:
-        if self.multilingual:
-            return language
-        if language not in (AUTO, "en"):
-            raise UserError(
-                f"This Whisper model only understands English, not {LANGUAGES[language]}; choose a multilingual "
-                "model (for example openai/whisper-base) or set the language to English.",
-                code="bad_language",
-            )
-        return "en"
+        return language if self.multilingual else english_only(language)
 
     def _detect_language(self, encoder_outputs: BaseModelOutput) -> str:
         config = copy.copy(self.model.generation_config)
