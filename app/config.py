@@ -57,7 +57,7 @@ class Settings:
     """Every user setting, defaulted. Frozen: change one with `dataclasses.replace` and save."""
 
     engine: str = setting("auto", "Engine", "The speech model: auto runs Whisper on CTranslate2 (faster-whisper, "
-                          "about twice as fast on a CPU) unless a GPU is there, where it runs Whisper on transformers; "
+                          "about 1.5 times as fast on a CPU) unless a GPU is there, where it runs Whisper on transformers; "
                           "faster-whisper and whisper choose one of the two. Diffusion needs a GPU (except the micro "
                           "model in resources/models, a demo that gets most words wrong).",
                           group="Model", choices=ENGINES)

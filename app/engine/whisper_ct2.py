@@ -1,4 +1,4 @@
-"""Whisper on CTranslate2 through faster-whisper: the CPU engine (int8), about twice as fast as transformers.
+"""Whisper on CTranslate2 through faster-whisper: the CPU engine (int8), ~1.5x transformers' speed.
 
 The model is the same Whisper; only the runtime differs. The clip is cut into faster-whisper's own
 features, the first 30 s window is encoded once (timed on its own, and reused for language

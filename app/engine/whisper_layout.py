@@ -78,7 +78,7 @@ def _converted(folder: Path, cache: Path) -> Path:
         except OSError:
             if not (target / "model.bin").is_file():  # not a lost race with another worker: a real failure
                 raise
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # torch, safetensors, transformers and ctranslate2 each fail in their own way
         raise UserError(
             f"The Whisper model in {folder} could not be converted for CTranslate2 ({_first_line(exc)}); it may be "
             "incomplete or corrupt: download it again, or choose a CTranslate2 model such as Systran/faster-whisper-base.",
