@@ -165,11 +165,11 @@ def test_auto_picks_ctranslate2_on_the_cpu():
         assert (resolved.engine, resolved.model) == ("faster-whisper", str(folder.resolve()))
 
 
-def test_a_worker_subprocess_runs_the_engine():
-    """The real worker process loads the engine by name and streams its segment progress."""
+def test_a_worker_subprocess_runs_the_engine_auto_chose():
+    """The real worker process loads the engine through `auto` and streams its segment progress."""
     from app.worker.pipe import WorkerPipe
 
-    spec = EngineSpec(engine="faster-whisper", model=str(WHISPER_TINY_EN_CT2), device="cpu")
+    spec = EngineSpec(engine="auto", model=str(WHISPER_TINY_EN_CT2), device="cpu")
     clip = clips(source="librivox")[0]
     with WorkerPipe(env={"OMP_NUM_THREADS": "1"}) as worker:
         hello = worker.load(spec)
