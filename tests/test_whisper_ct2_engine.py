@@ -178,3 +178,15 @@ def test_a_worker_subprocess_runs_the_engine_auto_chose():
         answer = worker.transcribe(load_audio(clip.path), language="auto", on_progress=progress.append)
     assert answer["language"] == "en" and wer([clip.text], [answer["text"]]) < 0.15, answer["text"]
     assert progress and progress[-1]["draft"] == answer["text"]
+
+
+def test_corrupt_transformers_folder_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "model").mkdir()
+    folder = _copy(WHISPER_TINY_EN, tmp_path / "model")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    with pytest.raises(UserError, match="could not be converted for CTranslate2") as info:
+        load_engine(EngineSpec(engine="faster-whisper", model=str(folder), device="cpu"))
+    assert info.value.code == "bad_model" and len(str(info.value).splitlines()) == 1
+    assert not list((tmp_path / "cache").rglob("model.bin"))  # nothing half-converted is left to be loaded later
