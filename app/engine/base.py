@@ -105,6 +105,13 @@ def check_audio(audio: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+def stage_timings(t0: float, t_features: float, t_encoder: float, t_decode: float) -> dict[str, float]:
+    """The `timings` of a Transcript (milliseconds) from `time.perf_counter()` marks between the stages."""
+    ms = lambda a, b: round((b - a) * 1000.0, 2)  # noqa: E731
+    return {"features": ms(t0, t_features), "encoder": ms(t_features, t_encoder), "decode": ms(t_encoder, t_decode),
+            "total": ms(t0, t_decode)}
+
+
 def token_budget(samples: int) -> int:
     """The most tokens Whisper may write for `samples` of 16 kHz audio in one 30 s window."""
     return min(MAX_NEW_TOKENS, MIN_NEW_TOKENS_BUDGET + int(TOKENS_PER_SECOND * samples / SAMPLE_RATE))

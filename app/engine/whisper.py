@@ -26,11 +26,12 @@ from app.engine.base import (
     check_audio,
     check_language,
     english_only,
+    stage_timings,
     token_budget,
 )
 from app.engine.devices import out_of_memory_as_user_error, pick_device
 from app.engine.model_source import resolve_model
-from app.errors import UserError
+from app.errors import UserError, first_line
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 _REQUIRED_FILES = ("config.json", "preprocessor_config.json")
@@ -100,7 +101,7 @@ class WhisperEngine:
             model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=dtype)
         except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise UserError(
-                f"The Whisper model in {folder} could not be loaded ({_first_line(exc)}); it may be incomplete or "
+                f"The Whisper model in {folder} could not be loaded ({first_line(exc)}); it may be incomplete or "
                 "corrupt: download it again or choose another model.",
                 code="bad_model",
             ) from exc
@@ -160,17 +161,11 @@ class WhisperEngine:
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
         # Sequential long-form decoding cannot stream: count its output tokens instead of passes.
         steps_used = streamer.steps if not long_form else ids.numel() - _prompt_length(ids, self.processor)
-        ms = lambda a, b: round((b - a) * 1000.0, 2)  # noqa: E731
         return Transcript(
             text=text,
             language=language,
             steps_used=steps_used,
-            timings={
-                "features": ms(t0, t_features),
-                "encoder": ms(t_features, t_encoder),
-                "decode": ms(t_encoder, t_decode),
-                "total": ms(t0, t_decode),
-            },
+            timings=stage_timings(t0, t_features, t_encoder, t_decode),
             language_detected=detected,
         )
 
@@ -217,11 +212,6 @@ def _dtype_for(quantization: str, device: torch.device) -> torch.dtype:
         f"The Whisper engine does not support quantization '{quantization}'; use auto, bf16 or fp32.",
         code="bad_quantization",
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 __all__ = ["WhisperEngine"]

@@ -33,11 +33,12 @@ from app.engine.base import (
     check_audio,
     check_language,
     english_only,
+    stage_timings,
     token_budget,
 )
 from app.engine.model_source import resolve_model
 from app.engine.whisper_layout import ct2_folder
-from app.errors import UserError
+from app.errors import UserError, first_line
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 # The app's quantization names -> CTranslate2 compute types, per device. `auto` is int8 on the CPU
@@ -71,7 +72,7 @@ class FasterWhisperEngine:
                                  cpu_threads=_threads())
         except Exception as exc:  # ctranslate2 raises RuntimeError or ValueError, tokenizers a bare Exception
             raise UserError(
-                f"The Whisper model in {folder} could not be loaded ({_first_line(exc)}); it may be incomplete or "
+                f"The Whisper model in {folder} could not be loaded ({first_line(exc)}); it may be incomplete or "
                 "corrupt: download it again or choose another model.",
                 code="bad_model",
             ) from exc
@@ -112,17 +113,11 @@ class FasterWhisperEngine:
                 on_progress(Progress(step=tokens, total=max(budget, tokens), draft="".join(texts).strip()))
         t_decode = time.perf_counter()
 
-        ms = lambda a, b: round((b - a) * 1000.0, 2)  # noqa: E731
         return Transcript(
             text="".join(texts).strip(),
             language=language,
             steps_used=tokens,
-            timings={
-                "features": ms(t0, t_features),
-                "encoder": ms(t_features, t_encoder),
-                "decode": ms(t_encoder, t_decode),
-                "total": ms(t0, t_decode),
-            },
+            timings=stage_timings(t0, t_features, t_encoder, t_decode),
             language_detected=detected,
         )
 
@@ -244,11 +239,6 @@ def _cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("diffusion-dictate", appauthor=False)) / "ctranslate2"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 __all__ = ["FasterWhisperEngine"]

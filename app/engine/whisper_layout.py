@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from app.errors import UserError
+from app.errors import UserError, first_line
 
 CT2 = "ctranslate2"
 TRANSFORMERS = "transformers"
@@ -80,7 +80,7 @@ def _converted(folder: Path, cache: Path) -> Path:
                 raise
     except Exception as exc:  # torch, safetensors, transformers and ctranslate2 each fail in their own way
         raise UserError(
-            f"The Whisper model in {folder} could not be converted for CTranslate2 ({_first_line(exc)}); it may be "
+            f"The Whisper model in {folder} could not be converted for CTranslate2 ({first_line(exc)}); it may be "
             "incomplete or corrupt: download it again, or choose a CTranslate2 model such as Systran/faster-whisper-base.",
             code="bad_model",
         ) from exc
@@ -92,8 +92,3 @@ def _converted(folder: Path, cache: Path) -> Path:
 def _source_key(folder: Path) -> str:
     stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
     return hashlib.sha256(json.dumps([str(folder.resolve()), stats]).encode()).hexdigest()[:16]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
