@@ -20,7 +20,8 @@ REMOTE_COMMANDS = ("toggle", "start", "stop", "cancel")
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     from app.engine import ENGINES, QUANTIZATIONS
 
-    p.add_argument("--engine", choices=ENGINES, default="whisper", help="speech engine (default: whisper)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="speech engine (default: auto, Whisper on CTranslate2 without a GPU, on transformers with one)")
     p.add_argument("--model", help="model folder or Hugging Face id (diffusion: the adapter)")
     p.add_argument("--backbone", help="diffusion only: DiffusionGemma backbone folder or id (overrides the adapter's)")
     p.add_argument("--encoder", help="diffusion only: Whisper encoder folder or id (overrides the adapter's)")
@@ -54,15 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from app.audio.loading import load_audio
-    from app.engine import EngineSpec, load_engine
+    from app.engine import DEFAULT_MODELS, EngineSpec, load_engine
     from app.engine.base import check_language
 
     language = check_language(args.language)
     audios = [(path, load_audio(path)) for path in args.files]  # fail on bad input before loading a model
-    default_model = "openai/whisper-base" if args.engine == "whisper" else "interfaze-ai/diffusion-gemma-asr-small"
     spec = EngineSpec(
         engine=args.engine,
-        model=args.model or default_model,
+        model=args.model or DEFAULT_MODELS[args.engine],
         backbone=args.backbone,
         encoder=args.encoder,
         quantization=args.quantization,
@@ -83,8 +83,7 @@ def _cmd_check_model(args: argparse.Namespace) -> int:
     """The settings window's "Check" button: proves a model folder loads, in a process the GUI can spare."""
     import time
 
-    from app.config import DEFAULT_MODELS
-    from app.engine import EngineSpec, load_engine
+    from app.engine import DEFAULT_MODELS, EngineSpec, load_engine
 
     spec = EngineSpec(engine=args.engine, model=args.model or DEFAULT_MODELS[args.engine], backbone=args.backbone,
                       encoder=args.encoder, quantization=args.quantization, device=args.device, seed=args.seed)

@@ -19,12 +19,11 @@ from typing import Any
 from app.controller import MODES
 from app.desktop.keys import parse_combo
 from app.desktop.paths import config_dir
-from app.engine import ENGINES, QUANTIZATIONS, EngineSpec
+from app.engine import DEFAULT_MODELS, ENGINES, QUANTIZATIONS, EngineSpec
 from app.engine.base import AUTO, LANGUAGES
 from app.errors import UserError
 
 SETTINGS_FILE = "settings.json"
-DEFAULT_MODELS = {"whisper": "openai/whisper-base", "diffusion": "interfaze-ai/diffusion-gemma-asr-small"}
 PASTE_METHODS = ("paste", "type", "copy")
 PASTE_KEYS = ("auto", "ctrl+v", "ctrl+shift+v", "shift+insert")
 UNUSABLE_MODEL = ("keep", "refuse")
@@ -58,8 +57,10 @@ def _check_endpoint(value: str) -> str:
 class Settings:
     """Every user setting, defaulted. Frozen: change one with `dataclasses.replace` and save."""
 
-    engine: str = setting("whisper", "Engine", "The speech model family: diffusion needs a GPU (except the micro model "
-                          "in resources/models, a demo that gets most words wrong), Whisper runs anywhere.",
+    engine: str = setting("auto", "Engine", "The speech model: auto runs Whisper on CTranslate2 (faster-whisper, "
+                          "about 1.5 times as fast on a CPU) unless a GPU is there, where it runs Whisper on transformers; "
+                          "faster-whisper and whisper choose one of the two. Diffusion needs a GPU (except the micro "
+                          "model in resources/models, a demo that gets most words wrong).",
                           group="Model", choices=ENGINES)
     model: str = setting("", "Model", "A model folder or Hugging Face id; leave empty for the engine's default.",
                          group="Model", widget="model")

@@ -17,3 +17,9 @@ class UserError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's exception, to quote inside a one-sentence UserError."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import soundfile as sf
 
-from tests.data import WHISPER_BASE, WHISPER_TINY_EN
+from tests.data import WHISPER_BASE, WHISPER_TINY_EN, WHISPER_TINY_EN_CT2
 from tests.speech import clips, wer
 
 
@@ -38,6 +38,16 @@ def test_plain_output_is_the_text():
     proc = _run("transcribe", str(clip.path), "--model", str(WHISPER_TINY_EN))
     assert proc.returncode == 0, proc.stderr
     assert wer([clip.text], [proc.stdout.strip()]) <= 0.5, proc.stdout
+
+
+def test_faster_whisper_engine_on_a_ctranslate2_folder():
+    clip = clips(source="librivox")[1]
+    proc = _run("transcribe", str(clip.path), "--engine", "faster-whisper", "--model", str(WHISPER_TINY_EN_CT2),
+                "--language", "en", "--json")
+    assert proc.returncode == 0, proc.stderr
+    obj = json.loads(proc.stdout)
+    assert obj["steps_used"] > 0 and {"features", "encoder", "decode", "total"} <= set(obj["timings"])
+    assert wer([clip.text], [obj["text"]]) < 0.3, obj["text"]
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:

@@ -68,6 +68,15 @@ def test_truncated_json_is_salvaged_field_by_field(tmp_path):
 def test_engine_spec_uses_the_engines_default_model():
     assert Settings().engine_spec().model == config.DEFAULT_MODELS["whisper"]
     assert Settings(model="/models/x").engine_spec().model == "/models/x"
+    assert Settings(engine="faster-whisper").engine_spec().model == "Systran/faster-whisper-base"
+
+
+def test_engine_defaults_to_auto_and_both_whisper_runtimes_stay_selectable():
+    assert Settings().engine == "auto"
+    for engine in ("auto", "faster-whisper", "whisper", "diffusion"):
+        assert config.validate("engine", engine) == engine
+    with pytest.raises(UserError, match="must be one of auto, faster-whisper, whisper, diffusion"):
+        config.validate("engine", "ctranslate2")
 
 
 def test_binary_garbage_is_copied_aside_byte_for_byte(tmp_path):

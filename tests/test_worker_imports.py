@@ -1,4 +1,4 @@
-"""The GUI side never imports torch or transformers (start-up time, memory, crash isolation).
+"""The GUI side never imports torch, transformers or CTranslate2 (start-up time, memory, crash isolation).
 
 Checked in a fresh interpreter, because this test process has torch loaded already. Every module
 of the GUI-side packages is imported, including ones added after this test was written.
@@ -23,7 +23,7 @@ for package in packages:
 heavy = {}
 for name in modules:
     importlib.import_module(name)
-    for lib in ("torch", "transformers"):
+    for lib in ("torch", "transformers", "ctranslate2", "faster_whisper"):
         if lib in sys.modules and lib not in heavy:
             heavy[lib] = name
 print(json.dumps({"imported": modules, "heavy": heavy}))

@@ -28,6 +28,14 @@ LANGUAGES: dict[str, str] = {
 }
 AUTO = "auto"
 
+# Whisper decodes at most 448 tokens per 30 s window. A clip gets a budget in proportion to its length
+# (generous even for Hindi, whose script costs several tokens a word), so a hallucination loop on a
+# short clip ("very very very ...") ends after a second instead of running to 440 tokens. Both Whisper
+# backends use it, so they stop at the same point.
+MAX_NEW_TOKENS = 440
+TOKENS_PER_SECOND = 25
+MIN_NEW_TOKENS_BUDGET = 16
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -95,3 +103,26 @@ def check_audio(audio: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise UserError("The audio contains invalid samples (NaN or infinity).", code="bad_audio")
     return arr.astype(np.float32, copy=False)
+
+
+def stage_timings(t0: float, t_features: float, t_encoder: float, t_decode: float) -> dict[str, float]:
+    """The `timings` of a Transcript (milliseconds) from `time.perf_counter()` marks between the stages."""
+    ms = lambda a, b: round((b - a) * 1000.0, 2)  # noqa: E731
+    return {"features": ms(t0, t_features), "encoder": ms(t_features, t_encoder), "decode": ms(t_encoder, t_decode),
+            "total": ms(t0, t_decode)}
+
+
+def token_budget(samples: int) -> int:
+    """The most tokens Whisper may write for `samples` of 16 kHz audio in one 30 s window."""
+    return min(MAX_NEW_TOKENS, MIN_NEW_TOKENS_BUDGET + int(TOKENS_PER_SECOND * samples / SAMPLE_RATE))
+
+
+def english_only(language: str) -> str:
+    """The language an English-only Whisper model transcribes in, or the sentence that says why not."""
+    if language not in (AUTO, "en"):
+        raise UserError(
+            f"This Whisper model only understands English, not {LANGUAGES[language]}; choose a multilingual "
+            "model (for example openai/whisper-base) or set the language to English.",
+            code="bad_language",
+        )
+    return "en"

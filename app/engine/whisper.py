@@ -16,17 +16,23 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.generation.streamers import BaseStreamer
 from transformers.modeling_outputs import BaseModelOutput
 
-from app.engine.base import AUTO, LANGUAGES, SAMPLE_RATE, Progress, ProgressCallback, Transcript, check_audio, check_language
+from app.engine.base import (
+    AUTO,
+    LANGUAGES,
+    SAMPLE_RATE,
+    Progress,
+    ProgressCallback,
+    Transcript,
+    check_audio,
+    check_language,
+    english_only,
+    stage_timings,
+    token_budget,
+)
 from app.engine.devices import out_of_memory_as_user_error, pick_device
 from app.engine.model_source import resolve_model
-from app.errors import UserError
+from app.errors import UserError, first_line
 
-# Whisper decodes at most 448 tokens per 30 s window. A clip gets a budget in proportion to its length
-# (generous even for Hindi, whose script costs several tokens a word), so a hallucination loop on a
-# short clip ("very very very ...") ends after a second instead of running to 440 tokens.
-MAX_NEW_TOKENS = 440
-TOKENS_PER_SECOND = 25
-MIN_NEW_TOKENS_BUDGET = 16
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 _REQUIRED_FILES = ("config.json", "preprocessor_config.json")
 
@@ -95,7 +101,7 @@ class WhisperEngine:
             model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=dtype)
         except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise UserError(
-                f"The Whisper model in {folder} could not be loaded ({_first_line(exc)}); it may be incomplete or "
+                f"The Whisper model in {folder} could not be loaded ({first_line(exc)}); it may be incomplete or "
                 "corrupt: download it again or choose another model.",
                 code="bad_model",
             ) from exc
@@ -137,7 +143,7 @@ class WhisperEngine:
         if language == AUTO:
             language, detected = self._detect_language(encoder_outputs), True
 
-        budget = min(MAX_NEW_TOKENS, MIN_NEW_TOKENS_BUDGET + int(TOKENS_PER_SECOND * audio.shape[0] / SAMPLE_RATE))
+        budget = token_budget(audio.shape[0])
         streamer = _StepStreamer(self.processor, on_progress, budget)
         kwargs: dict = {"task": "transcribe", "streamer": streamer} if self.multilingual else {"streamer": streamer}
         if self.multilingual:
@@ -155,17 +161,11 @@ class WhisperEngine:
         text = self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
         # Sequential long-form decoding cannot stream: count its output tokens instead of passes.
         steps_used = streamer.steps if not long_form else ids.numel() - _prompt_length(ids, self.processor)
-        ms = lambda a, b: round((b - a) * 1000.0, 2)  # noqa: E731
         return Transcript(
             text=text,
             language=language,
             steps_used=steps_used,
-            timings={
-                "features": ms(t0, t_features),
-                "encoder": ms(t_features, t_encoder),
-                "decode": ms(t_encoder, t_decode),
-                "total": ms(t0, t_decode),
-            },
+            timings=stage_timings(t0, t_features, t_encoder, t_decode),
             language_detected=detected,
         )
 
@@ -180,15 +180,7 @@ class WhisperEngine:
             return self._detect_language(BaseModelOutput(last_hidden_state=hidden))
 
     def _check_model_language(self, language: str) -> str:
-        if self.multilingual:
-            return language
-        if language not in (AUTO, "en"):
-            raise UserError(
-                f"This Whisper model only understands English, not {LANGUAGES[language]}; choose a multilingual "
-                "model (for example openai/whisper-base) or set the language to English.",
-                code="bad_language",
-            )
-        return "en"
+        return language if self.multilingual else english_only(language)
 
     def _detect_language(self, encoder_outputs: BaseModelOutput) -> str:
         config = copy.copy(self.model.generation_config)
@@ -220,11 +212,6 @@ def _dtype_for(quantization: str, device: torch.device) -> torch.dtype:
         f"The Whisper engine does not support quantization '{quantization}'; use auto, bf16 or fp32.",
         code="bad_quantization",
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 __all__ = ["WhisperEngine"]

@@ -118,10 +118,11 @@ class EngineSlot:
         _release_memory()
 
     def describe(self) -> dict:
-        """What the `hello` message tells the GUI about the model."""
+        """What the `hello` message tells the GUI about the model: the engine that runs (what `auto` chose)
+        while one is loaded, else the one asked for."""
         engine, spec = self.engine, self.spec
         return {
-            "engine": spec.engine if spec else None,
+            "engine": getattr(engine, "name", spec.engine) if spec else None,
             "model": spec.model if spec else None,
             "device": str(getattr(engine, "device", spec.device)) if spec else None,
             "quantization": self.mode,

