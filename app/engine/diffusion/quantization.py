@@ -108,10 +108,12 @@ class QuantizedLinear(nn.Module):
 
 
 class QuantizedExperts(nn.Module):
-    """Holds a layer's experts quantized and lends transformers' experts module bf16 weights per call.
+    """Holds a layer's experts quantized; runs them through a kernel that reads the codes, or else
+    lends transformers' experts module dequantized weights for one call.
 
-    The wrapped `DiffusionGemmaTextExperts` keeps its activation, config and kernel dispatch; only its
-    two 3-D parameters are replaced by plain tensors for the duration of one forward.
+    With a kernel (`_grouped`), the wrapped `DiffusionGemmaTextExperts` gives its gate and config.
+    Without one, it keeps its activation and kernel dispatch; only its two 3-D parameters are
+    replaced by plain tensors for the duration of one forward.
     """
 
     def __init__(self, experts: DiffusionGemmaTextExperts, mode: str) -> None:
