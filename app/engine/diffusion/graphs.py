@@ -5,7 +5,8 @@ denoising step is ~4,600 launches and the GPU idles most of the step waiting for
 (shared/reference/gpu-measured.md). Every step of a dictation has the same shapes (the canvas, a
 read-only prompt cache of fixed length), so the decoder forward is captured once and replayed: the
 same eager kernels, so the same numbers, without the launch overhead. No compiler is involved,
-so a capture costs about two forwards and nothing has to be persisted across restarts.
+so a capture costs a few forwards (2-10 s per mode at the real shape on an H200, docs/benchmarks.md)
+and nothing has to be persisted across restarts.
 
 One `PromptGraphs` holds, for one (batch, prompt length): the prefill (its KV cache lives in the
 graph's memory, so the step graphs read it where the prefill writes it) and two step graphs: the
