@@ -9,7 +9,7 @@ Audio contract: a 1-D float32 numpy array, mono, 16 kHz, values in [-1, 1].
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -81,7 +81,11 @@ class Engine(Protocol):
         language: str = AUTO,
         steps: int | None = None,
         on_progress: ProgressCallback | None = None,
-    ) -> Transcript: ...
+        vocabulary: Sequence[str] = (),
+    ) -> Transcript:
+        """`vocabulary`: words and names the speaker uses (the user's word list, or an API request's
+        `prompt`); an engine conditions on them where its model can, and ignores them otherwise."""
+        ...
 
 
 def check_language(language: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 import numpy as np
 import torch
 from safetensors import SafetensorError
@@ -116,6 +117,7 @@ class WhisperEngine:
         language: str = AUTO,
         steps: int | None = None,
         on_progress: ProgressCallback | None = None,
+        vocabulary: Sequence[str] = (),
     ) -> Transcript:
         """Transcribe 16 kHz mono audio. `steps` has no meaning for autoregressive decoding and is ignored."""
         audio = check_audio(audio)

@@ -15,6 +15,7 @@ therefore takes effect between segments.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import ctranslate2
@@ -85,6 +86,7 @@ class FasterWhisperEngine:
         language: str = AUTO,
         steps: int | None = None,
         on_progress: ProgressCallback | None = None,
+        vocabulary: Sequence[str] = (),
     ) -> Transcript:
         """Transcribe 16 kHz mono audio. `steps` has no meaning for autoregressive decoding and is ignored."""
         audio = check_audio(audio)

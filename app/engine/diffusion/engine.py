@@ -9,6 +9,7 @@ text up to the first end-of-turn token, chunks joined.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -66,6 +67,7 @@ class DiffusionEngine:
         language: str = AUTO,
         steps: int | None = None,
         on_progress: ProgressCallback | None = None,
+        vocabulary: Sequence[str] = (),
         early_exit: bool = True,
         seed: int | None = None,
     ) -> Transcript:
