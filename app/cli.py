@@ -42,8 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--language", default="auto", help="auto, en, de, fr, es, hi or zh (default: auto)")
     t.add_argument("--steps", type=int, default=None, help="diffusion: maximum denoising steps, 1..48 (default 8)")
     t.add_argument("--json", action="store_true", help="print one JSON object per file")
+    t.add_argument("--server", metavar="URL", help="send the audio to a speech server (`dictate serve`) instead of "
+                   "loading a model here")
+    t.add_argument("--token-file", help="with --server: file whose first line is the server's token")
 
     sub.add_parser("worker", help="run the speech worker on stdin/stdout (started by the app)")
+
+    s = sub.add_parser("serve", help="serve one speech model over HTTP with an OpenAI-compatible API")
+    _add_engine_options(s)
+    from app.server.serve import add_arguments
+
+    add_arguments(s)
 
     c = sub.add_parser("check-model", help="load a model once, as the worker would, and report; prints one JSON line")
     _add_engine_options(c)
@@ -60,6 +69,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
     language = check_language(args.language)
     audios = [(path, load_audio(path)) for path in args.files]  # fail on bad input before loading a model
+    if args.server:
+        return _transcribe_on_server(args, language, audios)
     spec = EngineSpec(
         engine=args.engine,
         model=args.model or DEFAULT_MODELS[args.engine],
@@ -77,6 +88,36 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         else:
             print(result.text, flush=True)
     return 0
+
+
+def _transcribe_on_server(args: argparse.Namespace, language: str, audios: list) -> int:
+    """`transcribe --server URL`: the same output, the model on a speech server."""
+    from pathlib import Path
+
+    from app.server.auth import read_token
+    from app.server.http import ServerConnection
+
+    token = read_token(Path(args.token_file)) if args.token_file else None
+    conn = ServerConnection(args.server, token)
+    try:
+        for path, audio in audios:
+            result = conn.transcribe(audio, language=language, steps=args.steps)
+            if args.json:
+                print(json.dumps({"file": str(path), **result}, ensure_ascii=False), flush=True)
+            else:
+                print(result["text"], flush=True)
+    finally:
+        conn.close()
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from app.engine import DEFAULT_MODELS, EngineSpec
+    from app.server.serve import serve
+
+    spec = EngineSpec(engine=args.engine, model=args.model or DEFAULT_MODELS[args.engine], backbone=args.backbone,
+                      encoder=args.encoder, quantization=args.quantization, device=args.device, seed=args.seed)
+    return serve(args, spec)
 
 
 def _cmd_check_model(args: argparse.Namespace) -> int:
@@ -100,6 +141,8 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _cmd_check_model(args)
     if command == "transcribe":
         return _cmd_transcribe(args)
+    if command == "serve":
+        return _cmd_serve(args)
     if command == "worker":
         from app.worker.server import main as worker_main
 

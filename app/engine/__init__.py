@@ -13,12 +13,14 @@ from app.engine.base import AUTO, LANGUAGES, SAMPLE_RATE, Engine, Progress, Prog
 from app.errors import UserError
 
 # auto: Whisper on CTranslate2 (faster-whisper) without a usable GPU, Whisper on transformers with one.
-ENGINES = ("auto", "faster-whisper", "whisper", "diffusion")
+# server: a speech server (`python -m app serve`) runs the model; the app is its client (app/server/client.py).
+ENGINES = ("auto", "faster-whisper", "whisper", "diffusion", "server")
 DEFAULT_MODELS = {
     "auto": "openai/whisper-base",
     "faster-whisper": "Systran/faster-whisper-base",
     "whisper": "openai/whisper-base",
     "diffusion": "interfaze-ai/diffusion-gemma-asr-small",
+    "server": "",  # the server names its model; the app sends OpenAI's alias
 }
 QUANTIZATIONS = ("auto", "bf16", "fp8", "int8", "int4", "fp32")
 
@@ -50,6 +52,9 @@ class EngineSpec:
 
 def load_engine(spec: EngineSpec) -> Engine:
     """Load the engine `spec` names; the model stays in memory until the engine is dropped."""
+    if spec.engine == "server":
+        raise UserError("The 'server' engine runs on a speech server, not in this process: start one with "
+                        "`python -m app serve` and choose another engine here.", code="bad_engine")
     _quiet_transformers()
     if spec.engine == "auto":
         spec = resolve_auto(spec)

@@ -1,0 +1,225 @@
+"""The HTTP routes: OpenAI's `POST /v1/audio/transcriptions` and `GET /v1/models`, and `GET /health`.
+
+`create_app(queue, options)` builds a FastAPI app around an `EngineQueue` whose engine is already
+loaded. Every failure a client can cause ends in OpenAI's error shape with a 4xx status; anything
+unexpected in a handler ends in a 500 of the same shape and the server goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.engine import Progress, Transcript
+from app.engine.base import LANGUAGES
+from app.server import requests as checks
+from app.server.api_errors import ApiError
+from app.server.auth import check_bearer
+from app.server.batching import EngineQueue, Job
+
+log = logging.getLogger("app.server")
+
+_MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the file
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    model_id: str  # what /v1/models lists and `model` must name (or "whisper-1")
+    token: str | None = None
+    max_upload_bytes: int = 25 * 2**20
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body longer than the limit is cut off with 413 while it is read.
+
+    A `Content-Length` over the limit is refused before a byte is read; a chunked upload is counted
+    as it arrives, so neither way can a client make the server hold more than the limit.
+    """
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _too_large(self.limit)
+            return message
+
+        return await self.app(scope, counted, send)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"The file is larger than this server's limit of {limit / 2**20:.0f} MB; send a shorter "
+                    "recording or a compressed format (FLAC, OGG).", "file_too_large", param="file")
+
+
+def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        task = asyncio.create_task(queue.run())
+        yield
+        task.cancel()
+        queue.shutdown()
+
+    api = FastAPI(title="diffusion-dictate speech server", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    api.add_middleware(_BodyLimit, limit=options.max_upload_bytes + _MULTIPART_SLACK)
+
+    @api.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = "No such endpoint; this server has POST /v1/audio/transcriptions, GET /v1/models and GET /health." \
+            if exc.status_code == 404 else str(exc.detail)
+        return ApiError(exc.status_code, message, "not_found" if exc.status_code == 404 else "http_error").response()
+
+    @api.exception_handler(Exception)
+    async def _bug(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("a request failed")
+        return ApiError(500, f"The server failed on this request ({type(exc).__name__}); try again, and tell its "
+                        "administrator if it keeps happening.", "internal_error").response()
+
+    def authorize(request: Request) -> None:
+        check_bearer(request.headers.get("authorization"), options.token)
+
+    @api.get("/health")
+    async def health(request: Request) -> dict:
+        authorize(request)
+        slot = queue.slot
+        return {"status": "ok" if slot.engine is not None else "unavailable", **slot.describe(),
+                "model": options.model_id,  # a server folder's name only, never its path "queue_length": queue.waiting, "busy": queue.running is not None,
+                "max_waiting": queue.max_waiting, "max_upload_bytes": options.max_upload_bytes}
+
+    @api.get("/v1/models")
+    async def models(request: Request) -> dict:
+        authorize(request)
+        return {"object": "list", "data": [{"id": options.model_id, "object": "model", "created": 0,
+                                             "owned_by": "diffusion-dictate"}]}
+
+    @api.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        authorize(request)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > options.max_upload_bytes + _MULTIPART_SLACK:
+            raise _too_large(options.max_upload_bytes)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(400, "Send the audio as multipart/form-data with the recording in the field 'file'.",
+                           "invalid_content_type")
+        try:
+            form = await request.form(max_files=1, max_fields=32)
+        except ApiError:
+            raise
+        except Exception as exc:  # starlette's MultiPartException and friends: a malformed body
+            raise ApiError(400, f"The form data could not be read ({exc}); send multipart/form-data with a 'file' "
+                           "field.", "invalid_form") from None
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "The field 'file' with the audio recording is missing.", "missing_file", param="file")
+        if upload.size is not None and upload.size > options.max_upload_bytes:
+            raise _too_large(options.max_upload_bytes)
+        checks.check_model(_field(form, "model"), options.model_id)
+        language = checks.check_language(_field(form, "language"))
+        steps = checks.check_steps(_field(form, "steps"))
+        fmt = checks.check_format(_field(form, "response_format"))
+        stream = checks.check_stream(_field(form, "stream"))
+        data = await upload.read()
+        audio = await run_in_threadpool(checks.decode_audio, data, upload.filename or "")
+        req = checks.TranscriptionRequest(audio, language, steps, fmt, stream,
+                                          checks.vocabulary(_field(form, "prompt")))
+        job = queue.submit(req)
+        if stream:
+            return StreamingResponse(_sse(job, request), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        try:
+            outcome = await _wait(job, request)
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+        if isinstance(outcome, ApiError):
+            raise outcome
+        return _render(outcome, job)
+
+    return api
+
+
+def _field(form, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
+async def _wait(job: Job, request: Request) -> Transcript | ApiError:
+    """The job's outcome; a client that disconnects meanwhile cancels its job."""
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.done), timeout=1.0)
+        except asyncio.TimeoutError:
+            if await request.is_disconnected():
+                job.cancel()
+                return ApiError(499, "The client closed the connection.", "cancelled")
+
+
+def _render(t: Transcript, job: Job) -> Response:
+    req = job.request
+    if req.response_format == "text":
+        return PlainTextResponse(t.text + "\n")
+    body = {"text": t.text, "language": t.language, "steps_used": t.steps_used, "timings": t.timings,
+            "language_detected": t.language_detected, "queue_ms": job.queue_ms,
+            "usage": {"type": "duration", "seconds": round(req.seconds, 2)}}
+    if req.response_format == "verbose_json":
+        body = {"task": "transcribe", **body, "language": LANGUAGES.get(t.language, t.language).lower(),
+                "language_code": t.language, "duration": round(req.seconds, 3), "segments": []}
+    return JSONResponse(body)
+
+
+def _event(data: dict) -> bytes:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+async def _sse(job: Job, request: Request):
+    """Server-sent events as OpenAI's streaming transcription sends them, plus the full draft.
+
+    `delta` is what OpenAI clients append. A diffusion draft may also revise earlier words, so each
+    delta event carries the whole current `draft` too (with `step` and `total`); clients that know
+    it, like the app, show that instead. The final `transcript.text.done` holds the exact text.
+    """
+    shown = ""
+    try:
+        while True:
+            item: Progress | None = await job.events.get()
+            if item is None:
+                break
+            draft = item.draft
+            delta = draft[len(shown):] if draft.startswith(shown) else ""
+            if draft.startswith(shown):
+                shown = draft
+            yield _event({"type": "transcript.text.delta", "delta": delta, "draft": draft, "step": item.step,
+                          "total": item.total})
+        outcome = await job.done
+        if isinstance(outcome, ApiError):
+            yield _event({"type": "error", **outcome.body()})
+            return
+        yield _event({"type": "transcript.text.done", "text": outcome.text, "language": outcome.language,
+                      "steps_used": outcome.steps_used, "timings": outcome.timings,
+                      "language_detected": outcome.language_detected, "queue_ms": job.queue_ms,
+                      "usage": {"type": "duration", "seconds": round(job.request.seconds, 2)}})
+    finally:
+        if not job.done.done():
+            job.cancel()

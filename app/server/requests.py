@@ -1,0 +1,115 @@
+"""What a transcription request asks for, checked field by field before it may wait for the engine.
+
+Every problem becomes an `ApiError` with a 4xx status and one sentence, so a bad upload never
+reaches the model and never costs the server more than reading it. Audio is decoded by libsndfile
+(WAV, FLAC, OGG/Opus, MP3) and resampled with soxr, exactly as `app.audio.loading` does for files.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from app.audio.loading import resample, to_mono
+from app.engine.base import AUTO, LANGUAGES, SAMPLE_RATE
+from app.server.api_errors import ApiError
+
+RESPONSE_FORMATS = ("json", "text", "verbose_json")
+STEPS_RANGE = (1, 48)  # the diffusion engine's; Settings' "Quality (steps)" has the same bounds
+OPENAI_ALIAS = "whisper-1"  # the model name existing OpenAI clients send
+
+
+@dataclass(frozen=True)
+class TranscriptionRequest:
+    """One checked request: the audio in the engine's contract and what to do with it."""
+
+    audio: np.ndarray
+    language: str
+    steps: int | None
+    response_format: str
+    stream: bool
+    vocabulary: tuple[str, ...]
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+def check_model(name: str | None, served_id: str) -> None:
+    """404 `model_not_found` for a name that is neither the served model's id nor OpenAI's alias."""
+    if not name:
+        raise ApiError(400, f"The field 'model' is missing; send '{served_id}' (or '{OPENAI_ALIAS}').",
+                       "missing_model", param="model")
+    if name not in (served_id, OPENAI_ALIAS):
+        raise ApiError(404, f"The model '{name}' does not exist on this server; it serves '{served_id}' "
+                       f"(also reachable as '{OPENAI_ALIAS}'), see GET /v1/models.", "model_not_found", param="model")
+
+
+def check_language(value: str | None) -> str:
+    lang = (value or AUTO).strip().lower()
+    if lang == AUTO or lang in LANGUAGES:
+        return lang
+    raise ApiError(400, f"The language '{value}' is not supported; send one of {', '.join(LANGUAGES)} "
+                   "(ISO 639-1), or leave it out to detect it.", "unsupported_language", param="language")
+
+
+def check_steps(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    low, high = STEPS_RANGE
+    try:
+        steps = int(value)
+    except ValueError:
+        steps = None
+    if steps is None or not low <= steps <= high:
+        raise ApiError(400, f"'steps' must be a whole number from {low} to {high}, not {value!r}.",
+                       "invalid_steps", param="steps")
+    return steps
+
+
+def check_format(value: str | None) -> str:
+    fmt = (value or "json").strip().lower()
+    if fmt not in RESPONSE_FORMATS:
+        raise ApiError(400, f"The response_format '{value}' is not supported; send one of "
+                       f"{', '.join(RESPONSE_FORMATS)}.", "unsupported_response_format", param="response_format")
+    return fmt
+
+
+def check_stream(value: str | None) -> bool:
+    flag = (value or "false").strip().lower()
+    if flag not in ("true", "false", "1", "0"):
+        raise ApiError(400, f"'stream' must be true or false, not {value!r}.", "invalid_stream", param="stream")
+    return flag in ("true", "1")
+
+
+def vocabulary(prompt: str | None) -> tuple[str, ...]:
+    """The `prompt` field as the engine's vocabulary: one entry per comma- or line-separated item."""
+    return tuple(item.strip() for item in re.split(r"[,\n]", prompt or "") if item.strip())
+
+
+def decode_audio(data: bytes, filename: str) -> np.ndarray:
+    """The uploaded bytes as 16 kHz mono float32, or a 400 that says what is wrong with the file.
+
+    `filename` is only quoted back in messages: nothing is ever read from or written to it.
+    """
+    shown = (filename or "the upload")[:80]
+    if not data:
+        raise ApiError(400, f"The file '{shown}' is empty: send a recording with sound in it.", "empty_file",
+                       param="file")
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        raise ApiError(400, f"The file '{shown}' is not audio this server can read; send WAV, FLAC, OGG or MP3.",
+                       "invalid_audio", param="file") from None
+    if samples.size == 0:
+        raise ApiError(400, f"The file '{shown}' holds no audio samples: there is nothing to transcribe.",
+                       "empty_audio", param="file")
+    audio = resample(to_mono(np.asarray(samples, dtype=np.float32)), int(rate))
+    if not np.all(np.isfinite(audio)):
+        raise ApiError(400, f"The file '{shown}' contains invalid samples (NaN or infinity); it may be corrupt.",
+                       "invalid_audio", param="file")
+    return audio

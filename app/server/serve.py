@@ -1,0 +1,68 @@
+"""`python -m app serve`: load one engine the way the worker does, then serve it over HTTP with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from app.engine import EngineSpec
+from app.errors import UserError
+
+DEFAULT_PORT = 8765
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; any other address requires a token)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
+    p.add_argument("--token-file", type=Path, help="file whose first line is the bearer token clients must send "
+                   "(default on a non-local address: generated on first start in the config folder)")
+    p.add_argument("--tls-cert", type=Path, help="TLS certificate (PEM) for https")
+    p.add_argument("--tls-key", type=Path, help="TLS private key (PEM) for https")
+    p.add_argument("--model-id", help="the model name clients send and /v1/models lists (default: the model "
+                   "folder's name or the Hub id)")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted audio file (default 25 MB)")
+    p.add_argument("--queue-size", type=int, default=16, help="requests that may wait while the engine is busy; "
+                   "one more gets 429 (default 16)")
+    p.add_argument("--log-text", action="store_true", help="log transcripts (never logged otherwise)")
+
+
+def served_model_id(spec: EngineSpec) -> str:
+    """A local folder is listed by its name, so clients never learn (or name) a server path."""
+    path = Path(spec.model)
+    return path.name if path.is_absolute() or path.exists() else spec.model
+
+
+def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
+    import uvicorn
+
+    from app.desktop.paths import config_dir
+    from app.server.app_factory import ServerOptions, create_app
+    from app.server.auth import TOKEN_FILE, server_token
+    from app.server.batching import EngineQueue
+    from app.worker.engine_slot import EngineSlot
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UserError("Give both --tls-cert and --tls-key for https, or neither.", code="bad_tls")
+    if args.queue_size < 1 or args.max_upload_mb <= 0:
+        raise UserError("--queue-size must be at least 1 and --max-upload-mb more than 0.", code="bad_option")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="server %(levelname)s %(message)s")
+    token_path = config_dir() / TOKEN_FILE
+    token, generated = server_token(args.host, args.token_file, token_path)
+    if generated:
+        print(f"Clients need this token (shown once; it is kept in {token_path}):\n{token}", flush=True)
+    elif token is None:
+        print("No token: only this machine can connect (127.0.0.1).", file=sys.stderr, flush=True)
+    slot = EngineSlot()
+    slot.load(spec)  # a model that cannot load ends here, with its sentence, before the port opens
+    info = slot.describe()
+    print(f"Serving {info['engine']} {served_model_id(spec)} on {info['device']}", file=sys.stderr, flush=True)
+    queue = EngineQueue(slot, max_waiting=args.queue_size, log_text=args.log_text)
+    options = ServerOptions(model_id=args.model_id or served_model_id(spec), token=token,
+                            max_upload_bytes=int(args.max_upload_mb * 2**20))
+    uvicorn.run(create_app(queue, options), host=args.host, port=args.port, log_level="info",
+                ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
+                ssl_keyfile=str(args.tls_key) if args.tls_key else None)
+    return 0
