@@ -1,0 +1,241 @@
+"""The speech server (`python -m app serve`) as OpenAI clients see it: a real server subprocess on
+127.0.0.1, Whisper tiny.en (CTranslate2) and the micro diffusion model, spoken to by the official
+`openai` package and by curl, with real speech (espeak-ng clips and the micro model's held-out clips)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+
+import httpx2
+import openai
+import pytest
+import soundfile as sf
+
+from app.audio.loading import load_audio
+from app.engine import EngineSpec, load_engine
+from app.training.micro import DEFAULT_OUT as MICRO, EVAL_CLIPS, load_heldout
+from tests.data import WHISPER_TINY_EN_CT2
+from tests.server_process import ServerProcess
+from tests.speech import clips, wer
+
+pytestmark = pytest.mark.slow
+WHISPER = ["--engine", "faster-whisper", "--model", str(WHISPER_TINY_EN_CT2), "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def speech():
+    if not WHISPER_TINY_EN_CT2.exists():
+        pytest.skip("test data missing: run `python -m tests.data.build`")
+    return clips(source="espeak", language="en")[:8]
+
+
+@pytest.fixture(scope="module")
+def whisper_server(tmp_path_factory, speech):
+    server = ServerProcess([*WHISPER, "--max-upload-mb", "1"], tmp_path_factory.mktemp("srv") / "server.log")
+    yield server.wait_ready()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded_server(tmp_path_factory, speech):
+    """A token and room for one waiting request only."""
+    folder = tmp_path_factory.mktemp("guarded")
+    token = "s3cret-token-for-the-tests-0123456789"
+    (folder / "token").write_text(token + "\n")
+    server = ServerProcess([*WHISPER, "--token-file", str(folder / "token"), "--queue-size", "1"],
+                           folder / "server.log", token=token)
+    yield server.wait_ready()
+    server.stop()
+
+
+def client(server, token: str | None = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=server.token or token, max_retries=0)
+
+
+def heard(text: str, reference: str) -> bool:
+    """tiny.en's text of an espeak clip: at most one word in five wrong (it hears "milk. Red" for "milk, bread")."""
+    return wer([reference], [text]) <= 0.2
+
+
+def curl(server, *fields: str, headers: dict | None = None) -> tuple[int, str]:
+    cmd = ["curl", "-sS", "-w", "\n%{http_code}", server.url + "/v1/audio/transcriptions"]
+    for name, value in (server.headers if headers is None else headers).items():
+        cmd += ["-H", f"{name}: {value}"]
+    for field in fields:
+        cmd += ["-F", field]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    body, _, status = out.rpartition("\n")
+    return int(status), body
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+def test_openai_client_gets_text_json_and_verbose_json(whisper_server, speech):
+    api = client(whisper_server)
+    clip = speech[0]
+    with open(clip.path, "rb") as fh:
+        as_json = api.audio.transcriptions.create(model="whisper-1", file=fh)
+    assert heard(as_json.text, clip.text), as_json.text
+    with open(clip.path, "rb") as fh:
+        as_text = api.audio.transcriptions.create(model="whisper-tiny.en-ct2", file=fh, response_format="text")
+    assert as_text.strip() == as_json.text
+    with open(clip.path, "rb") as fh:
+        verbose = api.audio.transcriptions.create(model="whisper-1", file=fh, response_format="verbose_json",
+                                                  language="en", prompt="dentist, Dr. Okafor")
+    assert verbose.text == as_json.text and verbose.language == "english"
+    assert verbose.duration == pytest.approx(clip.seconds, abs=0.05)
+    extra = verbose.model_extra
+    assert extra["language_code"] == "en" and extra["steps_used"] > 0 and extra["timings"]["total"] > 0
+
+
+def test_openai_client_streams_drafts_then_the_text(whisper_server, speech):
+    api = client(whisper_server)
+    clip = speech[5]  # the longest short clip
+    with open(clip.path, "rb") as fh:
+        events = list(api.audio.transcriptions.create(model="whisper-1", file=fh, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "transcript.text.done" and kinds.count("transcript.text.done") == 1
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert deltas, kinds
+    assert "".join(e.delta for e in deltas).strip() == events[-1].text.strip()  # Whisper only appends
+    assert heard(events[-1].text, clip.text), events[-1].text
+
+
+def test_curl_gets_every_format(whisper_server, speech):
+    clip = speech[1]
+    status, body = curl(whisper_server, f"file=@{clip.path}", "model=whisper-1", "response_format=text")
+    assert status == 200 and heard(body, clip.text), body
+    status, body = curl(whisper_server, f"file=@{clip.path}", "model=whisper-1", "response_format=verbose_json")
+    assert status == 200 and json.loads(body)["duration"] > 0
+    status, body = curl(whisper_server, f"file=@{clip.path}", "model=whisper-1", "stream=true")
+    events = [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:")]
+    assert status == 200 and events[-1]["type"] == "transcript.text.done"
+    assert heard(events[-1]["text"], clip.text)
+
+
+def test_models_and_health_describe_the_served_model(whisper_server):
+    models = client(whisper_server).models.list()
+    assert [m.id for m in models.data] == ["whisper-tiny.en-ct2"]
+    health = httpx2.get(whisper_server.url + "/health").json()
+    assert health["status"] == "ok" and health["engine"] == "faster-whisper" and health["device"] == "cpu"
+    assert health["model"] == "whisper-tiny.en-ct2" and health["queue_length"] == 0
+    assert str(WHISPER_TINY_EN_CT2) not in json.dumps(health)  # no server path leaves the server
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fields, status, code", [
+    (["model=whisper-1"], 400, "missing_file"),
+    (["file=@{wav}"], 400, "missing_model"),
+    (["file=@{wav}", "model=gpt-4o-transcribe"], 404, "model_not_found"),
+    (["file=@{text}", "model=whisper-1"], 400, "invalid_audio"),
+    (["file=@{empty}", "model=whisper-1"], 400, "empty_file"),
+    (["file=@{silent_header}", "model=whisper-1"], 400, "empty_audio"),
+    (["file=@{big}", "model=whisper-1"], 413, "file_too_large"),
+    (["file=@{wav}", "model=whisper-1", "language=klingon"], 400, "unsupported_language"),
+    (["file=@{wav}", "model=whisper-1", "steps=0"], 400, "invalid_steps"),
+    (["file=@{wav}", "model=whisper-1", "steps=49"], 400, "invalid_steps"),
+    (["file=@{wav}", "model=whisper-1", "steps=many"], 400, "invalid_steps"),
+    (["file=@{wav}", "model=whisper-1", "response_format=srt"], 400, "unsupported_response_format"),
+    (["file=@{wav}", "model=whisper-1", "language=de"], 400, "bad_language"),  # tiny.en knows English only
+])
+def test_bad_input_gets_openais_error_shape(whisper_server, speech, tmp_path, fields, status, code):
+    files = {"wav": speech[0].path, "text": tmp_path / "notes.txt", "empty": tmp_path / "empty.wav",
+             "silent_header": tmp_path / "no-samples.wav", "big": tmp_path / "big.wav"}
+    files["text"].write_text("this is not audio\n" * 100)
+    files["empty"].write_bytes(b"")
+    sf.write(files["silent_header"], [], 16_000)
+    sf.write(files["big"], [0.0] * (16_000 * 40), 16_000, subtype="FLOAT")  # 2.5 MB > the 1 MB limit
+    got, body = curl(whisper_server, *(f.format(**files) for f in fields))
+    error = json.loads(body)["error"]
+    assert (got, error["code"]) == (status, code), body
+    assert error["type"] == "invalid_request_error" and error["message"].endswith(".")
+    assert health_ok(whisper_server)  # and the server goes on
+
+
+def test_the_openai_client_raises_its_own_errors(whisper_server, speech):
+    api = client(whisper_server)
+    with open(speech[0].path, "rb") as fh, pytest.raises(openai.NotFoundError, match="does not exist on this server"):
+        api.audio.transcriptions.create(model="whisper-large-v9", file=fh)
+    with pytest.raises(openai.BadRequestError, match="not audio this server can read"):
+        api.audio.transcriptions.create(model="whisper-1", file=("x.wav", b"RIFF....WAVEfmt garbage"))
+
+
+def health_ok(server) -> bool:
+    return httpx2.get(server.url + "/health", headers=server.headers, timeout=10).json()["status"] == "ok"
+
+
+# -- the token and the queue --------------------------------------------------------------------
+
+
+def test_401_without_or_with_a_wrong_token(guarded_server, speech):
+    for headers, code in (({}, "missing_token"), ({"Authorization": "Bearer wrong-token"}, "invalid_token")):
+        status, body = curl(guarded_server, f"file=@{speech[0].path}", "model=whisper-1", headers=headers)
+        assert (status, json.loads(body)["error"]["code"]) == (401, code)
+        assert httpx2.get(guarded_server.url + "/health", headers=headers).status_code == 401
+    with open(speech[0].path, "rb") as fh, pytest.raises(openai.AuthenticationError, match="token is wrong"):
+        client(guarded_server, token=None).with_options(api_key="wrong").audio.transcriptions.create(
+            model="whisper-1", file=fh)
+    with open(speech[0].path, "rb") as fh:
+        assert heard(client(guarded_server).audio.transcriptions.create(model="whisper-1", file=fh).text,
+                          speech[0].text)
+
+
+def test_429_with_retry_after_when_the_queue_is_full(guarded_server, speech):
+    """Six requests at once on one engine with room for one waiting: some run, the rest get 429 at once."""
+    long_clip = clips(source="espeak", language="en")[-1]  # 42 s: the first request keeps the engine busy
+
+    def send(clip):
+        with open(clip.path, "rb") as fh:
+            return httpx2.post(guarded_server.url + "/v1/audio/transcriptions", headers=guarded_server.headers,
+                               files={"file": fh}, data={"model": "whisper-1"}, timeout=300)
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        first = pool.submit(send, long_clip)
+        rest = [pool.submit(send, clip) for clip in speech[:5]]
+        answers = [first.result(), *(f.result() for f in rest)]
+    refused = [a for a in answers if a.status_code == 429]
+    served = [a for a in answers if a.status_code == 200]
+    assert refused and served and len(refused) + len(served) == 6, [a.status_code for a in answers]
+    for answer in refused:
+        assert int(answer.headers["Retry-After"]) >= 1 and answer.json()["error"]["code"] == "queue_full"
+    assert answers[0].status_code == 200  # the one that was running is never dropped
+    for clip, answer in zip([long_clip, *speech[:5]], answers):
+        if answer.status_code == 200:
+            assert heard(answer.json()["text"], clip.text)
+
+
+# -- the micro diffusion model ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def diffusion_server(tmp_path_factory):
+    server = ServerProcess(["--engine", "diffusion", "--model", str(MICRO), "--device", "cpu"],
+                           tmp_path_factory.mktemp("diffusion") / "server.log")
+    yield server.wait_ready(timeout_s=300)
+    server.stop()
+
+
+def test_diffusion_answers_with_its_steps_and_streams_its_drafts(diffusion_server, tmp_path):
+    text, audio = load_heldout(MICRO / "adapter")[EVAL_CLIPS]
+    wav = tmp_path / "heldout.wav"
+    sf.write(wav, audio, 16_000)
+    api = client(diffusion_server)
+    with open(wav, "rb") as fh:
+        answer = api.audio.transcriptions.create(model="diffusion-micro", file=fh, response_format="verbose_json",
+                                                 extra_body={"steps": 4})
+    # The micro model gets many words wrong; what matters here is that the server's text is the engine's.
+    engine = load_engine(EngineSpec(engine="diffusion", model=str(MICRO), device="cpu"))
+    assert answer.text and answer.text == engine.transcribe(load_audio(wav), steps=4).text, (text, answer.text)
+    steps = answer.model_extra["timings"]["steps"]
+    assert 1 <= answer.model_extra["steps_used"] <= 4 and len(steps) == answer.model_extra["steps_used"]
+    with open(wav, "rb") as fh:
+        events = list(api.audio.transcriptions.create(model="whisper-1", file=fh, stream=True,
+                                                      extra_body={"steps": 4}))
+    drafts = [e.model_extra for e in events if e.type == "transcript.text.delta"]
+    assert drafts and all(d["total"] == 4 and 1 <= d["step"] <= 4 for d in drafts)
+    assert events[-1].type == "transcript.text.done" and events[-1].text == answer.text  # seeded: the same canvas
