@@ -1,0 +1,100 @@
+"""A model failure in the server: 503 and a reload, never a dead server.
+
+A CPU machine cannot make CUDA fail on purpose, so the engine here is a stand-in that raises what
+torch raises (a CUDA RuntimeError, `torch.cuda.OutOfMemoryError`); the server around it is the real
+one (routes, queue, engine slot), run by uvicorn on a thread of this process on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import httpx2
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import uvicorn
+
+from app.engine import EngineSpec, Transcript
+from app.server.app_factory import ServerOptions, create_app
+from app.server.batching import EngineQueue
+from app.worker.engine_slot import EngineSlot
+from tests.server_process import free_port
+
+
+class FailingEngine:
+    """Stand-in: fails the first `failures` calls with `error`, then answers."""
+
+    name = "stand-in"
+
+    def __init__(self, quantization: str, failures: list[BaseException]) -> None:
+        self.quantization = quantization
+        self._failures = failures
+
+    def transcribe(self, audio, *, language="auto", steps=None, on_progress=None, vocabulary=()):
+        if self._failures:
+            raise self._failures.pop(0)
+        return Transcript(text=f"ran in {self.quantization}", language="en", steps_used=1, timings={"total": 1.0})
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(failures: list[BaseException], quantization: str = "bf16") -> tuple[str, list[str]]:
+        loads: list[str] = []
+
+        def load(spec: EngineSpec) -> FailingEngine:
+            loads.append(spec.quantization)
+            return FailingEngine("bf16" if spec.quantization == "auto" else spec.quantization, failures)
+
+        slot = EngineSlot(load)
+        slot.load(EngineSpec(engine="whisper", model="stand-in", quantization=quantization))
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(EngineQueue(slot), ServerOptions(model_id="stand-in")),
+                                               host="127.0.0.1", port=port, log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        servers.append(server)
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{port}", loads
+
+    yield start
+    for server in servers:
+        server.should_exit = True
+
+
+def transcribe(url: str) -> httpx2.Response:
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(16_000, dtype=np.float32), 16_000, format="WAV")
+    return httpx2.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", wav.getvalue())},
+                       data={"model": "whisper-1"}, timeout=30)
+
+
+def test_a_cuda_error_answers_503_and_reloads_the_model(serve):
+    url, loads = serve([RuntimeError("CUDA error: an illegal memory access was encountered")])
+    failed = transcribe(url)
+    assert failed.status_code == 503 and failed.headers["Retry-After"] == "5"
+    assert failed.json()["error"]["code"] == "model_failed" and "loaded again" in failed.json()["error"]["message"]
+    assert loads == ["bf16", "bf16"]  # loaded anew after the failure
+    again = transcribe(url)
+    assert again.status_code == 200 and again.json()["text"] == "ran in bf16"
+
+
+def test_out_of_memory_with_auto_shrinks_and_answers(serve):
+    url, loads = serve([torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")], "auto")
+    answer = transcribe(url)
+    assert answer.status_code == 200 and answer.json()["text"] == "ran in fp8"
+    assert loads == ["auto", "fp8"]
+
+
+def test_out_of_memory_with_an_explicit_mode_answers_503(serve):
+    url, _ = serve([torch.cuda.OutOfMemoryError("CUDA out of memory.")], "int4")
+    answer = transcribe(url)
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_unavailable"
+    assert "ran out of memory" in answer.json()["error"]["message"]
+    assert transcribe(url).status_code == 200
