@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(s)
 
+    sub.add_parser("server-token", help="store the speech server's token for the app (read from stdin; empty "
+                   "forgets it): in the system keyring, else a file only you can read")
+
     c = sub.add_parser("check-model", help="load a model once, as the worker would, and report; prints one JSON line")
     _add_engine_options(c)
 
@@ -141,6 +144,12 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _cmd_check_model(args)
     if command == "transcribe":
         return _cmd_transcribe(args)
+    if command == "server-token":
+        from app.server.token_store import save_token
+
+        where = save_token(sys.stdin.readline())
+        print(f"The server token is kept in {where}.", file=sys.stderr)
+        return 0
     if command == "serve":
         return _cmd_serve(args)
     if command == "worker":

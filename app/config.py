@@ -53,6 +53,14 @@ def _check_endpoint(value: str) -> str:
     return value
 
 
+def _check_server_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise UserError(f"The speech server address '{value}' must start with http:// or https:// (for example "
+                        "http://gpu-box:8765), or be empty.", code="bad_setting")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every user setting, defaulted. Frozen: change one with `dataclasses.replace` and save."""
@@ -126,7 +134,15 @@ class Settings:
                                 "Hugging Face Hub; empty for https://huggingface.co.", group="System",
                                 check=_check_endpoint)
 
+    # The speech server (engine "server"); its token is kept by app/server/token_store.py, never here.
+    server_url: str = setting("", "Server URL", "Engine server only: the address of a speech server started with "
+                              "`dictate serve`, e.g. http://gpu-box:8765. Store its token with `dictate server-token` (kept in "
+                              "the system keyring or a file only you can read, never in the settings file).",
+                              group="Model", check=_check_server_url)
+
     def engine_spec(self) -> EngineSpec:
+        if self.engine == "server":
+            return EngineSpec(engine="server", model=self.server_url)
         return EngineSpec(engine=self.engine, model=self.model or DEFAULT_MODELS[self.engine],
                           quantization=self.quantization, device=self.device)
 

@@ -7,8 +7,6 @@ message in it, which is where the one sentence that says what to do next ends up
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
-
 # status -> OpenAI's error `type` for it
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
           413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 500: "server_error"}
@@ -27,5 +25,8 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": _TYPES.get(self.status, "invalid_request_error"),
                           "code": self.code, "param": self.param}}
 
-    def response(self) -> JSONResponse:
+    def response(self):
+        """As a FastAPI response (imported here: the app's client side shares this module's checks, not FastAPI)."""
+        from fastapi.responses import JSONResponse
+
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)

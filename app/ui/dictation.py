@@ -50,8 +50,11 @@ class DictationApp(QObject):
         self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
             pre_roll_ms=settings.pre_roll_ms, post_roll_ms=settings.post_roll_ms, max_seconds=settings.max_seconds,
             skip_silence=settings.skip_silence))
-        self.worker = WorkerClient(settings.engine_spec(), self, command=worker_command, env=worker_env,
-                                   idle_unload_s=settings.idle_unload_s)
+        client = WorkerClient
+        if settings.engine == "server":  # a speech server runs the model; nothing here loads torch
+            from app.server.client import ServerClient as client
+        self.worker = client(settings.engine_spec(), self, command=worker_command, env=worker_env,
+                             idle_unload_s=settings.idle_unload_s)
         self.paster = Paster(PasteOptions(settings.paste_method, settings.paste_keys, settings.restore_clipboard),
                              parent=self)
         self.hotkeys = HotkeyListener(parse_combo(settings.hotkey), parse_combo(settings.cancel_key), parent=self)
@@ -139,7 +142,8 @@ class DictationApp(QObject):
         self.recorder.discard(rec_id)
 
     def transcribe(self, audio: np.ndarray) -> str:
-        steps = self.settings.steps if self.settings.engine == "diffusion" else None
+        diffusion = self.settings.engine == "diffusion" or self.worker.info.get("engine") == "diffusion"  # or a server's
+        steps = self.settings.steps if diffusion else None
         job_id = self.worker.submit(audio, language=self.settings.language, steps=steps)
         self.submitted.emit(job_id, audio)
         return job_id

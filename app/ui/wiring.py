@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # the windows are imported when first opened: they cost start
     from app.ui.settings_window import SettingsWindow
 
 log = logging.getLogger(__name__)
-_ENGINE_FIELDS = {"engine", "model", "quantization", "device"}
+_ENGINE_FIELDS = {"engine", "model", "quantization", "device", "server_url"}
 _RECORDER_FIELDS = {"pre_roll_ms", "post_roll_ms", "max_seconds", "skip_silence", "warm_microphone"}
 _PASTE_FIELDS = {"paste_method", "paste_keys", "restore_clipboard"}
 _ACTIVE_POLL_MS, _IDLE_POLL_MS = 33, 120
@@ -276,7 +276,10 @@ class AppUi(QObject):
         """Make a settings change real in the running app, part by part, without a restart."""
         app, names = self.app, changed_fields(new, old)
         app.settings = new  # language and steps are read from here at each dictation
-        if names & _ENGINE_FIELDS:
+        if "engine" in names and "server" in (new.engine, old.engine):
+            # The server client and the local worker are different objects that everything is wired to.
+            app.notify("Quit and start the app again to switch between a speech server and a model on this computer.")
+        elif names & _ENGINE_FIELDS:
             app.worker.configure(new.engine_spec())  # the worker reloads in the background; jobs wait for it
         if "idle_unload_min" in names:
             app.worker.set_idle_unload(new.idle_unload_s)

@@ -1,0 +1,262 @@
+"""The app as a client of a speech server: `ServerClient`, the `WorkerClient` twin that talks HTTP.
+
+It has the same signals and methods as `app.worker.client.WorkerClient`, so the app, the overlay,
+the history and the kept recordings cannot tell which one they have. No model and no torch here:
+HTTP calls run one at a time on a thread of their own (dictations are pasted in order anyway), and
+their outcomes come back to the GUI thread through a queued signal before anything else sees them.
+
+An unreachable server or a refused token puts the client in the `failed` state *before* the job's
+`failed` signal, exactly as a worker whose model cannot run: the recording is then kept in the
+history and sent again when the server answers, which the client checks every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+
+from app.engine import EngineSpec
+from app.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STATES = ("stopped", "starting", "loading", "ready", "busy", "restarting", "failed")
+_CONNECTION_CODES = {"server_unreachable", "server_token", "model_unavailable", "model_failed", "server_failed"}
+_MAX_SECONDS = 30 * 60
+
+
+@dataclass
+class _Job:
+    id: str
+    audio: np.ndarray
+    language: str
+    steps: int | None
+    cancelled: bool = False
+
+
+class ServerClient(QObject):
+    """Sends dictations to the server at `spec.model` (its URL); see the module docstring.
+
+    `token` is read through `token_loader` before each request (the settings window may change it);
+    `retry_s` is how often a failed client asks the server's /health again.
+    """
+
+    ready = Signal(dict)
+    progress = Signal(str, int, int, str)  # job_id, step, total, draft
+    result = Signal(str, dict)  # job_id, transcript: text, language, steps_used, timings, language_detected, ...
+    failed = Signal(str, str, str)  # job_id ("" if not job-specific), code, message
+    state_changed = Signal(str)
+    _event = Signal(object)  # from the HTTP thread: a callable to run on the GUI thread
+
+    def __init__(self, spec: EngineSpec, parent: QObject | None = None, *, token_loader=None,
+                 retry_s: float = 5.0, **_worker_options) -> None:
+        """`_worker_options` (command, env, idle_unload_s, ...) are the WorkerClient's and mean nothing here."""
+        super().__init__(parent)
+        if token_loader is None:
+            from app.server.token_store import load_token as token_loader
+        self._spec = spec
+        self._token_loader = token_loader
+        self._state = "stopped"
+        self._info: dict = {}
+        self._jobs: dict[str, _Job] = {}
+        self._tasks: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._failure = ("", "")
+        self._event.connect(self._run_on_gui, Qt.ConnectionType.QueuedConnection)
+        self._retry = QTimer(self, singleShot=True, interval=int(retry_s * 1000), timeout=self._check)
+
+    # -- the WorkerClient interface ------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def info(self) -> dict:
+        """The server's /health (engine, model, device, quantization, queue length) once it answered."""
+        return dict(self._info)
+
+    @property
+    def pid(self) -> None:
+        """No local process: the model runs on the server."""
+        return None
+
+    def start(self) -> None:
+        if self._state not in ("stopped", "failed"):
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="speech-server-client", daemon=True)
+            self._thread.start()
+        self._set_state("starting")
+        self._check()
+
+    def stop(self) -> None:
+        self._retry.stop()
+        if self._thread is not None:
+            self._tasks.put(None)
+            self._thread = None
+            self._tasks = queue.Queue()  # the old thread drains its own queue and ends
+        jobs, self._jobs = list(self._jobs.values()), {}
+        for job in jobs:
+            job.cancelled = True
+        self._set_state("stopped")
+        for job in jobs:
+            self.failed.emit(job.id, "stopped", "The app stopped before this recording was transcribed.")
+
+    def configure(self, spec: EngineSpec) -> None:
+        """Another server URL: asked at once; waiting jobs go to the new one."""
+        self._spec = spec
+        if self._state != "stopped":
+            self._set_state("starting")
+            self._check()
+
+    def set_idle_unload(self, seconds: float | None) -> None:
+        """The server decides when its model is in memory; nothing to do here."""
+
+    def submit(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None) -> str:
+        job_id = uuid.uuid4().hex[:12]
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            self._fail_later(job_id, "bad_audio", "Audio must be mono (one channel); downmix it first.")
+            return job_id
+        if audio.size > _MAX_SECONDS * 16_000:
+            self._fail_later(job_id, "too_long", "The recording is longer than 30 minutes; split it into shorter parts.")
+            return job_id
+        if self._state == "stopped":
+            self.start()
+        if self._state == "failed":  # the server was not there a moment ago: the recording is kept, and why
+            self._fail_later(job_id, *self._failure)
+            return job_id
+        job = _Job(job_id, audio, language, steps)
+        self._jobs[job_id] = job
+        self._tasks.put(job)
+        self._settle_state()
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        job = self._jobs.pop(job_id, None)
+        if job is None:
+            return
+        job.cancelled = True  # the HTTP thread closes the connection at the next event; the server stops it
+        self._settle_state()
+        self._fail_later(job_id, "cancelled", "The transcription was cancelled.")
+
+    # -- the HTTP thread -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        tasks = self._tasks
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            if callable(task):
+                task()
+            elif not task.cancelled:
+                self._send(task)
+
+    def _connection(self):
+        from app.server.http import ServerConnection
+
+        return ServerConnection(self._spec.model, self._token_loader())
+
+    def _check(self) -> None:
+        """Ask /health (on the HTTP thread, after any job already queued)."""
+        url = self._spec.model
+
+        def check() -> None:
+            try:
+                if not url:
+                    raise UserError("No speech server is set: enter its address in Settings → Model → Server URL.",
+                                    code="server_unreachable")
+                conn = self._connection()
+                try:
+                    health = conn.health()
+                finally:
+                    conn.close()
+            except UserError as exc:
+                self._post(self._server_failed, exc.code, exc.message)
+                return
+            self._post(self._server_ready, health)
+
+        self._tasks.put(check)
+
+    def _send(self, job: _Job) -> None:
+        def on_draft(step: int, total: int, draft: str) -> None:
+            self._post(self._drafted, job, step, total, draft)
+
+        try:
+            conn = self._connection()
+            try:
+                transcript = conn.transcribe(job.audio, language=job.language, steps=job.steps, on_draft=on_draft,
+                                             should_stop=lambda: job.cancelled)
+            finally:
+                conn.close()
+        except UserError as exc:
+            self._post(self._job_failed, job, exc.code, exc.message)
+            return
+        self._post(self._job_done, job, transcript)
+
+    def _post(self, fn, *args) -> None:
+        self._event.emit(lambda: fn(*args))
+
+    # -- back on the GUI thread ----------------------------------------------------------------
+
+    def _run_on_gui(self, fn) -> None:
+        fn()
+
+    def _server_ready(self, health: dict) -> None:
+        self._info = {**health, "server": self._spec.model}
+        self._failure = ("", "")
+        self._set_state("ready")
+        self._settle_state()
+        self.ready.emit(self.info)
+
+    def _server_failed(self, code: str, message: str) -> None:
+        if self._state == "stopped":
+            return
+        self._failure = (code, message)
+        first = self._state != "failed"
+        self._set_state("failed")
+        if first:
+            self.failed.emit("", code, message)
+        self._retry.start()
+
+    def _drafted(self, job: _Job, step: int, total: int, draft: str) -> None:
+        if job.id in self._jobs:
+            self.progress.emit(job.id, step, total, draft)
+
+    def _job_done(self, job: _Job, transcript: dict) -> None:
+        if self._jobs.pop(job.id, None) is None:
+            return
+        self._settle_state()
+        self.result.emit(job.id, {**transcript, "attempts": 1})
+
+    def _job_failed(self, job: _Job, code: str, message: str) -> None:
+        if job.id not in self._jobs:
+            return
+        if code in _CONNECTION_CODES:
+            self._server_failed(code, message)  # first: a job failing while `failed` is kept for later
+        self._fail_job(job, code, message)
+
+    def _fail_job(self, job: _Job, code: str, message: str) -> None:
+        self._jobs.pop(job.id, None)
+        self._settle_state()
+        self.failed.emit(job.id, code, message)
+
+    def _settle_state(self) -> None:
+        if self._state in ("ready", "busy"):
+            self._set_state("busy" if self._jobs else "ready")
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self.state_changed.emit(state)
+
+    def _fail_later(self, job_id: str, code: str, message: str) -> None:
+        QTimer.singleShot(0, self, lambda: self.failed.emit(job_id, code, message))
