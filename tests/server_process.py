@@ -25,13 +25,14 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m app serve --port <free> ARGS`, with its log in `log_path`."""
 
-    def __init__(self, args: list[str], log_path: Path, *, token: str | None = None, env: dict | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], log_path: Path, *, token: str | None = None, env: dict | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
         self.log_path = log_path
         cmd = [sys.executable, "-m", "app", "serve", "--port", str(self.port), *args]
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})})
 
