@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import subprocess
+import sys
 
 import httpx2
 import openai
@@ -17,7 +18,7 @@ from app.audio.loading import load_audio
 from app.engine import EngineSpec, load_engine
 from app.training.micro import DEFAULT_OUT as MICRO, EVAL_CLIPS, load_heldout
 from tests.data import WHISPER_TINY_EN_CT2
-from tests.server_process import ServerProcess
+from tests.server_process import ROOT, ServerProcess
 from tests.speech import clips, wer
 
 pytestmark = pytest.mark.slow
@@ -239,3 +240,13 @@ def test_diffusion_answers_with_its_steps_and_streams_its_drafts(diffusion_serve
     drafts = [e.model_extra for e in events if e.type == "transcript.text.delta"]
     assert drafts and all(d["total"] == 4 and 1 <= d["step"] <= 4 for d in drafts)
     assert events[-1].type == "transcript.text.done" and events[-1].text == answer.text  # seeded: the same canvas
+
+
+def test_cli_transcribes_on_the_server(guarded_server, speech, tmp_path):
+    (tmp_path / "token").write_text(guarded_server.token + "\n")
+    cmd = [sys.executable, "-m", "app", "transcribe", str(speech[3].path), "--server", guarded_server.url,
+           "--token-file", str(tmp_path / "token")]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and heard(done.stdout.strip(), speech[3].text), done.stderr
+    refused = subprocess.run(cmd[:-2], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert refused.returncode == 2 and "refused the token" in refused.stderr and "Traceback" not in refused.stderr

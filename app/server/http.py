@@ -103,8 +103,8 @@ class _Checked:
             except ValueError:
                 parsed = {}
             if response.status_code == 401:
-                raise UserError(f"The speech server at {conn.url} refused the token; copy the server's token into "
-                                "Settings → Model.", code="server_token")
+                raise UserError(f"The speech server at {conn.url} refused the token; store the server's token with "
+                                "`dictate server-token` (on the command line: --token-file).", code="server_token")
             raise _api_error(parsed, conn.url, response.status_code)
         return response
 

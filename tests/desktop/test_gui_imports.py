@@ -18,3 +18,18 @@ def test_gui_modules_stay_torch_free():
     done = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+SERVER_CLIENT_CODE = """
+import sys
+import app.server.client, app.server.http, app.server.token_store
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'fastapi', 'uvicorn'))
+print(heavy)
+"""
+
+
+def test_the_server_client_stays_torch_and_fastapi_free():
+    """Engine "server": the app talks HTTP; neither a model nor the server's web framework is loaded."""
+    done = subprocess.run([sys.executable, "-c", SERVER_CLIENT_CODE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
