@@ -136,8 +136,8 @@ class Settings:
 
     # The speech server (engine "server"); its token is kept by app/server/token_store.py, never here.
     server_url: str = setting("", "Server URL", "Engine server only: the address of a speech server started with "
-                              "`dictate serve`, e.g. http://gpu-box:8765. Store its token with `dictate server-token` (kept in "
-                              "the system keyring or a file only you can read, never in the settings file).",
+                              "`dictate serve`, e.g. http://gpu-box:8765. Its token goes in the token field at the end of this page "
+                              "(or `dictate server-token`), kept in the system keyring or a file only you can read.",
                               group="Model", check=_check_server_url)
 
     def engine_spec(self) -> EngineSpec:

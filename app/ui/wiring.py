@@ -118,6 +118,9 @@ class AppUi(QObject):
             button = QPushButton("Show history…")
             button.clicked.connect(self.show_history)
             self.settings_window.add_page_widget("History", button)
+            from app.ui.widgets.server_token import ServerTokenEdit
+
+            self.settings_window.add_page_widget("Model", ServerTokenEdit())  # kept outside settings.json
         if self.app.hotkeys.problem:
             self.settings_window.warn(self.app.hotkeys.problem)
         self.settings_window.present()

@@ -1,0 +1,119 @@
+"""Many dictations at once on one speech server: is anything lost or changed, and what does it cost?
+
+    .venv/bin/python benchmarks/server_load.py --json [--clients 8] [--requests 25] [--engine E --model M]
+
+Starts a real server subprocess (`python -m app serve`, default Whisper tiny.en on CTranslate2 from the
+test data: `python -m tests.data.build` first) on 127.0.0.1 and sends it the eight short English
+espeak-ng clips over HTTP, as the app does (multipart upload, JSON answer):
+
+1. reference: each clip once, alone; its text is what every later answer must say;
+2. one client sending `--requests` requests one after another;
+3. `--clients` clients at once, each sending `--requests` requests one after another.
+
+For each phase: `lost` (requests that failed or never came back), `wrong_text` (answers whose text
+differs from the clip's reference), latency p50/p95 in ms (upload to answer, queueing included),
+requests per second, and `throughput_ratio_8_to_1` (phase 3's rps over phase 2's). The server runs the
+engine on one thread, one request at a time (the diffusion engine has no batch entry point yet), so on
+a CPU the ratio is about 1: concurrency queues requests, it does not add compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx2  # noqa: E402
+
+from benchmarks.machine import machine_info  # noqa: E402
+from tests.data import WHISPER_TINY_EN_CT2  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
+from tests.speech import clips  # noqa: E402
+
+
+def send(url: str, clip) -> tuple[float, str | None]:
+    """(latency ms, text or None when the request was lost)."""
+    started = time.perf_counter()
+    try:
+        with open(clip.path, "rb") as fh:
+            answer = httpx2.post(url + "/v1/audio/transcriptions", files={"file": fh}, data={"model": "whisper-1"},
+                                 timeout=600)
+        text = answer.json()["text"] if answer.status_code == 200 else None
+    except (httpx2.HTTPError, ValueError, KeyError):
+        text = None
+    return (time.perf_counter() - started) * 1000.0, text
+
+
+def phase(url: str, speech: list, reference: dict, clients: int, requests: int) -> dict:
+    def client(index: int) -> list[tuple[float, str | None, str]]:
+        out = []
+        for k in range(requests):
+            clip = speech[(index + k) % len(speech)]
+            ms, text = send(url, clip)
+            out.append((ms, text, clip.id))
+        return out
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for rs in pool.map(client, range(clients)) for r in rs]
+    wall = time.perf_counter() - started
+    latencies = sorted(ms for ms, text, _ in results if text is not None)
+    return {
+        "clients": clients, "requests": len(results),
+        "lost": sum(text is None for _, text, _ in results),
+        "wrong_text": sum(text is not None and text != reference[cid] for _, text, cid in results),
+        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p95_ms": round(latencies[max(0, round(0.95 * len(latencies)) - 1)], 1) if latencies else None,
+        "rps": round(len(latencies) / wall, 3), "wall_s": round(wall, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=25, help="requests per client")
+    ap.add_argument("--engine", default="faster-whisper")
+    ap.add_argument("--model", default=str(WHISPER_TINY_EN_CT2))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    speech = clips(source="espeak", language="en")[:8]
+    log = Path(tempfile.mkdtemp(prefix="server-load-")) / "server.log"
+    server = ServerProcess(["--engine", args.engine, "--model", args.model, "--device", args.device,
+                            "--queue-size", str(max(16, 2 * args.clients))], log,
+                           env={"OMP_NUM_THREADS": str(os.cpu_count() or 1)}).wait_ready(timeout_s=600)
+    try:
+        health = httpx2.get(server.url + "/health").json()
+        reference = {}
+        for clip in speech:
+            _, text = send(server.url, clip)
+            assert text is not None, f"the reference request for {clip.id} failed; see {log}"
+            reference[clip.id] = text
+        one = phase(server.url, speech, reference, 1, args.requests)
+        many = phase(server.url, speech, reference, args.clients, args.requests)
+    finally:
+        server.stop()
+    report = {
+        "machine": machine_info(), "engine": health["engine"], "model": health["model"], "device": health["device"],
+        "quantization": health["quantization"], "clips": [c.id for c in speech],
+        "one_client": one, f"{args.clients}_clients": many,
+        f"throughput_ratio_{args.clients}_to_1": round(many["rps"] / one["rps"], 3) if one["rps"] else None,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name in ("one_client", f"{args.clients}_clients"):
+            print(name, report[name])
+        print("throughput ratio", report[f"throughput_ratio_{args.clients}_to_1"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The app's side of the speech server: `ServerClient` against a real server subprocess (Whisper
+tiny.en on CTranslate2, with a token), and where the token is kept. Qt offscreen."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from app.audio.loading import load_audio
+from app.engine import EngineSpec
+from app.server.client import ServerClient
+from tests.data import WHISPER_TINY_EN_CT2
+from tests.server_process import ServerProcess, free_port
+from tests.speech import clips, wer
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytestmark = pytest.mark.slow
+TOKEN = "client-test-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not WHISPER_TINY_EN_CT2.exists():
+        pytest.skip("test data missing: run `python -m tests.data.build`")
+    folder = tmp_path_factory.mktemp("server")
+    (folder / "token").write_text(TOKEN)
+    server = ServerProcess(["--engine", "faster-whisper", "--model", str(WHISPER_TINY_EN_CT2), "--device", "cpu",
+                            "--token-file", str(folder / "token")], folder / "server.log", token=TOKEN)
+    yield server.wait_ready()
+    server.stop()
+
+
+@pytest.fixture
+def no_keyring(monkeypatch, tmp_path):
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return tmp_path / "config" / "diffusion-dictate"
+
+
+def make_client(qtbot, url: str, token: str | None) -> ServerClient:
+    client = ServerClient(EngineSpec(engine="server", model=url), token_loader=lambda: token, retry_s=0.5)
+    client.start()
+    qtbot.waitUntil(lambda: client.state in ("ready", "failed"), timeout=30_000)
+    return client
+
+
+def test_a_dictation_streams_drafts_and_ends_in_one_result(qtbot, server):
+    client = make_client(qtbot, server.url, TOKEN)
+    assert client.state == "ready" and client.info["engine"] == "faster-whisper" and client.pid is None
+    clip = clips(source="espeak", language="en")[6]
+    drafts, results = [], []
+    client.progress.connect(lambda job, step, total, draft: drafts.append((job, draft)))
+    client.result.connect(lambda job, transcript: results.append((job, transcript)))
+    job = client.submit(load_audio(clip.path), language="en")
+    assert client.state == "busy"
+    qtbot.waitUntil(lambda: bool(results), timeout=60_000)
+    (done_job, transcript), = results
+    assert done_job == job and wer([clip.text], [transcript["text"]]) <= 0.2, transcript
+    assert transcript["language"] == "en" and transcript["timings"]["total"] > 0
+    assert drafts and drafts[-1] == (job, transcript["text"])
+    qtbot.waitUntil(lambda: client.state == "ready")
+    client.stop()
+
+
+def test_a_wrong_token_fails_the_client_with_one_sentence_and_keeps_trying(qtbot, server):
+    failures = []
+    client = ServerClient(EngineSpec(engine="server", model=server.url), token_loader=lambda: "wrong", retry_s=0.5)
+    client.failed.connect(lambda job, code, message: failures.append((job, code, message)))
+    client.start()
+    qtbot.waitUntil(lambda: client.state == "failed", timeout=30_000)
+    assert failures == [("", "server_token", failures[0][2])] and "refused the token" in failures[0][2]
+    job = client.submit(load_audio(clips(source="espeak", language="en")[0].path))
+    qtbot.waitUntil(lambda: len(failures) == 2)
+    assert failures[1][:2] == (job, "server_token")  # while failed: the app keeps this recording for later
+    client.stop()
+
+
+def test_an_unreachable_server_fails_then_recovers_when_it_comes_back(qtbot, server, tmp_path):
+    port = free_port()
+    client = make_client(qtbot, f"http://127.0.0.1:{port}", TOKEN)
+    assert client.state == "failed"
+    (tmp_path / "token").write_text(TOKEN)
+    late = ServerProcess(["--engine", "faster-whisper", "--model", str(WHISPER_TINY_EN_CT2), "--device", "cpu",
+                          "--token-file", str(tmp_path / "token")], tmp_path / "late.log", token=TOKEN, port=port)
+    try:
+        late.wait_ready()
+        qtbot.waitUntil(lambda: client.state == "ready", timeout=30_000)  # the client asks again by itself
+    finally:
+        late.stop()
+        client.stop()
+
+
+def test_the_token_is_kept_in_a_private_file_without_a_keyring(no_keyring):
+    from app.server.token_store import load_token, save_token
+
+    where = save_token("  secret-token-value  ")
+    path = no_keyring / "server-client-token"
+    assert where == str(path) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_token() == "secret-token-value"
+    save_token("")
+    assert load_token() is None and not path.exists()
+
+
+def test_the_settings_token_field_stores_the_token_and_never_shows_it(qtbot, no_keyring):
+    from app.server.token_store import load_token
+    from app.ui.widgets.server_token import ServerTokenEdit
+
+    edit = ServerTokenEdit()
+    qtbot.addWidget(edit)
+    assert "No token" in edit.status.text()
+    edit.field.setText("typed-token-0123456789")
+    edit.save_button.click()
+    assert load_token() == "typed-token-0123456789" and edit.field.text() == ""
+    assert "server-client-token" in edit.status.text() and "typed-token" not in edit.status.text()
+    assert not (no_keyring / "settings.json").exists()
