@@ -39,13 +39,12 @@ from tests.server_process import ServerProcess  # noqa: E402
 from tests.speech import clips  # noqa: E402
 
 
-def send(url: str, clip) -> tuple[float, str | None]:
+def send(http: httpx2.Client, url: str, clip) -> tuple[float, str | None]:
     """(latency ms, text or None when the request was lost)."""
     started = time.perf_counter()
     try:
         with open(clip.path, "rb") as fh:
-            answer = httpx2.post(url + "/v1/audio/transcriptions", files={"file": fh}, data={"model": "whisper-1"},
-                                 timeout=600)
+            answer = http.post(url + "/v1/audio/transcriptions", files={"file": fh}, data={"model": "whisper-1"})
         text = answer.json()["text"] if answer.status_code == 200 else None
     except (httpx2.HTTPError, ValueError, KeyError):
         text = None
@@ -54,11 +53,13 @@ def send(url: str, clip) -> tuple[float, str | None]:
 
 def phase(url: str, speech: list, reference: dict, clients: int, requests: int) -> dict:
     def client(index: int) -> list[tuple[float, str | None, str]]:
+        """One user: a connection of its own (as the app keeps one), requests one after another."""
         out = []
-        for k in range(requests):
-            clip = speech[(index + k) % len(speech)]
-            ms, text = send(url, clip)
-            out.append((ms, text, clip.id))
+        with httpx2.Client(timeout=600) as http:
+            for k in range(requests):
+                clip = speech[(index + k) % len(speech)]
+                ms, text = send(http, url, clip)
+                out.append((ms, text, clip.id))
         return out
 
     started = time.perf_counter()
@@ -93,8 +94,10 @@ def main() -> None:
     try:
         health = httpx2.get(server.url + "/health").json()
         reference = {}
+        load_before = os.getloadavg()[0]
         for clip in speech:
-            _, text = send(server.url, clip)
+            with httpx2.Client(timeout=600) as http:
+                _, text = send(http, server.url, clip)
             assert text is not None, f"the reference request for {clip.id} failed; see {log}"
             reference[clip.id] = text
         one = phase(server.url, speech, reference, 1, args.requests)
@@ -104,6 +107,7 @@ def main() -> None:
     report = {
         "machine": machine_info(), "engine": health["engine"], "model": health["model"], "device": health["device"],
         "quantization": health["quantization"], "clips": [c.id for c in speech],
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before / after: a shared machine
         "one_client": one, f"{args.clients}_clients": many,
         f"throughput_ratio_{args.clients}_to_1": round(many["rps"] / one["rps"], 3) if one["rps"] else None,
     }
