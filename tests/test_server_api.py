@@ -250,3 +250,22 @@ def test_cli_transcribes_on_the_server(guarded_server, speech, tmp_path):
     assert done.returncode == 0 and heard(done.stdout.strip(), speech[3].text), done.stderr
     refused = subprocess.run(cmd[:-2], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert refused.returncode == 2 and "refused the token" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_chunked_upload_over_the_limit_is_cut_off_while_it_arrives(whisper_server):
+    """No Content-Length to refuse up front: the server counts the bytes and stops at the limit."""
+    boundary = "dictation-boundary"
+
+    def body():
+        yield (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+               f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="long.wav"\r\n'
+               "Content-Type: audio/wav\r\n\r\n").encode()
+        for _ in range(40):  # 2.5 MB in 64 KiB pieces, over the 1 MB limit
+            yield bytes(64 * 1024)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    answer = httpx2.post(whisper_server.url + "/v1/audio/transcriptions", content=body(), timeout=60,
+                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "file_too_large"
+    assert '"POST /v1/audio/transcriptions HTTP/1.1" 413' in whisper_server.log()
+    assert health_ok(whisper_server)
