@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.engine import Progress, Transcript
 from app.engine.base import LANGUAGES
-from app.server import requests as checks
+from app.server import request_checks as checks
 from app.server.api_errors import ApiError
 from app.server.auth import check_bearer
 from app.server.batching import EngineQueue, Job

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from app.engine import Progress, Transcript
 from app.errors import UserError
 from app.server.api_errors import ApiError
-from app.server.requests import TranscriptionRequest
+from app.server.request_checks import TranscriptionRequest
 from app.worker.engine_slot import EngineSlot, as_out_of_memory
 
 log = logging.getLogger("app.server")
