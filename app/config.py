@@ -68,7 +68,8 @@ class Settings:
     engine: str = setting("auto", "Engine", "The speech model: auto runs Whisper on CTranslate2 (faster-whisper, "
                           "about 1.5 times as fast on a CPU) unless a GPU is there, where it runs Whisper on transformers; "
                           "faster-whisper and whisper choose one of the two. Diffusion needs a GPU (except the micro "
-                          "model in resources/models, a demo that gets most words wrong).",
+                          "model in resources/models, a demo that gets most words wrong). server: a speech server "
+                          "(`dictate serve`, e.g. on a GPU box) runs the model; set its Server URL and token below.",
                           group="Model", choices=ENGINES)
     model: str = setting("", "Model", "A model folder or Hugging Face id; leave empty for the engine's default.",
                          group="Model", widget="model")

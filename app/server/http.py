@@ -29,6 +29,7 @@ class ServerConnection:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx2.Client(headers=headers, timeout=httpx2.Timeout(timeout_s, read=read_timeout_s))
+        self._short = httpx2.Timeout(timeout_s)
         self._errors = httpx2
 
     def close(self) -> None:
@@ -36,7 +37,7 @@ class ServerConnection:
 
     def health(self) -> dict:
         """The server's /health: engine, model, device, queue; raises UserError when it cannot be had."""
-        with self._request("GET", "/health") as response:
+        with self._request("GET", "/health", timeout=self._short) as response:  # a hung server must not block jobs
             return json.loads(response.read())
 
     def transcribe(self, audio: np.ndarray, *, model: str = "whisper-1", language: str = "auto",
