@@ -179,6 +179,9 @@ class ServerClient(QObject):
                     health = conn.health()
                 finally:
                     conn.close()
+                if health.get("status") != "ok":  # up, but its model failed to load again after an error
+                    raise UserError(f"The speech server at {url} cannot run its model right now; its administrator "
+                                    "can see why in its log.", code="model_unavailable")
             except UserError as exc:
                 self._post(self._server_failed, exc.code, exc.message)
                 return
