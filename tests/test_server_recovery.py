@@ -2,12 +2,14 @@
 
 A CPU machine cannot make CUDA fail on purpose, so the engine here is a stand-in that raises what
 torch raises (a CUDA RuntimeError, `torch.cuda.OutOfMemoryError`); the server around it is the real
-one (routes, queue, engine slot), run by uvicorn on a thread of this process on 127.0.0.1.
+one (routes, queue, engine slot), run by uvicorn on a thread of this process on 127.0.0.1, and the
+app's real `ServerClient` hears about a model that cannot run.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 
@@ -19,10 +21,13 @@ import torch
 import uvicorn
 
 from app.engine import EngineSpec, Transcript
+from app.errors import UserError
 from app.server.app_factory import ServerOptions, create_app
 from app.server.batching import EngineQueue
 from app.worker.engine_slot import EngineSlot
 from tests.server_process import free_port
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 class FailingEngine:
@@ -44,11 +49,13 @@ class FailingEngine:
 def serve():
     servers = []
 
-    def start(failures: list[BaseException], quantization: str = "bf16") -> tuple[str, list[str]]:
+    def start(failures: list[BaseException], quantization: str = "bf16", loads_ok: int = 99) -> tuple[str, list[str]]:
         loads: list[str] = []
 
         def load(spec: EngineSpec) -> FailingEngine:
             loads.append(spec.quantization)
+            if len(loads) > loads_ok:
+                raise UserError("The speech model stand-in could not be loaded (the GPU is gone).", code="load_failed")
             return FailingEngine("bf16" if spec.quantization == "auto" else spec.quantization, failures)
 
         slot = EngineSlot(load)
@@ -98,3 +105,21 @@ def test_out_of_memory_with_an_explicit_mode_answers_503(serve):
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_unavailable"
     assert "ran out of memory" in answer.json()["error"]["message"]
     assert transcribe(url).status_code == 200
+
+
+def test_a_model_that_cannot_load_again_answers_503_and_health_says_so(serve, qtbot):
+    from app.server.client import ServerClient
+
+    url, loads = serve([RuntimeError("CUDA error: unspecified launch failure")], loads_ok=1)
+    assert transcribe(url).json()["error"]["code"] == "model_failed" and len(loads) == 2
+    later = transcribe(url)
+    assert later.status_code == 503 and later.json()["error"]["code"] == "model_unavailable"
+    assert "GPU is gone" in later.json()["error"]["message"]
+    assert httpx2.get(url + "/health").json()["status"] == "unavailable"
+    client = ServerClient(EngineSpec(engine="server", model=url), token_loader=lambda: None, retry_s=60)
+    failures = []
+    client.failed.connect(lambda job, code, message: failures.append((job, code, message)))
+    client.start()
+    qtbot.waitUntil(lambda: client.state == "failed", timeout=10_000)
+    assert failures[0][:2] == ("", "model_unavailable") and "cannot run its model" in failures[0][2]
+    client.stop()
