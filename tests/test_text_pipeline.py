@@ -18,7 +18,7 @@ from app.text.replacements import apply_replacements, check_replacements
 from app.text.spacing import tidy
 from app.text.vocabulary import correct
 
-VOCABULARY = ["Kubernetes", "Nguyen", "PostgreSQL", "Jupyter", "Terraform", "Nginx", "Ansible", "Dvořák", "Grafana"]
+VOCABULARY = ["Kubernetes", "Elasticsearch", "Nguyen", "PostgreSQL", "Jupyter", "Terraform", "Nginx", "Ansible", "Dvořák", "Grafana"]
 
 
 # ---- vocabulary correction ----------------------------------------------------------------------
@@ -31,6 +31,8 @@ VOCABULARY = ["Kubernetes", "Nguyen", "PostgreSQL", "Jupyter", "Terraform", "Ngi
     ("The engine x server is down.", "The Nginx server is down."),
     ("kubernetes is great", "Kubernetes is great"),  # same letters, the entry's spelling
     ("Dvorak wrote it.", "Dvořák wrote it."),
+    ("Deploy it on Kubernetes and on cuber netties.", "Deploy it on Kubernetes and on Kubernetes."),
+    ("every query to elastic search", "every query to Elasticsearch"),
 ])
 def test_vocabulary_corrects_what_sounds_like_an_entry(heard, meant):
     assert correct(heard, VOCABULARY, "en") == meant

@@ -74,9 +74,9 @@ def _matches(ws: list[Word], entry: str, *, phonetic: bool) -> list[_Match]:
             span = ws[first:first + count]
             letters = fold("".join(w.text for w in span))
             if letters == target:
-                original = " ".join(w.text for w in span)
-                if original != entry:  # same letters, other spelling: "postgresql", "Post-greSQL"
-                    out.append(_Match(200.0 - count, first, first + count - 1, entry))
+                # Same letters: the entry's spelling ("postgresql" -> "PostgreSQL"). An exact occurrence is
+                # matched too, so its words are taken before a fuzzy span around them ("on Kubernetes").
+                out.append(_Match(200.0 - count, first, first + count - 1, entry))
                 continue
             score = _similarity(letters, target, sound, latin=latin)
             # A longer span starting with a one-letter word ("a sensible") takes a word of the sentence;
