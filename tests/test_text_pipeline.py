@@ -172,3 +172,9 @@ def test_the_pipeline_imports_neither_torch_nor_qt():
     """It runs in the GUI process, which never loads torch (tests/test_worker_imports.py checks the rest)."""
     code = "import sys, app.text; bad = {'torch', 'PySide6'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_transcript_the_engine_began_in_lower_case_stays_so():
+    assert finish("so, um, we go. then home", "en", TextOptions()) == "so, we go. Then home"
+    assert finish("Um, so we go.", "en", TextOptions()) == "So we go."
+    assert tidy("ok then", "en", capitalise_start=False) == "ok then"

@@ -6,6 +6,6 @@ sees the user's personal replacements. `finish()` runs the steps in a fixed orde
 function with its own module and tests.
 """
 
-from app.text.pipeline import TextOptions, finish
+from app.text.pipeline import TextOptions, finish, finish_transcript
 
-__all__ = ["TextOptions", "finish"]
+__all__ = ["TextOptions", "finish", "finish_transcript"]

@@ -27,10 +27,18 @@ class TextOptions:
 def finish(text: str, language: str, options: TextOptions) -> str:
     """The engine's raw transcript as the user gets it: vocabulary correction -> replacements -> fillers
     -> spoken punctuation -> spacing and capitalisation. `language` is the transcript's (en, de, ...)."""
+    first = next((c for c in text if c.isalpha()), "")
+    engine_capitalises = first != first.lower()
     text = correct(text, options.vocabulary, language)
     text = apply_replacements(text, options.replacements)
     if options.remove_fillers:
         text = remove_fillers(text, language)
     if options.spoken_punctuation:
         text = spoken_punctuation(text, language)
-    return tidy(text, language)
+    return tidy(text, language, capitalise_start=engine_capitalises)
+
+
+def finish_transcript(transcript: dict, options: TextOptions) -> dict:
+    """A worker result with `text` finished and the engine's own text kept as `raw_text`."""
+    raw = str(transcript.get("text", ""))
+    return {**transcript, "raw_text": raw, "text": finish(raw, str(transcript.get("language") or ""), options)}

@@ -2,7 +2,9 @@
 
 Removing "um," or turning "comma" into "," leaves stray spaces, doubled or leading punctuation and
 lower-case sentence starts; this step repairs exactly those and nothing else. It never touches a
-word that has a capital inside ("iPhone", "gRPC"). French puts a space before ? ! : ; (typography):
+word that has a capital inside ("iPhone", "gRPC"). The first word is capitalised only when the engine
+wrote its transcript that way (`capitalise_start`: "Um, so" -> "So"), so a transcript the engine began
+in lower case stays so. French puts a space before ? ! : ; (typography):
 that space is kept there and removed elsewhere.
 """
 
@@ -13,7 +15,7 @@ import re
 _CLOSING = {"default": r"[,.;:!?)\]…]", "fr": r"[,.)\]…]"}
 
 
-def tidy(text: str, language: str) -> str:
+def tidy(text: str, language: str, *, capitalise_start: bool = True) -> str:
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r" *\n *", "\n", text)
     text = re.sub(rf" +(?={_CLOSING.get(language, _CLOSING['default'])})", "", text)
@@ -23,7 +25,8 @@ def tidy(text: str, language: str) -> str:
     if language == "fr":  # "ça va ?": a space before a closing double mark, not inside "https://"
         text = re.sub(r"(?<=\w)([?!:;])(?=\s|$)", r" \1", text)
     text = text.strip()
-    return re.sub(r"(^|[.!?]\s+|\n)([^\W\d_][\w'’\-]*)", _capitalise, text)
+    starts = r"(^|[.!?]\s+|\n)" if capitalise_start else r"([.!?]\s+|\n)"
+    return re.sub(starts + r"([^\W\d_][\w'’\-]*)", _capitalise, text, flags=re.DOTALL)
 
 
 def _capitalise(match: re.Match[str]) -> str:
