@@ -7,10 +7,9 @@ these tests see exactly what the wiring asks of them, without a worker, micropho
 from __future__ import annotations
 
 import html
-import re
-
 import math
 import os
+import re
 from types import SimpleNamespace
 
 import numpy as np

@@ -169,7 +169,10 @@ class DictationApp(QObject):
     def _finish_text(self, job_id: str, transcript: dict) -> None:
         """The user's words, replacements, fillers and punctuation (app/text/), here in the app and not in
         the worker: a shared speech server must never see one user's personal replacements."""
-        self.transcribed.emit(job_id, finish_transcript(transcript, TextOptions.from_settings(self.settings)))
+        finished = finish_transcript(transcript, TextOptions.from_settings(self.settings))
+        if finished["text"] != finished["raw_text"]:
+            log.info("text pipeline job=%s engine text=%r", job_id, finished["raw_text"])
+        self.transcribed.emit(job_id, finished)
 
     def _transcribed(self, job_id: str, transcript: dict) -> None:
         log.info("transcribed job=%s worker_ms=%.1f text=%r", job_id,
