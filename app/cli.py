@@ -41,7 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(t)
     t.add_argument("--language", default="auto", help="auto, en, de, fr, es, hi or zh (default: auto)")
     t.add_argument("--steps", type=int, default=None, help="diffusion: maximum denoising steps, 1..48 (default 8)")
-    t.add_argument("--json", action="store_true", help="print one JSON object per file")
+    t.add_argument("--json", action="store_true", help="print one JSON object per file (with raw_text: the engine's own)")
+    words = t.add_argument_group("your words (docs/vocabulary.md)")
+    words.add_argument("--vocabulary", default="", metavar='"A, B"',
+                       help="names and terms you use, comma-separated: the model is prompted with them and "
+                            "words that sound like one are written as it")
+    words.add_argument("--vocabulary-file", metavar="FILE", help="the same, one entry per line (UTF-8)")
+    words.add_argument("--keep-fillers", action="store_true", help="keep um, uh, äh, euh, ... (removed by default)")
+    words.add_argument("--spoken-punctuation", action="store_true",
+                       help='turn spoken "comma", "period", "new line", ... into the characters')
+    words.add_argument("--raw", action="store_true", help="print the engine's text untouched: no text pipeline")
 
     sub.add_parser("worker", help="run the speech worker on stdin/stdout (started by the app)")
 
@@ -58,7 +67,12 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from app.engine import DEFAULT_MODELS, EngineSpec, load_engine
     from app.engine.base import check_language
 
+    from app.text import TextOptions, finish_transcript
+
     language = check_language(args.language)
+    vocabulary = _vocabulary(args.vocabulary, args.vocabulary_file)
+    options = TextOptions(vocabulary=vocabulary, remove_fillers=not args.keep_fillers,
+                          spoken_punctuation=args.spoken_punctuation)
     audios = [(path, load_audio(path)) for path in args.files]  # fail on bad input before loading a model
     spec = EngineSpec(
         engine=args.engine,
@@ -71,12 +85,27 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     )
     engine = load_engine(spec)
     for path, audio in audios:
-        result = engine.transcribe(audio, language=language, steps=args.steps)
+        result = engine.transcribe(audio, language=language, steps=args.steps, vocabulary=vocabulary).to_dict()
+        if not args.raw:
+            result = finish_transcript(result, options)
         if args.json:
-            print(json.dumps({"file": str(path), **result.to_dict()}, ensure_ascii=False), flush=True)
+            print(json.dumps({"file": str(path), **result}, ensure_ascii=False), flush=True)
         else:
-            print(result.text, flush=True)
+            print(result["text"], flush=True)
     return 0
+
+
+def _vocabulary(listed: str, file: str | None) -> tuple[str, ...]:
+    """`--vocabulary "A, B"` and the lines of `--vocabulary-file`, in that order, blanks and repeats dropped."""
+    entries = listed.split(",")
+    if file:
+        try:
+            entries += open(file, encoding="utf-8").read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"The vocabulary file {file} cannot be read ({exc.__class__.__name__}: "
+                            f"{getattr(exc, 'strerror', None) or exc}); give a UTF-8 text file with one entry per line.",
+                            code="bad_vocabulary") from exc
+    return tuple(dict.fromkeys(" ".join(e.split()) for e in entries if e.strip()))
 
 
 def _cmd_check_model(args: argparse.Namespace) -> int:
