@@ -7,13 +7,15 @@ A second app instance with its own settings folder and hotkey, so it runs beside
 tests' app without either reacting to the other's key."""
 
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 import soundfile as sf
 
 from tests.data.build import synthesize
 from tests.desktop.conftest import APP_SETTINGS, start_app
-from tests.desktop.harness import wait_for
+from tests.desktop.harness import ROOT, wait_for
 from tests.desktop.test_dictation import LONG_WAIT, pasted
 
 SENTENCE = "Please deploy the new service on Kubernetes. New line. Thanks a lot."
@@ -52,3 +54,13 @@ def test_a_dictation_pastes_the_corrected_text_with_its_line_break(x_session, wo
         final, heard = con.execute("SELECT text, raw_text FROM dictations ORDER BY id DESC LIMIT 1").fetchone()
     assert final == text.strip(), "the history keeps what was pasted..."
     assert "deploy" in heard and "\n" not in heard, "...and what the engine wrote, before the text pipeline"
+
+
+def test_typing_a_transcript_with_line_breaks_presses_return(x_session, target):
+    """The typing path (Insert text by: type, and the fallback for a window that reads no paste): XTest
+    presses Return for each line break, so the target gets the same lines as a paste would give it."""
+    target.clear()
+    typed = "Dear team,\nthe build is green.\n\nThanks"
+    code = f"from app.desktop.x11 import X11Keys; X11Keys().type_text({typed!r})"
+    subprocess.run([sys.executable, "-c", code], env=x_session.env, cwd=ROOT, check=True, timeout=60)
+    assert wait_for(lambda: target.text() == typed and target.text(), "the typed lines in the target") == typed
