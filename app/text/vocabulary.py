@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jellyfish
 from rapidfuzz import fuzz
@@ -47,7 +48,8 @@ def correct(text: str, vocabulary: Sequence[str], language: str = "en") -> str:
     if not entries or not text or language in NO_CORRECTION:
         return text
     ws = words(text)
-    found = [m for entry in entries for m in _matches(ws, entry, phonetic=language in ("en", "auto", ""))]
+    letters = [fold(w.text) for w in ws]
+    found = [m for entry in entries for m in _matches(ws, letters, entry, phonetic=language in ("en", "auto", ""))]
     chosen: list[_Match] = []
     taken: set[int] = set()
     # Best first; on a tie the span with fewer extra words wins.
@@ -61,18 +63,18 @@ def correct(text: str, vocabulary: Sequence[str], language: str = "en") -> str:
     return text
 
 
-def _matches(ws: list[Word], entry: str, *, phonetic: bool) -> list[_Match]:
+def _matches(ws: list[Word], folded: list[str], entry: str, *, phonetic: bool) -> list[_Match]:
     target = fold(entry)
     if not target:
         return []
     latin = is_latin(entry)
     size = len(words(entry)) or 1
-    sound = jellyfish.metaphone(target) if phonetic and latin else ""
+    sound = _metaphone(target) if phonetic and latin else ""
     out = []
     for count in range(max(1, size - 1), size + EXTRA_WORDS + 1):
         for first in range(len(ws) - count + 1):
             span = ws[first:first + count]
-            letters = fold("".join(w.text for w in span))
+            letters = "".join(folded[first:first + count])
             if letters == target:
                 # Same letters: the entry's spelling ("postgresql" -> "PostgreSQL"). An exact occurrence is
                 # matched too, so its words are taken before a fuzzy span around them ("on Kubernetes").
@@ -81,7 +83,7 @@ def _matches(ws: list[Word], entry: str, *, phonetic: bool) -> list[_Match]:
             score = _similarity(letters, target, sound, latin=latin)
             # A longer span starting with a one-letter word ("a sensible") takes a word of the sentence;
             # one-letter words inside or at the end are spelled letters ("postgres Q L").
-            extra_short = count > size and len(fold(span[0].text)) < 2
+            extra_short = count > size and len(folded[first]) < 2
             if score is not None and not extra_short:
                 out.append(_Match(score, first, first + count - 1, entry))
     return out
@@ -89,14 +91,20 @@ def _matches(ws: list[Word], entry: str, *, phonetic: bool) -> list[_Match]:
 
 def _similarity(letters: str, target: str, sound: str, *, latin: bool) -> float | None:
     """How alike a span and an entry are (0..100), or None when too far apart to replace."""
-    if not latin or len(letters) < MIN_LETTERS or len(target) < MIN_LETTERS or not is_latin(letters):
-        return None
     if abs(len(letters) - len(target)) > max(2, len(target) // 4):  # "in a sensible" is not "Ansible"
+        return None
+    if not latin or len(letters) < MIN_LETTERS or len(target) < MIN_LETTERS or not is_latin(letters):
         return None
     spelling = fuzz.ratio(letters, target)
     if sound:
-        heard = fuzz.ratio(jellyfish.metaphone(letters), sound)
+        heard = fuzz.ratio(_metaphone(letters), sound)
         if heard >= SOUND_MIN and spelling >= SPELLING_MIN_WITH_SOUND:
             return (heard + spelling) / 2
         return None
     return spelling if spelling >= SPELLING_MIN else None
+
+
+@lru_cache(maxsize=8192)
+def _metaphone(letters: str) -> str:
+    """Metaphone key, cached: each span of a transcript is compared with every entry."""
+    return jellyfish.metaphone(letters)
