@@ -64,6 +64,7 @@ def correct(text: str, vocabulary: Sequence[str], language: str = "en") -> str:
 
 
 def _matches(ws: list[Word], folded: list[str], entry: str, *, phonetic: bool) -> list[_Match]:
+    """Every span of `ws` (words, `folded` their folded letters) close enough to `entry`, scored."""
     target = fold(entry)
     if not target:
         return []
@@ -73,7 +74,6 @@ def _matches(ws: list[Word], folded: list[str], entry: str, *, phonetic: bool) -
     out = []
     for count in range(max(1, size - 1), size + EXTRA_WORDS + 1):
         for first in range(len(ws) - count + 1):
-            span = ws[first:first + count]
             letters = "".join(folded[first:first + count])
             if letters == target:
                 # Same letters: the entry's spelling ("postgresql" -> "PostgreSQL"). An exact occurrence is
