@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--server", metavar="URL", help="send the audio to a speech server (`dictate serve`) instead of "
                    "loading a model here")
     t.add_argument("--token-file", help="with --server: file whose first line is the server's token")
+    t.add_argument("--json", action="store_true", help="print one JSON object per file (with raw_text: the engine's own)")
+    words = t.add_argument_group("your words (docs/vocabulary.md)")
+    words.add_argument("--vocabulary", default="", metavar='"A, B"',
+                       help="names and terms you use, comma-separated: the model is prompted with them and "
+                            "words that sound like one are written as it")
+    words.add_argument("--vocabulary-file", metavar="FILE", help="the same, one entry per line (UTF-8)")
+    words.add_argument("--keep-fillers", action="store_true", help="keep um, uh, äh, euh, ... (removed by default)")
+    words.add_argument("--spoken-punctuation", action="store_true",
+                       help='turn spoken "comma", "period", "new line", ... into the characters')
+    words.add_argument("--raw", action="store_true", help="print the engine's text untouched: no text pipeline")
 
     sub.add_parser("worker", help="run the speech worker on stdin/stdout (started by the app)")
 
@@ -67,34 +77,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from app.audio.loading import load_audio
-    from app.engine import DEFAULT_MODELS, EngineSpec, load_engine
     from app.engine.base import check_language
+    from app.text import TextOptions, finish_transcript
 
     language = check_language(args.language)
+    vocabulary = _vocabulary(args.vocabulary, args.vocabulary_file)
+    options = TextOptions(vocabulary=vocabulary, remove_fillers=not args.keep_fillers,
+                          spoken_punctuation=args.spoken_punctuation)
     audios = [(path, load_audio(path)) for path in args.files]  # fail on bad input before loading a model
-    if args.server:
-        return _transcribe_on_server(args, language, audios)
-    spec = EngineSpec(
-        engine=args.engine,
-        model=args.model or DEFAULT_MODELS[args.engine],
-        backbone=args.backbone,
-        encoder=args.encoder,
-        quantization=args.quantization,
-        device=args.device,
-        seed=args.seed,
-    )
-    engine = load_engine(spec)
-    for path, audio in audios:
-        result = engine.transcribe(audio, language=language, steps=args.steps)
-        if args.json:
-            print(json.dumps({"file": str(path), **result.to_dict()}, ensure_ascii=False), flush=True)
-        else:
-            print(result.text, flush=True)
+    transcribe, close = _on_server(args) if args.server else _here(args)
+    try:
+        for path, audio in audios:
+            result = transcribe(audio, language=language, steps=args.steps, vocabulary=vocabulary)
+            if not args.raw:
+                result = finish_transcript(result, options)
+            if args.json:
+                print(json.dumps({"file": str(path), **result}, ensure_ascii=False), flush=True)
+            else:
+                print(result["text"], flush=True)
+    finally:
+        close()
     return 0
 
 
-def _transcribe_on_server(args: argparse.Namespace, language: str, audios: list) -> int:
-    """`transcribe --server URL`: the same output, the model on a speech server."""
+def _here(args: argparse.Namespace):
+    """A `transcribe(audio, **options) -> dict` over a model loaded in this process, and its `close`."""
+    from app.engine import DEFAULT_MODELS, EngineSpec, load_engine
+
+    spec = EngineSpec(engine=args.engine, model=args.model or DEFAULT_MODELS[args.engine], backbone=args.backbone,
+                      encoder=args.encoder, quantization=args.quantization, device=args.device, seed=args.seed)
+    engine = load_engine(spec)
+    return (lambda audio, **options: engine.transcribe(audio, **options).to_dict()), lambda: None
+
+
+def _on_server(args: argparse.Namespace):
+    """`transcribe --server URL`: the same calls, the model on a speech server (the text pipeline stays here)."""
     from pathlib import Path
 
     from app.server.auth import read_token
@@ -102,16 +119,7 @@ def _transcribe_on_server(args: argparse.Namespace, language: str, audios: list)
 
     token = read_token(Path(args.token_file)) if args.token_file else None
     conn = ServerConnection(args.server, token)
-    try:
-        for path, audio in audios:
-            result = conn.transcribe(audio, language=language, steps=args.steps)
-            if args.json:
-                print(json.dumps({"file": str(path), **result}, ensure_ascii=False), flush=True)
-            else:
-                print(result["text"], flush=True)
-    finally:
-        conn.close()
-    return 0
+    return conn.transcribe, conn.close
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -121,6 +129,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     spec = EngineSpec(engine=args.engine, model=args.model or DEFAULT_MODELS[args.engine], backbone=args.backbone,
                       encoder=args.encoder, quantization=args.quantization, device=args.device, seed=args.seed)
     return serve(args, spec)
+def _vocabulary(listed: str, file: str | None) -> tuple[str, ...]:
+    """`--vocabulary "A, B"` and the lines of `--vocabulary-file`, in that order, blanks and repeats dropped."""
+    entries = listed.split(",")
+    if file:
+        try:
+            entries += open(file, encoding="utf-8").read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"The vocabulary file {file} cannot be read ({exc.__class__.__name__}: "
+                            f"{getattr(exc, 'strerror', None) or exc}); give a UTF-8 text file with one entry per line.",
+                            code="bad_vocabulary") from exc
+    return tuple(dict.fromkeys(" ".join(e.split()) for e in entries if e.strip()))
 
 
 def _cmd_check_model(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from app.desktop.paths import config_dir
 from app.engine import DEFAULT_MODELS, ENGINES, QUANTIZATIONS, EngineSpec
 from app.engine.base import AUTO, LANGUAGES
 from app.errors import UserError
+from app.text.replacements import check_replacements
 
 SETTINGS_FILE = "settings.json"
 PASTE_METHODS = ("paste", "type", "copy")
@@ -33,7 +34,8 @@ def setting(default: Any, label: str, help: str, *, group: str, choices: tuple |
             range: tuple[int, int] | None = None, check=None, widget: str | None = None) -> Any:
     """Declare one setting; the metadata is what validation and the settings form read.
 
-    `widget` names a custom editor for the settings form ("quality", "hotkey", "microphone", "model");
+    `widget` names a custom editor for the settings form ("quality", "hotkey", "microphone", "model",
+    "word_list", "replacements");
     without it the form picks one from the type, choices and range.
     """
     meta = {"label": label, "help": help, "group": group, "choices": choices, "range": range, "check": check,
@@ -43,6 +45,13 @@ def setting(default: Any, label: str, help: str, *, group: str, choices: tuple |
 
 def _check_hotkey(value: str) -> str:
     return str(parse_combo(value))
+
+
+def _check_vocabulary(value: Any) -> tuple[str, ...]:
+    """Words and phrases, one per entry: blank entries and repeats are dropped, anything else kept as typed."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise UserError("The vocabulary must be a list of words or phrases (texts).", code="bad_setting")
+    return tuple(dict.fromkeys(" ".join(v.split()) for v in value if v.strip()))
 
 
 def _check_endpoint(value: str) -> str:
@@ -114,6 +123,19 @@ class Settings:
     restore_clipboard: bool = setting(True, "Restore clipboard", "Puts back what the clipboard held once the target "
                                       "window has taken the text.", group="Output")
 
+    vocabulary: tuple = setting((), "Vocabulary", "Names and terms you use, one per line (e.g. Kubernetes, Siobhan). "
+                                "Whisper is told about them, and words that sound like one are written as it.",
+                                group="Words", check=_check_vocabulary, widget="word_list")
+    replacements: tuple = setting((), "Replacements", "What you say, and what is written instead: whole words, any "
+                                  "case, applied from top to bottom (e.g. at sign -> @).", group="Words",
+                                  check=check_replacements, widget="replacements")
+    remove_fillers: bool = setting(True, "Remove filler words", "Drops um, uh, er (English), äh, ähm (German), euh "
+                                   "(French), eh (Spanish) from the transcript.", group="Words")
+    spoken_punctuation: bool = setting(False, "Spoken punctuation", "Say comma, period, question mark, new line or "
+                                       "new paragraph (also in German, French and Spanish) to write them; the words "
+                                       "are then always commands, so a dictated \"period\" becomes a full stop.",
+                                       group="Words")
+
     sound_cues: bool = setting(True, "Sound cues", "A short sound when the microphone is really listening and "
                                "another when recording stops.", group="Feedback")
     overlay: bool = setting(True, "Show overlay", "A small window at the bottom of the screen shows the input level "
@@ -178,6 +200,8 @@ def validate(name: str, value: Any) -> Any:
         low, high = meta["range"]
         if not low <= value <= high:
             raise UserError(f"Setting '{name}' must be between {low} and {high}, not {value}.", code="bad_setting")
+    elif kind is tuple:
+        pass  # lists: their `check` validates and converts them
     elif not isinstance(value, str):
         raise UserError(f"Setting '{name}' must be text, not {value!r}.", code="bad_setting")
     if meta["choices"] is not None and value not in meta["choices"]:

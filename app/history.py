@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS dictations (
     paste_ok INTEGER,
     paste_message TEXT NOT NULL DEFAULT '',
     audio BLOB,
-    outcome TEXT NOT NULL DEFAULT ''
+    outcome TEXT NOT NULL DEFAULT '',
+    raw_text TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS dictations_created ON dictations(created);
 """
@@ -68,6 +69,7 @@ class Dictation:
     paste_message: str = ""
     has_audio: bool = False
     outcome: str = ""  # pasted, typed, clipboard, failed (paste.py), or NOT_TRANSCRIBED / TRANSCRIBED_LATER
+    raw_text: str = ""  # the engine's transcript before the text pipeline (app/text/); `text` is what was pasted
 
 
 class History:
@@ -85,21 +87,26 @@ class History:
         if "outcome" not in columns:  # a history from before outcomes were kept
             with self._db:
                 self._db.execute("ALTER TABLE dictations ADD COLUMN outcome TEXT NOT NULL DEFAULT ''")
+        if "raw_text" not in columns:  # a history from before the text pipeline: its raw text is its text
+            with self._db:
+                self._db.execute("ALTER TABLE dictations ADD COLUMN raw_text TEXT NOT NULL DEFAULT ''")
+                self._db.execute("UPDATE dictations SET raw_text = text")
 
     def close(self) -> None:
         self._db.close()
 
     def add(self, text: str, *, language: str = "", engine: str = "", model: str = "", steps: int | None = None,
             timings: dict | None = None, target: str = "", audio: np.ndarray | None = None,
-            created: float | None = None) -> int:
-        """Store a transcript; returns its id for `set_paste_result`. `audio`: 16 kHz float32 mono."""
+            created: float | None = None, raw_text: str | None = None) -> int:
+        """Store a transcript; returns its id for `set_paste_result`. `audio`: 16 kHz float32 mono.
+        `raw_text` is the engine's text before the text pipeline (None: the same as `text`)."""
         blob = wav_bytes(audio) if audio is not None and len(audio) else None
         with self._db:
             cursor = self._db.execute(
-                "INSERT INTO dictations (created, text, language, engine, model, steps, timings, target, audio)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO dictations (created, text, language, engine, model, steps, timings, target, audio, raw_text)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time() if created is None else created, text, language, engine, model, steps,
-                 json.dumps(timings or {}), target, blob))
+                 json.dumps(timings or {}), target, blob, text if raw_text is None else raw_text))
         return int(cursor.lastrowid)
 
     def set_paste_result(self, entry_id: int, ok: bool, message: str = "", outcome: str = "") -> None:
@@ -107,10 +114,11 @@ class History:
             self._db.execute("UPDATE dictations SET paste_ok = ?, paste_message = ?, outcome = ? WHERE id = ?",
                              (int(ok), message, outcome, entry_id))
 
-    def set_transcript(self, entry_id: int, text: str, outcome: str) -> None:
+    def set_transcript(self, entry_id: int, text: str, outcome: str, raw_text: str | None = None) -> None:
         """Fill in the text of a recording kept untranscribed (outcome NOT_TRANSCRIBED) once it is transcribed."""
         with self._db:
-            self._db.execute("UPDATE dictations SET text = ?, outcome = ? WHERE id = ?", (text, outcome, entry_id))
+            self._db.execute("UPDATE dictations SET text = ?, outcome = ?, raw_text = ? WHERE id = ?",
+                             (text, outcome, text if raw_text is None else raw_text, entry_id))
 
     def untranscribed(self) -> list[int]:
         """Ids of the recordings still waiting for a model that works, oldest first."""
@@ -131,7 +139,7 @@ class History:
         if failed_only:
             where.append("paste_ok = 0")
         sql = ("SELECT id, created, text, language, engine, model, steps, timings, target, paste_ok, paste_message,"
-               " audio IS NOT NULL, outcome FROM dictations")
+               " audio IS NOT NULL, outcome, raw_text FROM dictations")
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC, id DESC LIMIT ?"
@@ -140,7 +148,7 @@ class History:
     def get(self, entry_id: int) -> Dictation | None:
         row = self._db.execute(
             "SELECT id, created, text, language, engine, model, steps, timings, target, paste_ok, paste_message,"
-            " audio IS NOT NULL, outcome FROM dictations WHERE id = ?", (entry_id,)).fetchone()
+            " audio IS NOT NULL, outcome, raw_text FROM dictations WHERE id = ?", (entry_id,)).fetchone()
         return _row(row) if row else None
 
     def audio(self, entry_id: int) -> bytes | None:
@@ -195,4 +203,4 @@ def wav_bytes(audio: np.ndarray, rate: int = 16_000) -> bytes:
 def _row(r: tuple) -> Dictation:
     return Dictation(id=r[0], created=r[1], text=r[2], language=r[3], engine=r[4], model=r[5], steps=r[6],
                      timings=json.loads(r[7] or "{}"), target=r[8], paste_ok=None if r[9] is None else bool(r[9]),
-                     paste_message=r[10], has_audio=bool(r[11]), outcome=r[12])
+                     paste_message=r[10], has_audio=bool(r[11]), outcome=r[12], raw_text=r[13])

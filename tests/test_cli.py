@@ -82,3 +82,43 @@ def test_bad_model_folder(tmp_path):
 def test_bad_language():
     clip = clips(source="cards")[0]
     _assert_one_line_error(_run("transcribe", str(clip.path), "--model", str(WHISPER_TINY_EN), "--language", "klingon"), "Unknown language")
+
+
+def test_vocabulary_flags_prompt_and_correct(tmp_path):
+    """`--vocabulary` and `--vocabulary-file`: the term tiny.en mishears alone comes out right; `--raw` and
+    the JSON's `raw_text` show the engine's own text."""
+    from benchmarks.vocabulary import SENTENCES, synthesize_sentences
+
+    wav = tmp_path / "kubernetes.wav"
+    sf.write(wav, synthesize_sentences(tmp_path)[0], 16_000)  # "...the new service on Kubernetes before Friday."
+    base = ("transcribe", str(wav), "--engine", "faster-whisper", "--model", str(WHISPER_TINY_EN_CT2), "--language", "en")
+    plain = _run(*base)
+    assert plain.returncode == 0 and "Kubernetes" not in plain.stdout, plain.stdout + plain.stderr
+    listed = tmp_path / "words.txt"
+    listed.write_text("Nguyen\n\nKubernetes\n", encoding="utf-8")
+    for flags in (("--vocabulary", "Nguyen, Kubernetes"), ("--vocabulary-file", str(listed))):
+        proc = _run(*base, *flags, "--json")
+        assert proc.returncode == 0, proc.stderr
+        obj = json.loads(proc.stdout)
+        assert "Kubernetes" in obj["text"] and obj["raw_text"], obj
+    assert SENTENCES[0][0] == "Kubernetes"
+
+
+def test_text_pipeline_flags(tmp_path):
+    """Fillers go by default (`--keep-fillers` keeps them); `--spoken-punctuation` writes what is said."""
+    from tests.data.build import synthesize
+
+    wav = tmp_path / "question.wav"
+    sf.write(wav, synthesize("Hello, how are you, question mark", "en-us", tmp_path), 16_000)
+    base = ("transcribe", str(wav), "--engine", "faster-whisper", "--model", str(WHISPER_TINY_EN_CT2), "--language", "en")
+    spoken = _run(*base, "--spoken-punctuation")
+    assert spoken.returncode == 0, spoken.stderr
+    assert spoken.stdout.strip().endswith("you?") and "mark" not in spoken.stdout.lower(), spoken.stdout
+    for words in (_run(*base), _run(*base, "--raw")):  # off by default; --raw: no text step at all
+        assert "question mark" in words.stdout.lower(), words.stdout
+
+
+def test_unreadable_vocabulary_file(tmp_path):
+    clip = clips(source="cards")[0]
+    proc = _run("transcribe", str(clip.path), "--model", str(WHISPER_TINY_EN), "--vocabulary-file", str(tmp_path / "no.txt"))
+    _assert_one_line_error(proc, "vocabulary file")

@@ -338,3 +338,40 @@ def test_trimmed_prompt_reads_like_the_full_window_without_its_padding_slots(eng
     torch.testing.assert_close(engine_way, full_window, rtol=1e-4, atol=1e-4)
     shifted_nowhere = logits(span(0, kept), None, None)  # the same slots without the shift: a different reading
     assert not torch.allclose(engine_way, shifted_nowhere, atol=1e-3)
+
+
+def test_vocabulary_goes_into_the_context_slot_only_where_the_adapter_has_one(adapter, engine, tmp_path):
+    """Issue 18: the vocabulary conditions a diffusion adapter only when its config declares a context slot."""
+    from app.engine.diffusion.config import DEFAULT_PROMPT_TEMPLATE
+
+    plain = engine.model.prompt.build("English")
+    assert engine.model.prompt.build("English", vocabulary=["alpha", "beta"]) == plain  # no slot: unchanged
+
+    config = json.loads((adapter / CONFIG_FILE).read_text())
+    config.update(backbone=str((adapter / config["backbone"]).resolve()), encoder=str((adapter / config["encoder"]).resolve()))
+    slot_dir = tmp_path / "context"
+    shutil.copytree(adapter, slot_dir)
+    template = DEFAULT_PROMPT_TEMPLATE.replace("Transcribe", "{context}Transcribe")
+    (slot_dir / CONFIG_FILE).write_text(json.dumps({**config, "prompt_template": template,
+                                                    "context_template": "Words: {vocabulary}.\n"}))
+    slotted = load_engine(EngineSpec(engine="diffusion", model=str(slot_dir), device="cpu", quantization="fp32"))
+    prompt = slotted.model.prompt
+    assert prompt.build("English") == plain  # an empty vocabulary leaves the slot empty
+    with_words = prompt.build("English", vocabulary=["alpha", " ", "beta", "alpha"])
+    assert len(with_words.prefix) > len(plain.prefix) and with_words.tail == plain.tail
+    assert "Words: alpha, beta." in slotted.model.tokenizer.decode(with_words.prefix)
+    lengths: list[int] = []
+    handle = slotted.model.backbone.get_input_embeddings().register_forward_pre_hook(
+        lambda module, args: lengths.append(int(args[0].shape[-1])))
+    try:
+        slotted.transcribe(tone(), language="en", steps=1, early_exit=False, vocabulary=["alpha", "beta"])
+    finally:
+        handle.remove()
+    assert len(with_words.prefix) in lengths  # the prefill embedded the prompt with the vocabulary in it
+
+    (slot_dir / CONFIG_FILE).write_text(json.dumps({**config, "context_template": "Words: {vocabulary}."}))
+    with pytest.raises(UserError, match=r"\{context\}"):  # a context wording, but no slot in the template
+        load_engine(EngineSpec(engine="diffusion", model=str(slot_dir), device="cpu", quantization="fp32"))
+    (slot_dir / CONFIG_FILE).write_text(json.dumps({**config, "prompt_template": template, "context_template": "Words."}))
+    with pytest.raises(UserError, match=r"\{vocabulary\}"):
+        load_engine(EngineSpec(engine="diffusion", model=str(slot_dir), device="cpu", quantization="fp32"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PySide6.QtGui import QGuiApplication
 
-from app.history import History
+from app.history import TRANSCRIBED_LATER, History
 from app.ui.history_window import HistoryWindow, details, paste_status, when
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -135,3 +135,38 @@ def test_a_history_from_before_outcomes_gains_the_column(tmp_path):
     (entry,) = old.search()
     assert entry.text == "old words" and entry.outcome == "" and paste_status(entry) == "Pasted"
     old.close()
+
+
+def test_raw_and_final_transcripts_are_both_kept(tmp_path):
+    history = History(tmp_path / "h.sqlite3")
+    changed = history.add("Deploy on Kubernetes.", raw_text="Um, deploy on cuber netties.", language="en")
+    same = history.add("Hello.")
+    assert history.get(changed).raw_text == "Um, deploy on cuber netties." and history.get(same).raw_text == "Hello."
+    assert details(history.get(changed)).endswith("\nAs heard: Um, deploy on cuber netties.")
+    assert "As heard" not in details(history.get(same))
+    kept = history.add("", audio=np.zeros(1600, np.float32))
+    history.set_transcript(kept, "Final.", TRANSCRIBED_LATER, raw_text="final period")
+    assert (history.get(kept).text, history.get(kept).raw_text) == ("Final.", "final period")
+    history.close()
+
+
+def test_a_history_from_before_the_text_pipeline_gains_raw_text(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the schema as it was, with `outcome` but without `raw_text`
+        db.execute("CREATE TABLE dictations (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, text TEXT "
+                   "NOT NULL, language TEXT NOT NULL DEFAULT '', engine TEXT NOT NULL DEFAULT '', model TEXT NOT NULL "
+                   "DEFAULT '', steps INTEGER, timings TEXT NOT NULL DEFAULT '{}', target TEXT NOT NULL DEFAULT '', "
+                   "paste_ok INTEGER, paste_message TEXT NOT NULL DEFAULT '', audio BLOB, outcome TEXT NOT NULL "
+                   "DEFAULT '')")
+        db.execute("INSERT INTO dictations (created, text, paste_ok, outcome) VALUES (1.0, 'old words', 1, 'pasted')")
+    old = History(path)
+    (entry,) = old.search()
+    assert (entry.text, entry.raw_text, entry.outcome) == ("old words", "old words", "pasted")
+    new = old.add("New.", raw_text="new")
+    assert old.get(new).raw_text == "new"
+    old.close()
+    reopened = History(path)  # the migration runs once; opening again changes nothing
+    assert [e.raw_text for e in reopened.search()] == ["new", "old words"]
+    reopened.close()

@@ -19,6 +19,7 @@ from app.audio.loading import load_audio
 from app.engine import EngineSpec, load_engine
 from app.training.micro import DEFAULT_OUT as MICRO, EVAL_CLIPS, load_heldout
 from tests.data import WHISPER_TINY_EN_CT2
+from tests.data.build import synthesize
 from tests.server_process import ROOT, ServerProcess
 from tests.speech import clips, wer
 
@@ -86,7 +87,7 @@ def test_openai_client_gets_text_json_and_verbose_json(whisper_server, speech):
     assert as_text.strip() == as_json.text
     with open(clip.path, "rb") as fh:
         verbose = api.audio.transcriptions.create(model="whisper-1", file=fh, response_format="verbose_json",
-                                                  language="en", prompt="dentist, Dr. Okafor")
+                                                  language="en")
     assert verbose.text == as_json.text and verbose.language == "english"
     assert verbose.duration == pytest.approx(clip.seconds, abs=0.05)
     extra = verbose.model_extra
@@ -276,3 +277,17 @@ def test_a_chunked_upload_over_the_limit_is_cut_off_while_it_arrives(whisper_ser
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "file_too_large"
     assert '"POST /v1/audio/transcriptions HTTP/1.1" 413' in whisper_server.log()
     assert health_ok(whisper_server)
+
+
+def test_the_prompt_is_the_vocabulary_whisper_is_conditioned_on(whisper_server, tmp_path):
+    """OpenAI's `prompt` reaches the engine as the speaker's vocabulary: tiny.en hears "Cuba, Nites" in
+    this sentence alone (tests/test_vocabulary_speech.py), and writes the term when it is in the prompt."""
+    wav = tmp_path / "kubernetes.wav"
+    sf.write(wav, synthesize("Please deploy the new service on Kubernetes.", "en-us", tmp_path), 16_000)
+    api = client(whisper_server)
+    with open(wav, "rb") as fh:
+        plain = api.audio.transcriptions.create(model="whisper-1", file=fh, language="en").text
+    with open(wav, "rb") as fh:
+        prompted = api.audio.transcriptions.create(model="whisper-1", file=fh, language="en",
+                                                   prompt="Kubernetes, Nguyen").text
+    assert "Kubernetes" not in plain and "Kubernetes" in prompted, (plain, prompted)

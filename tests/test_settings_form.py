@@ -18,10 +18,12 @@ from app.ui.settings_window import SettingsWindow
 from app.ui.widgets.hotkey_edit import HotkeyEdit
 from app.ui.widgets.microphone import MicrophonePicker
 from app.ui.widgets.quality_slider import QualitySlider
+from app.ui.widgets.word_lists import ReplacementsTable, WordListEdit
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-CUSTOM = {"quality": QualitySlider, "hotkey": HotkeyEdit, "microphone": MicrophonePicker, "model": ModelPanel}
+CUSTOM = {"quality": QualitySlider, "hotkey": HotkeyEdit, "microphone": MicrophonePicker, "model": ModelPanel,
+          "word_list": WordListEdit, "replacements": ReplacementsTable}
 
 
 @pytest.fixture
@@ -149,3 +151,50 @@ def test_keyboard_reaches_every_field_in_page_order(qtbot, path):
     keys = [window.editors[n].widget for n in ("hotkey", "mode", "tap_ms", "cancel_key")]
     positions = [next(i for i, w in enumerate(order) if w is k or k.isAncestorOf(w)) for k in keys]
     assert positions == sorted(positions)
+
+
+def test_the_vocabulary_is_edited_one_entry_per_line(qtbot, path):
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    window.show_page("Words")
+    words = window.editors["vocabulary"].widget
+    qtbot.mouseClick(words.viewport(), Qt.MouseButton.LeftButton)
+    qtbot.keyClicks(words, "Kubernetes")
+    words.insertPlainText("\n\n  Siobhan  \nKubernetes\n")
+    window.editors["remove_fillers"].widget.setFocus()  # leaving the field commits it
+    qtbot.waitUntil(lambda: path.exists())
+    assert saved(path)["vocabulary"] == ["Kubernetes", "Siobhan"]
+    assert store.settings.vocabulary == ("Kubernetes", "Siobhan")
+    assert words.toPlainText() == "Kubernetes\nSiobhan"  # the saved value, shown back tidied
+
+
+def test_replacements_table_saves_pairs_and_explains_a_malformed_row_without_dropping_it(qtbot, path):
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    table = window.editors["replacements"].widget
+    error = window.errors["replacements"]
+    qtbot.mouseClick(table.add_button, Qt.MouseButton.LeftButton)
+    table.table.item(0, 0).setText("at sign")
+    table.table.item(0, 1).setText("@")
+    assert saved(path)["replacements"] == [["at sign", "@"]]
+    qtbot.mouseClick(table.add_button, Qt.MouseButton.LeftButton)
+    table.table.item(1, 1).setText("ana@example.org")  # "It writes" without "You say"
+    assert not error.isHidden() and "Replacement 2 has no spoken words" in error.text()
+    assert saved(path)["replacements"] == [["at sign", "@"]]  # not saved...
+    assert table.pairs() == [["at sign", "@"], ["", "ana@example.org"]]  # ...and not dropped either
+    table.table.item(1, 0).setText("My Email")
+    assert error.isHidden()
+    assert saved(path)["replacements"] == [["at sign", "@"], ["My Email", "ana@example.org"]]
+    table.table.selectRow(0)
+    qtbot.mouseClick(table.remove_button, Qt.MouseButton.LeftButton)
+    assert saved(path)["replacements"] == [["My Email", "ana@example.org"]]
+    assert window.editors["remove_fillers"].widget.isChecked() and not window.editors["spoken_punctuation"].widget.isChecked()
+
+
+def test_a_malformed_replacement_in_the_file_is_reported_and_kept_aside(qtbot, path):
+    path.write_text(json.dumps({"replacements": [["at sign", "@"], ["", "orphan"]], "vocabulary": ["Nguyen"]}))
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    assert window.banner.isVisible() and "Replacement 2 has no spoken words" in window.banner.text()
+    assert "orphan" in (path.parent / "settings.json.broken").read_text()
+    assert window.editors["vocabulary"].widget.toPlainText() == "Nguyen"

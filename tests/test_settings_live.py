@@ -6,8 +6,10 @@ these tests see exactly what the wiring asks of them, without a worker, micropho
 
 from __future__ import annotations
 
+import html
 import math
 import os
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,6 +20,7 @@ from app.audio.recorder import RecorderOptions
 from app.config import Settings
 from app.controller import State
 from app.latency import spec_key
+from app.ui.dictation import DictationApp
 from app.ui.sounds import SoundCues
 from app.ui.wiring import AppUi
 
@@ -89,11 +92,14 @@ class FakeRecorder:
 
 class FakeApp(QObject):
     submitted = Signal(str, object)
+    transcribed = Signal(str, object)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
         self.worker, self.paster, self.tray, self.recorder = FakeWorker(), FakePaster(), FakeTray(), FakeRecorder()
+        # The real DictationApp's text step (app/text/ on each worker result), run on this stand-in.
+        self.worker.result.connect(lambda job, transcript: DictationApp._finish_text(self, job, transcript))
         self.controller = SimpleNamespace(state=State.IDLE, configured=[])
         self.controller.configure = lambda **kw: self.controller.configured.append(kw)
         self.hotkeys = FakeHotkeys()
@@ -298,3 +304,16 @@ def test_refusing_to_record_keeps_nothing(env, qtbot):
     env.app.submitted.emit("job1", np.zeros(1600, np.float32))
     env.app.worker.failed.emit("job1", "model_missing", "The model folder /gone does not exist.")
     assert env.ui.history.search() == [] and env.ui.kept.waiting == 0
+
+
+def test_the_overlay_and_the_history_get_the_finished_text_and_the_history_the_raw_one_too(env, qtbot):
+    app, ui = env.app, env.ui
+    ui.store.set("vocabulary", ["Kubernetes"])
+    ui.store.set("replacements", [["at sign", "@"]])
+    ui.store.set("spoken_punctuation", True)
+    app.worker.result.emit("job1", {"text": "Um, write ops at sign cuber netties period", "language": "en",
+                                    "timings": {}})
+    shown = html.unescape(re.sub(r"<[^>]+>", "", ui.overlay.text.text()))
+    assert ui.overlay.mode == "result" and shown == "Write ops @ Kubernetes."
+    [entry] = ui.history.search()
+    assert (entry.text, entry.raw_text) == ("Write ops @ Kubernetes.", "Um, write ops at sign cuber netties period")

@@ -86,6 +86,19 @@ def test_round_trip_on_real_speech(qtbot, client, speech):
     assert client.state == "ready" and rec.states[-2:] == ["busy", "ready"]
 
 
+def test_the_vocabulary_travels_to_the_engine(qtbot, client, tmp_path):
+    """`submit(vocabulary=...)` reaches Whisper as its prompt: a term it mishears alone, it writes with it."""
+    from benchmarks.vocabulary import SENTENCES, TERMS, synthesize_sentences, term_found
+
+    audio = synthesize_sentences(tmp_path)[0]  # "Please deploy the new service on Kubernetes before Friday."
+    _ready(qtbot, client)
+    rec = Recorder(client)
+    plain, prompted = client.submit(audio, language="en"), client.submit(audio, language="en", vocabulary=TERMS)
+    qtbot.waitUntil(lambda: rec.done(plain) and rec.done(prompted), timeout=LONG)
+    assert not term_found(SENTENCES[0][0], rec.results[plain]["text"])
+    assert term_found(SENTENCES[0][0], rec.results[prompted]["text"])
+
+
 def test_kill_9_mid_job_and_the_job_still_completes_with_the_same_text(qtbot, client, speech):
     audio, _ = speech
     _ready(qtbot, client)

@@ -118,6 +118,9 @@ def test_bad_frames_get_error_frames_and_the_worker_carries_on(worker, speech):
     worker.send("transcribe", b"\0\0\0", id="odd")  # not a whole float32 sample
     answer = worker.next()
     assert (answer["id"], answer["code"]) == ("odd", "bad_message")
+    worker.send("transcribe", audio_payload(speech), id="vocab", vocabulary="Kubernetes")  # not a list
+    answer = worker.next()
+    assert (answer["id"], answer["code"]) == ("vocab", "bad_message") and "vocabulary" in answer["message"]
     # After all that the worker still answers, and gives the same text for the same audio.
     worker.send("ping", seq=2)
     assert worker.expect("pong")["seq"] == 2

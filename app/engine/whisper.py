@@ -32,6 +32,7 @@ from app.engine.base import (
 )
 from app.engine.devices import out_of_memory_as_user_error, pick_device
 from app.engine.model_source import resolve_model
+from app.engine.vocabulary_prompt import decode_budget, vocabulary_prompt
 from app.errors import UserError, first_line
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
@@ -119,13 +120,15 @@ class WhisperEngine:
         on_progress: ProgressCallback | None = None,
         vocabulary: Sequence[str] = (),
     ) -> Transcript:
-        """Transcribe 16 kHz mono audio. `steps` has no meaning for autoregressive decoding and is ignored."""
+        """Transcribe 16 kHz mono audio. `steps` has no meaning for autoregressive decoding and is ignored;
+        `vocabulary` becomes the first window's prompt (app/engine/vocabulary_prompt.py)."""
         audio = check_audio(audio)
         language = self._check_model_language(check_language(language))
         with out_of_memory_as_user_error("transcribing"), torch.inference_mode():
-            return self._transcribe(audio, language, on_progress)
+            return self._transcribe(audio, language, on_progress, vocabulary)
 
-    def _transcribe(self, audio: np.ndarray, language: str, on_progress: ProgressCallback | None) -> Transcript:
+    def _transcribe(self, audio: np.ndarray, language: str, on_progress: ProgressCallback | None,
+                    vocabulary: Sequence[str]) -> Transcript:
         t0 = time.perf_counter()
         long_form = audio.shape[0] > WINDOW_SAMPLES
         inputs = self.processor.feature_extractor(
@@ -145,11 +148,16 @@ class WhisperEngine:
         if language == AUTO:
             language, detected = self._detect_language(encoder_outputs), True
 
-        budget = token_budget(audio.shape[0])
+        encode = lambda text: self.processor.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+        prompt = vocabulary_prompt(vocabulary, encode, language)
+        budget = decode_budget(token_budget(audio.shape[0]), prompt)
         streamer = _StepStreamer(self.processor, on_progress, budget)
         kwargs: dict = {"task": "transcribe", "streamer": streamer} if self.multilingual else {"streamer": streamer}
         if self.multilingual:
             kwargs["language"] = language
+        if prompt:  # <|startofprev|> and the vocabulary; decode() strips them from the text
+            start = self.processor.tokenizer.convert_tokens_to_ids("<|startofprev|>")
+            kwargs["prompt_ids"] = torch.tensor([start, *prompt], device=self.device)
         if long_form:
             kwargs["attention_mask"] = inputs.attention_mask.to(self.device)
             kwargs["return_timestamps"] = True

@@ -38,6 +38,7 @@ from app.engine.base import (
     token_budget,
 )
 from app.engine.model_source import resolve_model
+from app.engine.vocabulary_prompt import decode_budget, vocabulary_prompt
 from app.engine.whisper_layout import ct2_folder
 from app.errors import UserError, first_line
 
@@ -88,7 +89,8 @@ class FasterWhisperEngine:
         on_progress: ProgressCallback | None = None,
         vocabulary: Sequence[str] = (),
     ) -> Transcript:
-        """Transcribe 16 kHz mono audio. `steps` has no meaning for autoregressive decoding and is ignored."""
+        """Transcribe 16 kHz mono audio. `steps` has no meaning for autoregressive decoding and is ignored;
+        `vocabulary` becomes the first window's prompt (app/engine/vocabulary_prompt.py)."""
         audio = check_audio(audio)
         language = check_language(language)
         if not self.multilingual:
@@ -103,9 +105,10 @@ class FasterWhisperEngine:
         if detected:
             language = self._detect_language(encoder_output)
         long_form = audio.shape[0] > WINDOW_SAMPLES
-        budget = token_budget(min(audio.shape[0], WINDOW_SAMPLES))
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
-        options = _greedy_options(tokenizer, budget, timestamps=long_form)
+        prompt = vocabulary_prompt(vocabulary, tokenizer.encode, language)
+        budget = decode_budget(token_budget(min(audio.shape[0], WINDOW_SAMPLES)), prompt)
+        options = _greedy_options(tokenizer, budget, timestamps=long_form, prompt=prompt)
         texts: list[str] = []
         tokens = 0
         for segment in self.model.generate_segments(features, tokenizer, options, False, encoder_output):
@@ -159,12 +162,15 @@ class FasterWhisperEngine:
                         code="bad_model")
 
 
-def _greedy_options(tokenizer: Tokenizer, budget: int, *, timestamps: bool) -> TranscriptionOptions:
+def _greedy_options(tokenizer: Tokenizer, budget: int, *, timestamps: bool, prompt: list[int]) -> TranscriptionOptions:
     """faster-whisper's own defaults for `transcribe(beam_size=1, temperature=0)`, plus the token budget.
 
     Windows after the first are not prompted with the text before them (as in the transformers engine's
     long-form decoding): a hallucination cannot spread from one window to the next, and the budget of
     440 new tokens always fits Whisper's 448 positions.
+
+    `prompt` (the vocabulary's tokens, possibly none) is the first window's previous text; with
+    `condition_on_previous_text` off, faster-whisper drops it after that window.
 
     Timestamps only for audio over 30 s, where they tell the segment loop where the next window starts;
     a dictation under 30 s is one window and decodes faster without them.
@@ -182,7 +188,7 @@ def _greedy_options(tokenizer: Tokenizer, budget: int, *, timestamps: bool) -> T
         condition_on_previous_text=False,
         prompt_reset_on_temperature=0.5,
         temperatures=[0.0],
-        initial_prompt=None,
+        initial_prompt=prompt or None,
         prefix=None,
         suppress_blank=True,
         suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ class _Job:
     audio: np.ndarray
     language: str
     steps: int | None
+    vocabulary: tuple[str, ...] = ()
     cancelled: bool = False
 
 
@@ -119,7 +121,9 @@ class ServerClient(QObject):
     def set_idle_unload(self, seconds: float | None) -> None:
         """The server decides when its model is in memory; nothing to do here."""
 
-    def submit(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None) -> str:
+    def submit(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None,
+               vocabulary: Sequence[str] = ()) -> str:
+        """As `WorkerClient.submit`; the vocabulary goes to the server as the request's prompt."""
         job_id = uuid.uuid4().hex[:12]
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
@@ -133,7 +137,7 @@ class ServerClient(QObject):
         if self._state == "failed":  # the server was not there a moment ago: the recording is kept, and why
             self._fail_later(job_id, *self._failure)
             return job_id
-        job = _Job(job_id, audio, language, steps)
+        job = _Job(job_id, audio, language, steps, tuple(vocabulary))
         self._jobs[job_id] = job
         self._tasks.put(job)
         self._settle_state()
@@ -196,7 +200,8 @@ class ServerClient(QObject):
         try:
             conn = self._connection()
             try:
-                transcript = conn.transcribe(job.audio, language=job.language, steps=job.steps, on_draft=on_draft,
+                transcript = conn.transcribe(job.audio, language=job.language, steps=job.steps, vocabulary=job.vocabulary,
+                                             on_draft=on_draft,
                                              should_stop=lambda: job.cancelled)
             finally:
                 conn.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from typing import Callable
 
 import numpy as np
@@ -41,11 +42,12 @@ class ServerConnection:
             return json.loads(response.read())
 
     def transcribe(self, audio: np.ndarray, *, model: str = "whisper-1", language: str = "auto",
-                   steps: int | None = None, prompt: str = "", on_draft: DraftCallback | None = None,
+                   steps: int | None = None, vocabulary: Sequence[str] = (), on_draft: DraftCallback | None = None,
                    should_stop: Callable[[], bool] = lambda: False) -> dict:
         """Send 16 kHz mono audio; return text, language, steps_used, timings, language_detected, queue_ms.
 
         With `on_draft` the server streams its drafts (SSE) and each one is passed on as it arrives.
+        `vocabulary` goes as OpenAI's `prompt`, one entry a line (the server reads commas and lines).
         `should_stop` is asked between events: True closes the connection, which cancels the job there.
         """
         data = {"model": model, "response_format": "json", "stream": "true" if on_draft else "false"}
@@ -53,8 +55,8 @@ class ServerConnection:
             data["language"] = language
         if steps is not None:
             data["steps"] = str(steps)
-        if prompt:
-            data["prompt"] = prompt
+        if vocabulary:
+            data["prompt"] = "\n".join(vocabulary)
         files = {"file": ("dictation.flac", _flac(audio), "audio/flac")}
         with self._request("POST", "/v1/audio/transcriptions", data=data, files=files) as response:
             if on_draft is None:

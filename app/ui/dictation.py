@@ -26,6 +26,7 @@ from app.desktop.keys import parse_combo
 from app.desktop.paste import PasteOptions, Paster
 from app.desktop.remote_server import RemoteServer
 from app.errors import UserError
+from app.text import TextOptions, finish_transcript
 from app.ui.tray import Tray
 from app.worker.client import WorkerClient
 
@@ -38,6 +39,9 @@ _WORKER_STATUS = {"stopped": "The speech model is not loaded.", "starting": "Sta
 class DictationApp(QObject):
     _recording_done = Signal(object)  # emitted on the audio thread, handled on the GUI thread
     submitted = Signal(str, object)  # job id, the audio sent to the worker (history keeps it when asked)
+    # job id, the worker's result with `text` through the text pipeline and the engine's text as `raw_text`:
+    # what the paste, the overlay and the history all take.
+    transcribed = Signal(str, object)
 
     def __init__(self, settings: Settings, *, worker_command: list[str] | None = None,
                  worker_env: dict | None = None, parent: QObject | None = None) -> None:
@@ -62,7 +66,8 @@ class DictationApp(QObject):
 
         c = self.controller
         self._recording_done.connect(c.recording_finished, QUEUED)
-        self.worker.result.connect(self._transcribed, QUEUED)
+        self.worker.result.connect(self._finish_text)
+        self.transcribed.connect(self._transcribed, QUEUED)
         self.worker.failed.connect(lambda job, code, message: c.transcription_failed(job, message), QUEUED)
         self.worker.failed.connect(self._worker_failed)
         self.worker.state_changed.connect(self._worker_state)
@@ -144,7 +149,8 @@ class DictationApp(QObject):
     def transcribe(self, audio: np.ndarray) -> str:
         diffusion = self.settings.engine == "diffusion" or self.worker.info.get("engine") == "diffusion"  # or a server's
         steps = self.settings.steps if diffusion else None
-        job_id = self.worker.submit(audio, language=self.settings.language, steps=steps)
+        job_id = self.worker.submit(audio, language=self.settings.language, steps=steps,
+                                    vocabulary=self.settings.vocabulary)
         self.submitted.emit(job_id, audio)
         return job_id
 
@@ -164,6 +170,14 @@ class DictationApp(QObject):
         self.tray.notify(message, error)
 
     # ---- events from the parts ---------------------------------------------------------------
+    def _finish_text(self, job_id: str, transcript: dict) -> None:
+        """The user's words, replacements, fillers and punctuation (app/text/), here in the app and not in
+        the worker: a shared speech server must never see one user's personal replacements."""
+        finished = finish_transcript(transcript, TextOptions.from_settings(self.settings))
+        if finished["text"] != finished["raw_text"]:
+            log.info("text pipeline job=%s engine text=%r", job_id, finished["raw_text"])
+        self.transcribed.emit(job_id, finished)
+
     def _transcribed(self, job_id: str, transcript: dict) -> None:
         log.info("transcribed job=%s worker_ms=%.1f text=%r", job_id,
                  float(transcript.get("timings", {}).get("total", 0.0)), transcript.get("text", ""))

@@ -65,7 +65,10 @@ def details(entry: Dictation) -> str:
     status = paste_status(entry)
     if status:
         parts.append(status.lower())
-    return " · ".join(parts)
+    line = " · ".join(parts)
+    if entry.raw_text and entry.raw_text != entry.text:  # changed by vocabulary, replacements, fillers, punctuation
+        line += f"\nAs heard: {entry.raw_text}"
+    return line
 
 
 class HistoryWindow(QWidget):

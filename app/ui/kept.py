@@ -91,7 +91,7 @@ class KeptRecordings(QObject):
         text = str(transcript.get("text", "")).strip()
         history = self._history()
         if history is not None and entry is not None:
-            history.set_transcript(entry, text, TRANSCRIBED_LATER)
+            history.set_transcript(entry, text, TRANSCRIBED_LATER, str(transcript.get("raw_text", text)).strip())
         if not text:
             self.app.notify("A recording kept while the model could not run held no words.")
             return

@@ -2,7 +2,8 @@
 
 A new field in `app/config.py` appears in the settings window with no code here: a bool becomes a
 check box, a field with choices a combo box, an int with a range a spin box, other text a line
-edit; a `widget` hint picks a custom editor (quality slider, hotkey capture, microphone, model).
+edit; a `widget` hint picks a custom editor (quality slider, hotkey capture, microphone, model, word list,
+replacements table).
 Each editor reports a new value through one callback and can be set from the settings without
 echoing it back, so the window and the running app never ping-pong.
 """
@@ -21,6 +22,7 @@ from app.ui.models import ModelPanel
 from app.ui.widgets.hotkey_edit import HotkeyEdit
 from app.ui.widgets.microphone import MicrophonePicker
 from app.ui.widgets.quality_slider import QualitySlider
+from app.ui.widgets.word_lists import ReplacementsTable, WordListEdit
 
 OnChange = Callable[[Any], None]
 
@@ -64,6 +66,14 @@ def make_editor(field: dataclasses.Field, on_change: OnChange, *, mic_monitor: b
         panel = ModelPanel()
         panel.model_changed.connect(on_change)
         return Editor(panel, panel.set_model)
+    if hint == "word_list":
+        words = WordListEdit()
+        words.entries_changed.connect(on_change)
+        return Editor(words, words.set_entries)
+    if hint == "replacements":
+        table = ReplacementsTable()
+        table.pairs_changed.connect(on_change)
+        return Editor(table, table.set_pairs)
     if kind is bool:
         box = QCheckBox(meta["label"])
         box.toggled.connect(on_change)

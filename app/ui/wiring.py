@@ -91,7 +91,7 @@ class AppUi(QObject):
 
         worker = dictation.worker
         worker.progress.connect(self._progress)
-        worker.result.connect(self._result)
+        dictation.transcribed.connect(self._result)  # the worker's result, through the text pipeline
         worker.failed.connect(self._failed)
         dictation.paster.finished.connect(self._pasted)
         dictation.submitted.connect(self.remember_audio)
@@ -238,7 +238,8 @@ class AppUi(QObject):
         if self.history is not None:
             entry_id = self.history.add(text, language=str(transcript.get("language", "")), engine=settings.engine,
                                         model=settings.engine_spec().model, steps=transcript.get("steps_used"),
-                                        timings=timings, target=self._target_name(), audio=audio)
+                                        timings=timings, target=self._target_name(), audio=audio,
+                                        raw_text=str(transcript.get("raw_text", text)).strip())
             if self.history_window is not None and self.history_window.isVisible():
                 self.history_window.refresh()
         self._awaiting_paste.append(entry_id)
@@ -366,7 +367,7 @@ class AppUi(QObject):
         """
         self._poll.stop()
         worker = self.app.worker
-        for signal, slot in ((worker.progress, self._progress), (worker.result, self._result),
+        for signal, slot in ((worker.progress, self._progress), (self.app.transcribed, self._result),
                              (worker.failed, self._failed), (self.app.paster.finished, self._pasted)):
             signal.disconnect(slot)  # the worker's last signals (jobs failed by its stop) must not reach us
         if self.settings_window is not None:

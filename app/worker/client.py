@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,7 @@ class _Job:
     payload: bytes
     language: str
     steps: int | None
+    vocabulary: tuple[str, ...] = ()
     attempts: int = 0
 
     @property
@@ -201,14 +203,17 @@ class WorkerClient(QObject):
         if self._proc is not None and self._hello_seen:
             self._send_load()
 
-    def submit(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None) -> str:
-        """Queue 16 kHz mono float32 audio for transcription; returns the job id the signals carry."""
+    def submit(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None,
+               vocabulary: Sequence[str] = ()) -> str:
+        """Queue 16 kHz mono float32 audio for transcription; returns the job id the signals carry.
+
+        `vocabulary`: the speaker's words, which the engine conditions on where its model can."""
         job_id = uuid.uuid4().hex[:12]
         audio = np.asarray(audio)
         if audio.ndim != 1:
             self._fail_later(job_id, "bad_audio", "Audio must be mono (one channel); downmix it first.")
             return job_id
-        job = _Job(job_id, audio_payload(audio), language, steps)
+        job = _Job(job_id, audio_payload(audio), language, steps, tuple(vocabulary))
         if len(job.payload) > MAX_PAYLOAD_BYTES:
             self._fail_later(job_id, "too_long", "The recording is longer than 30 minutes; split it into shorter parts.")
             return job_id
@@ -346,7 +351,9 @@ class WorkerClient(QObject):
 
     def _send_job(self, job: _Job) -> None:
         job.attempts += 1
-        self._write("transcribe", job.payload, id=job.id, language=job.language, steps=job.steps, sample_rate=_SAMPLE_RATE)
+        extra = {"vocabulary": list(job.vocabulary)} if job.vocabulary else {}
+        self._write("transcribe", job.payload, id=job.id, language=job.language, steps=job.steps, sample_rate=_SAMPLE_RATE,
+                    **extra)
 
     def _on_stdout(self) -> None:
         proc = self._proc

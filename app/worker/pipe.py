@@ -12,7 +12,7 @@ import queue
 import subprocess
 import threading
 import uuid
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -95,9 +95,11 @@ class WorkerPipe:
         self.hello = self.expect("hello", timeout=timeout).header
         return self.hello
 
-    def submit(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None, job_id: str | None = None) -> str:
+    def submit(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None, job_id: str | None = None,
+               vocabulary: Sequence[str] = ()) -> str:
         job_id = job_id or uuid.uuid4().hex[:12]
-        self.send("transcribe", audio_payload(audio), id=job_id, language=language, steps=steps, sample_rate=16_000)
+        extra = {"vocabulary": list(vocabulary)} if vocabulary else {}
+        self.send("transcribe", audio_payload(audio), id=job_id, language=language, steps=steps, sample_rate=16_000, **extra)
         return job_id
 
     def transcribe(
@@ -108,9 +110,10 @@ class WorkerPipe:
         steps: int | None = None,
         on_progress: Callable[[Frame], None] | None = None,
         timeout: float = 300.0,
+        vocabulary: Sequence[str] = (),
     ) -> dict:
         """Submit one job and wait for its result (a dict with text, timings, worker_ms, ...)."""
-        job_id = self.submit(audio, language=language, steps=steps)
+        job_id = self.submit(audio, language=language, steps=steps, vocabulary=vocabulary)
         while True:
             frame = self.expect("result", "progress", timeout=timeout)
             if frame.get("id") != job_id:

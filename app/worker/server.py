@@ -215,7 +215,8 @@ class Server:
             self._hello()
         while True:
             try:
-                return engine.transcribe(audio, language=frame.get("language") or "auto", steps=frame.get("steps"), on_progress=on_progress)
+                return engine.transcribe(audio, language=frame.get("language") or "auto", steps=frame.get("steps"),
+                                         on_progress=on_progress, vocabulary=frame.get("vocabulary") or ())
             except Exception as exc:
                 oom = as_out_of_memory(exc)
                 if oom is None:
@@ -252,6 +253,9 @@ def _check_job(frame: Frame) -> str | None:
     steps = frame.get("steps")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)):
         return '"steps" must be a whole number or null.'
+    vocabulary = frame.get("vocabulary")
+    if vocabulary is not None and (not isinstance(vocabulary, list) or not all(isinstance(v, str) for v in vocabulary)):
+        return '"vocabulary" must be a list of texts, or absent.'
     return None
 
 

@@ -64,6 +64,11 @@ class AdapterConfig:
     # (it is the part `generate()` encodes itself).
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     audio_token_id: int = DEFAULT_AUDIO_TOKEN_ID
+    # The speaker's vocabulary, for an adapter trained with one: `{context}` in prompt_template gets this
+    # text with `{vocabulary}` replaced by the entries ("Kubernetes, Nguyen"), or nothing without a
+    # vocabulary. None (the default: the published adapter's prompt has no such slot, and a model must
+    # not be fed a prompt it was not trained with) ignores the vocabulary.
+    context_template: str | None = None
     # Audio slots per 30 s window; None: the projector's output length (1500 frames / 8 = 188).
     audio_slots: int | None = None
     # True: the audio slots cover only the speech (the longest chunk's frames), not the whole 30 s
@@ -105,6 +110,10 @@ class AdapterConfig:
             values["projector"] = ProjectorConfig(**projector)
         if "language_names" in values:
             values["language_names"] = {**LANGUAGES, **values["language_names"]}
+        context = values.get("context_template")
+        if context is not None and (not isinstance(context, str) or "{vocabulary}" not in context):
+            raise UserError(f"{source}: context_template must be text containing {{vocabulary}}, or null.",
+                            code="bad_model")
         seconds = values.get("max_chunk_seconds", 30.0)
         if not isinstance(seconds, (int, float)) or not 1.0 <= seconds <= 30.0:
             raise UserError(f"{source}: max_chunk_seconds must be a number from 1 to 30, not {seconds!r}.", code="bad_model")

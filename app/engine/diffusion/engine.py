@@ -76,12 +76,14 @@ class DiffusionEngine:
         `early_exit=False` runs exactly `steps` steps (benchmarks, tests). `seed` overrides the engine's
         seed for this call; the same audio, steps and seed give the same text. An exception raised by
         `on_progress` (called after every step) aborts the transcription: that is how to cancel.
+        `vocabulary` goes into the prompt's context slot where the adapter has one (config.py), else unused.
         """
         audio = check_audio(audio)
         language = check_language(language)
         steps = self._check_steps(steps)
         with out_of_memory_as_user_error("transcribing"), torch.inference_mode():
-            return self._transcribe(audio, language, steps, on_progress, early_exit, self.seed if seed is None else seed)
+            return self._transcribe(audio, language, steps, on_progress, early_exit, self.seed if seed is None else seed,
+                                    vocabulary)
 
     def _transcribe(
         self,
@@ -91,6 +93,7 @@ class DiffusionEngine:
         on_progress: ProgressCallback | None,
         early_exit: bool,
         seed: int,
+        vocabulary: Sequence[str] = (),
     ) -> Transcript:
         m = self.model
         timings: dict[str, float | list[float]] = {}
@@ -113,7 +116,7 @@ class DiffusionEngine:
             language = m.audio.detect_language(frames)
             timings["language_id"] = clock.lap_ms()
 
-        ids = m.prompt.build(m.config.language_names[language], audio_slots=audio_embeds.shape[1])
+        ids = m.prompt.build(m.config.language_names[language], audio_slots=audio_embeds.shape[1], vocabulary=vocabulary)
         batch = len(chunks)
         prefix = torch.tensor([ids.prefix] * batch, device=m.device)
         tail = torch.tensor([ids.tail] * batch, device=m.device)

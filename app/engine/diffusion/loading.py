@@ -69,7 +69,7 @@ def load_model(spec) -> DiffusionModel:
             "embeddings per 30 s window; fix audio_slots or the projector section.",
             code="bad_model",
         )
-    prompt = PromptBuilder(tokenizer, config.prompt_template, config.audio_token_id, slots)
+    prompt = PromptBuilder(tokenizer, config.prompt_template, config.audio_token_id, slots, config.context_template)
     return DiffusionModel(config, backbone, audio, projector, tokenizer, prompt, device, mode)
 
 

@@ -5,10 +5,14 @@ audio slots is the *prefix*: we embed it ourselves, put the projector's audio em
 slots, and prefill the backbone's KV cache from those embeddings. The text after the slots is the
 *tail*: it goes to `DiffusionGemmaForBlockDiffusion.generate()` as ordinary `input_ids`, which
 encodes it on top of the cache and then denoises the canvas.
+
+An adapter trained with the speaker's vocabulary marks where it goes with `{context}` and words it
+with the config's `context_template`; without both, the vocabulary is not used (config.py says why).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +22,9 @@ from app.errors import UserError
 
 AUDIO_SLOT = "{audio}"
 LANGUAGE_SLOT = "{language}"
+CONTEXT_SLOT = "{context}"
+# The most tokens the vocabulary may take in the prompt; entries past it are dropped whole, from the end.
+CONTEXT_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,15 @@ class PromptIds:
 class PromptBuilder:
     """Turns a language name into prompt ids, with `audio_slots` copies of the audio token."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, template: str, audio_token_id: int, audio_slots: int) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, template: str, audio_token_id: int, audio_slots: int,
+                 context_template: str | None = None) -> None:
+        if context_template is not None and template.count(CONTEXT_SLOT) != 1:
+            raise UserError(
+                f"The adapter sets context_template, so its prompt_template must contain {CONTEXT_SLOT} exactly once; "
+                f"it has {template.count(CONTEXT_SLOT)}.",
+                code="bad_model",
+            )
+        self.context_template = context_template
         if template.count(AUDIO_SLOT) != 1:
             raise UserError(
                 f"The adapter's prompt_template must contain {AUDIO_SLOT} exactly once; it has {template.count(AUDIO_SLOT)}.",
@@ -58,12 +73,30 @@ class PromptBuilder:
         self.audio_token_id = audio_token_id
         self.audio_slots = audio_slots
 
-    def build(self, language_name: str, audio_slots: int | None = None) -> PromptIds:
-        """Prompt ids for `language_name`, with `audio_slots` audio tokens (default: the full window's)."""
+    def build(self, language_name: str, audio_slots: int | None = None, vocabulary: Sequence[str] = ()) -> PromptIds:
+        """Prompt ids for `language_name`, with `audio_slots` audio tokens (default: the full window's) and
+        the vocabulary in the context slot, where the adapter has one."""
         slots = self.audio_slots if audio_slots is None else audio_slots
-        before = self._ids(self.before.replace(LANGUAGE_SLOT, language_name))
-        after = self._ids(self.after.replace(LANGUAGE_SLOT, language_name))
+        context = self.context(vocabulary)
+
+        def fill(part: str) -> list[int]:
+            return self._ids(part.replace(LANGUAGE_SLOT, language_name).replace(CONTEXT_SLOT, context))
+
+        before, after = fill(self.before), fill(self.after)
         return PromptIds(prefix=before + [self.audio_token_id] * slots, tail=after, first_position=slots - self.audio_slots)
+
+    def context(self, vocabulary: Sequence[str]) -> str:
+        """The text of the context slot: the context template around the entries that fit, or ""."""
+        entries = list(dict.fromkeys(e.strip() for e in vocabulary if e and e.strip()))
+        if self.context_template is None or not entries:
+            return ""
+        text = ""
+        for count in range(1, len(entries) + 1):
+            candidate = ", ".join(entries[:count])
+            if len(self._ids(candidate)) > CONTEXT_TOKENS:
+                break
+            text = self.context_template.replace("{vocabulary}", candidate)
+        return text
 
     def _ids(self, text: str) -> list[int]:
         # The template spells out special tokens such as <bos>, so the tokenizer must not add its own.

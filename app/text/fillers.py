@@ -1,0 +1,33 @@
+"""Filler words ("um", "äh", "euh") out of the transcript, per language.
+
+Only hesitation sounds are listed, never words with a meaning of their own, with one exception:
+Spanish "este" is also "this", so it is removed only where the model marked it as a pause (followed
+by a comma or an ellipsis: "este, no sé"), never in "este libro". A comma or ellipsis right after a
+filler goes with it; the spacing step then tidies what is left ("So, um, yes" -> "So, yes").
+Hindi and Mandarin have no list yet: their transcripts are left as they are.
+"""
+
+from __future__ import annotations
+
+import re
+
+FILLERS: dict[str, tuple[str, ...]] = {
+    "en": ("um", "umm", "uh", "uhh", "uhm", "er", "erm", "hmm"),
+    "de": ("äh", "ähm", "öh", "öhm", "hm"),
+    "fr": ("euh", "heu", "bah euh"),
+    "es": ("eh", "em", "mmm"),
+}
+# Fillers that are real words elsewhere: removed only when followed by a pause mark.
+PAUSE_ONLY: dict[str, tuple[str, ...]] = {"es": ("este", "pues nada")}
+_AFTER = r"(?:\s*(?:,|\.\.\.|…))?"
+
+
+def remove_fillers(text: str, language: str) -> str:
+    fillers, pause_only = FILLERS.get(language, ()), PAUSE_ONLY.get(language, ())
+    if fillers:
+        alternatives = "|".join(re.escape(f) for f in sorted(fillers, key=len, reverse=True))
+        text = re.sub(rf"(?<!\w)(?:{alternatives})(?!\w){_AFTER}", "", text, flags=re.IGNORECASE)
+    if pause_only:
+        alternatives = "|".join(re.escape(f) for f in pause_only)
+        text = re.sub(rf"(?<!\w)(?:{alternatives})\s*(?:,|\.\.\.|…)", "", text, flags=re.IGNORECASE)
+    return text

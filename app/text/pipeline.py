@@ -1,0 +1,44 @@
+"""The order of the text steps, and their options as the settings give them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.text.fillers import remove_fillers
+from app.text.punctuation import spoken_punctuation
+from app.text.replacements import Pair, apply_replacements
+from app.text.spacing import tidy
+from app.text.vocabulary import correct
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    vocabulary: tuple[str, ...] = ()
+    replacements: tuple[Pair, ...] = ()
+    remove_fillers: bool = True
+    spoken_punctuation: bool = False
+
+    @classmethod
+    def from_settings(cls, settings) -> "TextOptions":
+        return cls(tuple(settings.vocabulary), tuple(settings.replacements), settings.remove_fillers,
+                   settings.spoken_punctuation)
+
+
+def finish(text: str, language: str, options: TextOptions) -> str:
+    """The engine's raw transcript as the user gets it: vocabulary correction -> replacements -> fillers
+    -> spoken punctuation -> spacing and capitalisation. `language` is the transcript's (en, de, ...)."""
+    first = next((c for c in text if c.isalpha()), "")
+    engine_capitalises = first != first.lower()
+    text = correct(text, options.vocabulary, language)
+    text = apply_replacements(text, options.replacements)
+    if options.remove_fillers:
+        text = remove_fillers(text, language)
+    if options.spoken_punctuation:
+        text = spoken_punctuation(text, language)
+    return tidy(text, language, capitalise_start=engine_capitalises)
+
+
+def finish_transcript(transcript: dict, options: TextOptions) -> dict:
+    """A worker result with `text` finished and the engine's own text kept as `raw_text`."""
+    raw = str(transcript.get("text", ""))
+    return {**transcript, "raw_text": raw, "text": finish(raw, str(transcript.get("language") or ""), options)}

@@ -1,0 +1,59 @@
+"""Spoken punctuation and layout: "comma", "question mark", "new line" become the characters.
+
+Off by default (Settings): with it on, the words are always commands, as in macOS Dictation, so
+"the trial period ended" loses its "period"; the setting is there for people who dictate that way.
+The model often writes its own punctuation around a spoken command ("Hello, comma, how are you?"),
+so punctuation touching a punctuation command is absorbed into it; a layout command ("new line")
+keeps what comes before it and absorbs what follows. Spanish opening marks (¿ ¡) are not inserted.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Per language: spoken phrase -> what it becomes. Longer phrases are tried first ("point virgule"
+# before "point"), so a phrase that contains another is never split.
+PUNCTUATION: dict[str, dict[str, str]] = {
+    "en": {"comma": ",", "period": ".", "full stop": ".", "question mark": "?", "exclamation mark": "!",
+           "exclamation point": "!", "colon": ":", "semicolon": ";"},
+    "de": {"Komma": ",", "Punkt": ".", "Fragezeichen": "?", "Ausrufezeichen": "!", "Doppelpunkt": ":",
+           "Semikolon": ";", "Strichpunkt": ";"},
+    "fr": {"virgule": ",", "point final": ".", "point": ".", "point d'interrogation": "?",
+           "point d'exclamation": "!", "deux-points": ":", "deux points": ":", "point-virgule": ";",
+           "point virgule": ";"},
+    "es": {"coma": ",", "punto final": ".", "punto": ".", "signo de interrogación": "?",
+           "signo de exclamación": "!", "dos puntos": ":", "punto y coma": ";"},
+}
+LAYOUT: dict[str, dict[str, str]] = {
+    "en": {"new line": "\n", "newline": "\n", "new paragraph": "\n\n"},
+    "de": {"neue Zeile": "\n", "neuer Absatz": "\n\n"},
+    "fr": {"nouvelle ligne": "\n", "à la ligne": "\n", "nouveau paragraphe": "\n\n"},
+    "es": {"nueva línea": "\n", "nuevo párrafo": "\n\n", "punto y aparte": ".\n"},
+}
+_MARKS = r"[,.;:!?¿¡…]"
+
+
+def spoken_punctuation(text: str, language: str) -> str:
+    marks, layout = PUNCTUATION.get(language, {}), LAYOUT.get(language, {})
+    commands = {**{k: (v, True) for k, v in marks.items()}, **{k: (v, False) for k, v in layout.items()}}
+    if not commands:
+        return text
+    by_phrase = {_key(k): v for k, v in commands.items()}
+    alternatives = "|".join(_phrase(k) for k in sorted(commands, key=len, reverse=True))
+    pattern = re.compile(rf"(\s*{_MARKS}*)\s*(?<!\w)({alternatives})(?!\w){_MARKS}*", re.IGNORECASE)
+
+    def command(match: re.Match[str]) -> str:
+        written, absorbs_before = by_phrase[_key(match.group(2))]
+        before = "" if absorbs_before else match.group(1).strip()
+        return before + written
+
+    return pattern.sub(command, text)
+
+
+def _phrase(spoken: str) -> str:
+    """A spoken command as a pattern: its words with any spaces or hyphens between them."""
+    return r"[\s\-]+".join(re.escape(part) for part in re.split(r"[\s\-]+", spoken))
+
+
+def _key(spoken: str) -> str:
+    return " ".join(re.split(r"[\s\-]+", spoken.casefold()))

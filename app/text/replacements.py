@@ -1,0 +1,47 @@
+"""Replacements: the user's spoken -> written pairs ("at sign" -> "@", "my email" -> an address).
+
+Whole words only, case-insensitive, applied in the order the user listed them, so a later pair can
+build on an earlier one. The pairs come from settings.json, where a hand edit can break them:
+`check_replacements` names the broken entry instead of dropping it, and the settings form shows that
+sentence beside the table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from app.errors import UserError
+
+Pair = tuple[str, str]
+
+
+def apply_replacements(text: str, pairs: Sequence[Pair]) -> str:
+    for spoken, written in pairs:
+        text = _pattern(spoken).sub(lambda _m, w=written: w, text)
+    return text
+
+
+def _pattern(spoken: str) -> re.Pattern[str]:
+    """`spoken` as whole words, any run of spaces between them, any case."""
+    body = r"\s+".join(re.escape(part) for part in spoken.split())
+    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+
+
+def check_replacements(value: Any) -> tuple[Pair, ...]:
+    """The pairs as a tuple of (spoken, written), or a UserError naming the first malformed entry."""
+    if not isinstance(value, (list, tuple)):
+        raise UserError("Replacements must be a list of [spoken, written] pairs.", code="bad_setting")
+    pairs = []
+    for number, item in enumerate(value, 1):
+        if (not isinstance(item, (list, tuple)) or len(item) != 2
+                or not all(isinstance(part, str) for part in item)):
+            raise UserError(f"Replacement {number} must be a pair of texts [spoken, written], not {item!r}; "
+                            "fix or delete that row.", code="bad_setting")
+        spoken, written = item[0].strip(), item[1]
+        if not re.search(r"\w", spoken):
+            raise UserError(f"Replacement {number} has no spoken words (the left column); type what you say, "
+                            "or delete that row.", code="bad_setting")
+        pairs.append((" ".join(spoken.split()), written))
+    return tuple(pairs)

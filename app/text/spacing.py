@@ -1,0 +1,36 @@
+"""Spacing and capitalisation after the other steps have removed and inserted things.
+
+Removing "um," or turning "comma" into "," leaves stray spaces, doubled or leading punctuation and
+lower-case sentence starts; this step repairs exactly those and nothing else. It never touches a
+word that has a capital inside ("iPhone", "gRPC"). The first word is capitalised only when the engine
+wrote its transcript that way (`capitalise_start`: "Um, so" -> "So"), so a transcript the engine began
+in lower case stays so. French puts a space before ? ! : ; (typography):
+that space is kept there and removed elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CLOSING = {"default": r"[,.;:!?)\]…]", "fr": r"[,.)\]…]"}
+
+
+def tidy(text: str, language: str, *, capitalise_start: bool = True) -> str:
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" *\n *", "\n", text)
+    text = re.sub(rf" +(?={_CLOSING.get(language, _CLOSING['default'])})", "", text)
+    text = re.sub(r"[,;:]+(?=\s*[.!?])", "", text)  # "We should, ." after a removed filler
+    text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)  # ", ," after a removed filler
+    text = re.sub(r"(?m)^[ ,;:]+", "", text)  # punctuation left at the start of a line
+    if language == "fr":  # "ça va ?": a space before a closing double mark, not inside "https://"
+        text = re.sub(r"(?<=\w)([?!:;])(?=\s|$)", r" \1", text)
+    text = text.strip()
+    starts = r"(^|[.!?]\s+|\n)" if capitalise_start else r"([.!?]\s+|\n)"
+    return re.sub(starts + r"([^\W\d_][\w'’\-]*)", _capitalise, text, flags=re.DOTALL)
+
+
+def _capitalise(match: re.Match[str]) -> str:
+    word = match.group(2)
+    if word != word.lower():  # already capitalised, or "iPhone": leave it as written
+        return match.group(0)
+    return match.group(1) + word[0].upper() + word[1:]

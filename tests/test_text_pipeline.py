@@ -1,0 +1,180 @@
+"""The text pipeline after the engine (app/text/): each step on its own, per language, and in order.
+
+Every step has cases that must change and cases that must stay exactly as the engine wrote them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app.errors import UserError
+from app.text import TextOptions, finish
+from app.text.fillers import remove_fillers
+from app.text.punctuation import spoken_punctuation
+from app.text.replacements import apply_replacements, check_replacements
+from app.text.spacing import tidy
+from app.text.vocabulary import correct
+
+VOCABULARY = ["Kubernetes", "Elasticsearch", "Nguyen", "PostgreSQL", "Jupyter", "Terraform", "Nginx", "Ansible", "Dvořák", "Grafana"]
+
+
+# ---- vocabulary correction ----------------------------------------------------------------------
+@pytest.mark.parametrize("heard, meant", [
+    ("I deployed it on cuber netties today.", "I deployed it on Kubernetes today."),
+    ("Kubernetis and Postgres SQL", "Kubernetes and PostgreSQL"),
+    ("We use postgres Q L.", "We use PostgreSQL."),
+    ("Open the Jupiter notebook.", "Open the Jupyter notebook."),
+    ("Terra form the planet.", "Terraform the planet."),
+    ("The engine x server is down.", "The Nginx server is down."),
+    ("kubernetes is great", "Kubernetes is great"),  # same letters, the entry's spelling
+    ("Dvorak wrote it.", "Dvořák wrote it."),
+    ("Deploy it on Kubernetes and on cuber netties.", "Deploy it on Kubernetes and on Kubernetes."),
+    ("every query to elastic search", "every query to Elasticsearch"),
+])
+def test_vocabulary_corrects_what_sounds_like_an_entry(heard, meant):
+    assert correct(heard, VOCABULARY, "en") == meant
+
+
+@pytest.mark.parametrize("text", [
+    "The cabinets are full of governance papers.",  # "cabinets" sounds a bit like Kubernetes
+    "Answer the question in a sensible way.",  # "in a sensible" is near "Ansible"
+    "It is a sensible plan.",
+    "When will you win?",  # "win" is near "Nguyen" but short
+    "Look at the graph on a dashboard.",
+    "The government is on the go.",
+    "Read the post, then the gross total.",
+])
+def test_vocabulary_keeps_ordinary_words(text):
+    assert correct(text, VOCABULARY, "en") == text
+
+
+def test_vocabulary_other_latin_languages_use_spelling_only():
+    assert correct("Wir nutzen Kubernetis im Betrieb.", VOCABULARY, "de") == "Wir nutzen Kubernetes im Betrieb."
+    # Sound-alike but spelled apart: English would correct it, German (no phonetic key) does not.
+    assert correct("Wir nutzen cuber netties.", VOCABULARY, "de") == "Wir nutzen cuber netties."
+    assert correct("Le cabinet est fermé.", VOCABULARY, "fr") == "Le cabinet est fermé."
+    assert correct("Usamos postgresql y Grafana.", VOCABULARY, "es") == "Usamos PostgreSQL y Grafana."
+
+
+def test_vocabulary_leaves_hindi_and_mandarin_alone():
+    assert correct("我们用库伯内蒂斯", ["Kubernetes"], "zh") == "我们用库伯内蒂斯"
+    assert correct("kubernetes", ["Kubernetes"], "hi") == "kubernetes"
+
+
+def test_vocabulary_empty_list_changes_nothing():
+    assert correct("cuber netties", [], "en") == "cuber netties"
+    assert correct("cuber netties", ["  ", ""], "en") == "cuber netties"
+
+
+# ---- replacements ---------------------------------------------------------------------------------
+def test_replacements_whole_words_case_insensitive_in_order():
+    pairs = [("at sign", "@"), ("my email", "ana@example.org"), ("ana@example.org", "ANA")]
+    assert apply_replacements("Write to My Email now", pairs[:2]) == "Write to ana@example.org now"
+    assert apply_replacements("Write to my email", pairs) == "Write to ANA"  # a later pair sees an earlier one
+    assert apply_replacements("ana at  sign example", pairs[:1]) == "ana @ example"
+    assert apply_replacements("the batsign and at signage stay", pairs[:1]) == "the batsign and at signage stay"
+
+
+def test_replacement_text_is_literal():
+    assert apply_replacements("costs dollar sign", [("dollar sign", r"$\1\g<0>")]) == r"costs $\1\g<0>"
+
+
+def test_check_replacements_names_the_malformed_entry():
+    assert check_replacements([["at sign", "@"], ("  new  york ", "NYC")]) == (("at sign", "@"), ("new york", "NYC"))
+    with pytest.raises(UserError, match="Replacement 2 has no spoken words"):
+        check_replacements([["a", "b"], ["  ", "x"]])
+    with pytest.raises(UserError, match="Replacement 1 must be a pair"):
+        check_replacements([["only one"]])
+    with pytest.raises(UserError, match="list of"):
+        check_replacements("at sign=@")
+
+
+# ---- fillers ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("language, raw, clean", [
+    ("en", "Um, I think, uh, we should go.", "I think, we should go."),
+    ("en", "So, um, yes.", "So, yes."),
+    ("en", "We should, erm.", "We should."),
+    ("de", "Äh, ich glaube, ähm, das ist gut.", "Ich glaube, das ist gut."),
+    ("fr", "Euh, je pense que oui.", "Je pense que oui."),
+    ("es", "Eh, este, no sé.", "No sé."),
+])
+def test_fillers_removed_per_language(language, raw, clean):
+    assert tidy(remove_fillers(raw, language), language) == clean
+
+
+@pytest.mark.parametrize("language, text", [
+    ("en", "The umbrella and the user erred."),  # fillers inside words stay
+    ("es", "Este libro es bueno."),  # "este" is "this" unless followed by a pause
+    ("de", "Ähnlich wie Öhringen."),
+    ("en", "Euh is French, äh is German."),  # only the transcript language's list applies
+])
+def test_fillers_keep_real_words(language, text):
+    assert remove_fillers(text, language) == text
+
+
+# ---- spoken punctuation ----------------------------------------------------------------------------
+@pytest.mark.parametrize("language, raw, written", [
+    ("en", "Hello comma how are you question mark", "Hello, how are you?"),
+    ("en", "Hello, comma, how are you? Question mark.", "Hello, how are you?"),  # the model's own marks absorbed
+    ("en", "Dear Anna new line thanks for the note period new paragraph bye", "Dear Anna\nThanks for the note.\n\nBye"),
+    ("en", "It works exclamation point", "It works!"),
+    ("de", "Hallo Komma wie geht es Fragezeichen neue Zeile Tschüss", "Hallo, wie geht es?\nTschüss"),
+    ("fr", "Bonjour virgule ça va point d'interrogation", "Bonjour, ça va ?"),
+    ("fr", "Voici la liste deux-points pommes point-virgule poires point final", "Voici la liste : pommes ; poires."),
+    ("es", "Hola coma qué tal signo de interrogación nuevo párrafo adiós punto", "Hola, qué tal?\n\nAdiós."),
+])
+def test_spoken_punctuation_per_language(language, raw, written):
+    assert finish(raw, language, TextOptions(spoken_punctuation=True, remove_fillers=False)) == written
+
+
+def test_spoken_punctuation_off_by_default_keeps_the_words():
+    text = "The trial period ended with a comma and a new line."
+    assert TextOptions().spoken_punctuation is False
+    assert finish(text, "en", TextOptions()) == text
+
+
+def test_spoken_punctuation_needs_whole_words():
+    assert spoken_punctuation("Commander Periodic", "en") == "Commander Periodic"
+    assert spoken_punctuation("dictated in Mandarin", "zh") == "dictated in Mandarin"
+
+
+# ---- spacing and capitalisation ------------------------------------------------------------------------
+def test_tidy_repairs_spacing_and_sentence_starts():
+    assert tidy("  hello ,  world .  next one ! ok", "en") == "Hello, world. Next one! Ok"
+    assert tidy("line one \n  line two", "en") == "Line one\nLine two"
+    assert tidy(", and so on", "en") == "And so on"
+
+
+def test_tidy_keeps_what_needs_no_repair():
+    for text in ("iPhone sales rose 3.5% in Q1.", "Version 2.0 is out: see https://example.org/a?b=c.", "gRPC works."):
+        assert tidy(text, "en") == text
+    assert tidy("我们明天见。", "zh") == "我们明天见。"
+
+
+# ---- the whole pipeline --------------------------------------------------------------------------------
+def test_finish_runs_the_steps_in_order():
+    options = TextOptions(vocabulary=("Kubernetes",), replacements=(("at sign", "@"),), remove_fillers=True,
+                          spoken_punctuation=True)
+    raw = "Um, mail ops at sign cuber netties dot io comma uh thanks period"
+    # Correction runs first, so the replacement and punctuation see "Kubernetes".
+    assert finish(raw, "en", options) == "Mail ops @ Kubernetes dot io, thanks."
+
+
+def test_finish_with_everything_off_only_tidies():
+    options = TextOptions(remove_fillers=False)
+    assert finish("Um, the umbrella.", "en", options) == "Um, the umbrella."
+
+
+def test_the_pipeline_imports_neither_torch_nor_qt():
+    """It runs in the GUI process, which never loads torch (tests/test_worker_imports.py checks the rest)."""
+    code = "import sys, app.text; bad = {'torch', 'PySide6'} & set(sys.modules); assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_transcript_the_engine_began_in_lower_case_stays_so():
+    assert finish("so, um, we go. then home", "en", TextOptions()) == "so, we go. Then home"
+    assert finish("Um, so we go.", "en", TextOptions()) == "So we go."
+    assert tidy("ok then", "en", capitalise_start=False) == "ok then"
