@@ -41,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(t)
     t.add_argument("--language", default="auto", help="auto, en, de, fr, es, hi or zh (default: auto)")
     t.add_argument("--steps", type=int, default=None, help="diffusion: maximum denoising steps, 1..48 (default 8)")
-    t.add_argument("--json", action="store_true", help="print one JSON object per file")
     t.add_argument("--server", metavar="URL", help="send the audio to a speech server (`dictate serve`) instead of "
                    "loading a model here")
     t.add_argument("--token-file", help="with --server: file whose first line is the server's token")
