@@ -24,10 +24,10 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from app.engine import EngineSpec
 from app.errors import UserError
+from app.worker.speech_client import SpeechClient
 
 log = logging.getLogger(__name__)
 
-STATES = ("stopped", "starting", "loading", "ready", "busy", "restarting", "failed")
 _CONNECTION_CODES = {"server_unreachable", "server_token", "model_unavailable", "model_failed", "server_failed"}
 _MAX_SECONDS = 30 * 60
 
@@ -42,18 +42,13 @@ class _Job:
     cancelled: bool = False
 
 
-class ServerClient(QObject):
+class ServerClient(SpeechClient):
     """Sends dictations to the server at `spec.model` (its URL); see the module docstring.
 
     `token` is read through `token_loader` before each request (the settings window may change it);
     `retry_s` is how often a failed client asks the server's /health again.
     """
 
-    ready = Signal(dict)
-    progress = Signal(str, int, int, str)  # job_id, step, total, draft
-    result = Signal(str, dict)  # job_id, transcript: text, language, steps_used, timings, language_detected, ...
-    failed = Signal(str, str, str)  # job_id ("" if not job-specific), code, message
-    state_changed = Signal(str)
     _event = Signal(object)  # from the HTTP thread: a callable to run on the GUI thread
 
     def __init__(self, spec: EngineSpec, parent: QObject | None = None, *, token_loader=None,
@@ -64,9 +59,7 @@ class ServerClient(QObject):
             from app.server.token_store import load_token as token_loader
         self._spec = spec
         self._token_loader = token_loader
-        self._state = "stopped"
         self._info: dict = {}
-        self._jobs: dict[str, _Job] = {}
         self._tasks: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._failure = ("", "")
@@ -74,10 +67,6 @@ class ServerClient(QObject):
         self._retry = QTimer(self, singleShot=True, interval=int(retry_s * 1000), timeout=self._check)
 
     # -- the WorkerClient interface ------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
-        return self._state
 
     @property
     def info(self) -> dict:
@@ -257,14 +246,3 @@ class ServerClient(QObject):
         self._settle_state()
         self.failed.emit(job.id, code, message)
 
-    def _settle_state(self) -> None:
-        if self._state in ("ready", "busy"):
-            self._set_state("busy" if self._jobs else "ready")
-
-    def _set_state(self, state: str) -> None:
-        if state != self._state:
-            self._state = state
-            self.state_changed.emit(state)
-
-    def _fail_later(self, job_id: str, code: str, message: str) -> None:
-        QTimer.singleShot(0, self, lambda: self.failed.emit(job_id, code, message))

@@ -24,10 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer
 
 from app.engine import EngineSpec
 from app.worker.launch import worker_command, worker_environment
+from app.worker.speech_client import SpeechClient
 from app.worker.protocol import (
     MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
@@ -42,7 +43,6 @@ from app.worker.protocol import (
 log = logging.getLogger(__name__)
 worker_log = logging.getLogger("app.worker.process")
 
-STATES = ("stopped", "starting", "loading", "ready", "busy", "restarting", "failed")
 _SAMPLE_RATE = 16_000
 
 
@@ -83,7 +83,7 @@ class CrashHistory:
         return min(0.5 * 4 ** max(count - 1, 0), 30.0)
 
 
-class WorkerClient(QObject):
+class WorkerClient(SpeechClient):
     """Runs the worker for `spec` and turns its frames into signals. See the module docstring.
 
     `command` replaces the worker command line (default: `sys.executable -m app worker`, or the frozen
@@ -91,12 +91,6 @@ class WorkerClient(QObject):
     `idle_unload_s` lets the worker drop the model after that long without a job (it reloads on the
     next one).
     """
-
-    ready = Signal(dict)  # the worker's hello, each time a model is (re)loaded: engine, device, quantization, ...
-    progress = Signal(str, int, int, str)  # job_id, step, total, draft
-    result = Signal(str, dict)  # job_id, transcript: text, language, steps_used, timings, language_detected, worker_ms, attempts
-    failed = Signal(str, str, str)  # job_id ("" if not job-specific), code, message
-    state_changed = Signal(str)  # one of STATES
 
     def __init__(
         self,
@@ -120,7 +114,6 @@ class WorkerClient(QObject):
         self._idle_unload_s = idle_unload_s
         self._start_timeout_s, self._hang_after_s, self._stall_after_s = start_timeout_s, hang_after_s, stall_after_s
         self._crashes = CrashHistory(max_crashes, crash_window_s)
-        self._state = "stopped"
         self._proc: QProcess | None = None
         self._decoder = FrameDecoder(peer="speech worker")
         self._hello_seen = False
@@ -142,10 +135,6 @@ class WorkerClient(QObject):
         self._restart_timer.timeout.connect(self._launch)
 
     # -- public API ----------------------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
-        return self._state
 
     @property
     def info(self) -> dict:
@@ -448,18 +437,6 @@ class WorkerClient(QObject):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _settle_state(self) -> None:
-        if self._state in ("ready", "busy"):
-            self._set_state("busy" if self._jobs else "ready")
-
-    def _set_state(self, state: str) -> None:
-        if state != self._state:
-            self._state = state
-            self.state_changed.emit(state)
-
-    def _fail_later(self, job_id: str, code: str, message: str) -> None:
-        """Emit `failed` from the event loop, after the caller has the job id."""
-        QTimer.singleShot(0, self, lambda: self.failed.emit(job_id, code, message))
 
 
 def _discard(proc: QProcess) -> None:

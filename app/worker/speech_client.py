@@ -1,0 +1,46 @@
+"""What the app sees of whatever transcribes its dictations: the signals, the states and their rules.
+
+Two clients fill it in: `WorkerClient` (a local worker process) and `ServerClient` (a speech server
+over HTTP). The app, the overlay, the history and the kept recordings hold a `SpeechClient` and
+cannot tell which one it is, so each rule here (every job ends in exactly one `result` or `failed`,
+`failed` is emitted only after the caller holds the job id) is written once.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+STATES = ("stopped", "starting", "loading", "ready", "busy", "restarting", "failed")
+
+
+class SpeechClient(QObject):
+    """The signals and state shared by the worker and the server client; `_jobs` holds unfinished jobs."""
+
+    ready = Signal(dict)  # each time a model is (re)loaded or a server answers: engine, device, quantization, ...
+    progress = Signal(str, int, int, str)  # job_id, step, total, draft
+    result = Signal(str, dict)  # job_id, transcript: text, language, steps_used, timings, language_detected, ...
+    failed = Signal(str, str, str)  # job_id ("" if not job-specific), code, message
+    state_changed = Signal(str)  # one of STATES
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._state = "stopped"
+        self._jobs: dict = {}
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def _settle_state(self) -> None:
+        """`busy` while jobs are unfinished, `ready` once none are; other states are left alone."""
+        if self._state in ("ready", "busy"):
+            self._set_state("busy" if self._jobs else "ready")
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self.state_changed.emit(state)
+
+    def _fail_later(self, job_id: str, code: str, message: str) -> None:
+        """Emit `failed` from the event loop, after the caller has the job id."""
+        QTimer.singleShot(0, self, lambda: self.failed.emit(job_id, code, message))
