@@ -1,0 +1,145 @@
+"""End to end on a real Wayland desktop: headless sway, the app as a native Wayland client.
+
+The user's way on Wayland: `python -m app toggle` bound to the hotkey in the desktop's settings
+(here a sway `bindsym`); a virtual keyboard (wtype) presses it, so sway fires the binding as it
+would for a real key. Speech comes in through the recorder's audio seam, the real worker (Whisper
+tiny.en) transcribes, the app pastes with wl-clipboard + wtype, and the text must land in the
+focused window of another process: a Qt editor (native Wayland) and the foot terminal, each read
+back by itself, with the user's clipboard given back and nothing in the window that was not focused.
+"""
+
+import os
+import shutil
+from unittest import mock
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # this process's own Qt (the Paster test)
+
+from app.desktop.clipboard import WlClipboard  # noqa: E402
+from app.desktop.paste import ON_CLIPBOARD, Paster  # noqa: E402
+from app.desktop.paths import instance_address  # noqa: E402
+from tests.desktop.conftest import APP_SETTINGS, ARTIFACTS  # noqa: E402
+from tests.desktop.harness import App, wait_for  # noqa: E402
+from tests.desktop.test_dictation import LONG_WAIT, MAX_WER, wer  # noqa: E402
+from tests.desktop.wayland_harness import Foot, WaylandSession, WaylandTarget, missing_tools  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def wayland(tmp_path_factory):
+    if shutil.which("sway") is None:
+        pytest.skip("sway is not installed (Debian: apt install sway), and these tests need a Wayland compositor")
+    missing = missing_tools()
+    assert not missing, f"missing Wayland test tools {missing}: run `packaging/setup.sh deps`"
+    workdir = tmp_path_factory.mktemp("wayland")
+    session = WaylandSession(workdir, config_home=workdir / "config").start()
+    yield session
+    session.stop()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for log in workdir.glob("*.log"):
+        shutil.copy(log, ARTIFACTS / f"wayland-{log.name}")
+
+
+@pytest.fixture(scope="module")
+def wl_target(wayland):
+    return WaylandTarget(wayland)
+
+
+@pytest.fixture(scope="module")
+def foot(wayland):
+    return Foot(wayland)
+
+
+@pytest.fixture(scope="module")
+def wayland_app(wayland, clips, wl_target, foot):
+    app = App(wayland, wayland.workdir, APP_SETTINGS)
+    assert app.config_home == wayland.config_home, "sway's binding must reach this instance"
+    with mock.patch.dict(os.environ, {"XDG_CONFIG_HOME": str(app.config_home),
+                                      "XDG_RUNTIME_DIR": wayland.env["XDG_RUNTIME_DIR"]}):
+        app.address = instance_address()  # in the session's runtime folder
+    app.start()
+    try:
+        wait_for(lambda: (s := app.status()) and s["worker"] == "ready", "the speech worker", 180)
+    except AssertionError as exc:
+        app.stop()
+        raise AssertionError(f"{exc}\n--- app log ---\n{app.log()[-4000:]}") from None
+    yield app
+    app.stop()
+
+
+def dictate_by_binding(session: WaylandSession, app: App, clip) -> None:
+    """Press the bound hotkey to start, let the clip be spoken, press it again to stop."""
+    app.speak(clip)
+    played = app.count("test audio source: end of")
+    session.press_hotkey()
+    wait_for(lambda: app.status()["state"] == "recording", "sway's binding to start the recording", 30)
+    wait_for(lambda: app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    session.press_hotkey()
+    wait_for(lambda: app.status()["state"] != "recording", "sway's binding to stop the recording", 30)
+
+
+def test_the_app_runs_as_a_native_wayland_client_and_pastes_with_wtype(wayland, wayland_app):
+    maps = open(f"/proc/{wayland_app.proc.pid}/maps").read()
+    assert "libqwayland" in maps and "libqxcb" not in maps, "Qt must run on its Wayland platform plugin"
+    log = wait_for(lambda: "paste keys on Wayland" in wayland_app.log() and wayland_app.log(),
+                   "the paste mechanism to be chosen")
+    assert "paste keys on Wayland: wtype" in log, log[-2000:]
+
+
+def test_the_bound_hotkey_dictates_into_a_wayland_qt_window(wayland, wayland_app, wl_target, foot, clips):
+    clip = clips["espeak-en-02"]
+    wl_target.focus()
+    before_foot = foot.text()
+    wayland.set_clipboard("what the user had copied")
+    dictate_by_binding(wayland, wayland_app, clip["path"])
+    text = wait_for(lambda: wl_target.text().strip(), "text in the Wayland target", LONG_WAIT)
+    wayland_app.wait_idle()
+    assert wer(clip["text"], text) <= MAX_WER, text
+    assert wayland.clipboard() == "what the user had copied", "the clipboard must be given back"
+    assert wl_target.text() == text, "the text must be pasted exactly once"
+    assert wl_target.has_focus(), f"the focus moved to {wayland.focused()}"
+    assert foot.text() == before_foot, "nothing may reach the window that was not focused"
+    assert wayland_app.history()[-1]["outcome"] == "pasted"
+
+
+def test_foot_gets_the_transcript_with_the_terminal_keystroke(wayland, wayland_app, wl_target, foot, clips):
+    clip = clips["espeak-en-05"]
+    foot.focus()
+    before_target = wl_target.text()
+    start = len(foot.text())
+    wayland.set_clipboard("before the terminal paste")
+    dictate_by_binding(wayland, wayland_app, clip["path"])
+    received = wait_for(lambda: foot.text()[start:].strip(), "text in foot", LONG_WAIT)
+    wayland_app.wait_idle()
+    assert "\x16" not in received, "a plain Ctrl+V reached the terminal"
+    assert "paste: sent ctrl+shift+v to foot" in wayland_app.log()
+    assert wer(clip["text"], received) <= MAX_WER, received
+    assert wayland.clipboard() == "before the terminal paste"
+    assert wl_target.text() == before_target, "nothing may reach the window that was not focused"
+
+
+def test_without_a_key_injector_the_text_stays_on_the_clipboard_with_a_notice(wayland, wayland_app, wl_target,
+                                                                               tmp_path, monkeypatch, qtbot):
+    """A compositor session where nothing can send keys (no wtype, no ydotool daemon): the real
+    wl-clipboard under sway, the paste keystroke impossible. The transcript must stay on the
+    clipboard, the notice must say so, and the focused window must get nothing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("wl-copy", "wl-paste", "cat"):  # wl-copy runs cat to save its input
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    for name in ("WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SWAYSOCK"):
+        monkeypatch.setenv(name, wayland.env[name])
+    monkeypatch.setenv("PATH", str(bin_dir))
+    wl_target.focus()
+    before = wl_target.text()
+    wayland.set_clipboard("the user's clipboard")
+    paster = Paster(server="wayland")
+    assert isinstance(paster.clipboard, WlClipboard) and paster.injector.mechanism == "clipboard"
+    with qtbot.waitSignal(paster.finished, timeout=10_000) as done:
+        paster.paste("the dictated words")
+    ok, message = done.args
+    assert not ok and paster.outcome == ON_CLIPBOARD
+    assert "The text is on the clipboard: paste it yourself" in message and "install wtype" in message
+    assert "\n" not in message, "a one-line notice"
+    assert wayland.clipboard() == "the dictated words"
+    assert wl_target.text() == before
