@@ -20,6 +20,7 @@ APT_PACKAGES=(
   libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3
   espeak-ng sox pocketsphinx-testdata              # test speech: synthetic in six languages, real English
   fortunes fortunes-min                            # training text of the micro diffusion model
+  sway foot wtype wl-clipboard dbus-daemon         # a real Wayland session (headless sway) for the desktop tests
 )
 
 install_apt() {

@@ -67,9 +67,12 @@ def test_without_a_tool_the_message_says_what_to_install(tmp_path, monkeypatch):
         WaylandKeys().send("ctrl+v")
 
 
-def test_wayland_sessions_are_told_to_bind_the_toggle_command(monkeypatch, qapp):
+def test_without_a_portal_wayland_sessions_are_told_to_bind_the_toggle_command(monkeypatch, qtbot, tmp_path):
     monkeypatch.setenv("XDG_SESSION_TYPE", "wayland")
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", f"unix:path={tmp_path / 'no-bus'}")  # no session bus at all
     assert display_server() == "wayland"
     listener = HotkeyListener(parse_combo("<ctrl>+<shift>+<space>"), parse_combo("<esc>"))
-    with pytest.raises(UserError, match="python -m app toggle"):
+    with qtbot.waitSignal(listener.unavailable, timeout=10_000) as problem:
         listener.start()
+    assert "python -m app toggle" in problem.args[0] and listener.problem == problem.args[0]
+    assert listener.mechanism == "none: bind `python -m app toggle`"

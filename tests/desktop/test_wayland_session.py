@@ -8,6 +8,7 @@ focused window of another process: a Qt editor (native Wayland) and the foot ter
 back by itself, with the user's clipboard given back and nothing in the window that was not focused.
 """
 
+import json
 import os
 import shutil
 from unittest import mock
@@ -17,12 +18,15 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # this process's own Qt (the Paster test)
 
 from app.desktop.clipboard import WlClipboard  # noqa: E402
+from app.desktop.hotkeys import HotkeyListener  # noqa: E402
+from app.desktop.keys import parse_combo  # noqa: E402
 from app.desktop.paste import ON_CLIPBOARD, Paster  # noqa: E402
 from app.desktop.paths import instance_address  # noqa: E402
 from tests.desktop.conftest import APP_SETTINGS, ARTIFACTS  # noqa: E402
 from tests.desktop.harness import App, wait_for  # noqa: E402
 from tests.desktop.test_dictation import LONG_WAIT, MAX_WER, wer  # noqa: E402
-from tests.desktop.wayland_harness import Foot, WaylandSession, WaylandTarget, missing_tools  # noqa: E402
+from tests.desktop.wayland_harness import (Foot, PortalStandIn, WaylandSession, WaylandTarget,  # noqa: E402
+                                           missing_tools)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +55,17 @@ def foot(wayland):
 
 
 @pytest.fixture(scope="module")
-def wayland_app(wayland, clips, wl_target, foot):
+def portal(wayland):
+    """The STAND-IN GlobalShortcuts portal on a private session bus (see portal_standin.py for why)."""
+    standin = PortalStandIn(wayland.workdir, wayland.env)
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture(scope="module")
+def wayland_app(wayland, clips, wl_target, foot, portal):
     app = App(wayland, wayland.workdir, APP_SETTINGS)
+    app.env["DBUS_SESSION_BUS_ADDRESS"] = portal.address
     assert app.config_home == wayland.config_home, "sway's binding must reach this instance"
     with mock.patch.dict(os.environ, {"XDG_CONFIG_HOME": str(app.config_home),
                                       "XDG_RUNTIME_DIR": wayland.env["XDG_RUNTIME_DIR"]}):
@@ -143,3 +156,51 @@ def test_without_a_key_injector_the_text_stays_on_the_clipboard_with_a_notice(wa
     assert "\n" not in message, "a one-line notice"
     assert wayland.clipboard() == "the dictated words"
     assert wl_target.text() == before
+
+
+def test_the_portal_shortcut_is_a_real_push_to_talk_key(wayland, wayland_app, wl_target, portal, clips):
+    """The desktop's GlobalShortcuts portal (a STAND-IN here) reports press and release: hold to talk."""
+    calls = wait_for(lambda: [c for c in portal.calls() if c["method"] == "BindShortcuts"] and portal.calls(),
+                     "the app to bind its shortcut")
+    bind = next(c for c in calls if c["method"] == "BindShortcuts")
+    assert bind["signature"] == "oa(sa{sv})sa{sv}" and "CTRL+SHIFT+space" in json.dumps(bind["body"])
+    assert wait_for(lambda: wayland_app.status()["hotkeys"], "the app to take the portal's key")
+    assert "hotkeys: desktop portal (GlobalShortcuts): Ctrl+Shift+Space" in wayland_app.log()
+    clip = clips["espeak-en-08"]
+    wl_target.focus()
+    start = len(wl_target.text())
+    wayland.set_clipboard("kept")
+    wayland_app.speak(clip["path"])
+    played = wayland_app.count("test audio source: end of")
+    portal.press()
+    wait_for(lambda: wayland_app.status()["state"] == "recording", "the portal's press to start the recording")
+    wait_for(lambda: wayland_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    assert wayland_app.status()["state"] == "recording", "held: still recording"
+    portal.release()
+    text = wait_for(lambda: wl_target.text()[start:].strip(), "text in the Wayland target", LONG_WAIT)
+    wayland_app.wait_idle()
+    assert wer(clip["text"], text) <= MAX_WER, text
+    assert wayland.clipboard() == "kept"
+
+
+def test_a_desktop_that_assigns_no_key_yet_is_waited_for(wayland, qtbot, monkeypatch):
+    """KDE Plasma 5.27 answers BindShortcuts with no key until the user assigns one (seen with the
+    real xdg-desktop-portal-kde, see docs/wayland.md); the STAND-IN plays that desktop."""
+    standin = PortalStandIn(wayland.workdir, wayland.env, mode="unassigned", name="portal-unassigned")
+    try:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", standin.address)
+        monkeypatch.setenv("XDG_SESSION_TYPE", "wayland")
+        listener = HotkeyListener(parse_combo("<ctrl>+<shift>+<space>"), parse_combo("<esc>"))
+        with qtbot.waitSignal(listener.unavailable, timeout=20_000) as problem:
+            listener.start()
+        assert "assign one in its shortcut settings" in problem.args[0] and "python -m app toggle" in problem.args[0]
+        assert listener.mechanism == "desktop portal (GlobalShortcuts): no key"
+        with qtbot.waitSignal(listener.ready, timeout=20_000):
+            standin.assign()
+        assert listener.mechanism == "desktop portal (GlobalShortcuts): Ctrl+Shift+Space" and listener.problem is None
+        with qtbot.waitSignals([listener.pressed, listener.released], order="strict", timeout=20_000):
+            standin.press()
+            standin.release()
+        listener.stop()
+    finally:
+        standin.stop()

@@ -27,7 +27,7 @@ from pathlib import Path
 from tests.desktop.harness import PYTHON, ROOT, wait_for
 
 HOTKEY_KEYS = ("ctrl", "shift", "space")  # the app's default <ctrl>+<shift>+<space>
-TOOLS = ("sway", "swaymsg", "wtype", "wl-copy", "wl-paste", "foot")
+TOOLS = ("sway", "swaymsg", "wtype", "wl-copy", "wl-paste", "foot", "dbus-daemon")
 
 
 def missing_tools() -> list[str]:
@@ -196,3 +196,46 @@ class Foot(WaylandWindow):
 
     def text(self) -> str:
         return self.out.read_bytes().decode(errors="replace")
+
+
+class PortalStandIn:
+    """A private session bus (dbus-daemon) with the STAND-IN GlobalShortcuts portal of
+    portal_standin.py on it; `press`, `release` and `assign` play the desktop's part."""
+
+    def __init__(self, workdir: Path, env: dict, mode: str = "bound", name: str = "portal") -> None:
+        self.log = workdir / f"{name}-calls.jsonl"
+        self.log.unlink(missing_ok=True)
+        self.bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"], stdout=subprocess.PIPE,
+                                    stderr=open(workdir / f"{name}-bus.log", "ab"), env=env)
+        self.address = self.bus.stdout.readline().decode().strip()
+        assert self.address, f"dbus-daemon did not start; see {workdir / f'{name}-bus.log'}"
+        self.env = {**env, "DBUS_SESSION_BUS_ADDRESS": self.address}
+        self.proc = subprocess.Popen([PYTHON, "-m", "tests.desktop.portal_standin", str(self.log), mode],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env, cwd=ROOT,
+                                     stderr=open(workdir / f"{name}.log", "ab"))
+        assert self.proc.stdout.readline().strip() == b"ready", "the stand-in portal did not start"
+
+    def _say(self, word: str) -> None:
+        self.proc.stdin.write(f"{word}\n".encode())
+        self.proc.stdin.flush()
+
+    def press(self) -> None:
+        self._say("press")
+
+    def release(self) -> None:
+        self._say("release")
+
+    def assign(self) -> None:
+        self._say("assign")
+
+    def calls(self) -> list[dict]:
+        try:
+            return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def stop(self) -> None:
+        for proc in (self.proc, self.bus):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
