@@ -149,6 +149,8 @@ def ydotool_socket() -> str | None:
 class PynputKeys:
     """macOS and Windows: modifiers are released first, then the combo is sent by key code."""
 
+    mechanism = "pynput"  # for the settings window
+
     _VK = {"darwin": {"v": 9, "insert": 114}, "win32": {"v": 0x56, "insert": 0x2D}}
 
     def __init__(self, platform: str) -> None:

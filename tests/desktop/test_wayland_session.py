@@ -204,3 +204,12 @@ def test_a_desktop_that_assigns_no_key_yet_is_waited_for(wayland, qtbot, monkeyp
         listener.stop()
     finally:
         standin.stop()
+
+
+def test_settings_say_how_hotkey_and_paste_work_here(wayland, wayland_app):
+    assert wayland_app.command("show")["ok"]
+    wait_for(lambda: any(t.endswith("settings") for t in wayland.windows()), "the settings window")
+    line = wait_for(lambda: [ln for ln in wayland_app.log().splitlines() if "settings: On this desktop" in ln],
+                    "the settings window to show the mechanisms")[-1]
+    assert line.endswith("hotkey: desktop portal (GlobalShortcuts): Ctrl+Shift+Space. Paste keys: wtype."), line
+    wayland.swaymsg('[title="settings$"] kill')
