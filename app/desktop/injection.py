@@ -1,6 +1,6 @@
 """Sending the paste keystroke or typing text, per desktop. X11 lives in `x11.py`.
 
-- Wayland: wtype (virtual-keyboard protocol: wlroots compositors, KDE) or ydotool (any compositor,
+- Wayland: wtype (virtual-keyboard protocol: wlroots compositors) or ydotool (any compositor,
   needs its daemon), else the text stays on the clipboard (`WaylandKeys`); the focused window is
   known only where the compositor tells (sway, Hyprland: `wayland_windows.py`).
 - macOS and Windows: pynput's controller, by key code (Cmd+V is key code 9 on macOS and VK 0x56 on
@@ -45,8 +45,9 @@ class KeyInjector(Protocol):
 class WaylandKeys:
     """The paste keystroke on Wayland, by the first mechanism that works here without root:
 
-    1. wtype, where the compositor has the virtual-keyboard protocol (wlroots: sway, Hyprland; KDE);
-       probed once by a no-op `wtype -s 1` (sleep 1 ms), which fails at once on compositors without it (GNOME).
+    1. wtype, where the compositor offers clients the virtual-keyboard protocol (wlroots: sway,
+       Hyprland); probed once by a no-op `wtype -s 1` (sleep 1 ms), which fails at once without it:
+       GNOME, and KDE's KWin 5.27 (tried here: "Compositor does not support the virtual keyboard protocol").
     2. ydotool, only when its daemon's socket answers (ydotoold writes to /dev/uinput, which needs
        root or a udev rule; without the daemon the client would need root itself).
     3. none: the Paster leaves the transcript on the clipboard and tells the user, in one line.
@@ -104,7 +105,7 @@ class WaylandKeys:
         self._choose()
         if self.tool is None:
             raise UserError(f"Nothing here can send the paste keystroke on Wayland ({self.reason}); install wtype "
-                            "(sway, Hyprland, KDE) or start the ydotool daemon.", code="no_injector")
+                            "(sway, Hyprland) or start the ydotool daemon (GNOME, KDE).", code="no_injector")
         done = subprocess.run([self.tool, *args], capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise UserError(f"{self.tool} could not send the keys ({done.stderr.strip() or done.returncode}).",
