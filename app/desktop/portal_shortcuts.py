@@ -26,6 +26,8 @@ import secrets
 import threading
 import time
 
+from jeepney import DBusAddress, DBusErrorResponse, HeaderFields, MatchRule, Properties, message_bus, new_method_call
+from jeepney.io.blocking import open_dbus_connection
 from PySide6.QtCore import QObject, Signal
 
 from app.desktop.keys import Combo
@@ -76,6 +78,7 @@ class PortalShortcuts(QObject):
         self.trigger = preferred_trigger(combo)
         self.description = description
         self.session_handle = ""
+        self.version = 0  # of the portal's GlobalShortcuts interface
         self._connection = None
         self._stopping = False
 
@@ -89,8 +92,6 @@ class PortalShortcuts(QObject):
         if connection is not None:
             try:
                 if self.session_handle:
-                    from jeepney import DBusAddress, new_method_call
-
                     session = DBusAddress(self.session_handle, bus_name=PORTAL, interface="org.freedesktop.portal.Session")
                     connection.send(new_method_call(session, "Close"))
                 connection.close()
@@ -99,20 +100,13 @@ class PortalShortcuts(QObject):
 
     def _run(self) -> None:
         try:
-            from jeepney import (DBusAddress, DBusErrorResponse, HeaderFields, MatchRule, Properties, message_bus,
-                                 new_method_call)
-            from jeepney.io.blocking import open_dbus_connection
-        except ImportError:
-            self.failed.emit("The desktop portal cannot be reached: the jeepney package is missing (pip install jeepney).")
-            return
-        try:
             connection = self._connection = open_dbus_connection(bus="SESSION")
         except (OSError, KeyError, ValueError) as exc:
             self.failed.emit(f"No session bus, so the desktop's global shortcuts portal cannot be asked ({exc}).")
             return
         portal = DBusAddress(PORTAL_PATH, bus_name=PORTAL, interface=INTERFACE)
         try:
-            version = connection.send_and_get_reply(Properties(portal).get("version"), timeout=10).body[0][1]
+            self.version = connection.send_and_get_reply(Properties(portal).get("version"), timeout=10).body[0][1]
         except (DBusErrorResponse, TimeoutError, OSError) as exc:
             self.failed.emit(f"This desktop has no global shortcuts portal ({_first(exc)}).")
             return
@@ -143,8 +137,8 @@ class PortalShortcuts(QObject):
                 shortcut = (SHORTCUT_ID, {"description": ("s", self.description),
                                           "preferred_trigger": ("s", self.trigger)})
                 results = request("BindShortcuts", "oa(sa{sv})sa{sv}", (self.session_handle, [shortcut], ""), {})
-                self._announce(results.get("shortcuts", ("a(sa{sv})", []))[1], version)
-                self._listen(connection, queue, HeaderFields.member)
+                self._announce(results.get("shortcuts", ("a(sa{sv})", []))[1])
+                self._listen(connection, queue)
         except (DBusErrorResponse, RuntimeError, TimeoutError, KeyError) as exc:
             self.failed.emit(f"The desktop did not bind the shortcut ({_first(exc)}).")
         except OSError as exc:
@@ -152,29 +146,30 @@ class PortalShortcuts(QObject):
                 self.failed.emit(f"The connection to the desktop portal was lost ({_first(exc)}); restart the app "
                                  "to get the hotkey back.")
 
-    def _announce(self, shortcuts: list, version: int) -> None:
+    def _announce(self, shortcuts: list) -> None:
         """`bound` when the desktop assigned a key; else `needs_key`: KDE Plasma 5.27 binds nothing by
         itself and lists the app in System Settings → Shortcuts for the user to assign one."""
         bound = dict(shortcuts)
         if SHORTCUT_ID in bound:
             described = bound[SHORTCUT_ID].get("trigger_description", ("s", ""))[1] or self.trigger
-            log.info("hotkeys: desktop portal GlobalShortcuts v%s bound %s (%s)", version, described,
+            log.info("hotkeys: desktop portal GlobalShortcuts v%s bound %s (%s)", self.version, described,
                      self.session_handle)
             self.bound.emit(described)
         else:
-            log.info("hotkeys: desktop portal GlobalShortcuts v%s bound no key yet (%s)", version, self.session_handle)
+            log.info("hotkeys: desktop portal GlobalShortcuts v%s bound no key yet (%s)", self.version,
+                     self.session_handle)
             self.needs_key.emit("The desktop has not assigned a key to dictation yet: assign one in its shortcut "
                                 "settings (the app is listed there), or bind `python -m app toggle`.")
 
-    def _listen(self, connection, queue, member_field) -> None:
+    def _listen(self, connection, queue) -> None:
         """Until stop(): the shortcut's press and release, and changes of its key in the desktop's settings."""
         while not self._stopping:
             message = connection.recv_until_filtered(queue)
-            member = message.header.fields.get(member_field)
+            member = message.header.fields.get(HeaderFields.member)
             if message.body[0] != self.session_handle:
                 continue
             if member == "ShortcutsChanged":
-                self._announce(message.body[1], 0)
+                self._announce(message.body[1])
             elif message.body[1] != SHORTCUT_ID:
                 continue
             elif member == "Activated":
