@@ -131,6 +131,24 @@ def test_foot_gets_the_transcript_with_the_terminal_keystroke(wayland, wayland_a
     assert wl_target.text() == before_target, "nothing may reach the window that was not focused"
 
 
+def test_hold_to_talk_with_a_press_and_a_release_binding(wayland, wayland_app, wl_target, clips):
+    """sway's `bindsym` (press: `app start`) and `bindsym --release` (`app stop`): hold-to-talk where the
+    desktop has no GlobalShortcuts portal."""
+    clip = clips["espeak-en-06"]
+    wl_target.focus()
+    start = len(wl_target.text())
+    wayland_app.speak(clip["path"])
+    played = wayland_app.count("test audio source: end of")
+    holding = wayland.hold_keys(6.0)
+    wait_for(lambda: wayland_app.status()["state"] == "recording", "the press binding to start the recording", 30)
+    wait_for(lambda: wayland_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    assert holding.poll() is None and wayland_app.status()["state"] == "recording", "still held: still recording"
+    holding.wait(30)
+    text = wait_for(lambda: wl_target.text()[start:].strip(), "text in the Wayland target", LONG_WAIT)
+    wayland_app.wait_idle()
+    assert wer(clip["text"], text) <= MAX_WER, text
+
+
 def test_without_a_key_injector_the_text_stays_on_the_clipboard_with_a_notice(wayland, wayland_app, wl_target,
                                                                                tmp_path, monkeypatch, qtbot):
     """A compositor session where nothing can send keys (no wtype, no ydotool daemon): the real

@@ -27,6 +27,7 @@ from pathlib import Path
 from tests.desktop.harness import PYTHON, ROOT, wait_for
 
 HOTKEY_KEYS = ("ctrl", "shift", "space")  # the app's default <ctrl>+<shift>+<space>
+HOLD_KEYS = ("ctrl", "alt", "h")  # bound to `app start` on press and `app stop` on release
 TOOLS = ("sway", "swaymsg", "wtype", "wl-copy", "wl-paste", "foot", "dbus-daemon")
 
 
@@ -52,6 +53,9 @@ class WaylandSession:
             "output HEADLESS-1 resolution 1280x800",
             "focus_follows_mouse no",
             f"bindsym {'+'.join(mods)}+{key} exec {PYTHON} -m app toggle",
+            # hold-to-talk without a portal: start on press, stop on release
+            f"bindsym --no-repeat {'+'.join(HOLD_KEYS)} exec {PYTHON} -m app start",
+            f"bindsym --release {'+'.join(HOLD_KEYS)} exec {PYTHON} -m app stop",
         ]) + "\n")
         base = {k: v for k, v in os.environ.items()
                 if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SWAYSOCK", "DBUS_SESSION_BUS_ADDRESS", "QT_QPA_PLATFORM")}
@@ -119,6 +123,13 @@ class WaylandSession:
         args = [a for m in mods for a in ("-M", m)] + ["-k", key] + [a for m in reversed(mods) for a in ("-m", m)]
         done = subprocess.run(["wtype", *args], env=self.env, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, f"wtype failed: {done.stderr}"
+
+    def hold_keys(self, seconds: float) -> subprocess.Popen:
+        """Press HOLD_KEYS, keep them down for `seconds`, then let go (in the background)."""
+        *mods, key = HOLD_KEYS
+        args = [a for m in mods for a in ("-M", m)] + ["-P", key, "-s", str(int(seconds * 1000)), "-p", key]
+        args += [a for m in reversed(mods) for a in ("-m", m)]
+        return subprocess.Popen(["wtype", *args], env=self.env)
 
     def set_clipboard(self, text: str) -> None:
         """Another program owns the clipboard with `text` (wl-copy forks and keeps serving it)."""
