@@ -27,6 +27,8 @@ from typing import Protocol
 from PySide6.QtCore import QMimeData, QObject, QProcess, Signal
 from PySide6.QtGui import QClipboard, QGuiApplication
 
+from app.errors import UserError
+
 log = logging.getLogger(__name__)
 TRANSIENT_HINT = ("x-kde-passwordManagerHint", b"secret")
 _TEXT_TYPES = ("text/plain;charset=utf-8", "text/plain", "UTF8_STRING", "STRING")
@@ -152,9 +154,11 @@ class WlClipboard:
         self._process = process
         deadline = time.monotonic() + self.READY_S
         while marker not in self._types():
-            if process.waitForFinished(5):  # wl-copy gave up (its error is on our stderr)
-                log.warning("wl-copy exited without taking the clipboard (status %d)", process.exitCode())
-                break
+            if process.waitForFinished(5):  # wl-copy gave up: nothing is on the clipboard
+                error = bytes(process.readAllStandardError().data()).decode(errors="replace").strip()
+                self._process = None
+                raise UserError(f"The text could not be put on the clipboard (wl-copy: {error or process.exitCode()}).",
+                                code="clipboard_failed")
             if time.monotonic() > deadline:
                 log.warning("wl-copy did not take the clipboard within %.0f s; pasting anyway", self.READY_S)
                 break

@@ -12,9 +12,11 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from app.desktop.clipboard import WlClipboard  # noqa: E402
 from app.desktop.hotkeys import HotkeyListener  # noqa: E402
 from app.desktop.injection import WaylandKeys  # noqa: E402
 from app.desktop.keys import parse_combo  # noqa: E402
+from app.desktop.paste import FAILED, Paster  # noqa: E402
 from app.desktop.session import display_server  # noqa: E402
 from app.errors import UserError  # noqa: E402
 
@@ -76,3 +78,17 @@ def test_without_a_portal_wayland_sessions_are_told_to_bind_the_toggle_command(m
         listener.start()
     assert "python -m app toggle" in problem.args[0] and listener.problem == problem.args[0]
     assert listener.mechanism == "none: bind `python -m app toggle`"
+
+
+def test_a_clipboard_that_cannot_be_set_is_a_failure_not_a_claim(monkeypatch, tmp_path, qtbot):
+    """The real wl-copy with no compositor to talk to: the notice must not say the text is on the clipboard."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("WAYLAND_DISPLAY", "no-compositor-here")
+    monkeypatch.delenv("SWAYSOCK", raising=False)
+    assert WlClipboard.available(), "wl-clipboard is missing: run `packaging/setup.sh deps`"
+    paster = Paster(server="wayland", injector=WaylandKeys())
+    with qtbot.waitSignal(paster.finished, timeout=10_000) as done:
+        paster.paste("the dictated words")
+    ok, message = done.args
+    assert not ok and paster.outcome == FAILED
+    assert message.startswith("The text could not be put on the clipboard (wl-copy:"), message
