@@ -64,6 +64,10 @@ class WaylandSession:
         sway_env = {**common, "WLR_BACKENDS": "headless", "WLR_LIBINPUT_NO_DEVICES": "1", "WLR_RENDERER": "pixman"}
         argv = ["sway", "--config", str(config)]
         if os.getuid() == 0:
+            probe = subprocess.run(["unshare", "--user", "true"], capture_output=True, text=True, timeout=30)
+            assert probe.returncode == 0, (
+                f"sway refuses to run as root, and a user namespace for it is not allowed here "
+                f"({probe.stderr.strip()}): run the tests as a normal user, or allow unprivileged user namespaces")
             argv = ["unshare", "--user", *argv]
         self.sway = self.spawn(argv, "sway", env=sway_env)
         wait_for(lambda: self.sway.poll() is not None or (self._socket("wayland-[0-9]") and self._socket("sway-ipc.*")),
