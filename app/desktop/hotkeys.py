@@ -4,8 +4,8 @@ On X11 the combination is grabbed (`x11_grab.py`), so the focused window never g
 Windows and macOS pynput's listener hears every key and its event filters swallow the hotkey's own
 key (`suppress.py`). Wayland has no global hotkeys for ordinary clients: there the desktop's
 GlobalShortcuts portal is asked for the key (KDE Plasma 5.27+, GNOME 48+), whose press and release
-are the hotkey's; without one the user is told to bind `python -m app toggle` instead. pynput and Xlib are imported only once started:
-importing pynput's keyboard module without a display raises. Key events arrive on a helper
+are the hotkey's; without one the user is told to bind `python -m app toggle` instead. pynput and
+Xlib are imported only once started: importing pynput's keyboard module without a display raises. Key events arrive on a helper
 thread; each is handed to the GUI thread through a queued signal with the time it happened, and
 the grace period for X11 auto-repeat is a QTimer there.
 """

@@ -123,13 +123,8 @@ class Paster(QObject):
             t2 = time.monotonic()
             self.injector.send(keys)
         except UserError as exc:
-            if self._offer is not None and exc.code in ("no_injector", "paste_failed"):
-                # the keystroke could not be sent, but the text is offered: leave it there, never drop it
-                self._offer = self._snapshot = None
-                self._leave(text)
-                message = f"{exc.message.rstrip('.')}. The text is on the clipboard: paste it yourself."
-                log.warning("paste: %s", message)
-                return self._finish(False, message, ON_CLIPBOARD)
+            if exc.code in ("no_injector", "paste_failed"):
+                return self._keys_failed(text, exc)
             return self._finish(False, str(exc), FAILED)
         self._sent_at = time.monotonic()
         log.info("paste: sent %s to %s (window %.1f ms, clipboard %.1f ms, keys %.1f ms)", keys, window,
@@ -172,6 +167,21 @@ class Paster(QObject):
         self._leave(self._text)
         self._finish(False, "No window took the text, so it was left on the clipboard: click where it should go "
                             "and paste it yourself.", ON_CLIPBOARD)
+
+    def _keys_failed(self, text: str, exc: UserError) -> None:
+        """No keystroke could be sent (or typed): the text goes, or stays, on the clipboard for the user to
+        paste, with a one-line notice that says so; never dropped."""
+        try:
+            if self._offer is None:  # typing failed, or the keys failed before the offer
+                self.clipboard.offer(text)
+            self._leave(text)
+        except UserError as clipboard:
+            return self._finish(False, f"{exc.message} {clipboard.message}", FAILED)
+        finally:
+            self._offer = self._snapshot = None
+        message = f"{exc.message.rstrip('.')}. The text is on the clipboard: paste it yourself."
+        log.warning("paste: %s", message)
+        self._finish(False, message, ON_CLIPBOARD)
 
     def _leave(self, text: str) -> None:
         """The text stays for the user to paste by hand: a one-paste offer (wl-copy) becomes a lasting one."""

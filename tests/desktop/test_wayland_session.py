@@ -20,7 +20,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # this process's own Qt (
 from app.desktop.clipboard import WlClipboard  # noqa: E402
 from app.desktop.hotkeys import HotkeyListener  # noqa: E402
 from app.desktop.keys import parse_combo  # noqa: E402
-from app.desktop.paste import ON_CLIPBOARD, Paster  # noqa: E402
+from app.desktop.paste import ON_CLIPBOARD, PasteOptions, Paster  # noqa: E402
 from app.desktop.paths import instance_address  # noqa: E402
 from tests.desktop.conftest import APP_SETTINGS, ARTIFACTS  # noqa: E402
 from tests.desktop.harness import App, wait_for  # noqa: E402
@@ -149,11 +149,9 @@ def test_hold_to_talk_with_a_press_and_a_release_binding(wayland, wayland_app, w
     assert wer(clip["text"], text) <= MAX_WER, text
 
 
-def test_without_a_key_injector_the_text_stays_on_the_clipboard_with_a_notice(wayland, wayland_app, wl_target,
-                                                                               tmp_path, monkeypatch, qtbot):
-    """A compositor session where nothing can send keys (no wtype, no ydotool daemon): the real
-    wl-clipboard under sway, the paste keystroke impossible. The transcript must stay on the
-    clipboard, the notice must say so, and the focused window must get nothing."""
+@pytest.fixture
+def no_key_injector(wayland, tmp_path, monkeypatch):
+    """This process as a client of the sway session with wl-clipboard but neither wtype nor ydotool."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("wl-copy", "wl-paste", "cat"):  # wl-copy runs cat to save its input
@@ -161,6 +159,13 @@ def test_without_a_key_injector_the_text_stays_on_the_clipboard_with_a_notice(wa
     for name in ("WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SWAYSOCK"):
         monkeypatch.setenv(name, wayland.env[name])
     monkeypatch.setenv("PATH", str(bin_dir))
+
+
+def test_without_a_key_injector_the_text_stays_on_the_clipboard_with_a_notice(wayland, wayland_app, wl_target,
+                                                                               no_key_injector, qtbot):
+    """A compositor session where nothing can send keys (no wtype, no ydotool daemon): the real
+    wl-clipboard under sway, the paste keystroke impossible. The transcript must stay on the
+    clipboard, the notice must say so, and the focused window must get nothing."""
     wl_target.focus()
     before = wl_target.text()
     wayland.set_clipboard("the user's clipboard")
@@ -231,3 +236,14 @@ def test_settings_say_how_hotkey_and_paste_work_here(wayland, wayland_app):
                     "the settings window to show the mechanisms")[-1]
     assert line.endswith("hotkey: desktop portal (GlobalShortcuts): Ctrl+Shift+Space. Paste keys: wtype."), line
     wayland.swaymsg('[title="settings$"] kill')
+
+
+def test_typing_without_a_key_injector_leaves_the_text_on_the_clipboard(wayland, no_key_injector, qtbot):
+    """Paste method "type" where nothing can type: the text must still reach the (real) clipboard."""
+    wayland.set_clipboard("the user's clipboard")
+    paster = Paster(PasteOptions(method="type"), server="wayland")
+    with qtbot.waitSignal(paster.finished, timeout=10_000) as done:
+        paster.paste("typed words")
+    ok, message = done.args
+    assert not ok and paster.outcome == ON_CLIPBOARD and "The text is on the clipboard" in message
+    assert wayland.clipboard() == "typed words"
