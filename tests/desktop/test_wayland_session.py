@@ -6,6 +6,9 @@ would for a real key. Speech comes in through the recorder's audio seam, the rea
 tiny.en) transcribes, the app pastes with wl-clipboard + wtype, and the text must land in the
 focused window of another process: a Qt editor (native Wayland) and the foot terminal, each read
 back by itself, with the user's clipboard given back and nothing in the window that was not focused.
+Also here: hold-to-talk by a press and a release binding; the desktop portal's GlobalShortcuts
+through a STAND-IN portal service on a private bus (no desktop here binds and presses keys through a
+real one: docs/wayland.md); and the text left on the real clipboard where no key injector exists.
 """
 
 import json
