@@ -21,6 +21,7 @@ APT_PACKAGES=(
   espeak-ng sox pocketsphinx-testdata              # test speech: synthetic in six languages, real English
   fortunes fortunes-min                            # training text of the micro diffusion model
   curl                                             # tests/test_server_api.py talks to the speech server with it
+  sway foot wtype wl-clipboard dbus-daemon         # a real Wayland session (headless sway) for the desktop tests
 )
 
 install_apt() {

@@ -67,11 +67,13 @@ class FakeTray(QObject):
 
 class FakeHotkeys(QObject):
     unavailable = Signal(str)
+    ready = Signal()
 
     def __init__(self) -> None:
         super().__init__()
         self.combos = None
         self.problem: str | None = None
+        self.mechanism = "X11 key grab"
 
     def set_combos(self, combo, cancel) -> None:
         self.combos = (str(combo), str(cancel))

@@ -17,13 +17,19 @@ by `x11_clipboard.py` instead, which also tells the target's reads from everyone
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import subprocess
+import time
 from typing import Protocol
 
 from PySide6.QtCore import QMimeData, QObject, QProcess, Signal
 from PySide6.QtGui import QClipboard, QGuiApplication
 
+from app.errors import UserError
+
+log = logging.getLogger(__name__)
 TRANSIENT_HINT = ("x-kde-passwordManagerHint", b"secret")
 _TEXT_TYPES = ("text/plain;charset=utf-8", "text/plain", "UTF8_STRING", "STRING")
 
@@ -107,8 +113,11 @@ class QtClipboard:
 class WlClipboard:
     """wl-copy / wl-paste (the wl-clipboard package), for Wayland where Qt may not own the clipboard."""
 
+    READY_S = 2.0  # how long to wait for wl-copy to hold the selection before the paste key is sent
+
     def __init__(self) -> None:
         self._process: QProcess | None = None
+        self._offers = 0
 
     @staticmethod
     def available() -> bool:
@@ -125,16 +134,51 @@ class WlClipboard:
 
     def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> Offer:
         offer = Offer()
+        self._offers += 1
+        # wl-copy offers any text/* type together with the usual text types, so a type of our own marks
+        # this offer: when wl-paste lists it, the compositor holds our selection. Sending the paste key
+        # before that pastes the previous clipboard (seen in the sway tests: wl-copy needs ~10-50 ms).
+        marker = f"text/x-dictate-{os.getpid()}-{self._offers}"
         # Not parented to the offer: when nobody pastes, the text must stay offered after the paster
         # lets go of the offer. The next offer replaces (and so ends) this process.
         process = QProcess()
         process.finished.connect(offer.fetched)  # --paste-once exits after its one paste
         # --foreground: without it wl-copy forks and its parent exits at once, which would look like a paste
-        process.start("wl-copy", ["--foreground", "--paste-once", "--type", "text/plain;charset=utf-8"])
+        process.start("wl-copy", ["--foreground", "--paste-once", "--type", marker])
+        # wl-copy reads all of stdin before it offers anything; the waits push the text through now,
+        # where QProcess would otherwise wait for the event loop this method is blocking
+        process.waitForStarted(int(self.READY_S * 1000))
         process.write(text.encode("utf-8"))
+        process.waitForBytesWritten(int(self.READY_S * 1000))
         process.closeWriteChannel()
         self._process = process
+        deadline = time.monotonic() + self.READY_S
+        while marker not in self._types():
+            if process.waitForFinished(5):  # wl-copy gave up: nothing is on the clipboard
+                error = bytes(process.readAllStandardError().data()).decode(errors="replace").strip()
+                self._process = None
+                raise UserError(f"The text could not be put on the clipboard (wl-copy: {error or process.exitCode()}).",
+                                code="clipboard_failed")
+            if time.monotonic() > deadline:
+                log.warning("wl-copy did not take the clipboard within %.0f s; pasting anyway", self.READY_S)
+                break
         return offer
+
+    @staticmethod
+    def _types() -> list[str]:
+        done = subprocess.run(["wl-paste", "--list-types"], capture_output=True, text=True, timeout=5)
+        return done.stdout.split("\n") if done.returncode == 0 else []
+
+    def keep(self, text: str) -> None:
+        """Offer `text` for any number of pastes: it was not pasted, and the user will paste it by hand (a
+        one-paste offer would be gone after a single read, by anyone)."""
+        if self._process is not None:
+            self._process.blockSignals(True)  # its exit is not a paste
+            self._process.kill()
+            self._process.waitForFinished(1000)
+            self._process = None
+        subprocess.run(["wl-copy", "--type", "text/plain;charset=utf-8"], input=text.encode("utf-8"), timeout=5,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def still_ours(self, offer: Offer) -> bool:
         """After its one paste wl-copy leaves the clipboard empty; anything there now was copied by someone."""

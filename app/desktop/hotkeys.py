@@ -2,9 +2,10 @@
 
 On X11 the combination is grabbed (`x11_grab.py`), so the focused window never gets its keys. On
 Windows and macOS pynput's listener hears every key and its event filters swallow the hotkey's own
-key (`suppress.py`). Wayland has no global hotkeys for ordinary clients: there we refuse and tell
-the user to bind `python -m app toggle` instead. pynput and Xlib are imported only once started:
-importing pynput's keyboard module without a display raises. Key events arrive on a helper
+key (`suppress.py`). Wayland has no global hotkeys for ordinary clients: there the desktop's
+GlobalShortcuts portal is asked for the key (KDE Plasma 5.27+, GNOME 48+), whose press and release
+are the hotkey's; without one the user is told to bind `python -m app toggle` instead. pynput and
+Xlib are imported only once started: importing pynput's keyboard module without a display raises. Key events arrive on a helper
 thread; each is handed to the GUI thread through a queued signal with the time it happened, and
 the grace period for X11 auto-repeat is a QTimer there.
 """
@@ -59,6 +60,8 @@ class HotkeyListener(QObject):
         self._cancel = ComboTracker(cancel, 0.0)
         self.problem: str | None = None
         self._grab = None  # X11Grab on X11
+        self._portal = None  # PortalShortcuts on Wayland
+        self.mechanism = ""  # how the hotkey is caught, for the settings window
         self._suppressor: KeySuppressor | None = None  # Windows / macOS
         self._listener = None
         self._timer = QTimer(self, singleShot=True, timeout=self._poll)
@@ -91,18 +94,41 @@ class HotkeyListener(QObject):
     def start(self) -> None:
         """Begin listening in the background; `ready` or `unavailable(message)` follows.
 
-        Raises UserError at once where global hotkeys cannot work at all (Wayland, no display).
+        Raises UserError at once where global hotkeys cannot work at all (no display). On Wayland the
+        desktop portal is asked (`portal_shortcuts.py`); where it has none, `unavailable` names the
+        command to bind instead.
         The X connection (or pynput's import) takes a few hundred milliseconds of pure Python, so it
         runs on a helper thread: the tray and the remote channel answer meanwhile.
         """
         server = display_server()
         if server == "wayland":
-            raise UserError(WAYLAND_HOTKEY_HINT, code="no_hotkeys")
+            return self._portal_start()
         if server == "none":
             raise UserError("No graphical session was found, so there are no global hotkeys; start the app from "
                             "your desktop.", code="no_hotkeys")
         target = self._grab_x11 if server == "x11" else self._listen
         threading.Thread(target=target, name="hotkeys-start", daemon=True).start()
+
+    def _portal_start(self) -> None:
+        """Wayland: ask the desktop's GlobalShortcuts portal for the key; its press and release are the
+        hotkey's, so hold-to-talk works as on X11. Where there is none, say which command to bind."""
+        from app.desktop.portal_shortcuts import PortalShortcuts
+
+        portal = PortalShortcuts(self._tracker.combo, parent=self)
+        portal.activated.connect(self.pressed)
+        portal.deactivated.connect(self.released)
+        portal.bound.connect(lambda trigger: self._portal_state(f"desktop portal (GlobalShortcuts): {trigger}", ""))
+        portal.needs_key.connect(lambda message: self._portal_state("desktop portal (GlobalShortcuts): no key", message))
+        portal.failed.connect(lambda message: self._portal_state(
+            "none: bind `python -m app toggle`", f"{message.rstrip('.')}. {WAYLAND_HOTKEY_HINT}"))
+        self._portal = portal
+        self.mechanism = "desktop portal (GlobalShortcuts): asking the desktop…"
+        portal.start()
+
+    def _portal_state(self, mechanism: str, problem: str) -> None:
+        self.mechanism = mechanism
+        log.info("hotkeys: %s%s", mechanism, f" ({problem})" if problem else "")
+        self._report(problem)
 
     def _grab_x11(self) -> None:
         from app.desktop.x11_grab import X11Grab
@@ -115,6 +141,7 @@ class HotkeyListener(QObject):
         self._grab = grab
         if grab.detectable_repeat:  # no fake releases to wait out: a release is reported at once
             self._grace_s = self._tracker.grace_s = 0.0
+        self.mechanism = "X11 key grab"
         log.info("hotkeys: X11 grab for %s (cancel: %s; detectable auto-repeat: %s)", self._tracker.combo,
                  self._cancel.combo, grab.detectable_repeat)
         self._problem.emit(grab.start(self._tracker.combo, self._cancel.combo))
@@ -133,10 +160,14 @@ class HotkeyListener(QObject):
                                   "shortcut in your desktop's keyboard settings instead.")
             return
         self._listener, self._suppressor = listener, suppressor
+        self.mechanism = "pynput keyboard hook"
         log.info("hotkeys: listening for %s (cancel: %s)", self._tracker.combo, self._cancel.combo)
         self.ready.emit()
 
     def stop(self) -> None:
+        if self._portal is not None:
+            self._portal.stop()
+            self._portal = None
         if self._grab is not None:
             self._grab.stop()
             self._grab = None

@@ -99,12 +99,14 @@ class Paster(QObject):
 
     def paste(self, text: str) -> None:
         self.outcome = ""
+        self._offer = None
         try:
             if self.options.method == "type":
                 self.injector.type_text(text)
                 return self._finish(True, outcome=TYPED)
             if self.options.method == "copy":
                 self.clipboard.offer(text)
+                self._leave(text)
                 return self._finish(True, outcome=ON_CLIPBOARD)
             t0 = time.monotonic()
             window = self.injector.window_class()
@@ -121,6 +123,8 @@ class Paster(QObject):
             t2 = time.monotonic()
             self.injector.send(keys)
         except UserError as exc:
+            if exc.code in ("no_injector", "paste_failed"):
+                return self._keys_failed(text, exc)
             return self._finish(False, str(exc), FAILED)
         self._sent_at = time.monotonic()
         log.info("paste: sent %s to %s (window %.1f ms, clipboard %.1f ms, keys %.1f ms)", keys, window,
@@ -160,8 +164,30 @@ class Paster(QObject):
                 self._give_back()
                 return self._finish(True, outcome=TYPED)
         self._offer = self._snapshot = None
+        self._leave(self._text)
         self._finish(False, "No window took the text, so it was left on the clipboard: click where it should go "
                             "and paste it yourself.", ON_CLIPBOARD)
+
+    def _keys_failed(self, text: str, exc: UserError) -> None:
+        """No keystroke could be sent (or typed): the text goes, or stays, on the clipboard for the user to
+        paste, with a one-line notice that says so; never dropped."""
+        try:
+            if self._offer is None:  # typing failed, or the keys failed before the offer
+                self.clipboard.offer(text)
+            self._leave(text)
+        except UserError as clipboard:
+            return self._finish(False, f"{exc.message} {clipboard.message}", FAILED)
+        finally:
+            self._offer = self._snapshot = None
+        message = f"{exc.message.rstrip('.')}. The text is on the clipboard: paste it yourself."
+        log.warning("paste: %s", message)
+        self._finish(False, message, ON_CLIPBOARD)
+
+    def _leave(self, text: str) -> None:
+        """The text stays for the user to paste by hand: a one-paste offer (wl-copy) becomes a lasting one."""
+        keep = getattr(self.clipboard, "keep", None)
+        if keep is not None:
+            keep(text)
 
     def _finish(self, ok: bool, message: str = "", outcome: str = PASTED) -> None:
         self.outcome = outcome

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
+# Said after the reason the desktop's GlobalShortcuts portal gave no hotkey (hotkeys.py)
 WAYLAND_HOTKEY_HINT = (
-    "Global hotkeys cannot be caught on Wayland. Bind the command `python -m app toggle` (or `dictate toggle`) "
-    "to a shortcut in your desktop's keyboard settings instead."
+    "Bind the command `python -m app toggle` (or `dictate toggle`) to a shortcut in your desktop's keyboard "
+    "settings instead."
 )
 
 

@@ -27,6 +27,8 @@ _MODIFIER_KEYSYMS = {"ctrl": "Control_L", "shift": "Shift_L", "alt": "Alt_L", "s
 class X11Keys:
     """One X connection, opened once and kept; after `warm_up` only the GUI thread uses it."""
 
+    mechanism = "XTest (X11)"  # for the settings window
+
     def __init__(self) -> None:
         self._display = None
         self._lock = threading.Lock()  # `warm_up` may run on a helper thread while a paste starts

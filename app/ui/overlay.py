@@ -74,6 +74,11 @@ class Overlay(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_X11NetWmWindowTypeNotification)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.setWindowTitle("Dictation overlay")
+        # Wayland's xdg-shell has no "never focus me" window: sway, GNOME and KDE focus a new toplevel,
+        # and the transcript would be pasted into the overlay (tests/desktop/test_wayland_session.py saw
+        # it). A layer-shell surface would do, but Qt for Python has no binding for it: there the
+        # overlay stays hidden and the tray carries the state.
+        self.can_show = QGuiApplication.platformName() != "wayland"
         self._translucent = _supports_translucency()
         if self._translucent:
             self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground)
@@ -200,6 +205,8 @@ class Overlay(QWidget):
         screen = QGuiApplication.screenAt(QCursor.pos()) or QGuiApplication.primaryScreen()
         area = screen.availableGeometry()
         self.move(QPoint(area.center().x() - self.width() // 2, area.bottom() - MARGIN_BOTTOM - self.height()))
+        if not self.can_show:
+            return
         if not self.isVisible():
             self.show()
         self.raise_()

@@ -57,6 +57,7 @@ class SettingsWindow(QWidget):
         self.banner.setWordWrap(True)
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner.hide()
+        self._mechanisms: QLabel | None = None  # how hotkey and paste work on this desktop (show_mechanisms)
         self._build_pages(mic_monitor)
         footer = QHBoxLayout()
         saved = QLabel("Changes are saved and applied as you make them.")
@@ -185,6 +186,17 @@ class SettingsWindow(QWidget):
     def warn(self, text: str) -> None:
         self.banner.setText(text)
         self.banner.show()
+
+    def show_mechanisms(self, text: str) -> None:
+        """How this desktop lets the hotkey be caught and the text be pasted: they differ per desktop
+        (X11 grab, Wayland portal or a command to bind; XTest, wtype, ydotool or the clipboard alone)."""
+        if self._mechanisms is None:
+            self._mechanisms = QLabel()
+            self._mechanisms.setObjectName("mechanisms")
+            self._mechanisms.setWordWrap(True)
+            self._mechanisms.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.add_page_widget("Keys", self._mechanisms)
+        self._mechanisms.setText(text)
 
     def add_page_widget(self, group: str, widget: QWidget) -> None:
         """Put an extra widget (e.g. a button that opens the history) at the end of a group's page."""

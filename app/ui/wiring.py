@@ -121,9 +121,24 @@ class AppUi(QObject):
             from app.ui.widgets.server_token import ServerTokenEdit
 
             self.settings_window.add_page_widget("Model", ServerTokenEdit())  # kept outside settings.json
+            self.app.hotkeys.ready.connect(self._show_mechanisms)
+            self.app.hotkeys.unavailable.connect(self._show_mechanisms)
         if self.app.hotkeys.problem:
             self.settings_window.warn(self.app.hotkeys.problem)
+        self._show_mechanisms()
         self.settings_window.present()
+
+    def _show_mechanisms(self, *_) -> None:
+        hotkey = self.app.hotkeys.mechanism or "not started"
+        try:
+            paste = getattr(self.app.paster.injector, "mechanism", "the system's")
+        except UserError as exc:  # no graphical session at all
+            paste = f"none ({exc})"
+        if paste == "clipboard":
+            paste = "none: the text is left on the clipboard for you to paste"
+        text = f"On this desktop — hotkey: {hotkey}. Paste keys: {paste}."
+        log.info("settings: %s", text)
+        self.settings_window.show_mechanisms(text)
 
     def show_history(self) -> None:
         if self.history is None:
