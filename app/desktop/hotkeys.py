@@ -70,6 +70,7 @@ class HotkeyListener(QObject):
         self._problem.connect(self._report)
 
     def set_combos(self, combo: Combo, cancel: Combo) -> None:
+        changed = combo != self._tracker.combo
         self._tracker = ComboTracker(combo, self._grace_s)
         self._cancel = ComboTracker(cancel, 0.0)
         self.problem = None
@@ -77,6 +78,10 @@ class HotkeyListener(QObject):
             self._grab.set_combos(combo, cancel)  # a conflict comes back through `_problem`
         if self._suppressor is not None:
             self._suppressor.combo, self._suppressor.cancel = combo, cancel
+        if self._portal is not None and changed:  # Wayland: a new session that suggests the new key
+            self._portal.stop()
+            self._portal.deleteLater()
+            self._portal_start()
 
     def arm_cancel(self, armed: bool) -> None:
         """Take the cancel key from the focused window while recording, and give it back after."""

@@ -90,6 +90,16 @@ def take(out: Path) -> int:
     grab(window, "settings.png")
     window.close()
 
+    # The Words page: the speaker's vocabulary and replacements (docs/vocabulary.md).
+    words = Settings(vocabulary=("Kubernetes", "PostgreSQL", "Siobhan Nguyen"),
+                     replacements=(("at sign", "@"), ("my email", "siobhan@example.org")), spoken_punctuation=True)
+    window = SettingsWindow(SettingsStore(words, [], path=config / "settings.json"), latency, mic_monitor=False)
+    window.move(160, 60)
+    window.show_page("Words")
+    window.show()
+    grab(window, "settings-words.png")
+    window.close()
+
     # The overlay halfway through denoising, above the window the words will go into.
     editor = QPlainTextEdit()
     editor.setWindowTitle("Notes — draft.txt")

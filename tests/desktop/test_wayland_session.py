@@ -232,6 +232,32 @@ def test_a_desktop_that_assigns_no_key_yet_is_waited_for(wayland, qtbot, monkeyp
         standin.stop()
 
 
+def test_a_new_hotkey_in_settings_asks_the_desktop_again(wayland, qtbot, monkeypatch):
+    """Changing the hotkey closes the portal session and binds anew with the new key as the suggestion
+    (the STAND-IN portal records the calls); press and release then come through the new session."""
+    standin = PortalStandIn(wayland.workdir, wayland.env, name="portal-rebind")
+    try:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", standin.address)
+        monkeypatch.setenv("XDG_SESSION_TYPE", "wayland")
+        listener = HotkeyListener(parse_combo("<ctrl>+<shift>+<space>"), parse_combo("<esc>"))
+        with qtbot.waitSignal(listener.ready, timeout=20_000):
+            listener.start()
+        with qtbot.waitSignal(listener.ready, timeout=20_000):
+            listener.set_combos(parse_combo("<ctrl>+<alt>+d"), parse_combo("<esc>"))
+        binds = [c for c in standin.calls() if c["method"] == "BindShortcuts"]
+        assert len(binds) == 2 and "CTRL+ALT+d" in json.dumps(binds[1]["body"]), binds
+        assert binds[0]["body"][0] != binds[1]["body"][0], "a new session, not the old one again"
+        with qtbot.waitSignals([listener.pressed, listener.released], order="strict", timeout=20_000):
+            standin.press()
+            standin.release()
+        listener.set_combos(parse_combo("<ctrl>+<alt>+d"), parse_combo("<esc>"))  # unchanged: no new session
+        qtbot.wait(300)
+        assert len([c for c in standin.calls() if c["method"] == "BindShortcuts"]) == 2
+        listener.stop()
+    finally:
+        standin.stop()
+
+
 def test_settings_say_how_hotkey_and_paste_work_here(wayland, wayland_app):
     assert wayland_app.command("show")["ok"]
     wait_for(lambda: any(t.endswith("settings") for t in wayland.windows()), "the settings window")
