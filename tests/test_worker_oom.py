@@ -32,7 +32,7 @@ class SizedEngine:
         self.quantization = "bf16" if spec.quantization == "auto" else spec.quantization
         self._run_fits = run_fits
 
-    def transcribe(self, audio, *, language="auto", steps=None, on_progress=None) -> Transcript:
+    def transcribe(self, audio, *, language="auto", steps=None, on_progress=None, vocabulary=()) -> Transcript:
         if self.quantization not in self._run_fits:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         on_progress(Progress(step=1, total=1, draft="fits"))
