@@ -22,6 +22,7 @@ APT_PACKAGES=(
   fortunes fortunes-min                            # training text of the micro diffusion model
   curl                                             # tests/test_server_api.py talks to the speech server with it
   sway foot wtype wl-clipboard dbus-daemon         # a real Wayland session (headless sway) for the desktop tests
+  libwayland-client0 libwayland-cursor0            # Qt's Wayland platform plugin (the app as a Wayland client)
 )
 
 install_apt() {
