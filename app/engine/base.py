@@ -69,6 +69,17 @@ class Transcript:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    """One request of a batch (`transcribe_batch`, where an engine has it): what `transcribe` takes
+    for one recording. Its `on_progress` raising cancels this request only, not its neighbours."""
+
+    audio: np.ndarray
+    language: str = AUTO
+    vocabulary: tuple[str, ...] = ()
+    on_progress: ProgressCallback | None = None
+
+
 class Engine(Protocol):
     """A loaded speech model. `transcribe` may be called many times; the model stays warm."""
 

@@ -3,7 +3,9 @@
 One call runs, in order: split long audio at pauses -> Whisper features -> Whisper encoder ->
 projector -> (language identification for `auto`) -> prompt embeddings with the audio in its slots ->
 KV-cache prefill -> DiffusionGemma's denoising of one canvas per chunk, all chunks in one batch ->
-text up to the first end-of-turn token, chunks joined.
+text up to the first end-of-turn token, chunks joined. `transcribe_batch` runs the same for several
+recordings at once (a speech server's waiting requests): one encoder batch, one denoising pass per
+distinct prompt.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from app.engine.base import AUTO, SAMPLE_RATE, Progress, ProgressCallback, Transcript, check_audio, check_language
+from app.engine.base import (AUTO, SAMPLE_RATE, BatchItem, Progress, ProgressCallback, Transcript, check_audio,
+                             check_language)
 from app.engine.devices import out_of_memory_as_user_error
 from app.engine.diffusion.chunking import join_texts, split_at_pauses
 from app.engine.diffusion.denoising import Denoiser
@@ -78,69 +81,136 @@ class DiffusionEngine:
         `on_progress` (called after every step) aborts the transcription: that is how to cancel.
         `vocabulary` goes into the prompt's context slot where the adapter has one (config.py), else unused.
         """
-        audio = check_audio(audio)
-        language = check_language(language)
+        item = BatchItem(audio, language, tuple(vocabulary), on_progress)
+        outcome = self._run([item], steps, early_exit, seed)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def transcribe_batch(
+        self,
+        items: Sequence[BatchItem],
+        *,
+        steps: int | None = None,
+        early_exit: bool = True,
+        seed: int | None = None,
+    ) -> list[Transcript | None]:
+        """Transcribe several recordings at once (a speech server's waiting requests), in order.
+
+        A denoising step reads every weight of the backbone whatever the batch, so on a GPU the canvases
+        of several requests cost little more than one. The chunks of all items go through the encoder
+        together; items whose prompts are the same (same language and vocabulary) share one denoising
+        pass. Each item gets its own text, language and timings (`timings["batch"]`: how many requests
+        shared its pass). None for an item whose `on_progress` raised (it was cancelled); the others go on.
+
+        A request's text in a batch is a draw of the same sampler as alone, not the same draw: the
+        sampler's random numbers are drawn for the whole batch at once (transformers' denoising step),
+        so which neighbours a request had changes the noise it saw, never the model it saw. The same
+        batch, steps and seed give the same texts.
+        """
+        return [None if isinstance(o, Exception) else o for o in self._run(list(items), steps, early_exit, seed)]
+
+    def _run(self, items: list[BatchItem], steps: int | None, early_exit: bool,
+             seed: int | None) -> list[Transcript | Exception]:
+        items = [BatchItem(check_audio(i.audio), check_language(i.language), i.vocabulary, i.on_progress) for i in items]
         steps = self._check_steps(steps)
         with out_of_memory_as_user_error("transcribing"), torch.inference_mode():
-            return self._transcribe(audio, language, steps, on_progress, early_exit, self.seed if seed is None else seed,
-                                    vocabulary)
+            return self._transcribe(items, steps, early_exit, self.seed if seed is None else seed)
 
-    def _transcribe(
-        self,
-        audio: np.ndarray,
-        language: str,
-        steps: int,
-        on_progress: ProgressCallback | None,
-        early_exit: bool,
-        seed: int,
-        vocabulary: Sequence[str] = (),
-    ) -> Transcript:
+    def _transcribe(self, items: list[BatchItem], steps: int, early_exit: bool, seed: int) -> list[Transcript | Exception]:
         m = self.model
-        timings: dict[str, float | list[float]] = {}
         clock = _Clock(m.device)
         longest = m.config.max_chunk_seconds
-        chunks = split_at_pauses(audio, max_seconds=longest, min_seconds=longest / 2)
-        if not chunks:  # digital silence: nothing to say, and nothing for the model to invent
-            return Transcript(text="", language=language, steps_used=0, timings={"total": clock.lap_ms()})
+        chunked = [split_at_pauses(item.audio, max_seconds=longest, min_seconds=longest / 2) for item in items]
+        chunks = [chunk for item_chunks in chunked for chunk in item_chunks]
+        rows_of, first = [], 0  # each item's rows in the batch of chunks
+        for item_chunks in chunked:
+            rows_of.append(list(range(first, first + len(item_chunks))))
+            first += len(item_chunks)
+        outcomes: list[Transcript | Exception | None] = [None] * len(items)
+        for i, item in enumerate(items):
+            if not rows_of[i]:  # digital silence: nothing to say, and nothing for the model to invent
+                outcomes[i] = Transcript(text="", language=item.language, steps_used=0, timings={"total": clock.lap_ms()})
+        if not chunks:
+            return outcomes
 
+        shared: dict[str, float | list[float]] = {}
         features = m.audio.features(chunks)
-        timings["features"] = clock.lap_ms()
+        shared["features"] = clock.lap_ms()
         frames = m.audio.encode(features)
         speech = frames
         if m.config.trim_audio:  # one batch: every chunk keeps the longest chunk's frames
             speech = frames[:, : max(m.audio.frames_for(len(chunk)) for chunk in chunks)]
         audio_embeds = m.projector(speech)
-        timings["encoder"] = clock.lap_ms()
-        detected = language == AUTO
-        if detected:
-            language = m.audio.detect_language(frames)
-            timings["language_id"] = clock.lap_ms()
+        shared["encoder"] = clock.lap_ms()
+        languages = [item.language for item in items]
+        for i, item in enumerate(items):
+            if item.language == AUTO and rows_of[i]:
+                languages[i] = m.audio.detect_language(frames[rows_of[i]])
+        if AUTO in (item.language for item in items):
+            shared["language_id"] = clock.lap_ms()
 
-        ids = m.prompt.build(m.config.language_names[language], audio_slots=audio_embeds.shape[1], vocabulary=vocabulary)
-        batch = len(chunks)
-        prefix = torch.tensor([ids.prefix] * batch, device=m.device)
-        tail = torch.tensor([ids.tail] * batch, device=m.device)
-        embeds = embed_prefix(m.backbone.get_input_embeddings(), prefix, audio_embeds, m.config.audio_token_id)
+        passes: dict[tuple, list[int]] = {}  # one denoising pass per distinct prompt
+        prompts = {}
+        for i, item in enumerate(items):
+            if rows_of[i]:
+                ids = m.prompt.build(m.config.language_names[languages[i]], audio_slots=audio_embeds.shape[1],
+                                     vocabulary=item.vocabulary)
+                key = (tuple(ids.prefix), tuple(ids.tail), ids.first_position)
+                prompts[key] = ids
+                passes.setdefault(key, []).append(i)
+
+        for key, members in passes.items():
+            ids = prompts[key]
+            rows = [row for i in members for row in rows_of[i]]
+            local, at = {}, 0  # each member's rows within this pass
+            for i in members:
+                local[i] = list(range(at, at + len(rows_of[i])))
+                at += len(rows_of[i])
+            padded = rows
+            if len(members) > 1 and self.denoiser.use_graphs:  # a server's batch: a few graph shapes, not one per size
+                padded = rows + [rows[-1]] * (_graph_batch(len(rows)) - len(rows))
+            prefix = torch.tensor([ids.prefix] * len(padded), device=m.device)
+            tail = torch.tensor([ids.tail] * len(padded), device=m.device)
+            embeds = embed_prefix(m.backbone.get_input_embeddings(), prefix, audio_embeds[padded], m.config.audio_token_id)
+            on_draft = self._drafts(items, members, local, languages, steps, outcomes)
+            try:
+                result = self.denoiser(embeds, tail, steps=steps, seed=seed, first_position=ids.first_position,
+                                       early_exit=early_exit, on_draft=on_draft)
+            except _AllCancelled:
+                continue
+            clock.lap_ms()  # the denoising itself, reported below split into prefill and steps
+            texts = {i: self._text(result.canvases[local[i]], languages[i]) for i in members}
+            decode = clock.lap_ms()
+            for i in members:
+                if outcomes[i] is None:
+                    timings = {**shared, "prefill": round(result.prefill_ms, 2),
+                               "steps": [round(ms, 2) for ms in result.step_ms], "decode": decode,
+                               "total": clock.total_ms(), "batch": len(members)}
+                    outcomes[i] = Transcript(text=texts[i], language=languages[i], steps_used=result.steps_used,
+                                             timings=timings, language_detected=items[i].language == AUTO)
+        return outcomes
+
+    def _drafts(self, items, members, local, languages, steps, outcomes):
+        """The denoiser's per-step callback for one pass: each member's draft to its own `on_progress`.
+
+        A callback that raises cancels its own request (its outcome becomes the exception); the pass
+        stops only once every member that listens has been cancelled."""
+        listening = [i for i in members if items[i].on_progress is not None]
+        if not listening:
+            return None
 
         def on_draft(step: int, canvases: torch.Tensor) -> None:
-            on_progress(Progress(step=step, total=steps, draft=self._text(canvases, language)))
+            for i in listening:
+                if outcomes[i] is None:
+                    try:
+                        items[i].on_progress(Progress(step=step, total=steps, draft=self._text(canvases[local[i]], languages[i])))
+                    except Exception as exc:
+                        outcomes[i] = exc
+            if len(listening) == len(members) and all(outcomes[i] is not None for i in members):
+                raise _AllCancelled
 
-        result = self.denoiser(
-            embeds,
-            tail,
-            steps=steps,
-            seed=seed,
-            first_position=ids.first_position,
-            early_exit=early_exit,
-            on_draft=on_draft if on_progress is not None else None,
-        )
-        clock.lap_ms()  # the denoising itself, reported below split into prefill and steps
-        timings["prefill"] = round(result.prefill_ms, 2)
-        timings["steps"] = [round(ms, 2) for ms in result.step_ms]
-        text = self._text(result.canvases, language)
-        timings["decode"] = clock.lap_ms()
-        timings["total"] = clock.total_ms()
-        return Transcript(text=text, language=language, steps_used=result.steps_used, timings=timings, language_detected=detected)
+        return on_draft
 
     def _text(self, canvases: torch.Tensor, language: str) -> str:
         """Each canvas up to its first end-of-turn/EOS token, detokenised; chunks joined."""
@@ -157,6 +227,18 @@ class DiffusionEngine:
         if not isinstance(steps, int) or not 1 <= steps <= config.max_steps:
             raise UserError(f"Steps must be a whole number from 1 to {config.max_steps}, not {steps}.", code="bad_steps")
         return steps
+
+
+class _AllCancelled(Exception):
+    """Every request of a denoising pass was cancelled: stop the pass."""
+
+
+def _graph_batch(rows: int) -> int:
+    """The batch a pass of `rows` canvases runs at when CUDA graphs are used: the next power of two.
+
+    A graph is captured per batch size (seconds each, once); rounding up keeps the sizes a server
+    meets to a few (1, 2, 4, 8, ...), and the extra rows repeat the last one and are dropped."""
+    return 1 << (rows - 1).bit_length()
 
 
 class _Clock:
