@@ -17,6 +17,7 @@ import soundfile as sf
 
 from app.audio.loading import load_audio
 from app.engine import EngineSpec, load_engine
+from app.engine.base import BatchItem
 from app.training.micro import DEFAULT_OUT as MICRO, EVAL_CLIPS, load_heldout
 from tests.data import WHISPER_TINY_EN_CT2
 from tests.data.build import synthesize
@@ -291,3 +292,45 @@ def test_the_prompt_is_the_vocabulary_whisper_is_conditioned_on(whisper_server, 
         prompted = api.audio.transcriptions.create(model="whisper-1", file=fh, language="en",
                                                    prompt="Kubernetes, Nguyen").text
     assert "Kubernetes" not in plain and "Kubernetes" in prompted, (plain, prompted)
+
+
+def test_waiting_diffusion_requests_are_denoised_as_one_batch(diffusion_server, tmp_path):
+    """While one request runs, three arrive and wait; the engine then takes them as one batch of canvases.
+    Each answer is exactly what the engine's `transcribe_batch` gives those three recordings in that order."""
+    long_clip = clips(source="espeak", language="en")[-1]
+    heldout = load_heldout(MICRO / "adapter")[EVAL_CLIPS + 1 : EVAL_CLIPS + 4]
+    paths = []
+    for k, (_, audio) in enumerate(heldout):
+        paths.append(tmp_path / f"heldout-{k}.wav")
+        sf.write(paths[-1], audio, 16_000)
+
+    def send(path, steps: int):
+        with open(path, "rb") as fh:
+            return httpx2.post(diffusion_server.url + "/v1/audio/transcriptions", files={"file": fh}, timeout=300,
+                               data={"model": "whisper-1", "language": "en", "steps": str(steps),
+                                     "response_format": "verbose_json"})
+
+    def health() -> dict:
+        return httpx2.get(diffusion_server.url + "/health").json()
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(send, long_clip.path, 48)
+        wait_until(lambda: health()["busy"], "the first request to run")
+        waiting = []
+        for path in paths:  # one at a time, so their order in the queue (and in the batch) is known
+            waiting.append(pool.submit(send, path, 8))
+            wait_until(lambda: health()["queue_length"] == len(waiting), "the request to wait in the queue")
+        assert health()["busy"], "the first request must still run, or the test proves nothing"
+        answers = [f.result().json() for f in waiting]
+    assert first.result().status_code == 200 and health()["max_batch"] == 8
+    assert [a["timings"]["batch"] for a in answers] == [3, 3, 3], answers
+    engine = load_engine(EngineSpec(engine="diffusion", model=str(MICRO), device="cpu"))
+    expected = engine.transcribe_batch([BatchItem(load_audio(p), "en") for p in paths], steps=8)
+    assert [a["text"] for a in answers] == [t.text for t in expected]
+
+
+def wait_until(condition, what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)

@@ -106,7 +106,7 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
         slot = queue.slot
         return {"status": "ok" if slot.engine is not None else "unavailable", **slot.describe(),
                 "model": options.model_id,  # a server folder's name only, never its path
-                "queue_length": queue.waiting, "busy": queue.running is not None,
+                "queue_length": queue.waiting, "busy": bool(queue.running), "max_batch": queue.max_batch,
                 "max_waiting": queue.max_waiting, "max_upload_bytes": options.max_upload_bytes}
 
     @api.get("/v1/models")

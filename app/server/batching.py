@@ -4,13 +4,17 @@ Requests that arrive while the engine is busy wait here, at most `max_waiting` o
 refused at once with 429 and a `Retry-After` that estimates when a place frees up, because a client
 that waits in an unbounded queue on a shared box only learns of the overload from its timeout.
 
-Jobs run one by one on a single engine thread (no engine is thread-safe). Batching several waiting
-canvases into one denoising pass needs a batch entry point in the diffusion engine, which it does not
-have yet (docs/server.md says so); the queue is the place where it would take them.
+The engine runs on a single thread (no engine is thread-safe). When it is free it takes the oldest
+waiting request and, where the engine has `transcribe_batch` (diffusion), up to `max_batch - 1` more
+that ask for the same number of steps: their canvases are denoised together, and a denoising step
+reads every weight whatever the batch, so on a GPU eight requests cost little more than one. Whisper
+runs them one by one. Each request still gets its own text, language, timings and progress stream;
+a client that goes away cancels its own request only.
 
 A model failure is handled as the worker handles it (`app.worker.engine_slot`): out of GPU memory
 with quantization `auto` shrinks the model and runs the job again; any other exception from the
-engine (a CUDA error, a bug) answers 503 and loads the model again before the next job.
+engine (a CUDA error, a bug) answers 503 and loads the model again before the next job. A batch
+refused for one request's sake (a 400) is run again one by one, so each request gets its own answer.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from app.engine import Progress, Transcript
+from app.engine import Engine, Progress, Transcript
+from app.engine.base import BatchItem
 from app.errors import UserError
 from app.server.api_errors import ApiError
 from app.server.request_checks import TranscriptionRequest
@@ -36,6 +44,13 @@ _MODEL_CODES = {"out_of_memory", "load_failed", "not_loaded", "no_model", "model
 
 class _Cancelled(Exception):
     """Raised from the progress callback when the client has gone away."""
+
+
+T = TypeVar("T")
+
+
+def _cancelled() -> ApiError:
+    return ApiError(499, "The client closed the connection.", "cancelled")
 
 
 @dataclass
@@ -62,97 +77,132 @@ class Job:
 class EngineQueue:
     """Owns the engine slot; `submit` from request handlers, `run` as one background task."""
 
-    def __init__(self, slot: EngineSlot, *, max_waiting: int = 16, log_text: bool = False) -> None:
+    def __init__(self, slot: EngineSlot, *, max_waiting: int = 16, max_batch: int = 8, log_text: bool = False) -> None:
         self.slot = slot
         self.max_waiting = max_waiting
+        self.max_batch = max_batch
         self._log_text = log_text
-        self._waiting: asyncio.Queue[Job] | None = None
+        self._waiting: deque[Job] = deque()
+        self._wakeup: asyncio.Event | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="engine")
-        self.running: Job | None = None
+        self.running: list[Job] = []
         self._seconds_per_job = 2.0  # a running estimate for Retry-After
 
     @property
     def waiting(self) -> int:
-        return self._waiting.qsize() if self._waiting is not None else 0
+        return len(self._waiting)
 
     def submit(self, request: TranscriptionRequest) -> Job:
         """Queue `request`, or raise 429 when `max_waiting` requests already wait."""
-        assert self._waiting is not None, "run() starts with the server"
-        job = Job(request, asyncio.get_running_loop())
-        try:
-            self._waiting.put_nowait(job)
-        except asyncio.QueueFull:
+        assert self._wakeup is not None, "run() starts with the server"
+        if len(self._waiting) >= self.max_waiting:
             retry = max(1, round(self._seconds_per_job * (self.waiting + 1)))
             raise ApiError(429, f"The server is busy: {self.waiting} requests are waiting already; try again in "
-                           f"{retry} seconds.", "queue_full", headers={"Retry-After": str(retry)}) from None
+                           f"{retry} seconds.", "queue_full", headers={"Retry-After": str(retry)})
+        job = Job(request, asyncio.get_running_loop())
+        self._waiting.append(job)
+        self._wakeup.set()
         return job
 
     async def run(self) -> None:
-        self._waiting = asyncio.Queue(self.max_waiting)
+        self._wakeup = asyncio.Event()
         loop = asyncio.get_running_loop()
         while True:
-            job = await self._waiting.get()
-            if job.cancelled:
+            while not self._waiting:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            jobs = self._take()
+            if not jobs:
                 continue
-            job.queue_ms = round((time.monotonic() - job.received) * 1000.0, 1)
-            self.running = job
-            started = time.monotonic()
+            now = time.monotonic()
+            for job in jobs:
+                job.queue_ms = round((now - job.received) * 1000.0, 1)
+            self.running = jobs
             try:
-                outcome = await loop.run_in_executor(self._executor, self._transcribe, job)
+                outcomes = await loop.run_in_executor(self._executor, self._transcribe_all, jobs)
             finally:
-                self.running = None
-            self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
-            if not job.done.done():
-                job.done.set_result(outcome)
-            job.events.put_nowait(None)  # the end of the progress stream
+                self.running = []
+            self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - now) / len(jobs)
+            for job, outcome in zip(jobs, outcomes):
+                if not job.done.done():
+                    job.done.set_result(outcome)
+                job.events.put_nowait(None)  # the end of the progress stream
+
+    def _take(self) -> list[Job]:
+        """The oldest waiting request and, for an engine that batches, the next ones with the same steps."""
+        while self._waiting and self._waiting[0].cancelled:
+            self._waiting.popleft()
+        if not self._waiting:
+            return []
+        jobs = [self._waiting.popleft()]
+        if self.max_batch > 1 and hasattr(self.slot.engine, "transcribe_batch"):
+            for job in list(self._waiting):
+                if len(jobs) == self.max_batch:
+                    break
+                if not job.cancelled and job.request.steps == jobs[0].request.steps:
+                    self._waiting.remove(job)
+                    jobs.append(job)
+        return jobs
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- on the engine thread ------------------------------------------------------------------
 
-    def _transcribe(self, job: Job) -> Transcript | ApiError:
-        """Run one job; return its transcript or the ApiError to answer with (never raise)."""
-        req = job.request
+    def _transcribe_all(self, jobs: list[Job]) -> list[Transcript | ApiError]:
+        """Run the jobs (one, or a batch); one transcript or ApiError each, in order (never raise)."""
+        if len(jobs) == 1:
+            job, req = jobs[0], jobs[0].request
+            outcomes = [self._with_engine(job.id, lambda engine: engine.transcribe(
+                req.audio, language=req.language, steps=req.steps, on_progress=_progress(job), vocabulary=req.vocabulary))]
+        else:
+            items = [BatchItem(j.request.audio, j.request.language, j.request.vocabulary, _progress(j)) for j in jobs]
+            names = ",".join(job.id for job in jobs)
+            batch = self._with_engine(names, lambda engine: engine.transcribe_batch(items, steps=jobs[0].request.steps))
+            if isinstance(batch, ApiError):
+                if batch.status == 400:  # one request's problem: each gets its own answer
+                    return [self._transcribe_all([job])[0] for job in jobs]
+                return [ApiError(batch.status, batch.message, batch.code, headers=batch.headers) for _ in jobs]
+            outcomes = [_cancelled() if t is None else t for t in batch]
+        for job, outcome in zip(jobs, outcomes):
+            seconds = job.request.seconds
+            if isinstance(outcome, ApiError):
+                continue
+            if self._log_text:
+                log.info("job %s: %.1f s of audio -> %r", job.id, seconds, outcome.text)
+            else:
+                log.info("job %s: %.1f s of audio in %.0f ms (batch of %s)", job.id, seconds,
+                         outcome.timings.get("total", 0.0), outcome.timings.get("batch", 1))
+        return outcomes
 
-        def on_progress(p: Progress) -> None:
-            if job.cancelled:
-                raise _Cancelled
-            job.loop.call_soon_threadsafe(job.events.put_nowait, p)
-
+    def _with_engine(self, names: str, run: Callable[[Engine], T]) -> T | ApiError:
+        """`run(engine)` with the worker's recovery; the ApiError to answer with where it fails."""
         try:
             engine = self.slot.get()
             while True:
                 try:
-                    transcript = engine.transcribe(req.audio, language=req.language, steps=req.steps,
-                                                   on_progress=on_progress, vocabulary=req.vocabulary)
-                    break
+                    return run(engine)
                 except Exception as exc:
                     oom = as_out_of_memory(exc)
                     if oom is None:
                         raise
-                    log.warning("job %s: out of memory (quantization %s)", job.id, self.slot.mode)
+                    log.warning("job %s: out of memory (quantization %s)", names, self.slot.mode)
                     engine = self.slot.shrink(oom)  # raises when there is nothing smaller to try
         except _Cancelled:
-            log.info("job %s: the client went away; stopped", job.id)
-            return ApiError(499, "The client closed the connection.", "cancelled")
+            log.info("job %s: the client went away; stopped", names)
+            return _cancelled()
         except UserError as exc:
             if exc.code in _MODEL_CODES:
-                log.warning("job %s: the model cannot run: %s", job.id, exc.message)
+                log.warning("job %s: the model cannot run: %s", names, exc.message)
                 return ApiError(503, f"The speech model cannot run on this server: {exc.message}", "model_unavailable",
                                 headers={"Retry-After": "30"})
             return ApiError(400, exc.message, exc.code)
         except Exception as exc:
-            log.exception("job %s: the engine failed; loading the model again", job.id)
+            log.exception("job %s: the engine failed; loading the model again", names)
             self._reload()
             return ApiError(503, f"The speech model failed on this request ({type(exc).__name__}) and is being "
                             "loaded again; send the request again in a few seconds.", "model_failed",
                             headers={"Retry-After": "5"})
-        if self._log_text:
-            log.info("job %s: %.1f s of audio -> %r", job.id, req.seconds, transcript.text)
-        else:
-            log.info("job %s: %.1f s of audio in %.0f ms", job.id, req.seconds, transcript.timings.get("total", 0.0))
-        return transcript
 
     def _reload(self) -> None:
         """After an engine failure the model's state (a CUDA context, caches) cannot be trusted: load it anew."""
@@ -163,3 +213,14 @@ class EngineQueue:
             self.slot.load(spec)
         except UserError as exc:  # remembered by the slot: each later job answers 503 with this sentence
             log.error("reloading the model failed: %s", exc.message)
+
+
+def _progress(job: Job) -> Callable[[Progress], None]:
+    """The engine's progress callback for `job`: drafts to its stream; raises once its client went away."""
+
+    def on_progress(p: Progress) -> None:
+        if job.cancelled:
+            raise _Cancelled
+        job.loop.call_soon_threadsafe(job.events.put_nowait, p)
+
+    return on_progress

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted audio file (default 25 MB)")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait while the engine is busy; "
                    "one more gets 429 (default 16)")
+    p.add_argument("--max-batch", type=int, default=8, help="diffusion: waiting requests denoised together in one "
+                   "batch of canvases (default 8; 1 runs them one by one)")
     p.add_argument("--log-text", action="store_true", help="log transcripts (never logged otherwise)")
 
 
@@ -46,8 +48,9 @@ def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UserError("Give both --tls-cert and --tls-key for https, or neither.", code="bad_tls")
-    if args.queue_size < 1 or args.max_upload_mb <= 0:
-        raise UserError("--queue-size must be at least 1 and --max-upload-mb more than 0.", code="bad_option")
+    if args.queue_size < 1 or args.max_batch < 1 or args.max_upload_mb <= 0:
+        raise UserError("--queue-size and --max-batch must be at least 1 and --max-upload-mb more than 0.",
+                        code="bad_option")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="server %(levelname)s %(message)s")
     token_path = config_dir() / TOKEN_FILE
     token, generated = server_token(args.host, args.token_file, token_path)
@@ -59,7 +62,7 @@ def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
     slot.load(spec)  # a model that cannot load ends here, with its sentence, before the port opens
     info = slot.describe()
     print(f"Serving {info['engine']} {served_model_id(spec)} on {info['device']}", file=sys.stderr, flush=True)
-    queue = EngineQueue(slot, max_waiting=args.queue_size, log_text=args.log_text)
+    queue = EngineQueue(slot, max_waiting=args.queue_size, max_batch=args.max_batch, log_text=args.log_text)
     options = ServerOptions(model_id=args.model_id or served_model_id(spec), token=token,
                             max_upload_bytes=int(args.max_upload_mb * 2**20))
     uvicorn.run(create_app(queue, options), host=args.host, port=args.port, log_level="info",
