@@ -47,7 +47,7 @@ from transformers import (  # noqa: E402
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder  # noqa: E402
 
-from app.engine.base import SAMPLE_RATE  # noqa: E402
+from app.engine.base import SAMPLE_RATE, BatchItem  # noqa: E402
 from app.engine.diffusion.audio_encoder import WhisperAudioEncoder  # noqa: E402
 from app.engine.diffusion.config import AdapterConfig, ProjectorConfig  # noqa: E402
 from app.engine.diffusion.denoising import Denoiser  # noqa: E402
@@ -215,6 +215,23 @@ def timed_runs(engine: DiffusionEngine, audio: np.ndarray, steps: int, runs: int
     }
 
 
+def batched_runs(engine: DiffusionEngine, audio: np.ndarray, batch: int, runs: int) -> dict:
+    """A speech server's batch: `batch` requests of the clip in one denoising pass of 8 steps
+    (`transcribe_batch`, as `python -m app serve` runs waiting requests). A step reads every weight
+    whatever the batch, so near the bandwidth floor a batch costs about one request."""
+    items = [BatchItem(audio, "en") for _ in range(batch)]
+    engine.transcribe_batch(items, steps=8, early_exit=False)  # captures this batch's graphs once
+    totals, step_ms = [], []
+    for _ in range(runs):
+        t = engine.transcribe_batch(items, steps=8, early_exit=False)[0]
+        assert t.timings["batch"] == batch
+        totals.append(t.timings["total"])
+        step_ms.extend(t.timings["steps"])
+    total = _p(totals, 50)
+    return {"total_ms_p50_8_steps": total, "step_ms_p50": _p(step_ms, 50),
+            "requests_per_s": round(batch / total * 1000.0, 2)}
+
+
 def kernel_check(engine: DiffusionEngine) -> dict:
     """Each quantized expert product of layer 0 (its kernel on this device) against the same codes
     dequantized to the compute dtype and multiplied expert by expert, on 256 tokens x top-k rows.
@@ -259,7 +276,8 @@ def graph_check(engine: DiffusionEngine, audio: np.ndarray, runs: int) -> dict:
             "eager_step_ms_p50": timing["step_ms_p50_8_steps"], "eager_prefill_ms_p50": timing["prefill_ms_p50_8_steps"]}
 
 
-def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_counts: tuple[int, ...], bandwidth: float | None) -> dict:
+def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_counts: tuple[int, ...], bandwidth: float | None,
+            batches: tuple[int, ...] = ()) -> dict:
     started = time.perf_counter()
     engine = build_engine(mode, device, tiny=tiny)
     _sync(device)
@@ -293,6 +311,8 @@ def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_coun
         result["kernel_check"] = kernel_check(engine)
     if engine.denoiser.use_graphs:
         result["graph_check"] = graph_check(engine, audio, max(2, runs // 3))
+    for batch in batches:
+        result[f"batch_{batch}"] = batched_runs(engine, audio, batch, max(2, runs // 2))
     result["runs"] = runs
     result["seconds"] = round(time.perf_counter() - started, 1)
     del engine
@@ -338,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--modes", help="comma-separated quantizations (default: bf16,fp8,int8,int4 on GPU, fp32,int8,int4 on CPU)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per step count (default 10)")
     parser.add_argument("--step-counts", default="8,16", help="denoising step counts to time (default 8,16)")
+    parser.add_argument("--batches", default="4,8", help="server batch sizes to time at 8 steps ('' for none)")
     parser.add_argument("--whisper", default="whisper-small,whisper-large-v3-turbo", help="Whisper peers ('' for none)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip parts that would start after this many seconds")
     parser.add_argument("--out", type=Path, help="also write the JSON here (rewritten after every part)")
@@ -347,6 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
     modes = args.modes.split(",") if args.modes else (["bf16", "fp8", "int8", "int4"] if device.type == "cuda" else ["fp32", "int8", "int4"])
     config = tiny_backbone_config() if args.tiny else real_backbone_config()
     step_counts = tuple(int(n) for n in args.step_counts.split(","))
+    batches = tuple(int(n) for n in args.batches.split(",") if n)
     report: dict = {
         "machine": machine_info(),
         "command": "python benchmarks/gpu_real_shape.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -381,7 +403,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     for mode in modes:
         need = max(estimate_bytes(config, mode), estimate_bytes(config, "bf16"))  # built in bf16 first
-        part(report["modes"], mode, lambda: measure(mode, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth), need)
+        part(report["modes"], mode, lambda: measure(mode, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth,
+                                                      batches=batches), need)
     for name in filter(None, args.whisper.split(",")):
         part(report["whisper_peer"], name, lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny))
     report["seconds"] = round(time.perf_counter() - started, 1)

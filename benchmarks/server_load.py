@@ -1,10 +1,12 @@
 """Many dictations at once on one speech server: is anything lost or changed, and what does it cost?
 
     .venv/bin/python benchmarks/server_load.py --json [--clients 8] [--requests 25] [--engine E --model M]
+    .venv/bin/python benchmarks/server_load.py --json --engine diffusion --model resources/models/diffusion-micro
 
 Starts a real server subprocess (`python -m app serve`, default Whisper tiny.en on CTranslate2 from the
-test data: `python -m tests.data.build` first) on 127.0.0.1 and sends it the eight short English
-espeak-ng clips over HTTP, as the app does (multipart upload, JSON answer):
+test data: `python -m tests.data.build` first) on 127.0.0.1 and sends it eight short English clips
+over HTTP, as the app does (multipart upload, JSON answer): the espeak-ng clips for Whisper, and the
+micro diffusion model's own held-out sentences for a diffusion model (espeak is not its voice):
 
 1. reference: each clip once, alone; its text is what every later answer must say;
 2. one client sending `--requests` requests one after another;
@@ -12,9 +14,13 @@ espeak-ng clips over HTTP, as the app does (multipart upload, JSON answer):
 
 For each phase: `lost` (requests that failed or never came back), `wrong_text` (answers whose text
 differs from the clip's reference), latency p50/p95 in ms (upload to answer, queueing included),
-requests per second, and `throughput_ratio_8_to_1` (phase 3's rps over phase 2's). The server runs the
-engine on one thread, one request at a time (the diffusion engine has no batch entry point yet), so on
-a CPU the ratio is about 1: concurrency queues requests, it does not add compute.
+requests per second, `wer` against the clips' scripts, `mean_batch` (how many requests shared each
+answer's denoising pass) and `throughput_ratio_8_to_1` (phase 3's rps over phase 2's). Whisper runs
+one request at a time, so on a CPU its ratio is about 1: concurrency queues requests, it does not add
+compute. The diffusion engine denoises waiting requests as one batch; a batched request's text is
+another draw of the sampler than alone (DiffusionEngine.transcribe_batch), so for diffusion
+`wrong_text` counts texts that differ from the single-request draw and `wer` is what tells whether
+batching costs accuracy.
 """
 
 from __future__ import annotations
@@ -36,41 +42,60 @@ import httpx2  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from tests.data import WHISPER_TINY_EN_CT2  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
-from tests.speech import clips  # noqa: E402
+from tests.speech import Clip, clips, wer  # noqa: E402
 
 
-def send(http: httpx2.Client, url: str, clip) -> tuple[float, str | None]:
-    """(latency ms, text or None when the request was lost)."""
+def send(http: httpx2.Client, url: str, clip) -> tuple[float, str | None, int]:
+    """(latency ms, text or None when the request was lost, requests in its denoising pass)."""
     started = time.perf_counter()
+    text, batch = None, 1
     try:
         with open(clip.path, "rb") as fh:
-            answer = http.post(url + "/v1/audio/transcriptions", files={"file": fh}, data={"model": "whisper-1"})
-        text = answer.json()["text"] if answer.status_code == 200 else None
+            answer = http.post(url + "/v1/audio/transcriptions", files={"file": fh},
+                               data={"model": "whisper-1", "language": "en"})
+        if answer.status_code == 200:
+            text, batch = answer.json()["text"], int(answer.json()["timings"].get("batch", 1))
     except (httpx2.HTTPError, ValueError, KeyError):
         text = None
-    return (time.perf_counter() - started) * 1000.0, text
+    return (time.perf_counter() - started) * 1000.0, text, batch
+
+
+def heldout_clips(folder: Path, model: Path) -> list[Clip]:
+    """The micro diffusion model's first eight test sentences, as WAV files in `folder`."""
+    import soundfile as sf
+
+    from app.training.micro import EVAL_CLIPS, load_heldout
+
+    out = []
+    for k, (text, audio) in enumerate(load_heldout(model / "adapter")[EVAL_CLIPS : EVAL_CLIPS + 8]):
+        path = folder / f"heldout-{k}.wav"
+        sf.write(path, audio, 16_000)
+        out.append(Clip(f"heldout-{k}", path, text, "en", "micro-heldout", len(audio) / 16_000))
+    return out
 
 
 def phase(url: str, speech: list, reference: dict, clients: int, requests: int) -> dict:
-    def client(index: int) -> list[tuple[float, str | None, str]]:
+    def client(index: int) -> list[tuple[float, str | None, int, object]]:
         """One user: a connection of its own (as the app keeps one), requests one after another."""
         out = []
         with httpx2.Client(timeout=600) as http:
             for k in range(requests):
                 clip = speech[(index + k) % len(speech)]
-                ms, text = send(http, url, clip)
-                out.append((ms, text, clip.id))
+                out.append((*send(http, url, clip), clip))
         return out
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = [r for rs in pool.map(client, range(clients)) for r in rs]
     wall = time.perf_counter() - started
-    latencies = sorted(ms for ms, text, _ in results if text is not None)
+    latencies = sorted(ms for ms, text, _, _ in results if text is not None)
+    answered = [(text, batch, clip) for _, text, batch, clip in results if text is not None]
     return {
         "clients": clients, "requests": len(results),
-        "lost": sum(text is None for _, text, _ in results),
-        "wrong_text": sum(text is not None and text != reference[cid] for _, text, cid in results),
+        "lost": len(results) - len(answered),
+        "wrong_text": sum(text != reference[clip.id] for text, _, clip in answered),
+        "wer": round(wer([clip.text for _, _, clip in answered], [text for text, _, _ in answered]), 4),
+        "mean_batch": round(statistics.mean(batch for _, batch, _ in answered), 2) if answered else None,
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "p95_ms": round(latencies[max(0, round(0.95 * len(latencies)) - 1)], 1) if latencies else None,
         "rps": round(len(latencies) / wall, 3), "wall_s": round(wall, 1),
@@ -84,12 +109,14 @@ def main() -> None:
     ap.add_argument("--engine", default="faster-whisper")
     ap.add_argument("--model", default=str(WHISPER_TINY_EN_CT2))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--max-batch", type=int, default=8, help="the server's --max-batch (diffusion)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    speech = clips(source="espeak", language="en")[:8]
-    log = Path(tempfile.mkdtemp(prefix="server-load-")) / "server.log"
+    folder = Path(tempfile.mkdtemp(prefix="server-load-"))
+    log = folder / "server.log"
+    speech = heldout_clips(folder, Path(args.model)) if args.engine == "diffusion" else clips(source="espeak", language="en")[:8]
     server = ServerProcess(["--engine", args.engine, "--model", args.model, "--device", args.device,
-                            "--queue-size", str(max(16, 2 * args.clients))], log,
+                            "--queue-size", str(max(16, 2 * args.clients)), "--max-batch", str(args.max_batch)], log,
                            env={"OMP_NUM_THREADS": str(os.cpu_count() or 1)}).wait_ready(timeout_s=600)
     try:
         health = httpx2.get(server.url + "/health").json()
@@ -97,7 +124,7 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         for clip in speech:
             with httpx2.Client(timeout=600) as http:
-                _, text = send(http, server.url, clip)
+                _, text, _ = send(http, server.url, clip)
             assert text is not None, f"the reference request for {clip.id} failed; see {log}"
             reference[clip.id] = text
         one = phase(server.url, speech, reference, 1, args.requests)
@@ -106,7 +133,7 @@ def main() -> None:
         server.stop()
     report = {
         "machine": machine_info(), "engine": health["engine"], "model": health["model"], "device": health["device"],
-        "quantization": health["quantization"], "clips": [c.id for c in speech],
+        "quantization": health["quantization"], "max_batch": health["max_batch"], "clips": [c.id for c in speech],
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before / after: a shared machine
         "one_client": one, f"{args.clients}_clients": many,
         f"throughput_ratio_{args.clients}_to_1": round(many["rps"] / one["rps"], 3) if one["rps"] else None,

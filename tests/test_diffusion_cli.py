@@ -34,8 +34,10 @@ def test_transcribe_reports_a_bad_adapter_in_one_line(tmp_path, capsys):
 
 def test_gpu_benchmark_smoke_mode_on_cpu(tmp_path):
     out = tmp_path / "report.json"
-    argv = ["--tiny", "--device", "cpu", "--runs", "1", "--modes", "int4", "--step-counts", "1,2", "--out", str(out)]
+    argv = ["--tiny", "--device", "cpu", "--runs", "1", "--modes", "int4", "--step-counts", "1,2", "--batches", "2",
+            "--out", str(out)]
     report = gpu_real_shape.main(argv)
     int4 = report["modes"]["int4"]
     assert int4["step_ms_p50"] > 0 and int4["total_ms_p50_2_steps"] > 0 and int4["prefill_ms_p50"] > 0
+    assert int4["batch_2"]["requests_per_s"] > 0
     assert json.loads(out.read_text())["modes"]["int4"]["runs"] == 1
