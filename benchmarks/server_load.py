@@ -61,14 +61,20 @@ def send(http: httpx2.Client, url: str, clip) -> tuple[float, str | None, int]:
 
 
 def heldout_clips(folder: Path, model: Path) -> list[Clip]:
-    """The micro diffusion model's first eight test sentences, as WAV files in `folder`."""
+    """The micro diffusion model's first eight test sentences, as WAV files in `folder`, each followed by
+    silence up to the longest: the micro model reads only the speech's frames (`trim_audio`), so only
+    requests of one length share a pass; the real model reads the whole window, any lengths batch."""
+    import numpy as np
     import soundfile as sf
 
     from app.training.micro import EVAL_CLIPS, load_heldout
 
+    heldout = load_heldout(model / "adapter")[EVAL_CLIPS : EVAL_CLIPS + 8]
+    longest = max(len(audio) for _, audio in heldout)
     out = []
-    for k, (text, audio) in enumerate(load_heldout(model / "adapter")[EVAL_CLIPS : EVAL_CLIPS + 8]):
+    for k, (text, audio) in enumerate(heldout):
         path = folder / f"heldout-{k}.wav"
+        audio = np.pad(audio, (0, longest - len(audio)))
         sf.write(path, audio, 16_000)
         out.append(Clip(f"heldout-{k}", path, text, "en", "micro-heldout", len(audio) / 16_000))
     return out

@@ -31,8 +31,16 @@ def engine():
 
 
 @pytest.fixture(scope="module")
-def clips():
+def heldout():
     return load_heldout(MICRO / "adapter")[EVAL_CLIPS : EVAL_CLIPS + 4]
+
+
+@pytest.fixture(scope="module")
+def clips(heldout):
+    """The clips with silence after each up to the longest: the micro model reads only the speech's frames
+    (`trim_audio`), so only requests of one length share a pass (see the trimmed test below)."""
+    longest = max(len(audio) for _, audio in heldout)
+    return [(text, np.pad(audio, (0, longest - len(audio)))) for text, audio in heldout]
 
 
 @pytest.fixture
@@ -115,6 +123,16 @@ def test_other_languages_get_passes_of_their_own(engine, clips, decoder_batches)
     assert [r.language for r in results] == ["en", "de", "en"]
     assert sorted(set(decoder_batches)) == [1, 2] and len(decoder_batches) == 2 * STEPS
     assert [r.timings["batch"] for r in results] == [2, 1, 2]
+
+
+def test_a_trimmed_model_batches_only_speech_of_one_length(engine, heldout, decoder_batches):
+    """With `trim_audio` a request's prompt holds its own speech's frames: requests of other lengths get
+    passes of their own, so each text is exactly the one it gets alone."""
+    assert engine.model.config.trim_audio and len({len(audio) for _, audio in heldout}) == len(heldout)
+    results = engine.transcribe_batch([BatchItem(audio, "en") for _, audio in heldout], steps=STEPS, early_exit=False)
+    assert decoder_batches == [1] * (STEPS * len(heldout))
+    alone = [engine.transcribe(audio, language="en", steps=STEPS, early_exit=False).text for _, audio in heldout]
+    assert [r.text for r in results] == alone
 
 
 def test_silence_in_a_batch_is_empty_and_costs_no_canvas(engine, clips, decoder_batches):

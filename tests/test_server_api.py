@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx2
+import numpy as np
 import openai
 import pytest
 import soundfile as sf
@@ -299,10 +300,11 @@ def test_waiting_diffusion_requests_are_denoised_as_one_batch(diffusion_server, 
     Each answer is exactly what the engine's `transcribe_batch` gives those three recordings in that order."""
     long_clip = clips(source="espeak", language="en")[-1]
     heldout = load_heldout(MICRO / "adapter")[EVAL_CLIPS + 1 : EVAL_CLIPS + 4]
+    longest = max(len(audio) for _, audio in heldout)  # one length: the trimmed micro model batches only that
     paths = []
     for k, (_, audio) in enumerate(heldout):
         paths.append(tmp_path / f"heldout-{k}.wav")
-        sf.write(paths[-1], audio, 16_000)
+        sf.write(paths[-1], np.pad(audio, (0, longest - len(audio))), 16_000)
 
     def send(path, steps: int):
         with open(path, "rb") as fh:

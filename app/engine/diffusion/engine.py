@@ -99,8 +99,8 @@ class DiffusionEngine:
 
         A denoising step reads every weight of the backbone whatever the batch, so on a GPU the canvases
         of several requests cost little more than one. The chunks of all items go through the encoder
-        together; items whose prompts are the same (same language and vocabulary) share one denoising
-        pass. Each item gets its own text, language and timings (`timings["batch"]`: how many requests
+        together; items whose prompts are the same (same language and vocabulary, and with `trim_audio`
+        the same speech length) share one denoising pass. Each item gets its own text, language and timings (`timings["batch"]`: how many requests
         shared its pass). None for an item whose `on_progress` raised (it was cancelled); the others go on.
 
         A request's text in a batch is a draw of the same sampler as alone, not the same draw: the
@@ -138,10 +138,6 @@ class DiffusionEngine:
         features = m.audio.features(chunks)
         shared["features"] = clock.lap_ms()
         frames = m.audio.encode(features)
-        speech = frames
-        if m.config.trim_audio:  # one batch: every chunk keeps the longest chunk's frames
-            speech = frames[:, : max(m.audio.frames_for(len(chunk)) for chunk in chunks)]
-        audio_embeds = m.projector(speech)
         shared["encoder"] = clock.lap_ms()
         languages = [item.language for item in items]
         for i, item in enumerate(items):
@@ -150,26 +146,29 @@ class DiffusionEngine:
         if AUTO in (item.language for item in items):
             shared["language_id"] = clock.lap_ms()
 
-        passes: dict[tuple, list[int]] = {}  # one denoising pass per distinct prompt
-        prompts = {}
+        # One denoising pass per distinct prompt: language, vocabulary and, with `trim_audio`, the speech's
+        # length (a request's longest chunk). A batch never pads one request's speech to a neighbour's
+        # length: each request's prompt is the one it gets alone.
+        groups: dict[tuple, list[int]] = {}
         for i, item in enumerate(items):
             if rows_of[i]:
-                ids = m.prompt.build(m.config.language_names[languages[i]], audio_slots=audio_embeds.shape[1],
-                                     vocabulary=item.vocabulary)
-                key = (tuple(ids.prefix), tuple(ids.tail), ids.first_position)
-                prompts[key] = ids
-                passes.setdefault(key, []).append(i)
+                length = max(m.audio.frames_for(len(c)) for c in chunked[i]) if m.config.trim_audio else frames.shape[1]
+                groups.setdefault((languages[i], item.vocabulary, length), []).append(i)
+        passes = []
+        for (language, vocabulary, length), members in groups.items():
+            audio_embeds = m.projector(frames[[row for i in members for row in rows_of[i]], :length])
+            ids = m.prompt.build(m.config.language_names[language], audio_slots=audio_embeds.shape[1], vocabulary=vocabulary)
+            passes.append((members, audio_embeds, ids))
+        shared["encoder"] += clock.lap_ms()  # the projector's share
 
-        for key, members in passes.items():
-            ids = prompts[key]
-            rows = [row for i in members for row in rows_of[i]]
+        for members, audio_embeds, ids in passes:
             local, at = {}, 0  # each member's rows within this pass
             for i in members:
                 local[i] = list(range(at, at + len(rows_of[i])))
                 at += len(rows_of[i])
-            padded = rows
+            padded = list(range(at))
             if len(members) > 1 and self.denoiser.use_graphs:  # a server's batch: a few graph shapes, not one per size
-                padded = rows + [rows[-1]] * (_graph_batch(len(rows)) - len(rows))
+                padded += [at - 1] * (_graph_batch(at) - at)
             prefix = torch.tensor([ids.prefix] * len(padded), device=m.device)
             tail = torch.tensor([ids.tail] * len(padded), device=m.device)
             embeds = embed_prefix(m.backbone.get_input_embeddings(), prefix, audio_embeds[padded], m.config.audio_token_id)
