@@ -30,6 +30,18 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Terminate the processes a session started, last first (killed after 10 s), and forget them."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    procs.clear()
+
+
 def wait_for(predicate, what: str, timeout: float = 60.0, interval: float = 0.02):
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -135,14 +147,7 @@ class XSession:
         if self._keys is not None:
             self._keys.close()
             self._keys = None
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        self.procs.clear()
+        stop_all(self.procs)
 
 
 class Window:

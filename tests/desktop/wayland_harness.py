@@ -24,7 +24,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.desktop.harness import PYTHON, ROOT, wait_for
+from tests.desktop.harness import PYTHON, ROOT, stop_all, wait_for
 
 HOTKEY_KEYS = ("ctrl", "shift", "space")  # the app's default <ctrl>+<shift>+<space>
 HOLD_KEYS = ("ctrl", "alt", "h")  # bound to `app start` on press and `app stop` on release
@@ -145,14 +145,7 @@ class WaylandSession:
         return self.run("wl-paste", "--no-newline", timeout=10)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        self.procs.clear()
+        stop_all(self.procs)
 
 
 class WaylandWindow:
