@@ -30,18 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
-def stop_all(procs: list[subprocess.Popen]) -> None:
-    """Terminate the processes a session started, last first (killed after 10 s), and forget them."""
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    procs.clear()
-
-
 def wait_for(predicate, what: str, timeout: float = 60.0, interval: float = 0.02):
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -54,13 +42,42 @@ def wait_for(predicate, what: str, timeout: float = 60.0, interval: float = 0.02
         time.sleep(interval)
 
 
-class XSession:
-    """Xvfb + openbox + trayer. `env` is the environment for programs on this display."""
+class Session:
+    """A desktop session the tests start (X11 or Wayland): the programs it runs and their environment."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.procs: list[subprocess.Popen] = []
         self.env: dict[str, str] = {}
+
+    def spawn(self, argv: list[str], name: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+        """Start a program on this display, its output appended to `log` (default: NAME.log)."""
+        out = open(log or self.workdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, env=env or self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *argv: str, input: bytes | None = None, timeout: float = 30) -> str:
+        done = subprocess.run(argv, env=self.env, input=input, capture_output=True, timeout=timeout)
+        return done.stdout.decode(errors="replace")
+
+    def stop(self) -> None:
+        """Terminate the programs, last first (killed after 10 s), and forget them."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.procs.clear()
+
+
+class XSession(Session):
+    """Xvfb + openbox + trayer. `env` is the environment for programs on this display."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
         self._keys = None  # an X connection for key_event, opened on first use
 
     def start(self, attempts: int = 2) -> "XSession":
@@ -97,17 +114,6 @@ class XSession:
                     "--SetDockType", "true", "--transparent", "false"], "trayer")
         wait_for(self.tray_ready, "trayer to own the system tray selection")
         return self
-
-    def spawn(self, argv: list[str], name: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
-        """Start a program on this display, its output appended to `log` (default: NAME.log)."""
-        out = open(log or self.workdir / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, env=env or self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.procs.append(proc)
-        return proc
-
-    def run(self, *argv: str, input: bytes | None = None, timeout: float = 30) -> str:
-        done = subprocess.run(argv, env=self.env, input=input, capture_output=True, timeout=timeout)
-        return done.stdout.decode(errors="replace")
 
     def tray_ready(self) -> bool:
         code = "from Xlib import display; d = display.Display(); " \
@@ -147,7 +153,7 @@ class XSession:
         if self._keys is not None:
             self._keys.close()
             self._keys = None
-        stop_all(self.procs)
+        super().stop()
 
 
 class Window:

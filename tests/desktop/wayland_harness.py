@@ -24,7 +24,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.desktop.harness import PYTHON, ROOT, stop_all, wait_for
+from tests.desktop.harness import PYTHON, ROOT, Session, wait_for
 
 HOTKEY_KEYS = ("ctrl", "shift", "space")  # the app's default <ctrl>+<shift>+<space>
 HOLD_KEYS = ("ctrl", "alt", "h")  # bound to `app start` on press and `app stop` on release
@@ -35,15 +35,13 @@ def missing_tools() -> list[str]:
     return [t for t in TOOLS if not shutil.which(t)]
 
 
-class WaylandSession:
+class WaylandSession(Session):
     """Headless sway; `env` is the environment of a native Wayland client on it."""
 
     def __init__(self, workdir: Path, config_home: Path) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.runtime = workdir / "runtime"
         self.config_home = config_home  # the app's XDG_CONFIG_HOME: `app toggle` finds the instance by it
-        self.procs: list[subprocess.Popen] = []
-        self.env: dict[str, str] = {}
 
     def start(self) -> "WaylandSession":
         self.runtime.mkdir(mode=0o700, exist_ok=True)
@@ -81,16 +79,6 @@ class WaylandSession:
 
     def _socket(self, pattern: str) -> Path | None:
         return next((p for p in self.runtime.glob(pattern) if not p.name.endswith(".lock")), None)
-
-    def spawn(self, argv: list[str], name: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
-        out = open(log or self.workdir / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, env=env or self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.procs.append(proc)
-        return proc
-
-    def run(self, *argv: str, input: bytes | None = None, timeout: float = 30) -> str:
-        done = subprocess.run(argv, env=self.env, input=input, capture_output=True, timeout=timeout)
-        return done.stdout.decode(errors="replace")
 
     def swaymsg(self, *args: str) -> str:
         return self.run("swaymsg", *args)
@@ -143,9 +131,6 @@ class WaylandSession:
 
     def clipboard(self) -> str:
         return self.run("wl-paste", "--no-newline", timeout=10)
-
-    def stop(self) -> None:
-        stop_all(self.procs)
 
 
 class WaylandWindow:
