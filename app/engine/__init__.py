@@ -30,7 +30,9 @@ class EngineSpec:
     """Everything needed to load an engine; also what the worker's `load` message carries.
 
     `model` is a local folder or a Hugging Face Hub id. For the diffusion engine it names the adapter;
-    `backbone` and `encoder` override the frozen parts the adapter's config points at.
+    `backbone` and `encoder` override the frozen parts the adapter's config points at. `compile`
+    (diffusion only) also compiles the decoder layers with torch.compile (Inductor), as pieces of
+    `Engine.preparations`; off by default until it is measured faster (docs/benchmarks.md).
     """
 
     engine: str = "whisper"
@@ -40,6 +42,7 @@ class EngineSpec:
     quantization: str = "auto"
     device: str = "auto"
     seed: int = 0
+    compile: bool = False
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

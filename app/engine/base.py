@@ -80,10 +80,31 @@ class BatchItem:
     on_progress: ProgressCallback | None = None
 
 
+@dataclass(frozen=True)
+class Preparation:
+    """One piece of speed-up work an engine does after it is ready, such as capturing the CUDA graphs
+    for one prompt shape or compiling its layers for that shape.
+
+    Each piece takes seconds, so no dictation should wait for it: the worker (and the speech server)
+    run the pieces one at a time while no job is waiting, and until a shape's piece has run, jobs of
+    that shape take the engine's eager path (the same text, slower). `run` never raises for what can
+    happen on a user's machine (out of GPU memory, a capture or compile that fails): the engine then
+    keeps the eager path for that shape and logs why.
+    """
+
+    label: str  # what it does, for the settings window: "GPU graphs for English (1 recording)"
+    run: Callable[[], None]
+
+
 class Engine(Protocol):
     """A loaded speech model. `transcribe` may be called many times; the model stays warm."""
 
     name: str
+
+    def preparations(self) -> list[Preparation]:
+        """The speed-up pieces still to do, in the order to run them; [] when there are none (the
+        Whisper engines, the CPU). A dictation of a new shape can add pieces, so ask again after each job."""
+        ...
 
     def transcribe(
         self,

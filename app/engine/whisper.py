@@ -111,6 +111,10 @@ class WhisperEngine:
             model = model.to(device).eval()
         return cls(model, processor, device)
 
+    def preparations(self) -> list:
+        """Nothing to prepare: Whisper runs its kernels as they are (see `Engine.preparations`)."""
+        return []
+
     def transcribe(
         self,
         audio: np.ndarray,

@@ -80,6 +80,10 @@ class FasterWhisperEngine:
             ) from exc
         return cls(model, f"cuda:{index}" if device == "cuda" else "cpu", compute_type)
 
+    def preparations(self) -> list:
+        """Nothing to prepare: Whisper runs its kernels as they are (see `Engine.preparations`)."""
+        return []
+
     def transcribe(
         self,
         audio: np.ndarray,
