@@ -37,7 +37,7 @@ class DiffusionEngine:
         self.model = model
         self.seed = seed
         if model.device.type == "cuda":
-            fuse_norms(model.backbone, model.device)
+            fuse_norms(model.backbone, model.device, leave=model.backbone.model.decoder.layers if compile_layers else None)
         self.denoiser = Denoiser(model.backbone, compile_layers=compile_layers)
         eos = model.backbone.generation_config.eos_token_id
         self._eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
