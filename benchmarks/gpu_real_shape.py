@@ -49,7 +49,7 @@ from transformers import (  # noqa: E402
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder  # noqa: E402
 
-from app.engine.base import SAMPLE_RATE, BatchItem  # noqa: E402
+from app.engine.base import SAMPLE_RATE, BatchItem, prepare_all  # noqa: E402
 from app.engine.diffusion.audio_encoder import WhisperAudioEncoder  # noqa: E402
 from app.engine.diffusion.config import AdapterConfig, ProjectorConfig  # noqa: E402
 from app.engine.diffusion.denoising import Denoiser  # noqa: E402
@@ -319,7 +319,7 @@ def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_coun
     _sync(device)
     result["warm_up_s"] = round(time.perf_counter() - warm, 2)
     result["fast_path"] = engine.denoiser.fast_path
-    result["prepare_s"] = round(engine.prepare_all(), 2)  # graph capture (and compile): what the worker does while idle
+    result["prepare_s"] = round(prepare_all(engine), 2)  # graph capture (and compile): what the worker does while idle
     if engine.denoiser.fast_path_error:
         result["fast_path_error"] = engine.denoiser.fast_path_error
     if compile_layers:

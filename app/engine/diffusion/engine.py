@@ -69,15 +69,6 @@ class DiffusionEngine:
             return []
         return [Preparation(f"{kind} for {label}", functools.partial(self._prepare, key)) for key, label in self.denoiser.pending()]
 
-    def prepare_all(self) -> float:
-        """Run every pending preparation now (scripts and benchmarks; the worker runs them while idle).
-        Returns the seconds spent."""
-        started = time.perf_counter()
-        while pieces := self.preparations():
-            for piece in pieces:
-                piece.run()
-        return time.perf_counter() - started
-
     def _prepare(self, key: tuple[int, int, int]) -> None:
         with torch.inference_mode():
             self.denoiser.prepare(key)
