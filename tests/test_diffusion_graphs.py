@@ -161,3 +161,20 @@ def test_a_compile_that_fails_keeps_the_graphs(engine, emulated_graphs, monkeypa
     finally:
         engine.denoiser = saved
     assert text == eager and len(captured) == 1 and captured[0].first_step.graph.replays == 1
+
+
+def test_the_gpu_parity_diagnosis_compares_layer_by_layer(engine, emulated_graphs):
+    """benchmarks/gpu_diagnose.py --parity on the emulated graphs: the same kernels replayed, so every
+    prefill cache, layer output and logit must be equal (on a GPU the first layer that is not names
+    the kernel that differs under capture)."""
+    from benchmarks.gpu_diagnose import graph_parity
+
+    saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
+    try:
+        report = graph_parity(engine, speech_like())
+    finally:
+        engine.denoiser = saved
+    layers = len(engine.model.backbone.model.decoder.layers)
+    assert len(report["layer_output_max_abs_diff"]) == layers == len(report["kv_cache_max_abs_diff_by_layer"])
+    assert report["first_decoder_layer_that_differs"] is None and report["first_prefill_layer_that_differs"] is None
+    assert report["logits_max_abs_diff"] == 0.0 and report["argmax_agreement"] == 1.0
