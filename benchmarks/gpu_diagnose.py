@@ -67,7 +67,7 @@ def kernel_accuracy(report: dict) -> None:
             if mode in ("int8", "int4"):
                 sweep = {}
                 for block_m, block_n, block_k, warps, stages in itertools.product(
-                    (16, 32), (64, 128), (None,) if mode == "int4" else (64, 128), (4, 8), (3, 4)
+                    (16, 32), (64, 128), (None,) if mode == "int4" else (64, 128), (4, 8), (3,)
                 ):
                     tiles = dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=warps, num_stages=stages)
                     try:
