@@ -51,8 +51,8 @@ def test_compiled_layers_are_prepared_while_idle_and_give_the_eager_text(tmp_pat
     pieces[0].run()
     assert engine.denoiser.fast_path_error is None and engine.preparations() == []
 
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)  # a prepared shape must not compile again
-    prepared = [engine.transcribe(speech_like(), language=lang, steps=4, early_exit=False, seed=2).text for lang in ("en", "fr")]
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a prepared shape must not compile again
+        prepared = [engine.transcribe(speech_like(), language=lang, steps=4, early_exit=False, seed=2).text for lang in ("en", "fr")]
     assert prepared == eager
     layers = len(engine.model.backbone.model.decoder.layers)
     assert compiled.calls >= 2 * 4 * layers  # the preparation's calls, then every layer of every step ran compiled

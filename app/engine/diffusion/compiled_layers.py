@@ -7,7 +7,8 @@ of a kind (sliding or full attention) gives the same graph, so Inductor compiles
 serves the others from its FX graph cache, instead of one 30-layer graph that took transformers'
 whole-model compile three minutes (shared/reference/gpu-measured.md).
 
-Compiling happens on the first call at a new shape, which costs seconds to tens of seconds, so it is
+Compiling happens on the first call at a new shape (until the sizes that vary are symbolic), which
+costs seconds to tens of seconds, so it is
 never left to a dictation: the layers run compiled only inside `active()`, which the denoiser enters
 for shapes it has prepared (`Denoiser.prepare`, run by the worker while it is idle). Inductor's
 caches live in the app's cache folder instead of /tmp, so a restarted worker reuses the compiled
@@ -50,7 +51,10 @@ class CompiledLayers:
         config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 2 * wanted)
         self.layers = list(layers)
         self.calls = 0  # layer calls that went through the compiled code outside a CUDA graph (tests read it)
-        self._compiled = [self._counted(torch.compile(layer._call_impl, fullgraph=True, dynamic=False)) for layer in self.layers]
+        # dynamic=None: a layer's first shape compiles static; the next makes the sizes that changed
+        # symbolic, so later shapes (other prompt lengths, batch sizes) need no compile at all
+        # (tiny model on the CPU: 21.4 s, 17.4 s, then 0.0 s for batches 1-4; static: 22.3, 10.7, 10.2, 8.9 s).
+        self._compiled = [self._counted(torch.compile(layer._call_impl, fullgraph=True, dynamic=None)) for layer in self.layers]
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
