@@ -31,6 +31,11 @@ class SpeechClient(QObject):
     def state(self) -> str:
         return self._state
 
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet ended by `result` or `failed`."""
+        return len(self._jobs)
+
     def _settle_state(self) -> None:
         """`busy` while jobs are unfinished, `ready` once none are; other states are left alone."""
         if self._state in ("ready", "busy"):
