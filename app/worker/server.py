@@ -250,9 +250,9 @@ class Server:
             if self._prep.final():
                 self._out.send("preparing", **self._prep.report())
             return False
-        self._out.send("preparing", **self._prep.report(piece.label))
-        with self._lock:
+        with self._lock:  # before the frame: a ping that follows it hears of the piece
             self._preparing = piece.label
+        self._out.send("preparing", **self._prep.report(piece.label))
         try:
             self._prep.run(piece)
         finally:
