@@ -55,3 +55,4 @@ class PreparationStatus(QWidget):
         self.bar.setValue(done)
         self.bar.setVisible(running)
         self.setVisible(bool(text))
+        self.updateGeometry()  # the row shrinks when the bar goes
