@@ -40,7 +40,6 @@ class PreparationProgress:
         self.total = 0
         self.ms = 0.0  # time spent in this engine's pieces, summed (jobs in between not counted)
         self.error: str | None = None  # why preparing stopped early (a bug in the engine), for the log and the UI
-        self.label: str | None = None  # the piece running now
         self._ran: set[str] = set()
         self._reported_final = True
 
@@ -66,7 +65,6 @@ class PreparationProgress:
 
     def run(self, piece: Preparation) -> float:
         """Run `piece` on this thread; its time in ms."""
-        self.label = piece.label
         started = time.monotonic()
         try:
             piece.run()
@@ -74,7 +72,6 @@ class PreparationProgress:
             log.exception("preparing %r failed", piece.label)
             self._stop(f"{piece.label} failed ({type(exc).__name__}: {exc})")
         ms = (time.monotonic() - started) * 1000.0
-        self.label = None
         self._ran.add(piece.label)
         self.done += 1
         self.total = max(self.total, self.done)
