@@ -17,9 +17,11 @@ import time
 
 import numpy as np
 import pytest
+from starlette.requests import Request
 
 from app.engine import EngineSpec, Progress, Transcript
 from app.engine.base import Preparation
+from app.server.app_factory import ServerOptions, create_app
 from app.server.batching import EngineQueue
 from app.server.request_checks import TranscriptionRequest
 from app.worker.engine_slot import EngineSlot
@@ -209,16 +211,21 @@ def test_the_speech_server_prepares_between_batches_and_health_counts():
     slot = EngineSlot(lambda spec: engine)
     slot.load(EngineSpec())
     engine_queue = EngineQueue(slot, max_batch=1)
+    api = create_app(engine_queue, ServerOptions(model_id="pieces"))
+    health = next(route.endpoint for route in api.routes if getattr(route, "path", "") == "/health")
     seen: list[tuple[int, int]] = []
+    healths: list[dict | None] = []
 
     async def scenario() -> Transcript:
         runner = asyncio.create_task(engine_queue.run())
         await asyncio.sleep(0.1)  # the first piece is under way
+        healths.append((await health(Request({"type": "http", "headers": []})))["preparing"])
         job = engine_queue.submit(TranscriptionRequest(np.zeros(6400, np.float32), "en", None, "json", False, ()))
         outcome = await job.done
         while engine_queue.preparation.pending or not engine_queue.preparation.done:
             seen.append((engine_queue.preparation.done, engine_queue.preparation.total))
             await asyncio.sleep(0.05)
+        healths.append((await health(Request({"type": "http", "headers": []})))["preparing"])
         runner.cancel()
         return outcome
 
@@ -229,6 +236,7 @@ def test_the_speech_server_prepares_between_batches_and_health_counts():
     assert outcome.timings["path"] == "eager"  # it ran before its shape's piece
     assert engine_queue.preparation.done == 4 and not engine_queue.preparation.pending
     assert seen and all(total == 4 and done < 4 for done, total in seen)
+    assert healths == [{"done": 0, "total": 4}, None]
     assert not overlaps(engine.log)
     job = next(e for e in engine.log if e[0] == "job")
     assert len([e for e in engine.log if e[0] == "piece" and e[3] <= job[2]]) <= 1
