@@ -240,3 +240,13 @@ def test_the_speech_server_prepares_between_batches_and_health_counts():
     assert not overlaps(engine.log)
     job = next(e for e in engine.log if e[0] == "job")
     assert len([e for e in engine.log if e[0] == "piece" and e[3] <= job[2]]) <= 1
+
+
+def test_a_load_of_the_same_model_repeats_the_progress_after_its_hello(make_worker):
+    worker = make_worker(PiecesEngine(shapes=(1600,)))
+    worker.send("load", id="load-1", spec=EngineSpec().to_dict())
+    first = worker.until(is_final)[-1]
+    worker.send("load", id="load-2", spec=EngineSpec().to_dict(), idle_unload_s=600)  # only the idle time changed
+    frames = worker.until(lambda f: f.type == "preparing")
+    assert [f.type for f in frames] == ["hello", "preparing"] and frames[0]["note"] == "already loaded"
+    assert frames[1].header == first.header  # the app's progress line comes back as it was
