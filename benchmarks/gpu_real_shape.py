@@ -10,11 +10,13 @@ build allocates both sides before tying them: ~100 GB). Adds a whisper-small-sha
 rank-32 LoRA on the attention, quantizes through the production code, and runs the production
 engine on a 5 s clip, end to end from samples to text, early exit off.
 
-Per mode: build and warm-up seconds (warm-up includes the CUDA-graph capture), memory after load
+Per mode: build and warm-up seconds, the preparation's seconds (CUDA-graph capture, and with
+`--compile` the Inductor compile of the decoder layers: what the worker does while idle), memory after load
 and peak, features / encoder / prefill, ms per denoising step, 8- and 16-step totals (p50 and p95),
 and the floor: the bytes of weights one step reads over the copy bandwidth measured on this GPU
 (`floor_ms_per_step`, `step_to_floor_ratio`). Checks in the same run: bf16 graphs vs the eager loop
-give identical tokens (same kernels), and each quantized mode's expert kernels vs the same codes
+give identical tokens (same kernels); with `--compile`, each compiled decoder layer against the
+eager one on the same inputs within a stated tolerance (`compile_check`); and each quantized mode's expert kernels vs the same codes
 dequantized agree per product within a stated tolerance. The peer: autoregressive Whisper (small and
 large-v3-turbo shapes, random weights) through transformers on the same GPU and clip, exactly 40
 new tokens. A time budget skips whatever would start after it rather than overrunning.
@@ -129,7 +131,7 @@ def whisper_small_config() -> WhisperConfig:
     return WhisperConfig(**WHISPER_SHAPES["whisper-small"])
 
 
-def build_engine(mode: str, device: torch.device, *, tiny: bool) -> DiffusionEngine:
+def build_engine(mode: str, device: torch.device, *, tiny: bool, compile_layers: bool = False) -> DiffusionEngine:
     """The production engine around randomly initialised parts built directly on `device` (not warmed up)."""
     dtype = compute_dtype(mode, device)
     tokenizer = tiny_tokenizer()
@@ -152,7 +154,8 @@ def build_engine(mode: str, device: torch.device, *, tiny: bool) -> DiffusionEng
     audio = WhisperAudioEncoder(WhisperFeatureExtractor(feature_size=whisper_config.num_mel_bins), encoder, None)
     config = AdapterConfig(audio_token_id=audio_token_id, projector=projector_config)
     prompt = PromptBuilder(tokenizer, config.prompt_template, audio_token_id, projector.output_length(audio.frames))
-    return DiffusionEngine(DiffusionModel(config, backbone, audio, projector, tokenizer, prompt, device, mode))
+    return DiffusionEngine(DiffusionModel(config, backbone, audio, projector, tokenizer, prompt, device, mode),
+                           compile_layers=compile_layers)
 
 
 def clip() -> np.ndarray:
@@ -276,20 +279,53 @@ def graph_check(engine: DiffusionEngine, audio: np.ndarray, runs: int) -> dict:
             "eager_step_ms_p50": timing["step_ms_p50_8_steps"], "eager_prefill_ms_p50": timing["prefill_ms_p50_8_steps"]}
 
 
+def compile_check(engine: DiffusionEngine, audio: np.ndarray) -> dict:
+    """Compiled against eager decoder layers on identical inputs, layer by layer.
+
+    One eager denoising step records every decoder layer's inputs and output; each layer then runs
+    compiled on those same inputs. Fusion changes the rounding (bf16: errors around 1e-3 to 1e-2);
+    a wrong kernel is off by order one. Layer by layer, because through 30 layers of random weights
+    any rounding difference grows until whole logits differ (docs/records/gpu_diagnose-*.json).
+    """
+    layers = engine.model.backbone.model.decoder.layers
+    calls: list = []
+    hooks = [layer.register_forward_hook(lambda module, args, kwargs, out: calls.append((module, args, kwargs, out.clone())),
+                                         with_kwargs=True) for layer in layers]
+    saved, engine.denoiser = engine.denoiser, Denoiser(engine.model.backbone, use_graphs=False)
+    try:
+        engine.transcribe(audio, language="en", steps=1, early_exit=False)
+    finally:
+        engine.denoiser = saved
+        for hook in hooks:
+            hook.remove()
+    errors, calls_before = [], saved.compiled.calls
+    with torch.inference_mode(), saved.compiled.active():
+        for module, args, kwargs, eager in calls[: len(layers)]:
+            fused = module(*args, **kwargs)
+            errors.append(float((fused.float() - eager.float()).norm() / eager.float().norm()))
+    tolerance = 1e-4 if engine.model.backbone.dtype == torch.float32 else 3e-2
+    return {"layers": len(errors), "compiled_calls": saved.compiled.calls - calls_before, "max_rel_error": round(max(errors), 6), "tolerance": tolerance,
+            "ok": max(errors) <= tolerance, "rel_error_by_layer": [round(e, 6) for e in errors]}
+
+
 def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_counts: tuple[int, ...], bandwidth: float | None,
-            batches: tuple[int, ...] = ()) -> dict:
+            batches: tuple[int, ...] = (), compile_layers: bool = False) -> dict:
     started = time.perf_counter()
-    engine = build_engine(mode, device, tiny=tiny)
+    engine = build_engine(mode, device, tiny=tiny, compile_layers=compile_layers)
     _sync(device)
     result: dict = {"build_s": round(time.perf_counter() - started, 1), "memory_gib_after_load": _memory_gib(device)}
     warm = time.perf_counter()
     engine.warm_up()
     _sync(device)
     result["warm_up_s"] = round(time.perf_counter() - warm, 2)
-    result["graphs"] = engine.denoiser.use_graphs
-    result["capture_s"] = round(engine.denoiser.capture_seconds, 2)
-    if engine.denoiser.graph_error:
-        result["graph_error"] = engine.denoiser.graph_error
+    result["fast_path"] = engine.denoiser.fast_path
+    result["prepare_s"] = round(engine.prepare_all(), 2)  # graph capture (and compile): what the worker does while idle
+    if engine.denoiser.fast_path_error:
+        result["fast_path_error"] = engine.denoiser.fast_path_error
+    if compile_layers:
+        from app.engine.diffusion.compiled_layers import cache_counters
+
+        result["compile_cache"] = cache_counters()
     audio = clip()
     engine.transcribe(audio, language="en", steps=step_counts[0], early_exit=False)
     if device.type == "cuda":
@@ -311,6 +347,8 @@ def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_coun
         result["kernel_check"] = kernel_check(engine)
     if engine.denoiser.use_graphs:
         result["graph_check"] = graph_check(engine, audio, max(2, runs // 3))
+    if engine.denoiser.compiled is not None:
+        result["compile_check"] = compile_check(engine, audio)
     for batch in batches:
         result[f"batch_{batch}"] = batched_runs(engine, audio, batch, max(2, runs // 2))
     result["runs"] = runs
@@ -360,6 +398,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--step-counts", default="8,16", help="denoising step counts to time (default 8,16)")
     parser.add_argument("--batches", default="4,8", help="server batch sizes to time at 8 steps ('' for none)")
     parser.add_argument("--whisper", default="whisper-small,whisper-large-v3-turbo", help="Whisper peers ('' for none)")
+    parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                        help="decoder layers compiled by Inductor: without (off), with (on), or each mode both ways (as MODE+compile)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip parts that would start after this many seconds")
     parser.add_argument("--out", type=Path, help="also write the JSON here (rewritten after every part)")
     parser.add_argument("--json", action="store_true", help="print the JSON report")
@@ -401,10 +441,13 @@ def main(argv: list[str] | None = None) -> dict:
         if args.out:
             args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
+    variants = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
     for mode in modes:
         need = max(estimate_bytes(config, mode), estimate_bytes(config, "bf16"))  # built in bf16 first
-        part(report["modes"], mode, lambda: measure(mode, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth,
-                                                      batches=batches), need)
+        for compiled in variants:
+            part(report["modes"], mode + ("+compile" if compiled else ""),
+                 lambda: measure(mode, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth,
+                                 batches=batches, compile_layers=compiled), need)
     for name in filter(None, args.whisper.split(",")):
         part(report["whisper_peer"], name, lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny))
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -41,3 +41,15 @@ def test_gpu_benchmark_smoke_mode_on_cpu(tmp_path):
     assert int4["step_ms_p50"] > 0 and int4["total_ms_p50_2_steps"] > 0 and int4["prefill_ms_p50"] > 0
     assert int4["batch_2"]["requests_per_s"] > 0
     assert json.loads(out.read_text())["modes"]["int4"]["runs"] == 1
+
+
+def test_gpu_benchmark_compiles_the_layers_and_checks_them_against_eager(tmp_path, monkeypatch):
+    """`--compile on` on the CPU: the real Inductor compile as the preparation, and each compiled layer
+    within fp32 rounding of the eager one on the same inputs."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    argv = ["--tiny", "--device", "cpu", "--runs", "1", "--modes", "fp32", "--step-counts", "2", "--batches", "",
+            "--whisper", "", "--compile", "on"]
+    fp32 = gpu_real_shape.main(argv)["modes"]["fp32+compile"]
+    assert fp32["fast_path"] == "compiled" and "fast_path_error" not in fp32 and fp32["prepare_s"] > 0
+    check = fp32["compile_check"]
+    assert check["layers"] >= 2 and check["compiled_calls"] == check["layers"] and check["ok"], check

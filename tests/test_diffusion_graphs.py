@@ -60,6 +60,9 @@ class NoEvent:
         return 0.0
 
 
+capture_prompt = graphs.capture_prompt
+
+
 @pytest.fixture
 def emulated_graphs(monkeypatch):
     monkeypatch.setattr(graphs, "capture", emulated_capture)
@@ -92,16 +95,24 @@ def speech_like(seconds: float = 2.0) -> np.ndarray:
     return (np.random.default_rng(3).standard_normal(int(seconds * SAMPLE_RATE)) * 0.1).astype(np.float32)
 
 
-def test_replayed_graphs_give_the_eager_loops_tokens(engine, emulated_graphs):
+def test_graphs_are_captured_while_idle_and_replayed_with_the_eager_loops_tokens(engine, emulated_graphs, monkeypatch):
     eager = [engine.transcribe(speech_like(), language="en", steps=5, early_exit=False, seed=s).text for s in (1, 2)]
     saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
+    captures = []
+    monkeypatch.setattr(graphs, "capture_prompt", lambda *args: captures.append(args[1].shape) or capture_prompt(*args))
     try:
+        first = engine.transcribe(speech_like(), language="en", steps=5, early_exit=False, seed=1).text
+        assert captures == []  # a dictation of a new shape never waits for a capture: it runs eagerly
+        pieces = engine.preparations()
+        assert [p.label for p in pieces] == ["GPU graphs for English"]
+        pieces[0].run()
+        assert engine.preparations() == [] and len(captures) == 1
         graphed = [engine.transcribe(speech_like(), language="en", steps=5, early_exit=False, seed=s).text for s in (1, 2)]
-        prompt_graphs = list(engine.denoiser._graphs.values())
+        prompt_graphs = list(engine.denoiser._ready.values())
     finally:
         engine.denoiser = saved
-    assert graphed == eager
-    assert len(prompt_graphs) == 1  # one prompt shape: captured once, replayed by the second dictation
+    assert first == eager[0] and graphed == eager
+    assert len(prompt_graphs) == 1  # one prompt shape: captured once, replayed by both dictations
     only = prompt_graphs[0]
     assert only.prefill.graph.replays == 3  # the fill after capture, then one per dictation
     assert only.first_step.graph.replays == 2 and only.next_step.graph.replays == 2 * 4
@@ -115,9 +126,13 @@ def test_a_failed_capture_falls_back_to_the_eager_loop_and_says_why(engine, emul
     eager = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=4).text
     saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
     try:
+        engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=4)
+        for piece in engine.preparations():
+            piece.run()  # does not raise: the engine keeps the eager loop
         text = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=4).text
         denoiser = engine.denoiser
+        left = engine.preparations()
     finally:
         engine.denoiser = saved
-    assert text == eager
-    assert not denoiser.use_graphs and "stream is capturing" in denoiser.graph_error
+    assert text == eager and left == []
+    assert not denoiser.use_graphs and denoiser.fast_path == "eager" and "stream is capturing" in denoiser.fast_path_error

@@ -8,8 +8,9 @@ reference that tests and the GPU benchmark compare with). What this module adds:
 
 - the prompt arrives as embeddings (audio in its slots), which `generate()` cannot prefill: the
   prefix is prefilled from them, then the text after the audio on top, as `generate()` does it;
-- on a CUDA GPU the prefill and the decoder forward replay CUDA graphs (`graphs.py`), captured
-  per prompt shape when the engine warms up;
+- a fast path per prompt shape, prepared while the caller is idle (`Denoiser.prepare`): on a CUDA GPU
+  the prefill and the decoder forward replay CUDA graphs (`graphs.py`), and optionally the decoder
+  layers run compiled by Inductor (`compiled_layers.py`);
 - the argmax canvas after every step is handed to `on_draft` (the live preview), and every step
   is timed.
 """
@@ -17,6 +18,8 @@ reference that tests and the GPU benchmark compare with). What this module adds:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,9 +30,16 @@ from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
 from app.engine.diffusion import graphs
+from app.engine.diffusion.compiled_layers import CompiledLayers
 
-# Prompt shapes (batch, length) whose graphs are kept; a dictation over 30 s is a batch of several.
-MAX_CAPTURED_SHAPES = 8
+log = logging.getLogger(__name__)
+
+# Prompt shapes (batch, prefix length, tail length) whose fast path is kept; a dictation over 30 s is
+# a batch of several chunks, a speech server's batches are 1, 2, 4 or 8 rows.
+MAX_PREPARED_SHAPES = 8
+# Denoising steps a preparation runs without graphs (compiled layers only): the first step and a
+# later one, whose self-conditioning input differs.
+PREPARATION_STEPS = 2
 
 
 @dataclass
@@ -42,17 +52,73 @@ class DenoiseResult:
     step_ms: list[float] = field(default_factory=list)
 
 
-class Denoiser:
-    """Prefill + denoising loop for one backbone; on CUDA it owns the captured graphs."""
+@dataclass
+class PendingShape:
+    """A prompt shape seen in a transcription and not prepared yet: a copy of that prompt, which
+    `Denoiser.prepare` runs on, and what to call it in the settings window."""
 
-    def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, *, use_graphs: bool | None = None) -> None:
+    prompt: "Prompt"
+    label: str
+
+
+class Denoiser:
+    """Prefill + denoising loop for one backbone, and its fast path per prompt shape.
+
+    The fast path is CUDA graphs of the prefill and the steps (on a CUDA GPU), and with
+    `compile_layers` the decoder layers compiled by Inductor (`compiled_layers.py`; inside the graphs
+    on a GPU). Both cost seconds per shape, so a transcription never pays them: a shape not prepared
+    yet runs eagerly (the same kernels as transformers') and is queued; `prepare` then does the work
+    when the caller is idle (the worker between jobs, `Engine.preparations`).
+    """
+
+    def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, *, use_graphs: bool | None = None,
+                 compile_layers: bool = False) -> None:
         self.backbone = backbone
         device = backbone.get_input_embeddings().weight.device
         self.use_graphs = device.type == "cuda" if use_graphs is None else use_graphs
-        self._graphs: OrderedDict[tuple[int, int], graphs.PromptGraphs] = OrderedDict()
+        self.compiled = CompiledLayers(backbone.model.decoder.layers, MAX_PREPARED_SHAPES) if compile_layers else None
+        self._ready: OrderedDict[tuple[int, int, int], graphs.PromptGraphs | None] = OrderedDict()  # None: no graphs
+        self._pending: OrderedDict[tuple[int, int, int], PendingShape] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
-        self.capture_seconds = 0.0
-        self.graph_error: str | None = None  # why graphs were given up, if they were
+        self.prepare_seconds = 0.0
+        self.fast_path_error: str | None = None  # why the fast path was given up, if it was
+
+    @property
+    def fast_path(self) -> str:
+        """What a prepared shape runs: `graphs`, `compiled`, `graphs+compiled`, or `eager` (nothing to prepare)."""
+        parts = [name for name, on in (("graphs", self.use_graphs), ("compiled", self.compiled is not None)) if on]
+        return "+".join(parts) or "eager"
+
+    def pending(self) -> list[tuple[tuple[int, int, int], str]]:
+        """The shapes waiting for `prepare`, oldest first, with their labels."""
+        return [(key, shape.label) for key, shape in self._pending.items()]
+
+    def prepare(self, key: tuple[int, int, int]) -> None:
+        """Capture the graphs and/or compile the layers for one pending shape (seconds; see `pending`).
+
+        Whatever fails here (a capture or a compile the GPU or the toolchain refuses, out of memory)
+        gives up the fast path for every shape and keeps the eager loop, which still works, with the
+        reason in `fast_path_error`.
+        """
+        shape = self._pending.pop(key, None)
+        if shape is None or self.fast_path == "eager":
+            return
+        started = time.perf_counter()
+        try:
+            if self.use_graphs:
+                with self._compiled_layers(True):  # the capture's warm-up runs compile them
+                    prompt = shape.prompt
+                    ready = graphs.capture_prompt(self.backbone, prompt, prefill, prefill_masks(self.backbone, prompt), self._pool)
+            else:
+                self._denoise(shape.prompt, None, steps=PREPARATION_STEPS, seed=0, early_exit=False, on_draft=None, compiled=True)
+                ready = None
+        except Exception as exc:  # noqa: BLE001 - the eager path still works: keep dictating, and say why
+            self._give_up(exc)
+            return
+        self.prepare_seconds += time.perf_counter() - started
+        self._ready[key] = ready
+        if len(self._ready) > MAX_PREPARED_SHAPES:
+            self._ready.popitem(last=False)
 
     def __call__(
         self,
@@ -64,71 +130,99 @@ class Denoiser:
         first_position: int = 0,
         early_exit: bool = True,
         on_draft: Callable[[int, torch.Tensor], None] | None = None,
+        label: str = "",
     ) -> DenoiseResult:
         """Denoise one canvas per batch row, conditioned on `prefix_embeds` then `tail_ids`.
 
         The prefix's position ids start at `first_position` (see `PromptIds`); the tail and the
         canvas follow at the positions `generate()` gives them, after the prefix's length. The global
         RNG is seeded with `seed` inside a fork, so results are reproducible and the caller's random
-        state is left alone. Without `early_exit` exactly `steps` decoder passes run.
+        state is left alone. Without `early_exit` exactly `steps` decoder passes run. A prompt shape
+        not prepared yet runs eagerly and is queued for `prepare` under `label`.
         """
+        prompt = self._prompt(prefix_embeds, tail_ids, first_position)
+        key = prompt.shape
+        prepared = key in self._ready
+        if prepared:
+            self._ready.move_to_end(key)
+        elif self.fast_path != "eager" and key not in self._pending:
+            self._pending[key] = PendingShape(prompt.copy(), label)
+        return self._denoise(prompt, self._ready.get(key), steps=steps, seed=seed, early_exit=early_exit,
+                             on_draft=on_draft, compiled=prepared)
+
+    def _denoise(self, prompt: "Prompt", prompt_graphs: graphs.PromptGraphs | None, *, steps: int, seed: int,
+                 early_exit: bool, on_draft: Callable[[int, torch.Tensor], None] | None, compiled: bool) -> DenoiseResult:
+        """The loop itself: `prompt_graphs` replayed where given, else eager, with the compiled layers if `compiled`."""
         backbone = self.backbone
         start = time.perf_counter()
-        prompt = self._prompt(prefix_embeds, tail_ids, first_position)
-        prompt_graphs = self._graphs_for(prompt)
-        if prompt_graphs is not None:
-            cache = prompt_graphs.run_prefill(prompt)
-            decoder_forward = prompt_graphs.decoder_forward
-        else:
-            cache = prefill(backbone, prompt, DynamicCache(config=backbone.config.get_text_config(decoder=True)))
-            decoder_forward = backbone.forward
-        batch, device = prompt.batch, prompt.device
-        _sync(device)
-        prefill_ms = (time.perf_counter() - start) * 1000.0
+        with self._compiled_layers(compiled and prompt_graphs is None):
+            if prompt_graphs is not None:
+                cache = prompt_graphs.run_prefill(prompt)
+                decoder_forward = prompt_graphs.decoder_forward
+            else:
+                cache = prefill(backbone, prompt, DynamicCache(config=backbone.config.get_text_config(decoder=True)))
+                decoder_forward = backbone.forward
+            batch, device = prompt.batch, prompt.device
+            _sync(device)
+            prefill_ms = (time.perf_counter() - start) * 1000.0
 
-        knobs: dict = dict(max_denoising_steps=steps)
-        if not early_exit:
-            knobs.update(stability_threshold=None, confidence_threshold=None)
-        config, _ = backbone._prepare_generation_config(None, **knobs)
-        sampler = backbone._prepare_sampler(config)
-        processors = backbone._prepare_logits_processor(config)
-        stopping = backbone._prepare_diffusion_stopping_criteria(config)
-        step_ms: list[float] = []
-        with _seeded(device, seed):
-            canvas, self_conditioning, mask_mapping, finished = backbone._prepare_denoiser_inputs(
-                decoder_attention_mask=prompt.decoder_attention_mask,
-                cache=cache,
-                sampler=sampler,
-                diffusion_stopping_criteria=stopping,
-                batch_size=batch,
-                device=device,
-                model_kwargs={},
-            )
-            argmax = canvas
-            for step in reversed(range(1, steps + 1)):
-                step_start = time.perf_counter()
-                canvas, argmax, self_conditioning, finished = backbone._denoising_step(
-                    decoder_forward=decoder_forward,
-                    current_canvas=canvas,
-                    argmax_canvas=argmax,
-                    input_ids=tail_ids,
-                    decoder_position_ids=prompt.canvas_positions,
-                    self_conditioning_logits=self_conditioning,
-                    mask_mapping=mask_mapping,
+            knobs: dict = dict(max_denoising_steps=steps)
+            if not early_exit:
+                knobs.update(stability_threshold=None, confidence_threshold=None)
+            config, _ = backbone._prepare_generation_config(None, **knobs)
+            sampler = backbone._prepare_sampler(config)
+            processors = backbone._prepare_logits_processor(config)
+            stopping = backbone._prepare_diffusion_stopping_criteria(config)
+            step_ms: list[float] = []
+            with _seeded(device, seed):
+                canvas, self_conditioning, mask_mapping, finished = backbone._prepare_denoiser_inputs(
+                    decoder_attention_mask=prompt.decoder_attention_mask,
                     cache=cache,
-                    finished_denoising=finished,
-                    cur_step=step,
                     sampler=sampler,
-                    logits_processor=processors,
                     diffusion_stopping_criteria=stopping,
+                    batch_size=batch,
+                    device=device,
+                    model_kwargs={},
                 )
-                done = bool(finished.all())  # waits for the step's GPU work, so the timing below is the step's
-                step_ms.append((time.perf_counter() - step_start) * 1000.0)
-                if on_draft is not None:
-                    on_draft(len(step_ms), argmax.cpu())
-                if done:
-                    break
+                argmax = canvas
+                for step in reversed(range(1, steps + 1)):
+                    step_start = time.perf_counter()
+                    canvas, argmax, self_conditioning, finished = backbone._denoising_step(
+                        decoder_forward=decoder_forward,
+                        current_canvas=canvas,
+                        argmax_canvas=argmax,
+                        input_ids=prompt.tail_ids,
+                        decoder_position_ids=prompt.canvas_positions,
+                        self_conditioning_logits=self_conditioning,
+                        mask_mapping=mask_mapping,
+                        cache=cache,
+                        finished_denoising=finished,
+                        cur_step=step,
+                        sampler=sampler,
+                        logits_processor=processors,
+                        diffusion_stopping_criteria=stopping,
+                    )
+                    done = bool(finished.all())  # waits for the step's GPU work, so the timing below is the step's
+                    step_ms.append((time.perf_counter() - step_start) * 1000.0)
+                    if on_draft is not None:
+                        on_draft(len(step_ms), argmax.cpu())
+                    if done:
+                        break
         return DenoiseResult(canvases=argmax, steps_used=len(step_ms), prefill_ms=prefill_ms, step_ms=step_ms)
+
+    def _compiled_layers(self, on: bool) -> contextlib.AbstractContextManager:
+        return self.compiled.active() if on and self.compiled is not None else contextlib.nullcontext()
+
+    def _give_up(self, exc: BaseException) -> None:
+        """Keep the eager loop for good: drop every prepared and pending shape, and say why."""
+        self.fast_path_error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        log.warning("the fast path (%s) is given up, transcriptions run eagerly: %s", self.fast_path, self.fast_path_error)
+        self.use_graphs, self.compiled = False, None
+        self._ready.clear()
+        self._pending.clear()
+        if self.backbone.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
 
     def _prompt(self, prefix_embeds: torch.Tensor, tail_ids: torch.Tensor, first_position: int) -> "Prompt":
         """Position ids and masks exactly as `generate()` makes them for a tail on top of a prefix cache."""
@@ -145,29 +239,6 @@ class Denoiser:
             decoder_attention_mask=torch.nn.functional.pad(attention, (0, canvas), value=True),
             canvas_positions=torch.arange(length, length + canvas, dtype=torch.int32, device=device).unsqueeze(0),
         )
-
-    def _graphs_for(self, prompt: "Prompt") -> graphs.PromptGraphs | None:
-        """The graphs for this prompt shape, captured now if new; None where graphs are not used."""
-        if not self.use_graphs:
-            return None
-        key = (prompt.batch, prompt.prefix_embeds.shape[1], prompt.tail_ids.shape[1])
-        if key in self._graphs:
-            self._graphs.move_to_end(key)
-            return self._graphs[key]
-        try:
-            captured = graphs.capture_prompt(self.backbone, prompt, prefill, prefill_masks(self.backbone, prompt), self._pool)
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except RuntimeError as exc:  # eager still works: keep dictating, and say why graphs were given up
-            self.use_graphs, self.graph_error = False, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-            self._graphs.clear()
-            torch.cuda.synchronize()
-            return None
-        self.capture_seconds += captured.seconds
-        self._graphs[key] = captured
-        if len(self._graphs) > MAX_CAPTURED_SHAPES:
-            self._graphs.popitem(last=False)
-        return captured
 
 
 @dataclass
@@ -189,6 +260,15 @@ class Prompt:
     @property
     def device(self) -> torch.device:
         return self.prefix_embeds.device
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(batch, prefix length, tail length): what a captured graph or a compiled layer is specific to."""
+        return self.batch, self.prefix_embeds.shape[1], self.tail_ids.shape[1]
+
+    def copy(self) -> "Prompt":
+        """This prompt with tensors of its own (the caller's may be reused or freed)."""
+        return Prompt(**{f.name: getattr(self, f.name).clone() for f in dataclasses.fields(self)})
 
 
 def prefill(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: DynamicCache, masks: tuple | None = None) -> DynamicCache:

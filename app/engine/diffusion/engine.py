@@ -10,14 +10,15 @@ distinct prompt.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from app.engine.base import (AUTO, SAMPLE_RATE, BatchItem, Progress, ProgressCallback, Transcript, check_audio,
-                             check_language)
+from app.engine.base import (AUTO, LANGUAGES, SAMPLE_RATE, BatchItem, Preparation, Progress, ProgressCallback, Transcript,
+                             check_audio, check_language)
 from app.engine.devices import out_of_memory_as_user_error
 from app.engine.diffusion.chunking import join_texts, split_at_pauses
 from app.engine.diffusion.denoising import Denoiser
@@ -32,32 +33,54 @@ class DiffusionEngine:
 
     name = "diffusion"
 
-    def __init__(self, model: DiffusionModel, *, seed: int = 0) -> None:
+    def __init__(self, model: DiffusionModel, *, seed: int = 0, compile_layers: bool = False) -> None:
         self.model = model
         self.seed = seed
         if model.device.type == "cuda":
             fuse_norms(model.backbone, model.device)
-        self.denoiser = Denoiser(model.backbone)
+        self.denoiser = Denoiser(model.backbone, compile_layers=compile_layers)
         eos = model.backbone.generation_config.eos_token_id
         self._eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
 
     @classmethod
     def load(cls, spec) -> "DiffusionEngine":
         """Load the adapter `spec.model` with its backbone and encoder (see `loading.py`), warmed up."""
-        engine = cls(load_model(spec), seed=spec.seed)
+        engine = cls(load_model(spec), seed=spec.seed, compile_layers=spec.compile)
         engine.warm_up()
         return engine
 
     def warm_up(self) -> None:
         """A 1-step transcription of quiet noise per prompt length the languages give: the first real
-        dictation should not pay the one-time costs (lazy imports, kernel selection, and on a GPU the
-        capture of the prefill and step graphs for a single-chunk dictation in each language)."""
+        dictation should not pay the one-time costs (lazy imports, kernel selection). It runs eagerly
+        and so queues the fast path of a single-chunk dictation in each language (`preparations`)."""
         quiet = np.random.default_rng(0).standard_normal(SAMPLE_RATE // 2).astype(np.float32) * 0.01
         names = self.model.config.language_names
         lengths = {code: len(ids.prefix) + len(ids.tail) for code in names for ids in [self.model.prompt.build(names[code])]}
         by_length = {length: code for code, length in reversed(list(lengths.items()))}
         for language in by_length.values():
             self.transcribe(quiet, language=language, steps=1, early_exit=False)
+
+    def preparations(self) -> list[Preparation]:
+        """One piece per prompt shape seen and not prepared yet: capture its CUDA graphs and/or compile
+        its layers (`Denoiser.prepare`). Seconds each; until then that shape runs eagerly."""
+        what = {"graphs": "GPU graphs", "compiled": "compiled layers", "graphs+compiled": "GPU graphs and compiled layers"}
+        kind = what.get(self.denoiser.fast_path)
+        if kind is None:
+            return []
+        return [Preparation(f"{kind} for {label}", functools.partial(self._prepare, key)) for key, label in self.denoiser.pending()]
+
+    def prepare_all(self) -> float:
+        """Run every pending preparation now (scripts and benchmarks; the worker runs them while idle).
+        Returns the seconds spent."""
+        started = time.perf_counter()
+        while pieces := self.preparations():
+            for piece in pieces:
+                piece.run()
+        return time.perf_counter() - started
+
+    def _prepare(self, key: tuple[int, int, int]) -> None:
+        with torch.inference_mode():
+            self.denoiser.prepare(key)
 
     @property
     def quantization(self) -> str:
@@ -175,7 +198,7 @@ class DiffusionEngine:
             on_draft = self._drafts(items, members, local, languages, steps, outcomes)
             try:
                 result = self.denoiser(embeds, tail, steps=steps, seed=seed, first_position=ids.first_position,
-                                       early_exit=early_exit, on_draft=on_draft)
+                                       early_exit=early_exit, on_draft=on_draft, label=_shape_label(language, len(padded)))
             except _AllCancelled:
                 continue
             clock.lap_ms()  # the denoising itself, reported below split into prefill and steps
@@ -230,6 +253,12 @@ class DiffusionEngine:
 
 class _AllCancelled(Exception):
     """Every request of a denoising pass was cancelled: stop the pass."""
+
+
+def _shape_label(language: str, rows: int) -> str:
+    """How the settings window names a prompt shape: its language, and how many canvases share a pass."""
+    name = LANGUAGES.get(language, language)
+    return name if rows == 1 else f"{name}, {rows} at once"
 
 
 def _graph_batch(rows: int) -> int:
