@@ -9,9 +9,6 @@ compile costs tens of seconds on two cores); a second one without compile gives 
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,6 +18,7 @@ from app.engine import EngineSpec
 from app.worker.pipe import WorkerPipe
 from app.worker.protocol import Frame
 from tests.speech import clips
+from tests.test_diffusion_engine import tiny_checkpoint
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 LONG_S = 600.0  # generous waits for a loaded machine (not a speed assertion)
@@ -35,18 +33,21 @@ def speech() -> np.ndarray:
 @pytest.fixture(scope="module")
 def compiled_spec(tmp_path_factory) -> EngineSpec:
     """The tiny diffusion checkpoint (written by the engine's own tool), with compile on, on the CPU."""
-    out = tmp_path_factory.mktemp("tiny-diffusion")
-    subprocess.run([sys.executable, "-m", "app.engine.diffusion.tiny", str(out)], check=True, capture_output=True,
-                   env={**os.environ, **ONE_THREAD})
-    model = out / "adapter" if (out / "adapter").is_dir() else out
-    return EngineSpec(engine="diffusion", model=str(model), quantization="fp32", device="cpu", compile=True)
+    adapter = tiny_checkpoint(tmp_path_factory)
+    return EngineSpec(engine="diffusion", model=str(adapter), quantization="fp32", device="cpu", compile=True)
 
 
 @pytest.fixture(scope="module")
-def run(compiled_spec, speech):
+def worker_env(tmp_path_factory) -> dict:
+    """One torch thread, and an empty Inductor cache of its own: the compile is cold, so a piece takes seconds."""
+    return {**ONE_THREAD, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path_factory.mktemp("inductor-cache"))}
+
+
+@pytest.fixture(scope="module")
+def run(compiled_spec, speech, worker_env):
     """Load with compile on, send a dictation right after the hello and a ping during the first piece,
     then read every frame until both the dictation's result and the final `preparing` frame arrived."""
-    with WorkerPipe(env=ONE_THREAD) as worker:
+    with WorkerPipe(env=worker_env) as worker:
         hello = worker.load(compiled_spec, timeout=LONG_S)
         job = worker.submit(speech, language="en", steps=4)
         frames: list[Frame] = []
