@@ -9,13 +9,13 @@ other settings-window tests do.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtWidgets import QLabel  # noqa: E402
 
 from app.audio.loading import load_audio  # noqa: E402
 from app.config import Settings  # noqa: E402
@@ -25,6 +25,7 @@ from app.ui.widgets.preparation_status import preparation_text  # noqa: E402
 from app.ui.wiring import AppUi  # noqa: E402
 from app.worker.client import WorkerClient  # noqa: E402
 from tests.speech import clips  # noqa: E402
+from tests.test_diffusion_engine import tiny_checkpoint  # noqa: E402
 from tests.test_settings_live import FakeApp, FakePaster  # noqa: E402
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -32,12 +33,9 @@ LONG = 600_000  # ms; generous waits for a loaded machine (not a speed assertion
 
 
 @pytest.fixture
-def compiled_spec(tmp_path) -> EngineSpec:
-    out = tmp_path / "tiny-diffusion"
-    subprocess.run([sys.executable, "-m", "app.engine.diffusion.tiny", str(out)], check=True, capture_output=True,
-                   env={**os.environ, **ONE_THREAD})
-    model = out / "adapter" if (out / "adapter").is_dir() else out
-    return EngineSpec(engine="diffusion", model=str(model), quantization="fp32", device="cpu", compile=True)
+def compiled_spec(tmp_path_factory) -> EngineSpec:
+    adapter = tiny_checkpoint(tmp_path_factory)
+    return EngineSpec(engine="diffusion", model=str(adapter), quantization="fp32", device="cpu", compile=True)
 
 
 @pytest.fixture
@@ -45,11 +43,12 @@ def env(tmp_path, monkeypatch, qapp, compiled_spec):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     app = FakeApp(Settings(engine="diffusion", model=compiled_spec.model, device="cpu", overlay=False))
-    app.worker = WorkerClient(compiled_spec, env=ONE_THREAD)  # the real client and worker process
+    # The real client and worker process; an Inductor cache of its own, so the compile is cold (seconds).
+    app.worker = WorkerClient(compiled_spec, env={**ONE_THREAD, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
     ui = AppUi(app, cues=SoundCues(False, player=lambda data, rate: None), repaster=FakePaster())
     yield SimpleNamespace(app=app, ui=ui, worker=app.worker)
+    app.worker.stop()  # first: its last signals may still reach what the test connected to the window
     ui.shutdown()
-    app.worker.stop()
 
 
 def test_the_model_page_shows_the_pieces_then_ready_and_a_dictation_is_answered_meanwhile(env, qtbot, tmp_path):
@@ -59,15 +58,28 @@ def test_the_model_page_shows_the_pieces_then_ready_and_a_dictation_is_answered_
     status = ui.preparation_status
     assert not status.isVisible()  # nothing known yet
     seen: list[tuple[int, int, str, str, bool]] = []  # what the window showed at each signal
-    worker.preparing.connect(lambda done, total, label: seen.append(
-        (done, total, label, status.line.text(), status.bar.isVisible())))
+
+    def record(done: int, total: int, label: str) -> None:
+        seen.append((done, total, label, status.line.text(), status.bar.isVisible()))
+
+    worker.preparing.connect(record)
     states: list[str] = []
     worker.state_changed.connect(states.append)
     results: dict[str, dict] = {}
     worker.result.connect(lambda job, transcript: results.__setitem__(job, transcript))
     worker.start()
     qtbot.waitUntil(lambda: worker.preparation.get("label"), timeout=LONG)  # a piece is under way
-    shot = ui.settings_window.grab()
+    engine_field = ui.settings_window.editors["engine"].widget
+    # laid out at the top of the Model page, above the engine choice
+    qtbot.waitUntil(lambda: status.isVisible() and 0 < status.geometry().bottom() < engine_field.geometry().top())
+    page = status.parentWidget()
+
+    def squeezed() -> list[str]:  # word-wrapped texts on the page given less height than they need
+        return [label.text()[:40] for label in page.findChildren(QLabel) if label.isVisible() and label.wordWrap()
+                and label.height() < label.heightForWidth(label.width())]
+
+    qtbot.waitUntil(lambda: not squeezed())  # the rows below moved down, none was squeezed
+    shot = ui.settings_window.grab()  # left in the test's folder: what the user sees
     shot.save(str(tmp_path / "preparing.png"))
     speech = load_audio(next(c for c in clips(source="librivox") if c.id == "librivox-0880").path)
     job = worker.submit(speech, language="en", steps=4)

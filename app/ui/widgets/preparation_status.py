@@ -8,6 +8,7 @@ slower and when that ends.
 
 from __future__ import annotations
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 
@@ -53,6 +54,17 @@ class PreparationStatus(QWidget):
         running = bool(text) and done < total and not preparation.get("error")
         self.bar.setRange(0, max(total, 1))
         self.bar.setValue(done)
+        visible = (self.isVisibleTo(self.parentWidget()), self.bar.isVisibleTo(self)) if self.parentWidget() else None
         self.bar.setVisible(running)
         self.setVisible(bool(text))
-        self.updateGeometry()  # the row shrinks when the bar goes
+        if visible is not None and visible != (self.isVisibleTo(self.parentWidget()), self.bar.isVisibleTo(self)):
+            QTimer.singleShot(0, self, self._relayout_page)
+
+    def _relayout_page(self) -> None:
+        """Lay the page out again once this row has its new height. Without it the form page (word-wrapped
+        hints, in a scroll area) keeps a height measured before the row appeared and squeezes its other
+        rows until the window is resized."""
+        page = self.parentWidget()
+        if page is not None and page.layout() is not None:
+            page.layout().invalidate()
+            page.layout().activate()
