@@ -107,3 +107,18 @@ def test_the_sentences_for_each_state():
         "Ready: all speed-ups prepared in 12.4 s.")
     assert preparation_text({"done": 2, "total": 2, "label": None, "ms": 5.0, "error": "x failed"}, "cpu").startswith(
         "Speed-ups stopped after 2 of 2 (x failed)")
+
+
+def test_the_tray_status_line_says_it_gets_faster_while_pieces_run():
+    """DictationApp's status line, run on a stand-in app (the real one needs a tray, hotkeys, a microphone)."""
+    from app.ui.dictation import DictationApp
+
+    shown: list[str] = []
+    app = SimpleNamespace(engine_problem=None, hotkeys_ok=True, settings=Settings(hotkey="<ctrl>+<alt>+d", mode="hold"),
+                          tray=SimpleNamespace(set_status=shown.append),
+                          worker=SimpleNamespace(preparation={"done": 1, "total": 3, "label": "GPU graphs for English"}))
+    DictationApp._worker_state(app, "ready")
+    app.worker.preparation = {"done": 3, "total": 3, "label": None, "ms": 4000.0}
+    DictationApp._worker_state(app, "busy")
+    assert shown[0].startswith("Ready: hold") and shown[0].endswith(" · getting faster (1 of 3)")
+    assert "getting faster" not in shown[1]
