@@ -69,7 +69,7 @@ def run(compiled_spec, speech, worker_env):
                 break
         again = worker.transcribe(speech, language="en", steps=4, timeout=LONG_S)  # every piece has run now
         yield dict(hello=hello, job=job, frames=frames, pong=pong, pinged_during=pinged_during, again=again,
-                   preparing=list(worker.preparing))
+                   preparing=list(worker.preparing), worker=worker)
 
 
 def test_preparing_frames_follow_the_loaded_hello_and_count_up_to_a_final_one(run):
@@ -115,3 +115,17 @@ def test_compiled_and_eager_paths_give_the_same_text(run, compiled_spec, speech)
         eager.send("ping", seq=2)
         assert eager.expect("pong")["preparing"] is None
         assert eager.preparing == []  # nothing to prepare, so no frames
+
+
+def test_the_reload_after_an_idle_unload_prepares_its_new_engine_again(run, compiled_spec, speech):
+    worker: WorkerPipe = run["worker"]
+    worker.load(compiled_spec, idle_unload_s=0.5)  # the same model: only the idle time changes
+    assert worker.expect("hello", timeout=LONG_S)["loaded"] is False  # unloaded after half a second
+    seen = len(worker.preparing)
+    result = worker.transcribe(speech, language="en", steps=4, timeout=LONG_S)  # loads it again first
+    assert result["text"] == run["again"]["text"]
+    final = worker.wait_prepared(LONG_S, after=seen)
+    fresh = worker.preparing[seen:]
+    assert fresh[0]["done"] == 0 and fresh[0]["label"]  # a new engine: its count starts again
+    assert final["done"] == final["total"] >= 1 and "error" not in final
+    worker.load(compiled_spec, idle_unload_s=None)
