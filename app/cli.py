@@ -28,6 +28,18 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantization", choices=QUANTIZATIONS, default="auto")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0, help="random seed (diffusion canvas)")
+    p.add_argument("--compile", action="store_true",
+                   help="diffusion only: also compile the decoder layers with torch.compile (Inductor); "
+                        "the first run compiles for seconds to minutes, later runs reuse the cache")
+
+
+def _spec(args: argparse.Namespace):
+    """The EngineSpec the engine options above describe."""
+    from app.engine import DEFAULT_MODELS, EngineSpec
+
+    return EngineSpec(engine=args.engine, model=args.model or DEFAULT_MODELS[args.engine], backbone=args.backbone,
+                      encoder=args.encoder, quantization=args.quantization, device=args.device, seed=args.seed,
+                      compile=args.compile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,11 +113,11 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 def _here(args: argparse.Namespace):
     """A `transcribe(audio, **options) -> dict` over a model loaded in this process, and its `close`."""
-    from app.engine import DEFAULT_MODELS, EngineSpec, load_engine
+    from app.engine import load_engine
+    from app.engine.base import prepare_all
 
-    spec = EngineSpec(engine=args.engine, model=args.model or DEFAULT_MODELS[args.engine], backbone=args.backbone,
-                      encoder=args.encoder, quantization=args.quantization, device=args.device, seed=args.seed)
-    engine = load_engine(spec)
+    engine = load_engine(_spec(args))
+    prepare_all(engine)  # GPU graphs (and compiled layers): one process, so now rather than while idle
     return (lambda audio, **options: engine.transcribe(audio, **options).to_dict()), lambda: None
 
 
@@ -122,12 +134,9 @@ def _on_server(args: argparse.Namespace):
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from app.engine import DEFAULT_MODELS, EngineSpec
     from app.server.serve import serve
 
-    spec = EngineSpec(engine=args.engine, model=args.model or DEFAULT_MODELS[args.engine], backbone=args.backbone,
-                      encoder=args.encoder, quantization=args.quantization, device=args.device, seed=args.seed)
-    return serve(args, spec)
+    return serve(args, _spec(args))
 def _vocabulary(listed: str, file: str | None) -> tuple[str, ...]:
     """`--vocabulary "A, B"` and the lines of `--vocabulary-file`, in that order, blanks and repeats dropped."""
     entries = listed.split(",")
@@ -145,10 +154,9 @@ def _cmd_check_model(args: argparse.Namespace) -> int:
     """The settings window's "Check" button: proves a model folder loads, in a process the GUI can spare."""
     import time
 
-    from app.engine import DEFAULT_MODELS, EngineSpec, load_engine
+    from app.engine import load_engine
 
-    spec = EngineSpec(engine=args.engine, model=args.model or DEFAULT_MODELS[args.engine], backbone=args.backbone,
-                      encoder=args.encoder, quantization=args.quantization, device=args.device, seed=args.seed)
+    spec = _spec(args)
     started = time.monotonic()
     engine = load_engine(spec)
     print(json.dumps({"ok": True, "engine": spec.engine, "model": spec.model, "device": str(getattr(engine, "device", "")),

@@ -8,12 +8,16 @@
    torch's grouped GEMM, at the real expert shapes and routing of 256 tokens x top-8.
 3. The logits' sensitivity of the random-weight model: bf16 first-step logits with transformers'
    `grouped_mm` experts against its `eager` experts (same weights, another summation order).
-4. Triton tile sizes for the int4/int8 kernel at the real shapes.
+4. Triton tile sizes for the int4/int8 kernel at the real shapes (M rows per tile, N and K widths,
+   warps, pipeline stages), each timed as a CUDA-graph replay.
+5. `--parity MODES`: graph replay against the eager forward layer by layer (`graph_parity`), to find
+   why fp8 and int8 graphs once gave other text than their eager loop (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -36,6 +40,13 @@ def routed(tokens: int = 256, experts: int = 128, top_k: int = 8, hidden: int = 
     return ends
 
 
+def bench(fn) -> float:
+    """Median milliseconds of `fn` replayed from a CUDA graph, as the engine runs it: without the
+    Python launch cost of its several kernels, which plain `do_bench` would count (it did until
+    2026-11-27, so the kernel records before then overstate the small kernels' times)."""
+    return triton.testing.do_bench_cudagraph(fn, return_mode="median")
+
+
 def kernel_accuracy(report: dict) -> None:
     ends = routed()
     rows = int(ends[-1])
@@ -43,31 +54,27 @@ def kernel_accuracy(report: dict) -> None:
         weight = torch.randn(shape, device="cuda") * 0.02
         bf16_weight = weight.bfloat16().transpose(-2, -1)
         x = torch.randn(rows, shape[2], device="cuda", dtype=torch.bfloat16)
-        bf16_ms = triton.testing.do_bench(lambda: torch._grouped_mm(x, bf16_weight, offs=ends), return_mode="median")
+        bf16_ms = bench(lambda: torch._grouped_mm(x, bf16_weight, offs=ends))
         for mode in ("fp8", "int8", "int4"):
             q = QuantizedWeight.quantize(weight, mode)
             kernel = q.kernel(x.device)
             fast = q.grouped_mm(x, ends, kernel).float()
             ref = torch._grouped_mm(x, q.dequantize(torch.bfloat16).transpose(-2, -1), offs=ends).float()
             entry = {"kernel": kernel, "rel_error_vs_bf16_dequant": float((fast - ref).norm() / ref.norm()),
-                     "fast_ms": triton.testing.do_bench(lambda: q.grouped_mm(x, ends, kernel), return_mode="median"),
+                     "fast_ms": bench(lambda: q.grouped_mm(x, ends, kernel)),
                      "bf16_grouped_mm_ms": bf16_ms,
                      "codes_mb": q.codes.numel() * q.codes.element_size() / 1e6}
             if mode in ("int8", "int4"):
                 sweep = {}
-                for block_n in (64, 128):
-                    for block_k in (64, 128):
-                        for warps in (4,):
-                            for stages in (3,):
-                                tiles = dict(block_n=block_n, block_k=block_k, num_warps=warps, num_stages=stages)
-                                group = shape[2] // q.scale.shape[-1] if mode == "int4" else shape[2]
-                                if shape[2] % block_k or group % block_k:
-                                    continue
-                                try:
-                                    ms = triton.testing.do_bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, mode, q.shape, tiles), return_mode="median")
-                                except Exception as exc:  # noqa: BLE001 - a config that does not compile
-                                    ms = str(exc)[:80]
-                                sweep[f"n{block_n}_k{block_k}_w{warps}_s{stages}"] = ms
+                for block_m, block_n, block_k, warps, stages in itertools.product(
+                    (16, 32), (64, 128), (None,) if mode == "int4" else (64, 128), (4, 8), (3,)
+                ):
+                    tiles = dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=warps, num_stages=stages)
+                    try:
+                        ms = bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, mode, q.shape, tiles))
+                    except Exception as exc:  # noqa: BLE001 - a config that does not compile
+                        ms = str(exc)[:80]
+                    sweep[f"m{block_m}_n{block_n}_k{block_k or 'group'}_w{warps}_s{stages}"] = ms
                 timed = {k: v for k, v in sweep.items() if isinstance(v, float)}
                 entry["best_tiles"] = min(timed, key=timed.get) if timed else None
                 entry["best_ms"] = min(timed.values()) if timed else None
@@ -125,12 +132,110 @@ def sensitivity(report: dict, engine) -> None:
     print("sensitivity", report["bf16_logits_grouped_vs_eager_experts"], saved, file=sys.stderr)
 
 
+def graph_parity(engine, audio) -> dict:
+    """Where graph replay and the eager forward part ways, for one denoising step on the same inputs.
+
+    The same prompt is prefilled by the captured prefill and eagerly, and the same canvas goes
+    through the captured first step and the eager decoder forward. Forward hooks copy every decoder
+    layer's output into buffers: hooks run while a graph is captured, so the copies are part of the
+    graph and its replay fills the buffers too. Reported: per layer, the KV cache the prefills wrote
+    and the layer's output, bitwise equal or the largest difference; then the logits. With the
+    same kernels everything is equal; the first layer that differs names where a kernel is not.
+    """
+    from transformers.cache_utils import DynamicCache
+
+    from app.engine.base import prepare_all
+    from app.engine.diffusion.denoising import prefill
+
+    backbone, denoiser = engine.model.backbone, engine.denoiser
+    layers = backbone.model.decoder.layers
+    phase: list[str | None] = [None]
+    buffers: dict[tuple[str, int], torch.Tensor] = {}
+
+    def recorder(index: int):
+        def record(module, args, out):
+            if phase[0] is not None:
+                key = (phase[0], index)
+                if key not in buffers or buffers[key].shape != out.shape:
+                    buffers[key] = torch.empty_like(out)  # during a capture this lives in the graph's memory
+                buffers[key].copy_(out)
+        return record
+
+    hooks = [layer.register_forward_hook(recorder(i)) for i, layer in enumerate(layers)]
+    seen: dict = {}
+    run = denoiser._denoise
+
+    def spy(prompt, prompt_graphs, **kwargs):
+        seen.update(prompt=prompt, graphs=prompt_graphs)
+        return run(prompt, prompt_graphs, **kwargs)
+
+    denoiser._denoise = spy
+    try:
+        with torch.inference_mode():
+            engine.transcribe(audio, language="en", steps=1, early_exit=False)  # eager: queues this shape
+            phase[0] = "graph"
+            prepare_all(engine)  # captures it, the buffer copies included
+            phase[0] = None
+            engine.transcribe(audio, language="en", steps=1, early_exit=False)  # replays: gives the prompt and graphs
+            prompt, graphs_ = seen["prompt"], seen["graphs"]
+            if graphs_ is None:
+                return {"error": f"no graphs were captured ({denoiser.fast_path_error or denoiser.fast_path})"}
+            vocab = backbone.config.get_text_config().vocab_size
+            canvas = torch.randint(vocab, (prompt.batch, backbone.config.canvas_length), device=prompt.device,
+                                   generator=torch.Generator(prompt.device).manual_seed(3))
+            phase[0] = "graph"  # a real replay runs no hooks (its copies were captured); an emulated one does
+            graph_cache = graphs_.run_prefill(prompt)
+            graph_logits = graphs_.first_step(decoder_input_ids=canvas).logits.float().clone()
+            graph_layers = [buffers[("graph", i)].clone() for i in range(len(layers))]
+            phase[0] = "eager"
+            cache = prefill(backbone, prompt, DynamicCache(config=backbone.config.get_text_config(decoder=True)))
+            masks = backbone.model.decoder.create_diffusion_decoder_attention_mask(
+                config=backbone.config, inputs_embeds=canvas.unsqueeze(-1), cache=cache, decoder_attention_mask=prompt.decoder_attention_mask
+            )
+            eager_logits = backbone(decoder_input_ids=canvas, decoder_attention_mask=masks, cache=cache,
+                                    decoder_position_ids=prompt.canvas_positions).logits.float()
+            eager_layers = [buffers[("eager", i)] for i in range(len(layers))]
+    finally:
+        denoiser._denoise = run
+        for hook in hooks:
+            hook.remove()
+
+    def difference(a: torch.Tensor, b: torch.Tensor) -> float:
+        return 0.0 if torch.equal(a, b) else float((a.float() - b.float()).abs().max())
+
+    cache_diff = [max(difference(g.keys, e.keys), difference(g.values, e.values)) for g, e in zip(graph_cache.layers, cache.layers)]
+    layer_diff = [difference(g, e) for g, e in zip(graph_layers, eager_layers)]
+    first = next((i for i, d in enumerate(layer_diff) if d), None)
+    return {
+        "kv_cache_max_abs_diff_by_layer": cache_diff,
+        "first_prefill_layer_that_differs": next((i for i, d in enumerate(cache_diff) if d), None),
+        "layer_output_max_abs_diff": layer_diff,
+        "first_decoder_layer_that_differs": first,
+        "logits_max_abs_diff": difference(graph_logits, eager_logits),
+        "argmax_agreement": float((graph_logits.argmax(-1) == eager_logits.argmax(-1)).float().mean()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--kernels-only", action="store_true", help="parts 2 and 4 only (no model build)")
+    parser.add_argument("--parity", default="", help="comma-separated modes to run part 5 for (graph vs eager by layer), then stop")
     args = parser.parse_args()
     report: dict = {}
+    if args.parity:
+        for mode in args.parity.split(","):
+            try:
+                engine = build_engine(mode, torch.device("cuda"), tiny=False)
+                report.setdefault("graph_parity", {})[mode] = graph_parity(engine, clip())
+            except Exception as exc:  # noqa: BLE001 - the other modes still run
+                report.setdefault("graph_parity", {})[mode] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            finally:
+                engine = None
+                torch.cuda.empty_cache()
+            print(mode, json.dumps(report["graph_parity"][mode])[:600], file=sys.stderr, flush=True)
+            args.out.write_text(json.dumps(report, indent=2))
+        return
     kernel_accuracy(report)
     args.out.write_text(json.dumps(report, indent=2))
     if args.kernels_only:

@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from peft import LoraConfig, inject_adapter_in_model  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import (  # noqa: E402
+    CompileConfig,
     DiffusionGemmaConfig,
     DiffusionGemmaForBlockDiffusion,
     WhisperConfig,
@@ -49,7 +50,7 @@ from transformers import (  # noqa: E402
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder  # noqa: E402
 
-from app.engine.base import SAMPLE_RATE, BatchItem  # noqa: E402
+from app.engine.base import SAMPLE_RATE, BatchItem, prepare_all  # noqa: E402
 from app.engine.diffusion.audio_encoder import WhisperAudioEncoder  # noqa: E402
 from app.engine.diffusion.config import AdapterConfig, ProjectorConfig  # noqa: E402
 from app.engine.diffusion.denoising import Denoiser  # noqa: E402
@@ -319,7 +320,7 @@ def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_coun
     _sync(device)
     result["warm_up_s"] = round(time.perf_counter() - warm, 2)
     result["fast_path"] = engine.denoiser.fast_path
-    result["prepare_s"] = round(engine.prepare_all(), 2)  # graph capture (and compile): what the worker does while idle
+    result["prepare_s"] = round(prepare_all(engine), 2)  # graph capture (and compile): what the worker does while idle
     if engine.denoiser.fast_path_error:
         result["fast_path_error"] = engine.denoiser.fast_path_error
     if compile_layers:
@@ -358,9 +359,11 @@ def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_coun
     return result
 
 
-def whisper_peer(name: str, device: torch.device, runs: int, *, tiny: bool = False) -> dict:
+def whisper_peer(name: str, device: torch.device, runs: int, *, tiny: bool = False, compiled: bool = False) -> dict:
     """Autoregressive Whisper of `name`'s shape (`tiny`: a 1-layer one), random weights: features,
-    encoder and exactly 40 greedy tokens."""
+    encoder and exactly 40 greedy tokens. `compiled`: transformers' own fast path for it, a static
+    cache with the decoder forward compiled by generate() (CUDA graphs, mode "reduce-overhead"; on
+    other devices forced on); the first call's seconds, which include compiling, are `first_call_s`."""
     shape = dict(WHISPER_SHAPES[name])
     if tiny:
         shape.update(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
@@ -370,23 +373,32 @@ def whisper_peer(name: str, device: torch.device, runs: int, *, tiny: bool = Fal
     with torch.device(device):
         model = WhisperForConditionalGeneration._from_config(config, dtype=dtype).eval()
     model.generation_config.update(begin_suppress_tokens=None, suppress_tokens=None, forced_decoder_ids=None)
+    fast: dict = {}
+    if compiled:
+        compile_config = CompileConfig()
+        compile_config._compile_all_devices = True  # transformers compiles on CUDA by itself; the CPU smoke test needs this
+        fast = dict(cache_implementation="static", compile_config=compile_config)
     extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
     audio = clip()
-    times = []
+    times, first_call_s = [], 0.0
     for i in range(runs + 1):
         _sync(device)
         start = time.perf_counter()
         features = extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=str(device)).input_features
         with torch.inference_mode():
             out = model.generate(
-                features.to(device, dtype), max_new_tokens=WHISPER_NEW_TOKENS, min_new_tokens=WHISPER_NEW_TOKENS, do_sample=False
+                features.to(device, dtype), max_new_tokens=WHISPER_NEW_TOKENS, min_new_tokens=WHISPER_NEW_TOKENS, do_sample=False,
+                **fast,
             )
         _sync(device)
         if i:  # the first call is the warm-up
             times.append((time.perf_counter() - start) * 1000.0)
+        else:
+            first_call_s = time.perf_counter() - start
     del model
     _free(device)
-    return {"whisper_ar_ms_p50": _p(times, 50), "whisper_ar_ms_p95": _p(times, 95), "new_tokens": int(out.shape[1]), "runs": runs}
+    return {"whisper_ar_ms_p50": _p(times, 50), "whisper_ar_ms_p95": _p(times, 95), "new_tokens": int(out.shape[1]), "runs": runs,
+            "first_call_s": round(first_call_s, 1)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -398,6 +410,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--step-counts", default="8,16", help="denoising step counts to time (default 8,16)")
     parser.add_argument("--batches", default="4,8", help="server batch sizes to time at 8 steps ('' for none)")
     parser.add_argument("--whisper", default="whisper-small,whisper-large-v3-turbo", help="Whisper peers ('' for none)")
+    parser.add_argument("--whisper-compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time each Whisper peer with a static cache, compiled (default on)")
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="decoder layers compiled by Inductor: without (off), with (on), or each mode both ways (as MODE+compile)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip parts that would start after this many seconds")
@@ -449,7 +463,9 @@ def main(argv: list[str] | None = None) -> dict:
                  lambda: measure(mode, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth,
                                  batches=batches, compile_layers=compiled), need)
     for name in filter(None, args.whisper.split(",")):
-        part(report["whisper_peer"], name, lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny))
+        for compiled in (False, True) if args.whisper_compile else (False,):
+            part(report["whisper_peer"], name + ("+static-compile" if compiled else ""),
+                 lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny, compiled=compiled))
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
     if args.out:

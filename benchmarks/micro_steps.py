@@ -1,6 +1,6 @@
 """WER and decode time of the micro diffusion model at 1-32 denoising steps, and the CTC ablation.
 
-    .venv/bin/python benchmarks/micro_steps.py --json [--clips 50] [--threads 1]
+    .venv/bin/python benchmarks/micro_steps.py --json [--clips 50] [--threads 1] [--steps 8] [--compile]
 
 Loads resources/models/diffusion-micro (the committed checkpoint) through the production engine,
 with the test data's Whisper tiny.en as its encoder (`python -m tests.data.build`), and transcribes:
@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from app.audio.loading import load_audio  # noqa: E402
 from app.engine import EngineSpec, load_engine  # noqa: E402
+from app.engine.base import prepare_all  # noqa: E402
 from app.training.evaluate import accuracy_by_training_count, word_error_rate  # noqa: E402
 from app.training.micro import ABLATION_RECORD, DEFAULT_OUT, EVAL_CLIPS, RECORD, load_heldout, split_sentences  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
@@ -44,18 +45,22 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=DEFAULT_OUT / "adapter")
     parser.add_argument("--clips", type=int, default=50, help="held-out espeak clips (from sentence 100 on)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", default=",".join(map(str, STEPS)), help="step counts (default %(default)s)")
+    parser.add_argument("--compile", action="store_true", help="decoder layers compiled by Inductor (prepared before timing)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     heldout = load_heldout(args.model)[EVAL_CLIPS : EVAL_CLIPS + args.clips]
     real = [(c.text, load_audio(c.path)) for c in clips(source="librivox")]
-    engine = load_engine(EngineSpec(engine="diffusion", model=str(args.model), device="cpu"))
+    engine = load_engine(EngineSpec(engine="diffusion", model=str(args.model), device="cpu", compile=args.compile))
+    prepared_s = prepare_all(engine)
 
-    result: dict = {"model": str(args.model), "heldout_clips": len(heldout), "real_clips": len(real)}
+    result: dict = {"model": str(args.model), "heldout_clips": len(heldout), "real_clips": len(real),
+                    "fast_path": engine.denoiser.fast_path, "prepare_s": round(prepared_s, 2)}
     result["wer_by_steps"], result["ms_by_steps"], result["wer_real_by_steps"] = {}, {}, {}
     hypotheses: dict[int, list[str]] = {}
-    for steps in STEPS:
+    for steps in (int(n) for n in args.steps.split(",")):
         texts, ms = [], []
         for _, audio in heldout:
             out = engine.transcribe(audio, language="en", steps=steps, early_exit=False)
@@ -72,7 +77,8 @@ def main() -> int:
 
     record = json.loads((args.model / RECORD).read_text(encoding="utf-8"))
     training_texts, _ = split_sentences(record["train_clips"])
-    result["accuracy_by_training_count"] = accuracy_by_training_count([t for t, _ in heldout], hypotheses[8], training_texts)
+    if 8 in hypotheses:
+        result["accuracy_by_training_count"] = accuracy_by_training_count([t for t, _ in heldout], hypotheses[8], training_texts)
     ablation_file = args.model / ABLATION_RECORD
     ablation = json.loads(ablation_file.read_text(encoding="utf-8")) if ablation_file.is_file() else {}
     result["wer_with_ctc"] = ablation.get("wer_with_ctc")

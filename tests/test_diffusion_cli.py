@@ -35,8 +35,11 @@ def test_transcribe_reports_a_bad_adapter_in_one_line(tmp_path, capsys):
 def test_gpu_benchmark_smoke_mode_on_cpu(tmp_path):
     out = tmp_path / "report.json"
     argv = ["--tiny", "--device", "cpu", "--runs", "1", "--modes", "int4", "--step-counts", "1,2", "--batches", "2",
-            "--out", str(out)]
+            "--whisper", "whisper-small", "--out", str(out)]
     report = gpu_real_shape.main(argv)
+    peers = report["whisper_peer"]
+    for peer in ("whisper-small", "whisper-small+static-compile"):  # the peer eager, and with transformers' static cache compiled
+        assert peers[peer]["new_tokens"] == 40 and peers[peer]["whisper_ar_ms_p50"] > 0, peers
     int4 = report["modes"]["int4"]
     assert int4["step_ms_p50"] > 0 and int4["total_ms_p50_2_steps"] > 0 and int4["prefill_ms_p50"] > 0
     assert int4["batch_2"]["requests_per_s"] > 0

@@ -62,9 +62,10 @@ PROBE = """
 import json, sys
 import numpy as np
 from app.engine import EngineSpec, load_engine
+from app.engine.base import prepare_all
 from app.engine.diffusion.compiled_layers import cache_counters
 engine = load_engine(EngineSpec(engine="diffusion", model=sys.argv[1], device="cpu", quantization="fp32", compile=True))
-engine.prepare_all()
+prepare_all(engine)
 print(json.dumps({**cache_counters(), "error": engine.denoiser.fast_path_error, "fast_path": engine.denoiser.fast_path,
                   "pending": len(engine.preparations())}))
 """

@@ -123,3 +123,11 @@ def test_fused_rms_norm_matches_transformers(interpreter, scaled):
     x = torch.randn(3, 5, 96, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         torch.testing.assert_close(rms_norm(norm, x), norm(x), rtol=1e-5, atol=1e-5)
+
+
+def test_norms_left_to_the_compiler_keep_transformers_forward(interpreter):
+    from app.engine.diffusion.fused_norm import fuse_norms
+
+    model = torch.nn.ModuleDict({"prefill": DiffusionGemmaRMSNorm(96), "compiled": torch.nn.ModuleList([DiffusionGemmaRMSNorm(96)])})
+    assert fuse_norms(model, torch.device("cpu"), leave=model["compiled"]) == 1
+    assert "forward" in vars(model["prefill"]) and "forward" not in vars(model["compiled"][0])

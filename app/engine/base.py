@@ -8,6 +8,7 @@ Audio contract: a 1-D float32 numpy array, mono, 16 kHz, values in [-1, 1].
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -118,6 +119,16 @@ class Engine(Protocol):
         """`vocabulary`: words and names the speaker uses (the user's word list, or an API request's
         `prompt`); an engine conditions on them where its model can, and ignores them otherwise."""
         ...
+
+
+def prepare_all(engine: Engine) -> float:
+    """Run every pending preparation now, for a process that transcribes at once (the CLI, benchmarks);
+    the worker runs them while idle instead. Returns the seconds spent."""
+    started = time.perf_counter()
+    while pieces := engine.preparations():
+        for piece in pieces:
+            piece.run()
+    return time.perf_counter() - started
 
 
 def check_language(language: str) -> str:

@@ -96,9 +96,9 @@ class Denoiser:
     def prepare(self, key: tuple[int, int, int]) -> None:
         """Capture the graphs and/or compile the layers for one pending shape (seconds; see `pending`).
 
-        Whatever fails here (a capture or a compile the GPU or the toolchain refuses, out of memory)
-        gives up the fast path for every shape and keeps the eager loop, which still works, with the
-        reason in `fast_path_error`.
+        Whatever fails here (a compile the toolchain refuses, a capture the GPU refuses, out of memory)
+        gives up that part of the fast path for every shape, compiled layers first (the shape is then
+        tried again with graphs alone), and the reason goes to `fast_path_error`; the eager loop still works.
         """
         shape = self._pending.pop(key, None)
         if shape is None or self.fast_path == "eager":
@@ -113,7 +113,7 @@ class Denoiser:
                 self._denoise(shape.prompt, None, steps=PREPARATION_STEPS, seed=0, early_exit=False, on_draft=None, compiled=True)
                 ready = None
         except Exception as exc:  # noqa: BLE001 - the eager path still works: keep dictating, and say why
-            self._give_up(exc)
+            self._give_up(exc, key, shape)
             return
         self.prepare_seconds += time.perf_counter() - started
         self._ready[key] = ready
@@ -213,14 +213,22 @@ class Denoiser:
     def _compiled_layers(self, on: bool) -> contextlib.AbstractContextManager:
         return self.compiled.active() if on and self.compiled is not None else contextlib.nullcontext()
 
-    def _give_up(self, exc: BaseException) -> None:
-        """Keep the eager loop for good: drop every prepared and pending shape, and say why."""
-        self.fast_path_error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-        log.warning("the fast path (%s) is given up, transcriptions run eagerly: %s", self.fast_path, self.fast_path_error)
-        self.use_graphs, self.compiled = False, None
-        self._ready.clear()
-        self._pending.clear()
-        if self.backbone.device.type == "cuda":
+    def _give_up(self, exc: BaseException, key: tuple[int, int, int], shape: PendingShape) -> None:
+        """Drop the part of the fast path that failed, for good: the compiled layers if they were on
+        (and queue `shape` again, for graphs alone), else the graphs, with every prepared shape."""
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        if self.compiled is not None:
+            part, self.compiled = "compiled layers", None
+        else:
+            part, self.use_graphs = "GPU graphs", False
+            self._ready.clear()
+            self._pending.clear()
+        self.fast_path_error = f"{part}: {reason}"
+        log.warning("%s given up (%s); left: %s", part, reason, self.fast_path)
+        if self.use_graphs:
+            self._pending[key] = shape
+            self._pending.move_to_end(key, last=False)
+        if self._pool is not None:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
 

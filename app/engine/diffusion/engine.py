@@ -37,7 +37,7 @@ class DiffusionEngine:
         self.model = model
         self.seed = seed
         if model.device.type == "cuda":
-            fuse_norms(model.backbone, model.device)
+            fuse_norms(model.backbone, model.device, leave=model.backbone.model.decoder.layers if compile_layers else None)
         self.denoiser = Denoiser(model.backbone, compile_layers=compile_layers)
         eos = model.backbone.generation_config.eos_token_id
         self._eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
@@ -68,15 +68,6 @@ class DiffusionEngine:
         if kind is None:
             return []
         return [Preparation(f"{kind} for {label}", functools.partial(self._prepare, key)) for key, label in self.denoiser.pending()]
-
-    def prepare_all(self) -> float:
-        """Run every pending preparation now (scripts and benchmarks; the worker runs them while idle).
-        Returns the seconds spent."""
-        started = time.perf_counter()
-        while pieces := self.preparations():
-            for piece in pieces:
-                piece.run()
-        return time.perf_counter() - started
 
     def _prepare(self, key: tuple[int, int, int]) -> None:
         with torch.inference_mode():

@@ -7,8 +7,9 @@ again: slower than bf16 itself. These kernels read the codes straight into the m
 
 - `fp8`: `torch._scaled_grouped_mm` (CUTLASS, Hopper and newer): fp8 weights with one scale per
   output channel, activations quantized per row on the fly.
-- `int8` / `int4`: a Triton grouped GEMM that unpacks and scales each weight tile in registers
-  (int4: one scale per group of inputs). `TRITON_INTERPRET=1` runs it on the CPU for tests.
+- `int8` / `int4`: a Triton grouped GEMM that unpacks each weight tile in registers and multiplies
+  the integer codes, scaling the sums (int8: once per output at the end; int4: once per tile, a tile
+  being one scale group). `TRITON_INTERPRET=1` runs it on the CPU for tests.
 
 Rows arrive sorted by expert with `ends` (int32, one cumulative end per expert), as transformers'
 `grouped_mm` experts path prepares them. Every shape is fixed for a given number of rows, and no
@@ -50,14 +51,15 @@ def fp8_grouped_usable(device: torch.device) -> bool:
 def int_block_k(mode: str, in_features: int, groups: int) -> int | None:
     """The K tile for the Triton kernel, or None when the shape does not suit it (then dequantize).
 
-    int4 needs a tile inside one scale group, so each tile multiplies by one scale per column. The
-    largest tile that fits was the fastest at the real shapes (benchmarks/gpu_diagnose.py, H200).
+    int4: exactly one scale group per tile (its two halves are the low and high nibbles, and the
+    group's scale is applied once per tile, after the dot), and a half of at least 16 inputs for
+    `tl.dot`. int8: the largest tile that divides the inputs (the fastest at the real shapes,
+    benchmarks/gpu_diagnose.py, H200).
     """
-    group = in_features // groups if mode == "int4" else in_features
-    for block in (128, 64, 32, 16) if mode == "int8" else (128, 64, 32):  # int4: half a tile per dot, >= 16
-        if in_features % block == 0 and group % block == 0:
-            return block
-    return None
+    if mode == "int4":
+        group = in_features // groups
+        return group if group in (32, 64, 128) else None
+    return next((block for block in (128, 64, 32, 16) if in_features % block == 0), None)
 
 
 def tile_plan(ends: torch.Tensor, rows: int, block_m: int = BLOCK_M) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,20 +114,19 @@ if triton is not None:
             acc = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 if INT4:
-                    # Each byte holds input k (low nibble, k even) and k+1 (high): read the bytes once,
-                    # and multiply the even and the odd inputs by their own halves of the tile.
+                    # The tile is one scale group: its first half of inputs sits in the low nibbles, the
+                    # second half in the high ones. Multiply the integer codes, then scale the tile's sum.
                     byte = tl.load(
                         codes_ptr + (expert64 * N + cols[None, :]) * (K // 2) + (k0 // 2 + half)[:, None],
                         mask=col_ok[None, :],
                         other=0,
                     ).to(tl.int32)
-                    scale = tl.load(scale_ptr + (expert64 * N + cols) * GROUPS + k0 // (K // GROUPS), mask=col_ok, other=0.0)
-                    a_even = tl.load(x_rows + (k0 + 2 * half)[None, :], mask=row_ok[:, None], other=0.0)
-                    a_odd = tl.load(x_rows + (k0 + 2 * half + 1)[None, :], mask=row_ok[:, None], other=0.0)
-                    w_even = (((byte & 0xF) - 8).to(tl.float32) * scale[None, :]).to(a_even.dtype)
-                    w_odd = (((byte >> 4) - 8).to(tl.float32) * scale[None, :]).to(a_odd.dtype)
-                    acc += tl.dot(a_even, w_even)
-                    acc += tl.dot(a_odd, w_odd)
+                    a_low = tl.load(x_rows + (k0 + half)[None, :], mask=row_ok[:, None], other=0.0)
+                    a_high = tl.load(x_rows + (k0 + BLOCK_K // 2 + half)[None, :], mask=row_ok[:, None], other=0.0)
+                    w_low = ((byte & 0xF) - 8).to(a_low.dtype)  # -8..7: exact in bf16
+                    w_high = ((byte >> 4) - 8).to(a_high.dtype)
+                    scale = tl.load(scale_ptr + (expert64 * N + cols) * GROUPS + k0 // BLOCK_K, mask=col_ok, other=0.0)
+                    acc += (tl.dot(a_low, w_low) + tl.dot(a_high, w_high)) * scale[None, :]
                 else:
                     a = tl.load(x_rows + (k0 + ks)[None, :], mask=row_ok[:, None], other=0.0)
                     w = tl.load(
@@ -155,12 +156,13 @@ def dequant_grouped_mm(
 
     `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
     matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
-    Rows after `ends[-1]` are zeros. `tiles` overrides the tile sizes (the diagnosis sweep).
+    Rows after `ends[-1]` are zeros. `tiles` overrides the tile sizes (the diagnosis sweep); an int4
+    tile is always one scale group deep.
     """
     experts, n, k = (1, *shape) if len(shape) == 2 else shape
     groups = scale.shape[-1] if mode == "int4" else 1
     tiles = tiles or {}
-    block_k = tiles.get("block_k") or int_block_k(mode, k, groups)
+    block_k = int_block_k(mode, k, groups) if mode == "int4" else tiles.get("block_k") or int_block_k(mode, k, groups)
     if block_k is None:
         raise ValueError(f"no Triton tile fits {mode} weights of shape {shape}")
     x = x.contiguous()

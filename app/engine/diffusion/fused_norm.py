@@ -43,13 +43,17 @@ def rms_norm(norm: DiffusionGemmaRMSNorm, hidden_states: torch.Tensor) -> torch.
     return out
 
 
-def fuse_norms(model: nn.Module, device: torch.device) -> int:
-    """Give every DiffusionGemmaRMSNorm of `model` the fused forward where Triton runs; returns how many."""
+def fuse_norms(model: nn.Module, device: torch.device, *, leave: nn.Module | None = None) -> int:
+    """Give every DiffusionGemmaRMSNorm of `model` the fused forward where Triton runs; returns how many.
+
+    Norms inside `leave` keep transformers' forward: there torch.compile fuses them itself, together
+    with the residual additions and casts around them, which a hand-written kernel would wall off.
+    """
     if not expert_kernels.triton_usable(device):
         return 0
-    count = 0
+    count, left = 0, {id(m) for m in leave.modules()} if leave is not None else set()
     for module in model.modules():
-        if isinstance(module, DiffusionGemmaRMSNorm):
+        if isinstance(module, DiffusionGemmaRMSNorm) and id(module) not in left:
             module.forward = types.MethodType(rms_norm, module)
             count += 1
     return count

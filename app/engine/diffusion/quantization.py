@@ -7,7 +7,9 @@ the Hub. So this module stores weights itself, in plain tensors any torch build 
 
 - `int8`: one scale per output channel (per expert), symmetric, round to nearest.
 - `fp8`:  float8_e4m3fn values with one scale per output channel.
-- `int4`: two values per byte, one scale per group of up to 128 inputs (per-channel 4-bit is too coarse).
+- `int4`: two values per byte, one scale per group of up to 128 inputs (per-channel 4-bit is too coarse);
+  a byte holds input j of its group in the low nibble and input j + group/2 in the high one, so a
+  kernel reads each half of a group's inputs as one contiguous run.
 
 At run time a layer reads its codes inside the matrix product where a kernel for it exists
 (`expert_kernels.py`: fp8 grouped GEMM on Hopper and newer, a Triton grouped GEMM for int8/int4 on
@@ -59,11 +61,11 @@ class QuantizedWeight(nn.Module):
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         scale = self.scale.to(dtype)
-        if self.mode == "int4":
-            low, high = self.codes & 0x0F, self.codes >> 4
-            values = torch.stack((low, high), dim=-1).reshape(self.shape).to(dtype) - 8
-            grouped = values.reshape(*self.shape[:-1], scale.shape[-1], -1) * scale.unsqueeze(-1)
-            return grouped.reshape(self.shape)
+        if self.mode == "int4":  # each group's first half in the low nibbles, its second half in the high ones
+            groups = scale.shape[-1]
+            packed = self.codes.reshape(*self.shape[:-1], groups, -1)
+            values = torch.cat((packed & 0x0F, packed >> 4), dim=-1).to(dtype) - 8
+            return (values * scale.unsqueeze(-1)).reshape(self.shape)
         return self.codes.to(dtype) * scale
 
     def kernel(self, device: torch.device) -> str:
@@ -241,10 +243,11 @@ def _quantize_matrix(weight: torch.Tensor, mode: str) -> tuple[torch.Tensor, tor
         group = next((g for g in _INT4_GROUPS if w.shape[-1] % g == 0), w.shape[-1])
         grouped = w.reshape(w.shape[0], -1, group)
         scale = grouped.abs().amax(dim=-1).clamp(min=1e-12) / 7
-        codes = (torch.round(grouped / scale.unsqueeze(-1)).clamp(-8, 7) + 8).to(torch.uint8).reshape(w.shape)
-        if w.shape[-1] % 2:
+        if group % 2:
             raise ValueError(f"int4 needs an even number of inputs, got {w.shape[-1]}")
-        return codes[:, 0::2] | (codes[:, 1::2] << 4), scale
+        codes = (torch.round(grouped / scale.unsqueeze(-1)).clamp(-8, 7) + 8).to(torch.uint8)
+        half = group // 2  # byte j of a group: input j (low nibble) and input j + group/2 (high)
+        return (codes[..., :half] | (codes[..., half:] << 4)).reshape(w.shape[0], -1), scale
     scale = w.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
     if mode == "int8":
         scale = scale / 127
