@@ -250,3 +250,46 @@ def test_a_load_of_the_same_model_repeats_the_progress_after_its_hello(make_work
     frames = worker.until(lambda f: f.type == "preparing")
     assert [f.type for f in frames] == ["hello", "preparing"] and frames[0]["note"] == "already loaded"
     assert frames[1].header == first.header  # the app's progress line comes back as it was
+
+
+def test_after_an_out_of_memory_step_down_the_new_engine_is_prepared_from_zero():
+    """With quantization auto a job that runs out of GPU memory loads the model smaller (test_worker_oom.py);
+    the pieces that follow are the new engine's, counted from 0."""
+    import torch
+
+    loaded: list[PiecesEngine] = []
+
+    class TooBig(PiecesEngine):
+        def transcribe(self, audio, **kwargs):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def load(spec: EngineSpec) -> PiecesEngine:
+        loaded.append((TooBig if spec.quantization in ("auto", "bf16") else PiecesEngine)(shapes=(1600, 3200)))
+        loaded[-1].quantization = "bf16" if spec.quantization == "auto" else spec.quantization
+        return loaded[-1]
+
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    server = Server(to_r, FrameWriter(from_w), EngineSlot(load))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    decoder, frames = FrameDecoder(), []
+
+    def until(predicate) -> None:
+        while not any(predicate(f) for f in frames):
+            frames.extend(decoder.feed(os.read(from_r, 1 << 16)))
+
+    os.write(to_w, encode("load", id="load-1", spec=EngineSpec(quantization="auto").to_dict()))
+    until(is_final)
+    first_round = len(frames)
+    os.write(to_w, encode("transcribe", audio_payload(np.zeros(1600, np.float32)), id="job"))
+    until(lambda f: f.type == "result")
+    while not any(is_final(f) for f in frames[first_round:]):
+        frames.extend(decoder.feed(os.read(from_r, 1 << 16)))
+    os.write(to_w, encode("shutdown"))
+    thread.join(10)
+    later = [(f["done"], f["total"]) for f in frames[first_round:] if f.type == "preparing"]
+    assert [e.quantization for e in loaded] == ["bf16", "fp8"]
+    assert later == [(0, 2), (1, 2), (2, 2)] and loaded[1].ready == {1600, 3200}
+    for fd in (to_r, to_w, from_r, from_w):
+        os.close(fd)
