@@ -32,10 +32,13 @@ class FakeWorker(QObject):
     result = Signal(str, dict)
     failed = Signal(str, str, str)
     state_changed = Signal(str)
+    preparing = Signal(int, int, str)
 
     def __init__(self) -> None:
         super().__init__()
         self.state = "ready"
+        self.info: dict = {}
+        self.preparation: dict = {}
         self.specs = []
         self.idle_unload_s: float | None = None
 

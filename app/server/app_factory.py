@@ -103,8 +103,9 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
     @api.get("/health")
     async def health(request: Request) -> dict:
         authorize(request)
-        slot = queue.slot
-        return {"status": "ok" if slot.engine is not None else "unavailable", **slot.describe(),
+        slot, prep = queue.slot, queue.preparation
+        preparing = {"done": prep.done, "total": prep.total} if prep.pending else None  # speed-up pieces still to run
+        return {"status": "ok" if slot.engine is not None else "unavailable", **slot.describe(), "preparing": preparing,
                 "model": options.model_id,  # a server folder's name only, never its path
                 "queue_length": queue.waiting, "busy": bool(queue.running), "max_batch": queue.max_batch,
                 "max_waiting": queue.max_waiting, "max_upload_bytes": options.max_upload_bytes}

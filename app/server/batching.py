@@ -15,6 +15,10 @@ A model failure is handled as the worker handles it (`app.worker.engine_slot`): 
 with quantization `auto` shrinks the model and runs the job again; any other exception from the
 engine (a CUDA error, a bug) answers 503 and loads the model again before the next job. A batch
 refused for one request's sake (a 400) is run again one by one, so each request gets its own answer.
+
+While no request waits, the engine thread runs the engine's speed-up pieces (`Engine.preparations`:
+CUDA graphs, compiled layers) one at a time, as the worker does, looking at the queue between pieces;
+`/health` shows how far they are (`preparing`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from app.errors import UserError
 from app.server.api_errors import ApiError
 from app.server.request_checks import TranscriptionRequest
 from app.worker.engine_slot import EngineSlot, as_out_of_memory
+from app.worker.preparation import PreparationProgress
 
 log = logging.getLogger("app.server")
 
@@ -87,6 +92,7 @@ class EngineQueue:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="engine")
         self.running: list[Job] = []
         self._seconds_per_job = 2.0  # a running estimate for Retry-After
+        self.preparation = PreparationProgress()  # used on the engine thread only; /health reads its numbers
 
     @property
     def waiting(self) -> int:
@@ -109,7 +115,9 @@ class EngineQueue:
         loop = asyncio.get_running_loop()
         while True:
             while not self._waiting:
-                self._wakeup.clear()
+                self._wakeup.clear()  # before the piece: a request that arrives during it wakes the wait below
+                if await loop.run_in_executor(self._executor, self._prepare_one):
+                    continue
                 await self._wakeup.wait()
             jobs = self._take()
             if not jobs:
@@ -148,6 +156,15 @@ class EngineQueue:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- on the engine thread ------------------------------------------------------------------
+
+    def _prepare_one(self) -> bool:
+        """Run the engine's next speed-up piece; False when none is left (the log says when all are done)."""
+        piece = self.preparation.next_piece(self.slot.engine)
+        if piece is None:
+            self.preparation.final()
+            return False
+        self.preparation.run(piece)
+        return True
 
     def _transcribe_all(self, jobs: list[Job]) -> list[Transcript | ApiError]:
         """Run the jobs (one, or a batch); one transcript or ApiError each, in order (never raise)."""

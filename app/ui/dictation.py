@@ -71,6 +71,7 @@ class DictationApp(QObject):
         self.worker.failed.connect(lambda job, code, message: c.transcription_failed(job, message), QUEUED)
         self.worker.failed.connect(self._worker_failed)
         self.worker.state_changed.connect(self._worker_state)
+        self.worker.preparing.connect(self._preparing)
         self.paster.finished.connect(c.paste_finished, QUEUED)
         self.hotkeys.pressed.connect(c.hotkey_pressed, QUEUED)
         self.hotkeys.released.connect(c.hotkey_released, QUEUED)
@@ -197,9 +198,16 @@ class DictationApp(QObject):
             how = {"hold": f"hold {combo}", "toggle": f"press {combo} to start and stop",
                    "hybrid": f"hold {combo}, or tap it to start and stop"}[self.settings.mode]
             text = f"Ready: {how}" if self.hotkeys_ok else "Ready: run `python -m app toggle` to dictate"
+            prep = self.worker.preparation
+            if prep.get("done", 0) < prep.get("total", 0) and not prep.get("error"):  # dictation works meanwhile
+                text += f" · getting faster ({prep['done']} of {prep['total']})"
         else:
             text = _WORKER_STATUS.get(state, "The speech model could not be started; see the notice.")
         self.tray.set_status(text)
+
+    def _preparing(self, done: int, total: int, label: str) -> None:
+        """The model's speed-up pieces (after a load) show in the tray's status line while they run."""
+        self._worker_state(self.worker.state)
 
     def _remote(self, command: str) -> dict:
         if command == "show":

@@ -198,11 +198,15 @@ class SettingsWindow(QWidget):
             self.add_page_widget("Keys", self._mechanisms)
         self._mechanisms.setText(text)
 
-    def add_page_widget(self, group: str, widget: QWidget) -> None:
-        """Put an extra widget (e.g. a button that opens the history) at the end of a group's page."""
+    def add_page_widget(self, group: str, widget: QWidget, *, first: bool = False) -> None:
+        """Put an extra widget (e.g. a button that opens the history) at the end of a group's page, or
+        with `first` right under its heading (a status line such as the model's speed-up progress)."""
         index = self.pages.row(self.pages.findItems(group, Qt.MatchFlag.MatchExactly)[0])
         form = self.stack.widget(index).widget().layout()
-        form.addRow("", widget)
+        if first:
+            form.insertRow(1, "", widget)
+        else:
+            form.addRow("", widget)
 
     def show_page(self, group: str) -> None:
         items = self.pages.findItems(group, Qt.MatchFlag.MatchExactly)

@@ -48,6 +48,7 @@ from app.ui.widgets.level_meter import level_from_db
 if TYPE_CHECKING:  # the windows are imported when first opened: they cost start-up time otherwise
     from app.ui.history_window import HistoryWindow
     from app.ui.settings_window import SettingsWindow
+    from app.ui.widgets.preparation_status import PreparationStatus
 
 log = logging.getLogger(__name__)
 _ENGINE_FIELDS = {"engine", "model", "quantization", "device", "server_url"}
@@ -70,6 +71,7 @@ class AppUi(QObject):
         self.cues = cues or SoundCues(dictation.settings.sound_cues, self)
         self.history: History | None = None
         self.settings_window: SettingsWindow | None = None
+        self.preparation_status: PreparationStatus | None = None  # on the settings window's Model page
         self.history_window: HistoryWindow | None = None
         self._repaster = repaster
         self._repasting: deque[int] = deque()  # history ids of "Paste again" requests, oldest first
@@ -121,12 +123,23 @@ class AppUi(QObject):
             from app.ui.widgets.server_token import ServerTokenEdit
 
             self.settings_window.add_page_widget("Model", ServerTokenEdit())  # kept outside settings.json
+            from app.ui.widgets.preparation_status import PreparationStatus
+
+            self.preparation_status = PreparationStatus()
+            self.settings_window.add_page_widget("Model", self.preparation_status, first=True)
+            self.app.worker.preparing.connect(self._show_preparation)
+            self._show_preparation()
             self.app.hotkeys.ready.connect(self._show_mechanisms)
             self.app.hotkeys.unavailable.connect(self._show_mechanisms)
         if self.app.hotkeys.problem:
             self.settings_window.warn(self.app.hotkeys.problem)
         self._show_mechanisms()
         self.settings_window.present()
+
+    def _show_preparation(self, *_) -> None:
+        """The worker's speed-up progress on the Model page (dictation never waits for it)."""
+        worker = self.app.worker
+        self.preparation_status.show_preparation(worker.preparation, worker.info.get("device"))
 
     def _show_mechanisms(self, *_) -> None:
         hotkey = self.app.hotkeys.mechanism or "not started"
@@ -385,6 +398,9 @@ class AppUi(QObject):
         for signal, slot in ((worker.progress, self._progress), (self.app.transcribed, self._result),
                              (worker.failed, self._failed), (self.app.paster.finished, self._pasted)):
             signal.disconnect(slot)  # the worker's last signals (jobs failed by its stop) must not reach us
+        if self.preparation_status is not None:  # it lives in the settings window, deleted below
+            worker.preparing.disconnect(self._show_preparation)
+            self.preparation_status = None
         if self.settings_window is not None:
             self.settings_window.shutdown()
         for window in (self.overlay, self.settings_window, self.history_window):

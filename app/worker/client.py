@@ -12,6 +12,11 @@ wedged; a `pong` that says the current job has not reached a new step for `stall
 twice the clip's length, for slow CPUs) means the model is wedged. Either way it is killed and
 restarted. Three crashes within a minute with no job finished in between end in the `failed` state,
 whose message says what to do; `start()` or `configure()` tries again.
+
+Between jobs the worker runs the engine's speed-up pieces (a long compile among them); it still
+answers `ping` from its stdin thread, and its `pong` names the piece instead of a job, so the stall
+check, which watches jobs only, never takes a long piece for a wedged model. The `preparing` signal
+and the `preparation` property carry the progress for the settings window.
 """
 
 from __future__ import annotations
@@ -173,6 +178,7 @@ class WorkerClient(SpeechClient):
                     proc.waitForFinished(1000)
             _discard(proc)
         jobs, self._jobs = list(self._jobs), {}
+        self._set_preparation({})
         self._set_state("stopped")
         for job_id in jobs:
             self.failed.emit(job_id, "stopped", "The speech worker was stopped before this recording was transcribed.")
@@ -310,6 +316,7 @@ class WorkerClient(SpeechClient):
             _discard(proc)
         self._failure = (code, message)
         jobs, self._jobs = list(self._jobs), {}
+        self._set_preparation({})
         self._set_state("failed")
         self.failed.emit("", code, message)
         for job_id in jobs:
@@ -376,6 +383,7 @@ class WorkerClient(SpeechClient):
             "result": self._on_result,
             "error": self._on_error,
             "pong": self._on_pong,
+            "preparing": self._on_preparing,
         }.get(event.type)
         if handler is None:
             log.warning("unexpected %r frame from the speech worker", event.type)
@@ -388,6 +396,7 @@ class WorkerClient(SpeechClient):
             self._give_up("version_mismatch", version_mismatch_message(frame.get("protocol"), "speech worker"))
             return
         self._hello = {k: v for k, v in frame.header.items() if k != "type"}
+        self._set_preparation({})  # a new process or model: its pieces, if any, follow as `preparing` frames
         if not self._hello_seen:  # a fresh process: load the model, then (re-)send the unfinished jobs in order
             self._hello_seen = True
             self._send_load()
@@ -428,6 +437,9 @@ class WorkerClient(SpeechClient):
             self._give_up(code, message)
         elif job_id is None:
             log.warning("the speech worker rejected a frame: %s", message)
+
+    def _on_preparing(self, frame: Frame) -> None:
+        self._set_preparation({k: v for k, v in frame.header.items() if k != "type"})
 
     def _on_pong(self, frame: Frame) -> None:
         job = self._jobs.get(frame.get("job"))

@@ -2,7 +2,8 @@
 
 It does no supervision (the Qt `WorkerClient` restarts a dead worker); it starts the process, sends
 frames and waits for the ones it expects. A thread drains the worker's stdout into a queue so the
-worker can never block on a full pipe.
+worker can never block on a full pipe. The `preparing` frames (the engine's speed-up pieces, run
+between jobs) are also kept in `preparing` as they arrive, whether or not a caller reads them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class WorkerPipe:
             env=worker_environment(env),
         )
         self._events: queue.Queue[Frame | FrameError | None] = queue.Queue()
+        self.preparing: list[dict] = []  # every `preparing` frame's header, in order (appended by the drain thread)
+        self._prepared = threading.Condition()
+        self._ended = False  # the worker's stdout reached its end
         threading.Thread(target=self._drain, name="worker-stdout", daemon=True).start()
         self.hello: dict = {}
 
@@ -123,6 +127,21 @@ class WorkerPipe:
             if on_progress:
                 on_progress(frame)
 
+    def wait_prepared(self, timeout: float = 300.0, *, after: int = 0) -> dict:
+        """Wait for a final `preparing` frame (`done == total`, no label) among those after the first `after`
+        seen; returns it. TimeoutError if none came."""
+
+        def final() -> dict | None:
+            return next((f for f in self.preparing[after:] if f.get("label") is None and f["done"] == f["total"]), None)
+
+        with self._prepared:
+            if not self._prepared.wait_for(lambda: final() is not None or self._ended, timeout):
+                raise TimeoutError(f"the worker did not finish its speed-up pieces within {timeout:.0f} s")
+            found = final()
+        if found is None:
+            raise WorkerExited(f"the worker exited with status {self.process.wait()}")
+        return found
+
     def close(self, timeout: float = 10.0) -> int:
         """Ask the worker to shut down, and kill it if it does not; returns its exit status."""
         if self.process.poll() is None:
@@ -142,7 +161,14 @@ class WorkerPipe:
         fd = self.process.stdout.fileno()
         while data := os.read(fd, 1 << 16):
             for event in decoder.feed(data):
+                if isinstance(event, Frame) and event.type == "preparing":
+                    with self._prepared:
+                        self.preparing.append(event.header)
+                        self._prepared.notify_all()
                 self._events.put(event)
         for event in decoder.finish():
             self._events.put(event)
         self._events.put(None)
+        with self._prepared:
+            self._ended = True
+            self._prepared.notify_all()

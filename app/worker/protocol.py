@@ -32,8 +32,9 @@ MAX_HEADER_BYTES = 1 << 20
 # 30 minutes of 16 kHz float32 audio: longer than any dictation, small enough to hold in memory.
 MAX_PAYLOAD_BYTES = 30 * 60 * 16_000 * 4
 
-# Message types the worker understands; it sends hello, progress, result, error and pong.
+# Message types the worker understands, and those it sends (docs/protocol.md describes each).
 TO_WORKER = ("load", "transcribe", "cancel", "ping", "shutdown")
+FROM_WORKER = ("hello", "progress", "result", "error", "pong", "preparing")
 
 
 @dataclass

@@ -6,6 +6,12 @@ at the next progress callback (each denoising step, each Whisper token). The rea
 for frames only: fd 1 is pointed at stderr and `sys.stdout` at `sys.stderr`, so a library that
 prints cannot corrupt the stream. stdin EOF or `shutdown` ends the worker with status 0; no socket
 is ever opened.
+
+While no job waits, the main thread runs the engine's speed-up pieces (`Engine.preparations`: CUDA
+graphs, compiled layers), one at a time, with a `preparing` frame before each and one when all are
+done; it looks at the job queue between pieces, so a dictation waits for one piece at most and is
+never run at the same time as one. Until a shape's piece has run, jobs of that shape take the
+engine's eager path.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import NoReturn
 from app.engine import EngineSpec, Progress, Transcript
 from app.errors import UserError
 from app.worker.engine_slot import EngineSlot, as_out_of_memory
+from app.worker.preparation import PreparationProgress
 from app.worker.protocol import PROTOCOL_VERSION, TO_WORKER, Frame, FrameDecoder, FrameError, encode, payload_audio
 
 log = logging.getLogger("app.worker")
@@ -72,11 +79,15 @@ class Server:
         self._current: str | None = None
         self._last_step = 0.0
         self._idle_unload_s: float | None = None
+        self._prep = PreparationProgress()
+        self._preparing: str | None = None  # the piece running now, for `pong`
 
     def run(self) -> int:
         self._hello()
         threading.Thread(target=self._read_loop, name="worker-stdin", daemon=True).start()
         while not self._stopping.is_set():
+            if self._jobs.empty() and self._prepare_one():
+                continue  # look at the queue again before the next piece
             try:
                 item = self._jobs.get(timeout=self._idle_wait())
             except queue.Empty:
@@ -122,7 +133,9 @@ class Server:
         if kind == "ping":
             with self._lock:
                 job, age = self._current, (time.monotonic() - self._last_step if self._current else None)
-            self._out.send("pong", seq=event.get("seq"), job=job, step_age_s=age, loaded=self._slot.engine is not None)
+                preparing = self._preparing
+            self._out.send("pong", seq=event.get("seq"), job=job, step_age_s=age, loaded=self._slot.engine is not None,
+                           preparing=preparing)
         elif kind == "cancel":
             with self._lock:
                 job_id = event.get("id")
@@ -156,6 +169,8 @@ class Server:
         spec = EngineSpec.from_dict(frame["spec"])
         if self._slot.engine is not None and self._slot.spec == spec:  # e.g. only the idle timeout changed
             self._hello(note="already loaded")
+            if self._prep.done or self._prep.pending:  # a hello clears the app's progress line: restore it
+                self._out.send("preparing", **self._prep.report())
             return
         log.info("loading %s %s (quantization %s, device %s)", spec.engine, spec.model, spec.quantization, spec.device)
         started = time.monotonic()
@@ -224,6 +239,26 @@ class Server:
                 log.warning("out of memory in job %s (quantization %s)", job_id, self._slot.mode)
                 engine = self._slot.shrink(oom)
                 self._hello(note=f"Out of GPU memory: the model now runs with quantization {self._slot.mode}.")
+
+    def _prepare_one(self) -> bool:
+        """Run the engine's next speed-up piece, announced by a `preparing` frame; False when none is left.
+
+        After the last piece (of those known now) one more frame says so: `done == total`, no label.
+        """
+        piece = self._prep.next_piece(self._slot.engine)
+        if piece is None:
+            if self._prep.final():
+                self._out.send("preparing", **self._prep.report())
+            return False
+        with self._lock:  # before the frame: a ping that follows it hears of the piece
+            self._preparing = piece.label
+        self._out.send("preparing", **self._prep.report(piece.label))
+        try:
+            self._prep.run(piece)
+        finally:
+            with self._lock:
+                self._preparing = None
+        return True
 
     def _is_cancelled(self, job_id: str) -> bool:
         return job_id in self._cancelled or self._stopping.is_set()

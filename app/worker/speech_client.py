@@ -21,11 +21,15 @@ class SpeechClient(QObject):
     result = Signal(str, dict)  # job_id, transcript: text, language, steps_used, timings, language_detected, ...
     failed = Signal(str, str, str)  # job_id ("" if not job-specific), code, message
     state_changed = Signal(str)  # one of STATES
+    # done, total, label: the engine's speed-up pieces (graphs, compiled layers) run between jobs; label is
+    # the piece about to run, "" once all are done; total 0 clears the display (a new model, a restart).
+    preparing = Signal(int, int, str)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._state = "stopped"
         self._jobs: dict = {}
+        self._preparation: dict = {}
 
     @property
     def state(self) -> str:
@@ -35,6 +39,19 @@ class SpeechClient(QObject):
     def pending(self) -> int:
         """Jobs submitted and not yet ended by `result` or `failed`."""
         return len(self._jobs)
+
+    @property
+    def preparation(self) -> dict:
+        """The latest speed-up progress: `done`, `total`, `label` (None once all are done), `ms` (their
+        time so far), and `error` where a piece failed; empty when nothing is known (no pieces, or a
+        server, which does not report them here)."""
+        return dict(self._preparation)
+
+    def _set_preparation(self, fields: dict) -> None:
+        if fields == self._preparation:
+            return
+        self._preparation = dict(fields)
+        self.preparing.emit(int(fields.get("done", 0)), int(fields.get("total", 0)), str(fields.get("label") or ""))
 
     def _settle_state(self) -> None:
         """`busy` while jobs are unfinished, `ready` once none are; other states are left alone."""
