@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import sys
 from pathlib import Path
 
@@ -96,3 +97,24 @@ def test_a_compiler_that_fails_leaves_the_eager_loop(tmp_path_factory, tmp_path)
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["fast_path"] == "eager" and outcome["pending"] == 0
     assert "no-such-compiler" in outcome["error"] or "CppCompileError" in outcome["error"], outcome["error"]
+
+
+def test_a_compile_runs_on_its_own_thread_while_dictations_go_on_eagerly(tmp_path_factory, tmp_path, monkeypatch):
+    """The worker runs a compile piece beside jobs (`alongside_jobs`): dictations meanwhile take the
+    eager path with their seeded text, and the compiled layers serve only once the piece is done."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cold"))
+    engine = load_compiled(tiny_checkpoint(tmp_path_factory))
+    eager = engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text
+    (piece,) = engine.preparations()
+    assert piece.alongside_jobs
+    compiling = threading.Thread(target=piece.run)
+    compiling.start()
+    meanwhile = [engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text]
+    while compiling.is_alive():
+        meanwhile.append(engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text)
+    compiling.join()
+    assert set(meanwhile) == {eager} and len(meanwhile) >= 2, len(meanwhile)  # several dictations during the compile
+    assert engine.denoiser.fast_path_error is None and engine.preparations() == []
+    before = engine.denoiser.compiled.calls
+    assert engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text == eager
+    assert engine.denoiser.compiled.calls > before

@@ -151,11 +151,13 @@ def test_a_compile_that_fails_keeps_the_graphs(engine, emulated_graphs, monkeypa
     try:
         monkeypatch.setattr(engine.denoiser.compiled, "active", compiler_fails)
         engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=6)
-        assert [p.label for p in engine.preparations()] == ["GPU graphs and compiled layers for English"]
-        engine.preparations()[0].run()
+        pieces = engine.preparations()
+        assert [(p.label, p.alongside_jobs) for p in pieces] == [("compiled layers for English", True)]
+        pieces[0].run()
         assert engine.denoiser.fast_path == "graphs" and "compiled layers: RuntimeError" in engine.denoiser.fast_path_error
-        assert [p.label for p in engine.preparations()] == ["GPU graphs for English"]  # tried again, graphs alone
-        engine.preparations()[0].run()
+        pieces = engine.preparations()
+        assert [(p.label, p.alongside_jobs) for p in pieces] == [("GPU graphs for English", False)]  # graphs alone
+        pieces[0].run()
         text = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=6).text
         captured = list(engine.denoiser._ready.values())
     finally:

@@ -41,15 +41,18 @@ class PiecesEngine:
 
     name = "pieces"
 
-    def __init__(self, shapes=(1600, 3200, 4800), *, broken: str | None = None, stubborn: bool = False) -> None:
+    def __init__(self, shapes=(1600, 3200, 4800), *, broken: str | None = None, stubborn: bool = False,
+                 beside: bool = False) -> None:
         self.shapes = list(shapes)
         self.ready: set[int] = set()
         self.log: list[tuple] = []
-        self.broken, self.stubborn = broken, stubborn
+        self.broken, self.stubborn, self.beside = broken, stubborn, beside
         self._lock = threading.Lock()
 
     def preparations(self) -> list[Preparation]:
-        return [Preparation(f"shape {n}", lambda n=n: self._prepare(n)) for n in self.shapes if n not in self.ready]
+        """`beside`: pieces that may run beside jobs, as the diffusion engine's compiles."""
+        return [Preparation(f"shape {n}", lambda n=n: self._prepare(n), alongside_jobs=self.beside)
+                for n in self.shapes if n not in self.ready]
 
     def _prepare(self, n: int) -> None:
         start = time.monotonic()
@@ -160,6 +163,25 @@ def test_a_job_waits_for_one_piece_at_most_and_never_runs_beside_one(make_worker
     assert frames[-1]["done"] == 5
     pieces_before_job = [e for e in engine.log if e[0] == "piece" and e[3] <= next(j for j in engine.log if j[0] == "job")[2]]
     assert len(pieces_before_job) <= 2 and not overlaps(engine.log)
+
+
+def test_pieces_that_may_run_beside_jobs_do_while_jobs_are_answered_at_once(make_worker):
+    engine = PiecesEngine(shapes=(1600, 3200, 4800), beside=True)
+    worker = make_worker(engine)
+    worker.send("load", id="load-1", spec=EngineSpec().to_dict())
+    worker.until(lambda f: f.type == "preparing")  # the first piece has started, on its own thread
+    sent = time.monotonic()
+    for n in range(3):
+        worker.send("transcribe", audio_payload(np.zeros(4800, np.float32)), id=f"job-{n}")
+        worker.until(lambda f: f.type == "result")
+    answered = time.monotonic() - sent
+    assert answered < PIECE_S  # three jobs of 0.05 s each, none of them waiting for a piece of 0.3 s
+    final = worker.until(is_final)[-1]
+    assert final["done"] == 3 and "error" not in final.header
+    pieces = [e for e in engine.log if e[0] == "piece"]
+    jobs = [e for e in engine.log if e[0] == "job"]
+    assert not overlaps(pieces)  # still one piece at a time
+    assert any(p[2] < j[2] < p[3] for p in pieces for j in jobs)  # and jobs ran while one did
 
 
 def test_a_job_of_a_new_shape_adds_a_piece_to_the_same_count(make_worker):
@@ -293,3 +315,30 @@ def test_after_an_out_of_memory_step_down_the_new_engine_is_prepared_from_zero()
     assert later == [(0, 2), (1, 2), (2, 2)] and loaded[1].ready == {1600, 3200}
     for fd in (to_r, to_w, from_r, from_w):
         os.close(fd)
+
+
+def test_the_speech_server_answers_requests_while_a_piece_runs_beside_them():
+    engine = PiecesEngine(shapes=(1600, 3200), beside=True)
+    slot = EngineSlot(lambda spec: engine)
+    slot.load(EngineSpec())
+    engine_queue = EngineQueue(slot, max_batch=1)
+
+    async def scenario() -> Transcript:
+        runner = asyncio.create_task(engine_queue.run())
+        await asyncio.sleep(0.1)  # the first piece is under way, on its own thread
+        job = engine_queue.submit(TranscriptionRequest(np.zeros(3200, np.float32), "en", None, "json", False, ()))
+        outcome = await job.done
+        while engine_queue.preparation.pending or engine_queue.preparation.done < 2:
+            await asyncio.sleep(0.05)
+        runner.cancel()
+        return outcome
+
+    try:
+        outcome = asyncio.run(scenario())
+    finally:
+        engine_queue.shutdown()
+    assert outcome.timings["path"] == "eager"
+    pieces = [e for e in engine.log if e[0] == "piece"]
+    (job,) = [e for e in engine.log if e[0] == "job"]
+    assert len(pieces) == 2 and not overlaps(pieces)
+    assert pieces[0][2] < job[2] < job[3] < pieces[0][3]  # answered inside the first piece

@@ -2,7 +2,7 @@
 
 A real `python -m app worker` with the tiny random-weight diffusion checkpoint, `compile=True`,
 device cpu: the engine offers one piece per prompt shape (torch.compile of its decoder layers), and
-the worker runs them after the load, between jobs. One such worker for the whole module (a cold
+the worker runs them after the load, on a thread of their own while jobs go on. One such worker for the whole module (a cold
 compile costs tens of seconds on two cores); a second one without compile gives the eager text.
 """
 
@@ -86,22 +86,22 @@ def test_preparing_frames_follow_the_loaded_hello_and_count_up_to_a_final_one(ru
     assert run["preparing"] == preparing  # WorkerPipe kept the same frames
 
 
-def test_a_dictation_right_after_the_load_waits_for_one_piece_at_most(run):
+def test_a_dictation_right_after_the_load_does_not_wait_for_the_compile(run):
+    """Issue 16: while a first compile runs, dictation works on the eager path. The compile piece
+    starts right after the loaded hello, on a thread of its own; the dictation sent then is answered
+    while it still runs (a cold compile takes seconds, an eager tiny dictation a fraction of one)."""
     frames = run["frames"]
     result_at = next(i for i, f in enumerate(frames) if f.type == "result" and f["id"] == run["job"])
     assert frames[result_at]["text"].strip()
-    started_before = [f for f in frames[:result_at] if f.type == "preparing" and f["label"]]
-    # Sent right after the hello, it arrives during the first piece (or before it), and the worker looks
-    # at its queue before each piece; one more is allowed for a frame that took its time through the pipe.
-    assert len(started_before) <= 2
-    total = frames[-1]["total"]
-    if total > len(started_before):  # pieces were left: they ran after the dictation
-        assert any(f.type == "preparing" and f["label"] for f in frames[result_at + 1:])
+    compile_started = next(i for i, f in enumerate(frames) if f.type == "preparing" and f["label"])
+    assert frames[compile_started]["label"].startswith("compiled layers")
+    final_at = max(i for i, f in enumerate(frames) if f.type == "preparing" and f["label"] is None)
+    assert compile_started < result_at < final_at
 
 
 def test_ping_is_answered_during_a_piece_and_names_it(run):
     pong = run["pong"]
-    assert pong["seq"] == 1 and pong["job"] is None and pong["step_age_s"] is None
+    assert pong["seq"] == 1 and pong["job"] in (None, run["job"])  # the dictation may run beside the compile
     assert pong["preparing"] == run["pinged_during"], "the ping arrived while the piece ran (pieces take seconds)"
 
 

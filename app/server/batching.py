@@ -16,15 +16,17 @@ with quantization `auto` shrinks the model and runs the job again; any other exc
 engine (a CUDA error, a bug) answers 503 and loads the model again before the next job. A batch
 refused for one request's sake (a 400) is run again one by one, so each request gets its own answer.
 
-While no request waits, the engine thread runs the engine's speed-up pieces (`Engine.preparations`:
-CUDA graphs, compiled layers) one at a time, as the worker does, looking at the queue between pieces;
-`/health` shows how far they are (`preparing`).
+The engine's speed-up pieces (`Engine.preparations`: compiled layers, CUDA graphs) run one at a
+time, as in the worker: a compile on a thread of its own while requests go on, a capture on the
+engine thread while no request waits, looking at the queue between pieces; `/health` shows how
+far they are (`preparing`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections import deque
@@ -92,7 +94,9 @@ class EngineQueue:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="engine")
         self.running: list[Job] = []
         self._seconds_per_job = 2.0  # a running estimate for Retry-After
-        self.preparation = PreparationProgress()  # used on the engine thread only; /health reads its numbers
+        self.preparation = PreparationProgress()  # used by one thread at a time; /health reads its numbers
+        self._beside: threading.Thread | None = None  # a piece running beside requests (a compile)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def waiting(self) -> int:
@@ -112,7 +116,7 @@ class EngineQueue:
 
     async def run(self) -> None:
         self._wakeup = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         while True:
             while not self._waiting:
                 self._wakeup.clear()  # before the piece: a request that arrives during it wakes the wait below
@@ -158,13 +162,36 @@ class EngineQueue:
     # -- on the engine thread ------------------------------------------------------------------
 
     def _prepare_one(self) -> bool:
-        """Run the engine's next speed-up piece; False when none is left (the log says when all are done)."""
+        """Start the engine's next speed-up piece: one that may run beside requests (a compile) on a
+        thread of its own, any other here, now. True when one ran here; False when none is left (the
+        log says when all are done) or one runs beside requests (its end wakes `run`)."""
+        if self._beside is not None:
+            if self._beside.is_alive():
+                return False
+            self._beside = None
         piece = self.preparation.next_piece(self.slot.engine)
         if piece is None:
             self.preparation.final()
             return False
+        if piece.alongside_jobs:
+            self._beside = threading.Thread(target=self._run_beside, args=(piece, self._loop),
+                                            name="engine-prepare", daemon=True)
+            self._beside.start()
+            return False
         self.preparation.run(piece)
         return True
+
+    def _run_beside(self, piece, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            self.preparation.run(piece)
+        finally:
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _finish_beside(self) -> None:
+        """Wait for a piece running beside requests: before the engine it works on is replaced."""
+        if self._beside is not None:
+            self._beside.join()
+            self._beside = None
 
     def _transcribe_all(self, jobs: list[Job]) -> list[Transcript | ApiError]:
         """Run the jobs (one, or a batch); one transcript or ApiError each, in order (never raise)."""
@@ -204,6 +231,7 @@ class EngineQueue:
                     if oom is None:
                         raise
                     log.warning("job %s: out of memory (quantization %s)", names, self.slot.mode)
+                    self._finish_beside()
                     engine = self.slot.shrink(oom)  # raises when there is nothing smaller to try
         except _Cancelled:
             log.info("job %s: the client went away; stopped", names)
@@ -226,6 +254,7 @@ class EngineQueue:
         spec = self.slot.spec
         if spec is None:
             return
+        self._finish_beside()
         try:
             self.slot.load(spec)
         except UserError as exc:  # remembered by the slot: each later job answers 503 with this sentence

@@ -7,11 +7,12 @@ for frames only: fd 1 is pointed at stderr and `sys.stdout` at `sys.stderr`, so 
 prints cannot corrupt the stream. stdin EOF or `shutdown` ends the worker with status 0; no socket
 is ever opened.
 
-While no job waits, the main thread runs the engine's speed-up pieces (`Engine.preparations`: CUDA
-graphs, compiled layers), one at a time, with a `preparing` frame before each and one when all are
-done; it looks at the job queue between pieces, so a dictation waits for one piece at most and is
-never run at the same time as one. Until a shape's piece has run, jobs of that shape take the
-engine's eager path.
+The engine's speed-up pieces (`Engine.preparations`: compiled layers, CUDA graphs) run one at a
+time, with a `preparing` frame before each and one when all are done. A compile piece runs on a
+thread of its own while jobs go on; a capture runs on the main thread only while no job waits (it
+records whatever the GPU runs), and the queue is looked at between pieces, so a dictation waits
+for one capture at most. Until a shape's pieces have run, jobs of that shape take the engine's
+eager path.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import time
 from typing import NoReturn
 
 from app.engine import EngineSpec, Progress, Transcript
+from app.engine.base import Preparation
 from app.errors import UserError
 from app.worker.engine_slot import EngineSlot, as_out_of_memory
 from app.worker.preparation import PreparationProgress
 from app.worker.protocol import PROTOCOL_VERSION, TO_WORKER, Frame, FrameDecoder, FrameError, encode, payload_audio
 
 log = logging.getLogger("app.worker")
+_PIECE_DONE = object()  # put in the job queue when a piece that ran beside jobs ends
 
 _READ_CHUNK = 1 << 20
 _F_SETPIPE_SZ = 1031  # Linux fcntl: pipe capacity
@@ -81,6 +84,7 @@ class Server:
         self._idle_unload_s: float | None = None
         self._prep = PreparationProgress()
         self._preparing: str | None = None  # the piece running now, for `pong`
+        self._beside: threading.Thread | None = None  # a piece running beside jobs (a compile)
 
     def run(self) -> int:
         self._hello()
@@ -95,6 +99,8 @@ class Server:
                 continue
             if item is None:
                 break
+            if item is _PIECE_DONE:
+                continue  # the next piece, if any, starts at the top
             frame, received = item
             if frame.type == "load":
                 self._load(frame)
@@ -173,6 +179,7 @@ class Server:
                 self._out.send("preparing", **self._prep.report())
             return
         log.info("loading %s %s (quantization %s, device %s)", spec.engine, spec.model, spec.quantization, spec.device)
+        self._finish_beside()
         started = time.monotonic()
         try:
             self._slot.load(spec)
@@ -237,14 +244,21 @@ class Server:
                 if oom is None:
                     raise
                 log.warning("out of memory in job %s (quantization %s)", job_id, self._slot.mode)
+                self._finish_beside()
                 engine = self._slot.shrink(oom)
                 self._hello(note=f"Out of GPU memory: the model now runs with quantization {self._slot.mode}.")
 
     def _prepare_one(self) -> bool:
-        """Run the engine's next speed-up piece, announced by a `preparing` frame; False when none is left.
+        """Start the engine's next speed-up piece, announced by a `preparing` frame. A piece that may run
+        beside jobs (a compile) gets a thread of its own and jobs go on; any other runs here, now.
+        True when a piece ran here (look at the queue again before the next), False otherwise.
 
         After the last piece (of those known now) one more frame says so: `done == total`, no label.
         """
+        if self._beside is not None:
+            if self._beside.is_alive():
+                return False  # one piece at a time
+            self._beside = None
         piece = self._prep.next_piece(self._slot.engine)
         if piece is None:
             if self._prep.final():
@@ -253,12 +267,27 @@ class Server:
         with self._lock:  # before the frame: a ping that follows it hears of the piece
             self._preparing = piece.label
         self._out.send("preparing", **self._prep.report(piece.label))
+        if piece.alongside_jobs:
+            self._beside = threading.Thread(target=self._run_piece, args=(piece, True), name="worker-prepare", daemon=True)
+            self._beside.start()
+            return False
+        self._run_piece(piece, False)
+        return True
+
+    def _run_piece(self, piece: Preparation, beside: bool) -> None:
         try:
             self._prep.run(piece)
         finally:
             with self._lock:
                 self._preparing = None
-        return True
+            if beside:
+                self._jobs.put(_PIECE_DONE)  # wake the main loop for the next piece
+
+    def _finish_beside(self) -> None:
+        """Wait for a piece running beside jobs: before the engine it works on is replaced or dropped."""
+        if self._beside is not None:
+            self._beside.join()
+            self._beside = None
 
     def _is_cancelled(self, job_id: str) -> bool:
         return job_id in self._cancelled or self._stopping.is_set()
@@ -268,6 +297,7 @@ class Server:
 
     def _unload_idle(self) -> None:
         log.info("unloading the model after %.1f s idle", self._idle_unload_s or 0)
+        self._finish_beside()
         self._slot.unload()
         self._hello()
 

@@ -8,9 +8,10 @@ serves the others from its FX graph cache, instead of one 30-layer graph that to
 whole-model compile three minutes (shared/reference/gpu-measured.md).
 
 Compiling happens on the first call at a new shape (until the sizes that vary are symbolic), which
-costs seconds to tens of seconds, so it is
-never left to a dictation: the layers run compiled only inside `active()`, which the denoiser enters
-for shapes it has prepared (`Denoiser.prepare`, run by the worker while it is idle). Inductor's
+costs seconds to tens of seconds, so it is never left to a dictation: the layers run compiled only
+inside `active()`, which the denoiser enters for shapes it has prepared, and which holds for the
+calling thread alone, so the compile itself (`Denoiser.prepare`) can run on a thread of its own
+while dictations go on eagerly. Inductor's
 caches live in the app's cache folder instead of /tmp, so a restarted worker reuses the compiled
 kernels (`cache_folder`); Dynamo still traces each layer again (about a second per layer).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,7 +41,13 @@ def cache_folder() -> Path:
 
 
 class CompiledLayers:
-    """Compiled versions of `layers`, used instead of their eager forward inside `active()`."""
+    """Compiled versions of `layers`, used instead of their eager forward inside `active()`.
+
+    Each layer's `_compiled_call_impl` (what `nn.Module.compile()` sets, and `nn.Module.__call__`
+    calls when it is set) becomes a dispatcher that runs the compiled code on threads inside
+    `active()` and the eager forward elsewhere. Per thread, so a compile can run on one thread while
+    a transcription runs eagerly on another with the same modules.
+    """
 
     def __init__(self, layers: nn.ModuleList, shapes: int) -> None:
         os.environ.setdefault(ENV_CACHE, str(cache_folder()))  # read by Inductor when it first compiles
@@ -51,27 +59,35 @@ class CompiledLayers:
         config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 2 * wanted)
         self.layers = list(layers)
         self.calls = 0  # layer calls that went through the compiled code outside a CUDA graph (tests read it)
-        # dynamic=None: a layer's first shape compiles static; the next makes the sizes that changed
-        # symbolic, so later shapes (other prompt lengths, batch sizes) need no compile at all
-        # (tiny model on the CPU: 21.4 s, 17.4 s, then 0.0 s for batches 1-4; static: 22.3, 10.7, 10.2, 8.9 s).
-        self._compiled = [self._counted(torch.compile(layer._call_impl, fullgraph=True, dynamic=None)) for layer in self.layers]
+        self._local = threading.local()
+        for layer in self.layers:
+            # dynamic=None: a layer's first shape compiles static; the next makes the sizes that changed
+            # symbolic, so later shapes (other prompt lengths, batch sizes) need no compile at all
+            # (tiny model on the CPU: 21.4 s, 17.4 s, then 0.0 s for batches 1-4; static: 22.3, 10.7, 10.2, 8.9 s).
+            compiled = torch.compile(layer._call_impl, fullgraph=True, dynamic=None)
+            layer._compiled_call_impl = self._dispatcher(layer._call_impl, compiled)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        """Run the layers compiled within this block (the first call at a new shape compiles)."""
-        for layer, compiled in zip(self.layers, self._compiled):
-            layer._compiled_call_impl = compiled  # what `nn.Module.compile()` sets; None means eager
+        """Run the layers compiled on this thread within this block (the first call at a new shape compiles)."""
+        before = getattr(self._local, "on", False)
+        self._local.on = True
         try:
             yield
         finally:
-            for layer in self.layers:
-                layer._compiled_call_impl = None
+            self._local.on = before
 
+    def remove(self) -> None:
+        """Give every layer its plain eager forward back (the compiled layers were given up)."""
+        for layer in self.layers:
+            layer._compiled_call_impl = None
 
-    def _counted(self, compiled: Callable) -> Callable:
+    def _dispatcher(self, eager: Callable, compiled: Callable) -> Callable:
         def call(*args, **kwargs):
-            self.calls += 1
-            return compiled(*args, **kwargs)
+            if getattr(self._local, "on", False):
+                self.calls += 1
+                return compiled(*args, **kwargs)
+            return eager(*args, **kwargs)
 
         return call
 

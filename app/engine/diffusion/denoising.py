@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -37,11 +38,6 @@ log = logging.getLogger(__name__)
 # Prompt shapes (batch, prefix length, tail length) whose fast path is kept; a dictation over 30 s is
 # a batch of several chunks, a speech server's batches are 1, 2, 4 or 8 rows.
 MAX_PREPARED_SHAPES = 8
-# Denoising steps a preparation runs without graphs (compiled layers only): the first step and a
-# later one, whose self-conditioning input differs.
-PREPARATION_STEPS = 2
-
-
 @dataclass
 class DenoiseResult:
     """The final canvases (batch, canvas_length), steps run, and milliseconds spent."""
@@ -55,10 +51,12 @@ class DenoiseResult:
 @dataclass
 class PendingShape:
     """A prompt shape seen in a transcription and not prepared yet: a copy of that prompt, which
-    `Denoiser.prepare` runs on, and what to call it in the settings window."""
+    `Denoiser.prepare` runs on, what to call it in the settings window, and whether its layers are
+    compiled already (the first of its two stages where both apply)."""
 
     prompt: "Prompt"
     label: str
+    compiled: bool = False
 
 
 class Denoiser:
@@ -68,7 +66,8 @@ class Denoiser:
     `compile_layers` the decoder layers compiled by Inductor (`compiled_layers.py`; inside the graphs
     on a GPU). Both cost seconds per shape, so a transcription never pays them: a shape not prepared
     yet runs eagerly (the same kernels as transformers') and is queued; `prepare` then does the work
-    when the caller is idle (the worker between jobs, `Engine.preparations`).
+    in stages: `compile` (which may run on another thread while transcriptions go on: it changes
+    nothing they use) and `capture` (which must not: a capture records whatever the GPU runs).
     """
 
     def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, *, use_graphs: bool | None = None,
@@ -79,6 +78,7 @@ class Denoiser:
         self.compiled = CompiledLayers(backbone.model.decoder.layers, MAX_PREPARED_SHAPES) if compile_layers else None
         self._ready: OrderedDict[tuple[int, int, int], graphs.PromptGraphs | None] = OrderedDict()  # None: no graphs
         self._pending: OrderedDict[tuple[int, int, int], PendingShape] = OrderedDict()
+        self._lock = threading.Lock()  # guards the two above: a compile stage runs beside transcriptions
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.prepare_seconds = 0.0
         self.fast_path_error: str | None = None  # why the fast path was given up, if it was
@@ -89,36 +89,60 @@ class Denoiser:
         parts = [name for name, on in (("graphs", self.use_graphs), ("compiled", self.compiled is not None)) if on]
         return "+".join(parts) or "eager"
 
-    def pending(self) -> list[tuple[tuple[int, int, int], str]]:
-        """The shapes waiting for `prepare`, oldest first, with their labels."""
-        return [(key, shape.label) for key, shape in self._pending.items()]
+    def pending(self) -> list[tuple[tuple[int, int, int], str, str]]:
+        """The shapes waiting for `prepare`, oldest first: (shape, label, stage), stage `compile` or `capture`."""
+        with self._lock:
+            return [(key, shape.label, self._stage(shape)) for key, shape in self._pending.items()]
+
+    def _stage(self, shape: PendingShape) -> str:
+        return "compile" if self.compiled is not None and not shape.compiled else "capture"
 
     def prepare(self, key: tuple[int, int, int]) -> None:
-        """Capture the graphs and/or compile the layers for one pending shape (seconds; see `pending`).
+        """Run the next stage for one pending shape (seconds; see `pending`).
 
-        Whatever fails here (a compile the toolchain refuses, a capture the GPU refuses, out of memory)
-        gives up that part of the fast path for every shape, compiled layers first (the shape is then
-        tried again with graphs alone), and the reason goes to `fast_path_error`; the eager loop still works.
+        `compile` runs one forward at the shape with the compiled layers, on the calling thread only
+        (`CompiledLayers.active` is per thread); `capture` records the graphs. Whatever fails here (a
+        compile the toolchain refuses, a capture the GPU refuses, out of memory) gives up that part of
+        the fast path for every shape, and the reason goes to `fast_path_error`; the eager loop remains.
         """
-        shape = self._pending.pop(key, None)
+        with self._lock:
+            shape = self._pending.get(key)
         if shape is None or self.fast_path == "eager":
             return
-        started = time.perf_counter()
+        stage, started = self._stage(shape), time.perf_counter()
         try:
-            if self.use_graphs:
-                with self._compiled_layers(True):  # the capture's warm-up runs compile them
+            if stage == "compile":
+                with self.compiled.active():
+                    self._forward_once(shape.prompt)
+                ready = None
+            else:
+                with self._compiled_layers(True):  # compiled already: the capture records their kernels
                     prompt = shape.prompt
                     ready = graphs.capture_prompt(self.backbone, prompt, prefill, prefill_masks(self.backbone, prompt), self._pool)
-            else:
-                self._denoise(shape.prompt, None, steps=PREPARATION_STEPS, seed=0, early_exit=False, on_draft=None, compiled=True)
-                ready = None
         except Exception as exc:  # noqa: BLE001 - the eager path still works: keep dictating, and say why
-            self._give_up(exc, key, shape)
+            self._give_up(exc, stage)
             return
         self.prepare_seconds += time.perf_counter() - started
-        self._ready[key] = ready
-        if len(self._ready) > MAX_PREPARED_SHAPES:
-            self._ready.popitem(last=False)
+        with self._lock:
+            if stage == "compile":
+                shape.compiled = True
+                if self.use_graphs:
+                    return  # its graphs come next
+            self._pending.pop(key, None)
+            self._ready[key] = ready
+            if len(self._ready) > MAX_PREPARED_SHAPES:
+                self._ready.popitem(last=False)
+
+    def _forward_once(self, prompt: "Prompt") -> None:
+        """The prefill and one decoder forward at `prompt`'s shape, as a denoising step calls it; no
+        random numbers are drawn, so a transcription running meanwhile keeps its seeded draw."""
+        backbone = self.backbone
+        cache = prefill(backbone, prompt, DynamicCache(config=backbone.config.get_text_config(decoder=True)))
+        canvas = torch.zeros(prompt.batch, backbone.config.canvas_length, dtype=torch.long, device=prompt.device)
+        masks = backbone.model.decoder.create_diffusion_decoder_attention_mask(
+            config=backbone.config, inputs_embeds=canvas.unsqueeze(-1), cache=cache, decoder_attention_mask=prompt.decoder_attention_mask
+        )
+        backbone(decoder_input_ids=canvas, decoder_attention_mask=masks, cache=cache, decoder_position_ids=prompt.canvas_positions)
 
     def __call__(
         self,
@@ -142,12 +166,14 @@ class Denoiser:
         """
         prompt = self._prompt(prefix_embeds, tail_ids, first_position)
         key = prompt.shape
-        prepared = key in self._ready
-        if prepared:
-            self._ready.move_to_end(key)
-        elif self.fast_path != "eager" and key not in self._pending:
-            self._pending[key] = PendingShape(prompt.copy(), label)
-        return self._denoise(prompt, self._ready.get(key), steps=steps, seed=seed, early_exit=early_exit,
+        with self._lock:
+            prepared = key in self._ready
+            if prepared:
+                self._ready.move_to_end(key)
+            elif self.fast_path != "eager" and key not in self._pending:
+                self._pending[key] = PendingShape(prompt.copy(), label)
+            prompt_graphs = self._ready.get(key)
+        return self._denoise(prompt, prompt_graphs, steps=steps, seed=seed, early_exit=early_exit,
                              on_draft=on_draft, compiled=prepared)
 
     def _denoise(self, prompt: "Prompt", prompt_graphs: graphs.PromptGraphs | None, *, steps: int, seed: int,
@@ -213,21 +239,23 @@ class Denoiser:
     def _compiled_layers(self, on: bool) -> contextlib.AbstractContextManager:
         return self.compiled.active() if on and self.compiled is not None else contextlib.nullcontext()
 
-    def _give_up(self, exc: BaseException, key: tuple[int, int, int], shape: PendingShape) -> None:
-        """Drop the part of the fast path that failed, for good: the compiled layers if they were on
-        (and queue `shape` again, for graphs alone), else the graphs, with every prepared shape."""
+    def _give_up(self, exc: BaseException, stage: str) -> None:
+        """Drop the part of the fast path that failed, for good: the compiled layers if the compile
+        stage failed (shapes keep their capture stage where graphs are on), else the graphs, with
+        every prepared shape."""
         reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-        if self.compiled is not None:
-            part, self.compiled = "compiled layers", None
-        else:
-            part, self.use_graphs = "GPU graphs", False
-            self._ready.clear()
-            self._pending.clear()
-        self.fast_path_error = f"{part}: {reason}"
+        with self._lock:
+            if stage == "compile" and self.compiled is not None:
+                part, compiled, self.compiled = "compiled layers", self.compiled, None
+                compiled.remove()
+                if not self.use_graphs:
+                    self._pending.clear()
+            else:
+                part, self.use_graphs = "GPU graphs", False
+                self._ready.clear()
+                self._pending.clear()
+            self.fast_path_error = f"{part}: {reason}"
         log.warning("%s given up (%s); left: %s", part, reason, self.fast_path)
-        if self.use_graphs:
-            self._pending[key] = shape
-            self._pending.move_to_end(key, last=False)
         if self._pool is not None:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()

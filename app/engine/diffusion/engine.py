@@ -61,13 +61,12 @@ class DiffusionEngine:
             self.transcribe(quiet, language=language, steps=1, early_exit=False)
 
     def preparations(self) -> list[Preparation]:
-        """One piece per prompt shape seen and not prepared yet: capture its CUDA graphs and/or compile
-        its layers (`Denoiser.prepare`). Seconds each; until then that shape runs eagerly."""
-        what = {"graphs": "GPU graphs", "compiled": "compiled layers", "graphs+compiled": "GPU graphs and compiled layers"}
-        kind = what.get(self.denoiser.fast_path)
-        if kind is None:
-            return []
-        return [Preparation(f"{kind} for {label}", functools.partial(self._prepare, key)) for key, label in self.denoiser.pending()]
+        """The next stage of each prompt shape seen and not prepared yet (`Denoiser.prepare`): compile
+        its layers (beside dictations), then capture its CUDA graphs (between them). Seconds each;
+        until then that shape runs eagerly."""
+        what = {"compile": "compiled layers", "capture": "GPU graphs"}
+        return [Preparation(f"{what[stage]} for {label}", functools.partial(self._prepare, key), alongside_jobs=stage == "compile")
+                for key, label, stage in self.denoiser.pending()]
 
     def _prepare(self, key: tuple[int, int, int]) -> None:
         with torch.inference_mode():
