@@ -25,10 +25,13 @@ from app.desktop.hotkeys import HotkeyListener
 from app.desktop.keys import parse_combo
 from app.desktop.paste import PasteOptions, Paster
 from app.desktop.remote_server import RemoteServer
+from app.engine import EngineSpec
 from app.errors import UserError
 from app.text import TextOptions, finish_transcript
 from app.ui.tray import Tray
 from app.worker.client import WorkerClient
+from app.worker.speech_client import SpeechClient
+from app.worker.speech_switch import SpeechSwitch, runs_on_server
 
 log = logging.getLogger("app.dictation")
 QUEUED = Qt.ConnectionType.QueuedConnection
@@ -54,11 +57,9 @@ class DictationApp(QObject):
         self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
             pre_roll_ms=settings.pre_roll_ms, post_roll_ms=settings.post_roll_ms, max_seconds=settings.max_seconds,
             skip_silence=settings.skip_silence))
-        client = WorkerClient
-        if settings.engine == "server":  # a speech server runs the model; nothing here loads torch
-            from app.server.client import ServerClient as client
-        self.worker = client(settings.engine_spec(), self, command=worker_command, env=worker_env,
-                             idle_unload_s=settings.idle_unload_s)
+        self._worker_command, self._worker_env = worker_command, worker_env
+        # A worker on this computer or a speech server, switched live when Settings change between them.
+        self.worker = SpeechSwitch(settings.engine_spec(), self._speech_client, self)
         self.paster = Paster(PasteOptions(settings.paste_method, settings.paste_keys, settings.restore_clipboard),
                              parent=self)
         self.hotkeys = HotkeyListener(parse_combo(settings.hotkey), parse_combo(settings.cancel_key), parent=self)
@@ -82,6 +83,15 @@ class DictationApp(QObject):
         self.tray.cancel_requested.connect(c.cancel, QUEUED)
         self.tray.settings_requested.connect(self.show_settings)
         self.tray.quit_requested.connect(QApplication.quit)
+
+    def _speech_client(self, spec: EngineSpec, parent: QObject) -> SpeechClient:
+        """The client `spec` needs, with the app's current options: a speech server's, or a local worker's."""
+        if runs_on_server(spec):  # a speech server runs the model; nothing here loads torch
+            from app.server.client import ServerClient
+
+            return ServerClient(spec, parent)
+        return WorkerClient(spec, parent, command=self._worker_command, env=self._worker_env,
+                            idle_unload_s=self.settings.idle_unload_s)
 
     def start(self) -> bool:
         """Claim the single instance and start everything; False when another instance runs."""

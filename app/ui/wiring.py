@@ -308,11 +308,10 @@ class AppUi(QObject):
         """Make a settings change real in the running app, part by part, without a restart."""
         app, names = self.app, changed_fields(new, old)
         app.settings = new  # language and steps are read from here at each dictation
-        if "engine" in names and "server" in (new.engine, old.engine):
-            # The server client and the local worker are different objects that everything is wired to.
-            app.notify("Quit and start the app again to switch between a speech server and a model on this computer.")
-        elif names & _ENGINE_FIELDS:
-            app.worker.configure(new.engine_spec())  # the worker reloads in the background; jobs wait for it
+        if names & _ENGINE_FIELDS:
+            # The worker reloads in the background, jobs waiting for it; between a worker and a speech
+            # server the app's SpeechSwitch swaps clients, the old one finishing its jobs first.
+            app.worker.configure(new.engine_spec())
         if "idle_unload_min" in names:
             app.worker.set_idle_unload(new.idle_unload_s)
         if names & {"hotkey", "cancel_key"}:

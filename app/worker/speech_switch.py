@@ -34,7 +34,6 @@ class SpeechSwitch(SpeechClient):
         super().__init__(parent)
         self._make = make
         self._spec = spec
-        self._idle_unload_s: float | None = None
         self._retiring: list[SpeechClient] = []  # the previous kind, finishing its jobs
         self._current = self._adopt(make(spec, self))
 
@@ -79,18 +78,16 @@ class SpeechSwitch(SpeechClient):
             self._current.configure(spec)
             return
         self._spec, old = spec, self._current
-        self._current = self._adopt(self._make(spec, self))
-        self._current.set_idle_unload(self._idle_unload_s)
+        self._current = self._adopt(self._make(spec, self))  # `make` gives it the app's current options
         if old.pending:
             self._retiring.append(old)
         else:
-            old.stop()
+            _dispose(old)
         self._current.start()
         self.state_changed.emit(self._current.state)
         self.preparing.emit(0, 0, "")  # the old client's progress is not the new one's
 
     def set_idle_unload(self, seconds: float | None) -> None:
-        self._idle_unload_s = seconds
         self._current.set_idle_unload(seconds)
 
     def submit(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None,
@@ -119,4 +116,10 @@ class SpeechSwitch(SpeechClient):
         drained = [client for client in self._retiring if not client.pending]
         for client in drained:
             self._retiring.remove(client)
-            QTimer.singleShot(0, client.stop)
+            QTimer.singleShot(0, lambda c=client: _dispose(c))
+
+
+def _dispose(client: SpeechClient) -> None:
+    """Stop a client that is no longer used (its process or thread ends) and let Qt free it."""
+    client.stop()
+    client.deleteLater()
