@@ -85,6 +85,10 @@ class Settings:
     quantization: str = setting("auto", "Precision", "Weight precision; auto picks by free GPU memory.",
                                 group="Model", choices=QUANTIZATIONS)
     device: str = setting("auto", "Device", "Where the model runs: auto, cpu, cuda or cuda:N.", group="Model")
+    compile: bool = setting(False, "Compile the model (experimental)", "Diffusion only: after loading, also compile "
+                            "the model's layers with torch.compile, on a thread of its own (dictation works meanwhile); "
+                            "the first time takes minutes on a GPU, later starts reuse the compiled kernels. Off by "
+                            "default until it is measured faster on a GPU; on a CPU it is not.", group="Model")
     unusable_model: str = setting("keep", "When the model cannot run", "keep: record anyway; the recording waits in "
                                   "the history as not transcribed and is transcribed once the model works. refuse: "
                                   "do not start recording, and say why.", group="Model", choices=UNUSABLE_MODEL)
@@ -167,7 +171,7 @@ class Settings:
         if self.engine == "server":
             return EngineSpec(engine="server", model=self.server_url)
         return EngineSpec(engine=self.engine, model=self.model or DEFAULT_MODELS[self.engine],
-                          quantization=self.quantization, device=self.device)
+                          quantization=self.quantization, device=self.device, compile=self.compile)
 
     @property
     def idle_unload_s(self) -> float | None:

@@ -159,6 +159,8 @@ def test_changes_apply_live_to_every_part(env, qtbot):
     assert os.environ["HF_ENDPOINT"] == "https://mirror.example"
     store.set("idle_unload_min", 5)
     assert app.worker.idle_unload_s == 300.0 and len(app.worker.specs) == 1  # no reload for a timeout
+    store.set("compile", True)
+    assert app.worker.specs[-1].compile is True and app.worker.specs[-1].engine == "diffusion"
     store.set("engine", "server")  # the app's SpeechSwitch swaps clients: no restart (tests/test_speech_switch.py)
     assert app.worker.specs[-1].engine == "server" and app.notices == []
 

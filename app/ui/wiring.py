@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # the windows are imported when first opened: they cost start
     from app.ui.widgets.preparation_status import PreparationStatus
 
 log = logging.getLogger(__name__)
-_ENGINE_FIELDS = {"engine", "model", "quantization", "device", "server_url"}
+_ENGINE_FIELDS = {"engine", "model", "quantization", "device", "server_url", "compile"}
 _RECORDER_FIELDS = {"pre_roll_ms", "post_roll_ms", "max_seconds", "skip_silence", "warm_microphone"}
 _PASTE_FIELDS = {"paste_method", "paste_keys", "restore_clipboard"}
 _ACTIVE_POLL_MS, _IDLE_POLL_MS = 33, 120
