@@ -31,17 +31,12 @@ def speech_like(seconds: float = 2.0) -> np.ndarray:
     return (np.random.default_rng(5).standard_normal(int(seconds * SAMPLE_RATE)) * 0.1).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("inductor-cache")
-
-
 def load_compiled(adapter: Path):
     return load_engine(EngineSpec(engine="diffusion", model=str(adapter), device="cpu", quantization="fp32", compile=True))
 
 
-def test_compiled_layers_are_prepared_while_idle_and_give_the_eager_text(tmp_path_factory, compile_cache, monkeypatch):
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(compile_cache))
+def test_compiled_layers_are_prepared_while_idle_and_give_the_eager_text(tmp_path_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     engine = load_compiled(tiny_checkpoint(tmp_path_factory))
     compiled = engine.denoiser.compiled
     eager = [engine.transcribe(speech_like(), language=lang, steps=4, early_exit=False, seed=2).text for lang in ("en", "fr")]
@@ -72,17 +67,21 @@ print(json.dumps({**cache_counters(), "error": engine.denoiser.fast_path_error, 
 """
 
 
-def test_a_new_process_reuses_the_compiled_kernels(tmp_path_factory, compile_cache):
-    """After the test above filled the cache, a fresh worker process compiles nothing new."""
+def test_a_new_process_reuses_the_compiled_kernels(tmp_path_factory, tmp_path):
+    """Two worker-like processes on one cache folder: the first compiles (misses), the second finds
+    every compiled graph in the folder (hits, no misses). Processes of their own, because one process
+    also keeps compiled code in memory."""
     adapter = tiny_checkpoint(tmp_path_factory)
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(compile_cache), "PYTHONPATH": str(ROOT)}
-    if not any(compile_cache.iterdir()):  # run alone: fill the cache first
-        subprocess.run([sys.executable, "-c", PROBE, str(adapter)], env=env, check=True, capture_output=True, timeout=600)
-    done = subprocess.run([sys.executable, "-c", PROBE, str(adapter)], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    counters = json.loads(done.stdout.strip().splitlines()[-1])
-    assert counters["error"] is None
-    assert counters["fx_cache_hits"] >= 1 and counters["fx_cache_misses"] == 0
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "PYTHONPATH": str(ROOT)}
+    counters = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", PROBE, str(adapter)], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        counters.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    cold, warm = counters
+    assert cold["error"] is None and warm["error"] is None
+    assert cold["fx_cache_misses"] >= 1
+    assert warm["fx_cache_hits"] >= 1 and warm["fx_cache_misses"] == 0
 
 
 def test_a_compiler_that_fails_leaves_the_eager_loop(tmp_path_factory, tmp_path):
@@ -101,7 +100,10 @@ def test_a_compiler_that_fails_leaves_the_eager_loop(tmp_path_factory, tmp_path)
 
 def test_a_compile_runs_on_its_own_thread_while_dictations_go_on_eagerly(tmp_path_factory, tmp_path, monkeypatch):
     """The worker runs a compile piece beside jobs (`alongside_jobs`): dictations meanwhile take the
-    eager path with their seeded text, and the compiled layers serve only once the piece is done."""
+    eager path with their seeded text, and the compiled layers serve only once the piece is done.
+    How long the compile takes here depends on what this process compiled before (Dynamo keeps
+    compiled code in memory), so the overlap itself is asserted in a fresh worker process, with a
+    cold cache, by tests/test_worker_preparation.py."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cold"))
     engine = load_compiled(tiny_checkpoint(tmp_path_factory))
     eager = engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text
@@ -113,7 +115,7 @@ def test_a_compile_runs_on_its_own_thread_while_dictations_go_on_eagerly(tmp_pat
     while compiling.is_alive():
         meanwhile.append(engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text)
     compiling.join()
-    assert set(meanwhile) == {eager} and len(meanwhile) >= 2, len(meanwhile)  # several dictations during the compile
+    assert set(meanwhile) == {eager}
     assert engine.denoiser.fast_path_error is None and engine.preparations() == []
     before = engine.denoiser.compiled.calls
     assert engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text == eager

@@ -70,7 +70,7 @@ class GenerateReference:
     def __init__(self, backbone) -> None:
         self.backbone = backbone
 
-    def __call__(self, prefix_embeds, tail_ids, *, steps, seed, first_position=0, early_exit=True, on_draft=None):
+    def __call__(self, prefix_embeds, tail_ids, *, steps, seed, first_position=0, early_exit=True, on_draft=None, label=""):
         canvases = denoise_with_generate(
             self.backbone, prefix_embeds, tail_ids, steps=steps, seed=seed, first_position=first_position, early_exit=early_exit
         )
