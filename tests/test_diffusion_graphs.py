@@ -19,7 +19,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from app.engine import EngineSpec, load_engine
-from app.engine.base import SAMPLE_RATE
+from app.engine.base import SAMPLE_RATE, BatchItem
 from app.engine.diffusion import denoising, graphs
 from tests.test_diffusion_engine import tiny_checkpoint
 
@@ -180,3 +180,41 @@ def test_the_gpu_parity_diagnosis_compares_layer_by_layer(engine, emulated_graph
     assert len(report["layer_output_max_abs_diff"]) == layers == len(report["kv_cache_max_abs_diff_by_layer"])
     assert report["first_decoder_layer_that_differs"] is None and report["first_prefill_layer_that_differs"] is None
     assert report["logits_max_abs_diff"] == 0.0 and report["argmax_agreement"] == 1.0
+
+
+def test_out_of_memory_while_capturing_is_tried_again_then_given_up(engine, emulated_graphs, monkeypatch):
+    """Stand-in for a GPU that is short of memory (CI has none): the capture raises torch's own
+    out-of-memory error. The first time the shape stays eager and comes back with its next
+    dictation; after MEMORY_TRIES failures the graphs are given up, and dictation goes on eagerly."""
+    eager = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=9).text
+    failures = [1]  # how many captures fail, then they succeed
+
+    def short_of_memory(*args):
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return capture_prompt(*args)
+
+    monkeypatch.setattr(graphs, "capture_prompt", short_of_memory)
+    saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
+    try:
+        engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=9)
+        engine.preparations()[0].run()
+        assert engine.preparations() == [] and engine.denoiser.fast_path == "graphs" and engine.denoiser.fast_path_error is None
+        assert engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=9).text == eager
+        (again,) = engine.preparations()  # the next dictation brought the shape back
+        again.run()
+        assert engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=9).text == eager
+        assert len(engine.denoiser._ready) == 1  # captured the second time
+
+        failures[0] = denoising.MEMORY_TRIES  # from now on the memory never suffices, for a new shape
+        two = [BatchItem(speech_like(), "en")] * 2  # two requests in one pass: another prompt shape
+        for _ in range(denoising.MEMORY_TRIES):
+            engine.transcribe_batch(two, steps=3, early_exit=False, seed=9)
+            for piece in engine.preparations():
+                piece.run()
+        denoiser = engine.denoiser
+        assert engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=9).text == eager
+    finally:
+        engine.denoiser = saved
+    assert denoiser.fast_path == "eager" and "OutOfMemoryError" in denoiser.fast_path_error

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 # Prompt shapes (batch, prefix length, tail length) whose fast path is kept; a dictation over 30 s is
 # a batch of several chunks, a speech server's batches are 1, 2, 4 or 8 rows.
 MAX_PREPARED_SHAPES = 8
+# Preparations that may run out of GPU memory before the fast path is given up: another program may
+# hold the memory for a while, so a shape is tried again after its next transcription.
+MEMORY_TRIES = 3
 @dataclass
 class DenoiseResult:
     """The final canvases (batch, canvas_length), steps run, and milliseconds spent."""
@@ -82,6 +85,7 @@ class Denoiser:
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.prepare_seconds = 0.0
         self.fast_path_error: str | None = None  # why the fast path was given up, if it was
+        self._memory_failures = 0
 
     @property
     def fast_path(self) -> str:
@@ -101,9 +105,11 @@ class Denoiser:
         """Run the next stage for one pending shape (seconds; see `pending`).
 
         `compile` runs one forward at the shape with the compiled layers, on the calling thread only
-        (`CompiledLayers.active` is per thread); `capture` records the graphs. Whatever fails here (a
-        compile the toolchain refuses, a capture the GPU refuses, out of memory) gives up that part of
-        the fast path for every shape, and the reason goes to `fast_path_error`; the eager loop remains.
+        (`CompiledLayers.active` is per thread); `capture` records the graphs. Out of GPU memory (which
+        another program may hold only for a while) drops this attempt: the shape is tried again after
+        the next transcription that uses it, up to `MEMORY_TRIES` times in all. Whatever else fails (a
+        compile the toolchain refuses, a capture the GPU refuses) gives up that part of the fast path
+        for every shape, and the reason goes to `fast_path_error`; the eager loop remains.
         """
         with self._lock:
             shape = self._pending.get(key)
@@ -119,6 +125,9 @@ class Denoiser:
                 with self._compiled_layers(True):  # compiled already: the capture records their kernels
                     prompt = shape.prompt
                     ready = graphs.capture_prompt(self.backbone, prompt, prefill, prefill_masks(self.backbone, prompt), self._pool)
+        except torch.cuda.OutOfMemoryError as exc:
+            self._out_of_memory(exc, key, stage)
+            return
         except Exception as exc:  # noqa: BLE001 - the eager path still works: keep dictating, and say why
             self._give_up(exc, stage)
             return
@@ -238,6 +247,21 @@ class Denoiser:
 
     def _compiled_layers(self, on: bool) -> contextlib.AbstractContextManager:
         return self.compiled.active() if on and self.compiled is not None else contextlib.nullcontext()
+
+    def _out_of_memory(self, exc: BaseException, key: tuple[int, int, int], stage: str) -> None:
+        """Drop this attempt and free what it took; the shape comes back with its next transcription.
+        After `MEMORY_TRIES` such failures the memory is taken as too small for good (`_give_up`)."""
+        self._memory_failures += 1
+        if self._memory_failures >= MEMORY_TRIES:
+            self._give_up(exc, stage)
+            return
+        with self._lock:
+            self._pending.pop(key, None)
+        log.warning("out of GPU memory while preparing a shape (%s, %d of %d tries); eager until it is tried again",
+                    stage, self._memory_failures, MEMORY_TRIES)
+        if self._pool is not None:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
 
     def _give_up(self, exc: BaseException, stage: str) -> None:
         """Drop the part of the fast path that failed, for good: the compiled layers if the compile
