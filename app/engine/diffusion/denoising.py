@@ -83,7 +83,6 @@ class Denoiser:
         self._pending: OrderedDict[tuple[int, int, int], PendingShape] = OrderedDict()
         self._lock = threading.Lock()  # guards the two above: a compile stage runs beside transcriptions
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
-        self.prepare_seconds = 0.0
         self.fast_path_error: str | None = None  # why the fast path was given up, if it was
         self._memory_failures = 0
 
@@ -115,7 +114,7 @@ class Denoiser:
             shape = self._pending.get(key)
         if shape is None or self.fast_path == "eager":
             return
-        stage, started = self._stage(shape), time.perf_counter()
+        stage = self._stage(shape)
         try:
             if stage == "compile":
                 with self.compiled.active():
@@ -131,7 +130,6 @@ class Denoiser:
         except Exception as exc:  # noqa: BLE001 - the eager path still works: keep dictating, and say why
             self._give_up(exc, stage)
             return
-        self.prepare_seconds += time.perf_counter() - started
         with self._lock:
             if stage == "compile":
                 shape.compiled = True
