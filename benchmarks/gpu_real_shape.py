@@ -280,6 +280,21 @@ def graph_check(engine: DiffusionEngine, audio: np.ndarray, runs: int) -> dict:
             "eager_step_ms_p50": timing["step_ms_p50_8_steps"], "eager_prefill_ms_p50": timing["prefill_ms_p50_8_steps"]}
 
 
+def kernel_profile(engine: DiffusionEngine, audio: np.ndarray, top: int = 15) -> dict:
+    """GPU time by kernel of one 8-step transcription on the path just timed (graph replays
+    included): where a step's time goes now, beyond what the totals say."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        engine.transcribe(audio, language="en", steps=8, early_exit=False)
+    rows = []
+    for event in prof.key_averages():
+        total = getattr(event, "device_time_total", 0) or 0
+        if total > 0:
+            rows.append((total / 1000.0, event.count, event.key[:100]))
+    rows.sort(reverse=True)
+    return {"gpu_ms": round(sum(r[0] for r in rows), 1), "kernel_launches": sum(r[1] for r in rows),
+            "top": [{"ms": round(ms, 2), "calls": calls, "kernel": key} for ms, calls, key in rows[:top]]}
+
+
 def compile_check(engine: DiffusionEngine, audio: np.ndarray) -> dict:
     """Compiled against eager decoder layers on identical inputs, layer by layer.
 
@@ -346,6 +361,8 @@ def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_coun
     result["kernels"] = sorted({q.kernel(device) for q in _quantized_weights(engine)}) or ["bf16" if mode == "bf16" else mode]
     if mode in ("fp8", "int8", "int4"):
         result["kernel_check"] = kernel_check(engine)
+    if device.type == "cuda":
+        result["profile"] = kernel_profile(engine, audio)
     if engine.denoiser.use_graphs:
         result["graph_check"] = graph_check(engine, audio, max(2, runs // 3))
     if engine.denoiser.compiled is not None:
@@ -455,17 +472,22 @@ def main(argv: list[str] | None = None) -> dict:
         if args.out:
             args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
+    # In order of what the report needs most, since the budget skips the tail: every mode as the
+    # worker runs it by default, the peers, then the slow-to-prepare compiled variants.
     variants = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
-    for mode in modes:
-        need = max(estimate_bytes(config, mode), estimate_bytes(config, "bf16"))  # built in bf16 first
-        for compiled in variants:
+    peers = list(filter(None, args.whisper.split(",")))
+    for compiled in variants:
+        for mode in modes:
+            need = max(estimate_bytes(config, mode), estimate_bytes(config, "bf16"))  # built in bf16 first
             part(report["modes"], mode + ("+compile" if compiled else ""),
                  lambda: measure(mode, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth,
                                  batches=batches, compile_layers=compiled), need)
-    for name in filter(None, args.whisper.split(",")):
-        for compiled in (False, True) if args.whisper_compile else (False,):
-            part(report["whisper_peer"], name + ("+static-compile" if compiled else ""),
-                 lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny, compiled=compiled))
+        if compiled == variants[0]:
+            for name in peers:
+                part(report["whisper_peer"], name, lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny))
+    for name in peers if args.whisper_compile else ():
+        part(report["whisper_peer"], name + "+static-compile",
+             lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny, compiled=True))
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
     if args.out:

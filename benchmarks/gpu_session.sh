@@ -2,20 +2,21 @@
 # The GPU checks of issue 16 in one device call (about 9 minutes on an H100/H200), run from a folder
 # holding app/, benchmarks/ and .whl/ (transformers 5.24.0 and peft 0.21.2 wheels; the device image
 # has transformers 5.17): see docs/benchmarks.md "Running the GPU checks". Writes to $OUT:
-#   gpu_real_shape.json  every mode with and without compiled layers, the floor, the Whisper peers
-#   gpu_kernels.json     each quantized expert product's accuracy and the Triton tile sweep
+#   gpu_real_shape.json  every mode, then the Whisper peers, then each mode with compiled layers while the
+#                        budget lasts; the floor and a kernel profile of each mode's fast path
 #   gpu_parity.json      graph replay against the eager forward, layer by layer, for fp8 and int8
+#   gpu_kernels.json     each quantized expert product's accuracy and the Triton tile sweep
 set -uo pipefail
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-timeout 400 python3 benchmarks/gpu_real_shape.py --json --out "$OUT/gpu_real_shape.json" --runs 6 --budget-s 320 \
-  --modes bf16,int4,fp8 --compile both --batches 4 > "$OUT/gpu_real_shape.log" 2>&1
+timeout 400 python3 benchmarks/gpu_real_shape.py --json --out "$OUT/gpu_real_shape.json" --runs 6 --budget-s 300 \
+  --modes bf16,fp8,int8,int4 --compile both --batches 4 > "$OUT/gpu_real_shape.log" 2>&1
 echo "gpu_real_shape: exit $?"
-timeout 90 python3 benchmarks/gpu_diagnose.py --kernels-only --out "$OUT/gpu_kernels.json" > "$OUT/gpu_kernels.log" 2>&1
-echo "gpu_diagnose kernels: exit $?"
-timeout 90 python3 benchmarks/gpu_diagnose.py --parity fp8,int8 --out "$OUT/gpu_parity.json" > "$OUT/gpu_parity.log" 2>&1
+timeout 80 python3 benchmarks/gpu_diagnose.py --parity fp8,int8 --out "$OUT/gpu_parity.json" > "$OUT/gpu_parity.log" 2>&1
 echo "gpu_diagnose parity: exit $?"
+timeout 70 python3 benchmarks/gpu_diagnose.py --kernels-only --out "$OUT/gpu_kernels.json" > "$OUT/gpu_kernels.log" 2>&1
+echo "gpu_diagnose kernels: exit $?"
 tail -n 5 "$OUT"/*.log
