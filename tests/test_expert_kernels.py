@@ -93,9 +93,11 @@ def test_quantized_experts_through_the_kernel_match_the_portable_path(interprete
     assert float((fast - portable).norm() / portable.norm()) < 1e-5
 
 
-def test_quantized_linear_through_the_kernel_matches_the_portable_path(interpreter, monkeypatch):
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantized_linear_through_the_kernel_matches_the_portable_path(interpreter, monkeypatch, mode):
+    """A linear layer takes the kernel's dense tiles (no tile plan): every row written, none twice."""
     linear = torch.nn.Linear(128, 80, bias=True)
-    layer = QuantizedLinear(linear, "int4")
+    layer = QuantizedLinear(linear, mode)
     x = torch.randn(2, 40, 128)  # 80 rows: a linear's taller M tiles, one of them partly filled
     with torch.no_grad():
         fast = layer(x)

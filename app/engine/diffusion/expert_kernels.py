@@ -96,12 +96,20 @@ if triton is not None:
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
         BLOCK: tl.constexpr,
+        DENSE: tl.constexpr,
     ):
-        """out[rows of expert e] = x[rows] @ dequant(codes[e]).T, one (BLOCK x BLOCK_N) tile per program."""
+        """out[rows of expert e] = x[rows] @ dequant(codes[e]).T, one (BLOCK x BLOCK_N) tile per program.
+
+        DENSE: one weight for all rows (a linear layer), so tile t is rows t*BLOCK.. and needs no tile plan.
+        """
         tile = tl.program_id(0)
-        expert = tl.load(tile_expert_ptr + tile)
-        if expert >= 0:
+        if DENSE:
+            expert = tile * 0
+            first = tile * BLOCK
+        else:
+            expert = tl.load(tile_expert_ptr + tile)
             first = tl.load(tile_row_ptr + tile)
+        if expert >= 0:
             end = tl.load(ends_ptr + expert)
             rows = first + tl.arange(0, BLOCK)
             row_ok = rows < end
@@ -156,7 +164,7 @@ def dequant_grouped_mm(
 
     `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
     matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
-    Rows after `ends[-1]` are zeros. `tiles` overrides the tile sizes (the diagnosis sweep); an int4
+    Rows after `ends[-1]` are zeros; a plain matrix's `ends[0]` must cover every row. `tiles` overrides the tile sizes (the diagnosis sweep); an int4
     tile is always one scale group deep.
     """
     experts, n, k = (1, *shape) if len(shape) == 2 else shape
@@ -166,12 +174,21 @@ def dequant_grouped_mm(
     if block_k is None:
         raise ValueError(f"no Triton tile fits {mode} weights of shape {shape}")
     x = x.contiguous()
-    out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
-    block_m = tiles.get("block_m") or (64 if experts == 1 and x.shape[0] >= 64 else BLOCK_M)
-    tile_expert, tile_row = tile_plan(ends, x.shape[0], block_m)
+    dense = experts == 1
+    block_m = tiles.get("block_m") or (64 if dense and x.shape[0] >= 64 else BLOCK_M)
+    if dense:
+        # A linear layer: every row is written, and tiles map to rows directly. The tile plan's dozen
+        # small kernels per call were ~4 ms of a 45 ms int8 step at the real shape (H100 profile).
+        out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
+        tile_expert = tile_row = ends
+        tile_count = triton.cdiv(x.shape[0], block_m)
+    else:
+        out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
+        tile_expert, tile_row = tile_plan(ends, x.shape[0], block_m)
+        tile_count = tile_expert.shape[0]
     # Swept at the real expert shapes on an H200: int4 prefers wider N tiles than int8.
     block_n = tiles.get("block_n") or min(128 if mode == "int4" else 64, max(16, triton.next_power_of_2(n)))
-    grid = (tile_expert.shape[0], triton.cdiv(n, block_n))
+    grid = (tile_count, triton.cdiv(n, block_n))
     _grouped_dequant_mm_kernel[grid](
         x,
         codes,
@@ -187,6 +204,7 @@ def dequant_grouped_mm(
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         BLOCK=block_m,
+        DENSE=dense,
         num_warps=tiles.get("num_warps", 4),
         num_stages=tiles.get("num_stages", 3),
     )
