@@ -204,6 +204,9 @@ def graph_parity(engine, audio) -> dict:
     def difference(a: torch.Tensor, b: torch.Tensor) -> float:
         return 0.0 if torch.equal(a, b) else float((a.float() - b.float()).abs().max())
 
+    def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+        return round(float((a.float() - b.float()).norm() / b.float().norm()), 6)
+
     cache_diff = [max(difference(g.keys, e.keys), difference(g.values, e.values)) for g, e in zip(graph_cache.layers, cache.layers)]
     layer_diff = [difference(g, e) for g, e in zip(graph_layers, eager_layers)]
     first = next((i for i, d in enumerate(layer_diff) if d), None)
@@ -211,8 +214,10 @@ def graph_parity(engine, audio) -> dict:
         "kv_cache_max_abs_diff_by_layer": cache_diff,
         "first_prefill_layer_that_differs": next((i for i, d in enumerate(cache_diff) if d), None),
         "layer_output_max_abs_diff": layer_diff,
+        "layer_output_rel_error": [relative(g, e) for g, e in zip(graph_layers, eager_layers)],
         "first_decoder_layer_that_differs": first,
         "logits_max_abs_diff": difference(graph_logits, eager_logits),
+        "logits_rel_error": relative(graph_logits, eager_logits),
         "argmax_agreement": float((graph_logits.argmax(-1) == eager_logits.argmax(-1)).float().mean()),
     }
 

@@ -280,7 +280,7 @@ def graph_check(engine: DiffusionEngine, audio: np.ndarray, runs: int) -> dict:
             "eager_step_ms_p50": timing["step_ms_p50_8_steps"], "eager_prefill_ms_p50": timing["prefill_ms_p50_8_steps"]}
 
 
-def kernel_profile(engine: DiffusionEngine, audio: np.ndarray, top: int = 15) -> dict:
+def kernel_profile(engine: DiffusionEngine, audio: np.ndarray, top: int = 25) -> dict:
     """GPU time by kernel of one 8-step transcription on the path just timed (graph replays
     included): where a step's time goes now, beyond what the totals say."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -296,12 +296,19 @@ def kernel_profile(engine: DiffusionEngine, audio: np.ndarray, top: int = 15) ->
 
 
 def compile_check(engine: DiffusionEngine, audio: np.ndarray) -> dict:
-    """Compiled against eager decoder layers on identical inputs, layer by layer.
+    """Compiled against eager decoder layers on identical inputs, layer by layer, measured against
+    the layer's own sensitivity to rounding.
 
-    One eager denoising step records every decoder layer's inputs and output; each layer then runs
-    compiled on those same inputs. Fusion changes the rounding (bf16: errors around 1e-3 to 1e-2);
-    a wrong kernel is off by order one. Layer by layer, because through 30 layers of random weights
-    any rounding difference grows until whole logits differ (docs/records/gpu_diagnose-*.json).
+    One eager denoising step records every decoder layer's inputs and output (the decoder layers
+    only read the prompt's cache, so running one again changes nothing); each layer then runs
+    compiled on those same inputs, and eagerly on inputs moved by one bf16 unit in the last place
+    (a random sign per element). Fusion changes the rounding, and with random weights a rounding
+    difference can flip a token's 8th expert on a near-tie, which moves that token's output a lot:
+    the first layers, whose residual stream is still small, show it most (H100: 6.4% at layer 0,
+    1% by layer 30). So a layer passes when its compiled error is within the stated tolerance or
+    within twice what one ulp of input noise does to the eager layer; a wrong kernel is off by
+    order one either way. Layer by layer, because through 30 layers of random weights any rounding
+    difference grows until whole logits differ (docs/records/gpu_diagnose-*.json).
     """
     layers = engine.model.backbone.model.decoder.layers
     calls: list = []
@@ -314,14 +321,37 @@ def compile_check(engine: DiffusionEngine, audio: np.ndarray) -> dict:
         engine.denoiser = saved
         for hook in hooks:
             hook.remove()
-    errors, calls_before = [], saved.compiled.calls
-    with torch.inference_mode(), saved.compiled.active():
+    generator = torch.Generator(device=engine.model.device).manual_seed(0)
+    errors, noise_errors, calls_before = [], [], saved.compiled.calls
+    with torch.inference_mode():
         for module, args, kwargs, eager in calls[: len(layers)]:
-            fused = module(*args, **kwargs)
-            errors.append(float((fused.float() - eager.float()).norm() / eager.float().norm()))
+            with saved.compiled.active():
+                fused = module(*args, **kwargs)
+            errors.append(_rel(fused, eager))
+            noisy_args, noisy_kwargs = _one_ulp(args, kwargs, generator)
+            noise_errors.append(_rel(module(*noisy_args, **noisy_kwargs), eager))
     tolerance = 1e-4 if engine.model.backbone.dtype == torch.float32 else 3e-2
-    return {"layers": len(errors), "compiled_calls": saved.compiled.calls - calls_before, "max_rel_error": round(max(errors), 6), "tolerance": tolerance,
-            "ok": max(errors) <= tolerance, "rel_error_by_layer": [round(e, 6) for e in errors]}
+    ok = all(e <= max(tolerance, 2 * n) for e, n in zip(errors, noise_errors))
+    return {"layers": len(errors), "compiled_calls": saved.compiled.calls - calls_before, "max_rel_error": float(f"{max(errors):.3g}"),
+            "tolerance": tolerance, "rule": "each layer within the tolerance or within 2x its one-ulp input noise", "ok": ok,
+            "rel_error_by_layer": [float(f"{e:.3g}") for e in errors],
+            "one_ulp_noise_rel_error_by_layer": [float(f"{n:.3g}") for n in noise_errors]}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def _one_ulp(args: tuple, kwargs: dict, generator: torch.Generator) -> tuple[tuple, dict]:
+    """The layer's hidden-state input moved by about one unit in the last place of its dtype."""
+    def nudge(x: torch.Tensor) -> torch.Tensor:
+        ulp = torch.finfo(x.dtype).eps
+        sign = torch.randint(0, 2, x.shape, generator=generator, device=x.device, dtype=torch.int8).float() * 2 - 1
+        return (x.float() * (1 + sign * ulp)).to(x.dtype)
+
+    if args:
+        return (nudge(args[0]), *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": nudge(kwargs["hidden_states"])}
 
 
 def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_counts: tuple[int, ...], bandwidth: float | None,
@@ -431,6 +461,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also time each Whisper peer with a static cache, compiled (default on)")
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="decoder layers compiled by Inductor: without (off), with (on), or each mode both ways (as MODE+compile)")
+    parser.add_argument("--parts", help="comma-separated parts to run in this order instead (MODE, MODE+compile, PEER, "
+                        "PEER+static-compile), for a device session that has time for only some")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip parts that would start after this many seconds")
     parser.add_argument("--out", type=Path, help="also write the JSON here (rewritten after every part)")
     parser.add_argument("--json", action="store_true", help="print the JSON report")
@@ -472,22 +504,23 @@ def main(argv: list[str] | None = None) -> dict:
         if args.out:
             args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
-    # In order of what the report needs most, since the budget skips the tail: every mode as the
-    # worker runs it by default, the peers, then the slow-to-prepare compiled variants.
-    variants = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
-    peers = list(filter(None, args.whisper.split(",")))
-    for compiled in variants:
-        for mode in modes:
-            need = max(estimate_bytes(config, mode), estimate_bytes(config, "bf16"))  # built in bf16 first
-            part(report["modes"], mode + ("+compile" if compiled else ""),
-                 lambda: measure(mode, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth,
-                                 batches=batches, compile_layers=compiled), need)
-        if compiled == variants[0]:
-            for name in peers:
-                part(report["whisper_peer"], name, lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny))
-    for name in peers if args.whisper_compile else ():
-        part(report["whisper_peer"], name + "+static-compile",
-             lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny, compiled=True))
+    if args.parts:
+        order = args.parts.split(",")
+    else:  # in order of what the report needs most, since the budget skips the tail: every mode as the
+        # worker runs it by default, the peers, then the slow-to-prepare compiled variants
+        variants = {"off": ("",), "on": ("+compile",), "both": ("", "+compile")}[args.compile]
+        peers = list(filter(None, args.whisper.split(",")))
+        order = [mode + variants[0] for mode in modes] + peers + [mode + v for v in variants[1:] for mode in modes]
+        order += [name + "+static-compile" for name in peers] if args.whisper_compile else []
+    for key in order:
+        name, _, variant = key.partition("+")
+        if name in WHISPER_SHAPES:
+            part(report["whisper_peer"], key, lambda: whisper_peer(name, device, max(3, args.runs // 2), tiny=args.tiny,
+                                                                   compiled=variant == "static-compile"))
+        else:
+            need = max(estimate_bytes(config, name), estimate_bytes(config, "bf16"))  # built in bf16 first
+            part(report["modes"], key, lambda: measure(name, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts,
+                                                       bandwidth=bandwidth, batches=batches, compile_layers=variant == "compile"), need)
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
     if args.out:

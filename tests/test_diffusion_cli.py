@@ -56,3 +56,4 @@ def test_gpu_benchmark_compiles_the_layers_and_checks_them_against_eager(tmp_pat
     assert fp32["fast_path"] == "compiled" and "fast_path_error" not in fp32 and fp32["prepare_s"] > 0
     check = fp32["compile_check"]
     assert check["layers"] >= 2 and check["compiled_calls"] == check["layers"] and check["ok"], check
+    assert all(noise > 0 for noise in check["one_ulp_noise_rel_error_by_layer"]), check  # the reference moved the layer
