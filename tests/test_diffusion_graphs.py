@@ -11,6 +11,7 @@ benchmarks/gpu_real_shape.py (`graph_check`: identical text, recorded in docs/re
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +26,22 @@ from tests.test_diffusion_engine import tiny_checkpoint
 
 
 class EmulatedGraph:
-    """Replays by calling `fn` again on the static inputs and copying the results in place."""
+    """Replays by calling `fn` again on the static inputs and copying the results in place.
+
+    A real graph does not keep `fn` alive, nor the tensors it closes over (masks, positions): it
+    replays kernels that read their memory, which the allocator hands to other tensors once
+    Python frees them. So the emulation holds `fn` weakly, and a replay after the code around the
+    graph let it go fails, where a real one would silently read garbage (it did: H100, 2026-11-28).
+    """
 
     def __init__(self, fn, static, output) -> None:
-        self.fn, self.static, self.output, self.replays = fn, static, output, 0
+        self.fn, self.static, self.output, self.replays = weakref.ref(fn), static, output, 0
 
     def replay(self) -> None:
         self.replays += 1
-        fresh = self.fn(**self.static)
+        fn = self.fn()
+        assert fn is not None, "a graph replays a call whose tensors nothing keeps alive: a real replay reads freed memory"
+        fresh = fn(**self.static)
         if isinstance(self.output, DynamicCache):
             for kept, new in zip(self.output.layers, fresh.layers):
                 kept.keys.copy_(new.keys)
@@ -46,7 +55,7 @@ def emulated_capture(fn, inputs, pool, warmups=2):
     for _ in range(warmups):
         fn(**static)
     output = fn(**static)
-    return graphs.Captured(EmulatedGraph(fn, static, output), static, output)
+    return graphs.Captured(EmulatedGraph(fn, static, output), static, output, fn)
 
 
 class NoEvent:

@@ -27,11 +27,20 @@ from transformers.cache_utils import DynamicCache
 
 @dataclass
 class Captured:
-    """A captured call: copy new inputs into `inputs`, replay `graph`, read `output`."""
+    """A captured call: copy new inputs into `inputs`, replay `graph`, read `output`.
+
+    `fn` is the call that was captured, kept only so that everything it closes over stays allocated:
+    the replayed kernels read the memory of the tensors it used (attention masks, positions, the
+    cache), and a graph does not keep Python objects alive. Without it, the masks were freed after
+    the capture, their memory went to other tensors, and replays attended through garbage: graph
+    and eager forwards parted from the first layer on (benchmarks/gpu_diagnose.py --parity, H100,
+    2026-11-28), while random weights still gave the same text.
+    """
 
     graph: torch.cuda.CUDAGraph
     inputs: dict[str, torch.Tensor]
     output: Any
+    fn: Callable[..., Any]
 
     def __call__(self, **inputs: torch.Tensor) -> Any:
         for name, value in inputs.items():
@@ -54,7 +63,7 @@ def capture(fn: Callable[..., Any], inputs: dict[str, torch.Tensor], pool, warmu
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, pool=pool):
         output = fn(**static)
-    return Captured(graph, static, output)
+    return Captured(graph, static, output, fn)
 
 
 def empty_cache(backbone: DiffusionGemmaForBlockDiffusion, dtype: torch.dtype, device: torch.device) -> DynamicCache:
