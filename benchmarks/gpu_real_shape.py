@@ -224,7 +224,8 @@ def batched_runs(engine: DiffusionEngine, audio: np.ndarray, batch: int, runs: i
     (`transcribe_batch`, as `python -m app serve` runs waiting requests). A step reads every weight
     whatever the batch, so near the bandwidth floor a batch costs about one request."""
     items = [BatchItem(audio, "en") for _ in range(batch)]
-    engine.transcribe_batch(items, steps=8, early_exit=False)  # captures this batch's graphs once
+    engine.transcribe_batch(items, steps=8, early_exit=False)  # runs eagerly and queues this batch's shape
+    prepare_all(engine)  # its graphs (and compile), as the server does while idle; before 2026-11-28 this was missing
     totals, step_ms = [], []
     for _ in range(runs):
         t = engine.transcribe_batch(items, steps=8, early_exit=False)[0]
