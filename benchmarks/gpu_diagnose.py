@@ -29,7 +29,7 @@ import triton.testing  # noqa: E402
 
 from app.engine.diffusion import expert_kernels  # noqa: E402
 from app.engine.diffusion.quantization import QuantizedWeight  # noqa: E402
-from benchmarks.gpu_real_shape import build_engine, clip  # noqa: E402
+from benchmarks.gpu_real_shape import build_engine, clip, dictation_prompt_and_graphs, graph_and_eager_step  # noqa: E402
 
 
 def routed(tokens: int = 256, experts: int = 128, top_k: int = 8, hidden: int = 2816):
@@ -143,10 +143,7 @@ def graph_parity(engine, audio) -> dict:
     and the layer's output, bitwise equal or the largest difference; then the logits. With the
     same kernels everything is equal; the first layer that differs names where a kernel is not.
     """
-    from transformers.cache_utils import DynamicCache
-
     from app.engine.base import prepare_all
-    from app.engine.diffusion.denoising import prefill
 
     backbone, denoiser = engine.model.backbone, engine.denoiser
     layers = backbone.model.decoder.layers
@@ -163,43 +160,24 @@ def graph_parity(engine, audio) -> dict:
         return record
 
     hooks = [layer.register_forward_hook(recorder(i)) for i, layer in enumerate(layers)]
-    seen: dict = {}
-    run = denoiser._denoise
-
-    def spy(prompt, prompt_graphs, **kwargs):
-        seen.update(prompt=prompt, graphs=prompt_graphs)
-        return run(prompt, prompt_graphs, **kwargs)
-
-    denoiser._denoise = spy
     try:
         with torch.inference_mode():
             engine.transcribe(audio, language="en", steps=1, early_exit=False)  # eager: queues this shape
             phase[0] = "graph"
             prepare_all(engine)  # captures it, the buffer copies included
             phase[0] = None
-            engine.transcribe(audio, language="en", steps=1, early_exit=False)  # replays: gives the prompt and graphs
-            prompt, graphs_ = seen["prompt"], seen["graphs"]
+            prompt, graphs_ = dictation_prompt_and_graphs(engine, audio)
             if graphs_ is None:
                 return {"error": f"no graphs were captured ({denoiser.fast_path_error or denoiser.fast_path})"}
-            vocab = backbone.config.get_text_config().vocab_size
-            canvas = torch.randint(vocab, (prompt.batch, backbone.config.canvas_length), device=prompt.device,
-                                   generator=torch.Generator(prompt.device).manual_seed(3))
-            phase[0] = "graph"  # a real replay runs no hooks (its copies were captured); an emulated one does
-            graph_cache = graphs_.run_prefill(prompt)
-            graph_logits = graphs_.first_step(decoder_input_ids=canvas).logits.float().clone()
-            graph_layers = [buffers[("graph", i)].clone() for i in range(len(layers))]
-            phase[0] = "eager"
-            cache = prefill(backbone, prompt, DynamicCache(config=backbone.config.get_text_config(decoder=True)))
-            masks = backbone.model.decoder.create_diffusion_decoder_attention_mask(
-                config=backbone.config, inputs_embeds=canvas.unsqueeze(-1), cache=cache, decoder_attention_mask=prompt.decoder_attention_mask
-            )
-            eager_logits = backbone(decoder_input_ids=canvas, decoder_attention_mask=masks, cache=cache,
-                                    decoder_position_ids=prompt.canvas_positions).logits.float()
+            # a real replay runs no hooks (its copies were captured); an emulated one does
+            pair = graph_and_eager_step(backbone, prompt, graphs_, phase=lambda name: phase.__setitem__(0, name))
+            graph_layers = [buffers[("graph", i)] for i in range(len(layers))]
             eager_layers = [buffers[("eager", i)] for i in range(len(layers))]
     finally:
-        denoiser._denoise = run
+        phase[0] = None
         for hook in hooks:
             hook.remove()
+    graph_cache, cache, graph_logits, eager_logits = pair.graph_cache, pair.eager_cache, pair.graph_logits, pair.eager_logits
 
     def difference(a: torch.Tensor, b: torch.Tensor) -> float:
         return 0.0 if torch.equal(a, b) else float((a.float() - b.float()).abs().max())
