@@ -161,17 +161,46 @@ def test_a_compile_that_fails_keeps_the_graphs(engine, emulated_graphs, monkeypa
         monkeypatch.setattr(engine.denoiser.compiled, "active", compiler_fails)
         engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=6)
         pieces = engine.preparations()
+        assert [(p.label, p.alongside_jobs) for p in pieces] == [("GPU graphs for English", False)]  # plain graphs first
+        pieces[0].run()
+        pieces = engine.preparations()
         assert [(p.label, p.alongside_jobs) for p in pieces] == [("compiled layers for English", True)]
         pieces[0].run()
         assert engine.denoiser.fast_path == "graphs" and "compiled layers: RuntimeError" in engine.denoiser.fast_path_error
-        pieces = engine.preparations()
-        assert [(p.label, p.alongside_jobs) for p in pieces] == [("GPU graphs for English", False)]  # graphs alone
-        pieces[0].run()
+        assert engine.preparations() == []  # the plain graphs stay: nothing is captured twice
         text = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=6).text
         captured = list(engine.denoiser._ready.values())
     finally:
         engine.denoiser = saved
     assert text == eager and len(captured) == 1 and captured[0].first_step.graph.replays == 1
+
+
+def test_with_compiled_layers_plain_graphs_serve_until_the_compiled_ones_replace_them(engine, emulated_graphs, tmp_path, monkeypatch):
+    """Graphs of the eager kernels come first (seconds), the compile (a minute or two on a GPU) runs
+    next while they serve dictations, then the graphs are captured again with the compiled layers,
+    with a real Inductor compile on the CPU. The text is the eager loop's at every stage (fp32)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    eager = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=8).text
+    saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True, compile_layers=True)
+    texts, labels = [], []
+    try:
+        engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=8)
+        while pieces := engine.preparations():
+            labels.append((pieces[0].label, pieces[0].alongside_jobs))
+            pieces[0].run()
+            texts.append(engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=8).text)
+            if len(labels) == 1:
+                plain = engine.denoiser._ready[next(iter(engine.denoiser._ready))]
+        final = engine.denoiser._ready[next(iter(engine.denoiser._ready))]
+        compiled_calls = engine.denoiser.compiled.calls
+    finally:
+        engine.denoiser.compiled.remove()
+        engine.denoiser = saved
+    assert labels == [("GPU graphs for English", False), ("compiled layers for English", True), ("GPU graphs for English", False)]
+    assert texts == [eager] * 3
+    assert plain.first_step.graph.replays == 2  # served the dictations after the first two pieces
+    assert final is not plain and final.first_step.graph.replays == 1
+    assert compiled_calls > 0  # the compile stage ran the compiled layers
 
 
 def test_the_gpu_parity_diagnosis_compares_layer_by_layer(engine, emulated_graphs):
