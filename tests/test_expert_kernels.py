@@ -133,3 +133,17 @@ def test_norms_left_to_the_compiler_keep_transformers_forward(interpreter):
     model = torch.nn.ModuleDict({"prefill": DiffusionGemmaRMSNorm(96), "compiled": torch.nn.ModuleList([DiffusionGemmaRMSNorm(96)])})
     assert fuse_norms(model, torch.device("cpu"), leave=model["compiled"]) == 1
     assert "forward" in vars(model["prefill"]) and "forward" not in vars(model["compiled"][0])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_fp8_row_quantization_is_the_plain_amax_scaling_bit_for_bit(dtype):
+    """The few-kernel form of the activations' fp8 quantization against its definition: per row,
+    scale = max|x| / 448 in float32, codes = x / scale rounded to float8_e4m3fn (zero rows too)."""
+    generator = torch.Generator().manual_seed(5)
+    x = (torch.randn(64, 704, generator=generator) * torch.logspace(-4, 4, 64)[:, None]).to(dtype)
+    x[3] = 0
+    codes, scale = expert_kernels.quantize_rows_fp8(x)
+    expected_scale = x.float().abs().amax(dim=-1).clamp(min=1e-12) / 448.0
+    expected = (x.float() / expected_scale[:, None]).to(torch.float8_e4m3fn)
+    assert scale.dtype == torch.float32 and torch.equal(scale, expected_scale)
+    assert torch.equal(codes.view(torch.uint8), expected.view(torch.uint8))
