@@ -77,11 +77,12 @@ class QuantizedWeight(nn.Module):
             return "triton"
         return "dequantize"
 
-    def grouped_mm(self, x: torch.Tensor, ends: torch.Tensor, kernel: str) -> torch.Tensor:
-        """x (rows sorted by expert, in) @ each expert's weight.T -> (rows, out); `ends` per expert, int32."""
+    def grouped_mm(self, x: torch.Tensor, ends: torch.Tensor, kernel: str, plan: tuple | None = None) -> torch.Tensor:
+        """x (rows sorted by expert, in) @ each expert's weight.T -> (rows, out); `ends` per expert, int32
+        (`plan`: the Triton kernel's tile plan for these `ends`, when the caller made it already)."""
         if kernel == "fp8":
             return kernels.fp8_grouped_mm(x, self.codes, self.scale, ends)
-        return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape)
+        return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape, plan=plan)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, shape={self.shape}"
@@ -145,8 +146,9 @@ class QuantizedExperts(nn.Module):
         rows = hidden[order // top_k]
         counts = torch.histc(expert_ids.float() if hidden.device.type == "cpu" else expert_ids.int(), bins=experts, min=0, max=experts - 1)
         ends = torch.cumsum(counts, 0, dtype=torch.int32)
-        gated = self.experts._apply_gate(self.gate_up.grouped_mm(rows, ends, up_kernel))
-        out = self.down.grouped_mm(gated, ends, down_kernel) * top_k_weights.reshape(-1)[order].unsqueeze(-1)
+        plan = kernels.expert_tile_plan(ends, rows.shape[0], self.gate_up.mode) if up_kernel == down_kernel == "triton" else None
+        gated = self.experts._apply_gate(self.gate_up.grouped_mm(rows, ends, up_kernel, plan))
+        out = self.down.grouped_mm(gated, ends, down_kernel, plan) * top_k_weights.reshape(-1)[order].unsqueeze(-1)
         unsorted = torch.empty_like(out)  # routing weights are float32: sum the top-k in float32, as transformers does
         unsorted[order] = out
         return unsorted.view(tokens, top_k, -1).sum(dim=1).to(hidden.dtype)
