@@ -131,6 +131,16 @@ def test_auto_on_a_gpu_takes_the_fastest_mode_that_fits(monkeypatch, free_gib, h
     assert choose_quantization("auto", torch.device("cuda"), real_backbone_config()) == expected
 
 
+@pytest.mark.parametrize(("free_gib", "hopper", "expected"), [(60, True, "fp8"), (60, False, "bf16"), (20, True, "int4")])
+def test_auto_with_compiled_layers_puts_fp8_first(monkeypatch, free_gib, hopper, expected):
+    """Compiled, fp8's step is the fastest (H100: 27.7 ms against bf16's 33.5), where its kernels exist."""
+    from app.engine.diffusion import quantization
+
+    monkeypatch.setattr(quantization, "free_gpu_bytes", lambda device: free_gib * GIB)
+    monkeypatch.setattr(quantization.kernels, "fp8_grouped_usable", lambda device: hopper)
+    assert choose_quantization("auto", torch.device("cuda"), real_backbone_config(), compiled=True) == expected
+
+
 def test_fp8_on_a_gpu_without_fp8_tensor_cores_is_refused_in_one_sentence(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")

@@ -53,7 +53,7 @@ def load_model(spec) -> DiffusionModel:
     backbone_dir = _resolve_part(spec.backbone or config.backbone, adapter_dir, "DiffusionGemma backbone")
     encoder_dir = _resolve_part(spec.encoder or config.encoder, adapter_dir, "Whisper encoder")
     device = pick_device(spec.device)
-    mode = choose_quantization(spec.quantization, device, _backbone_config(backbone_dir))
+    mode = choose_quantization(spec.quantization, device, _backbone_config(backbone_dir), compiled=spec.compile)
     dtype = compute_dtype(mode, device)
     with out_of_memory_as_user_error("loading the diffusion model"):
         backbone = load_backbone(backbone_dir, adapter_dir / config.lora_dir, config, mode, device, dtype)
