@@ -246,9 +246,11 @@ def test_out_of_memory_while_capturing_is_tried_again_then_given_up(engine, emul
         assert engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=9).text == eager
         assert len(engine.denoiser._ready) == 1  # captured the second time
 
-        failures[0] = denoising.MEMORY_TRIES  # from now on the memory never suffices, for a new shape
+        # From now on the memory never suffices for a new shape: the first failure makes room by
+        # dropping the English shape's graphs (see the next test), the next MEMORY_TRIES count.
+        failures[0] = denoising.MEMORY_TRIES + 1
         two = [BatchItem(speech_like(), "en")] * 2  # two requests in one pass: another prompt shape
-        for _ in range(denoising.MEMORY_TRIES):
+        for _ in range(denoising.MEMORY_TRIES + 1):
             engine.transcribe_batch(two, steps=3, early_exit=False, seed=9)
             for piece in engine.preparations():
                 piece.run()
@@ -257,6 +259,60 @@ def test_out_of_memory_while_capturing_is_tried_again_then_given_up(engine, emul
     finally:
         engine.denoiser = saved
     assert denoiser.fast_path == "eager" and "OutOfMemoryError" in denoiser.fast_path_error
+
+
+def test_out_of_memory_beside_other_shapes_graphs_drops_the_least_recently_used(engine, emulated_graphs, monkeypatch):
+    """Stand-in for a small card (CI has no GPU): each shape's graphs hold memory, and the second
+    shape's capture runs out. The least recently used shape's graphs make room, the shape is
+    captured at once, and from then on only as many shapes are kept as fitted; no fast path is lost."""
+    two = [BatchItem(speech_like(), "en")] * 2  # two requests in one pass: a second prompt shape
+    eager_batch = [t.text for t in engine.transcribe_batch(two, steps=3, early_exit=False, seed=5)]
+    failures = [0]
+
+    def short_of_memory(*args):
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 300.00 MiB")
+        return capture_prompt(*args)
+
+    monkeypatch.setattr(graphs, "capture_prompt", short_of_memory)
+    saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
+    try:
+        denoiser = engine.denoiser
+        engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=5)
+        engine.preparations()[0].run()
+        english = next(iter(denoiser._ready))
+        failures[0] = 1
+        engine.transcribe_batch(two, steps=3, early_exit=False, seed=5)
+        (piece,) = engine.preparations()
+        piece.run()  # out of memory: the English graphs go, the batch shape stays queued
+        assert english not in denoiser._ready and denoiser._max_shapes == 1
+        (piece,) = engine.preparations()
+        piece.run()
+        assert list(denoiser._ready) != [english] and len(denoiser._ready) == 1
+        graphed = [t.text for t in engine.transcribe_batch(two, steps=3, early_exit=False, seed=5)]
+        engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=5)  # eager again, queued
+        engine.preparations()[0].run()  # fits by dropping the batch shape: one shape is what fits
+        assert list(denoiser._ready) == [english]
+    finally:
+        engine.denoiser = saved
+    assert graphed == eager_batch
+    assert denoiser.fast_path == "graphs" and denoiser.fast_path_error is None and denoiser._memory_failures == 0
+
+
+def test_a_shape_used_again_is_prepared_before_the_others(engine, emulated_graphs):
+    """The warm-up queues a shape per language; the one the user dictates in goes first."""
+    denoiser = denoising.Denoiser(engine.model.backbone, use_graphs=True)
+    saved, engine.denoiser = engine.denoiser, denoiser
+    try:
+        engine.transcribe_batch([BatchItem(speech_like(), "en")] * 2, steps=1, early_exit=False)
+        engine.transcribe(speech_like(), language="en", steps=1, early_exit=False)
+        assert [p.label for p in engine.preparations()] == ["GPU graphs for English, 2 at once", "GPU graphs for English"]
+        first_queued = [key for key, _, _ in denoiser.pending()]
+        engine.transcribe(speech_like(), language="en", steps=1, early_exit=False)
+        assert [key for key, _, _ in denoiser.pending()] == first_queued[::-1]
+    finally:
+        engine.denoiser = saved
 
 
 def test_the_gpu_benchmark_checks_graphs_by_one_steps_logits(engine, emulated_graphs):

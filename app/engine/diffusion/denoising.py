@@ -89,6 +89,7 @@ class Denoiser:
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.fast_path_error: str | None = None  # why the fast path was given up, if it was
         self._memory_failures = 0
+        self._max_shapes = MAX_PREPARED_SHAPES  # lowered to what fits when GPU memory runs out
 
     @property
     def fast_path(self) -> str:
@@ -151,8 +152,8 @@ class Denoiser:
                 self._pending.pop(key, None)
             self._ready[key] = ready
             self._ready.move_to_end(key)
-            if len(self._ready) > MAX_PREPARED_SHAPES:
-                self._ready.popitem(last=False)
+            while len(self._ready) > self._max_shapes:
+                self._ready.popitem(last=False)  # the least recently used
 
     def _forward_once(self, prompt: "Prompt") -> None:
         """The prefill and one decoder forward at `prompt`'s shape, as a denoising step calls it; no
@@ -191,7 +192,9 @@ class Denoiser:
             prepared = key in self._ready
             if prepared:
                 self._ready.move_to_end(key)
-            elif self.fast_path != "eager" and key not in self._pending:
+            if key in self._pending:
+                self._pending.move_to_end(key, last=False)  # used again: the user's shape goes before the warm-up's others
+            elif not prepared and self.fast_path != "eager":
                 self._pending[key] = PendingShape(prompt.copy(), label)
             prompt_graphs = self._ready.get(key)
         return self._denoise(prompt, prompt_graphs, steps=steps, seed=seed, early_exit=early_exit,
@@ -261,8 +264,23 @@ class Denoiser:
         return self.compiled.active() if on and self.compiled is not None else contextlib.nullcontext()
 
     def _out_of_memory(self, exc: BaseException, key: tuple[int, int, int], stage: str) -> None:
-        """Drop this attempt and free what it took; the shape comes back with its next transcription.
-        After `MEMORY_TRIES` such failures the memory is taken as too small for good (`_give_up`)."""
+        """Make room, or drop this attempt and free what it took.
+
+        Where other shapes' graphs hold memory (a small card: each shape's graphs keep a few hundred
+        MB of logits), the least recently used shape gives its graphs up, the number of shapes kept
+        is lowered to what fits, and this shape is tried again at once. Else the shape comes back
+        with its next transcription, and after `MEMORY_TRIES` such failures the memory is taken as
+        too small for good (`_give_up`)."""
+        with self._lock:
+            others = [other for other in self._ready if other != key]
+            if others:
+                del self._ready[others[0]]
+                self._max_shapes = max(1, len(self._ready) + (key not in self._ready))
+        if others:
+            log.warning("out of GPU memory while preparing a shape (%s): the least recently used shape's graphs "
+                        "make room; %d shapes kept from now on", stage, self._max_shapes)
+            self._release()
+            return
         self._memory_failures += 1
         if self._memory_failures >= MEMORY_TRIES:
             self._give_up(exc, stage)
@@ -271,6 +289,10 @@ class Denoiser:
             self._pending.pop(key, None)
         log.warning("out of GPU memory while preparing a shape (%s, %d of %d tries); eager until it is tried again",
                     stage, self._memory_failures, MEMORY_TRIES)
+        self._release()
+
+    def _release(self) -> None:
+        """Hand freed GPU memory back (graphs' pools included) after a failed or dropped preparation."""
         if self._pool is not None:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
@@ -292,9 +314,7 @@ class Denoiser:
                 self._pending.clear()
             self.fast_path_error = f"{part}: {reason}"
         log.warning("%s given up (%s); left: %s", part, reason, self.fast_path)
-        if self._pool is not None:
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
+        self._release()
 
     def _prompt(self, prefix_embeds: torch.Tensor, tail_ids: torch.Tensor, first_position: int) -> "Prompt":
         """Position ids and masks exactly as `generate()` makes them for a tail on top of a prefix cache."""
