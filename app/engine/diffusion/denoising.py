@@ -98,7 +98,8 @@ class Denoiser:
         return "+".join(parts) or "eager"
 
     def pending(self) -> list[tuple[tuple[int, int, int], str, str]]:
-        """The shapes waiting for `prepare`, oldest first: (shape, label, stage), stage `compile` or `capture`."""
+        """The shapes waiting for `prepare`, next first (queued order, a shape used again moved ahead):
+        (shape, label, stage), stage `compile` or `capture`."""
         with self._lock:
             return [(key, shape.label, self._stage(shape)) for key, shape in self._pending.items()]
 
