@@ -113,9 +113,8 @@ class Denoiser:
 
         `compile` runs one forward at the shape with the compiled layers, on the calling thread only
         (`CompiledLayers.active` is per thread); `capture` records the graphs, with the compiled layers
-        once they are compiled (the new graphs then replace the plain ones). Out of GPU memory (which
-        another program may hold only for a while) drops this attempt: the shape is tried again after
-        the next transcription that uses it, up to `MEMORY_TRIES` times in all. Whatever else fails (a
+        once they are compiled (the new graphs then replace the plain ones). Out of GPU memory makes
+        room by dropping another shape's graphs, or drops this attempt (`_out_of_memory`). Whatever else fails (a
         compile the toolchain refuses, a capture the GPU refuses) gives up that part of the fast path
         for every shape, and the reason goes to `fast_path_error`; the eager loop remains.
         """
