@@ -196,7 +196,8 @@ def test_with_compiled_layers_plain_graphs_serve_until_the_compiled_ones_replace
     finally:
         engine.denoiser.compiled.remove()
         engine.denoiser = saved
-    assert labels == [("GPU graphs for English", False), ("compiled layers for English", True), ("GPU graphs for English", False)]
+    assert labels == [("GPU graphs for English", False), ("compiled layers for English", True),
+                      ("GPU graphs with compiled layers for English", False)]
     assert texts == [eager] * 3
     assert plain.first_step.graph.replays == 2  # served the dictations after the first two pieces
     assert final is not plain and final.first_step.graph.replays == 1

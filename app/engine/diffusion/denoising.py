@@ -99,12 +99,14 @@ class Denoiser:
 
     def pending(self) -> list[tuple[tuple[int, int, int], str, str]]:
         """The shapes waiting for `prepare`, next first (queued order, a shape used again moved ahead):
-        (shape, label, stage), stage `compile` or `capture`."""
+        (shape, label, stage), stage `capture`, `compile` or `recapture`."""
         with self._lock:
             return [(key, shape.label, self._stage(shape)) for key, shape in self._pending.items()]
 
     def _stage(self, shape: PendingShape) -> str:
-        if self.compiled is None or (self.use_graphs and not shape.captured) or shape.compiled:
+        if shape.compiled:
+            return "recapture"  # graphs again, now with the compiled layers (only where both apply)
+        if self.compiled is None or (self.use_graphs and not shape.captured):
             return "capture"
         return "compile"
 
@@ -112,8 +114,8 @@ class Denoiser:
         """Run the next stage for one pending shape (seconds; see `pending`).
 
         `compile` runs one forward at the shape with the compiled layers, on the calling thread only
-        (`CompiledLayers.active` is per thread); `capture` records the graphs, with the compiled layers
-        once they are compiled (the new graphs then replace the plain ones). Out of GPU memory makes
+        (`CompiledLayers.active` is per thread); `capture` records the graphs, `recapture` records them
+        again with the compiled layers (the new graphs then replace the plain ones). Out of GPU memory makes
         room by dropping another shape's graphs, or drops this attempt (`_out_of_memory`). Whatever else fails (a
         compile the toolchain refuses, a capture the GPU refuses) gives up that part of the fast path
         for every shape, and the reason goes to `fast_path_error`; the eager loop remains.
@@ -124,7 +126,7 @@ class Denoiser:
             return
         stage = self._stage(shape)
         # what a failure gives up: a capture with compiled layers fails on their account
-        part = "compile" if stage == "compile" or shape.compiled else "capture"
+        part = "capture" if stage == "capture" else "compile"
         try:
             if stage == "compile":
                 with self.compiled.active():

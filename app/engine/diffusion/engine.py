@@ -61,10 +61,11 @@ class DiffusionEngine:
             self.transcribe(quiet, language=language, steps=1, early_exit=False)
 
     def preparations(self) -> list[Preparation]:
-        """The next stage of each prompt shape seen and not prepared yet (`Denoiser.prepare`): compile
-        its layers (beside dictations), then capture its CUDA graphs (between them). Seconds each;
-        until then that shape runs eagerly."""
-        what = {"compile": "compiled layers", "capture": "GPU graphs"}
+        """The next stage of each prompt shape seen and not prepared yet (`Denoiser.prepare`): capture
+        its CUDA graphs (between dictations), and with compiled layers compile them (beside
+        dictations) and capture the graphs again. Seconds to minutes each; until the first, that
+        shape runs eagerly."""
+        what = {"compile": "compiled layers", "capture": "GPU graphs", "recapture": "GPU graphs with compiled layers"}
         return [Preparation(f"{what[stage]} for {label}", functools.partial(self._prepare, key), alongside_jobs=stage == "compile")
                 for key, label, stage in self.denoiser.pending()]
 
