@@ -433,6 +433,9 @@ def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_coun
     result["warm_up_s"] = round(time.perf_counter() - warm, 2)
     result["fast_path"] = engine.denoiser.fast_path
     result["prepare_s"] = round(prepare_all(engine), 2)  # graph capture (and compile): what the worker does while idle
+    result["prepared_shapes"] = len(engine.denoiser._ready)  # the warm-up's prompt shapes, each with its graphs
+    if device.type == "cuda":  # what those graphs keep (vocabulary-sized logits among them), beside the weights
+        result["memory_gib_after_preparing"] = _memory_gib(device)
     if engine.denoiser.fast_path_error:
         result["fast_path_error"] = engine.denoiser.fast_path_error
     if compile_layers:
