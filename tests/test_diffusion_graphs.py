@@ -6,7 +6,7 @@ replay writes its new results *into the tensors the capture returned* (a graph r
 same memory), including the prefill's KV cache that the step graphs read. If the loop forgot to
 copy an input in, read a stale cache, or handed the wrong graph the self-conditioning logits, the
 tokens would differ from the eager loop's. Real graphs are checked on a GPU by
-benchmarks/gpu_real_shape.py (`graph_check`: identical text, recorded in docs/records).
+benchmarks/gpu_real_shape.py (`graph_check`: one step's logits bitwise, recorded in docs/records).
 """
 
 from __future__ import annotations
