@@ -14,10 +14,11 @@ Per mode: build and warm-up seconds, the preparation's seconds (CUDA-graph captu
 `--compile` the Inductor compile of the decoder layers: what the worker does while idle), memory after load
 and peak, features / encoder / prefill, ms per denoising step, 8- and 16-step totals (p50 and p95),
 and the floor: the bytes of weights one step reads over the copy bandwidth measured on this GPU
-(`floor_ms_per_step`, `step_to_floor_ratio`). Checks in the same run: bf16 graphs vs the eager loop
-give identical tokens (same kernels); with `--compile`, each compiled decoder layer against the
-eager one on the same inputs within a stated tolerance (`compile_check`); and each quantized mode's expert kernels vs the same codes
-dequantized agree per product within a stated tolerance. The peer: autoregressive Whisper (small and
+(`floor_ms_per_step`, `step_to_floor_ratio`), and a kernel profile of one transcription. Checks in
+the same run: graph replay vs the eager forward give bitwise equal logits for one step (same
+kernels; `graph_check`); with `--compile`, each compiled decoder layer against the eager one on the
+same inputs, within a stated tolerance or its own one-ulp noise (`compile_check`); and each quantized
+mode's expert kernels vs the same codes dequantized agree per product within a stated tolerance. The peer: autoregressive Whisper (small and
 large-v3-turbo shapes, random weights) through transformers on the same GPU and clip, exactly 40
 new tokens. A time budget skips whatever would start after it rather than overrunning.
 """
@@ -48,12 +49,13 @@ from transformers import (  # noqa: E402
     WhisperFeatureExtractor,
     WhisperForConditionalGeneration,
 )
+from transformers.cache_utils import DynamicCache  # noqa: E402
 from transformers.models.whisper.modeling_whisper import WhisperEncoder  # noqa: E402
 
 from app.engine.base import SAMPLE_RATE, BatchItem, prepare_all  # noqa: E402
 from app.engine.diffusion.audio_encoder import WhisperAudioEncoder  # noqa: E402
 from app.engine.diffusion.config import AdapterConfig, ProjectorConfig  # noqa: E402
-from app.engine.diffusion.denoising import Denoiser  # noqa: E402
+from app.engine.diffusion.denoising import Denoiser, prefill  # noqa: E402
 from app.engine.diffusion.engine import DiffusionEngine  # noqa: E402
 from app.engine.diffusion.loading import DiffusionModel  # noqa: E402
 from app.engine.diffusion.projector import AudioProjector  # noqa: E402
@@ -285,7 +287,7 @@ def graph_check(engine: DiffusionEngine, audio: np.ndarray, runs: int) -> dict:
         else:
             pair = graph_and_eager_step(engine.model.backbone, prompt, prompt_graphs)
             result["first_step_logits_identical"] = torch.equal(pair.graph_logits, pair.eager_logits)
-            result["first_step_logits_rel_error"] = _rel(pair.graph_logits, pair.eager_logits)
+            result["first_step_logits_rel_error"] = rel_error(pair.graph_logits, pair.eager_logits)
     fast = engine.transcribe(audio, language="en", steps=8, early_exit=False, seed=11).text
     saved, engine.denoiser = engine.denoiser, Denoiser(engine.model.backbone, use_graphs=False)
     try:
@@ -326,10 +328,6 @@ class StepPair(NamedTuple):
 def graph_and_eager_step(backbone, prompt, prompt_graphs, phase: Callable[[str], None] = lambda name: None) -> StepPair:
     """One denoising step's logits on a random canvas: replayed from `prompt_graphs`, then eagerly
     (`phase` is told which runs next, for hooks that record layers)."""
-    from transformers.cache_utils import DynamicCache
-
-    from app.engine.diffusion.denoising import prefill
-
     vocab = backbone.config.get_text_config().vocab_size
     canvas = torch.randint(vocab, (prompt.batch, backbone.config.canvas_length), device=prompt.device,
                            generator=torch.Generator(prompt.device).manual_seed(3))
@@ -394,9 +392,9 @@ def compile_check(engine: DiffusionEngine, audio: np.ndarray) -> dict:
         for module, args, kwargs, eager in calls[: len(layers)]:
             with saved.compiled.active():
                 fused = module(*args, **kwargs)
-            errors.append(_rel(fused, eager))
+            errors.append(rel_error(fused, eager))
             noisy_args, noisy_kwargs = _one_ulp(args, kwargs, generator)
-            noise_errors.append(_rel(module(*noisy_args, **noisy_kwargs), eager))
+            noise_errors.append(rel_error(module(*noisy_args, **noisy_kwargs), eager))
     tolerance = 1e-4 if engine.model.backbone.dtype == torch.float32 else 3e-2
     ok = all(e <= max(tolerance, 2 * n) for e, n in zip(errors, noise_errors))
     return {"layers": len(errors), "compiled_calls": saved.compiled.calls - calls_before, "max_rel_error": float(f"{max(errors):.3g}"),
@@ -405,7 +403,8 @@ def compile_check(engine: DiffusionEngine, audio: np.ndarray) -> dict:
             "one_ulp_noise_rel_error_by_layer": [float(f"{n:.3g}") for n in noise_errors]}
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|a - b| / |b| over the whole tensors, in float32."""
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 

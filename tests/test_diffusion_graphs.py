@@ -222,12 +222,10 @@ def test_the_gpu_parity_diagnosis_compares_layer_by_layer(engine, emulated_graph
     assert report["logits_max_abs_diff"] == 0.0 and report["argmax_agreement"] == 1.0
 
 
-def test_out_of_memory_while_capturing_is_tried_again_then_given_up(engine, emulated_graphs, monkeypatch):
-    """Stand-in for a GPU that is short of memory (CI has none): the capture raises torch's own
-    out-of-memory error. The first time the shape stays eager and comes back with its next
-    dictation; after MEMORY_TRIES failures the graphs are given up, and dictation goes on eagerly."""
-    eager = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=9).text
-    failures = [1]  # how many captures fail, then they succeed
+def captures_short_of_memory(monkeypatch, count: int) -> list[int]:
+    """Stand-in for a GPU short of memory: the next `failures[0]` captures raise torch's own
+    out-of-memory error, later ones capture. The caller may set `failures[0]` again."""
+    failures = [count]
 
     def short_of_memory(*args):
         if failures[0] > 0:
@@ -236,6 +234,15 @@ def test_out_of_memory_while_capturing_is_tried_again_then_given_up(engine, emul
         return capture_prompt(*args)
 
     monkeypatch.setattr(graphs, "capture_prompt", short_of_memory)
+    return failures
+
+
+def test_out_of_memory_while_capturing_is_tried_again_then_given_up(engine, emulated_graphs, monkeypatch):
+    """Stand-in for a GPU that is short of memory (CI has none): the capture raises torch's own
+    out-of-memory error. The first time the shape stays eager and comes back with its next
+    dictation; after MEMORY_TRIES failures the graphs are given up, and dictation goes on eagerly."""
+    eager = engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=9).text
+    failures = captures_short_of_memory(monkeypatch, 1)
     saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
     try:
         engine.transcribe(speech_like(), language="en", steps=3, early_exit=False, seed=9)
@@ -268,15 +275,7 @@ def test_out_of_memory_beside_other_shapes_graphs_drops_the_least_recently_used(
     captured at once, and from then on only as many shapes are kept as fitted; no fast path is lost."""
     two = [BatchItem(speech_like(), "en")] * 2  # two requests in one pass: a second prompt shape
     eager_batch = [t.text for t in engine.transcribe_batch(two, steps=3, early_exit=False, seed=5)]
-    failures = [0]
-
-    def short_of_memory(*args):
-        if failures[0] > 0:
-            failures[0] -= 1
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 300.00 MiB")
-        return capture_prompt(*args)
-
-    monkeypatch.setattr(graphs, "capture_prompt", short_of_memory)
+    failures = captures_short_of_memory(monkeypatch, 0)
     saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
     try:
         denoiser = engine.denoiser

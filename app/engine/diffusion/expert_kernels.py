@@ -65,10 +65,15 @@ def int_block_k(mode: str, in_features: int, groups: int) -> int | None:
     return next((block for block in (128, 64, 32, 16) if in_features % block == 0), None)
 
 
+def expert_block_m(mode: str) -> int:
+    """Rows per M tile for `mode`'s experts."""
+    return INT4_BLOCK_M if mode == "int4" else BLOCK_M
+
+
 def expert_tile_plan(ends: torch.Tensor, rows: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The tile plan `dequant_grouped_mm` makes for `mode`'s experts, for a layer to make once and
     hand to both of its products (gate/up and down share the routing): a dozen small kernels saved."""
-    return tile_plan(ends, rows, INT4_BLOCK_M if mode == "int4" else BLOCK_M)
+    return tile_plan(ends, rows, expert_block_m(mode))
 
 
 def tile_plan(ends: torch.Tensor, rows: int, block_m: int = BLOCK_M) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,19 +191,16 @@ def dequant_grouped_mm(
         raise ValueError(f"no Triton tile fits {mode} weights of shape {shape}")
     x = x.contiguous()
     dense = experts == 1
-    if tiles.get("block_m"):
-        block_m = tiles["block_m"]
-    elif dense:  # a linear layer's rows all share one weight: taller tiles read it fewer times
-        block_m = 64 if x.shape[0] >= 64 else BLOCK_M
-    else:
-        block_m = INT4_BLOCK_M if mode == "int4" else BLOCK_M
     if dense:
-        # A linear layer: every row is written, and tiles map to rows directly. The tile plan's dozen
-        # small kernels per call were ~4 ms of a 45 ms int8 step at the real shape (H100 profile).
+        # A linear layer: its rows share one weight, so taller tiles read it fewer times; every row is
+        # written, and tiles map to rows directly. The tile plan's dozen small kernels per call were
+        # ~4 ms of a 45 ms int8 step at the real shape (H100 profile).
+        block_m = tiles.get("block_m") or (64 if x.shape[0] >= 64 else BLOCK_M)
         out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
-        tile_expert = tile_row = ends
+        tile_expert = tile_row = ends  # unread: DENSE tiles need no plan
         tile_count = triton.cdiv(x.shape[0], block_m)
     else:
+        block_m = tiles.get("block_m") or expert_block_m(mode)
         out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
         tile_expert, tile_row = plan if plan is not None and not tiles else tile_plan(ends, x.shape[0], block_m)
         tile_count = tile_expert.shape[0]
