@@ -451,6 +451,8 @@ def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_coun
     result["step_ms_p50"] = result[f"step_ms_p50_{step_counts[-1]}_steps"]
     if device.type == "cuda":
         result["peak_memory_gib_while_transcribing"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        # what the card must have: tensors plus the allocator's cached blocks and the graphs' pools
+        result["peak_reserved_gib_while_transcribing"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
     weight_bytes = step_weight_bytes(engine)
     result["step_weight_gb"] = round(weight_bytes / 1e9, 2)
     if bandwidth:

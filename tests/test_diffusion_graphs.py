@@ -50,8 +50,8 @@ class EmulatedGraph:
             self.output.logits.copy_(fresh.logits)
 
 
-def emulated_capture(fn, inputs, pool, warmups=2):
-    static = {name: value.clone() for name, value in inputs.items()}
+def emulated_capture(fn, inputs, pool, warmups=2, shared=None):
+    static = {name: value.clone() for name, value in inputs.items()} | (shared or {})
     for _ in range(warmups):
         fn(**static)
     output = fn(**static)
@@ -202,6 +202,57 @@ def test_with_compiled_layers_plain_graphs_serve_until_the_compiled_ones_replace
     assert plain.first_step.graph.replays == 2  # served the dictations after the first two pieces
     assert final is not plain and final.first_step.graph.replays == 1
     assert compiled_calls > 0  # the compile stage ran the compiled layers
+
+
+def held_logits(denoiser: denoising.Denoiser) -> dict[int, set[int]]:
+    """Per batch size, the distinct vocabulary-sized tensors the kept graphs hold (by memory address)."""
+    held: dict[int, set[int]] = {}
+    for (batch, _, _), ready in denoiser._ready.items():
+        for tensor in (ready.first_step.output.logits, ready.next_step.output.logits, ready.next_step.inputs["self_conditioning_logits"]):
+            held.setdefault(batch, set()).add(tensor.data_ptr())
+    return held
+
+
+def test_every_shape_of_a_batch_size_shares_one_pair_of_logits_buffers(engine, emulated_graphs, monkeypatch):
+    """The logits are vocabulary-sized (256 MiB a row at the real shape): each shape's graphs kept
+    three such tensors, GiBs once a few prompt lengths (languages, the user's words) had their
+    shapes. Now the step graphs of one batch size write one output and read one self-conditioning
+    input, whatever the prompt length; a batch size whose last shape is dropped frees its pair.
+    The text stays the eager loop's."""
+    two = [BatchItem(speech_like(), "en")] * 2
+    # The tiny tokenizer spells every language's name in two tokens: a longer name makes a longer prompt.
+    monkeypatch.setitem(engine.model.config.language_names, "de", "German as spoken in Vienna")
+    monkeypatch.setitem(engine.model.config.language_names, "fr", "French as spoken in Montreal")
+
+    def dictate(language: str) -> str:
+        return engine.transcribe(speech_like(), language=language, steps=3, early_exit=False, seed=7).text
+
+    eager = {language: dictate(language) for language in ("en", "de")}
+    eager_batch = [t.text for t in engine.transcribe_batch(two, steps=3, early_exit=False, seed=7)]
+    saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)
+    try:
+        for language in eager:
+            dictate(language)
+        engine.transcribe_batch(two, steps=3, early_exit=False, seed=7)
+        for piece in engine.preparations():
+            piece.run()
+        shapes = list(engine.denoiser._ready)
+        held = held_logits(engine.denoiser)
+        graphed_batch = [t.text for t in engine.transcribe_batch(two, steps=3, early_exit=False, seed=7)]
+        graphed = {language: dictate(language) for language in eager}
+
+        engine.denoiser._max_shapes = 2  # a small card: the batch shape, used least recently, goes
+        dictate("fr")
+        for piece in engine.preparations():
+            piece.run()
+        left = held_logits(engine.denoiser)
+        buffers = list(engine.denoiser._buffers)
+    finally:
+        engine.denoiser = saved
+    assert graphed == eager and graphed_batch == eager_batch
+    assert sorted(key[0] for key in shapes) == [1, 1, 2]  # two prompt lengths at batch 1, and a batch of 2
+    assert {batch: len(pointers) for batch, pointers in held.items()} == {1: 2, 2: 2}  # logits out, self-conditioning in
+    assert list(left) == [1] and len(left[1]) == 2 and buffers == [1]
 
 
 def test_the_gpu_parity_diagnosis_compares_layer_by_layer(engine, emulated_graphs):

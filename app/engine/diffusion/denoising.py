@@ -87,6 +87,7 @@ class Denoiser:
         self._pending: OrderedDict[tuple[int, int, int], PendingShape] = OrderedDict()
         self._lock = threading.Lock()  # guards the two above: a compile stage runs beside transcriptions
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self._buffers: dict[int, graphs.StepBuffers] = {}  # per batch size: the logits every step graph shares
         self.fast_path_error: str | None = None  # why the fast path was given up, if it was
         self._memory_failures = 0
         self._max_shapes = MAX_PREPARED_SHAPES  # lowered to what fits when GPU memory runs out
@@ -135,7 +136,8 @@ class Denoiser:
             else:
                 with self._compiled_layers(shape.compiled):  # compiled already: the capture records their kernels
                     prompt = shape.prompt
-                    ready = graphs.capture_prompt(self.backbone, prompt, prefill, prefill_masks(self.backbone, prompt), self._pool)
+                    ready = graphs.capture_prompt(self.backbone, prompt, prefill, prefill_masks(self.backbone, prompt), self._pool,
+                                                  self._step_buffers(prompt))
         except torch.cuda.OutOfMemoryError as exc:
             self._out_of_memory(exc, key, part)
             return
@@ -156,6 +158,20 @@ class Denoiser:
             self._ready.move_to_end(key)
             while len(self._ready) > self._max_shapes:
                 self._ready.popitem(last=False)  # the least recently used
+            self._drop_unused_buffers()
+
+    def _step_buffers(self, prompt: "Prompt") -> graphs.StepBuffers:
+        """The logits buffers of `prompt`'s batch size, made by its first capture."""
+        if prompt.batch not in self._buffers:
+            dtype = self.backbone.get_input_embeddings().weight.dtype
+            self._buffers[prompt.batch] = graphs.StepBuffers.make(self.backbone, prompt.batch, dtype, prompt.device)
+        return self._buffers[prompt.batch]
+
+    def _drop_unused_buffers(self) -> None:
+        """Free the logits buffers of batch sizes no kept graphs use (a server's batch of 8 holds 3 GiB).
+        Called with the lock held."""
+        batches = {key[0] for key, ready in self._ready.items() if ready is not None}
+        self._buffers = {batch: buffers for batch, buffers in self._buffers.items() if batch in batches}
 
     def _forward_once(self, prompt: "Prompt") -> None:
         """The prefill and one decoder forward at `prompt`'s shape, as a denoising step calls it; no
@@ -268,8 +284,8 @@ class Denoiser:
     def _out_of_memory(self, exc: BaseException, key: tuple[int, int, int], stage: str) -> None:
         """Make room, or drop this attempt and free what it took.
 
-        Where other shapes' graphs hold memory (a small card: each shape's graphs keep a few hundred
-        MB of logits), the least recently used shape gives its graphs up, the number of shapes kept
+        Where other shapes' graphs hold memory (a small card: each shape's graphs keep its KV cache and
+        what its forward's temporaries took beyond the others'), the least recently used shape gives its graphs up, the number of shapes kept
         is lowered to what fits, and this shape is tried again at once. Else the shape comes back
         with its next transcription, and after `MEMORY_TRIES` such failures the memory is taken as
         too small for good (`_give_up`)."""
@@ -278,6 +294,7 @@ class Denoiser:
             if others:
                 del self._ready[others[0]]
                 self._max_shapes = max(1, len(self._ready) + (key not in self._ready))
+                self._drop_unused_buffers()
         if others:
             log.warning("out of GPU memory while preparing a shape (%s): the least recently used shape's graphs "
                         "make room; %d shapes kept from now on", stage, self._max_shapes)
@@ -314,6 +331,7 @@ class Denoiser:
                 part, self.use_graphs = "GPU graphs", False
                 self._ready.clear()
                 self._pending.clear()
+                self._buffers.clear()
             self.fast_path_error = f"{part}: {reason}"
         log.warning("%s given up (%s); left: %s", part, reason, self.fast_path)
         self._release()

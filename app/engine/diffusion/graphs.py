@@ -12,6 +12,13 @@ One `PromptGraphs` holds, for one (batch, prompt length): the prefill (its KV ca
 graph's memory, so the step graphs read it where the prefill writes it) and two step graphs: the
 first step has no self-conditioning input, the later ones do. The sampler between steps stays
 transformers' own, eager code.
+
+The logits are vocabulary-sized (batch x 256 x 262,144: 256 MiB in float32 per row), and each
+shape's graphs used to keep three such tensors of their own (two step outputs, one
+self-conditioning input: 640 MiB a shape, a few GiB with a language per shape, on a card where int4
+must fit in 16 GiB). Only one transcription runs at a time, so every step graph of one batch size
+writes the same output and reads the same input (`StepBuffers`); the forward's own logits become a
+temporary of the graph's memory pool, which the next capture reuses.
 """
 
 from __future__ import annotations
@@ -51,9 +58,13 @@ class Captured:
         return self.output
 
 
-def capture(fn: Callable[..., Any], inputs: dict[str, torch.Tensor], pool, warmups: int = 2) -> Captured:
-    """Run `fn` a few times on a side stream (lazy initialisation, cuBLAS workspaces), then capture it."""
-    static = {name: value.clone() for name, value in inputs.items()}
+def capture(fn: Callable[..., Any], inputs: dict[str, torch.Tensor], pool, warmups: int = 2,
+            shared: dict[str, torch.Tensor] | None = None) -> Captured:
+    """Run `fn` a few times on a side stream (lazy initialisation, cuBLAS workspaces), then capture it.
+
+    The graph reads copies of `inputs`, and reads the tensors in `shared` where they are (buffers
+    that several graphs read)."""
+    static = {name: value.clone() for name, value in inputs.items()} | (shared or {})
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -78,6 +89,21 @@ def empty_cache(backbone: DiffusionGemmaForBlockDiffusion, dtype: torch.dtype, d
 def _prefill_caches(backbone: DiffusionGemmaForBlockDiffusion, dtype: torch.dtype, device: torch.device) -> list[DynamicCache]:
     """One fresh cache for each prefill run by `capture`: two warm-ups and the capture itself."""
     return [empty_cache(backbone, dtype, device) for _ in range(3)]
+
+
+@dataclass
+class StepBuffers:
+    """What every step graph of one batch size writes and reads: the logits (float32, as
+    transformers' forward returns them) and the self-conditioning input (the compute dtype, as
+    `_denoising_step` hands the processed logits back)."""
+
+    logits: torch.Tensor
+    self_conditioning: torch.Tensor
+
+    @classmethod
+    def make(cls, backbone: DiffusionGemmaForBlockDiffusion, batch: int, dtype: torch.dtype, device: torch.device) -> "StepBuffers":
+        shape = (batch, backbone.config.canvas_length, backbone.config.get_text_config().vocab_size)
+        return cls(torch.zeros(shape, dtype=torch.float32, device=device), torch.zeros(shape, dtype=dtype, device=device))
 
 
 @dataclass
@@ -114,11 +140,13 @@ def _prefill_inputs(prompt) -> dict[str, torch.Tensor]:
     }
 
 
-def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: Callable, masks: tuple, pool) -> PromptGraphs:
+def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: Callable, masks: tuple, pool,
+                   buffers: StepBuffers) -> PromptGraphs:
     """Capture `prefill(backbone, prompt, cache, masks)` for this prompt shape, and both kinds of
-    denoising step reading the cache it fills. The masks are computed before, outside the capture
-    (they depend on shapes only, and building them copies host data); the capture costs about
-    seven forwards, warm-ups included."""
+    denoising step reading the cache it fills and writing their logits into `buffers` (those of
+    the prompt's batch size). The masks are computed before, outside the capture (they depend on
+    shapes only, and building them copies host data); the capture costs about seven forwards,
+    warm-ups included."""
     dtype, device = prompt.prefix_embeds.dtype, prompt.device
     events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     events[0].record()
@@ -136,18 +164,19 @@ def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: C
     )
 
     def step(decoder_input_ids: torch.Tensor, self_conditioning_logits: torch.Tensor | None = None):
-        return backbone(
+        out = backbone(
             decoder_input_ids=decoder_input_ids,
             self_conditioning_logits=self_conditioning_logits,
             decoder_attention_mask=mask_mapping,
             cache=cache,
             decoder_position_ids=prompt.canvas_positions,
         )
+        buffers.logits.copy_(out.logits)  # one 256 MiB copy (~0.1 ms on an H100) saves two such tensors a shape
+        out.logits = buffers.logits
+        return out
 
-    vocab = backbone.config.get_text_config().vocab_size
-    logits = torch.zeros(*canvas_ids.shape, vocab, dtype=dtype, device=device)
     first = capture(step, {"decoder_input_ids": canvas_ids}, pool)
-    later = capture(step, {"decoder_input_ids": canvas_ids, "self_conditioning_logits": logits}, pool)
+    later = capture(step, {"decoder_input_ids": canvas_ids}, pool, shared={"self_conditioning_logits": buffers.self_conditioning})
     events[1].record()
     torch.cuda.synchronize(device)
     return PromptGraphs(prefill_graph, first, later, seconds=events[0].elapsed_time(events[1]) / 1000.0)
