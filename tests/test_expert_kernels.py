@@ -94,6 +94,32 @@ def test_quantized_experts_through_the_kernel_match_the_portable_path(interprete
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_routed_epilogue_gives_the_unrouted_products_bits(interpreter, mode, dtype):
+    """The experts' last product writes each row, weighted, to its routed slot in the kernel; before,
+    a product, a gather of the weights, a multiply and a scatter did it (and the rows were sorted by
+    int64 ids, not bytes). The result must be the same bit for bit, experts spanning tiles included."""
+    experts = QuantizedExperts(tiny_experts(), mode)
+    generator = torch.Generator().manual_seed(5)
+    tokens, top_k = 80, 2  # 160 rows over 4 experts: some take two 32-row tiles
+    hidden = torch.randn(tokens, 64, generator=generator).to(dtype)
+    top_k_index = torch.randint(0, 4, (tokens, top_k), generator=generator)
+    top_k_weights = torch.rand(tokens, top_k, generator=generator)  # float32, as transformers' router gives them
+    fused = experts(hidden, top_k_index, top_k_weights)
+
+    expert_ids, order = torch.sort(top_k_index.reshape(-1))
+    rows = hidden[order // top_k]
+    ends = torch.cumsum(torch.bincount(expert_ids, minlength=4), 0).to(torch.int32)
+    gated = experts.experts._apply_gate(experts.gate_up.grouped_mm(rows, ends, "triton"))
+    out = experts.down.grouped_mm(gated, ends, "triton") * top_k_weights.reshape(-1)[order].unsqueeze(-1)
+    unsorted = torch.empty_like(out)
+    unsorted[order] = out
+    expected = unsorted.view(tokens, top_k, -1).sum(dim=1).to(dtype)
+    assert fused.dtype == dtype and torch.isfinite(expected).all()
+    assert torch.equal(fused, expected)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
 def test_quantized_linear_through_the_kernel_matches_the_portable_path(interpreter, monkeypatch, mode):
     """A linear layer takes the kernel's dense tiles (no tile plan): every row written, none twice."""
     linear = torch.nn.Linear(128, 80, bias=True)

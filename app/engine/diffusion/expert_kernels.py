@@ -103,6 +103,8 @@ if triton is not None:
         tile_expert_ptr,
         tile_row_ptr,
         ends_ptr,
+        route_ptr,
+        route_weight_ptr,
         N,
         K: tl.constexpr,
         GROUPS: tl.constexpr,
@@ -111,10 +113,13 @@ if triton is not None:
         BLOCK_K: tl.constexpr,
         BLOCK: tl.constexpr,
         DENSE: tl.constexpr,
+        ROUTED: tl.constexpr,
     ):
         """out[rows of expert e] = x[rows] @ dequant(codes[e]).T, one (BLOCK x BLOCK_N) tile per program.
 
         DENSE: one weight for all rows (a linear layer), so tile t is rows t*BLOCK.. and needs no tile plan.
+        ROUTED: row r goes to out[route[r]] in float32, times route_weight[route[r]], after rounding
+        to x's dtype: what the experts' unrouting did in three kernels after this one.
         """
         tile = tl.program_id(0)
         if DENSE:
@@ -158,9 +163,14 @@ if triton is not None:
             if not INT4:
                 scale = tl.load(scale_ptr + expert64 * N + cols, mask=col_ok, other=0.0)
                 acc = acc * scale[None, :]
+            result = acc.to(x_ptr.dtype.element_ty)
+            out_rows = rows.to(tl.int64)
+            if ROUTED:
+                out_rows = tl.load(route_ptr + rows, mask=row_ok, other=0)
+                result = result.to(tl.float32) * tl.load(route_weight_ptr + out_rows, mask=row_ok, other=0.0)[:, None]
             tl.store(
-                out_ptr + rows[:, None].to(tl.int64) * N + cols[None, :],
-                acc.to(out_ptr.dtype.element_ty),
+                out_ptr + out_rows[:, None] * N + cols[None, :],
+                result.to(out_ptr.dtype.element_ty),
                 mask=row_ok[:, None] & col_ok[None, :],
             )
 
@@ -174,6 +184,7 @@ def dequant_grouped_mm(
     shape: tuple[int, ...],
     tiles: dict | None = None,
     plan: tuple[torch.Tensor, torch.Tensor] | None = None,
+    route: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(rows, K) x experts' (N, K) int8/int4 weights -> (rows, N), rows sorted by expert up to `ends`.
 
@@ -182,6 +193,11 @@ def dequant_grouped_mm(
     Rows after `ends[-1]` are zeros; a plain matrix's `ends[0]` must cover every row. `tiles` overrides
     the tile sizes (the diagnosis sweep); an int4 tile is always one scale group deep. `plan`: the
     experts' `expert_tile_plan`, made once for both of a layer's products.
+
+    `route` = (order, weights), the experts' last product: sorted row r is the routed slot order[r]
+    (a permutation of every row), and the result is float32 in slot order, each row rounded to x's
+    dtype and then scaled by weights[slot] (flat, float32), bit for bit what a product, a multiply
+    by `weights[order]` and a scatter to `order` give, in one kernel instead of four.
     """
     experts, n, k = (1, *shape) if len(shape) == 2 else shape
     groups = scale.shape[-1] if mode == "int4" else 1
@@ -201,7 +217,10 @@ def dequant_grouped_mm(
         tile_count = triton.cdiv(x.shape[0], block_m)
     else:
         block_m = tiles.get("block_m") or expert_block_m(mode)
-        out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
+        if route is not None:  # every slot is some row's: all written
+            out = torch.empty(x.shape[0], n, dtype=torch.float32, device=x.device)
+        else:
+            out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
         tile_expert, tile_row = plan if plan is not None and not tiles else tile_plan(ends, x.shape[0], block_m)
         tile_count = tile_expert.shape[0]
     # Swept at the real expert shapes on an H200: int4 prefers wider N tiles than int8.
@@ -215,6 +234,7 @@ def dequant_grouped_mm(
         tile_expert,
         tile_row,
         ends.to(torch.int32),
+        *(route if route is not None else (ends, ends)),  # unread unless ROUTED
         n,
         k,
         groups,
@@ -223,6 +243,7 @@ def dequant_grouped_mm(
         BLOCK_K=block_k,
         BLOCK=block_m,
         DENSE=dense,
+        ROUTED=route is not None,
         num_warps=tiles.get("num_warps", 4),
         num_stages=tiles.get("num_stages", 3),
     )
