@@ -173,3 +173,14 @@ def test_fp8_row_quantization_is_the_plain_amax_scaling_bit_for_bit(dtype):
     expected = (x.float() / expected_scale[:, None]).to(torch.float8_e4m3fn)
     assert scale.dtype == torch.float32 and torch.equal(scale, expected_scale)
     assert torch.equal(codes.view(torch.uint8), expected.view(torch.uint8))
+
+
+def test_fp8_row_quantization_compiles_in_one_graph(tmp_path, monkeypatch):
+    """With compiled layers an fp8 decoder layer is compiled whole (`fullgraph=True`): the
+    quantization's fp8 store (`div(..., out=)`) must trace without a break and give the same bits."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    x = torch.randn(64, 704, generator=torch.Generator().manual_seed(6)).to(torch.bfloat16)
+    compiled = torch.compile(expert_kernels.quantize_rows_fp8, fullgraph=True)
+    (codes, scale), (expected_codes, expected_scale) = compiled(x), expert_kernels.quantize_rows_fp8(x)
+    assert torch.equal(scale, expected_scale)
+    assert torch.equal(codes.view(torch.uint8), expected_codes.view(torch.uint8))
