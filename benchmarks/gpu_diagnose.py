@@ -66,16 +66,23 @@ def kernel_accuracy(report: dict, save=lambda: None) -> None:
                      "bf16_grouped_mm_ms": bf16_ms,
                      "codes_mb": q.codes.numel() * q.codes.element_size() / 1e6}
             if mode in ("int8", "int4"):
+                entry["routed_epilogue_bitwise"] = routed_epilogue_matches(q, x, ends, mode)
                 sweep = {}
-                for block_m, block_n, block_k, warps, stages in itertools.product(
-                    (16, 32), (64, 128), (None,) if mode == "int4" else (64, 128), (4, 8), (3,)
-                ):
-                    tiles = dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=warps, num_stages=stages)
+                # Around the best of 2026-11-28 (H100): int8 m16-32 n64-128 k128 w4 s3, int4 m32 n128 w4 s3;
+                # int4 also by deeper pipelines, taller tiles, and nibbles unpacked by float bits.
+                variants = (((16, 32), (64, 128), (128,), (4,), (3,), (False,)) if mode == "int8"
+                            else ((32, 64), (128,), (None,), (4,), (3, 4), (False, True)))
+                for block_m, block_n, block_k, warps, stages, float_bits in itertools.product(*variants):
+                    tiles = dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=warps, num_stages=stages,
+                                 float_bits=float_bits)
                     try:
                         ms = bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, mode, q.shape, tiles))
+                        if float_bits and not torch.equal(expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, mode, q.shape, tiles),
+                                                          expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, mode, q.shape)):
+                            ms = "float-bit nibbles gave other products"
                     except Exception as exc:  # noqa: BLE001 - a config that does not compile
                         ms = str(exc)[:80]
-                    sweep[f"m{block_m}_n{block_n}_k{block_k or 'group'}_w{warps}_s{stages}"] = ms
+                    sweep[f"m{block_m}_n{block_n}_k{block_k or 'group'}_w{warps}_s{stages}" + ("_floatbits" if float_bits else "")] = ms
                 timed = {k: v for k, v in sweep.items() if isinstance(v, float)}
                 entry["best_tiles"] = min(timed, key=timed.get) if timed else None
                 entry["best_ms"] = min(timed.values()) if timed else None
@@ -83,6 +90,21 @@ def kernel_accuracy(report: dict, save=lambda: None) -> None:
             report.setdefault("kernels", {})[f"{name}_{mode}"] = entry
             save()  # a run stopped by its time limit keeps what it measured
             print(name, mode, {k: v for k, v in entry.items() if k != "sweep"}, file=sys.stderr, flush=True)
+
+
+def routed_epilogue_matches(q, x: torch.Tensor, ends: torch.Tensor, mode: str) -> bool:
+    """The experts' down product with its routing in the kernel's epilogue (bf16 rows rounded, then
+    weighted in float32 and put at their slots) against the product, multiply and scatter it
+    replaced: equal bit for bit? (The CPU tests can check this in float32 only.)"""
+    rows = int(ends[-1])
+    order = torch.randperm(rows, device=x.device)
+    weights = torch.rand(rows, device=x.device)
+    x = x[:rows]
+    fused = expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, mode, q.shape, route=(order, weights))
+    out = expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, mode, q.shape) * weights[order].unsqueeze(-1)
+    unsorted = torch.empty_like(out)
+    unsorted[order] = out
+    return bool(torch.equal(fused, unsorted))
 
 
 def profile(report: dict, engine) -> None:

@@ -95,6 +95,20 @@ def tile_plan(ends: torch.Tensor, rows: int, block_m: int = BLOCK_M) -> tuple[to
 if triton is not None:
 
     @triton.jit
+    def _nibble(code, FLOAT_BITS: tl.constexpr):
+        """A 4-bit code (0..15, in int32) as the float code - 8.
+
+        Converting an integer to a float is a slow instruction (a quarter of the rate of bit
+        operations on recent GPUs), and an int4 tile converts 2 codes per byte it reads, which may
+        be what holds the kernel at a quarter of the memory bandwidth (H100, 2026-11-28). With
+        FLOAT_BITS the code goes into the mantissa of 128.0 (float32 0x43000000: one unit in the
+        last of its top 16 bits is 1.0) and 136.0 is subtracted: the same values, by an OR, a
+        shift and a subtraction."""
+        if FLOAT_BITS:
+            return ((code.to(tl.uint32) << 16) | 0x43000000).to(tl.float32, bitcast=True) - 136.0
+        return code - 8
+
+    @triton.jit
     def _grouped_dequant_mm_kernel(
         x_ptr,
         codes_ptr,
@@ -114,12 +128,15 @@ if triton is not None:
         BLOCK: tl.constexpr,
         DENSE: tl.constexpr,
         ROUTED: tl.constexpr,
+        FLOAT_BITS: tl.constexpr,
     ):
         """out[rows of expert e] = x[rows] @ dequant(codes[e]).T, one (BLOCK x BLOCK_N) tile per program.
 
         DENSE: one weight for all rows (a linear layer), so tile t is rows t*BLOCK.. and needs no tile plan.
         ROUTED: row r goes to out[route[r]] in float32, times route_weight[route[r]], after rounding
         to x's dtype: what the experts' unrouting did in three kernels after this one.
+        FLOAT_BITS (int4): a nibble becomes a float by bit operations, not an integer conversion
+        (see `_nibble`); the same values, for the tile sweep to time against the conversion.
         """
         tile = tl.program_id(0)
         if DENSE:
@@ -150,8 +167,8 @@ if triton is not None:
                     ).to(tl.int32)
                     a_low = tl.load(x_rows + (k0 + half)[None, :], mask=row_ok[:, None], other=0.0)
                     a_high = tl.load(x_rows + (k0 + BLOCK_K // 2 + half)[None, :], mask=row_ok[:, None], other=0.0)
-                    w_low = ((byte & 0xF) - 8).to(a_low.dtype)  # -8..7: exact in bf16
-                    w_high = ((byte >> 4) - 8).to(a_high.dtype)
+                    w_low = _nibble(byte & 0xF, FLOAT_BITS).to(a_low.dtype)  # -8..7: exact in bf16
+                    w_high = _nibble(byte >> 4, FLOAT_BITS).to(a_high.dtype)
                     scale = tl.load(scale_ptr + (expert64 * N + cols) * GROUPS + k0 // BLOCK_K, mask=col_ok, other=0.0)
                     acc += (tl.dot(a_low, w_low) + tl.dot(a_high, w_high)) * scale[None, :]
                 else:
@@ -191,7 +208,8 @@ def dequant_grouped_mm(
     `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
     matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
     Rows after `ends[-1]` are zeros; a plain matrix's `ends[0]` must cover every row. `tiles` overrides
-    the tile sizes (the diagnosis sweep); an int4 tile is always one scale group deep. `plan`: the
+    the tile sizes and, for int4, `float_bits` picks the other nibble unpacking (the diagnosis
+    sweep, benchmarks/gpu_diagnose.py); an int4 tile is always one scale group deep. `plan`: the
     experts' `expert_tile_plan`, made once for both of a layer's products.
 
     `route` = (order, weights), the experts' last product: sorted row r is the routed slot order[r]
@@ -244,6 +262,7 @@ def dequant_grouped_mm(
         BLOCK=block_m,
         DENSE=dense,
         ROUTED=route is not None,
+        FLOAT_BITS=bool(tiles.get("float_bits")),
         num_warps=tiles.get("num_warps", 4),
         num_stages=tiles.get("num_stages", 3),
     )
