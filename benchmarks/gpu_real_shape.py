@@ -58,6 +58,7 @@ from app.engine.diffusion.config import AdapterConfig, ProjectorConfig  # noqa: 
 from app.engine.diffusion.denoising import Denoiser, prefill  # noqa: E402
 from app.engine.diffusion.engine import DiffusionEngine  # noqa: E402
 from app.engine.diffusion.loading import DiffusionModel  # noqa: E402
+from app.engine.diffusion.lora import merge_decoder_lora  # noqa: E402
 from app.engine.diffusion.projector import AudioProjector  # noqa: E402
 from app.engine.diffusion.prompt import PromptBuilder  # noqa: E402
 from app.engine.diffusion.quantization import compute_dtype, estimate_bytes, quantize_backbone  # noqa: E402
@@ -149,6 +150,7 @@ def build_engine(mode: str, device: torch.device, *, tiny: bool, compile_layers:
     lora = LoraConfig(r=4 if tiny else 32, lora_alpha=8 if tiny else 64, target_modules=LORA_TARGETS, init_lora_weights=False)
     inject_adapter_in_model(lora, backbone)
     backbone.to(device, dtype)
+    merge_decoder_lora(backbone)  # as the loader does
     backbone.model.encoder.vision_tower = None
     backbone.model.encoder.embed_vision = None
     quantize_backbone(backbone, mode, device)

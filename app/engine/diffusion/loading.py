@@ -4,7 +4,8 @@
    from the spec (CLI flags) first, then from the config (paths relative to the adapter folder).
 2. The quantization: `auto` looks at free GPU memory before anything big is loaded.
 3. The backbone on its final device (bf16/fp32) or on the CPU (quantized modes, moved layer by layer
-   while quantizing), then the LoRA with a strict weight check, then the unused vision tower is dropped.
+   while quantizing), then the LoRA with a strict weight check (the decoder's merged into the
+   weights), then the unused vision tower is dropped.
 4. Whisper (features + encoder, + decoder when present), the projector with a strict weight check,
    the tokenizer and the prompt.
 """
@@ -21,7 +22,7 @@ from transformers.models.diffusion_gemma.generation_diffusion_gemma import Entro
 from app.engine.devices import out_of_memory_as_user_error, pick_device
 from app.engine.diffusion.audio_encoder import WhisperAudioEncoder
 from app.engine.diffusion.config import CONFIG_FILE, AdapterConfig
-from app.engine.diffusion.lora import apply_lora
+from app.engine.diffusion.lora import apply_lora, merge_decoder_lora
 from app.engine.diffusion.projector import AudioProjector, load_projector
 from app.engine.diffusion.prompt import PromptBuilder
 from app.engine.diffusion.quantization import QUANTIZED_MODES, choose_quantization, compute_dtype, quantize_backbone
@@ -107,6 +108,7 @@ def load_backbone(
         backbone.config.canvas_length = config.canvas_length
     apply_generation_overrides(backbone, config.generation)
     apply_lora(backbone, lora_dir, config.lora_encoder)
+    merge_decoder_lora(backbone)  # before quantizing: the merged weights are what gets quantized
     # Speech never sends images: the vision tower (and its projection) would only take memory.
     backbone.model.encoder.vision_tower = None
     backbone.model.encoder.embed_vision = None
