@@ -71,7 +71,8 @@ def test_quantized_engine_runs_on_cpu_with_experts_quantized(engines, mode):
         assert isinstance(decoder_layer.experts, QuantizedExperts)
         assert decoder_layer.experts is encoder_layer.experts  # tied weights stay shared
         assert isinstance(decoder_layer.mlp.up_proj, QuantizedLinear)
-        assert isinstance(decoder_layer.self_attn.q_proj.base_layer, QuantizedLinear)  # under the LoRA
+        assert isinstance(decoder_layer.self_attn.q_proj, QuantizedLinear)  # the decoder's LoRA merged in
+        assert encoder_layer.self_attn.q_proj.base_layer is decoder_layer.self_attn.q_proj  # tied, under the encoder's LoRA
         assert type(decoder_layer.router.proj) is nn.Linear
         assert decoder_layer.experts.gate_up.codes.dtype == (torch.int8 if mode == "int8" else torch.uint8)
     assert not any(".experts.gate_up_proj" in name for name, _ in backbone.named_parameters())

@@ -68,17 +68,19 @@ def test_int4_nibbles_unpacked_by_float_bits_give_the_same_products(interpreter)
         assert plain.abs().sum() > 0 and torch.equal(plain, by_bits)
 
 
-def test_tile_plan_covers_every_row_once(interpreter):
-    counts = torch.tensor([0, 17, 16, 1, 0, 40])
-    ends = torch.cumsum(counts, 0).to(torch.int32)
-    experts, first_rows = interpreter.tile_plan(ends, int(counts.sum()))
-    covered = []
-    for expert, first in zip(experts.tolist(), first_rows.tolist()):
-        if expert >= 0:
-            end = int(ends[expert])
-            covered += [(row, expert) for row in range(first, min(first + interpreter.BLOCK_M, end))]
-    expected = [(row, e) for e, (start, end) in enumerate(zip([0, *ends[:-1].tolist()], ends.tolist())) for row in range(start, end)]
-    assert sorted(covered) == expected
+@pytest.mark.parametrize("block_m", [16, 32])
+def test_each_tile_finds_its_expert_and_rows(interpreter, block_m):
+    """The kernel's programs work out their expert and first row from the experts' row ends: with
+    empty experts at the start, in the middle and at the end, an expert of exactly one tile, one of
+    one row and one over several tiles, every row gets its own expert's product and nothing else."""
+    counts = [0, 17, 16, 1, 0, 40, 0]
+    generator = torch.Generator().manual_seed(12)
+    q = QuantizedWeight.quantize(torch.randn(len(counts), 24, 64, generator=generator), "int8")
+    ends = torch.cumsum(torch.tensor(counts), 0).to(torch.int32)
+    x = torch.randn(sum(counts), 64, generator=generator)
+    out = interpreter.dequant_grouped_mm(x, q.codes, q.scale, ends, "int8", q.shape, {"block_m": block_m})
+    expected = reference(x, q.dequantize(torch.float32), counts)
+    assert float((out - expected).norm() / expected.norm()) < 1e-5
 
 
 def tiny_experts() -> DiffusionGemmaTextExperts:

@@ -70,28 +70,6 @@ def expert_block_m(mode: str) -> int:
     return INT4_BLOCK_M if mode == "int4" else BLOCK_M
 
 
-def expert_tile_plan(ends: torch.Tensor, rows: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tile plan `dequant_grouped_mm` makes for `mode`'s experts, for a layer to make once and
-    hand to both of its products (gate/up and down share the routing): a dozen small kernels saved."""
-    return tile_plan(ends, rows, expert_block_m(mode))
-
-
-def tile_plan(ends: torch.Tensor, rows: int, block_m: int = BLOCK_M) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each M tile: its expert (-1 past the last tile) and its first row. Shapes depend on `rows` only."""
-    experts = ends.shape[0]
-    ends = ends.to(torch.int64)
-    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
-    tiles = (ends - starts + block_m - 1) // block_m
-    tile_ends = torch.cumsum(tiles, 0)
-    max_tiles = (rows + block_m - 1) // block_m + experts
-    index = torch.arange(max_tiles, device=ends.device)
-    expert = torch.searchsorted(tile_ends, index, right=True)
-    valid = expert < experts
-    expert = expert.clamp(max=experts - 1)
-    first_row = starts[expert] + (index - (tile_ends[expert] - tiles[expert])) * block_m
-    return torch.where(valid, expert, -1).to(torch.int32), first_row.to(torch.int32)
-
-
 if triton is not None:
 
     @triton.jit
@@ -109,18 +87,37 @@ if triton is not None:
         return code - 8
 
     @triton.jit
+    def _expert_tile(tile, ends_ptr, EXPERTS: tl.constexpr, EXPERTS_P2: tl.constexpr, BLOCK: tl.constexpr):
+        """The expert of M tile `tile` (-1 past the last tile) and its first row, from the experts'
+        cumulative row `ends`: each expert's rows take ceil(rows / BLOCK) tiles, in expert order.
+
+        Every program works this out over the (128) experts for itself, which costs it nothing
+        next to its weight tile, where a plan made before the kernel was ~20 small kernels a layer
+        (~600 of an int4 forward's ~4,800 on an H100)."""
+        e = tl.arange(0, EXPERTS_P2)
+        real = e < EXPERTS
+        ends = tl.load(ends_ptr + e, mask=real, other=0)
+        starts = tl.load(ends_ptr + e - 1, mask=real & (e > 0), other=0)
+        tiles = tl.where(real, (ends - starts + BLOCK - 1) // BLOCK, 0)
+        tile_ends = tl.cumsum(tiles, 0)
+        expert = tl.sum((real & (tile_ends <= tile)).to(tl.int32), 0)  # experts wholly before this tile
+        mine = e == expert
+        first = tl.sum(tl.where(mine, starts + (tile - (tile_ends - tiles)) * BLOCK, 0), 0)
+        return tl.where(expert < EXPERTS, expert, -1), first
+
+    @triton.jit
     def _grouped_dequant_mm_kernel(
         x_ptr,
         codes_ptr,
         scale_ptr,
         out_ptr,
-        tile_expert_ptr,
-        tile_row_ptr,
         ends_ptr,
         route_ptr,
         route_weight_ptr,
         N,
         K: tl.constexpr,
+        EXPERTS: tl.constexpr,
+        EXPERTS_P2: tl.constexpr,
         GROUPS: tl.constexpr,
         INT4: tl.constexpr,
         BLOCK_N: tl.constexpr,
@@ -132,7 +129,8 @@ if triton is not None:
     ):
         """out[rows of expert e] = x[rows] @ dequant(codes[e]).T, one (BLOCK x BLOCK_N) tile per program.
 
-        DENSE: one weight for all rows (a linear layer), so tile t is rows t*BLOCK.. and needs no tile plan.
+        Tile t (program_id 0) is found by `_expert_tile`; DENSE (one weight for all rows: a linear
+        layer) tile t is rows t*BLOCK..
         ROUTED: row r goes to out[route[r]] in float32, times route_weight[route[r]], after rounding
         to x's dtype: what the experts' unrouting did in three kernels after this one.
         FLOAT_BITS (int4): a nibble becomes a float by bit operations, not an integer conversion
@@ -143,8 +141,7 @@ if triton is not None:
             expert = tile * 0
             first = tile * BLOCK
         else:
-            expert = tl.load(tile_expert_ptr + tile)
-            first = tl.load(tile_row_ptr + tile)
+            expert, first = _expert_tile(tile, ends_ptr, EXPERTS, EXPERTS_P2, BLOCK)
         if expert >= 0:
             end = tl.load(ends_ptr + expert)
             rows = first + tl.arange(0, BLOCK)
@@ -200,7 +197,6 @@ def dequant_grouped_mm(
     mode: str,
     shape: tuple[int, ...],
     tiles: dict | None = None,
-    plan: tuple[torch.Tensor, torch.Tensor] | None = None,
     route: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(rows, K) x experts' (N, K) int8/int4 weights -> (rows, N), rows sorted by expert up to `ends`.
@@ -209,8 +205,7 @@ def dequant_grouped_mm(
     matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
     Rows after `ends[-1]` are zeros; a plain matrix's `ends[0]` must cover every row. `tiles` overrides
     the tile sizes and, for int4, `float_bits` picks the other nibble unpacking (the diagnosis
-    sweep, benchmarks/gpu_diagnose.py); an int4 tile is always one scale group deep. `plan`: the
-    experts' `expert_tile_plan`, made once for both of a layer's products.
+    sweep, benchmarks/gpu_diagnose.py); an int4 tile is always one scale group deep.
 
     `route` = (order, weights), the experts' last product: sorted row r is the routed slot order[r]
     (a permutation of every row), and the result is float32 in slot order, each row rounded to x's
@@ -227,11 +222,9 @@ def dequant_grouped_mm(
     dense = experts == 1
     if dense:
         # A linear layer: its rows share one weight, so taller tiles read it fewer times; every row is
-        # written, and tiles map to rows directly. The tile plan's dozen small kernels per call were
-        # ~4 ms of a 45 ms int8 step at the real shape (H100 profile).
+        # written, and tiles map to rows directly.
         block_m = tiles.get("block_m") or (64 if x.shape[0] >= 64 else BLOCK_M)
         out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
-        tile_expert = tile_row = ends  # unread: DENSE tiles need no plan
         tile_count = triton.cdiv(x.shape[0], block_m)
     else:
         block_m = tiles.get("block_m") or expert_block_m(mode)
@@ -239,8 +232,7 @@ def dequant_grouped_mm(
             out = torch.empty(x.shape[0], n, dtype=torch.float32, device=x.device)
         else:
             out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
-        tile_expert, tile_row = plan if plan is not None and not tiles else tile_plan(ends, x.shape[0], block_m)
-        tile_count = tile_expert.shape[0]
+        tile_count = triton.cdiv(x.shape[0], block_m) + experts  # enough for any split of the rows
     # Swept at the real expert shapes on an H200: int4 prefers wider N tiles than int8.
     block_n = tiles.get("block_n") or min(128 if mode == "int4" else 64, max(16, triton.next_power_of_2(n)))
     grid = (tile_count, triton.cdiv(n, block_n))
@@ -249,12 +241,12 @@ def dequant_grouped_mm(
         codes,
         scale.to(torch.float32).contiguous(),
         out,
-        tile_expert,
-        tile_row,
         ends.to(torch.int32),
         *(route if route is not None else (ends, ends)),  # unread unless ROUTED
         n,
         k,
+        experts,
+        triton.next_power_of_2(experts),
         groups,
         INT4=mode == "int4",
         BLOCK_N=block_n,

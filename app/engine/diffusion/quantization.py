@@ -77,20 +77,18 @@ class QuantizedWeight(nn.Module):
             return "triton"
         return "dequantize"
 
-    def grouped_mm(self, x: torch.Tensor, ends: torch.Tensor, kernel: str, plan: tuple | None = None) -> torch.Tensor:
-        """x (rows sorted by expert, in) @ each expert's weight.T -> (rows, out); `ends` per expert, int32
-        (`plan`: the Triton kernel's tile plan for these `ends`, when the caller made it already)."""
+    def grouped_mm(self, x: torch.Tensor, ends: torch.Tensor, kernel: str) -> torch.Tensor:
+        """x (rows sorted by expert, in) @ each expert's weight.T -> (rows, out); `ends` per expert, int32."""
         if kernel == "fp8":
             return kernels.fp8_grouped_mm(x, self.codes, self.scale, ends)
-        return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape, plan=plan)
+        return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape)
 
-    def routed_mm(self, x: torch.Tensor, ends: torch.Tensor, kernel: str, plan: tuple | None,
-                  order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def routed_mm(self, x: torch.Tensor, ends: torch.Tensor, kernel: str, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """`grouped_mm`, then each row times `weights[order]` (float32) and put back at `order`: the
         experts' last product. The Triton kernel does it in its epilogue (three kernels fewer a layer)."""
         if kernel == "triton":
-            return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape, plan=plan, route=(order, weights))
-        out = self.grouped_mm(x, ends, kernel, plan) * weights[order].unsqueeze(-1)
+            return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape, route=(order, weights))
+        out = self.grouped_mm(x, ends, kernel) * weights[order].unsqueeze(-1)
         unsorted = torch.empty_like(out)
         unsorted[order] = out
         return unsorted
@@ -159,10 +157,9 @@ class QuantizedExperts(nn.Module):
         rows = hidden[order // top_k]
         counts = torch.histc(expert_ids.float() if hidden.device.type == "cpu" else expert_ids.int(), bins=experts, min=0, max=experts - 1)
         ends = torch.cumsum(counts, 0, dtype=torch.int32)
-        plan = kernels.expert_tile_plan(ends, rows.shape[0], self.gate_up.mode) if up_kernel == down_kernel == "triton" else None
-        gated = self.experts._apply_gate(self.gate_up.grouped_mm(rows, ends, up_kernel, plan))
+        gated = self.experts._apply_gate(self.gate_up.grouped_mm(rows, ends, up_kernel))
         # routing weights are float32: the top-k are weighted and summed in float32, as transformers does
-        unsorted = self.down.routed_mm(gated, ends, down_kernel, plan, order, top_k_weights.reshape(-1))
+        unsorted = self.down.routed_mm(gated, ends, down_kernel, order, top_k_weights.reshape(-1))
         return unsorted.view(tokens, top_k, -1).sum(dim=1).to(hidden.dtype)
 
 
