@@ -114,6 +114,7 @@ if triton is not None:
         ends_ptr,
         route_ptr,
         route_weight_ptr,
+        M,
         N,
         K: tl.constexpr,
         EXPERTS: tl.constexpr,
@@ -130,7 +131,7 @@ if triton is not None:
         """out[rows of expert e] = x[rows] @ dequant(codes[e]).T, one (BLOCK x BLOCK_N) tile per program.
 
         Tile t (program_id 0) is found by `_expert_tile`; DENSE (one weight for all rows: a linear
-        layer) tile t is rows t*BLOCK..
+        layer) tile t is rows t*BLOCK.. of M.
         ROUTED: row r goes to out[route[r]] in float32, times route_weight[route[r]], after rounding
         to x's dtype: what the experts' unrouting did in three kernels after this one.
         FLOAT_BITS (int4): a nibble becomes a float by bit operations, not an integer conversion
@@ -143,7 +144,10 @@ if triton is not None:
         else:
             expert, first = _expert_tile(tile, ends_ptr, EXPERTS, EXPERTS_P2, BLOCK)
         if expert >= 0:
-            end = tl.load(ends_ptr + expert)
+            if DENSE:
+                end = M
+            else:
+                end = tl.load(ends_ptr + expert)
             rows = first + tl.arange(0, BLOCK)
             row_ok = rows < end
             cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -193,7 +197,7 @@ def dequant_grouped_mm(
     x: torch.Tensor,
     codes: torch.Tensor,
     scale: torch.Tensor,
-    ends: torch.Tensor,
+    ends: torch.Tensor | None,
     mode: str,
     shape: tuple[int, ...],
     tiles: dict | None = None,
@@ -203,7 +207,8 @@ def dequant_grouped_mm(
 
     `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
     matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
-    Rows after `ends[-1]` are zeros; a plain matrix's `ends[0]` must cover every row. `tiles` overrides
+    Rows after `ends[-1]` are zeros; a plain matrix takes `ends=None` and multiplies every row (no
+    tensor to build for it: on a GPU that was a fill kernel per linear layer and call). `tiles` overrides
     the tile sizes and, for int4, `float_bits` picks the other nibble unpacking (the diagnosis
     sweep, benchmarks/gpu_diagnose.py); an int4 tile is always one scale group deep.
 
@@ -219,7 +224,7 @@ def dequant_grouped_mm(
     if block_k is None:
         raise ValueError(f"no Triton tile fits {mode} weights of shape {shape}")
     x = x.contiguous()
-    dense = experts == 1
+    dense = len(shape) == 2
     if dense:
         # A linear layer: its rows share one weight, so taller tiles read it fewer times; every row is
         # written, and tiles map to rows directly.
@@ -241,8 +246,9 @@ def dequant_grouped_mm(
         codes,
         scale.to(torch.float32).contiguous(),
         out,
-        ends.to(torch.int32),
-        *(route if route is not None else (ends, ends)),  # unread unless ROUTED
+        x if dense else ends.to(torch.int32),  # unread by DENSE tiles
+        *(route if route is not None else (x, x)),  # unread unless ROUTED
+        x.shape[0],
         n,
         k,
         experts,

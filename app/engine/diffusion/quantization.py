@@ -112,10 +112,10 @@ class QuantizedLinear(nn.Module):
             return F.linear(x, self.qweight.dequantize(x.dtype), self.bias)
         if kernel == "fp8":
             out = kernels.fp8_mm(x, self.qweight.codes, self.qweight.scale)
-        else:  # one group holding every row
+        else:  # one weight for every row
+            q = self.qweight
             flat = x.reshape(-1, x.shape[-1])
-            ends = torch.full((1,), flat.shape[0], dtype=torch.int32, device=x.device)
-            out = self.qweight.grouped_mm(flat, ends, kernel).reshape(*x.shape[:-1], self.out_features)
+            out = kernels.dequant_grouped_mm(flat, q.codes, q.scale, None, q.mode, q.shape).reshape(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
 
