@@ -57,3 +57,14 @@ def test_gpu_benchmark_compiles_the_layers_and_checks_them_against_eager(tmp_pat
     check = fp32["compile_check"]
     assert check["layers"] >= 2 and check["compiled_calls"] == check["layers"] and check["ok"], check
     assert all(noise > 0 for noise in check["one_ulp_noise_rel_error_by_layer"]), check  # the reference moved the layer
+
+
+def test_the_forward_census_counts_a_steps_kernels_on_cpu():
+    """benchmarks/forward_census.py: the int4 decoder forward (Triton under its interpreter) runs the
+    expert kernel twice a layer and a linear kernel per projection, and no LoRA in the decoder."""
+    from benchmarks.forward_census import census
+
+    int4 = census("int4")
+    assert int4["lora_projections_in_a_decoder_layer"] == 0
+    assert int4["triton_launches"] >= int4["layers"] * 2 and int4["total"] > int4["triton_launches"]
+    assert 0 < int4["per_layer"] < int4["total"]
