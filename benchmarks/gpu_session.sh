@@ -7,7 +7,8 @@
 #                        layer must be equal since the graphs keep their masks alive, 2026-11-28)
 #   gpu_real_shape.json  every mode, the Whisper peers, then compiled layers while the budget lasts;
 #                        the floor, a kernel profile, and the graph check by one step's logits
-#   gpu_kernels.json     each quantized expert product's accuracy and the Triton tile sweep
+#   gpu_kernels.json     each quantized expert product's accuracy, the routed epilogue bit for bit,
+#                        and the Triton tile sweep (int4 nibbles by float bits too)
 set -uo pipefail
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
@@ -20,6 +21,6 @@ timeout 400 python3 benchmarks/gpu_real_shape.py --json --out "$OUT/gpu_real_sha
   --parts bf16,fp8,int8,int4,whisper-small,whisper-large-v3-turbo,fp8+compile,int4+compile,int8+compile,bf16+compile,whisper-small+static-compile,whisper-large-v3-turbo+static-compile \
   > "$OUT/gpu_real_shape.log" 2>&1
 echo "gpu_real_shape: exit $?"
-timeout 60 python3 benchmarks/gpu_diagnose.py --kernels-only --out "$OUT/gpu_kernels.json" > "$OUT/gpu_kernels.log" 2>&1
+timeout 75 python3 benchmarks/gpu_diagnose.py --kernels-only --out "$OUT/gpu_kernels.json" > "$OUT/gpu_kernels.log" 2>&1
 echo "gpu_diagnose kernels: exit $?"
 tail -n 5 "$OUT"/*.log
