@@ -1,6 +1,6 @@
 """WER and decode time of the micro diffusion model at 1-32 denoising steps, and the CTC ablation.
 
-    .venv/bin/python benchmarks/micro_steps.py --json [--clips 50] [--threads 1] [--steps 8] [--compile]
+    .venv/bin/python benchmarks/micro_steps.py --json [--clips 50] [--threads 1] [--steps 8] [--compile] [--quantization int4]
 
 Loads resources/models/diffusion-micro (the committed checkpoint) through the production engine,
 with the test data's Whisper tiny.en as its encoder (`python -m tests.data.build`), and transcribes:
@@ -47,16 +47,18 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", default=",".join(map(str, STEPS)), help="step counts (default %(default)s)")
     parser.add_argument("--compile", action="store_true", help="decoder layers compiled by Inductor (prepared before timing)")
+    parser.add_argument("--quantization", default="auto", help="fp32 (auto on the CPU), int8, int4, ...")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     heldout = load_heldout(args.model)[EVAL_CLIPS : EVAL_CLIPS + args.clips]
     real = [(c.text, load_audio(c.path)) for c in clips(source="librivox")]
-    engine = load_engine(EngineSpec(engine="diffusion", model=str(args.model), device="cpu", compile=args.compile))
+    engine = load_engine(EngineSpec(engine="diffusion", model=str(args.model), device="cpu", compile=args.compile,
+                                    quantization=args.quantization))
     prepared_s = prepare_all(engine)
 
-    result: dict = {"model": str(args.model), "heldout_clips": len(heldout), "real_clips": len(real),
+    result: dict = {"model": str(args.model), "quantization": engine.quantization, "heldout_clips": len(heldout), "real_clips": len(real),
                     "fast_path": engine.denoiser.fast_path, "prepare_s": round(prepared_s, 2)}
     result["wer_by_steps"], result["ms_by_steps"], result["wer_real_by_steps"] = {}, {}, {}
     hypotheses: dict[int, list[str]] = {}

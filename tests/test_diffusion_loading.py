@@ -102,6 +102,11 @@ def test_unknown_config_key_is_refused(adapter, tmp_path):
     assert "unknown keys: audio_token" in str(error)
 
 
+def test_merge_lora_must_be_a_boolean(adapter, tmp_path):
+    broken = copy_adapter(adapter, tmp_path / "adapter", merge_lora="no")
+    assert "merge_lora must be true or false, not 'no'" in str(load_error(broken))
+
+
 def test_audio_slots_must_match_the_projector(adapter, tmp_path):
     broken = copy_adapter(adapter, tmp_path / "adapter", audio_slots=100)
     error = load_error(broken)

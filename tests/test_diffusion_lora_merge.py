@@ -122,3 +122,13 @@ class _adapters_off:
     def __exit__(self, *exc) -> None:
         for layer in self.layers:
             layer.enable_adapters(True)
+
+
+def test_merge_lora_false_keeps_the_decoder_lora(adapter, tmp_path):
+    """`merge_lora: false` in asr_config.json: the LoRA stays on top of the weights (unquantized in
+    the quantized modes), exactly the unmerged model."""
+    kept = copy_adapter(adapter, tmp_path / "adapter", merge_lora=False)
+    reference, model = unmerged(kept, "as_targeted"), merged(kept)
+    (keys, logits), (ref_keys, ref_logits) = prefill_and_step(model), prefill_and_step(reference)
+    assert torch.equal(keys, ref_keys) and torch.equal(logits, ref_logits)
+    assert len(lora_modules(model.model.decoder.layers)) == len(lora_modules(reference.model.decoder.layers)) > 0

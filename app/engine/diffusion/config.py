@@ -92,6 +92,11 @@ class AdapterConfig:
     # (encoder) pass reuses the decoder layers' LoRA modules, for adapters trained with one LoRA set
     # on the shared weights (DiffusionGemma's encoder and decoder are the same weights).
     lora_encoder: str = "as_targeted"
+    # Merge the decoder's LoRA into the (tied) weights at load, the encoder's LoRA taking the
+    # difference (lora.merge_decoder_lora): ~480 fewer kernels a denoising step at the real shape.
+    # In quantized modes the merged weight is what gets quantized; false keeps the LoRA unquantized
+    # on top, for an adapter found to need it.
+    merge_lora: bool = True
     # Overrides for DiffusionGemmaGenerationConfig (entropy_bound, t_min, t_max, ...).
     generation: dict[str, Any] = field(default_factory=dict)
     default_steps: int = 8
@@ -114,6 +119,8 @@ class AdapterConfig:
         if context is not None and (not isinstance(context, str) or "{vocabulary}" not in context):
             raise UserError(f"{source}: context_template must be text containing {{vocabulary}}, or null.",
                             code="bad_model")
+        if not isinstance(values.get("merge_lora", True), bool):
+            raise UserError(f"{source}: merge_lora must be true or false, not {values['merge_lora']!r}.", code="bad_model")
         seconds = values.get("max_chunk_seconds", 30.0)
         if not isinstance(seconds, (int, float)) or not 1.0 <= seconds <= 30.0:
             raise UserError(f"{source}: max_chunk_seconds must be a number from 1 to 30, not {seconds!r}.", code="bad_model")

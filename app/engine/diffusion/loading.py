@@ -108,7 +108,8 @@ def load_backbone(
         backbone.config.canvas_length = config.canvas_length
     apply_generation_overrides(backbone, config.generation)
     apply_lora(backbone, lora_dir, config.lora_encoder)
-    merge_decoder_lora(backbone)  # before quantizing: the merged weights are what gets quantized
+    if config.merge_lora:
+        merge_decoder_lora(backbone)  # before quantizing: the merged weights are what gets quantized
     # Speech never sends images: the vision tower (and its projection) would only take memory.
     backbone.model.encoder.vision_tower = None
     backbone.model.encoder.embed_vision = None
