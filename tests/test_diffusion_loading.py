@@ -126,12 +126,18 @@ def test_defaults_describe_the_published_model():
     assert AdapterConfig.from_dict(config.to_dict()) == config
 
 
-def test_decoder_only_lora_can_be_shared_with_the_encoder(adapter, tmp_path):
-    shared = copy_adapter(adapter, tmp_path / "adapter", lora_encoder="shared_with_decoder")
-    edit_tensors(shared / "adapter_model.safetensors", lambda t: [t.pop(k) for k in list(t) if ".encoder." in k])
-    peft_config = json.loads((shared / "adapter_config.json").read_text())
+def decoder_only_lora(adapter: Path, dest: Path, **config_changes) -> Path:
+    """A copy of the adapter whose LoRA targets (and holds tensors for) the decoder layers only."""
+    copy = copy_adapter(adapter, dest, **config_changes)
+    edit_tensors(copy / "adapter_model.safetensors", lambda t: [t.pop(k) for k in list(t) if ".encoder." in k])
+    peft_config = json.loads((copy / "adapter_config.json").read_text())
     peft_config["target_modules"] = r".*decoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
-    (shared / "adapter_config.json").write_text(json.dumps(peft_config))
+    (copy / "adapter_config.json").write_text(json.dumps(peft_config))
+    return copy
+
+
+def test_decoder_only_lora_can_be_shared_with_the_encoder(adapter, tmp_path):
+    shared = decoder_only_lora(adapter, tmp_path / "adapter", lora_encoder="shared_with_decoder")
     engine = load_engine(EngineSpec(engine="diffusion", model=str(shared), device="cpu", quantization="int8"))
     backbone = engine.model.backbone
     for decoder_layer, encoder_layer in zip(backbone.model.decoder.layers, backbone.model.encoder.language_model.layers):

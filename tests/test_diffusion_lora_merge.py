@@ -8,7 +8,6 @@ the loader accepts; and the decoder must run no LoRA at all (that was the point:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from app.engine.diffusion.denoising import Denoiser, prefill
 from app.engine.diffusion.loading import load_backbone
 from app.engine.diffusion.lora import apply_lora
 from tests.test_diffusion_engine import tiny_checkpoint
-from tests.test_diffusion_loading import copy_adapter, edit_tensors
+from tests.test_diffusion_loading import copy_adapter, decoder_only_lora
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +83,7 @@ def test_merged_decoder_lora_gives_the_unmerged_models_cache_and_logits(adapter)
 
 
 def test_a_lora_shared_by_encoder_and_decoder_merges_whole(adapter, tmp_path):
-    shared = copy_adapter(adapter, tmp_path / "adapter", lora_encoder="shared_with_decoder")
-    edit_tensors(shared / "adapter_model.safetensors", lambda t: [t.pop(k) for k in list(t) if ".encoder." in k])
-    peft_config = json.loads((shared / "adapter_config.json").read_text())
-    peft_config["target_modules"] = r".*decoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
-    (shared / "adapter_config.json").write_text(json.dumps(peft_config))
+    shared = decoder_only_lora(adapter, tmp_path / "adapter", lora_encoder="shared_with_decoder")
     reference, model = unmerged(shared, "shared_with_decoder"), merged(shared)
     (keys, logits), (ref_keys, ref_logits) = prefill_and_step(model), prefill_and_step(reference)
     assert rel(keys, ref_keys) < 1e-5 and rel(logits, ref_logits) < 1e-5
@@ -98,11 +93,7 @@ def test_a_lora_shared_by_encoder_and_decoder_merges_whole(adapter, tmp_path):
 def test_a_decoder_lora_the_tied_encoder_lacks_stays_unmerged(adapter, tmp_path):
     """as_targeted with a LoRA on the decoder only: merging would hand the encoder the decoder's
     delta with no LoRA of its own to take it off, so nothing is merged."""
-    decoder_only = copy_adapter(adapter, tmp_path / "adapter")
-    edit_tensors(decoder_only / "adapter_model.safetensors", lambda t: [t.pop(k) for k in list(t) if ".encoder." in k])
-    peft_config = json.loads((decoder_only / "adapter_config.json").read_text())
-    peft_config["target_modules"] = r".*decoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
-    (decoder_only / "adapter_config.json").write_text(json.dumps(peft_config))
+    decoder_only = decoder_only_lora(adapter, tmp_path / "adapter")
     reference, model = unmerged(decoder_only, "as_targeted"), merged(decoder_only)
     (keys, logits), (ref_keys, ref_logits) = prefill_and_step(model), prefill_and_step(reference)
     assert torch.equal(keys, ref_keys) and torch.equal(logits, ref_logits)
