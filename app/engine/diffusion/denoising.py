@@ -284,9 +284,9 @@ class Denoiser:
     def _out_of_memory(self, exc: BaseException, key: tuple[int, int, int], stage: str) -> None:
         """Make room, or drop this attempt and free what it took.
 
-        Where other shapes' graphs hold memory (a small card: each shape's graphs keep its KV cache and
-        what its forward's temporaries took beyond the others'), the least recently used shape gives its graphs up, the number of shapes kept
-        is lowered to what fits, and this shape is tried again at once. Else the shape comes back
+        Where other shapes' graphs hold memory (a small card: each shape's graphs keep its KV cache
+        and what its capture took beyond the others'), the least recently used shape gives its
+        graphs up, the number of shapes kept is lowered to what fits, and this shape is tried again at once. Else the shape comes back
         with its next transcription, and after `MEMORY_TRIES` such failures the memory is taken as
         too small for good (`_give_up`)."""
         with self._lock:
