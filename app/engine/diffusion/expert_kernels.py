@@ -170,7 +170,7 @@ if triton is not None:
                     a_high = tl.load(x_rows + (k0 + BLOCK_K // 2 + half)[None, :], mask=row_ok[:, None], other=0.0)
                     w_low = _nibble(byte & 0xF, FLOAT_BITS).to(a_low.dtype)  # -8..7: exact in bf16
                     w_high = _nibble(byte >> 4, FLOAT_BITS).to(a_high.dtype)
-                    scale = tl.load(scale_ptr + (expert64 * N + cols) * GROUPS + k0 // BLOCK_K, mask=col_ok, other=0.0)
+                    scale = tl.load(scale_ptr + (expert64 * N + cols) * GROUPS + k0 // BLOCK_K, mask=col_ok, other=0.0).to(tl.float32)
                     acc += (tl.dot(a_low, w_low) + tl.dot(a_high, w_high)) * scale[None, :]
                 else:
                     a = tl.load(x_rows + (k0 + ks)[None, :], mask=row_ok[:, None], other=0.0)
@@ -179,7 +179,7 @@ if triton is not None:
                     ).to(a.dtype)  # |code| <= 127 is exact in bf16
                     acc += tl.dot(a, w)
             if not INT4:
-                scale = tl.load(scale_ptr + expert64 * N + cols, mask=col_ok, other=0.0)
+                scale = tl.load(scale_ptr + expert64 * N + cols, mask=col_ok, other=0.0).to(tl.float32)
                 acc = acc * scale[None, :]
             result = acc.to(x_ptr.dtype.element_ty)
             out_rows = rows.to(tl.int64)
@@ -244,7 +244,7 @@ def dequant_grouped_mm(
     _grouped_dequant_mm_kernel[grid](
         x,
         codes,
-        scale.to(torch.float32).contiguous(),
+        scale.contiguous(),  # read as stored (int4: bf16), in float32 in the kernel
         out,
         x if dense else ends.to(torch.int32),  # unread by DENSE tiles
         *(route if route is not None else (x, x)),  # unread unless ROUTED
