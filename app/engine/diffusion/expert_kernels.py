@@ -19,6 +19,7 @@ value is read back to the CPU, so the products can be captured in a CUDA graph.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -73,18 +74,15 @@ def expert_block_m(mode: str) -> int:
 if triton is not None:
 
     @triton.jit
-    def _nibble(code, FLOAT_BITS: tl.constexpr):
-        """A 4-bit code (0..15, in int32) as the float code - 8.
+    def _nibble_by_float_bits(code):
+        """A 4-bit code (0..15, in int32) as the float32 code - 8, without an integer conversion.
 
         Converting an integer to a float is a slow instruction (a quarter of the rate of bit
         operations on recent GPUs), and an int4 tile converts 2 codes per byte it reads, which may
-        be what holds the kernel at a quarter of the memory bandwidth (H100, 2026-11-28). With
-        FLOAT_BITS the code goes into the mantissa of 128.0 (float32 0x43000000: one unit in the
-        last of its top 16 bits is 1.0) and 136.0 is subtracted: the same values, by an OR, a
-        shift and a subtraction."""
-        if FLOAT_BITS:
-            return ((code.to(tl.uint32) << 16) | 0x43000000).to(tl.float32, bitcast=True) - 136.0
-        return code - 8
+        be what holds the kernel at a quarter of the memory bandwidth (H100, 2026-11-28). Here the
+        code goes into the mantissa of 128.0 (float32 0x43000000: one unit in the last of its top
+        16 bits is 1.0) and 136.0 is subtracted: the same values, by an OR, a shift and a subtraction."""
+        return ((code.to(tl.uint32) << 16) | 0x43000000).to(tl.float32, bitcast=True) - 136.0
 
     @triton.jit
     def _expert_tile(tile, ends_ptr, EXPERTS: tl.constexpr, EXPERTS_P2: tl.constexpr, BLOCK: tl.constexpr):
@@ -135,7 +133,7 @@ if triton is not None:
         ROUTED: row r goes to out[route[r]] in float32, times route_weight[route[r]], after rounding
         to x's dtype: what the experts' unrouting did in three kernels after this one.
         FLOAT_BITS (int4): a nibble becomes a float by bit operations, not an integer conversion
-        (see `_nibble`); the same values, for the tile sweep to time against the conversion.
+        (`_nibble_by_float_bits`); the same values, for the tile sweep to time against the conversion.
         """
         tile = tl.program_id(0)
         if DENSE:
@@ -168,8 +166,12 @@ if triton is not None:
                     ).to(tl.int32)
                     a_low = tl.load(x_rows + (k0 + half)[None, :], mask=row_ok[:, None], other=0.0)
                     a_high = tl.load(x_rows + (k0 + BLOCK_K // 2 + half)[None, :], mask=row_ok[:, None], other=0.0)
-                    w_low = _nibble(byte & 0xF, FLOAT_BITS).to(a_low.dtype)  # -8..7: exact in bf16
-                    w_high = _nibble(byte >> 4, FLOAT_BITS).to(a_high.dtype)
+                    if FLOAT_BITS:
+                        w_low = _nibble_by_float_bits(byte & 0xF).to(a_low.dtype)
+                        w_high = _nibble_by_float_bits(byte >> 4).to(a_high.dtype)
+                    else:
+                        w_low = ((byte & 0xF) - 8).to(a_low.dtype)  # -8..7: exact in bf16
+                        w_high = ((byte >> 4) - 8).to(a_high.dtype)
                     scale = tl.load(scale_ptr + (expert64 * N + cols) * GROUPS + k0 // BLOCK_K, mask=col_ok, other=0.0).to(tl.float32)
                     acc += (tl.dot(a_low, w_low) + tl.dot(a_high, w_high)) * scale[None, :]
                 else:
@@ -191,6 +193,23 @@ if triton is not None:
                 result.to(out_ptr.dtype.element_ty),
                 mask=row_ok[:, None] & col_ok[None, :],
             )
+
+
+@dataclass
+class Launch:
+    """One launch of the Triton kernel: its grid, arguments (in the kernel's order), constexprs and
+    options, and the output tensor among the arguments. Spelled out so that the tests can compile
+    exactly what `dequant_grouped_mm` launches for GPUs the CPU cannot run (tests/triton_targets.py)."""
+
+    grid: tuple[int, int]
+    args: tuple
+    constexprs: dict
+    options: dict
+    out: torch.Tensor
+
+    def run(self) -> torch.Tensor:
+        _grouped_dequant_mm_kernel[self.grid](*self.args, **self.constexprs, **self.options)
+        return self.out
 
 
 def dequant_grouped_mm(
@@ -217,6 +236,20 @@ def dequant_grouped_mm(
     dtype and then scaled by weights[slot] (flat, float32), bit for bit what a product, a multiply
     by `weights[order]` and a scatter to `order` give, in one kernel instead of four.
     """
+    return launch(x, codes, scale, ends, mode, shape, tiles, route).run()
+
+
+def launch(
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    ends: torch.Tensor | None,
+    mode: str,
+    shape: tuple[int, ...],
+    tiles: dict | None = None,
+    route: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Launch:
+    """What `dequant_grouped_mm` launches for these arguments (its output allocated, not computed)."""
     experts, n, k = (1, *shape) if len(shape) == 2 else shape
     groups = scale.shape[-1] if mode == "int4" else 1
     tiles = tiles or {}
@@ -240,8 +273,7 @@ def dequant_grouped_mm(
         tile_count = triton.cdiv(x.shape[0], block_m) + experts  # enough for any split of the rows
     # Swept at the real expert shapes on an H200: int4 prefers wider N tiles than int8.
     block_n = tiles.get("block_n") or min(128 if mode == "int4" else 64, max(16, triton.next_power_of_2(n)))
-    grid = (tile_count, triton.cdiv(n, block_n))
-    _grouped_dequant_mm_kernel[grid](
+    args = (
         x,
         codes,
         scale.contiguous(),  # read as stored (int4: bf16), in float32 in the kernel
@@ -250,21 +282,12 @@ def dequant_grouped_mm(
         *(route if route is not None else (x, x)),  # unread unless ROUTED
         x.shape[0],
         n,
-        k,
-        experts,
-        triton.next_power_of_2(experts),
-        groups,
-        INT4=mode == "int4",
-        BLOCK_N=block_n,
-        BLOCK_K=block_k,
-        BLOCK=block_m,
-        DENSE=dense,
-        ROUTED=route is not None,
-        FLOAT_BITS=bool(tiles.get("float_bits")),
-        num_warps=tiles.get("num_warps", 4),
-        num_stages=tiles.get("num_stages", 3),
     )
-    return out
+    constexprs = dict(K=k, EXPERTS=experts, EXPERTS_P2=triton.next_power_of_2(experts), GROUPS=groups, INT4=mode == "int4",
+                      BLOCK_N=block_n, BLOCK_K=block_k, BLOCK=block_m, DENSE=dense, ROUTED=route is not None,
+                      FLOAT_BITS=bool(tiles.get("float_bits")))
+    options = dict(num_warps=tiles.get("num_warps", 4), num_stages=tiles.get("num_stages", 3))
+    return Launch((tile_count, triton.cdiv(n, block_n)), args, constexprs, options, out)
 
 
 def fp8_grouped_mm(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,101 @@
+"""Compile the app's Triton kernels for real GPUs, on a machine without one: `python -m tests.triton_targets`.
+
+The CPU tests run the kernels under Triton's interpreter, which executes their Python but not the
+compiler that a GPU needs: a kernel the interpreter runs can still fail to compile for an H100 or an
+RTX 3090 (and then every int8/int4 dictation there fails). Triton ships the NVIDIA compiler
+(`ptxas`) in its wheel, so this builds each launch `expert_kernels.launch` makes at the real
+model's shapes (arguments on the meta device: no data, no GPU), and the fused RMSNorm, down to a
+cubin for each target. Prints one JSON object: per target and kernel, the cubin's size in bytes or
+the error. Run without TRITON_INTERPRET (the test starts it so).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from app.engine.diffusion import expert_kernels, fused_norm
+
+TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16", torch.int32: "i32", torch.int64: "i64",
+         torch.uint8: "u8", torch.int8: "i8"}
+META = torch.device("meta")
+
+
+def signature(fn, args: tuple, constexprs: dict) -> tuple[dict, dict]:
+    """Triton's signature and constexpr map for calling `fn` with `args` (positional) and `constexprs`."""
+    values = dict(zip(fn.arg_names, args)) | constexprs
+    types, fixed = {}, {}
+    for index, name in enumerate(fn.arg_names):
+        value = values[name]
+        if fn.params[index].is_constexpr:
+            types[name], fixed[(index,)] = "constexpr", value
+        elif isinstance(value, torch.Tensor):
+            types[name] = "*" + TYPES[value.dtype]
+        else:
+            types[name] = "fp32" if isinstance(value, float) else "i32"
+    return types, fixed
+
+
+def compile_for(fn, args: tuple, constexprs: dict, options: dict, capability: int) -> int | str:
+    types, fixed = signature(fn, args, constexprs)
+    try:
+        compiled = triton.compile(ASTSource(fn=fn, signature=types, constexprs=fixed), target=GPUTarget("cuda", capability, 32),
+                                  options=options)
+    except Exception as exc:  # noqa: BLE001 - reported per kernel and target
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
+    return len(compiled.asm["cubin"])
+
+
+def expert_launches(float_bits: bool) -> dict:
+    """The launches of a real-shape layer (128 experts, hidden 2816, expert width 704; 256 canvas
+    tokens x top-8 routed rows; a 4096 x 2816 projection), int8 and int4, as the engine makes them."""
+    rows, hidden, width, experts = 256 * 8, 2816, 704, 128
+    x_in, x_mid, x_linear = (torch.empty(rows, hidden, dtype=torch.bfloat16, device=META),
+                             torch.empty(rows, width, dtype=torch.bfloat16, device=META),
+                             torch.empty(256, hidden, dtype=torch.bfloat16, device=META))
+    ends = torch.empty(experts, dtype=torch.int32, device=META)
+    route = (torch.empty(rows, dtype=torch.int64, device=META), torch.empty(rows, dtype=torch.float32, device=META))
+    launches = {}
+    for mode in ("int8", "int4"):
+        def weight(shape: tuple[int, ...]) -> tuple:
+            k = shape[-1]
+            if mode == "int4":
+                group = 128 if k % 128 == 0 else 64
+                return (torch.empty(*shape[:-1], k // 2, dtype=torch.uint8, device=META),
+                        torch.empty(*shape[:-1], k // group, dtype=torch.bfloat16, device=META), shape)
+            return torch.empty(shape, dtype=torch.int8, device=META), torch.empty(*shape[:-1], 1, dtype=torch.float32, device=META), shape
+
+        tiles = {"float_bits": True} if float_bits else None
+        if float_bits and mode == "int8":
+            continue
+        suffix = "_float_bits" if float_bits else ""
+        launches[f"{mode}_gate_up{suffix}"] = expert_kernels.launch(x_in, *weight((experts, 2 * width, hidden))[:2], ends, mode,
+                                                                    (experts, 2 * width, hidden), tiles)
+        launches[f"{mode}_down_routed{suffix}"] = expert_kernels.launch(x_mid, *weight((experts, hidden, width))[:2], ends, mode,
+                                                                        (experts, hidden, width), tiles, route)
+        launches[f"{mode}_linear{suffix}"] = expert_kernels.launch(x_linear, *weight((4096, hidden))[:2], None, mode, (4096, hidden), tiles)
+    return launches
+
+
+def main(capabilities: list[int]) -> dict:
+    report: dict = {}
+    for capability in capabilities:
+        results = report.setdefault(f"sm_{capability}", {})
+        for name, launch in expert_launches(float_bits=False).items():
+            results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options, capability)
+        if capability >= 90:  # the sweep's variants are timed on the H100/H200 only
+            for name, launch in expert_launches(float_bits=True).items():
+                results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options, capability)
+        x = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
+        results["rms_norm"] = compile_for(fused_norm._rms_norm_kernel, (x, x, x, 1e-6), dict(WIDTH=2816, BLOCK=4096, SCALED=True),
+                                          dict(num_warps=4), capability)
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(main([int(c) for c in (sys.argv[1:] or ["90", "86"])]), indent=2))
