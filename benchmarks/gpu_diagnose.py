@@ -5,7 +5,8 @@
 1. A torch profile of one eager bf16 8-step transcription at the real shape: GPU time by kernel
    (the graphs replay these same kernels).
 2. Each quantized grouped GEMM against the same codes dequantized to bf16 and multiplied by
-   torch's grouped GEMM, at the real expert shapes and routing of 256 tokens x top-8.
+   torch's grouped GEMM, at the real expert shapes and routing of 256 tokens x top-8; and an int8/int4
+   attention projection (4096 x 2816, 256 rows) through the kernel's dense tiles, with its own sweep.
 3. The logits' sensitivity of the random-weight model: bf16 first-step logits with transformers'
    `grouped_mm` experts against its `eager` experts (same weights, another summation order).
 4. Triton tile sizes for the int4/int8 kernel at the real shapes (M rows per tile, N and K widths,
@@ -69,9 +70,10 @@ def kernel_accuracy(report: dict, save=lambda: None) -> None:
                 entry["routed_epilogue_bitwise"] = routed_epilogue_matches(q, x, ends, mode)
                 sweep = {}
                 # Around the best of 2026-11-28 (H100): int8 m16-32 n64-128 k128 w4 s3, int4 m32 n128 w4 s3;
-                # int4 also by deeper pipelines, taller tiles, and nibbles unpacked by float bits.
+                # int4 also with taller tiles, 8 warps (4 spill registers: tests/triton_targets.py --sass),
+                # and nibbles unpacked by float bits.
                 variants = (((16, 32), (64, 128), (128,), (4,), (3,), (False,)) if mode == "int8"
-                            else ((32, 64), (128,), (None,), (4,), (3, 4), (False, True)))
+                            else ((32, 64), (128,), (None,), (4, 8), (3,), (False, True)))
                 for block_m, block_n, block_k, warps, stages, float_bits in itertools.product(*variants):
                     tiles = dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=warps, num_stages=stages,
                                  float_bits=float_bits)
@@ -90,6 +92,34 @@ def kernel_accuracy(report: dict, save=lambda: None) -> None:
             report.setdefault("kernels", {})[f"{name}_{mode}"] = entry
             save()  # a run stopped by its time limit keeps what it measured
             print(name, mode, {k: v for k, v in entry.items() if k != "sweep"}, file=sys.stderr, flush=True)
+
+
+def linear_accuracy(report: dict, save=lambda: None) -> None:
+    """An attention projection (4096 x 2816, 256 canvas rows) in int8/int4 through the kernel's dense
+    tiles, against bf16: accuracy, time, and a few tile shapes (the expert sweep does not cover them;
+    a linear runs 7 times a layer)."""
+    rows, shape = 256, (4096, 2816)
+    weight = torch.randn(shape, device="cuda") * 0.02
+    x = torch.randn(rows, shape[1], device="cuda", dtype=torch.bfloat16)
+    bf16_weight = weight.bfloat16()
+    bf16_ms = bench(lambda: x @ bf16_weight.T)
+    for mode in ("int8", "int4"):
+        q = QuantizedWeight.quantize(weight, mode)
+        fast = expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, None, mode, q.shape)
+        ref = (x @ q.dequantize(torch.bfloat16).T).float()
+        entry = {"rel_error_vs_bf16_dequant": rel_error(fast, ref), "bf16_ms": bf16_ms,
+                 "fast_ms": bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, None, mode, q.shape)),
+                 "codes_mb": q.codes.numel() * q.codes.element_size() / 1e6, "sweep": {}}
+        for block_n, warps in itertools.product((64, 128), (4, 8)):
+            tiles = dict(block_m=64, block_n=block_n, num_warps=warps)
+            try:
+                ms = bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, None, mode, q.shape, tiles))
+            except Exception as exc:  # noqa: BLE001 - a config that does not compile
+                ms = str(exc)[:80]
+            entry["sweep"][f"m64_n{block_n}_w{warps}"] = ms
+        report.setdefault("kernels", {})[f"linear_{mode}"] = entry
+        save()
+        print("linear", mode, {k: v for k, v in entry.items()}, file=sys.stderr, flush=True)
 
 
 def routed_epilogue_matches(q, x: torch.Tensor, ends: torch.Tensor, mode: str) -> bool:
@@ -240,7 +270,9 @@ def main() -> None:
             print(mode, json.dumps(report["graph_parity"][mode])[:600], file=sys.stderr, flush=True)
             args.out.write_text(json.dumps(report, indent=2))
         return
-    kernel_accuracy(report, lambda: args.out.write_text(json.dumps(report, indent=2)))
+    save = lambda: args.out.write_text(json.dumps(report, indent=2))  # noqa: E731
+    linear_accuracy(report, save)  # first: short, and never measured before
+    kernel_accuracy(report, save)
     if args.kernels_only:
         return
     engine = build_engine("bf16", torch.device("cuda"), tiny=False)

@@ -7,8 +7,9 @@
 #                        layer must be equal since the graphs keep their masks alive, 2026-11-28)
 #   gpu_real_shape.json  every mode, the Whisper peers, then compiled layers while the budget lasts;
 #                        the floor, a kernel profile, and the graph check by one step's logits
-#   gpu_kernels.json     each quantized expert product's accuracy, the routed epilogue bit for bit,
-#                        and the Triton tile sweep (int4 nibbles by float bits too)
+#   gpu_kernels.json     an int8/int4 linear (never timed alone before), each quantized expert
+#                        product's accuracy, the routed epilogue bit for bit, and the Triton tile
+#                        sweep (int4: 8 warps, nibbles by float bits)
 set -uo pipefail
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
@@ -17,10 +18,10 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 timeout 80 python3 benchmarks/gpu_diagnose.py --parity bf16,fp8 --out "$OUT/gpu_parity.json" > "$OUT/gpu_parity.log" 2>&1
 echo "gpu_diagnose parity: exit $?"
-timeout 400 python3 benchmarks/gpu_real_shape.py --json --out "$OUT/gpu_real_shape.json" --runs 5 --budget-s 310 --batches 4 \
+timeout 380 python3 benchmarks/gpu_real_shape.py --json --out "$OUT/gpu_real_shape.json" --runs 5 --budget-s 290 --batches 4 \
   --parts bf16,fp8,int8,int4,whisper-small,whisper-large-v3-turbo,fp8+compile,int4+compile,int8+compile,bf16+compile,whisper-small+static-compile,whisper-large-v3-turbo+static-compile \
   > "$OUT/gpu_real_shape.log" 2>&1
 echo "gpu_real_shape: exit $?"
-timeout 75 python3 benchmarks/gpu_diagnose.py --kernels-only --out "$OUT/gpu_kernels.json" > "$OUT/gpu_kernels.log" 2>&1
+timeout 100 python3 benchmarks/gpu_diagnose.py --kernels-only --out "$OUT/gpu_kernels.json" > "$OUT/gpu_kernels.log" 2>&1
 echo "gpu_diagnose kernels: exit $?"
 tail -n 5 "$OUT"/*.log

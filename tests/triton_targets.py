@@ -7,12 +7,20 @@ RTX 3090 (and then every int8/int4 dictation there fails). Triton ships the NVID
 model's shapes (arguments on the meta device: no data, no GPU), and the fused RMSNorm, down to a
 cubin for each target. Prints one JSON object: per target and kernel, the cubin's size in bytes or
 the error. Run without TRITON_INTERPRET (the test starts it so).
+
+`--sass`: instead, the instruction mix of each kernel's machine code for the first target (by
+Triton's `nvdisasm`), e.g. how many integer-to-float conversions (I2F) the int4 unpacking costs.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import torch
 import triton
@@ -41,14 +49,27 @@ def signature(fn, args: tuple, constexprs: dict) -> tuple[dict, dict]:
     return types, fixed
 
 
-def compile_for(fn, args: tuple, constexprs: dict, options: dict, capability: int) -> int | str:
+def compile_for(fn, args: tuple, constexprs: dict, options: dict, capability: int, sass: bool = False) -> int | str | dict:
     types, fixed = signature(fn, args, constexprs)
     try:
         compiled = triton.compile(ASTSource(fn=fn, signature=types, constexprs=fixed), target=GPUTarget("cuda", capability, 32),
                                   options=options)
     except Exception as exc:  # noqa: BLE001 - reported per kernel and target
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
-    return len(compiled.asm["cubin"])
+    return instruction_mix(compiled.asm["cubin"]) if sass else len(compiled.asm["cubin"])
+
+
+def instruction_mix(cubin: bytes) -> dict:
+    """Opcode counts of a cubin's machine code (static: a loop body counts once per unrolled copy)."""
+    from triton.backends.nvidia import compiler as nvidia
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        text = subprocess.run([os.path.join(os.path.dirname(nvidia.__file__), "bin", "nvdisasm"), "-c", file.name],
+                              capture_output=True, text=True, check=True).stdout
+    ops = collections.Counter(m.group(1).split(".")[0] for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", text))
+    return {"instructions": sum(ops.values()), **dict(ops.most_common(12))}
 
 
 def expert_launches(float_bits: bool) -> dict:
@@ -82,20 +103,23 @@ def expert_launches(float_bits: bool) -> dict:
     return launches
 
 
-def main(capabilities: list[int]) -> dict:
+def main(capabilities: list[int], sass: bool = False) -> dict:
     report: dict = {}
-    for capability in capabilities:
+    for capability in capabilities[:1] if sass else capabilities:
         results = report.setdefault(f"sm_{capability}", {})
         for name, launch in expert_launches(float_bits=False).items():
-            results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options, capability)
+            results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options,
+                                        capability, sass)
         if capability >= 90:  # the sweep's variants are timed on the H100/H200 only
             for name, launch in expert_launches(float_bits=True).items():
-                results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options, capability)
+                results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options,
+                                            capability, sass)
         x = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
         results["rms_norm"] = compile_for(fused_norm._rms_norm_kernel, (x, x, x, 1e-6), dict(WIDTH=2816, BLOCK=4096, SCALED=True),
-                                          dict(num_warps=4), capability)
+                                          dict(num_warps=4), capability, sass)
     return report
 
 
 if __name__ == "__main__":
-    print(json.dumps(main([int(c) for c in (sys.argv[1:] or ["90", "86"])]), indent=2))
+    targets = [int(arg) for arg in sys.argv[1:] if arg != "--sass"] or [90, 86]
+    print(json.dumps(main(targets, sass="--sass" in sys.argv), indent=2))

@@ -286,7 +286,10 @@ def launch(
     constexprs = dict(K=k, EXPERTS=experts, EXPERTS_P2=triton.next_power_of_2(experts), GROUPS=groups, INT4=mode == "int4",
                       BLOCK_N=block_n, BLOCK_K=block_k, BLOCK=block_m, DENSE=dense, ROUTED=route is not None,
                       FLOAT_BITS=bool(tiles.get("float_bits")))
-    options = dict(num_warps=tiles.get("num_warps", 4), num_stages=tiles.get("num_stages", 3))
+    # An int4 linear's 64 x 128 tiles overflow the registers of 4 warps: its sm_90 code stored ~480
+    # values to local memory and loaded ~300 back; with 8 warps, none (tests/triton_targets.py --sass).
+    warps = tiles.get("num_warps") or (8 if dense and mode == "int4" and block_m * block_n >= 64 * 128 else 4)
+    options = dict(num_warps=warps, num_stages=tiles.get("num_stages", 3))
     return Launch((tile_count, triton.cdiv(n, block_n)), args, constexprs, options, out)
 
 
