@@ -9,7 +9,8 @@ cubin for each target. Prints one JSON object: per target and kernel, the cubin'
 the error. Run without TRITON_INTERPRET (the test starts it so).
 
 `--sass`: instead, the instruction mix of each kernel's machine code for the first target (by
-Triton's `nvdisasm`), e.g. how many integer-to-float conversions (I2F) the int4 unpacking costs.
+Triton's `nvdisasm`), e.g. how many integer-to-float conversions (I2F) the int4 unpacking costs, or
+whether registers spill to local memory (STL/LDL). Launches are made as on that target's GPU.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def instruction_mix(cubin: bytes) -> dict:
     return {"instructions": sum(ops.values()), **dict(ops.most_common(12))}
 
 
-def expert_launches(float_bits: bool) -> dict:
+def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> dict:
     """The launches of a real-shape layer (128 experts, hidden 2816, expert width 704; 256 canvas
     tokens x top-8 routed rows; a 4096 x 2816 projection), int8 and int4, as the engine makes them."""
     rows, hidden, width, experts = 256 * 8, 2816, 704, 128
@@ -96,10 +97,11 @@ def expert_launches(float_bits: bool) -> dict:
             continue
         suffix = "_float_bits" if float_bits else ""
         launches[f"{mode}_gate_up{suffix}"] = expert_kernels.launch(x_in, *weight((experts, 2 * width, hidden))[:2], ends, mode,
-                                                                    (experts, 2 * width, hidden), tiles)
+                                                                    (experts, 2 * width, hidden), tiles, capability=capability)
         launches[f"{mode}_down_routed{suffix}"] = expert_kernels.launch(x_mid, *weight((experts, hidden, width))[:2], ends, mode,
-                                                                        (experts, hidden, width), tiles, route)
-        launches[f"{mode}_linear{suffix}"] = expert_kernels.launch(x_linear, *weight((4096, hidden))[:2], None, mode, (4096, hidden), tiles)
+                                                                        (experts, hidden, width), tiles, route, capability=capability)
+        launches[f"{mode}_linear{suffix}"] = expert_kernels.launch(x_linear, *weight((4096, hidden))[:2], None, mode, (4096, hidden), tiles,
+                                                                   capability=capability)
     return launches
 
 
@@ -107,11 +109,11 @@ def main(capabilities: list[int], sass: bool = False) -> dict:
     report: dict = {}
     for capability in capabilities[:1] if sass else capabilities:
         results = report.setdefault(f"sm_{capability}", {})
-        for name, launch in expert_launches(float_bits=False).items():
+        for name, launch in expert_launches(float_bits=False, capability=divmod(capability, 10)).items():
             results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options,
                                         capability, sass)
         if capability >= 90:  # the sweep's variants are timed on the H100/H200 only
-            for name, launch in expert_launches(float_bits=True).items():
+            for name, launch in expert_launches(float_bits=True, capability=divmod(capability, 10)).items():
                 results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options,
                                             capability, sass)
         x = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)

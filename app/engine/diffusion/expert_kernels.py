@@ -18,6 +18,7 @@ value is read back to the CPU, so the products can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -64,6 +65,25 @@ def int_block_k(mode: str, in_features: int, groups: int) -> int | None:
         group = in_features // groups
         return group if group in (32, 64, 128) else None
     return next((block for block in (128, 64, 32, 16) if in_features % block == 0), None)
+
+
+@functools.cache
+def _capability(index: int | None) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def int4_warps(mode: str, dense: bool, block_m: int, block_n: int, block_k: int, capability: tuple[int, int]) -> int:
+    """Warps per program: 4, unless an int4 tile would not fit their registers.
+
+    By the compiled code (tests/triton_targets.py --sass): an int4 linear's 64 x 128 tiles on 4 warps
+    stored ~480 values to local memory and loaded ~300 back on sm_90; the experts' 32 x 128 tiles
+    128 inputs deep did so on sm_86/sm_89 (RTX 30xx/40xx: 134 stores, 94 loads), not on sm_90, where
+    4 warps measured fastest (H100 sweep, 2026-11-28). 8 warps hold either without spilling."""
+    if mode != "int4":
+        return 4
+    if dense:
+        return 8 if block_m * block_n >= 64 * 128 else 4
+    return 8 if capability < (9, 0) and block_n >= 128 and block_k >= 128 else 4
 
 
 def expert_block_m(mode: str) -> int:
@@ -248,8 +268,10 @@ def launch(
     shape: tuple[int, ...],
     tiles: dict | None = None,
     route: tuple[torch.Tensor, torch.Tensor] | None = None,
+    capability: tuple[int, int] | None = None,
 ) -> Launch:
-    """What `dequant_grouped_mm` launches for these arguments (its output allocated, not computed)."""
+    """What `dequant_grouped_mm` launches for these arguments (its output allocated, not computed);
+    `capability`: the GPU's, by default that of x's device (the tests give others)."""
     experts, n, k = (1, *shape) if len(shape) == 2 else shape
     groups = scale.shape[-1] if mode == "int4" else 1
     tiles = tiles or {}
@@ -286,9 +308,9 @@ def launch(
     constexprs = dict(K=k, EXPERTS=experts, EXPERTS_P2=triton.next_power_of_2(experts), GROUPS=groups, INT4=mode == "int4",
                       BLOCK_N=block_n, BLOCK_K=block_k, BLOCK=block_m, DENSE=dense, ROUTED=route is not None,
                       FLOAT_BITS=bool(tiles.get("float_bits")))
-    # An int4 linear's 64 x 128 tiles overflow the registers of 4 warps: its sm_90 code stored ~480
-    # values to local memory and loaded ~300 back; with 8 warps, none (tests/triton_targets.py --sass).
-    warps = tiles.get("num_warps") or (8 if dense and mode == "int4" and block_m * block_n >= 64 * 128 else 4)
+    if capability is None:
+        capability = _capability(x.device.index) if x.device.type == "cuda" else (9, 0)
+    warps = tiles.get("num_warps") or int4_warps(mode, dense, block_m, block_n, block_k, capability)
     options = dict(num_warps=warps, num_stages=tiles.get("num_stages", 3))
     return Launch((tile_count, triton.cdiv(n, block_n)), args, constexprs, options, out)
 
