@@ -110,13 +110,15 @@ def linear_accuracy(report: dict, save=lambda: None) -> None:
         entry = {"rel_error_vs_bf16_dequant": rel_error(fast, ref), "bf16_ms": bf16_ms,
                  "fast_ms": bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, None, mode, q.shape)),
                  "codes_mb": q.codes.numel() * q.codes.element_size() / 1e6, "sweep": {}}
-        for block_n, warps in itertools.product((64, 128), (4, 8)):
-            tiles = dict(block_m=64, block_n=block_n, num_warps=warps)
+        # the tiles before 2026-11-28 (64 x 128, 4 warps: spilled registers), today's (8 warps), and
+        # shorter tiles: more programs for 256 rows (4 x 32 of them fill an H100's 132 SMs once)
+        for block_m, block_n, warps in ((64, 128, 4), (64, 128, 8), (64, 64, 4), (32, 128, 8), (32, 64, 4), (16, 64, 4)):
+            tiles = dict(block_m=block_m, block_n=block_n, num_warps=warps)
             try:
                 ms = bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, None, mode, q.shape, tiles))
             except Exception as exc:  # noqa: BLE001 - a config that does not compile
                 ms = str(exc)[:80]
-            entry["sweep"][f"m64_n{block_n}_w{warps}"] = ms
+            entry["sweep"][f"m{block_m}_n{block_n}_w{warps}"] = ms
         report.setdefault("kernels", {})[f"linear_{mode}"] = entry
         save()
         print("linear", mode, {k: v for k, v in entry.items()}, file=sys.stderr, flush=True)
