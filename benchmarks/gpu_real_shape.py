@@ -55,7 +55,8 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder  # noqa:
 from app.engine.base import SAMPLE_RATE, BatchItem, prepare_all  # noqa: E402
 from app.engine.diffusion.audio_encoder import WhisperAudioEncoder  # noqa: E402
 from app.engine.diffusion.config import AdapterConfig, ProjectorConfig  # noqa: E402
-from app.engine.diffusion.denoising import Denoiser, prefill  # noqa: E402
+from app.engine.diffusion.denoising import Denoiser  # noqa: E402
+from app.engine.diffusion.prefill import prefill  # noqa: E402
 from app.engine.diffusion.engine import DiffusionEngine  # noqa: E402
 from app.engine.diffusion.loading import DiffusionModel  # noqa: E402
 from app.engine.diffusion.lora import merge_decoder_lora  # noqa: E402

@@ -17,7 +17,8 @@ from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
 from app.engine.diffusion.config import AdapterConfig
-from app.engine.diffusion.denoising import Denoiser, prefill
+from app.engine.diffusion.denoising import Denoiser
+from app.engine.diffusion.prefill import prefill
 from app.engine.diffusion.loading import load_backbone
 from app.engine.diffusion.lora import apply_lora
 from tests.test_diffusion_engine import tiny_checkpoint

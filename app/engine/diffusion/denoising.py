@@ -7,7 +7,8 @@ all run inside `DiffusionGemmaForBlockDiffusion._denoising_step`, called here in
 reference that tests and the GPU benchmark compare with). What this module adds:
 
 - the prompt arrives as embeddings (audio in its slots), which `generate()` cannot prefill: the
-  prefix is prefilled from them, then the text after the audio on top, as `generate()` does it;
+  prefix is prefilled from them, then the text after the audio on top, as `generate()` does it
+  (`prefill.py`);
 - a fast path per prompt shape, prepared while the caller is idle (`Denoiser.prepare`): on a CUDA GPU
   the prefill and the decoder forward replay CUDA graphs (`graphs.py`), and optionally the decoder
   layers run compiled by Inductor (`compiled_layers.py`);
@@ -18,7 +19,6 @@ reference that tests and the GPU benchmark compare with). What this module adds:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -32,6 +32,7 @@ from transformers.cache_utils import DynamicCache
 
 from app.engine.diffusion import graphs
 from app.engine.diffusion.compiled_layers import CompiledLayers
+from app.engine.diffusion.prefill import Prompt, prefill, prefill_masks
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class PendingShape:
     `Denoiser.prepare` runs on, what to call it in the settings window, and which stages are done
     (with graphs and compiled layers: plain graphs first, then the compile, then graphs again)."""
 
-    prompt: "Prompt"
+    prompt: Prompt
     label: str
     captured: bool = False  # graphs of the eager kernels, serving while the compile runs
     compiled: bool = False
@@ -160,7 +161,7 @@ class Denoiser:
                 self._ready.popitem(last=False)  # the least recently used
             self._drop_unused_buffers()
 
-    def _step_buffers(self, prompt: "Prompt") -> graphs.StepBuffers:
+    def _step_buffers(self, prompt: Prompt) -> graphs.StepBuffers:
         """The logits buffers of `prompt`'s batch size, made by its first capture."""
         if prompt.batch not in self._buffers:
             dtype = self.backbone.get_input_embeddings().weight.dtype
@@ -173,7 +174,7 @@ class Denoiser:
         batches = {key[0] for key, ready in self._ready.items() if ready is not None}
         self._buffers = {batch: buffers for batch, buffers in self._buffers.items() if batch in batches}
 
-    def _forward_once(self, prompt: "Prompt") -> None:
+    def _forward_once(self, prompt: Prompt) -> None:
         """The prefill and one decoder forward at `prompt`'s shape, as a denoising step calls it; no
         random numbers are drawn, so a transcription running meanwhile keeps its seeded draw."""
         backbone = self.backbone
@@ -218,7 +219,7 @@ class Denoiser:
         return self._denoise(prompt, prompt_graphs, steps=steps, seed=seed, early_exit=early_exit,
                              on_draft=on_draft, compiled=prepared)
 
-    def _denoise(self, prompt: "Prompt", prompt_graphs: graphs.PromptGraphs | None, *, steps: int, seed: int,
+    def _denoise(self, prompt: Prompt, prompt_graphs: graphs.PromptGraphs | None, *, steps: int, seed: int,
                  early_exit: bool, on_draft: Callable[[int, torch.Tensor], None] | None, compiled: bool) -> DenoiseResult:
         """The loop itself: `prompt_graphs` replayed where given, else eager, with the compiled layers if `compiled`."""
         backbone = self.backbone
@@ -336,7 +337,7 @@ class Denoiser:
         log.warning("%s given up (%s); left: %s", part, reason, self.fast_path)
         self._release()
 
-    def _prompt(self, prefix_embeds: torch.Tensor, tail_ids: torch.Tensor, first_position: int) -> "Prompt":
+    def _prompt(self, prefix_embeds: torch.Tensor, tail_ids: torch.Tensor, first_position: int) -> Prompt:
         """Position ids and masks exactly as `generate()` makes them for a tail on top of a prefix cache."""
         batch, prefix_len = prefix_embeds.shape[:2]
         tail_len, device = tail_ids.shape[1], prefix_embeds.device
@@ -351,78 +352,6 @@ class Denoiser:
             decoder_attention_mask=torch.nn.functional.pad(attention, (0, canvas), value=True),
             canvas_positions=torch.arange(length, length + canvas, dtype=torch.int32, device=device).unsqueeze(0),
         )
-
-
-@dataclass
-class Prompt:
-    """One batch of prompts: the prefix as embeddings, the tail as ids, and where everything sits."""
-
-    prefix_embeds: torch.Tensor
-    prefix_positions: torch.Tensor
-    tail_ids: torch.Tensor
-    tail_positions: torch.Tensor
-    attention_mask: torch.Tensor  # (batch, prompt length), all True
-    decoder_attention_mask: torch.Tensor  # the same with the canvas after it
-    canvas_positions: torch.Tensor
-
-    @property
-    def batch(self) -> int:
-        return self.prefix_embeds.shape[0]
-
-    @property
-    def device(self) -> torch.device:
-        return self.prefix_embeds.device
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(batch, prefix length, tail length): what a captured graph or a compiled layer is specific to."""
-        return self.batch, self.prefix_embeds.shape[1], self.tail_ids.shape[1]
-
-    def copy(self) -> "Prompt":
-        """This prompt with tensors of its own (the caller's may be reused or freed)."""
-        return Prompt(**{f.name: getattr(self, f.name).clone() for f in dataclasses.fields(self)})
-
-
-def prefill(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: DynamicCache, masks: tuple | None = None) -> DynamicCache:
-    """Fill `cache` as `generate()` would: the prefix from its embeddings, then the tail on top of it.
-
-    `masks` (from `prefill_masks`, computed before the cache is touched) are the two passes'
-    attention masks; graphs pass them precomputed, since building masks copies host data.
-    """
-    prefix_mask, tail_mask = masks if masks is not None else prefill_masks(backbone, prompt)
-    encoder = backbone.model.encoder
-    encoder(inputs_embeds=prompt.prefix_embeds, attention_mask=prefix_mask, position_ids=prompt.prefix_positions, cache=cache)
-    encoder(input_ids=prompt.tail_ids, attention_mask=tail_mask, cache=cache, position_ids=prompt.tail_positions)
-    return cache
-
-
-def prefill_masks(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt) -> tuple:
-    """The prefix pass's causal masks, and the tail's from transformers' `_prepare_encoder_inputs`
-    (which reads the cache's length, so it gets a scratch cache holding the prefix's shape)."""
-    text_config = backbone.config.get_text_config(decoder=True)
-    encoder = backbone.model.encoder
-    scratch = DynamicCache(config=text_config)
-    prefix_mask = encoder.create_masks_for_generate(
-        config=backbone.config.get_text_config(),
-        inputs_embeds=prompt.prefix_embeds,
-        attention_mask=None,
-        cache=scratch,
-        position_ids=prompt.prefix_positions,
-    )
-    shape = (prompt.batch, 1, prompt.prefix_embeds.shape[1], 1)
-    for layer_cache in scratch.layers:  # the prefix's length is all the tail's masks read from the cache
-        filler = prompt.prefix_embeds.new_zeros(shape)
-        layer_cache.update(filler, filler)
-    _, tail_mask = backbone._prepare_encoder_inputs(
-        input_ids=prompt.tail_ids,
-        attention_mask=prompt.attention_mask,
-        encoder_position_ids=prompt.tail_positions,
-        cache=scratch,
-        is_prefill=True,
-        canvas_length=backbone.config.canvas_length,
-        batch_size=prompt.batch,
-    )
-    return prefix_mask, tail_mask
 
 
 def denoise_with_generate(
