@@ -111,7 +111,7 @@ if triton is not None:
 
         Every program works this out over the (128) experts for itself, which costs it nothing
         next to its weight tile, where a plan made before the kernel was ~20 small kernels a layer
-        (~600 of an int4 forward's ~4,800 on an H100)."""
+        (~600 of an int4 forward's ~4,500 on an H100)."""
         e = tl.arange(0, EXPERTS_P2)
         real = e < EXPERTS
         ends = tl.load(ends_ptr + e, mask=real, other=0)
@@ -232,31 +232,9 @@ class Launch:
         return self.out
 
 
-def dequant_grouped_mm(
-    x: torch.Tensor,
-    codes: torch.Tensor,
-    scale: torch.Tensor,
-    ends: torch.Tensor | None,
-    mode: str,
-    shape: tuple[int, ...],
-    tiles: dict | None = None,
-    route: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """(rows, K) x experts' (N, K) int8/int4 weights -> (rows, N), rows sorted by expert up to `ends`.
-
-    `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
-    matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
-    Rows after `ends[-1]` are zeros; a plain matrix takes `ends=None` and multiplies every row (no
-    tensor to build for it: on a GPU that was a fill kernel per linear layer and call). `tiles` overrides
-    the tile sizes and, for int4, `float_bits` picks the other nibble unpacking (the diagnosis
-    sweep, benchmarks/gpu_diagnose.py); an int4 tile is always one scale group deep.
-
-    `route` = (order, weights), the experts' last product: sorted row r is the routed slot order[r]
-    (a permutation of every row), and the result is float32 in slot order, each row rounded to x's
-    dtype and then scaled by weights[slot] (flat, float32), bit for bit what a product, a multiply
-    by `weights[order]` and a scatter to `order` give, in one kernel instead of four.
-    """
-    return launch(x, codes, scale, ends, mode, shape, tiles, route).run()
+def dequant_grouped_mm(*args, **kwargs) -> torch.Tensor:
+    """(rows, K) x experts' (N, K) int8/int4 weights -> (rows, N): `launch`'s product, computed."""
+    return launch(*args, **kwargs).run()
 
 
 def launch(
@@ -270,8 +248,23 @@ def launch(
     route: tuple[torch.Tensor, torch.Tensor] | None = None,
     capability: tuple[int, int] | None = None,
 ) -> Launch:
-    """What `dequant_grouped_mm` launches for these arguments (its output allocated, not computed);
-    `capability`: the GPU's, by default that of x's device (the tests give others)."""
+    """The Triton kernel's launch for (rows, K) x experts' (N, K) int8/int4 weights -> (rows, N), rows
+    sorted by expert up to `ends`; `dequant_grouped_mm` runs it (here its output is allocated, not computed).
+
+    `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
+    matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
+    Rows after `ends[-1]` are zeros; a plain matrix takes `ends=None` and multiplies every row (no
+    tensor to build for it: on a GPU that was a fill kernel per linear layer and call). `tiles` overrides
+    the tile sizes and, for int4, `float_bits` picks the other nibble unpacking (the diagnosis
+    sweep, benchmarks/gpu_diagnose.py); an int4 tile is always one scale group deep.
+
+    `route` = (order, weights), the experts' last product: sorted row r is the routed slot order[r]
+    (a permutation of every row), and the result is float32 in slot order, each row rounded to x's
+    dtype and then scaled by weights[slot] (flat, float32), bit for bit what a product, a multiply
+    by `weights[order]` and a scatter to `order` give, in one kernel instead of four.
+
+    `capability`: the GPU's, by default that of x's device (the tests give others).
+    """
     experts, n, k = (1, *shape) if len(shape) == 2 else shape
     groups = scale.shape[-1] if mode == "int4" else 1
     tiles = tiles or {}
