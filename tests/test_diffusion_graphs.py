@@ -11,6 +11,7 @@ benchmarks/gpu_real_shape.py (`graph_check`: one step's logits bitwise, recorded
 
 from __future__ import annotations
 
+import copy
 import weakref
 from pathlib import Path
 
@@ -381,3 +382,28 @@ def test_the_gpu_benchmark_checks_graphs_by_one_steps_logits(engine, emulated_gr
         engine.denoiser = saved
     assert report["first_step_logits_identical"] and report["first_step_logits_rel_error"] == 0.0, report
     assert report["identical_text"] and report["eager_total_ms_p50_8_steps"] > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_step_computes_its_logits_in_the_shared_buffer_bit_for_bit(engine, dtype):
+    """The step graphs compute the softcapped float32 logits in place in the shared output
+    (`graphs.forward_into`), not in transformers' chain of new vocabulary-sized tensors: the same
+    numbers bit for bit, with and without self-conditioning, in float32 and in bf16 (where the
+    lm_head's output is cast to float32 first, as transformers does)."""
+    backbone = copy.deepcopy(engine.model.backbone).to(dtype)  # the module's engine stays float32
+    prompt = engine.denoiser._prompt(torch.randn(1, 5, backbone.config.text_config.hidden_size, dtype=dtype),
+                                     torch.tensor([[2, 3, 4]]), 0)
+    cache = denoising.prefill(backbone, prompt, DynamicCache(config=backbone.config.get_text_config(decoder=True)))
+    canvas = torch.randint(0, backbone.config.text_config.vocab_size, (1, backbone.config.canvas_length))
+    masks = backbone.model.decoder.create_diffusion_decoder_attention_mask(
+        config=backbone.config, inputs_embeds=canvas.unsqueeze(-1), cache=cache, decoder_attention_mask=prompt.decoder_attention_mask)
+    buffers = graphs.StepBuffers.make(backbone, 1, dtype, torch.device("cpu"))
+    for self_conditioning in (None, torch.randn(buffers.self_conditioning.shape).mul(4).to(dtype)):
+        inputs = dict(decoder_input_ids=canvas, self_conditioning_logits=self_conditioning, decoder_attention_mask=masks,
+                      cache=cache, decoder_position_ids=prompt.canvas_positions)
+        with torch.inference_mode():
+            expected = backbone(**inputs).logits
+            out = graphs.forward_into(backbone, buffers.logits, **inputs)
+        assert out.logits is buffers.logits and out.logits.dtype == torch.float32
+        assert torch.equal(out.logits, expected)
+        assert expected.abs().max() > 1.0  # softcapped logits, not a constant

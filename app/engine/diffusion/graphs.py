@@ -17,8 +17,8 @@ The logits are vocabulary-sized (batch x 256 x 262,144: 256 MiB in float32 per r
 shape's graphs used to keep three such tensors of their own (two step outputs, one
 self-conditioning input: 640 MiB a shape, a few GiB with a language per shape, on a card where int4
 must fit in 16 GiB). Only one transcription runs at a time, so every step graph of one batch size
-writes the same output and reads the same input (`StepBuffers`); the forward's own logits become a
-temporary of the graph's memory pool, which the next capture reuses.
+writes the same output and reads the same input (`StepBuffers`), and the step computes its logits
+in that output (`forward_into`), with no vocabulary-sized float32 temporaries of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaBlockDiffusionOutputWithPast
 
 
 @dataclass
@@ -131,6 +132,23 @@ class PromptGraphs:
         return self.next_step(decoder_input_ids=decoder_input_ids, self_conditioning_logits=self_conditioning_logits)
 
 
+def forward_into(backbone: DiffusionGemmaForBlockDiffusion, logits: torch.Tensor, **inputs) -> DiffusionGemmaBlockDiffusionOutputWithPast:
+    """`backbone(**inputs)` for a denoising step, its logits computed in `logits` (float32, the
+    step graphs' shared output) instead of in new tensors.
+
+    transformers' forward casts the lm_head's output to float32, divides by the softcap, takes the
+    tanh and multiplies back, each into a new vocabulary-sized float32 tensor (256 MiB a row at the
+    real shape), which a graph then copied into the shared output. Here the same operations, in the
+    same order, run in place in that output: the same numbers bit for bit (a test compares them),
+    one 256 MiB pass less a step, and the graphs' memory pool no longer holds two float32 logits
+    tensors at the forward's end (on a 16 GB card, int4 has no half GiB to spare)."""
+    hidden = backbone.model(**inputs)
+    cap = backbone.final_logit_softcapping
+    logits.copy_(backbone.lm_head(hidden.last_hidden_state)).div_(cap).tanh_().mul_(cap)
+    return DiffusionGemmaBlockDiffusionOutputWithPast(logits=logits, cache=hidden.cache,
+                                                      encoder_last_hidden_state=hidden.encoder_last_hidden_state)
+
+
 def _prefill_inputs(prompt) -> dict[str, torch.Tensor]:
     return {
         "prefix_embeds": prompt.prefix_embeds,
@@ -164,16 +182,15 @@ def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: C
     )
 
     def step(decoder_input_ids: torch.Tensor, self_conditioning_logits: torch.Tensor | None = None):
-        out = backbone(
+        return forward_into(
+            backbone,
+            buffers.logits,
             decoder_input_ids=decoder_input_ids,
             self_conditioning_logits=self_conditioning_logits,
             decoder_attention_mask=mask_mapping,
             cache=cache,
             decoder_position_ids=prompt.canvas_positions,
         )
-        buffers.logits.copy_(out.logits)  # one 256 MiB copy (~0.1 ms on an H100) saves two such tensors a shape
-        out.logits = buffers.logits
-        return out
 
     first = capture(step, {"decoder_input_ids": canvas_ids}, pool)
     later = capture(step, {"decoder_input_ids": canvas_ids}, pool, shared={"self_conditioning_logits": buffers.self_conditioning})
