@@ -31,6 +31,7 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import Diffusi
 
 from app.engine.devices import free_gpu_bytes
 from app.engine.diffusion import expert_kernels as kernels
+from app.engine.diffusion.expert_routing import route_rows, sorted_experts
 from app.errors import UserError
 
 MODES = ("fp32", "bf16", "fp8", "int8", "int4")
@@ -90,10 +91,7 @@ class QuantizedWeight(nn.Module):
         experts' last product. The Triton kernel does it in its epilogue (three kernels fewer a layer)."""
         if kernel == "triton":
             return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape, route=(order, weights))
-        out = self.grouped_mm(x, ends, kernel) * weights[order].unsqueeze(-1)
-        unsorted = torch.empty_like(out)
-        unsorted[order] = out
-        return unsorted
+        return route_rows(self.grouped_mm(x, ends, kernel), order, weights)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, shape={self.shape}"
@@ -149,20 +147,13 @@ class QuantizedExperts(nn.Module):
             del self.experts.gate_up_proj, self.experts.down_proj
 
     def _grouped(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor, up_kernel: str, down_kernel: str) -> torch.Tensor:
-        """transformers' `grouped_mm` experts path (sort rows by expert, two grouped products, gate,
-        weight, unsort, sum over top-k) with products that read the quantized codes."""
-        tokens, top_k = top_k_index.shape
-        experts = self.experts.num_experts
-        # Expert ids sorted as bytes, not int64: the GPU's radix sort then makes 2 passes instead of 16
-        # (it was 30 us a layer on an H100). Rows of one expert may come in any order: each row's product is its own.
-        expert_ids, order = torch.sort(top_k_index.reshape(-1).to(torch.uint8 if experts <= 256 else torch.int32), stable=True)
-        rows = hidden[order // top_k]
-        counts = torch.histc(expert_ids.float() if hidden.device.type == "cpu" else expert_ids.int(), bins=experts, min=0, max=experts - 1)
-        ends = torch.cumsum(counts, 0, dtype=torch.int32)
-        gated = self.experts._apply_gate(self.gate_up.grouped_mm(rows, ends, up_kernel))
-        # routing weights are float32: the top-k are weighted and summed in float32, as transformers does
-        unsorted = self.down.routed_mm(gated, ends, down_kernel, order, top_k_weights.reshape(-1))
-        return unsorted.view(tokens, top_k, -1).sum(dim=1).to(hidden.dtype)
+        """transformers' `grouped_mm` experts path, rows sorted as bytes (`expert_routing.py`), with
+        products that read the quantized codes."""
+        def routed_down(gated: torch.Tensor, ends: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            return self.down.routed_mm(gated, ends, down_kernel, order, weights)
+
+        return sorted_experts(hidden, top_k_index, top_k_weights, self.experts.num_experts,
+                              lambda rows, ends: self.gate_up.grouped_mm(rows, ends, up_kernel), self.experts._apply_gate, routed_down)
 
 
 def quantize_backbone(model: DiffusionGemmaForBlockDiffusion, mode: str, device: torch.device) -> None:

@@ -1,0 +1,74 @@
+"""The experts' byte-sorted routing (app/engine/diffusion/expert_routing.py) against transformers'
+own `grouped_mm` experts path: the same products on rows in the same order, so the same bits, in
+float32 and bf16.
+
+Row order: transformers sorts the expert ids with `torch.sort`, which on a GPU (CUB's radix sort)
+keeps equal ids in their order, as the byte sort (`stable=True`) does, but on the CPU does not; and
+the CPU's grouped-product fallback rounds a row by where it sits in its group (by 1 ulp). So the
+bitwise comparison runs transformers' sort stable, as on a GPU; with the CPU's own order the two
+agree to float32 rounding."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import DiffusionGemmaConfig
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
+
+from app.engine.diffusion.expert_routing import sort_experts_by_byte
+
+
+def experts_of(dtype: torch.dtype, experts: int = 16) -> DiffusionGemmaTextExperts:
+    config = DiffusionGemmaConfig(
+        text_config=dict(hidden_size=64, num_experts=experts, top_k_experts=4, moe_intermediate_size=32, num_hidden_layers=1)
+    ).text_config
+    config._experts_implementation = "grouped_mm"
+    module = DiffusionGemmaTextExperts(config)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        module.gate_up_proj.copy_(torch.randn(module.gate_up_proj.shape, generator=generator) * 0.2)
+        module.down_proj.copy_(torch.randn(module.down_proj.shape, generator=generator) * 0.2)
+    return module.to(dtype)
+
+
+def routing(tokens: int, experts: int, top_k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k expert ids per token, skewed so that some experts get many rows, some one, some none."""
+    scores = torch.rand(tokens, experts, generator=generator) * torch.linspace(0.05, 3.0, experts) ** 2
+    weights, index = torch.topk(torch.softmax(scores, dim=-1), top_k, dim=-1)
+    return index, weights / weights.sum(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_byte_sorted_experts_give_transformers_grouped_mm_bits(dtype, monkeypatch):
+    sort = torch.sort
+    monkeypatch.setattr(torch, "sort", lambda *args, **kwargs: sort(*args, **(kwargs | {"stable": True})))  # as on a GPU
+    theirs = experts_of(dtype)
+    ours = copy.deepcopy(theirs)
+    assert sort_experts_by_byte(ours) == 1
+    eager = copy.deepcopy(theirs)
+    eager.config._experts_implementation = "eager"
+    assert sort_experts_by_byte(eager) == 0  # another implementation was asked for: left alone
+    generator = torch.Generator().manual_seed(11)
+    for tokens in (1, 7, 256):
+        index, weights = routing(tokens, theirs.num_experts, 4, generator)
+        hidden = torch.randn(tokens, 64, generator=generator).to(dtype)
+        with torch.inference_mode():
+            expected, got = theirs(hidden, index, weights), ours(hidden, index, weights)
+        assert got.dtype == expected.dtype == dtype
+        assert torch.equal(got, expected), f"{tokens} tokens: {float((got - expected).abs().max())}"
+    counts = torch.bincount(index.reshape(-1), minlength=theirs.num_experts)
+    assert counts.min() == 0 and counts.max() > 64  # empty experts and crowded ones were both exercised
+
+
+def test_with_the_cpus_unstable_sort_they_agree_to_rounding():
+    theirs = experts_of(torch.float32)
+    ours = copy.deepcopy(theirs)
+    sort_experts_by_byte(ours)
+    generator = torch.Generator().manual_seed(12)
+    index, weights = routing(256, theirs.num_experts, 4, generator)
+    hidden = torch.randn(256, 64, generator=generator)
+    with torch.inference_mode():
+        expected, got = theirs(hidden, index, weights), ours(hidden, index, weights)
+    assert float((got - expected).abs().max()) < 1e-5 * float(expected.abs().max())
