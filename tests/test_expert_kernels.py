@@ -194,6 +194,23 @@ def test_fp8_row_quantization_is_the_plain_amax_scaling_bit_for_bit(dtype):
     assert torch.equal(codes.view(torch.uint8), expected.view(torch.uint8))
 
 
+def test_fp8_row_quantization_kernel_computes_the_definitions_quotients(interpreter):
+    """The one-kernel fp8 quantization a GPU runs (`_quantize_rows_fp8_kernel`), under the
+    interpreter, writing float32 instead of fp8 (the interpreter's fp8 rounding is not the GPU's,
+    which rounds to nearest as torch does): the scales and the quotients it rounds are the
+    definition's bit for bit (IEEE divisions), so its fp8 codes are the four-kernel form's. Its
+    build for sm_90 is checked by tests/test_triton_targets.py."""
+    generator = torch.Generator().manual_seed(7)
+    for width in (704, 100):
+        x = (torch.randn(3, 9, width, generator=generator) * torch.logspace(-4, 4, 9)[:, None]).to(torch.bfloat16)
+        x[1, 4] = 0
+        quotients, scale = interpreter.quantize_rows_fp8_into(x, torch.empty(x.shape, dtype=torch.float32))
+        codes, expected_scale = interpreter.quantize_rows_fp8(x)  # the torch form, on the CPU
+        assert scale.shape == (3, 9) and torch.equal(scale, expected_scale)
+        assert torch.equal(quotients, x.float() / expected_scale.unsqueeze(-1))
+        assert torch.equal(quotients.to(torch.float8_e4m3fn).view(torch.uint8), codes.view(torch.uint8))
+
+
 def test_fp8_row_quantization_compiles_in_one_graph(tmp_path, monkeypatch):
     """With compiled layers an fp8 decoder layer is compiled whole (`fullgraph=True`): the
     quantization's fp8 store (`div(..., out=)`) must trace without a break and give the same bits."""

@@ -29,7 +29,8 @@ def test_every_kernel_launch_compiles_for_hopper_and_ampere():
     report = json.loads(done.stdout)
     expected = {f"{mode}_{product}" for mode in ("int8", "int4") for product in ("gate_up", "down_routed", "linear")} | {"rms_norm"}
     assert set(report["sm_86"]) == expected
-    assert set(report["sm_90"]) == expected | {f"int4_{product}_float_bits" for product in ("gate_up", "down_routed", "linear")}
+    assert set(report["sm_90"]) == expected | {f"int4_{product}_float_bits" for product in ("gate_up", "down_routed", "linear")} \
+        | {f"fp8_rows_{width}" for width in (704, 2816, 8192)}
     failed = {f"{target} {kernel}": result for target, kernels in report.items() for kernel, result in kernels.items()
               if not isinstance(result, int)}
     assert failed == {}

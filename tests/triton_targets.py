@@ -31,7 +31,7 @@ from triton.compiler import ASTSource
 from app.engine.diffusion import expert_kernels, fused_norm
 
 TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16", torch.int32: "i32", torch.int64: "i64",
-         torch.uint8: "u8", torch.int8: "i8"}
+         torch.uint8: "u8", torch.int8: "i8", torch.float8_e4m3fn: "fp8e4nv"}
 META = torch.device("meta")
 
 
@@ -116,6 +116,15 @@ def main(capabilities: list[int], sass: bool = False) -> dict:
             for name, launch in expert_launches(float_bits=True, capability=divmod(capability, 10)).items():
                 results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options,
                                             capability, sass)
+        if capability >= 90:  # fp8 products run on Hopper and newer only (`fp8_grouped_usable`)
+            for width in (704, 2816, 8192):  # an expert's width, the hidden size, the widest attention output
+                x = torch.empty(2048, width, dtype=torch.bfloat16, device=META)
+                codes = torch.empty(2048, width, dtype=torch.float8_e4m3fn, device=META)
+                scale = torch.empty(2048, dtype=torch.float32, device=META)
+                block = triton.next_power_of_2(width)
+                results[f"fp8_rows_{width}"] = compile_for(expert_kernels._quantize_rows_fp8_kernel, (x, codes, scale),
+                                                           dict(WIDTH=width, BLOCK=block), dict(num_warps=expert_kernels.fp8_row_warps(block)),
+                                                           capability, sass)
         x = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
         results["rms_norm"] = compile_for(fused_norm._rms_norm_kernel, (x, x, x, 1e-6), dict(WIDTH=2816, BLOCK=4096, SCALED=True),
                                           dict(num_warps=4), capability, sass)

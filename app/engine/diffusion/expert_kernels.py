@@ -332,13 +332,50 @@ def fp8_mm(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor) -> torch.T
 def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """float8_e4m3fn rows and their float32 scales (amax / 448), for the dynamic activation side.
 
-    Four kernels, not eight: this runs before every fp8 product (~265 times a forward at the real
-    shape), and on the H100 fp8 steps ran ~2,000 more kernels than bf16 ones, mostly these. The
-    infinity norm is the rows' amax in float32 (exact), and the division writes fp8 directly (it
-    computes in float32 and rounds on the store, as `.to()` would after it), so the result is the
-    same bit for bit.
+    This runs before every fp8 product (~265 times a forward at the real shape; on the H100 fp8 steps
+    ran ~2,000 more kernels than bf16 ones, mostly these). On a GPU it is one Triton kernel that
+    reads each row once (`_quantize_rows_fp8_kernel`); inside a compiled layer (where Inductor fuses
+    the plain operations with their neighbours), and where Triton is missing, four torch kernels:
+    the rows' amax in float32 (exact), clamp, scale, and a division that writes fp8 directly (it
+    computes in float32 and rounds on the store, as `.to()` would after it). Both give the
+    definition's bits: scale = max|x| / 448, codes = x / scale rounded to nearest.
     """
+    codes = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device)
+    if triton is not None and x.device.type == "cuda" and not torch.compiler.is_compiling():
+        return quantize_rows_fp8_into(x, codes)
     amax = torch.linalg.vector_norm(x, float("inf"), dim=-1, dtype=torch.float32)
     scale = amax.clamp_(min=1e-12).div_(torch.finfo(torch.float8_e4m3fn).max)
-    codes = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device)
     return torch.div(x, scale.unsqueeze(-1), out=codes), scale
+
+
+def quantize_rows_fp8_into(x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`quantize_rows_fp8` by the Triton kernel, into `codes` (fp8, or float32 for the tests: the
+    interpreter's fp8 rounding is not the GPU's, so they check the quotient the GPU rounds)."""
+    width = x.shape[-1]
+    rows = x.reshape(-1, width)
+    scale = torch.empty(rows.shape[0], dtype=torch.float32, device=x.device)
+    block = triton.next_power_of_2(width)
+    _quantize_rows_fp8_kernel[(rows.shape[0],)](rows.contiguous(), codes, scale, WIDTH=width, BLOCK=block, num_warps=fp8_row_warps(block))
+    return codes, scale.reshape(x.shape[:-1])
+
+
+def fp8_row_warps(block: int) -> int:
+    """Warps for a row of `block` values: 8 from 4,096 on, so that a thread holds at most 16 of them."""
+    return 8 if block >= 4096 else 4
+
+
+if triton is not None:
+
+    @triton.jit
+    def _quantize_rows_fp8_kernel(x_ptr, codes_ptr, scale_ptr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+        """One row: its amax in float32, scale = max(amax, 1e-12) / 448 and codes = x / scale, both
+        divisions rounded as IEEE (and torch) round them, not by the GPU's faster approximate
+        division; the fp8 store rounds to nearest."""
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        inside = cols < WIDTH
+        x = tl.load(x_ptr + row * WIDTH + cols, mask=inside, other=0.0).to(tl.float32)
+        amax = tl.max(tl.abs(x), axis=0)
+        scale = tl.math.div_rn(tl.maximum(amax, 1e-12), 448.0)
+        tl.store(scale_ptr + row, scale)
+        tl.store(codes_ptr + row * WIDTH + cols, tl.math.div_rn(x, scale).to(codes_ptr.dtype.element_ty, fp_downcast_rounding="rtne"), mask=inside)
