@@ -1,6 +1,6 @@
 """How many operations one denoising forward launches, counted on the CPU.
 
-    .venv/bin/python benchmarks/forward_census.py --json [--modes bf16,int8,int4] [--out census.json]
+    .venv/bin/python benchmarks/forward_census.py --json [--modes bf16,int8,int4] [--fusions layers] [--out census.json]
 
 On a GPU a denoising step at the real shape is bound by its thousands of small kernels, not by
 their arithmetic (docs/benchmarks.md, H100 profile). Their number can be counted without a GPU:
@@ -13,9 +13,10 @@ self-conditioning, as every later step): the tensor operations (`aten_ops`), Tri
 layer's modules), its LoRA'd projections included.
 
 int8/int4 run the Triton kernel under its interpreter (`TRITON_INTERPRET=1`, as the tests do), so
-their path is the GPU's. Not counted as on a GPU: the RMSNorms (about 9 operations each here, one
-fused kernel on a GPU: `fused_norm.py`), and fp8 (its kernels need a GPU: on the CPU it
-dequantizes), so fp8 is not offered.
+their path is the GPU's, and so do the fused kernels a GPU gets (`--fusions`: `layers`, the default,
+as on a GPU: the fused RMSNorms of `fused_norm.py` and the fused layer of `fused_layer.py`; `norms`:
+the norms only, as before the fused layer; `none`: transformers' forward, about 9 operations a
+norm). fp8 is not offered: its kernels need a GPU (on the CPU it dequantizes).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from app.engine.diffusion import expert_kernels  # noqa: E402
+from app.engine.diffusion import expert_kernels, fused_layer, fused_norm  # noqa: E402
+from app.engine.diffusion.fused_layer import fuse_layers  # noqa: E402
+from app.engine.diffusion.fused_norm import fuse_norms  # noqa: E402
 from benchmarks.gpu_real_shape import build_engine  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 
@@ -48,17 +51,17 @@ NO_KERNEL = {
 
 class Census(TorchDispatchMode):
     """Counts the non-view operations, and how many of them the watched layer ran; not those the
-    Triton interpreter runs to emulate a kernel (`kernel.busy`)."""
+    Triton interpreter runs to emulate a kernel (`kernels.busy`)."""
 
-    def __init__(self, where: list[str], kernel: "CountedKernel | None") -> None:
+    def __init__(self, where: list[str], kernels: Launches) -> None:
         super().__init__()
-        self.where, self.kernel = where, kernel
+        self.where, self.kernels = where, kernels
         self.ops: collections.Counter = collections.Counter()
         self.in_layer = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if self.kernel is not None and self.kernel.busy:
+        if self.kernels.busy:
             return out
         name = str(func.overloadpacket)
         same = name in ("aten._to_copy", "aten.to") and isinstance(out, torch.Tensor) and out.data_ptr() == args[0].data_ptr()
@@ -68,47 +71,62 @@ class Census(TorchDispatchMode):
         return out
 
 
-class CountedKernel:
-    """The Triton expert kernel, counting its launches (`kernel[grid](...)`)."""
+class Launches:
+    """Counts the launches of the app's Triton kernels (`kernel[grid](...)`), each wrapped by `watch`."""
 
-    def __init__(self, kernel) -> None:
-        self.kernel, self.launches, self.in_layer, self.where, self.busy = kernel, 0, 0, [], False
+    def __init__(self) -> None:
+        self.launches, self.in_layer, self.where, self.busy = 0, 0, [], False
 
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches += 1
-            self.in_layer += bool(self.where)
-            self.busy = True
-            try:
-                return self.kernel[grid](*args, **kwargs)
-            finally:
-                self.busy = False
+    def watch(self, kernel):
+        counter = self
 
-        return launch
+        class Counted:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    counter.launches += 1
+                    counter.in_layer += bool(counter.where)
+                    counter.busy = True
+                    try:
+                        return kernel[grid](*args, **kwargs)
+                    finally:
+                        counter.busy = False
+
+                return launch
+
+        return Counted()
 
 
-def census(mode: str) -> dict:
+# The app's Triton kernels, by module and name: each launch is a kernel on a GPU.
+KERNELS = [(expert_kernels, "_grouped_dequant_mm_kernel"), (fused_norm, "_rms_norm_kernel"),
+           (fused_layer, "_after_attention_kernel"), (fused_layer, "_route_kernel"), (fused_layer, "_layer_end_kernel")]
+
+
+def census(mode: str, fusions: str) -> dict:
     engine = build_engine(mode, torch.device("cpu"), tiny=True)
     backbone = engine.model.backbone
+    if fusions in ("norms", "layers"):  # what DiffusionEngine does on a GPU
+        fuse_norms(backbone, torch.device("cpu"))
+    if fusions == "layers":
+        fuse_layers(backbone, torch.device("cpu"))
     where: list[str] = []  # the first decoder layer's modules being run, innermost last
     layer = backbone.model.decoder.layers[0]
     layer.register_forward_pre_hook(lambda module, args: where.append("layer"))
     layer.register_forward_hook(lambda module, args, out: where.pop() and None)
     lora = sum(type(m).__name__ == "Linear" and hasattr(m, "lora_A") for m in layer.modules())
-    triton_kernel = getattr(expert_kernels, "_grouped_dequant_mm_kernel", None)
-    counted = CountedKernel(triton_kernel) if triton_kernel is not None else None
-    if counted is not None:
-        counted.where = where
-        expert_kernels._grouped_dequant_mm_kernel = counted
+    counted = Launches()
+    counted.where = where
+    originals = [(module, name, getattr(module, name)) for module, name in KERNELS]
+    for module, name, kernel in originals:
+        setattr(module, name, counted.watch(kernel))
     forward, results = backbone.forward, []
 
     def watched(*args, **kwargs):
         if kwargs.get("self_conditioning_logits") is None or results:
             return forward(*args, **kwargs)
-        launches = counted.launches if counted else 0
+        launches = counted.launches
         with Census(where, counted) as ops:
             out = forward(*args, **kwargs)
-        results.append((ops, (counted.launches - launches) if counted else 0, counted.in_layer if counted else 0))
+        results.append((ops, counted.launches - launches, counted.in_layer))
         return out
 
     backbone.forward = watched
@@ -117,12 +135,13 @@ def census(mode: str) -> dict:
         with torch.inference_mode():
             engine.transcribe(audio, language="en", steps=3, early_exit=False)
     finally:
-        if counted is not None:
-            expert_kernels._grouped_dequant_mm_kernel = triton_kernel
+        for module, name, kernel in originals:
+            setattr(module, name, kernel)
     ops, launches, layer_launches = results[0]
     aten = sum(ops.ops.values())
     return {
         "layers": len(backbone.model.decoder.layers),
+        "fusions": fusions,
         "aten_ops": aten,
         "triton_launches": launches,
         "total": aten + launches,
@@ -135,12 +154,13 @@ def census(mode: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="bf16,int8,int4")
+    parser.add_argument("--fusions", choices=("layers", "norms", "none"), default="layers")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.manual_seed(0)
     report = {"machine": machine_info(), "shape": "tiny (2 layers, real layer structure), CPU",
-              "modes": {mode: census(mode) for mode in args.modes.split(",")}}
+              "modes": {mode: census(mode, args.fusions) for mode in args.modes.split(",")}}
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text)

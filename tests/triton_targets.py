@@ -28,7 +28,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from app.engine.diffusion import expert_kernels, fused_norm
+from app.engine.diffusion import expert_kernels, fused_layer, fused_norm
 
 TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16", torch.int32: "i32", torch.int64: "i64",
          torch.uint8: "u8", torch.int8: "i8", torch.float8_e4m3fn: "fp8e4nv"}
@@ -105,6 +105,25 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
     return launches
 
 
+def layer_kernels(capability: int, sass: bool) -> dict:
+    """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8)."""
+    row = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
+    weight = torch.empty(2816, dtype=torch.bfloat16, device=META)
+    scores = torch.empty(256, 128, dtype=torch.bfloat16, device=META)
+    per_expert = torch.empty(128, dtype=torch.bfloat16, device=META)
+    top = (torch.empty(256, 8, dtype=torch.float32, device=META), torch.empty(256, 8, dtype=torch.int64, device=META))
+    wide = dict(WIDTH=2816, BLOCK=4096)
+    options = dict(num_warps=fused_layer._warps(4096))
+    return {
+        "layer_after_attention": compile_for(fused_layer._after_attention_kernel, (row, row, weight, weight, weight, weight, row, row, row,
+                                                                                   row, 1e-6, 2816 ** -0.5), wide, options, capability, sass),
+        "layer_route": compile_for(fused_layer._route_kernel, (scores, per_expert, *top), dict(EXPERTS=128, EXPERTS_P2=128, TOP_K=8, TOP_K_P2=8),
+                                   dict(num_warps=fused_layer.ROUTE_WARPS), capability, sass),
+        "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6), wide,
+                                 options, capability, sass),
+    }
+
+
 def main(capabilities: list[int], sass: bool = False) -> dict:
     report: dict = {}
     for capability in capabilities[:1] if sass else capabilities:
@@ -128,6 +147,7 @@ def main(capabilities: list[int], sass: bool = False) -> dict:
         x = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
         results["rms_norm"] = compile_for(fused_norm._rms_norm_kernel, (x, x, x, 1e-6), dict(WIDTH=2816, BLOCK=4096, SCALED=True),
                                           dict(num_warps=4), capability, sass)
+        results.update(layer_kernels(capability, sass))
     return report
 
 

@@ -23,6 +23,7 @@ from app.engine.devices import out_of_memory_as_user_error
 from app.engine.diffusion.chunking import join_texts, split_at_pauses
 from app.engine.diffusion.denoising import Denoiser
 from app.engine.diffusion.expert_routing import sort_experts_by_byte
+from app.engine.diffusion.fused_layer import fuse_layers
 from app.engine.diffusion.fused_norm import fuse_norms
 from app.engine.diffusion.loading import DiffusionModel, load_model
 from app.engine.diffusion.prompt import embed_prefix
@@ -39,7 +40,9 @@ class DiffusionEngine:
         self.seed = seed
         sort_experts_by_byte(model.backbone)
         if model.device.type == "cuda":
-            fuse_norms(model.backbone, model.device, leave=model.backbone.model.decoder.layers if compile_layers else None)
+            compiled = model.backbone.model.decoder.layers if compile_layers else None  # Inductor fuses those itself
+            fuse_norms(model.backbone, model.device, leave=compiled)
+            fuse_layers(model.backbone, model.device, leave=compiled)
         self.denoiser = Denoiser(model.backbone, compile_layers=compile_layers)
         eos = model.backbone.generation_config.eos_token_id
         self._eos_ids = set([eos] if isinstance(eos, int) else (eos or []))

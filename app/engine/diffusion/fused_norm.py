@@ -22,12 +22,17 @@ triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
 if triton is not None:
 
     @triton.jit
+    def normalized(x, eps, WIDTH: tl.constexpr):
+        """A row (float32, zero past WIDTH) over its root mean square: the norm without its scale."""
+        return x / tl.sqrt(tl.sum(x * x, axis=0) / WIDTH + eps)
+
+    @triton.jit
     def _rms_norm_kernel(x_ptr, weight_ptr, out_ptr, eps, WIDTH: tl.constexpr, BLOCK: tl.constexpr, SCALED: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         inside = cols < WIDTH
         x = tl.load(x_ptr + row * WIDTH + cols, mask=inside, other=0.0).to(tl.float32)
-        y = x / tl.sqrt(tl.sum(x * x, axis=0) / WIDTH + eps)
+        y = normalized(x, eps, WIDTH)
         if SCALED:
             y = y * tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
         tl.store(out_ptr + row * WIDTH + cols, y.to(out_ptr.dtype.element_ty), mask=inside)

@@ -1,0 +1,179 @@
+"""DiffusionGemma's text layer with its norms, residual additions and routing in three Triton kernels.
+
+Around its attention, dense MLP and experts, a layer of transformers' DiffusionGemma runs seven RMSNorms,
+three additions, four scalings and the router's softmax, top-k and renormalisation: ~20 kernels
+of a few microseconds each on 256 rows, 30 layers a forward, where a step is bound by its number of
+kernels (docs/benchmarks.md, H100 profile). Here they are three, each reading its rows once:
+
+- `after_attention`: the attention output's norm plus the residual (`mid`, the next residual), then
+  `mid`'s three norms (dense MLP input, experts input, and the router's unscaled norm times its scale
+  and 1/sqrt(hidden)), sharing one root mean square, as their eps are equal;
+- `route`: the router's softmax over the experts, top-k, renormalisation, and per-expert scale;
+- `layer_end`: the dense and expert outputs' norms, their sum's norm, plus `mid`, times the layer scalar.
+
+Each rounds to the layer's dtype where transformers' forward does (after every norm, addition and
+scaling), computing in float32 between, with the fused RMSNorm's formula (`fused_norm.py`). The
+router's softmax sums in another order than torch's, so its weights may differ in the last bits.
+Layers whose norms do not fit these kernels (another epsilon) keep transformers' forward, as do
+layers torch.compile fuses itself.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from torch import nn
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
+    DiffusionGemmaDecoderTextLayer,
+    DiffusionGemmaEncoderTextLayer,
+)
+
+from app.engine.diffusion import expert_kernels, fused_norm
+
+triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
+TEXT_LAYERS = (DiffusionGemmaDecoderTextLayer, DiffusionGemmaEncoderTextLayer)
+# One warp a token's routing: its 128 scores are 4 a thread, and the top-k's nine reductions a
+# step stay in the warp's shuffles, where 4 warps met at a barrier for each (sm_90 code: 53 BAR).
+ROUTE_WARPS = 1
+
+if triton is not None:
+    normalized = fused_norm.normalized  # the RMSNorm's formula, shared with the fused norm
+
+    @triton.jit
+    def _after_attention_kernel(residual_ptr, attn_ptr, post_attn_w, pre_w, pre_2_w, router_w, mid_ptr, dense_ptr, experts_ptr,
+                                router_ptr, eps, root, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        inside = cols < WIDTH
+        at = row * WIDTH + cols
+        dtype = mid_ptr.dtype.element_ty
+        attn = tl.load(attn_ptr + at, mask=inside, other=0.0).to(tl.float32)
+        normed = (normalized(attn, eps, WIDTH) * tl.load(post_attn_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
+        mid = (tl.load(residual_ptr + at, mask=inside, other=0.0).to(tl.float32) + normed.to(tl.float32)).to(dtype)
+        tl.store(mid_ptr + at, mid, mask=inside)
+        unit = normalized(mid.to(tl.float32), eps, WIDTH)
+        tl.store(dense_ptr + at, (unit * tl.load(pre_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype), mask=inside)
+        tl.store(experts_ptr + at, (unit * tl.load(pre_2_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype), mask=inside)
+        scaled = (unit.to(dtype).to(tl.float32) * tl.load(router_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
+        tl.store(router_ptr + at, (scaled.to(tl.float32) * root).to(dtype), mask=inside)
+
+    @triton.jit
+    def _route_kernel(scores_ptr, expert_scale_ptr, weights_ptr, index_ptr, EXPERTS: tl.constexpr, EXPERTS_P2: tl.constexpr,
+                      TOP_K: tl.constexpr, TOP_K_P2: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        e = tl.arange(0, EXPERTS_P2)
+        real = e < EXPERTS
+        scores = tl.load(scores_ptr + row * EXPERTS + e, mask=real, other=float("-inf")).to(tl.float32)
+        exp = tl.exp(scores - tl.max(scores, axis=0))
+        left = tl.where(real, tl.math.div_rn(exp, tl.sum(exp, axis=0)), -1.0)
+        k = tl.arange(0, TOP_K_P2)
+        chosen = tl.zeros([TOP_K_P2], dtype=tl.float32)
+        index = tl.zeros([TOP_K_P2], dtype=tl.int32)
+        for j in tl.static_range(TOP_K):  # the largest first, the lowest expert id among equals
+            best = tl.max(left, axis=0)
+            at = tl.min(tl.where(left == best, e, EXPERTS_P2), axis=0)
+            chosen = tl.where(k == j, best, chosen)
+            index = tl.where(k == j, at, index)
+            left = tl.where(e == at, -1.0, left)
+        mine = k < TOP_K
+        weights = tl.math.div_rn(chosen, tl.sum(tl.where(mine, chosen, 0.0), axis=0))
+        weights = weights * tl.load(expert_scale_ptr + index, mask=mine, other=0.0).to(tl.float32)
+        tl.store(weights_ptr + row * TOP_K + k, weights, mask=mine)
+        tl.store(index_ptr + row * TOP_K + k, index.to(tl.int64), mask=mine)
+
+    @triton.jit
+    def _layer_end_kernel(dense_ptr, experts_ptr, mid_ptr, post_1_w, post_2_w, post_w, scalar_ptr, out_ptr, eps,
+                          WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        inside = cols < WIDTH
+        at = row * WIDTH + cols
+        dtype = out_ptr.dtype.element_ty
+        dense = tl.load(dense_ptr + at, mask=inside, other=0.0).to(tl.float32)
+        experts = tl.load(experts_ptr + at, mask=inside, other=0.0).to(tl.float32)
+        dense = (normalized(dense, eps, WIDTH) * tl.load(post_1_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
+        experts = (normalized(experts, eps, WIDTH) * tl.load(post_2_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
+        both = (dense.to(tl.float32) + experts.to(tl.float32)).to(dtype).to(tl.float32)
+        both = (normalized(both, eps, WIDTH) * tl.load(post_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
+        out = (tl.load(mid_ptr + at, mask=inside, other=0.0).to(tl.float32) + both.to(tl.float32)).to(dtype)
+        tl.store(out_ptr + at, (out.to(tl.float32) * tl.load(scalar_ptr).to(tl.float32)).to(dtype), mask=inside)
+
+
+def _rows(hidden: torch.Tensor) -> tuple[int, int, int]:
+    width = hidden.shape[-1]
+    block = triton.next_power_of_2(width)
+    return hidden.numel() // width, width, block
+
+
+def _warps(block: int) -> int:
+    return 8 if block >= 4096 else 4
+
+
+def after_attention(layer: nn.Module, residual: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(mid, dense MLP input, experts input, router input), all shaped as `residual`."""
+    residual, attn = residual.contiguous(), attn.contiguous()
+    rows, width, block = _rows(residual)
+    mid, dense, experts, router = (torch.empty_like(residual) for _ in range(4))
+    _after_attention_kernel[(rows,)](
+        residual, attn, layer.post_attention_layernorm.weight, layer.pre_feedforward_layernorm.weight,
+        layer.pre_feedforward_layernorm_2.weight, layer.router.scale, mid, dense, experts, router,
+        layer.post_attention_layernorm.eps, layer.router.scalar_root_size, WIDTH=width, BLOCK=block, num_warps=_warps(block))
+    return mid, dense, experts, router
+
+
+def route(router: nn.Module, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The router's (top-k weights float32, top-k expert ids int64) from its projection's `scores`."""
+    scores = scores.reshape(-1, scores.shape[-1]).contiguous()
+    top_k, experts = router.config.top_k_experts, scores.shape[-1]
+    weights = torch.empty(scores.shape[0], top_k, dtype=torch.float32, device=scores.device)
+    index = torch.empty(scores.shape[0], top_k, dtype=torch.int64, device=scores.device)
+    _route_kernel[(scores.shape[0],)](scores, router.per_expert_scale, weights, index, EXPERTS=experts,
+                                      EXPERTS_P2=triton.next_power_of_2(experts), TOP_K=top_k,
+                                      TOP_K_P2=triton.next_power_of_2(top_k), num_warps=ROUTE_WARPS)
+    return weights, index
+
+
+def layer_end(layer: nn.Module, dense: torch.Tensor, experts: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
+    """The layer's output from its dense MLP's and experts' outputs and `mid`."""
+    dense, experts = dense.contiguous(), experts.contiguous()
+    rows, width, block = _rows(mid)
+    out = torch.empty_like(mid)
+    _layer_end_kernel[(rows,)](
+        dense, experts, mid, layer.post_feedforward_layernorm_1.weight, layer.post_feedforward_layernorm_2.weight,
+        layer.post_feedforward_layernorm.weight, layer.layer_scalar, out, layer.post_feedforward_layernorm.eps,
+        WIDTH=width, BLOCK=block, num_warps=_warps(block))
+    return out
+
+
+def fused_forward(self: nn.Module, hidden_states: torch.Tensor, position_embeddings: torch.Tensor = None,
+                  attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None, cache=None,
+                  **kwargs) -> torch.Tensor:
+    """transformers' text layer forward (encoder and decoder alike), norms and routing fused."""
+    attn, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), position_embeddings=position_embeddings,
+                             attention_mask=attention_mask, position_ids=position_ids, cache=cache, **kwargs)
+    mid, dense_in, experts_in, router_in = after_attention(self, hidden_states, attn)
+    dense_out = self.mlp(dense_in)
+    weights, index = route(self.router, self.router.proj(router_in))
+    experts_out = self.experts(experts_in.reshape(-1, experts_in.shape[-1]), index, weights)
+    return layer_end(self, dense_out, experts_out.reshape(mid.shape), mid)
+
+
+def fusable(layer: nn.Module) -> bool:
+    """Whether `layer`'s norms are the ones the kernels compute: scaled (the router's unscaled), of one epsilon."""
+    norms = [layer.post_attention_layernorm, layer.pre_feedforward_layernorm, layer.pre_feedforward_layernorm_2,
+             layer.post_feedforward_layernorm_1, layer.post_feedforward_layernorm_2, layer.post_feedforward_layernorm]
+    return all(norm.with_scale and norm.eps == layer.router.norm.eps for norm in norms) and not layer.router.norm.with_scale
+
+
+def fuse_layers(model: nn.Module, device: torch.device, *, leave: nn.Module | None = None) -> int:
+    """Give every fusable text layer of `model` the fused forward where Triton runs; returns how many.
+    Layers inside `leave` keep transformers' forward (torch.compile fuses them itself)."""
+    if not expert_kernels.triton_usable(device):
+        return 0
+    count, left = 0, {id(m) for m in leave.modules()} if leave is not None else set()
+    for module in model.modules():
+        if isinstance(module, TEXT_LAYERS) and id(module) not in left and fusable(module):
+            module.forward = types.MethodType(fused_forward, module)
+            count += 1
+    return count

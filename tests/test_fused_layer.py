@@ -1,0 +1,92 @@
+"""The text layer with its norms, residual additions and routing fused (app/engine/diffusion/fused_layer.py),
+under Triton's interpreter against transformers' own forward, in float32 (the interpreter's bf16
+arithmetic is not the GPU's; on a GPU, benchmarks/gpu_real_shape.py compares graphs with eager and
+compiled layers with eager, layer by layer).
+
+The model is a small DiffusionGemma with the real layer structure (sliding and full attention,
+experts beside the dense MLP), a hidden size that is not a power of two (the kernels mask the
+rest of their block), and norm weights, router scales and layer scalars drawn at random, so a
+kernel that dropped or swapped any of them would show."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import DiffusionGemmaForBlockDiffusion
+from transformers.cache_utils import DynamicCache
+
+from app.engine.diffusion import fused_layer
+from app.engine.diffusion.fused_norm import fuse_norms
+from app.engine.diffusion.tiny import small_backbone_config
+
+pytest.importorskip("triton", reason="Triton is installed with the test extras")
+
+
+@pytest.fixture(scope="module")
+def model() -> DiffusionGemmaForBlockDiffusion:
+    text = dict(vocab_size=512, hidden_size=96, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=32, global_head_dim=32, num_global_key_value_heads=1, num_experts=16,
+                top_k_experts=4, moe_intermediate_size=32, sliding_window=256, layer_types=["sliding_attention", "full_attention"],
+                initializer_range=0.3)
+    torch.manual_seed(0)
+    model = DiffusionGemmaForBlockDiffusion(small_backbone_config(text, canvas_length=16, initializer_range=0.3)).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("layernorm.weight", "layernorm_1.weight", "layernorm_2.weight", "router.scale", "per_expert_scale")):
+                param.copy_(torch.rand_like(param) * 1.5 + 0.25)
+        for layer in [*model.model.decoder.layers, *model.model.encoder.language_model.layers]:
+            layer.layer_scalar.fill_(0.75)
+    return model
+
+
+def run(model: DiffusionGemmaForBlockDiffusion) -> tuple[torch.Tensor, list, list]:
+    """One prefill of a prompt and one decoder forward; every layer's output and routing, and the logits."""
+    outputs, routes, hooks = [], [], []
+    for layer in [*model.model.encoder.language_model.layers, *model.model.decoder.layers]:
+        hooks.append(layer.register_forward_hook(lambda module, args, out: outputs.append(out)))
+        hooks.append(layer.experts.register_forward_pre_hook(lambda module, args: routes.append((args[1], args[2]))))
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 512, (2, 9), generator=generator)
+    canvas = torch.randint(3, 512, (2, 16), generator=generator)
+    try:
+        with torch.inference_mode():
+            logits = model(input_ids=ids, decoder_input_ids=canvas, cache=DynamicCache(config=model.config.get_text_config(decoder=True))).logits
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return logits, outputs, routes
+
+
+def test_fused_layers_compute_transformers_layers(model):
+    fused = copy.deepcopy(model)
+    assert fuse_norms(fused, torch.device("cpu")) > 0
+    assert fused_layer.fuse_layers(fused, torch.device("cpu")) == 4  # two encoder and two decoder layers
+    expected_logits, expected, expected_routes = run(model)
+    logits, got, routes = run(fused)
+    assert len(got) == len(expected) == 4
+    for ours, theirs in zip(got, expected):
+        torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=2e-5)
+    for (index, weights), (expected_index, expected_weights) in zip(routes, expected_routes):
+        assert torch.equal(index, expected_index)  # the same experts, in the same order
+        torch.testing.assert_close(weights, expected_weights, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_the_fused_router_chooses_transformers_experts_and_weights(model):
+    router = model.model.decoder.layers[0].router
+    scores = torch.randn(300, 16, generator=torch.Generator().manual_seed(4)) * 3
+    weights, index = fused_layer.route(router, scores)
+    expected_probs = torch.softmax(scores, dim=-1)
+    top, expected_index = torch.topk(expected_probs, 4, dim=-1)
+    expected_weights = top / top.sum(dim=-1, keepdim=True) * router.per_expert_scale[expected_index]
+    assert index.dtype == torch.int64 and torch.equal(index, expected_index)
+    torch.testing.assert_close(weights, expected_weights, rtol=1e-6, atol=1e-7)
+
+
+def test_layers_that_do_not_fit_or_are_compiled_keep_transformers_forward(model):
+    fused = copy.deepcopy(model)
+    fused.model.decoder.layers[0].pre_feedforward_layernorm_2.eps = 1e-5  # another epsilon than its neighbours
+    assert fused_layer.fuse_layers(fused, torch.device("cpu"), leave=fused.model.decoder.layers[1]) == 2  # the encoder's
+    assert "forward" not in vars(fused.model.decoder.layers[0]) and "forward" not in vars(fused.model.decoder.layers[1])
