@@ -14,7 +14,8 @@ layer's modules), its LoRA'd projections included.
 
 int8/int4 run the Triton kernel under its interpreter (`TRITON_INTERPRET=1`, as the tests do), so
 their path is the GPU's, and so do the fused kernels a GPU gets (`--fusions`: `layers`, the default,
-as on a GPU: the fused RMSNorms of `fused_norm.py` and the fused layer of `fused_layer.py`; `norms`:
+as on a GPU: the fused RMSNorms of `fused_norm.py`, the fused layer of `fused_layer.py` and the
+rotary embedding of `fused_rope.py`; `norms`:
 the norms only, as before the fused layer; `none`: transformers' forward, about 9 operations a
 norm). fp8 is not offered: its kernels need a GPU (on the CPU it dequantizes).
 """
@@ -35,9 +36,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from app.engine.diffusion import expert_kernels, fused_layer, fused_norm  # noqa: E402
+from transformers.models.diffusion_gemma import modeling_diffusion_gemma  # noqa: E402
+
+from app.engine.diffusion import expert_kernels, fused_layer, fused_norm, fused_rope  # noqa: E402
 from app.engine.diffusion.fused_layer import fuse_layers  # noqa: E402
 from app.engine.diffusion.fused_norm import fuse_norms  # noqa: E402
+from app.engine.diffusion.fused_rope import fuse_rope  # noqa: E402
 from benchmarks.gpu_real_shape import build_engine  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 
@@ -98,7 +102,8 @@ class Launches:
 
 # The app's Triton kernels, by module and name: each launch is a kernel on a GPU.
 KERNELS = [(expert_kernels, "_grouped_dequant_mm_kernel"), (fused_norm, "_rms_norm_kernel"),
-           (fused_layer, "_after_attention_kernel"), (fused_layer, "_route_kernel"), (fused_layer, "_layer_end_kernel")]
+           (fused_layer, "_after_attention_kernel"), (fused_layer, "_route_kernel"), (fused_layer, "_layer_end_kernel"),
+           (fused_rope, "_rope_kernel")]
 
 
 def census(mode: str, fusions: str) -> dict:
@@ -108,6 +113,7 @@ def census(mode: str, fusions: str) -> dict:
         fuse_norms(backbone, torch.device("cpu"))
     if fusions == "layers":
         fuse_layers(backbone, torch.device("cpu"))
+        fuse_rope(torch.device("cpu"))
     where: list[str] = []  # the first decoder layer's modules being run, innermost last
     layer = backbone.model.decoder.layers[0]
     layer.register_forward_pre_hook(lambda module, args: where.append("layer"))
@@ -123,10 +129,10 @@ def census(mode: str, fusions: str) -> dict:
     def watched(*args, **kwargs):
         if kwargs.get("self_conditioning_logits") is None or results:
             return forward(*args, **kwargs)
-        launches = counted.launches
+        launches, in_layer = counted.launches, counted.in_layer
         with Census(where, counted) as ops:
             out = forward(*args, **kwargs)
-        results.append((ops, counted.launches - launches, counted.in_layer))
+        results.append((ops, counted.launches - launches, counted.in_layer - in_layer))
         return out
 
     backbone.forward = watched
@@ -137,6 +143,7 @@ def census(mode: str, fusions: str) -> dict:
     finally:
         for module, name, kernel in originals:
             setattr(module, name, kernel)
+        modeling_diffusion_gemma.apply_rotary_pos_emb = fused_rope.transformers_rope
     ops, launches, layer_launches = results[0]
     aten = sum(ops.ops.values())
     return {

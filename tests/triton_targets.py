@@ -28,7 +28,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from app.engine.diffusion import expert_kernels, fused_layer, fused_norm
+from app.engine.diffusion import expert_kernels, fused_layer, fused_norm, fused_rope
 
 TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16", torch.int32: "i32", torch.int64: "i64",
          torch.uint8: "u8", torch.int8: "i8", torch.float8_e4m3fn: "fp8e4nv"}
@@ -106,7 +106,8 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
 
 
 def layer_kernels(capability: int, sass: bool) -> dict:
-    """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8)."""
+    """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8), and
+    the rotary embedding's (16 query heads)."""
     row = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
     weight = torch.empty(2816, dtype=torch.bfloat16, device=META)
     scores = torch.empty(256, 128, dtype=torch.bfloat16, device=META)
@@ -119,6 +120,11 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                                                    row, 1e-6, 2816 ** -0.5), wide, options, capability, sass),
         "layer_route": compile_for(fused_layer._route_kernel, (scores, per_expert, *top), dict(EXPERTS=128, EXPERTS_P2=128, TOP_K=8, TOP_K_P2=8),
                                    dict(num_warps=fused_layer.ROUTE_WARPS), capability, sass),
+        **{f"rope_{dim}": compile_for(fused_rope._rope_kernel, (torch.empty(256, 16, dim, dtype=torch.bfloat16, device=META),
+                                                               *[torch.empty(256, dim, dtype=torch.bfloat16, device=META)] * 2,
+                                                               torch.empty(256, 16, dim, dtype=torch.bfloat16, device=META), 256),
+                                      dict(HEADS=16, DIM=dim), dict(num_warps=fused_rope.rope_warps(dim)), capability, sass)
+           for dim in (256, 512)},  # the sliding and the full attention layers' head sizes
         "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6), wide,
                                  options, capability, sass),
     }

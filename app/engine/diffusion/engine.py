@@ -25,6 +25,7 @@ from app.engine.diffusion.denoising import Denoiser
 from app.engine.diffusion.expert_routing import sort_experts_by_byte
 from app.engine.diffusion.fused_layer import fuse_layers
 from app.engine.diffusion.fused_norm import fuse_norms
+from app.engine.diffusion.fused_rope import fuse_rope
 from app.engine.diffusion.loading import DiffusionModel, load_model
 from app.engine.diffusion.prompt import embed_prefix
 from app.errors import UserError
@@ -43,6 +44,7 @@ class DiffusionEngine:
             compiled = model.backbone.model.decoder.layers if compile_layers else None  # Inductor fuses those itself
             fuse_norms(model.backbone, model.device, leave=compiled)
             fuse_layers(model.backbone, model.device, leave=compiled)
+            fuse_rope(model.device)
         self.denoiser = Denoiser(model.backbone, compile_layers=compile_layers)
         eos = model.backbone.generation_config.eos_token_id
         self._eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
