@@ -72,3 +72,20 @@ def test_with_the_cpus_unstable_sort_they_agree_to_rounding():
     with torch.inference_mode():
         expected, got = theirs(hidden, index, weights), ours(hidden, index, weights)
     assert float((got - expected).abs().max()) < 1e-5 * float(expected.abs().max())
+
+
+@pytest.mark.parametrize("tokens, top_k, experts", [(1, 4, 16), (256, 8, 128), (300, 8, 128), (5, 2, 4)])
+def test_the_counting_sort_kernel_gives_the_stable_sorts_order(tokens, top_k, experts, monkeypatch):
+    """`sort_by_expert` on a GPU is one Triton kernel (here under the interpreter); elsewhere torch's
+    stable byte sort. The same order, tokens and row ends, also across several of its 2,048-id
+    blocks (300 tokens x top-8) and with experts no row chose."""
+    from app.engine.diffusion import expert_routing
+
+    generator = torch.Generator().manual_seed(tokens)
+    index, _ = routing(tokens, experts, top_k, generator)
+    kernel = expert_routing.sort_by_expert(index, experts)
+    monkeypatch.setattr(expert_routing.expert_kernels, "interpreting", lambda: False)  # the CPU's torch path
+    torch_sort = expert_routing.sort_by_expert(index, experts)
+    for ours, theirs, name in zip(kernel, torch_sort, ("order", "token", "ends")):
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), name
+    assert int(kernel[2][-1]) == tokens * top_k

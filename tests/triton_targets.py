@@ -28,7 +28,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from app.engine.diffusion import expert_kernels, fused_layer, fused_norm, fused_rope
+from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_norm, fused_rope
 
 TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16", torch.int32: "i32", torch.int64: "i64",
          torch.uint8: "u8", torch.int8: "i8", torch.float8_e4m3fn: "fp8e4nv"}
@@ -106,8 +106,8 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
 
 
 def layer_kernels(capability: int, sass: bool) -> dict:
-    """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8), and
-    the rotary embedding's (16 query heads)."""
+    """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8), the
+    experts' counting sort, and the rotary embedding's (16 query heads)."""
     row = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
     weight = torch.empty(2816, dtype=torch.bfloat16, device=META)
     scores = torch.empty(256, 128, dtype=torch.bfloat16, device=META)
@@ -125,6 +125,10 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                                torch.empty(256, 16, dim, dtype=torch.bfloat16, device=META), 256),
                                       dict(HEADS=16, DIM=dim), dict(num_warps=fused_rope.rope_warps(dim)), capability, sass)
            for dim in (256, 512)},  # the sliding and the full attention layers' head sizes
+        "expert_sort": compile_for(expert_routing._sort_by_expert_kernel, (torch.empty(2048, dtype=torch.int64, device=META),
+                                                                          *[torch.empty(2048, dtype=torch.int64, device=META)] * 2,
+                                                                          torch.empty(128, dtype=torch.int32, device=META), 2048, 8),
+                                   dict(BLOCK=2048, BLOCKS=1), dict(num_warps=4), capability, sass),
         "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6), wide,
                                  options, capability, sass),
     }

@@ -3,8 +3,10 @@
 transformers' `grouped_mm` experts path sorts a layer's 2,048 routed rows (256 canvas tokens x top-8)
 by their expert id as int64, and after the down product undoes the sort with an inverse permutation
 it builds (three kernels) and a gather. On an H100 that int64 radix sort took ~30 us a layer, ~0.9 ms a
-bf16 forward (docs/benchmarks.md, profile). Here the ids are sorted as bytes (128 experts fit one:
-the radix sort makes 2 passes, not 16) and the down product's rows are put back by one scatter.
+bf16 forward (docs/benchmarks.md, profile). Here, where Triton runs, one counting-sort kernel gives
+the order, each row's token and the experts' row ends (it was seven kernels with the sort); elsewhere
+the ids are sorted as bytes (128 experts fit one: the radix sort makes 2 passes, not 16). The down
+product's rows are put back by one scatter.
 
 The arithmetic is transformers': the same products (`_grouped_linear`, or a quantized kernel), the
 gate, routing weights multiplied in float32, the top-k summed in float32. Rows of one expert may
@@ -22,6 +24,10 @@ from torch import nn
 from transformers.integrations.moe import _grouped_linear
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
 
+from app.engine.diffusion import expert_kernels
+
+triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
+
 
 def sorted_experts(hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor, experts: int,
                    up: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], gate: Callable[[torch.Tensor], torch.Tensor],
@@ -32,12 +38,59 @@ def sorted_experts(hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weight
     expert); `gate`: the activation; `routed_down(gated, ends, order, weights)`: the down product,
     each row r times `weights[order[r]]` in float32 and written to row `order[r]`."""
     tokens, top_k = top_k_index.shape
-    expert_ids, order = torch.sort(top_k_index.reshape(-1).to(torch.uint8 if experts <= 256 else torch.int32), stable=True)
-    rows = hidden[order // top_k]
-    counts = torch.histc(expert_ids.float() if hidden.device.type == "cpu" else expert_ids.int(), bins=experts, min=0, max=experts - 1)
-    ends = torch.cumsum(counts, 0, dtype=torch.int32)
-    unsorted = routed_down(gate(up(rows, ends)), ends, order, top_k_weights.reshape(-1))
+    order, token, ends = sort_by_expert(top_k_index, experts)
+    unsorted = routed_down(gate(up(hidden[token], ends)), ends, order, top_k_weights.reshape(-1))
     return unsorted.view(tokens, top_k, -1).sum(dim=1).to(hidden.dtype)
+
+
+def sort_by_expert(top_k_index: torch.Tensor, experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The routed rows in expert order, stably: (order: each sorted row's index into the flattened
+    `top_k_index`, int64; token: its token, int64; ends: each expert's cumulative row count, int32).
+
+    Where Triton runs, one kernel (`_sort_by_expert_kernel`, a counting sort); elsewhere, and inside
+    torch.compile, six torch kernels (byte ids, sort, token division, histogram, cast, cumulative
+    sum). Both are the stable order, so the same rows in the same places."""
+    flat = top_k_index.reshape(-1)
+    top_k = top_k_index.shape[-1]
+    if expert_kernels.triton_usable(flat.device) and not torch.compiler.is_compiling():
+        order, token = torch.empty_like(flat, dtype=torch.int64), torch.empty_like(flat, dtype=torch.int64)
+        ends = torch.empty(experts, dtype=torch.int32, device=flat.device)
+        block = min(triton.next_power_of_2(flat.numel()), SORT_BLOCK)
+        _sort_by_expert_kernel[(experts,)](flat.contiguous(), order, token, ends, flat.numel(), top_k, BLOCK=block,
+                                           BLOCKS=triton.cdiv(flat.numel(), block))
+        return order, token, ends
+    expert_ids, order = torch.sort(flat.to(torch.uint8 if experts <= 256 else torch.int32), stable=True)
+    counts = torch.histc(expert_ids.float() if flat.device.type == "cpu" else expert_ids.int(), bins=experts, min=0, max=experts - 1)
+    return order, order // top_k, torch.cumsum(counts, 0, dtype=torch.int32)
+
+
+SORT_BLOCK = 2048  # ids a program reads at a time: a dictation's 256 tokens x top-8 in one pass
+
+if triton is not None:
+
+    @triton.jit
+    def _sort_by_expert_kernel(ids_ptr, order_ptr, token_ptr, ends_ptr, count, top_k, BLOCK: tl.constexpr, BLOCKS: tl.constexpr):
+        """Program e places expert e's rows: it counts the rows of experts before e (where e's rows
+        start) and numbers e's own in their original order (stable), reading every id; 128 programs
+        over a few thousand ids cost less than the six kernels of a sort. (BLOCKS, the blocks of ids,
+        is a constant: few values occur, and a loop to a run-time count fails in Triton's interpreter.)"""
+        expert = tl.program_id(0)
+        before = 0
+        for block in range(BLOCKS):
+            at = block * BLOCK + tl.arange(0, BLOCK)
+            inside = at < count
+            ids = tl.load(ids_ptr + at, mask=inside, other=-1)
+            before += tl.sum((inside & (ids < expert)).to(tl.int32), axis=0)
+        rank = 0
+        for block in range(BLOCKS):
+            at = block * BLOCK + tl.arange(0, BLOCK)
+            ids = tl.load(ids_ptr + at, mask=at < count, other=-1)
+            hit = (ids == expert).to(tl.int32)
+            place = before + rank + tl.cumsum(hit, axis=0) - hit
+            tl.store(order_ptr + place, at.to(tl.int64), mask=hit > 0)
+            tl.store(token_ptr + place, (at // top_k).to(tl.int64), mask=hit > 0)
+            rank += tl.sum(hit, axis=0)
+        tl.store(ends_ptr + expert, before + rank)
 
 
 def route_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
