@@ -38,7 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from transformers.models.diffusion_gemma import modeling_diffusion_gemma  # noqa: E402
 
-from app.engine.diffusion import expert_kernels, fused_layer, fused_norm, fused_rope  # noqa: E402
+from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_norm, fused_rope  # noqa: E402
 from app.engine.diffusion.fused_layer import fuse_layers  # noqa: E402
 from app.engine.diffusion.fused_norm import fuse_norms  # noqa: E402
 from app.engine.diffusion.fused_rope import fuse_rope  # noqa: E402
@@ -101,7 +101,7 @@ class Launches:
 
 
 # The app's Triton kernels, by module and name: each launch is a kernel on a GPU.
-KERNELS = [(expert_kernels, "_grouped_dequant_mm_kernel"), (fused_norm, "_rms_norm_kernel"),
+KERNELS = [(expert_kernels, "_grouped_dequant_mm_kernel"), (expert_routing, "_sort_by_expert_kernel"), (fused_norm, "_rms_norm_kernel"),
            (fused_layer, "_after_attention_kernel"), (fused_layer, "_route_kernel"), (fused_layer, "_layer_end_kernel"),
            (fused_rope, "_rope_kernel")]
 

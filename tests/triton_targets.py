@@ -114,7 +114,7 @@ def layer_kernels(capability: int, sass: bool) -> dict:
     per_expert = torch.empty(128, dtype=torch.bfloat16, device=META)
     top = (torch.empty(256, 8, dtype=torch.float32, device=META), torch.empty(256, 8, dtype=torch.int64, device=META))
     wide = dict(WIDTH=2816, BLOCK=4096)
-    options = dict(num_warps=fused_layer._warps(4096))
+    options = dict(num_warps=fused_layer.ROW_WARPS)
     return {
         "layer_after_attention": compile_for(fused_layer._after_attention_kernel, (row, row, weight, weight, weight, weight, row, row, row,
                                                                                    row, 1e-6, 2816 ** -0.5), wide, options, capability, sass),

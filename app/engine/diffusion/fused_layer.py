@@ -33,6 +33,10 @@ from app.engine.diffusion import expert_kernels, fused_norm
 
 triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
 TEXT_LAYERS = (DiffusionGemmaDecoderTextLayer, DiffusionGemmaEncoderTextLayer)
+# Warps a row of the hidden size: 4, as the fused RMSNorm launches, for the same reduction layout and
+# so the same sums of squares (benchmarks/gpu_diagnose.py compares them on a GPU); no spills at 4,096
+# values a row on sm_90 or sm_86 (tests/triton_targets.py --sass).
+ROW_WARPS = 4
 # One warp a token's routing: its 128 scores are 4 a thread, and the top-k's nine reductions a
 # step stay in the warp's shuffles, where 4 warps met at a barrier for each (sm_90 code: 53 BAR).
 ROUTE_WARPS = 1
@@ -106,10 +110,6 @@ def _rows(hidden: torch.Tensor) -> tuple[int, int, int]:
     return hidden.numel() // width, width, block
 
 
-def _warps(block: int) -> int:
-    return 8 if block >= 4096 else 4
-
-
 def after_attention(layer: nn.Module, residual: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(mid, dense MLP input, experts input, router input), all shaped as `residual`."""
     residual, attn = residual.contiguous(), attn.contiguous()
@@ -118,7 +118,7 @@ def after_attention(layer: nn.Module, residual: torch.Tensor, attn: torch.Tensor
     _after_attention_kernel[(rows,)](
         residual, attn, layer.post_attention_layernorm.weight, layer.pre_feedforward_layernorm.weight,
         layer.pre_feedforward_layernorm_2.weight, layer.router.scale, mid, dense, experts, router,
-        layer.post_attention_layernorm.eps, layer.router.scalar_root_size, WIDTH=width, BLOCK=block, num_warps=_warps(block))
+        layer.post_attention_layernorm.eps, layer.router.scalar_root_size, WIDTH=width, BLOCK=block, num_warps=ROW_WARPS)
     return mid, dense, experts, router
 
 
@@ -142,7 +142,7 @@ def layer_end(layer: nn.Module, dense: torch.Tensor, experts: torch.Tensor, mid:
     _layer_end_kernel[(rows,)](
         dense, experts, mid, layer.post_feedforward_layernorm_1.weight, layer.post_feedforward_layernorm_2.weight,
         layer.post_feedforward_layernorm.weight, layer.layer_scalar, out, layer.post_feedforward_layernorm.eps,
-        WIDTH=width, BLOCK=block, num_warps=_warps(block))
+        WIDTH=width, BLOCK=block, num_warps=ROW_WARPS)
     return out
 
 

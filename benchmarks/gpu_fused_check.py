@@ -1,0 +1,173 @@
+"""The fused kernels against the operations they replace, on a GPU: same bits, and how much faster.
+
+    python benchmarks/gpu_fused_check.py --out fused.json            # CUDA, bf16, the real shape
+    python benchmarks/gpu_fused_check.py --out fused.json --tiny     # the CPU tests: float32 under
+                                                                     # Triton's interpreter, small rows
+
+Each kernel of the fused layer (`fused_layer.py`), the rotary embedding (`fused_rope.py`), the
+experts' counting sort (`expert_routing.py`) and the fp8 row quantization (`expert_kernels.py`) is
+run beside the composition it replaced on the GPU (the fused RMSNorm and torch operations, or
+transformers' own code), on the same random inputs at the real model's shape (256 canvas rows of
+2816, 128 experts top-8, 16 heads of 256 and 512), and reports whether the results are equal bit
+for bit (the router's softmax sums in another order: its chosen experts' agreement and its weights'
+largest relative difference instead), and the milliseconds of each side replayed from a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+if "--tiny" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when Triton is first imported
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from transformers import DiffusionGemmaConfig  # noqa: E402
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaRMSNorm, DiffusionGemmaTextRouter  # noqa: E402
+
+from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_rope  # noqa: E402
+from app.engine.diffusion.fused_norm import rms_norm  # noqa: E402
+
+
+def bench(fn, device: torch.device) -> float | None:
+    """Median milliseconds of `fn` replayed from a CUDA graph; None off a GPU."""
+    if device.type != "cuda":
+        return None
+    import triton.testing
+
+    return triton.testing.do_bench_cudagraph(fn, return_mode="median")
+
+
+def make_layer(hidden: int, experts: int, top_k: int, dtype: torch.dtype, device: torch.device) -> SimpleNamespace:
+    """The parts of a text layer the fused kernels read, with random weights."""
+    config = DiffusionGemmaConfig(text_config=dict(hidden_size=hidden, num_experts=experts, top_k_experts=top_k,
+                                                   num_hidden_layers=1)).text_config
+    names = ("post_attention_layernorm", "pre_feedforward_layernorm", "pre_feedforward_layernorm_2",
+             "post_feedforward_layernorm_1", "post_feedforward_layernorm_2", "post_feedforward_layernorm")
+    layer = SimpleNamespace(**{name: DiffusionGemmaRMSNorm(hidden, eps=config.rms_norm_eps) for name in names})
+    layer.router = DiffusionGemmaTextRouter(config)
+    with torch.no_grad():
+        for name in names:
+            getattr(layer, name).weight.uniform_(0.25, 1.75)
+        layer.router.scale.uniform_(0.25, 1.75)
+        layer.router.per_expert_scale.uniform_(0.25, 1.75)
+    for name in (*names, "router"):
+        setattr(layer, name, getattr(layer, name).to(device, dtype))
+    layer.layer_scalar = torch.full((1,), 0.75, dtype=dtype, device=device)
+    return layer
+
+
+def composed_after_attention(layer, residual: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What transformers' layer did between attention and MLP, norms fused as before the fused layer."""
+    mid = residual + rms_norm(layer.post_attention_layernorm, attn)
+    router_in = rms_norm(layer.router.norm, mid) * layer.router.scale * layer.router.scalar_root_size
+    return mid, rms_norm(layer.pre_feedforward_layernorm, mid), rms_norm(layer.pre_feedforward_layernorm_2, mid), router_in
+
+
+def composed_route(router, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' router after its projection (`DiffusionGemmaTextRouter.forward`)."""
+    probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    weights, index = torch.topk(probabilities, k=router.config.top_k_experts, dim=-1)
+    weights /= weights.sum(dim=-1, keepdim=True)
+    return weights * router.per_expert_scale[index], index
+
+
+def composed_layer_end(layer, dense: torch.Tensor, experts: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
+    both = rms_norm(layer.post_feedforward_layernorm_1, dense) + rms_norm(layer.post_feedforward_layernorm_2, experts)
+    out = mid + rms_norm(layer.post_feedforward_layernorm, both)
+    out *= layer.layer_scalar
+    return out
+
+
+def composed_fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The four-kernel fp8 row quantization (what compiled layers and CPUs run)."""
+    scale = torch.linalg.vector_norm(x, float("inf"), dim=-1, dtype=torch.float32).clamp_(min=1e-12).div_(448.0)
+    codes = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device)
+    return torch.div(x, scale.unsqueeze(-1), out=codes), scale
+
+
+def same(a, b) -> bool:
+    pairs = zip(a, b) if isinstance(a, tuple) else [(a, b)]
+    return all(x.dtype == y.dtype and torch.equal(x.view(torch.uint8) if x.dtype == torch.float8_e4m3fn else x,
+                                                  y.view(torch.uint8) if y.dtype == torch.float8_e4m3fn else y) for x, y in pairs)
+
+
+def check(tiny: bool) -> dict:
+    device = torch.device("cpu" if tiny else "cuda")
+    dtype = torch.float32 if tiny else torch.bfloat16
+    rows, hidden, experts, top_k, heads = (6, 96, 16, 4, 2) if tiny else (256, 2816, 128, 8, 16)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=generator, device=device) * scale).to(dtype)
+
+    layer = make_layer(hidden, experts, top_k, dtype, device)
+    report: dict = {}
+
+    residual, attn = randn(rows, hidden, scale=4.0), randn(rows, hidden)
+    report["after_attention"] = {"bitwise": same(fused_layer.after_attention(layer, residual, attn),
+                                                 composed_after_attention(layer, residual, attn)),
+                                 "fused_ms": bench(lambda: fused_layer.after_attention(layer, residual, attn), device),
+                                 "composed_ms": bench(lambda: composed_after_attention(layer, residual, attn), device)}
+
+    scores = randn(rows, experts, scale=2.0)
+    (weights, index), (expected_weights, expected_index) = fused_layer.route(layer.router, scores), composed_route(layer.router, scores)
+    report["route"] = {"same_experts": float((index == expected_index).float().mean()),
+                       "weights_max_rel_diff": float(((weights - expected_weights).abs() / expected_weights.abs()).max()),
+                       "fused_ms": bench(lambda: fused_layer.route(layer.router, scores), device),
+                       "composed_ms": bench(lambda: composed_route(layer.router, scores), device)}
+
+    dense, routed, mid = randn(rows, hidden), randn(rows, hidden), randn(rows, hidden, scale=4.0)
+    report["layer_end"] = {"bitwise": same(fused_layer.layer_end(layer, dense, routed, mid), composed_layer_end(layer, dense, routed, mid)),
+                           "fused_ms": bench(lambda: fused_layer.layer_end(layer, dense, routed, mid), device),
+                           "composed_ms": bench(lambda: composed_layer_end(layer, dense, routed, mid), device)}
+
+    for dim in (64,) if tiny else (256, 512):
+        x = randn(1, rows, heads, dim)
+        angles = torch.rand(1, rows, dim // 2, generator=generator, device=device) * rows
+        cos, sin = (torch.cat([f(angles)] * 2, dim=-1).to(dtype) for f in (torch.cos, torch.sin))
+        report[f"rope_{dim}"] = {"bitwise": same(fused_rope.rope(x, cos, sin), fused_rope.transformers_rope(x, cos, sin, unsqueeze_dim=2)),
+                                 "fused_ms": bench(lambda: fused_rope.rope(x, cos, sin), device),
+                                 "composed_ms": bench(lambda: fused_rope.transformers_rope(x, cos, sin, unsqueeze_dim=2), device)}
+
+    top = torch.stack([torch.randperm(experts, generator=generator, device=device)[:top_k] for _ in range(rows)])
+
+    def torch_sort():
+        ids, order = torch.sort(top.reshape(-1).to(torch.uint8), stable=True)
+        counts = torch.histc(ids.float() if tiny else ids.int(), bins=experts, min=0, max=experts - 1)
+        return order, order // top_k, torch.cumsum(counts, 0, dtype=torch.int32)
+
+    report["expert_sort"] = {"bitwise": same(expert_routing.sort_by_expert(top, experts), torch_sort()),
+                             "fused_ms": bench(lambda: expert_routing.sort_by_expert(top, experts), device),
+                             "composed_ms": bench(torch_sort, device)}
+
+    if not tiny and expert_kernels.fp8_grouped_usable(device):  # the interpreter's fp8 rounding is not a GPU's
+        x = randn(rows * top_k, 704, scale=3.0)
+        report["fp8_rows"] = {"bitwise": same(expert_kernels.quantize_rows_fp8(x), composed_fp8_rows(x)),
+                              "fused_ms": bench(lambda: expert_kernels.quantize_rows_fp8(x), device),
+                              "composed_ms": bench(lambda: composed_fp8_rows(x), device)}
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tiny", action="store_true", help="CPU, float32, small rows, under Triton's interpreter (the tests)")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        results = check(args.tiny)
+    report = {"device": torch.cuda.get_device_name() if not args.tiny else "cpu (Triton interpreter)", **results}
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
