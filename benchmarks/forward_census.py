@@ -101,7 +101,8 @@ class Launches:
 
 
 # The app's Triton kernels, by module and name: each launch is a kernel on a GPU.
-KERNELS = [(expert_kernels, "_grouped_dequant_mm_kernel"), (expert_routing, "_sort_by_expert_kernel"), (fused_norm, "_rms_norm_kernel"),
+KERNELS = [(expert_kernels, "_grouped_dequant_mm_kernel"), (expert_routing, "_sort_by_expert_kernel"),
+           (expert_routing, "_route_rows_kernel"), (fused_norm, "_rms_norm_kernel"),
            (fused_layer, "_after_attention_kernel"), (fused_layer, "_route_kernel"), (fused_layer, "_layer_end_kernel"),
            (fused_rope, "_rope_kernel")]
 

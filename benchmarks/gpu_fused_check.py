@@ -5,7 +5,7 @@
                                                                      # Triton's interpreter, small rows
 
 Each kernel of the fused layer (`fused_layer.py`), the rotary embedding (`fused_rope.py`), the
-experts' counting sort (`expert_routing.py`) and the fp8 row quantization (`expert_kernels.py`) is
+experts' counting sort and row routing (`expert_routing.py`) and the fp8 row quantization (`expert_kernels.py`) is
 run beside the composition it replaced on the GPU (the fused RMSNorm and torch operations, or
 transformers' own code), on the same random inputs at the real model's shape (256 canvas rows of
 2816, 128 experts top-8, 16 heads of 256 and 512), and reports whether the results are equal bit
@@ -146,6 +146,18 @@ def check(tiny: bool) -> dict:
     report["expert_sort"] = {"bitwise": same(expert_routing.sort_by_expert(top, experts), torch_sort()),
                              "fused_ms": bench(lambda: expert_routing.sort_by_expert(top, experts), device),
                              "composed_ms": bench(torch_sort, device)}
+
+    out, weights = randn(rows * top_k, hidden), torch.rand(rows * top_k, generator=generator, device=device)
+    order = torch.randperm(rows * top_k, generator=generator, device=device)
+
+    def torch_route_rows():
+        unsorted = torch.empty(out.shape, dtype=torch.float32, device=device)
+        unsorted[order] = out * weights[order].unsqueeze(-1)
+        return unsorted
+
+    report["expert_route_rows"] = {"bitwise": same(expert_routing.route_rows(out, order, weights), torch_route_rows()),
+                                   "fused_ms": bench(lambda: expert_routing.route_rows(out, order, weights), device),
+                                   "composed_ms": bench(torch_route_rows, device)}
 
     if not tiny and expert_kernels.fp8_grouped_usable(device):  # the interpreter's fp8 rounding is not a GPU's
         x = randn(rows * top_k, 704, scale=3.0)

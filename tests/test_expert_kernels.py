@@ -46,11 +46,10 @@ def test_triton_grouped_gemm_matches_dequantized_weights(interpreter, mode, shap
     ends = torch.cumsum(torch.tensor(counts), 0).to(torch.int32)
     x = torch.randn(sum(counts) + 3, shape[2], generator=generator)  # 3 rows past the last expert
     assert q.kernel(torch.device("cpu")) == "triton"
-    out = q.grouped_mm(x, ends, "triton")
-    expected = reference(x, q.dequantize(torch.float32), counts)
+    out = q.grouped_mm(x, ends, "triton")[: sum(counts)]  # rows past the last expert: unwritten, as torch._grouped_mm leaves them
+    expected = reference(x, q.dequantize(torch.float32), counts)[: sum(counts)]
     assert torch.isfinite(out).all()
     assert float((out - expected).norm() / expected.norm()) < 1e-5
-    assert not out[sum(counts) :].any()
 
 
 def test_int4_nibbles_unpacked_by_float_bits_give_the_same_products(interpreter):

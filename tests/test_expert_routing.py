@@ -89,3 +89,17 @@ def test_the_counting_sort_kernel_gives_the_stable_sorts_order(tokens, top_k, ex
     for ours, theirs, name in zip(kernel, torch_sort, ("order", "token", "ends")):
         assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), name
     assert int(kernel[2][-1]) == tokens * top_k
+
+
+def test_rows_are_weighted_and_put_back_by_one_kernel_with_the_same_products(monkeypatch):
+    """`route_rows` (bf16 and fp8 experts' last step) as one Triton kernel, here under the
+    interpreter, against the gather, multiply and scatter it replaces."""
+    from app.engine.diffusion import expert_routing
+
+    generator = torch.Generator().manual_seed(8)
+    out, weights = torch.randn(40, 96, generator=generator), torch.rand(40, generator=generator)
+    order = torch.randperm(40, generator=generator)
+    kernel = expert_routing.route_rows(out, order, weights)
+    monkeypatch.setattr(expert_routing.expert_kernels, "interpreting", lambda: False)  # the CPU's torch path
+    assert kernel.dtype == torch.float32 and torch.equal(kernel, expert_routing.route_rows(out, order, weights))
+    assert torch.equal(kernel[order[5]], out[5] * weights[order[5]])

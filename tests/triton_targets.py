@@ -129,6 +129,11 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                                           *[torch.empty(2048, dtype=torch.int64, device=META)] * 2,
                                                                           torch.empty(128, dtype=torch.int32, device=META), 2048, 8),
                                    dict(BLOCK=2048, BLOCKS=1), dict(num_warps=4), capability, sass),
+        "expert_route_rows": compile_for(expert_routing._route_rows_kernel, (torch.empty(2048, 2816, dtype=torch.bfloat16, device=META),
+                                                                            torch.empty(2048, dtype=torch.int64, device=META),
+                                                                            torch.empty(2048, dtype=torch.float32, device=META),
+                                                                            torch.empty(2048, 2816, dtype=torch.float32, device=META)),
+                                         wide, dict(num_warps=4), capability, sass),
         "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6), wide,
                                  options, capability, sass),
     }

@@ -253,7 +253,7 @@ def launch(
 
     `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
     matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
-    Rows after `ends[-1]` are zeros; a plain matrix takes `ends=None` and multiplies every row (no
+    Rows after `ends[-1]` are not written (the experts route every row); a plain matrix takes `ends=None` and multiplies every row (no
     tensor to build for it: on a GPU that was a fill kernel per linear layer and call). `tiles` overrides
     the tile sizes and, for int4, `float_bits` picks the other nibble unpacking (the diagnosis
     sweep, benchmarks/gpu_diagnose.py); an int4 tile is always one scale group deep.
@@ -281,10 +281,9 @@ def launch(
         tile_count = triton.cdiv(x.shape[0], block_m)
     else:
         block_m = tiles.get("block_m") or expert_block_m(mode)
-        if route is not None:  # every slot is some row's: all written
-            out = torch.empty(x.shape[0], n, dtype=torch.float32, device=x.device)
-        else:
-            out = torch.zeros(x.shape[0], n, dtype=x.dtype, device=x.device)
+        # Rows after ends[-1] are left unwritten: the experts' rows all belong to some expert (a
+        # zero fill was a kernel a product, ~60 a forward at the real shape).
+        out = torch.empty(x.shape[0], n, dtype=torch.float32 if route is not None else x.dtype, device=x.device)
         tile_count = triton.cdiv(x.shape[0], block_m) + experts  # enough for any split of the rows
     # Swept at the real expert shapes on an H200: int4 prefers wider N tiles than int8.
     block_n = tiles.get("block_n") or min(128 if mode == "int4" else 64, max(16, triton.next_power_of_2(n)))

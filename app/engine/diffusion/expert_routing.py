@@ -92,12 +92,27 @@ if triton is not None:
             rank += tl.sum(hit, axis=0)
         tl.store(ends_ptr + expert, before + rank)
 
+    @triton.jit
+    def _route_rows_kernel(out_ptr, order_ptr, weights_ptr, unsorted_ptr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+        """Sorted row r, in float32 times weights[order[r]], to row order[r]."""
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        inside = cols < WIDTH
+        slot = tl.load(order_ptr + row)
+        values = tl.load(out_ptr + row * WIDTH + cols, mask=inside, other=0.0).to(tl.float32) * tl.load(weights_ptr + slot)
+        tl.store(unsorted_ptr + slot * WIDTH + cols, values, mask=inside)
+
 
 def route_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """`out` (rows sorted by expert) times their routing weights in float32, put back at `order`."""
-    weighted = out * weights[order].unsqueeze(-1)
-    unsorted = torch.empty_like(weighted)
-    unsorted[order] = weighted
+    """`out` (rows sorted by expert) times their routing weights in float32, put back at `order`:
+    one kernel where Triton runs (`_route_rows_kernel`; the int8/int4 products do it in their
+    epilogue), else a gather, a multiply and a scatter. The same products either way."""
+    unsorted = torch.empty(out.shape, dtype=torch.float32, device=out.device)  # routing weights are float32
+    if expert_kernels.triton_usable(out.device) and not torch.compiler.is_compiling():
+        width = out.shape[-1]
+        _route_rows_kernel[(out.shape[0],)](out.contiguous(), order, weights, unsorted, WIDTH=width, BLOCK=triton.next_power_of_2(width))
+        return unsorted
+    unsorted[order] = out * weights[order].unsqueeze(-1)
     return unsorted
 
 
