@@ -103,3 +103,17 @@ def test_rows_are_weighted_and_put_back_by_one_kernel_with_the_same_products(mon
     monkeypatch.setattr(expert_routing.expert_kernels, "interpreting", lambda: False)  # the CPU's torch path
     assert kernel.dtype == torch.float32 and torch.equal(kernel, expert_routing.route_rows(out, order, weights))
     assert torch.equal(kernel[order[5]], out[5] * weights[order[5]])
+
+
+def test_compiled_experts_trace_the_torch_routing_in_one_graph(tmp_path, monkeypatch):
+    """Inside torch.compile (compiled layers, `fullgraph=True`) the routing takes its torch form,
+    with no graph break, and gives the kernels' result."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    experts = experts_of(torch.float32)
+    sort_experts_by_byte(experts)
+    index, weights = routing(12, experts.num_experts, 4, torch.Generator().manual_seed(2))
+    hidden = torch.randn(12, 64)
+    with torch.inference_mode():
+        expected = experts(hidden, index, weights)
+        compiled = torch.compile(experts.forward, fullgraph=True)(hidden, index, weights)
+    torch.testing.assert_close(compiled, expected, rtol=1e-5, atol=1e-5)

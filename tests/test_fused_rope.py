@@ -42,3 +42,12 @@ def test_fuse_rope_puts_the_kernel_in_transformers_attention(monkeypatch):
     x, cos = torch.randn(1, 5, 3, 16), torch.randn(1, 5, 16)
     assert torch.equal(modeling_diffusion_gemma.apply_rotary_pos_emb(x, cos, cos, unsqueeze_dim=2),
                        fused_rope.transformers_rope(x, cos, cos, unsqueeze_dim=2))
+
+
+def test_compiled_code_traces_transformers_rope_in_one_graph(tmp_path, monkeypatch):
+    """With compiled layers Inductor fuses the rotary embedding itself: the dispatch must hand it
+    transformers' code without a graph break (the layers compile with `fullgraph=True`)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    x, cos = torch.randn(1, 5, 3, 16), torch.randn(1, 5, 16)
+    compiled = torch.compile(fused_rope.apply_rotary_pos_emb, fullgraph=True)
+    torch.testing.assert_close(compiled(x, cos, cos, unsqueeze_dim=2), fused_rope.transformers_rope(x, cos, cos, unsqueeze_dim=2))

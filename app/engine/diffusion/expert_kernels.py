@@ -340,7 +340,7 @@ def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     definition's bits: scale = max|x| / 448, codes = x / scale rounded to nearest.
     """
     codes = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device)
-    if triton is not None and x.device.type == "cuda" and not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and triton is not None and x.device.type == "cuda":
         return quantize_rows_fp8_into(x, codes)
     amax = torch.linalg.vector_norm(x, float("inf"), dim=-1, dtype=torch.float32)
     scale = amax.clamp_(min=1e-12).div_(torch.finfo(torch.float8_e4m3fn).max)

@@ -52,7 +52,7 @@ def sort_by_expert(top_k_index: torch.Tensor, experts: int) -> tuple[torch.Tenso
     sum). Both are the stable order, so the same rows in the same places."""
     flat = top_k_index.reshape(-1)
     top_k = top_k_index.shape[-1]
-    if expert_kernels.triton_usable(flat.device) and not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and expert_kernels.triton_usable(flat.device):
         order, token = torch.empty_like(flat, dtype=torch.int64), torch.empty_like(flat, dtype=torch.int64)
         ends = torch.empty(experts, dtype=torch.int32, device=flat.device)
         block = min(triton.next_power_of_2(flat.numel()), SORT_BLOCK)
@@ -108,7 +108,7 @@ def route_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) ->
     one kernel where Triton runs (`_route_rows_kernel`; the int8/int4 products do it in their
     epilogue), else a gather, a multiply and a scatter. The same products either way."""
     unsorted = torch.empty(out.shape, dtype=torch.float32, device=out.device)  # routing weights are float32
-    if expert_kernels.triton_usable(out.device) and not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and expert_kernels.triton_usable(out.device):
         width = out.shape[-1]
         _route_rows_kernel[(out.shape[0],)](out.contiguous(), order, weights, unsorted, WIDTH=width, BLOCK=triton.next_power_of_2(width))
         return unsorted

@@ -59,10 +59,11 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 
 def _fits(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int) -> bool:
     dim = x.shape[-1]
-    return (expert_kernels.triton_usable(x.device) and unsqueeze_dim == 2 and x.dim() == 4 and dim % 2 == 0 and dim & (dim - 1) == 0
+    return (not torch.compiler.is_compiling() and expert_kernels.triton_usable(x.device)
+            and unsqueeze_dim == 2 and x.dim() == 4 and dim % 2 == 0 and dim & (dim - 1) == 0
             and cos.shape == sin.shape and cos.shape[0] in (1, x.shape[0]) and cos.shape[1:] == (x.shape[1], dim)
             and cos.dtype == sin.dtype == x.dtype
-            and x.is_contiguous() and cos.is_contiguous() and sin.is_contiguous() and not torch.compiler.is_compiling())
+            and x.is_contiguous() and cos.is_contiguous() and sin.is_contiguous())
 
 
 @functools.wraps(transformers_rope)
