@@ -82,9 +82,10 @@ def test_each_tile_finds_its_expert_and_rows(interpreter, block_m):
     assert float((out - expected).norm() / expected.norm()) < 1e-5
 
 
-def tiny_experts() -> DiffusionGemmaTextExperts:
+def tiny_experts(experts: int = 4, top_k: int = 2) -> DiffusionGemmaTextExperts:
+    """An experts module of hidden size 64 on transformers' `grouped_mm` path, random weights."""
     config = DiffusionGemmaConfig(
-        text_config=dict(hidden_size=64, num_experts=4, top_k_experts=2, moe_intermediate_size=32, num_hidden_layers=1)
+        text_config=dict(hidden_size=64, num_experts=experts, top_k_experts=top_k, moe_intermediate_size=32, num_hidden_layers=1)
     ).text_config
     config._experts_implementation = "grouped_mm"
     experts = DiffusionGemmaTextExperts(config)

@@ -14,23 +14,14 @@ import copy
 
 import pytest
 import torch
-from transformers import DiffusionGemmaConfig
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
 
 from app.engine.diffusion.expert_routing import sort_experts_by_byte
+from tests.test_expert_kernels import tiny_experts
 
 
-def experts_of(dtype: torch.dtype, experts: int = 16) -> DiffusionGemmaTextExperts:
-    config = DiffusionGemmaConfig(
-        text_config=dict(hidden_size=64, num_experts=experts, top_k_experts=4, moe_intermediate_size=32, num_hidden_layers=1)
-    ).text_config
-    config._experts_implementation = "grouped_mm"
-    module = DiffusionGemmaTextExperts(config)
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        module.gate_up_proj.copy_(torch.randn(module.gate_up_proj.shape, generator=generator) * 0.2)
-        module.down_proj.copy_(torch.randn(module.down_proj.shape, generator=generator) * 0.2)
-    return module.to(dtype)
+def experts_of(dtype: torch.dtype) -> DiffusionGemmaTextExperts:
+    return tiny_experts(experts=16, top_k=4).to(dtype)
 
 
 def routing(tokens: int, experts: int, top_k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,21 +45,30 @@ if triton is not None:
     normalized = fused_norm.normalized  # the RMSNorm's formula, shared with the fused norm
 
     @triton.jit
+    def _row(ptr, at, inside):
+        """A row of `ptr` in float32 (zeros past the width)."""
+        return tl.load(ptr + at, mask=inside, other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _scaled(unit, weight_ptr, cols, inside, dtype: tl.constexpr):
+        """A normalized row times a norm's weight, rounded to `dtype`: the norm's output."""
+        return (unit * _row(weight_ptr, cols, inside)).to(dtype)
+
+    @triton.jit
     def _after_attention_kernel(residual_ptr, attn_ptr, post_attn_w, pre_w, pre_2_w, router_w, mid_ptr, dense_ptr, experts_ptr,
                                 router_ptr, eps, root, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         inside = cols < WIDTH
         at = row * WIDTH + cols
-        dtype = mid_ptr.dtype.element_ty
-        attn = tl.load(attn_ptr + at, mask=inside, other=0.0).to(tl.float32)
-        normed = (normalized(attn, eps, WIDTH) * tl.load(post_attn_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
-        mid = (tl.load(residual_ptr + at, mask=inside, other=0.0).to(tl.float32) + normed.to(tl.float32)).to(dtype)
+        dtype: tl.constexpr = mid_ptr.dtype.element_ty
+        normed = _scaled(normalized(_row(attn_ptr, at, inside), eps, WIDTH), post_attn_w, cols, inside, dtype)
+        mid = (_row(residual_ptr, at, inside) + normed.to(tl.float32)).to(dtype)
         tl.store(mid_ptr + at, mid, mask=inside)
         unit = normalized(mid.to(tl.float32), eps, WIDTH)
-        tl.store(dense_ptr + at, (unit * tl.load(pre_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype), mask=inside)
-        tl.store(experts_ptr + at, (unit * tl.load(pre_2_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype), mask=inside)
-        scaled = (unit.to(dtype).to(tl.float32) * tl.load(router_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
+        tl.store(dense_ptr + at, _scaled(unit, pre_w, cols, inside, dtype), mask=inside)
+        tl.store(experts_ptr + at, _scaled(unit, pre_2_w, cols, inside, dtype), mask=inside)
+        scaled = _scaled(unit.to(dtype).to(tl.float32), router_w, cols, inside, dtype)  # the router's unscaled norm, times its scale
         tl.store(router_ptr + at, (scaled.to(tl.float32) * root).to(dtype), mask=inside)
 
     @triton.jit
@@ -93,14 +102,12 @@ if triton is not None:
         cols = tl.arange(0, BLOCK)
         inside = cols < WIDTH
         at = row * WIDTH + cols
-        dtype = out_ptr.dtype.element_ty
-        dense = tl.load(dense_ptr + at, mask=inside, other=0.0).to(tl.float32)
-        experts = tl.load(experts_ptr + at, mask=inside, other=0.0).to(tl.float32)
-        dense = (normalized(dense, eps, WIDTH) * tl.load(post_1_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
-        experts = (normalized(experts, eps, WIDTH) * tl.load(post_2_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
+        dtype: tl.constexpr = out_ptr.dtype.element_ty
+        dense = _scaled(normalized(_row(dense_ptr, at, inside), eps, WIDTH), post_1_w, cols, inside, dtype)
+        experts = _scaled(normalized(_row(experts_ptr, at, inside), eps, WIDTH), post_2_w, cols, inside, dtype)
         both = (dense.to(tl.float32) + experts.to(tl.float32)).to(dtype).to(tl.float32)
-        both = (normalized(both, eps, WIDTH) * tl.load(post_w + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
-        out = (tl.load(mid_ptr + at, mask=inside, other=0.0).to(tl.float32) + both.to(tl.float32)).to(dtype)
+        both = _scaled(normalized(both, eps, WIDTH), post_w, cols, inside, dtype)
+        out = (_row(mid_ptr, at, inside) + both.to(tl.float32)).to(dtype)
         tl.store(out_ptr + at, (out.to(tl.float32) * tl.load(scalar_ptr).to(tl.float32)).to(dtype), mask=inside)
 
 
