@@ -14,10 +14,9 @@ layer's modules), its LoRA'd projections included.
 
 int8/int4 run the Triton kernel under its interpreter (`TRITON_INTERPRET=1`, as the tests do), so
 their path is the GPU's, and so do the fused kernels a GPU gets (`--fusions`: `layers`, the default,
-as on a GPU: the fused RMSNorms of `fused_norm.py`, the fused layer of `fused_layer.py` and the
-rotary embedding of `fused_rope.py`; `norms`:
-the norms only, as before the fused layer; `none`: transformers' forward, about 9 operations a
-norm). fp8 is not offered: its kernels need a GPU (on the CPU it dequantizes).
+as on a GPU: the fused RMSNorms of `fused_norm.py`, the fused layer of `fused_layer.py`, the
+rotary embedding of `fused_rope.py`, and the experts' sort and row routing of `expert_routing.py`;
+`norms`: the norms only, as before those; `none`: transformers' forward, about 9 operations a norm). fp8 is not offered: its kernels need a GPU (on the CPU it dequantizes).
 """
 
 from __future__ import annotations
@@ -112,9 +111,11 @@ def census(mode: str, fusions: str) -> dict:
     backbone = engine.model.backbone
     if fusions in ("norms", "layers"):  # what DiffusionEngine does on a GPU
         fuse_norms(backbone, torch.device("cpu"))
+    use_kernels = expert_routing.use_kernels
     if fusions == "layers":
         fuse_layers(backbone, torch.device("cpu"))
         fuse_rope(torch.device("cpu"))
+        expert_routing.use_kernels = lambda device: True  # the experts' sort and routing kernels, as on a GPU
     where: list[str] = []  # the first decoder layer's modules being run, innermost last
     layer = backbone.model.decoder.layers[0]
     layer.register_forward_pre_hook(lambda module, args: where.append("layer"))
@@ -145,6 +146,7 @@ def census(mode: str, fusions: str) -> dict:
         for module, name, kernel in originals:
             setattr(module, name, kernel)
         modeling_diffusion_gemma.apply_rotary_pos_emb = fused_rope.transformers_rope
+        expert_routing.use_kernels = use_kernels
     ops, launches, layer_launches = results[0]
     aten = sum(ops.ops.values())
     return {

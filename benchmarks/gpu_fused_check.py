@@ -143,8 +143,8 @@ def check(tiny: bool) -> dict:
         counts = torch.histc(ids.float() if tiny else ids.int(), bins=experts, min=0, max=experts - 1)
         return order, order // top_k, torch.cumsum(counts, 0, dtype=torch.int32)
 
-    report["expert_sort"] = {"bitwise": same(expert_routing.sort_by_expert(top, experts), torch_sort()),
-                             "fused_ms": bench(lambda: expert_routing.sort_by_expert(top, experts), device),
+    report["expert_sort"] = {"bitwise": same(expert_routing.sort_by_expert(top, experts, kernel=True), torch_sort()),
+                             "fused_ms": bench(lambda: expert_routing.sort_by_expert(top, experts, kernel=True), device),
                              "composed_ms": bench(torch_sort, device)}
 
     out, weights = randn(rows * top_k, hidden), torch.rand(rows * top_k, generator=generator, device=device)
@@ -155,8 +155,8 @@ def check(tiny: bool) -> dict:
         unsorted[order] = out * weights[order].unsqueeze(-1)
         return unsorted
 
-    report["expert_route_rows"] = {"bitwise": same(expert_routing.route_rows(out, order, weights), torch_route_rows()),
-                                   "fused_ms": bench(lambda: expert_routing.route_rows(out, order, weights), device),
+    report["expert_route_rows"] = {"bitwise": same(expert_routing.route_rows(out, order, weights, kernel=True), torch_route_rows()),
+                                   "fused_ms": bench(lambda: expert_routing.route_rows(out, order, weights, kernel=True), device),
                                    "composed_ms": bench(torch_route_rows, device)}
 
     if not tiny and expert_kernels.fp8_grouped_usable(device):  # the interpreter's fp8 rounding is not a GPU's

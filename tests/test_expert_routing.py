@@ -66,7 +66,7 @@ def test_with_the_cpus_unstable_sort_they_agree_to_rounding():
 
 
 @pytest.mark.parametrize("tokens, top_k, experts", [(1, 4, 16), (256, 8, 128), (300, 8, 128), (5, 2, 4)])
-def test_the_counting_sort_kernel_gives_the_stable_sorts_order(tokens, top_k, experts, monkeypatch):
+def test_the_counting_sort_kernel_gives_the_stable_sorts_order(tokens, top_k, experts):
     """`sort_by_expert` on a GPU is one Triton kernel (here under the interpreter); elsewhere torch's
     stable byte sort. The same order, tokens and row ends, also across several of its 2,048-id
     blocks (300 tokens x top-8) and with experts no row chose."""
@@ -74,15 +74,14 @@ def test_the_counting_sort_kernel_gives_the_stable_sorts_order(tokens, top_k, ex
 
     generator = torch.Generator().manual_seed(tokens)
     index, _ = routing(tokens, experts, top_k, generator)
-    kernel = expert_routing.sort_by_expert(index, experts)
-    monkeypatch.setattr(expert_routing.expert_kernels, "interpreting", lambda: False)  # the CPU's torch path
-    torch_sort = expert_routing.sort_by_expert(index, experts)
+    kernel = expert_routing.sort_by_expert(index, experts, kernel=True)  # under Triton's interpreter
+    torch_sort = expert_routing.sort_by_expert(index, experts)  # the CPU's torch path
     for ours, theirs, name in zip(kernel, torch_sort, ("order", "token", "ends")):
         assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), name
     assert int(kernel[2][-1]) == tokens * top_k
 
 
-def test_rows_are_weighted_and_put_back_by_one_kernel_with_the_same_products(monkeypatch):
+def test_rows_are_weighted_and_put_back_by_one_kernel_with_the_same_products():
     """`route_rows` (bf16 and fp8 experts' last step) as one Triton kernel, here under the
     interpreter, against the gather, multiply and scatter it replaces."""
     from app.engine.diffusion import expert_routing
@@ -90,8 +89,7 @@ def test_rows_are_weighted_and_put_back_by_one_kernel_with_the_same_products(mon
     generator = torch.Generator().manual_seed(8)
     out, weights = torch.randn(40, 96, generator=generator), torch.rand(40, generator=generator)
     order = torch.randperm(40, generator=generator)
-    kernel = expert_routing.route_rows(out, order, weights)
-    monkeypatch.setattr(expert_routing.expert_kernels, "interpreting", lambda: False)  # the CPU's torch path
+    kernel = expert_routing.route_rows(out, order, weights, kernel=True)  # under Triton's interpreter
     assert kernel.dtype == torch.float32 and torch.equal(kernel, expert_routing.route_rows(out, order, weights))
     assert torch.equal(kernel[order[5]], out[5] * weights[order[5]])
 

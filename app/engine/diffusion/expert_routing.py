@@ -3,7 +3,7 @@
 transformers' `grouped_mm` experts path sorts a layer's 2,048 routed rows (256 canvas tokens x top-8)
 by their expert id as int64, and after the down product undoes the sort with an inverse permutation
 it builds (three kernels) and a gather. On an H100 that int64 radix sort took ~30 us a layer, ~0.9 ms a
-bf16 forward (docs/benchmarks.md, profile). Here, where Triton runs, one counting-sort kernel gives
+bf16 forward (docs/benchmarks.md, profile). Here, on a CUDA GPU, one counting-sort kernel gives
 the order, each row's token and the experts' row ends (it was seven kernels with the sort); elsewhere
 the ids are sorted as bytes (128 experts fit one: the radix sort makes 2 passes, not 16). The down
 product's rows are put back by one scatter.
@@ -43,16 +43,23 @@ def sorted_experts(hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weight
     return unsorted.view(tokens, top_k, -1).sum(dim=1).to(hidden.dtype)
 
 
-def sort_by_expert(top_k_index: torch.Tensor, experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def use_kernels(device: torch.device) -> bool:
+    """Whether the routing runs its Triton kernels: on CUDA GPUs, outside torch.compile. Not under
+    the CPU's Triton interpreter unless a test asks (`kernel=True`): it would interpret them in every
+    CPU transcription of the suite, where CPUs run the torch forms anyway."""
+    return device.type == "cuda" and triton is not None and not torch.compiler.is_compiling()
+
+
+def sort_by_expert(top_k_index: torch.Tensor, experts: int, *, kernel: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The routed rows in expert order, stably: (order: each sorted row's index into the flattened
     `top_k_index`, int64; token: its token, int64; ends: each expert's cumulative row count, int32).
 
-    Where Triton runs, one kernel (`_sort_by_expert_kernel`, a counting sort); elsewhere, and inside
-    torch.compile, six torch kernels (byte ids, sort, token division, histogram, cast, cumulative
-    sum). Both are the stable order, so the same rows in the same places."""
+    With `kernel` (default: `use_kernels`), one Triton kernel (`_sort_by_expert_kernel`, a counting
+    sort); else six torch kernels (byte ids, sort, token division, histogram, cast, cumulative sum).
+    Both are the stable order, so the same rows in the same places."""
     flat = top_k_index.reshape(-1)
     top_k = top_k_index.shape[-1]
-    if not torch.compiler.is_compiling() and expert_kernels.triton_usable(flat.device):
+    if use_kernels(flat.device) if kernel is None else kernel:
         order, token = torch.empty_like(flat, dtype=torch.int64), torch.empty_like(flat, dtype=torch.int64)
         ends = torch.empty(experts, dtype=torch.int32, device=flat.device)
         block = min(triton.next_power_of_2(flat.numel()), SORT_BLOCK)
@@ -103,12 +110,12 @@ if triton is not None:
         tl.store(unsorted_ptr + slot * WIDTH + cols, values, mask=inside)
 
 
-def route_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def route_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.Tensor, *, kernel: bool | None = None) -> torch.Tensor:
     """`out` (rows sorted by expert) times their routing weights in float32, put back at `order`:
-    one kernel where Triton runs (`_route_rows_kernel`; the int8/int4 products do it in their
-    epilogue), else a gather, a multiply and a scatter. The same products either way."""
+    with `kernel` (default: `use_kernels`) one Triton kernel (`_route_rows_kernel`; the int8/int4
+    products do it in their epilogue), else a gather, a multiply and a scatter. The same products."""
     unsorted = torch.empty(out.shape, dtype=torch.float32, device=out.device)  # routing weights are float32
-    if not torch.compiler.is_compiling() and expert_kernels.triton_usable(out.device):
+    if use_kernels(out.device) if kernel is None else kernel:
         width = out.shape[-1]
         _route_rows_kernel[(out.shape[0],)](out.contiguous(), order, weights, unsorted, WIDTH=width, BLOCK=triton.next_power_of_2(width))
         return unsorted
