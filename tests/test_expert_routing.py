@@ -1,4 +1,4 @@
-"""The experts' byte-sorted routing (app/engine/diffusion/expert_routing.py) against transformers'
+"""The experts' routing (app/engine/diffusion/expert_routing.py) against transformers'
 own `grouped_mm` experts path: the same products on rows in the same order, so the same bits, in
 float32 and bf16.
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts
 
-from app.engine.diffusion.expert_routing import sort_experts_by_byte
+from app.engine.diffusion.expert_routing import install_routing
 from tests.test_expert_kernels import tiny_experts
 
 
@@ -32,15 +32,15 @@ def routing(tokens: int, experts: int, top_k: int, generator: torch.Generator) -
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_byte_sorted_experts_give_transformers_grouped_mm_bits(dtype, monkeypatch):
+def test_routed_experts_give_transformers_grouped_mm_bits(dtype, monkeypatch):
     sort = torch.sort
     monkeypatch.setattr(torch, "sort", lambda *args, **kwargs: sort(*args, **(kwargs | {"stable": True})))  # as on a GPU
     theirs = experts_of(dtype)
     ours = copy.deepcopy(theirs)
-    assert sort_experts_by_byte(ours) == 1
+    assert install_routing(ours) == 1
     eager = copy.deepcopy(theirs)
     eager.config._experts_implementation = "eager"
-    assert sort_experts_by_byte(eager) == 0  # another implementation was asked for: left alone
+    assert install_routing(eager) == 0  # another implementation was asked for: left alone
     generator = torch.Generator().manual_seed(11)
     for tokens in (1, 7, 256):
         index, weights = routing(tokens, theirs.num_experts, 4, generator)
@@ -56,7 +56,7 @@ def test_byte_sorted_experts_give_transformers_grouped_mm_bits(dtype, monkeypatc
 def test_with_the_cpus_unstable_sort_they_agree_to_rounding():
     theirs = experts_of(torch.float32)
     ours = copy.deepcopy(theirs)
-    sort_experts_by_byte(ours)
+    install_routing(ours)
     generator = torch.Generator().manual_seed(12)
     index, weights = routing(256, theirs.num_experts, 4, generator)
     hidden = torch.randn(256, 64, generator=generator)
@@ -99,7 +99,7 @@ def test_compiled_experts_trace_the_torch_routing_in_one_graph(tmp_path, monkeyp
     with no graph break, and gives the kernels' result."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     experts = experts_of(torch.float32)
-    sort_experts_by_byte(experts)
+    install_routing(experts)
     index, weights = routing(12, experts.num_experts, 4, torch.Generator().manual_seed(2))
     hidden = torch.randn(12, 64)
     with torch.inference_mode():

@@ -22,7 +22,7 @@ from app.engine.base import (AUTO, LANGUAGES, SAMPLE_RATE, BatchItem, Preparatio
 from app.engine.devices import out_of_memory_as_user_error
 from app.engine.diffusion.chunking import join_texts, split_at_pauses
 from app.engine.diffusion.denoising import Denoiser
-from app.engine.diffusion.expert_routing import sort_experts_by_byte
+from app.engine.diffusion.expert_routing import install_routing
 from app.engine.diffusion.fused_layer import fuse_layers
 from app.engine.diffusion.fused_norm import fuse_norms
 from app.engine.diffusion.fused_rope import fuse_rope
@@ -39,7 +39,7 @@ class DiffusionEngine:
     def __init__(self, model: DiffusionModel, *, seed: int = 0, compile_layers: bool = False) -> None:
         self.model = model
         self.seed = seed
-        sort_experts_by_byte(model.backbone)
+        install_routing(model.backbone)
         if model.device.type == "cuda":
             compiled = model.backbone.model.decoder.layers if compile_layers else None  # Inductor fuses those itself
             fuse_norms(model.backbone, model.device, leave=compiled)

@@ -1,17 +1,18 @@
-"""The experts' routing: rows sorted by expert as bytes, two grouped products, weighted and put back.
+"""The experts' routing: rows sorted by expert, two grouped products, weighted and put back.
 
 transformers' `grouped_mm` experts path sorts a layer's 2,048 routed rows (256 canvas tokens x top-8)
 by their expert id as int64, and after the down product undoes the sort with an inverse permutation
 it builds (three kernels) and a gather. On an H100 that int64 radix sort took ~30 us a layer, ~0.9 ms a
 bf16 forward (docs/benchmarks.md, profile). Here, on a CUDA GPU, one counting-sort kernel gives
-the order, each row's token and the experts' row ends (it was seven kernels with the sort); elsewhere
-the ids are sorted as bytes (128 experts fit one: the radix sort makes 2 passes, not 16). The down
-product's rows are put back by one scatter.
+the order, each row's token and the experts' row ends (it was seven kernels with the sort), and one
+kernel weights the down product's rows and puts them back; elsewhere the ids are sorted as bytes
+(128 experts fit one: the radix sort makes 2 passes, not 16) and a scatter puts the rows back.
 
 The arithmetic is transformers': the same products (`_grouped_linear`, or a quantized kernel), the
-gate, routing weights multiplied in float32, the top-k summed in float32. Rows of one expert may
-come in another order than transformers' unstable sort leaves them, which changes no row's result:
-each row's product is its own. So a bf16 forward is the same bit for bit (a test compares them).
+gate, routing weights multiplied in float32, the top-k summed in float32, on rows in the stable
+order, which is the order transformers' sort leaves them in on a GPU (CUB's radix sort is stable).
+So a bf16 forward is the same bit for bit (a test compares them, transformers' sort made stable:
+on the CPU it is not, and the CPU's grouped-product fallback rounds a row by its place, by 1 ulp).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def route_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.Tensor, *,
     return unsorted
 
 
-def _byte_sorted_forward(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+def _routed_forward(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                          top_k_weights: torch.Tensor) -> torch.Tensor:
     def up(rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
         return _grouped_linear(rows, self.gate_up_proj, ends, is_transposed=self.is_transposed)
@@ -134,13 +135,13 @@ def _byte_sorted_forward(self: DiffusionGemmaTextExperts, hidden_states: torch.T
     return sorted_experts(hidden_states, top_k_index, top_k_weights, self.num_experts, up, self._apply_gate, routed_down)
 
 
-def sort_experts_by_byte(model: nn.Module) -> int:
-    """Give every unquantized experts module of `model` that runs transformers' `grouped_mm` path the
-    byte-sorted routing; returns how many. Quantized experts route this way already."""
+def install_routing(model: nn.Module) -> int:
+    """Give every unquantized experts module of `model` that runs transformers' `grouped_mm` path this
+    routing; returns how many. Quantized experts route this way already (`QuantizedExperts`)."""
     count = 0
     for module in model.modules():
         if isinstance(module, DiffusionGemmaTextExperts) and module.config._experts_implementation == "grouped_mm" \
                 and isinstance(getattr(module, "gate_up_proj", None), torch.Tensor) and not module.has_bias:
-            module.forward = types.MethodType(_byte_sorted_forward, module)
+            module.forward = types.MethodType(_routed_forward, module)
             count += 1
     return count

@@ -147,8 +147,8 @@ class QuantizedExperts(nn.Module):
             del self.experts.gate_up_proj, self.experts.down_proj
 
     def _grouped(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor, up_kernel: str, down_kernel: str) -> torch.Tensor:
-        """transformers' `grouped_mm` experts path, rows sorted as bytes (`expert_routing.py`), with
-        products that read the quantized codes."""
+        """transformers' `grouped_mm` experts path (`expert_routing.py`), with products that read the
+        quantized codes."""
         def routed_down(gated: torch.Tensor, ends: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
             return self.down.routed_mm(gated, ends, down_kernel, order, weights)
 
