@@ -34,7 +34,7 @@ from app.engine.diffusion import expert_kernels, fused_norm
 triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
 TEXT_LAYERS = (DiffusionGemmaDecoderTextLayer, DiffusionGemmaEncoderTextLayer)
 # Warps a row of the hidden size: 4, as the fused RMSNorm launches, for the same reduction layout and
-# so the same sums of squares (benchmarks/gpu_diagnose.py compares them on a GPU); no spills at 4,096
+# so the same sums of squares (benchmarks/gpu_fused_check.py compares them on a GPU); no spills at 4,096
 # values a row on sm_90 or sm_86 (tests/triton_targets.py --sass).
 ROW_WARPS = 4
 # One warp a token's routing: its 128 scores are 4 a thread, and the top-k's nine reductions a

@@ -1,8 +1,8 @@
 """DiffusionGemma's rotary position embedding as one Triton kernel on CUDA GPUs.
 
 transformers' `apply_rotary_pos_emb` is five kernels (x * cos, the half rotation's negation and
-concatenation, times sin, the sum) on every query and key of every layer: ten of a decoder layer's
-~50 kernels after the fused layer (`fused_layer.py`; benchmarks/forward_census.py), 300 a forward.
+concatenation, times sin, the sum) on every query and key of every layer: ten kernels a layer, 300
+a forward at the real 30 layers (benchmarks/forward_census.py counts a layer's).
 This kernel reads a head's row once and rounds where transformers does (each product, then the
 sum, to the tensor's dtype), so a bf16 result is the same bit for bit: it has no reduction whose
 order could differ.
@@ -60,7 +60,7 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 def _fits(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int) -> bool:
     dim = x.shape[-1]
     return (not torch.compiler.is_compiling() and expert_kernels.triton_usable(x.device)
-            and unsqueeze_dim == 2 and x.dim() == 4 and dim % 2 == 0 and dim & (dim - 1) == 0
+            and unsqueeze_dim == 2 and x.dim() == 4 and dim >= 2 and dim & (dim - 1) == 0  # tl.arange: a power of two
             and cos.shape == sin.shape and cos.shape[0] in (1, x.shape[0]) and cos.shape[1:] == (x.shape[1], dim)
             and cos.dtype == sin.dtype == x.dtype
             and x.is_contiguous() and cos.is_contiguous() and sin.is_contiguous())
