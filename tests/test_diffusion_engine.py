@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
 from app.audio.loading import load_audio
@@ -22,10 +23,11 @@ from app.engine import EngineSpec, load_engine
 from app.engine.base import LANGUAGES, SAMPLE_RATE, Progress
 from app.engine.diffusion.chunking import split_at_pauses
 from app.engine.diffusion.config import CONFIG_FILE
-from app.engine.diffusion.denoising import Denoiser, denoise_with_generate
+from app.engine.diffusion.denoising import Denoiser
 from app.engine.diffusion.loading import apply_generation_overrides
+from app.engine.diffusion.prefill import prefill
 from app.engine.diffusion.prompt import embed_prefix
-from app.engine.diffusion.tiny import write_tiny_checkpoint, write_tiny_whisper
+from app.engine.diffusion.tiny import tiny_backbone_config, write_tiny_checkpoint, write_tiny_whisper
 from app.errors import UserError
 from tests.data import WHISPER_BASE
 from tests.speech import clips
@@ -128,20 +130,49 @@ def test_text_only_path_matches_generate(engine):
     assert ours.steps_used == 4
 
 
-@pytest.mark.parametrize("early_exit", [False, True])
-def test_engine_loop_gives_generates_tokens_with_audio(engine, early_exit):
-    """The engine's loop (one prefill over the whole prompt, transformers' own step) and the reference
-    (prefix prefill, then generate() encodes the tail and denoises) agree token for token."""
-    m = engine.model
-    ids = m.prompt.build("English")
-    generator = torch.Generator().manual_seed(1)
-    audio = torch.randn(2, m.prompt.audio_slots, m.backbone.config.get_text_config().hidden_size, generator=generator)
-    prefix = embed_prefix(m.backbone.get_input_embeddings(), torch.tensor([ids.prefix] * 2), audio, m.config.audio_token_id)
-    tail = torch.tensor([ids.tail] * 2)
+def two_pass_cache(backbone, prompt) -> DynamicCache:
+    """The KV cache as `denoise_with_generate` fills it: the prefix from its embeddings, then generate()'s
+    own encoder pass over the tail on top (its mask from `_prepare_encoder_inputs`)."""
+    cache = DynamicCache(config=backbone.config.get_text_config(decoder=True))
+    backbone.model.encoder(inputs_embeds=prompt.prefix_embeds, position_ids=prompt.prefix_positions, cache=cache)
+    ids, mask = backbone._prepare_encoder_inputs(
+        input_ids=prompt.tail_ids, attention_mask=prompt.attention_mask, encoder_position_ids=prompt.tail_positions, cache=cache,
+        is_prefill=True, canvas_length=backbone.config.canvas_length, batch_size=prompt.batch)
+    backbone.model.encoder(input_ids=ids, attention_mask=mask, cache=cache, position_ids=prompt.tail_positions)
+    return cache
+
+
+@pytest.mark.parametrize("window, first_position", [(256, 0), (24, -40)])
+def test_one_prefill_pass_fills_the_cache_of_generates_two(window, first_position):
+    """The prefill's one pass over the prefix's embeddings and the tail's ids leaves the KV cache that
+    generate()'s two (prefix, then the tail on top) leave, to float32 rounding, and so the first
+    step's logits: with a sliding window shorter than the prompt, and a prompt that starts below
+    position 0 (trimmed audio). A random model's sampled tokens flip on such differences, so tokens
+    are compared on the trained micro model (test_micro_model: the same words both ways)."""
+    config = tiny_backbone_config()
+    config.text_config.sliding_window = window
+    torch.manual_seed(0)
+    backbone = DiffusionGemmaForBlockDiffusion(config).eval()
+    hidden = config.get_text_config().hidden_size
+    prefix = torch.randn(2, 50, hidden) * backbone.get_input_embeddings().weight.std()
+    prompt = Denoiser(backbone)._prompt(prefix, torch.randint(3, 200, (2, 7)), first_position)
     with torch.inference_mode():
-        ours = Denoiser(m.backbone)(prefix, tail, steps=6, seed=3, early_exit=early_exit)
-        reference = denoise_with_generate(m.backbone, prefix, tail, steps=6, seed=3, early_exit=early_exit)
-    assert torch.equal(ours.canvases, reference)
+        ours = prefill(backbone, prompt, DynamicCache(config=backbone.config.get_text_config(decoder=True)))
+        reference = two_pass_cache(backbone, prompt)
+        for kind, mine, theirs in zip(config.get_text_config().layer_types, ours.layers, reference.layers, strict=True):
+            assert mine.keys.shape == theirs.keys.shape
+            assert mine.keys.shape[2] == (min(57, window - 1) if kind == "sliding_attention" else 57)
+            torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
+        canvas = torch.randint(3, 200, (2, config.canvas_length))
+
+        def logits(cache: DynamicCache) -> torch.Tensor:
+            masks = backbone.model.decoder.create_diffusion_decoder_attention_mask(
+                config=backbone.config, inputs_embeds=canvas.unsqueeze(-1), cache=cache, decoder_attention_mask=prompt.decoder_attention_mask)
+            return backbone(decoder_input_ids=canvas, decoder_attention_mask=masks, cache=cache,
+                            decoder_position_ids=prompt.canvas_positions).logits
+
+        torch.testing.assert_close(logits(ours), logits(reference), rtol=1e-5, atol=1e-5)
 
 
 def test_same_seed_same_text_other_seed_other_text(engine):
@@ -280,7 +311,7 @@ def test_trim_audio_gives_the_backbone_only_the_speech(adapter, tmp_path):
     trimmed = load_engine(EngineSpec(engine="diffusion", model=str(trimmed_dir), device="cpu", quantization="fp32"))
 
     def prefill(engine, audio) -> tuple[int, int]:
-        """Length and first position id of the prefill (the encoder pass over the prompt's embeddings)."""
+        """Length and first position id of the prefill (the one encoder pass over the prompt's embeddings)."""
         seen: list[tuple[int, int]] = []
 
         def record(module, args, kwargs) -> None:
@@ -296,7 +327,8 @@ def test_trim_audio_gives_the_backbone_only_the_speech(adapter, tmp_path):
         return seen[0]
 
     m = trimmed.model
-    text_tokens = len(m.prompt.build(m.config.language_names["en"], audio_slots=0).prefix)
+    ids = m.prompt.build(m.config.language_names["en"], audio_slots=0)
+    text_tokens = len(ids.prefix) + len(ids.tail)
     window_slots = m.projector.output_length(m.audio.frames)
     assert prefill(full, tone(seconds=3.0)) == (text_tokens + window_slots, 0)
     for seconds in (1.0, 3.0):

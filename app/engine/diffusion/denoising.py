@@ -7,8 +7,8 @@ all run inside `DiffusionGemmaForBlockDiffusion._denoising_step`, called here in
 reference that tests and the GPU benchmark compare with). What this module adds:
 
 - the prompt arrives as embeddings (audio in its slots), which `generate()` cannot prefill: the
-  prefix is prefilled from them, then the text after the audio on top, as `generate()` does it
-  (`prefill.py`);
+  whole prompt is prefilled in one pass (`prefill.py`; `generate()` would take two, the prefix and
+  then the text after the audio on top: the same cache to float rounding, one weight read less);
 - a fast path per prompt shape, prepared while the caller is idle (`Denoiser.prepare`): on a CUDA GPU
   the prefill and the decoder forward replay CUDA graphs (`graphs.py`), and optionally the decoder
   layers run compiled by Inductor (`compiled_layers.py`);
@@ -32,7 +32,7 @@ from transformers.cache_utils import DynamicCache
 
 from app.engine.diffusion import graphs
 from app.engine.diffusion.compiled_layers import CompiledLayers
-from app.engine.diffusion.prefill import Prompt, prefill, prefill_masks
+from app.engine.diffusion.prefill import Prompt, prefill, prefill_mask
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Denoiser:
             else:
                 with self._compiled_layers(shape.compiled):  # compiled already: the capture records their kernels
                     prompt = shape.prompt
-                    ready = graphs.capture_prompt(self.backbone, prompt, prefill, prefill_masks(self.backbone, prompt), self._pool,
+                    ready = graphs.capture_prompt(self.backbone, prompt, prefill, prefill_mask(self.backbone, prompt), self._pool,
                                                   self._step_buffers(prompt))
         except torch.cuda.OutOfMemoryError as exc:
             self._out_of_memory(exc, key, part)
@@ -366,8 +366,10 @@ def denoise_with_generate(
 ) -> torch.Tensor:
     """The reference: prefill the prefix, then transformers' `generate()` encodes the tail and denoises.
 
-    Returns the canvases. `Denoiser` must give the same tokens for the same seed (the tests, on the
-    CPU; on a GPU the benchmark compares graphs with the eager `Denoiser`, which share its code).
+    Returns the canvases. `Denoiser` prefills prefix and tail in one pass, the same cache to float
+    rounding, so it gives the same tokens for the same seed where the model is confident (the
+    micro model's tests, on the CPU; on a GPU the benchmark compares graphs with the eager
+    `Denoiser`, which share its code).
     """
     device = prefix_embeds.device
     batch, prefix_len = prefix_embeds.shape[:2]

@@ -158,12 +158,12 @@ def _prefill_inputs(prompt) -> dict[str, torch.Tensor]:
     }
 
 
-def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: Callable, masks: tuple, pool,
+def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: Callable, mask: dict, pool,
                    buffers: StepBuffers) -> PromptGraphs:
-    """Capture `prefill(backbone, prompt, cache, masks)` for this prompt shape, and both kinds of
+    """Capture `prefill(backbone, prompt, cache, mask)` for this prompt shape, and both kinds of
     denoising step reading the cache it fills and writing their logits into `buffers` (those of
-    the prompt's batch size). The masks are computed before, outside the capture (they depend on
-    shapes only, and building them copies host data); the capture costs about seven forwards,
+    the prompt's batch size). The mask is computed before, outside the capture (it depends on
+    shapes only, and building it copies host data); the capture costs about seven forwards,
     warm-ups included."""
     dtype, device = prompt.prefix_embeds.dtype, prompt.device
     events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -171,7 +171,7 @@ def capture_prompt(backbone: DiffusionGemmaForBlockDiffusion, prompt, prefill: C
     caches = _prefill_caches(backbone, dtype, device)
 
     def run_prefill(**inputs: torch.Tensor) -> DynamicCache:
-        return prefill(backbone, dataclasses.replace(prompt, **inputs), caches.pop(), masks)
+        return prefill(backbone, dataclasses.replace(prompt, **inputs), caches.pop(), mask)
 
     prefill_graph = capture(run_prefill, _prefill_inputs(prompt), pool)
     cache = prefill_graph.output

@@ -1,9 +1,9 @@
 """A dictation's prompt as the backbone sees it, and its prefill into the KV cache.
 
 The prompt arrives as embeddings (the audio in its slots) up to the end of the audio, then as token
-ids: `generate()` cannot prefill embeddings, so the prefix is prefilled from them here, then the
-tail on top, with the positions and attention masks `generate()` itself would build. The denoiser
-(`denoising.py`) runs this eagerly or captures it in a CUDA graph (`graphs.py`).
+ids: `generate()` cannot prefill embeddings, so the prompt is prefilled here, in one pass over the
+prefix's embeddings and the tail's, with the positions `generate()` itself would give them. The
+denoiser (`denoising.py`) runs this eagerly or captures it in a CUDA graph (`graphs.py`).
 """
 
 from __future__ import annotations
@@ -46,43 +46,38 @@ class Prompt:
         return Prompt(**{f.name: getattr(self, f.name).clone() for f in dataclasses.fields(self)})
 
 
-def prefill(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: DynamicCache, masks: tuple | None = None) -> DynamicCache:
-    """Fill `cache` as `generate()` would: the prefix from its embeddings, then the tail on top of it.
+def prefill(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: DynamicCache, mask: dict | None = None) -> DynamicCache:
+    """Fill `cache` with the whole prompt in one encoder pass: the prefix's embeddings, then the
+    tail's ids embedded as the encoder embeds ids, at the positions `generate()` gives them.
 
-    `masks` (from `prefill_masks`, computed before the cache is touched) are the two passes'
-    attention masks; graphs pass them precomputed, since building masks copies host data.
+    `generate()` itself would take two passes, the prefix and then the tail on top of its cache;
+    each pass reads the weights of every layer (and of every expert some token is routed to), so on
+    a GPU the tail's few tokens cost nearly a full forward. One causal pass over both attends to the
+    same keys (the same cache to float rounding; `denoise_with_generate` keeps the two passes as
+    the reference the tests compare tokens with). `mask` (from `prefill_mask`, computed before the
+    cache is touched): graphs pass it precomputed, since building masks copies host data.
     """
-    prefix_mask, tail_mask = masks if masks is not None else prefill_masks(backbone, prompt)
     encoder = backbone.model.encoder
-    encoder(inputs_embeds=prompt.prefix_embeds, attention_mask=prefix_mask, position_ids=prompt.prefix_positions, cache=cache)
-    encoder(input_ids=prompt.tail_ids, attention_mask=tail_mask, cache=cache, position_ids=prompt.tail_positions)
+    embeds = torch.cat([prompt.prefix_embeds, encoder.get_input_embeddings()(prompt.tail_ids)], dim=1)
+    mask = prefill_mask(backbone, prompt) if mask is None else mask
+    encoder(inputs_embeds=embeds, attention_mask=mask, position_ids=prompt_positions(prompt), cache=cache)
     return cache
 
 
-def prefill_masks(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt) -> tuple:
-    """The prefix pass's causal masks, and the tail's from transformers' `_prepare_encoder_inputs`
-    (which reads the cache's length, so it gets a scratch cache holding the prefix's shape)."""
-    text_config = backbone.config.get_text_config(decoder=True)
-    encoder = backbone.model.encoder
-    scratch = DynamicCache(config=text_config)
-    prefix_mask = encoder.create_masks_for_generate(
+def prompt_positions(prompt: Prompt) -> torch.Tensor:
+    """The prefix's and the tail's position ids, one run (int64, as the encoder's own are)."""
+    return torch.cat([prompt.prefix_positions, prompt.tail_positions.to(prompt.prefix_positions.dtype)], dim=1)
+
+
+def prefill_mask(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt) -> dict:
+    """The prefill's attention masks by layer type: causal over the whole prompt, as the encoder's own
+    `create_masks_for_generate` makes them for an empty cache."""
+    length = prompt.prefix_embeds.shape[1] + prompt.tail_ids.shape[1]
+    dtype, device = prompt.prefix_embeds.dtype, prompt.device
+    return backbone.model.encoder.create_masks_for_generate(
         config=backbone.config.get_text_config(),
-        inputs_embeds=prompt.prefix_embeds,
-        attention_mask=None,
-        cache=scratch,
-        position_ids=prompt.prefix_positions,
-    )
-    shape = (prompt.batch, 1, prompt.prefix_embeds.shape[1], 1)
-    for layer_cache in scratch.layers:  # the prefix's length is all the tail's masks read from the cache
-        filler = prompt.prefix_embeds.new_zeros(shape)
-        layer_cache.update(filler, filler)
-    _, tail_mask = backbone._prepare_encoder_inputs(
-        input_ids=prompt.tail_ids,
+        inputs_embeds=torch.empty((prompt.batch, length, 0), dtype=dtype, device=device),  # its shape, dtype and device only
         attention_mask=prompt.attention_mask,
-        encoder_position_ids=prompt.tail_positions,
-        cache=scratch,
-        is_prefill=True,
-        canvas_length=backbone.config.canvas_length,
-        batch_size=prompt.batch,
+        cache=DynamicCache(config=backbone.config.get_text_config(decoder=True)),
+        position_ids=prompt_positions(prompt),
     )
-    return prefix_mask, tail_mask
