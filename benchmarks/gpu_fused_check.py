@@ -4,7 +4,8 @@
     python benchmarks/gpu_fused_check.py --out fused.json --tiny     # the CPU tests: float32 under
                                                                      # Triton's interpreter, small rows
 
-Each kernel of the fused layer (`fused_layer.py`), the rotary embedding (`fused_rope.py`), the
+Each kernel of the fused layer (`fused_layer.py`; its last one also with the experts' top-k rows to
+sum), the rotary embedding (`fused_rope.py`), the
 experts' counting sort and row routing (`expert_routing.py`) and the fp8 row quantization (`expert_kernels.py`) is
 run beside the composition it replaced on the GPU (the fused RMSNorm and torch operations, or
 transformers' own code), on the same random inputs at the real model's shape (256 canvas rows of
@@ -127,6 +128,18 @@ def check(tiny: bool) -> dict:
     report["layer_end"] = {"bitwise": same(fused_layer.layer_end(layer, dense, routed, mid), composed_layer_end(layer, dense, routed, mid)),
                            "fused_ms": bench(lambda: fused_layer.layer_end(layer, dense, routed, mid), device),
                            "composed_ms": bench(lambda: composed_layer_end(layer, dense, routed, mid), device)}
+
+    # The experts' weighted rows (float32), summed by the last kernel: against torch's sum and cast, on
+    # a GPU the order `_top_k_sum` copies (the tiny shape's top-4 is added in order on a CPU too)
+    top_rows = (torch.randn(rows, top_k, hidden, generator=generator, device=device)
+                * torch.rand(rows, top_k, 1, generator=generator, device=device) * 3)
+
+    def composed_end_rows():
+        return composed_layer_end(layer, dense, top_rows.sum(dim=1).to(dtype), mid)
+
+    report["layer_end_rows"] = {"bitwise": same(fused_layer.layer_end(layer, dense, top_rows, mid, rows=True), composed_end_rows()),
+                                "fused_ms": bench(lambda: fused_layer.layer_end(layer, dense, top_rows, mid, rows=True), device),
+                                "composed_ms": bench(composed_end_rows, device)}
 
     for dim in (64,) if tiny else (256, 512):
         x = randn(1, rows, heads, dim)

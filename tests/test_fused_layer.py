@@ -18,6 +18,7 @@ from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
 from app.engine.diffusion import fused_layer
+from app.engine.diffusion.expert_routing import install_routing
 from app.engine.diffusion.fused_norm import fuse_norms
 from app.engine.diffusion.tiny import small_backbone_config
 
@@ -59,12 +60,21 @@ def run(model: DiffusionGemmaForBlockDiffusion) -> tuple[torch.Tensor, list, lis
     return logits, outputs, routes
 
 
-def test_fused_layers_compute_transformers_layers(model):
+@pytest.mark.parametrize("routing", [False, True])
+def test_fused_layers_compute_transformers_layers(model, monkeypatch, routing):
+    """With transformers' experts (which sum their top-k rows) and with the engine's routing (whose
+    rows the fused layer's last kernel sums)."""
     fused = copy.deepcopy(model)
     assert fuse_norms(fused, torch.device("cpu")) > 0
     assert fused_layer.fuse_layers(fused, torch.device("cpu")) == 4  # two encoder and two decoder layers
+    if routing:
+        assert install_routing(fused) == 4
+    ends = []
+    monkeypatch.setattr(fused_layer, "layer_end", lambda layer, dense, experts, mid, rows=False, end=fused_layer.layer_end:
+                        ends.append(rows) or end(layer, dense, experts, mid, rows=rows))
     expected_logits, expected, expected_routes = run(model)
     logits, got, routes = run(fused)
+    assert ends == [routing] * 4
     assert len(got) == len(expected) == 4
     for ours, theirs in zip(got, expected):
         torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=2e-5)
@@ -111,3 +121,29 @@ def test_with_the_rope_kernel_too_the_model_computes_transformers_model(model, m
     for ours, theirs in zip(got, expected):
         torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=2e-5)
     torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)
+
+
+def gpu_top_k_sum(rows: torch.Tensor) -> torch.Tensor:
+    """torch.sum over a token's top-k rows as a CUDA GPU adds them (ATen's Reduce.cuh: one thread an
+    output, four accumulators, row j into j % 4, then the four in order), here in float32 on the CPU."""
+    partial = [torch.zeros_like(rows[:, 0]) for _ in range(4)]
+    for j in range(rows.shape[1]):
+        partial[j % 4] = partial[j % 4] + rows[:, j]
+    return ((partial[0] + partial[1]) + partial[2]) + partial[3]
+
+
+def test_the_layer_end_sums_the_top_8_rows_in_the_gpus_order(model):
+    """The real model's 8 rows a token, summed by the last kernel as the GPU's torch.sum sums them:
+    the same bits as the kernel given that sum. Summed in order instead, some rows round otherwise
+    (so the order is what this test checks)."""
+    layer = model.model.decoder.layers[0]
+    generator = torch.Generator().manual_seed(5)
+    rows = torch.randn(64, 8, 96, generator=generator) * torch.rand(64, 8, 1, generator=generator) * 3
+    dense, mid = torch.randn(64, 96, generator=generator), torch.randn(64, 96, generator=generator) * 4
+    fused = fused_layer.layer_end(layer, dense, rows, mid, rows=True)
+    assert torch.equal(fused, fused_layer.layer_end(layer, dense, gpu_top_k_sum(rows), mid))
+    in_order = rows[:, 0]
+    for j in range(1, 8):
+        in_order = in_order + rows[:, j]
+    assert not torch.equal(gpu_top_k_sum(rows), in_order)
+    torch.testing.assert_close(fused, fused_layer.layer_end(layer, dense, rows.sum(dim=1), mid), rtol=1e-5, atol=1e-5)

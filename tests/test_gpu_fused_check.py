@@ -16,7 +16,7 @@ def test_every_fused_kernel_equals_what_it_replaced():
 
     with torch.inference_mode():
         report = check(tiny=True)
-    assert {name for name, entry in report.items() if "bitwise" in entry} == {"after_attention", "layer_end", "rope_64", "expert_sort",
-                                                                           "expert_route_rows"}
+    assert {name for name, entry in report.items() if "bitwise" in entry} == {"after_attention", "layer_end", "layer_end_rows", "rope_64",
+                                                                           "expert_sort", "expert_route_rows"}
     assert all(entry["bitwise"] for entry in report.values() if "bitwise" in entry), report
     assert report["route"]["same_experts"] == 1.0 and report["route"]["weights_max_rel_diff"] < 1e-6

@@ -106,7 +106,8 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
 
 
 def layer_kernels(capability: int, sass: bool) -> dict:
-    """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8), the
+    """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8; the
+    last one given the experts' output or their top-8 rows), the
     experts' counting sort, and the rotary embedding's (16 query heads)."""
     row = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
     weight = torch.empty(2816, dtype=torch.bfloat16, device=META)
@@ -134,8 +135,11 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                                             torch.empty(2048, dtype=torch.float32, device=META),
                                                                             torch.empty(2048, 2816, dtype=torch.float32, device=META)),
                                          wide, dict(num_warps=4), capability, sass),
-        "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6), wide,
-                                 options, capability, sass),
+        "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6),
+                                 wide | dict(TOP_K=0), options, capability, sass),
+        "layer_end_rows": compile_for(fused_layer._layer_end_kernel, (row, torch.empty(256, 8, 2816, dtype=torch.float32, device=META), row,
+                                                                      weight, weight, weight, weight[:1], row, 1e-6),
+                                      wide | dict(TOP_K=8), options, capability, sass),
     }
 
 

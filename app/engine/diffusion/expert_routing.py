@@ -33,7 +33,10 @@ triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
 def sorted_experts(hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor, experts: int,
                    up: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], gate: Callable[[torch.Tensor], torch.Tensor],
                    routed_down: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """The experts' output for `hidden` (tokens, hidden) routed to `top_k_index` with `top_k_weights`.
+    """The experts' weighted rows for `hidden` (tokens, hidden) routed to `top_k_index` with
+    `top_k_weights`: (tokens, top_k, hidden) float32, each token's top-k rows in its routing's order.
+    Their sum over the top-k, cast to the input's dtype, is the experts' output (`top_k_sum`); the
+    fused layer sums them in its last kernel instead (`fused_layer.layer_end`: two kernels fewer).
 
     `up(rows, ends)`: the gate/up product of rows sorted by expert (`ends`: int32 cumulative rows per
     expert); `gate`: the activation; `routed_down(gated, ends, order, weights)`: the down product,
@@ -41,7 +44,13 @@ def sorted_experts(hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weight
     tokens, top_k = top_k_index.shape
     order, token, ends = sort_by_expert(top_k_index, experts)
     unsorted = routed_down(gate(up(hidden[token], ends)), ends, order, top_k_weights.reshape(-1))
-    return unsorted.view(tokens, top_k, -1).sum(dim=1).to(hidden.dtype)
+    return unsorted.view(tokens, top_k, -1)
+
+
+def top_k_sum(rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The experts' output from their weighted rows (`sorted_experts`): summed in float32 as
+    transformers sums them, then cast."""
+    return rows.sum(dim=1).to(dtype)
 
 
 def use_kernels(device: torch.device) -> bool:
@@ -124,8 +133,8 @@ def route_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.Tensor, *,
     return unsorted
 
 
-def _routed_forward(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
-                         top_k_weights: torch.Tensor) -> torch.Tensor:
+def _routed_rows(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                 top_k_weights: torch.Tensor) -> torch.Tensor:
     def up(rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
         return _grouped_linear(rows, self.gate_up_proj, ends, is_transposed=self.is_transposed)
 
@@ -135,13 +144,20 @@ def _routed_forward(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor
     return sorted_experts(hidden_states, top_k_index, top_k_weights, self.num_experts, up, self._apply_gate, routed_down)
 
 
+def _routed_forward(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                    top_k_weights: torch.Tensor) -> torch.Tensor:
+    return top_k_sum(self.routed_rows(hidden_states, top_k_index, top_k_weights), hidden_states.dtype)
+
+
 def install_routing(model: nn.Module) -> int:
     """Give every unquantized experts module of `model` that runs transformers' `grouped_mm` path this
-    routing; returns how many. Quantized experts route this way already (`QuantizedExperts`)."""
+    routing (`forward`, and `routed_rows`: the rows before their top-k sum); returns how many.
+    Quantized experts route this way already (`QuantizedExperts`)."""
     count = 0
     for module in model.modules():
         if isinstance(module, DiffusionGemmaTextExperts) and module.config._experts_implementation == "grouped_mm" \
                 and isinstance(getattr(module, "gate_up_proj", None), torch.Tensor) and not module.has_bias:
+            module.routed_rows = types.MethodType(_routed_rows, module)
             module.forward = types.MethodType(_routed_forward, module)
             count += 1
     return count

@@ -9,11 +9,14 @@ kernels (docs/benchmarks.md, H100 profile). Here they are three, each reading it
   `mid`'s three norms (dense MLP input, experts input, and the router's unscaled norm times its scale
   and 1/sqrt(hidden)), sharing one root mean square, as their eps are equal;
 - `route`: the router's softmax over the experts, top-k, renormalisation, and per-expert scale;
-- `layer_end`: the dense and expert outputs' norms, their sum's norm, plus `mid`, times the layer scalar.
+- `layer_end`: the experts' top-k sum (where they hand over their weighted rows), the dense and
+  expert outputs' norms, their sum's norm, plus `mid`, times the layer scalar.
 
 Each rounds to the layer's dtype where transformers' forward does (after every norm, addition and
 scaling), computing in float32 between, with the fused RMSNorm's formula (`fused_norm.py`). The
-router's softmax sums in another order than torch's, so its weights may differ in the last bits.
+router's softmax sums in another order than torch's, so its weights may differ in the last bits;
+the top-k sum adds in the order a CUDA GPU's torch.sum does (`_top_k_sum`; the CPU's torch adds
+more than four rows in another order).
 Layers whose norms do not fit these kernels (another epsilon) keep transformers' forward, as do
 layers torch.compile fuses itself.
 """
@@ -96,15 +99,39 @@ if triton is not None:
         tl.store(index_ptr + row * TOP_K + k, index.to(tl.int64), mask=mine)
 
     @triton.jit
+    def _top_k_sum(rows_ptr, row, cols, inside, WIDTH: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr):
+        """A token's TOP_K weighted expert rows (float32) summed as a CUDA GPU's torch.sum over them
+        does: four accumulators, row j into accumulator j % 4, then the four added in order (the
+        unrolled loop of `thread_reduce_impl` in ATen's Reduce.cuh, where one thread reduces each
+        output: the top-k is too short to be split between threads)."""
+        first = tl.zeros([BLOCK], dtype=tl.float32)
+        second, third, fourth = first, first, first
+        for j in tl.static_range(TOP_K):
+            value = _row(rows_ptr, (row * TOP_K + j) * WIDTH + cols, inside)
+            if j % 4 == 0:
+                first += value
+            elif j % 4 == 1:
+                second += value
+            elif j % 4 == 2:
+                third += value
+            else:
+                fourth += value
+        return ((first + second) + third) + fourth
+
+    @triton.jit
     def _layer_end_kernel(dense_ptr, experts_ptr, mid_ptr, post_1_w, post_2_w, post_w, scalar_ptr, out_ptr, eps,
-                          WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+                          WIDTH: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         inside = cols < WIDTH
         at = row * WIDTH + cols
         dtype: tl.constexpr = out_ptr.dtype.element_ty
         dense = _scaled(normalized(_row(dense_ptr, at, inside), eps, WIDTH), post_1_w, cols, inside, dtype)
-        experts = _scaled(normalized(_row(experts_ptr, at, inside), eps, WIDTH), post_2_w, cols, inside, dtype)
+        if TOP_K == 0:  # the experts' output, summed already
+            experts = _row(experts_ptr, at, inside)
+        else:  # their weighted rows: summed here, cast as torch casts the sum
+            experts = _top_k_sum(experts_ptr, row, cols, inside, WIDTH, BLOCK, TOP_K).to(dtype).to(tl.float32)
+        experts = _scaled(normalized(experts, eps, WIDTH), post_2_w, cols, inside, dtype)
         both = (dense.to(tl.float32) + experts.to(tl.float32)).to(dtype).to(tl.float32)
         both = _scaled(normalized(both, eps, WIDTH), post_w, cols, inside, dtype)
         out = (_row(mid_ptr, at, inside) + both.to(tl.float32)).to(dtype)
@@ -141,15 +168,18 @@ def route(router: nn.Module, scores: torch.Tensor) -> tuple[torch.Tensor, torch.
     return weights, index
 
 
-def layer_end(layer: nn.Module, dense: torch.Tensor, experts: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
-    """The layer's output from its dense MLP's and experts' outputs and `mid`."""
+def layer_end(layer: nn.Module, dense: torch.Tensor, experts: torch.Tensor, mid: torch.Tensor, *, rows: bool = False) -> torch.Tensor:
+    """The layer's output from its dense MLP's output, the experts' and `mid`. `experts` is their
+    output (shaped as `mid`), or with `rows` their weighted rows before the top-k sum (tokens,
+    top_k, hidden; float32: `expert_routing.sorted_experts`), which this kernel then sums and
+    casts, as transformers' experts would in two more kernels."""
     dense, experts = dense.contiguous(), experts.contiguous()
-    rows, width, block = _rows(mid)
+    tokens, width, block = _rows(mid)
     out = torch.empty_like(mid)
-    _layer_end_kernel[(rows,)](
+    _layer_end_kernel[(tokens,)](
         dense, experts, mid, layer.post_feedforward_layernorm_1.weight, layer.post_feedforward_layernorm_2.weight,
         layer.post_feedforward_layernorm.weight, layer.layer_scalar, out, layer.post_feedforward_layernorm.eps,
-        WIDTH=width, BLOCK=block, num_warps=ROW_WARPS)
+        WIDTH=width, BLOCK=block, TOP_K=experts.shape[1] if rows else 0, num_warps=ROW_WARPS)
     return out
 
 
@@ -162,8 +192,11 @@ def fused_forward(self: nn.Module, hidden_states: torch.Tensor, position_embeddi
     mid, dense_in, experts_in, router_in = after_attention(self, hidden_states, attn)
     dense_out = self.mlp(dense_in)
     weights, index = route(self.router, self.router.proj(router_in))
-    experts_out = self.experts(experts_in.reshape(-1, experts_in.shape[-1]), index, weights)
-    return layer_end(self, dense_out, experts_out.reshape(mid.shape), mid)
+    experts_in = experts_in.reshape(-1, experts_in.shape[-1])
+    rows = self.experts.routed_rows(experts_in, index, weights) if hasattr(self.experts, "routed_rows") else None
+    if rows is None:  # experts that sum their rows themselves (transformers' own, or dequantized)
+        return layer_end(self, dense_out, self.experts(experts_in, index, weights).reshape(mid.shape), mid)
+    return layer_end(self, dense_out, rows, mid, rows=True)
 
 
 def fusable(layer: nn.Module) -> bool:

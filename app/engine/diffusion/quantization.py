@@ -31,7 +31,7 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import Diffusi
 
 from app.engine.devices import free_gpu_bytes
 from app.engine.diffusion import expert_kernels as kernels
-from app.engine.diffusion.expert_routing import route_rows, sorted_experts
+from app.engine.diffusion.expert_routing import route_rows, sorted_experts, top_k_sum
 from app.errors import UserError
 
 MODES = ("fp32", "bf16", "fp8", "int8", "int4")
@@ -136,9 +136,9 @@ class QuantizedExperts(nn.Module):
         self.experts = experts
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
-        up_kernel, down_kernel = self.gate_up.kernel(hidden_states.device), self.down.kernel(hidden_states.device)
-        if "dequantize" not in (up_kernel, down_kernel):
-            return self._grouped(hidden_states, top_k_index, top_k_weights, up_kernel, down_kernel)
+        rows = self.routed_rows(hidden_states, top_k_index, top_k_weights)
+        if rows is not None:
+            return top_k_sum(rows, hidden_states.dtype)
         self.experts.gate_up_proj = self.gate_up.dequantize(hidden_states.dtype)
         self.experts.down_proj = self.down.dequantize(hidden_states.dtype)
         try:
@@ -146,9 +146,14 @@ class QuantizedExperts(nn.Module):
         finally:
             del self.experts.gate_up_proj, self.experts.down_proj
 
-    def _grouped(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor, up_kernel: str, down_kernel: str) -> torch.Tensor:
-        """transformers' `grouped_mm` experts path (`expert_routing.py`), with products that read the
-        quantized codes."""
+    def routed_rows(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor | None:
+        """The experts' weighted rows before their top-k sum (`expert_routing.sorted_experts`), by
+        transformers' `grouped_mm` path with products that read the quantized codes; None where no
+        kernel reads them (the dequantized path runs transformers' experts, which sum themselves)."""
+        up_kernel, down_kernel = self.gate_up.kernel(hidden.device), self.down.kernel(hidden.device)
+        if "dequantize" in (up_kernel, down_kernel):
+            return None
+
         def routed_down(gated: torch.Tensor, ends: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
             return self.down.routed_mm(gated, ends, down_kernel, order, weights)
 
