@@ -5,7 +5,7 @@
                                                                      # Triton's interpreter, small rows
 
 Each kernel of the fused layer (`fused_layer.py`; its last one also with the experts' top-k rows to
-sum), the rotary embedding (`fused_rope.py`), the
+sum), the gated GELU (`fused_mlp.py`), the rotary embedding (`fused_rope.py`), the
 experts' counting sort and row routing (`expert_routing.py`) and the fp8 row quantization (`expert_kernels.py`) is
 run beside the composition it replaced on the GPU (the fused RMSNorm and torch operations, or
 transformers' own code), on the same random inputs at the real model's shape (256 canvas rows of
@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from transformers import DiffusionGemmaConfig  # noqa: E402
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaRMSNorm, DiffusionGemmaTextRouter  # noqa: E402
 
-from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_rope  # noqa: E402
+from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_mlp, fused_rope  # noqa: E402
 from app.engine.diffusion.fused_norm import rms_norm  # noqa: E402
 
 
@@ -140,6 +140,21 @@ def check(tiny: bool) -> dict:
     report["layer_end_rows"] = {"bitwise": same(fused_layer.layer_end(layer, dense, top_rows, mid, rows=True), composed_end_rows()),
                                 "fused_ms": bench(lambda: fused_layer.layer_end(layer, dense, top_rows, mid, rows=True), device),
                                 "composed_ms": bench(composed_end_rows, device)}
+
+    # The gated GELU at the experts' and the dense MLP's widths, against torch's GELU and product: bit
+    # for bit on a GPU (libdevice's tanhf, as torch's kernel); the interpreter's tanh is exp-based
+    for count, width in ((rows * top_k, 24), (rows, 40)) if tiny else ((rows * top_k, 704), (rows, 2112)):
+        x = randn(count, 2 * width, scale=3.0)
+
+        def composed_gelu_mul(x=x):
+            gate, up = x.chunk(2, dim=-1)
+            return torch.nn.functional.gelu(gate, approximate="tanh") * up
+
+        fused = fused_mlp.gelu_tanh_mul(x)
+        report[f"gelu_mul_{width}"] = {**({} if tiny else {"bitwise": same(fused, composed_gelu_mul())}),
+                                       "max_abs_diff": float((fused.float() - composed_gelu_mul().float()).abs().max()),
+                                       "fused_ms": bench(lambda x=x: fused_mlp.gelu_tanh_mul(x), device),
+                                       "composed_ms": bench(composed_gelu_mul, device)}
 
     for dim in (64,) if tiny else (256, 512):
         x = randn(1, rows, heads, dim)

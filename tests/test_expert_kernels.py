@@ -142,7 +142,7 @@ def test_the_routed_epilogue_gives_the_unrouted_products_bits(interpreter, mode)
 def test_quantized_linear_through_the_kernel_matches_the_portable_path(interpreter, monkeypatch, mode):
     """A linear layer takes the kernel's dense tiles (rows in order, no expert to find): every row written, none twice."""
     linear = torch.nn.Linear(128, 80, bias=True)
-    layer = QuantizedLinear(linear, mode)
+    layer = QuantizedLinear.quantize(linear, mode)
     x = torch.randn(2, 40, 128)  # 80 rows: a linear's taller M tiles, one of them partly filled
     with torch.no_grad():
         fast = layer(x)

@@ -28,7 +28,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_norm, fused_rope
+from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_mlp, fused_norm, fused_rope
 
 TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16", torch.int32: "i32", torch.int64: "i64",
          torch.uint8: "u8", torch.int8: "i8", torch.float8_e4m3fn: "fp8e4nv"}
@@ -107,8 +107,8 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
 
 def layer_kernels(capability: int, sass: bool) -> dict:
     """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8; the
-    last one given the experts' output or their top-8 rows), the
-    experts' counting sort, and the rotary embedding's (16 query heads)."""
+    last one given the experts' output or their top-8 rows), the experts' counting sort, the gated
+    GELU (at the experts' and the dense MLP's widths) and the rotary embedding's (16 query heads)."""
     row = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
     weight = torch.empty(2816, dtype=torch.bfloat16, device=META)
     scores = torch.empty(256, 128, dtype=torch.bfloat16, device=META)
@@ -137,6 +137,10 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                          wide, dict(num_warps=4), capability, sass),
         "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6),
                                  wide | dict(TOP_K=0), options, capability, sass),
+        **{f"gelu_mul_{width}": compile_for(fused_mlp._gelu_tanh_mul_kernel, (torch.empty(rows, 2 * width, dtype=torch.bfloat16, device=META),
+                                                                           torch.empty(rows, width, dtype=torch.bfloat16, device=META)),
+                                            dict(WIDTH=width, BLOCK=1024, LIBDEVICE=True), dict(num_warps=4), capability, sass)
+           for rows, width in ((2048, 704), (256, 2112))},  # the experts' rows, the dense MLP's
         "layer_end_rows": compile_for(fused_layer._layer_end_kernel, (row, torch.empty(256, 8, 2816, dtype=torch.float32, device=META), row,
                                                                       weight, weight, weight, weight[:1], row, 1e-6),
                                       wide | dict(TOP_K=8), options, capability, sass),

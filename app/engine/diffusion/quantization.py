@@ -100,11 +100,27 @@ class QuantizedWeight(nn.Module):
 class QuantizedLinear(nn.Module):
     """Drop-in for `nn.Linear` (also as the base layer inside a peft LoRA layer)."""
 
-    def __init__(self, linear: nn.Linear, mode: str) -> None:
+    def __init__(self, qweight: QuantizedWeight, bias: torch.Tensor | None) -> None:
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.qweight = QuantizedWeight.quantize(linear.weight.data, mode)
-        self.bias = linear.bias
+        self.out_features, self.in_features = qweight.shape
+        self.qweight = qweight
+        self.bias = bias
+
+    @classmethod
+    def quantize(cls, linear: nn.Linear, mode: str) -> "QuantizedLinear":
+        return cls(QuantizedWeight.quantize(linear.weight.data, mode), linear.bias)
+
+    @classmethod
+    def stacked(cls, first: "QuantizedLinear", second: "QuantizedLinear") -> "QuantizedLinear":
+        """One linear whose outputs are `first`'s then `second`'s (one product where there were two):
+        their codes and scales stacked along the outputs. Every scale belongs to one output row (int8
+        and fp8: the row's; int4: a group of the row's inputs), so the codes and scales are the same."""
+        a, b = first.qweight, second.qweight
+        if a.mode != b.mode or a.shape[1] != b.shape[1] or a.scale.shape[1:] != b.scale.shape[1:] or first.bias is not None \
+                or second.bias is not None:
+            raise ValueError(f"cannot stack {a.mode} {a.shape} and {b.mode} {b.shape} linears")
+        stacked = QuantizedWeight(torch.cat([a.codes, b.codes]), torch.cat([a.scale, b.scale]), a.mode, (a.shape[0] + b.shape[0], a.shape[1]))
+        return cls(stacked, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self.qweight.kernel(x.device)
@@ -178,7 +194,7 @@ def quantize_backbone(model: DiffusionGemmaForBlockDiffusion, mode: str, device:
                 if isinstance(module, DiffusionGemmaTextExperts):
                     replacement = _quantized(done, module.gate_up_proj, lambda m=module: QuantizedExperts(m.to(device), mode))
                 elif type(module) is nn.Linear and not name.startswith("router") and "lora_" not in name:
-                    replacement = _quantized(done, module.weight, lambda m=module: QuantizedLinear(m.to(device), mode))
+                    replacement = _quantized(done, module.weight, lambda m=module: QuantizedLinear.quantize(m.to(device), mode))
                 else:
                     continue
                 parent, _, child = name.rpartition(".")
