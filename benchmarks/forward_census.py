@@ -15,7 +15,7 @@ layer's modules), its LoRA'd projections included.
 int8/int4 run the Triton kernel under its interpreter (`TRITON_INTERPRET=1`, as the tests do), so
 their path is the GPU's, and so do the fused kernels a GPU gets (`--fusions`: `layers`, the default,
 as on a GPU: the fused RMSNorms of `fused_norm.py`, the fused layer of `fused_layer.py`, the
-rotary embedding of `fused_rope.py`, the gated GELU and stacked dense MLP of `fused_mlp.py`, and
+attention heads' norms and rotary embedding of `fused_attention.py`, the gated GELU and stacked dense MLP of `fused_mlp.py`, and
 the experts' sort and row routing of `expert_routing.py`;
 `norms`: the norms only, as before those; `none`: transformers' forward, about 9 operations a norm). fp8 is not offered: its kernels need a GPU (on the CPU it dequantizes).
 """
@@ -36,13 +36,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from transformers.models.diffusion_gemma import modeling_diffusion_gemma  # noqa: E402
 
-from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_mlp, fused_norm, fused_rope  # noqa: E402
+from app.engine.diffusion import expert_kernels, expert_routing, fused_attention, fused_layer, fused_mlp, fused_norm  # noqa: E402
+from app.engine.diffusion.fused_attention import fuse_attention  # noqa: E402
 from app.engine.diffusion.fused_layer import fuse_layers  # noqa: E402
 from app.engine.diffusion.fused_mlp import fuse_mlps  # noqa: E402
 from app.engine.diffusion.fused_norm import fuse_norms  # noqa: E402
-from app.engine.diffusion.fused_rope import fuse_rope  # noqa: E402
 from benchmarks.gpu_real_shape import build_engine  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 
@@ -105,7 +104,7 @@ class Launches:
 KERNELS = [(expert_kernels, "_grouped_dequant_mm_kernel"), (expert_routing, "_sort_by_expert_kernel"),
            (expert_routing, "_route_rows_kernel"), (fused_norm, "_rms_norm_kernel"),
            (fused_layer, "_after_attention_kernel"), (fused_layer, "_route_kernel"), (fused_layer, "_layer_end_kernel"),
-           (fused_rope, "_rope_kernel"), (fused_mlp, "_gelu_tanh_mul_kernel")]
+           (fused_attention, "_heads_kernel"), (fused_mlp, "_gelu_tanh_mul_kernel")]
 
 
 def census(mode: str, fusions: str) -> dict:
@@ -117,7 +116,7 @@ def census(mode: str, fusions: str) -> dict:
     if fusions == "layers":
         fuse_layers(backbone, torch.device("cpu"))
         fuse_mlps(backbone, torch.device("cpu"))
-        fuse_rope(torch.device("cpu"))
+        fuse_attention(backbone, torch.device("cpu"))
         expert_routing.use_kernels = lambda device: True  # the experts' sort and routing kernels, as on a GPU
     where: list[str] = []  # the first decoder layer's modules being run, innermost last
     layer = backbone.model.decoder.layers[0]
@@ -148,7 +147,6 @@ def census(mode: str, fusions: str) -> dict:
     finally:
         for module, name, kernel in originals:
             setattr(module, name, kernel)
-        modeling_diffusion_gemma.apply_rotary_pos_emb = fused_rope.transformers_rope
         expert_routing.use_kernels = use_kernels
     ops, launches, layer_launches = results[0]
     aten = sum(ops.ops.values())

@@ -5,13 +5,14 @@
                                                                      # Triton's interpreter, small rows
 
 Each kernel of the fused layer (`fused_layer.py`; its last one also with the experts' top-k rows to
-sum), the gated GELU (`fused_mlp.py`), the rotary embedding (`fused_rope.py`), the
-experts' counting sort and row routing (`expert_routing.py`) and the fp8 row quantization (`expert_kernels.py`) is
-run beside the composition it replaced on the GPU (the fused RMSNorm and torch operations, or
-transformers' own code), on the same random inputs at the real model's shape (256 canvas rows of
-2816, 128 experts top-8, 16 heads of 256 and 512), and reports whether the results are equal bit
-for bit (the router's softmax sums in another order: its chosen experts' agreement and its weights'
-largest relative difference instead), and the milliseconds of each side replayed from a CUDA graph.
+sum), the gated GELU (`fused_mlp.py`), the attention heads' norms and rotary embedding
+(`fused_attention.py`), the experts' counting sort and row routing (`expert_routing.py`) and the
+fp8 row quantization (`expert_kernels.py`) is run beside the composition it replaced on the GPU
+(the fused RMSNorm and torch operations, or transformers' own code), on the same random inputs at
+the real model's shape (256 canvas rows of 2816, 128 experts top-8, 16 query heads of 256 and 512),
+and reports whether the results are equal bit for bit (the router's softmax sums in another order:
+its chosen experts' agreement and its weights' largest relative difference instead), and the
+milliseconds of each side replayed from a CUDA graph.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from transformers import DiffusionGemmaConfig  # noqa: E402
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaRMSNorm, DiffusionGemmaTextRouter  # noqa: E402
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import apply_rotary_pos_emb as rope  # noqa: E402
 
-from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_mlp, fused_rope  # noqa: E402
+from app.engine.diffusion import expert_kernels, expert_routing, fused_attention, fused_layer, fused_mlp  # noqa: E402
 from app.engine.diffusion.fused_norm import rms_norm  # noqa: E402
 
 
@@ -62,6 +64,18 @@ def make_layer(hidden: int, experts: int, top_k: int, dtype: torch.dtype, device
         setattr(layer, name, getattr(layer, name).to(device, dtype))
     layer.layer_scalar = torch.full((1,), 0.75, dtype=dtype, device=device)
     return layer
+
+
+def make_attention(dim: int, dtype: torch.dtype, device: torch.device) -> SimpleNamespace:
+    """An attention's three head norms (query and key scaled, at random; value unscaled)."""
+    attention = SimpleNamespace(q_norm=DiffusionGemmaRMSNorm(dim, eps=1e-6), k_norm=DiffusionGemmaRMSNorm(dim, eps=1e-6),
+                                v_norm=DiffusionGemmaRMSNorm(dim, eps=1e-6, with_scale=False))
+    with torch.no_grad():
+        attention.q_norm.weight.uniform_(0.25, 1.75)
+        attention.k_norm.weight.uniform_(0.25, 1.75)
+    for name in ("q_norm", "k_norm", "v_norm"):
+        setattr(attention, name, getattr(attention, name).to(device, dtype))
+    return attention
 
 
 def composed_after_attention(layer, residual: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -156,13 +170,24 @@ def check(tiny: bool) -> dict:
                                        "fused_ms": bench(lambda x=x: fused_mlp.gelu_tanh_mul(x), device),
                                        "composed_ms": bench(composed_gelu_mul, device)}
 
-    for dim in (64,) if tiny else (256, 512):
-        x = randn(1, rows, heads, dim)
+    # The attention heads: 16 query heads, and key and value heads as the sliding (own values) and the
+    # full attention layers (values are the keys before their norm) have them
+    for dim, kv, own_values in ((64, 2, True), (32, 1, False)) if tiny else ((256, 8, True), (512, 2, False)):
+        attention = make_attention(dim, dtype, device)
+        query, key = randn(1, rows, heads, dim, scale=2.0), randn(1, rows, kv, dim, scale=2.0)
+        value = randn(1, rows, kv, dim, scale=2.0) if own_values else key
         angles = torch.rand(1, rows, dim // 2, generator=generator, device=device) * rows
         cos, sin = (torch.cat([f(angles)] * 2, dim=-1).to(dtype) for f in (torch.cos, torch.sin))
-        report[f"rope_{dim}"] = {"bitwise": same(fused_rope.rope(x, cos, sin), fused_rope.transformers_rope(x, cos, sin, unsqueeze_dim=2)),
-                                 "fused_ms": bench(lambda: fused_rope.rope(x, cos, sin), device),
-                                 "composed_ms": bench(lambda: fused_rope.transformers_rope(x, cos, sin, unsqueeze_dim=2), device)}
+
+        def composed_heads(attention=attention, query=query, key=key, value=value, cos=cos, sin=sin):
+            return (rope(rms_norm(attention.q_norm, query), cos, sin, unsqueeze_dim=2),
+                    rope(rms_norm(attention.k_norm, key), cos, sin, unsqueeze_dim=2), rms_norm(attention.v_norm, value))
+
+        def fused_heads(attention=attention, query=query, key=key, value=value, cos=cos, sin=sin):
+            return fused_attention.heads(attention, query, key, value, cos, sin)
+
+        report[f"heads_{dim}"] = {"bitwise": same(fused_heads(), composed_heads()),
+                                  "fused_ms": bench(fused_heads, device), "composed_ms": bench(composed_heads, device)}
 
     top = torch.stack([torch.randperm(experts, generator=generator, device=device)[:top_k] for _ in range(rows)])
 

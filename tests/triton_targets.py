@@ -28,7 +28,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from app.engine.diffusion import expert_kernels, expert_routing, fused_layer, fused_mlp, fused_norm, fused_rope
+from app.engine.diffusion import expert_kernels, expert_routing, fused_attention, fused_layer, fused_mlp, fused_norm
 
 TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16", torch.int32: "i32", torch.int64: "i64",
          torch.uint8: "u8", torch.int8: "i8", torch.float8_e4m3fn: "fp8e4nv"}
@@ -105,10 +105,20 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
     return launches
 
 
+def heads_args(dim: int, kv: int) -> tuple:
+    """The attention heads kernel's arguments for 256 tokens: query, key and value heads (16, kv, kv),
+    the two norms' weights, cos and sin, the three outputs, eps and the angles' rows."""
+    def rows(heads: int) -> torch.Tensor:
+        return torch.empty(256, heads, dim, dtype=torch.bfloat16, device=META)
+
+    weight, angles = torch.empty(dim, dtype=torch.bfloat16, device=META), torch.empty(256, dim, dtype=torch.bfloat16, device=META)
+    return rows(16), rows(kv), rows(kv), weight, weight, angles, angles, rows(16), rows(kv), rows(kv), 1e-6, 256
+
+
 def layer_kernels(capability: int, sass: bool) -> dict:
     """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8; the
     last one given the experts' output or their top-8 rows), the experts' counting sort, the gated
-    GELU (at the experts' and the dense MLP's widths) and the rotary embedding's (16 query heads)."""
+    GELU (at the experts' and the dense MLP's widths) and the attention heads' (16 query heads; 8 or 2 key and value heads)."""
     row = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
     weight = torch.empty(2816, dtype=torch.bfloat16, device=META)
     scores = torch.empty(256, 128, dtype=torch.bfloat16, device=META)
@@ -121,11 +131,9 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                                                    row, 1e-6, 2816 ** -0.5), wide, options, capability, sass),
         "layer_route": compile_for(fused_layer._route_kernel, (scores, per_expert, *top), dict(EXPERTS=128, EXPERTS_P2=128, TOP_K=8, TOP_K_P2=8),
                                    dict(num_warps=fused_layer.ROUTE_WARPS), capability, sass),
-        **{f"rope_{dim}": compile_for(fused_rope._rope_kernel, (torch.empty(256, 16, dim, dtype=torch.bfloat16, device=META),
-                                                               *[torch.empty(256, dim, dtype=torch.bfloat16, device=META)] * 2,
-                                                               torch.empty(256, 16, dim, dtype=torch.bfloat16, device=META), 256),
-                                      dict(HEADS=16, DIM=dim), dict(num_warps=fused_rope.rope_warps(dim)), capability, sass)
-           for dim in (256, 512)},  # the sliding and the full attention layers' head sizes
+        **{f"heads_{dim}": compile_for(fused_attention._heads_kernel, heads_args(dim, kv), dict(HQ=16, HK=kv, HV=kv, DIM=dim),
+                                       dict(num_warps=fused_attention.HEAD_WARPS), capability, sass)
+           for dim, kv in ((256, 8), (512, 2))},  # the sliding and the full attention layers' heads
         "expert_sort": compile_for(expert_routing._sort_by_expert_kernel, (torch.empty(2048, dtype=torch.int64, device=META),
                                                                           *[torch.empty(2048, dtype=torch.int64, device=META)] * 2,
                                                                           torch.empty(128, dtype=torch.int32, device=META), 2048, 8),

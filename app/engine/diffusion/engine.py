@@ -23,10 +23,10 @@ from app.engine.devices import out_of_memory_as_user_error
 from app.engine.diffusion.chunking import join_texts, split_at_pauses
 from app.engine.diffusion.denoising import Denoiser
 from app.engine.diffusion.expert_routing import install_routing
+from app.engine.diffusion.fused_attention import fuse_attention
 from app.engine.diffusion.fused_layer import fuse_layers
 from app.engine.diffusion.fused_mlp import fuse_mlps
 from app.engine.diffusion.fused_norm import fuse_norms
-from app.engine.diffusion.fused_rope import fuse_rope
 from app.engine.diffusion.loading import DiffusionModel, load_model
 from app.engine.diffusion.prompt import embed_prefix
 from app.errors import UserError
@@ -45,8 +45,8 @@ class DiffusionEngine:
             compiled = model.backbone.model.decoder.layers if compile_layers else None  # Inductor fuses those itself
             fuse_norms(model.backbone, model.device, leave=compiled)
             fuse_layers(model.backbone, model.device, leave=compiled)
+            fuse_attention(model.backbone, model.device, leave=compiled)
             fuse_mlps(model.backbone, model.device)  # compiled layers too: one product of gate and up is theirs as well
-            fuse_rope(model.device)
         self.denoiser = Denoiser(model.backbone, compile_layers=compile_layers)
         eos = model.backbone.generation_config.eos_token_id
         self._eos_ids = set([eos] if isinstance(eos, int) else (eos or []))

@@ -22,9 +22,14 @@ triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
 if triton is not None:
 
     @triton.jit
+    def root_mean_square(x, eps, WIDTH: tl.constexpr):
+        """A row's (float32, zero past WIDTH) root mean square, eps inside: the norm's divisor."""
+        return tl.sqrt(tl.sum(x * x, axis=0) / WIDTH + eps)
+
+    @triton.jit
     def normalized(x, eps, WIDTH: tl.constexpr):
         """A row (float32, zero past WIDTH) over its root mean square: the norm without its scale."""
-        return x / tl.sqrt(tl.sum(x * x, axis=0) / WIDTH + eps)
+        return x / root_mean_square(x, eps, WIDTH)
 
     @triton.jit
     def _rms_norm_kernel(x_ptr, weight_ptr, out_ptr, eps, WIDTH: tl.constexpr, BLOCK: tl.constexpr, SCALED: tl.constexpr):

@@ -1,0 +1,138 @@
+"""DiffusionGemma's attention with its query, key and value heads prepared by one Triton kernel on CUDA GPUs.
+
+Between its projections and the attention itself, transformers' DiffusionGemma attention runs a
+norm and the rotary embedding on the query heads, the same on the key heads, and an unscaled norm on
+the value heads: as the fused RMSNorm (`fused_norm.py`) and transformers' five-kernel rotary
+embedding, nine kernels a layer, 270 a forward at the real 30 layers (benchmarks/forward_census.py
+counts them). `heads` does it all in one launch, a program a head of a token:
+
+- query and key heads: the norm (the fused RMSNorm's formula and launch, so its sum of squares
+  adds in the same order), rounded to the dtype, then the rotary embedding with transformers'
+  roundings (each product, then their sum); a head's partner half is normalized with the same root
+  mean square, so it is the value the norm would have stored;
+- value heads: the norm without a scale; in full-attention layers, whose keys are their values,
+  of the keys before their norm, as transformers takes them.
+
+So the results are those of the fused norm and transformers' rotary embedding bit for bit by design
+(the CPU tests under Triton's interpreter in float32; benchmarks/gpu_fused_check.py in bf16 on a GPU).
+`fused_attention_forward` is transformers' attention forward (encoder and decoder: they differ in how
+they use the cache) with this kernel in place of those nine; it takes transformers' own path inside
+torch.compile (which fuses them itself) and for head sizes that are not a power of two.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Callable
+
+import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.diffusion_gemma import modeling_diffusion_gemma
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
+    DiffusionGemmaDecoderTextAttention,
+    DiffusionGemmaEncoderTextAttention,
+)
+
+from app.engine.diffusion import expert_kernels, fused_norm
+
+triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
+ATTENTIONS = (DiffusionGemmaDecoderTextAttention, DiffusionGemmaEncoderTextAttention)
+HEAD_WARPS = 4  # as the fused RMSNorm launches: the same reduction layout, so the same sums of squares
+
+if triton is not None:
+    root_mean_square = fused_norm.root_mean_square
+
+    @triton.jit
+    def _norm_rope(src, weight_ptr, cos_ptr, sin_ptr, dst, eps, DIM: tl.constexpr):
+        """One query or key head: normed, rounded, rotated."""
+        cols = tl.arange(0, DIM)
+        partner = (cols + DIM // 2) % DIM
+        dtype = dst.dtype.element_ty
+        x = tl.load(src + cols).to(tl.float32)
+        rms = root_mean_square(x, eps, DIM)
+        normed = ((x / rms) * tl.load(weight_ptr + cols).to(tl.float32)).to(dtype).to(tl.float32)
+        other = ((tl.load(src + partner).to(tl.float32) / rms) * tl.load(weight_ptr + partner).to(tl.float32)).to(dtype).to(tl.float32)
+        rotated = tl.where(cols < DIM // 2, -other, other)
+        cos = tl.load(cos_ptr + cols).to(tl.float32)
+        sin = tl.load(sin_ptr + cols).to(tl.float32)
+        out = (normed * cos).to(dtype).to(tl.float32) + (rotated * sin).to(dtype).to(tl.float32)
+        tl.store(dst + cols, out.to(dtype))
+
+    @triton.jit
+    def _heads_kernel(q_ptr, k_ptr, v_ptr, q_weight, k_weight, cos_ptr, sin_ptr, q_out, k_out, v_out, eps, angles,
+                      HQ: tl.constexpr, HK: tl.constexpr, HV: tl.constexpr, DIM: tl.constexpr):
+        program = tl.program_id(0).to(tl.int64)
+        token, head = program // (HQ + HK + HV), program % (HQ + HK + HV)
+        angle = (token % angles) * DIM  # cos/sin rows: one a token, or one a position shared by the batch
+        if head < HQ:
+            at = (token * HQ + head) * DIM
+            _norm_rope(q_ptr + at, q_weight, cos_ptr + angle, sin_ptr + angle, q_out + at, eps, DIM)
+        elif head < HQ + HK:
+            at = (token * HK + head - HQ) * DIM
+            _norm_rope(k_ptr + at, k_weight, cos_ptr + angle, sin_ptr + angle, k_out + at, eps, DIM)
+        else:
+            at = (token * HV + head - HQ - HK) * DIM
+            cols = tl.arange(0, DIM)
+            x = tl.load(v_ptr + at + cols).to(tl.float32)
+            tl.store(v_out + at + cols, (x / root_mean_square(x, eps, DIM)).to(v_out.dtype.element_ty))
+
+
+def heads(attention: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cos: torch.Tensor,
+          sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(query, key, value) as transformers' attention has them before it transposes them: its norms
+    and rotary embedding applied. Inputs (batch, tokens, heads, dim) contiguous, cos/sin (batch or 1,
+    tokens, dim); `value` may be `key` itself (full attention: the keys before their norm)."""
+    tokens = query.shape[0] * query.shape[1]
+    dim, (hq, hk, hv) = query.shape[-1], (t.shape[-2] for t in (query, key, value))
+    outs = tuple(torch.empty_like(t) for t in (query, key, value))
+    _heads_kernel[(tokens * (hq + hk + hv),)](query, key, value, attention.q_norm.weight, attention.k_norm.weight, cos, sin, *outs,
+                                              attention.q_norm.eps, cos.numel() // dim, HQ=hq, HK=hk, HV=hv, DIM=dim,
+                                              num_warps=HEAD_WARPS)
+    return outs
+
+
+def _fits(attention: nn.Module, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
+    dim, (batch, tokens) = attention.head_dim, hidden_states.shape[:2]
+    norms = attention.q_norm, attention.k_norm, attention.v_norm
+    return (not torch.compiler.is_compiling() and hidden_states.dim() == 3 and dim >= 2 and dim & (dim - 1) == 0  # tl.arange: a power of two
+            and norms[0].with_scale and norms[1].with_scale and not norms[2].with_scale and len({n.eps for n in norms}) == 1
+            and cos.shape == sin.shape and cos.shape[0] in (1, batch) and cos.shape[1:] == (tokens, dim)
+            and cos.dtype == sin.dtype == hidden_states.dtype and cos.is_contiguous() and sin.is_contiguous())
+
+
+def fused_attention_forward(self: nn.Module, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
+                            attention_mask: torch.Tensor | None, cache=None, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """transformers' DiffusionGemma attention forward (encoder or decoder), its heads prepared by `heads`."""
+    input_shape = hidden_states.shape[:-1]
+    hidden_shape = (*input_shape, -1, self.head_dim)
+    cos, sin = position_embeddings
+    if not _fits(self, hidden_states, cos, sin):
+        return type(self).forward(self, hidden_states, position_embeddings, attention_mask, cache=cache, **kwargs)
+    query = self.q_proj(hidden_states).view(hidden_shape)
+    key = self.k_proj(hidden_states).view(hidden_shape)
+    value = self.v_proj(hidden_states).view(hidden_shape) if self.v_proj is not None else key
+    query, key, value = (t.transpose(1, 2) for t in heads(self, query.contiguous(), key.contiguous(), value.contiguous(), cos, sin))
+    if cache is not None:
+        if isinstance(self, DiffusionGemmaDecoderTextAttention):  # the decoder reads the prompt's cache, never writes it
+            key, value = self.append_to_cache(cache, key, value)
+        else:
+            key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
+    interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                                modeling_diffusion_gemma.eager_attention_forward)
+    output, weights = interface(self, query, key, value, attention_mask, dropout=self.attention_dropout if self.training else 0.0,
+                                scaling=self.scaling, sliding_window=self.sliding_window, is_causal=self.is_causal, **kwargs)
+    return self.o_proj(output.reshape(*input_shape, -1).contiguous()), weights
+
+
+def fuse_attention(model: nn.Module, device: torch.device, *, leave: nn.Module | None = None) -> int:
+    """Give every DiffusionGemma attention of `model` the fused forward where Triton runs; returns how
+    many. Those inside `leave` keep transformers' forward (torch.compile fuses them itself)."""
+    if not expert_kernels.triton_usable(device):
+        return 0
+    count, left = 0, {id(m) for m in leave.modules()} if leave is not None else set()
+    for module in model.modules():
+        if isinstance(module, ATTENTIONS) and id(module) not in left:
+            module.forward = types.MethodType(fused_attention_forward, module)
+            count += 1
+    return count
