@@ -48,7 +48,7 @@ from benchmarks.machine import machine_info  # noqa: E402
 # Operations that launch no kernel on a GPU: views of their input, and allocations.
 NO_KERNEL = {
     "aten.view", "aten.reshape", "aten.unsqueeze", "aten.squeeze", "aten.transpose", "aten.t", "aten.permute",
-    "aten.slice", "aten.select", "aten.chunk", "aten.split", "aten.unbind", "aten.expand", "aten._unsafe_view",
+    "aten.slice", "aten.select", "aten.chunk", "aten.split", "aten.split_with_sizes", "aten.unbind", "aten.expand", "aten._unsafe_view",
     "aten.alias", "aten.detach", "aten.as_strided", "aten.empty", "aten.empty_like", "aten.empty_strided",
 }
 

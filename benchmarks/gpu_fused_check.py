@@ -173,9 +173,10 @@ def check(tiny: bool) -> dict:
     # The attention heads: 16 query heads, and key and value heads as the sliding (own values) and the
     # full attention layers (values are the keys before their norm) have them
     for dim, kv, own_values in ((64, 2, True), (32, 1, False)) if tiny else ((256, 8, True), (512, 2, False)):
-        attention = make_attention(dim, dtype, device)
-        query, key = randn(1, rows, heads, dim, scale=2.0), randn(1, rows, kv, dim, scale=2.0)
-        value = randn(1, rows, kv, dim, scale=2.0) if own_values else key
+        attention = make_attention(dim, dtype, device)  # the heads as the decoder's stacked projection gives them
+        qkv = randn(1, rows, (heads + kv + kv * own_values) * dim, scale=2.0)
+        query, key, *value = (t.view(1, rows, -1, dim) for t in qkv.split([heads * dim, kv * dim] + [kv * dim] * own_values, dim=-1))
+        value = value[0] if value else key
         angles = torch.rand(1, rows, dim // 2, generator=generator, device=device) * rows
         cos, sin = (torch.cat([f(angles)] * 2, dim=-1).to(dtype) for f in (torch.cos, torch.sin))
 

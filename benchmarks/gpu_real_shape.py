@@ -197,9 +197,10 @@ def step_weight_bytes(engine: DiffusionEngine) -> int:
     total = 0
     for module in (backbone.model.decoder, backbone.lm_head):
         for tensor in [*module.parameters(), *module.buffers()]:
-            if tensor.data_ptr() not in seen and tensor.dim() >= 1:
-                seen.add(tensor.data_ptr())
-                total += tensor.numel() * tensor.element_size()
+            storage = tensor.untyped_storage()  # stacked projections: the separate ones are views of their rows
+            if storage.data_ptr() not in seen and tensor.dim() >= 1:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
     return total
 
 

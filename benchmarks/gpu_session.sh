@@ -5,8 +5,9 @@
 # needed first, since a session has 15 minutes of device time in all:
 #   gpu_parity.json      graph replay against the eager forward, layer by layer, bf16 and fp8 (every
 #                        layer must be equal since the graphs keep their masks alive, 2026-11-28)
-#   gpu_fused.json       each fused kernel (layer, rotary embedding, experts' sort, fp8 rows) against
-#                        what it replaced: equal bit for bit, and both sides' milliseconds
+#   gpu_fused.json       each fused kernel (layer, attention heads, gated GELU, experts' sort and
+#                        routing, fp8 rows) against what it replaced: equal bit for bit, and both
+#                        sides' milliseconds
 #   gpu_real_shape.json  every mode, the Whisper peers, then compiled layers while the budget lasts;
 #                        the floor, a kernel profile, and the graph check by one step's logits
 #   gpu_kernels.json     an int8/int4 linear (never timed alone before), each quantized expert
@@ -20,9 +21,9 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 timeout 80 python3 benchmarks/gpu_diagnose.py --parity bf16,fp8 --out "$OUT/gpu_parity.json" > "$OUT/gpu_parity.log" 2>&1
 echo "gpu_diagnose parity: exit $?"
-timeout 40 python3 benchmarks/gpu_fused_check.py --out "$OUT/gpu_fused.json" > "$OUT/gpu_fused.log" 2>&1
+timeout 60 python3 benchmarks/gpu_fused_check.py --out "$OUT/gpu_fused.json" > "$OUT/gpu_fused.log" 2>&1
 echo "gpu_fused_check: exit $?"
-timeout 350 python3 benchmarks/gpu_real_shape.py --json --out "$OUT/gpu_real_shape.json" --runs 5 --budget-s 265 --batches 4 \
+timeout 330 python3 benchmarks/gpu_real_shape.py --json --out "$OUT/gpu_real_shape.json" --runs 5 --budget-s 245 --batches 4 \
   --parts bf16,fp8,int8,int4,whisper-small,whisper-large-v3-turbo,fp8+compile,int4+compile,int8+compile,bf16+compile,whisper-small+static-compile,whisper-large-v3-turbo+static-compile \
   > "$OUT/gpu_real_shape.log" 2>&1
 echo "gpu_real_shape: exit $?"

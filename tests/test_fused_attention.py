@@ -94,3 +94,32 @@ def test_compiled_attention_traces_transformers_forward_in_one_graph(model, tmp_
         expected, _ = type(attention).forward(attention, hidden, (cos, sin), None)
         compiled, _ = torch.compile(attention, fullgraph=True)(hidden, (cos, sin), None)
     torch.testing.assert_close(compiled, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", [None, "int4"])  # int4: stacked codes and group scales
+def test_decoder_projections_are_one_product_over_weights_held_once(model, mode):  # noqa: F811
+    """The decoder attentions' query, key and value are one product; their separate linears and the
+    encoder's tied ones read their rows of its weight (held once), and the model computes what it
+    computed (bf16/fp32 stacked products may add in another order on a GPU; here, on the CPU, and in
+    the int8/int4 kernel, which computes every tile alike, the same bits)."""
+    from app.engine.diffusion.quantization import QuantizedLinear, quantize_backbone
+
+    reference = copy.deepcopy(model)
+    if mode is not None:
+        quantize_backbone(reference, mode, torch.device("cpu"))
+    fuse_norms(reference, torch.device("cpu"))
+    fused = copy.deepcopy(reference)
+    assert fused_attention.fuse_attention(fused, torch.device("cpu")) == 4
+    for decoder, encoder in zip(fused.model.decoder.layers, fused.model.encoder.language_model.layers):
+        stacked, parts = decoder.self_attn.qkv_proj, [decoder.self_attn.q_proj, decoder.self_attn.k_proj, decoder.self_attn.v_proj]
+        parts = [p for p in parts if p is not None]  # full attention: no value projection
+        starts = [sum(p.out_features for p in parts[:i]) for i in range(len(parts))]
+        if mode is None:
+            assert [p.weight.data_ptr() for p in parts] == [stacked.weight[row].data_ptr() for row in starts]
+            assert encoder.self_attn.k_proj.weight.data_ptr() == stacked.weight[starts[1]].data_ptr()  # the tied encoder's too
+        else:
+            assert isinstance(stacked, QuantizedLinear)
+            assert encoder.self_attn.k_proj.qweight.codes.data_ptr() == stacked.qweight.codes[starts[1]].data_ptr()
+    expected_logits, expected, _ = run(reference)
+    logits, got, _ = run(fused)
+    assert all(torch.equal(ours, theirs) for ours, theirs in zip(got, expected)) and torch.equal(logits, expected_logits)

@@ -14,6 +14,7 @@ from torch import nn
 from app.engine.diffusion import expert_routing, fused_mlp
 from app.engine.diffusion.expert_routing import install_routing
 from app.engine.diffusion.quantization import QuantizedLinear
+from app.engine.diffusion.stacking import stack_linears
 from tests.test_fused_layer import model, run  # noqa: F401 - the fused layer's test model, a fixture
 
 pytest.importorskip("triton", reason="Triton is installed with the test extras")
@@ -64,4 +65,5 @@ def test_linears_of_another_kind_are_left_alone():
     with pytest.raises(ValueError):
         QuantizedLinear.stacked(QuantizedLinear.quantize(nn.Linear(256, 96, bias=False), "int8"),
                                 QuantizedLinear.quantize(nn.Linear(256, 96, bias=False), "int4"))
-    assert fused_mlp._stack(nn.Linear(64, 32, bias=True), nn.Linear(64, 32, bias=True)) is None
+    assert stack_linears([nn.Linear(64, 32, bias=True), nn.Linear(64, 32, bias=True)]) is None
+    assert stack_linears([nn.Linear(64, 32, bias=False), nn.Linear(64, 32, bias=False).double()]) is None

@@ -107,12 +107,14 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
 
 def heads_args(dim: int, kv: int) -> tuple:
     """The attention heads kernel's arguments for 256 tokens: query, key and value heads (16, kv, kv),
-    the two norms' weights, cos and sin, the three outputs, eps and the angles' rows."""
+    the two norms' weights, cos and sin, the three outputs, eps, the angles' rows, and the inputs'
+    token strides (the decoder's stacked projection)."""
     def rows(heads: int) -> torch.Tensor:
         return torch.empty(256, heads, dim, dtype=torch.bfloat16, device=META)
 
     weight, angles = torch.empty(dim, dtype=torch.bfloat16, device=META), torch.empty(256, dim, dtype=torch.bfloat16, device=META)
-    return rows(16), rows(kv), rows(kv), weight, weight, angles, angles, rows(16), rows(kv), rows(kv), 1e-6, 256
+    stride = (16 + 2 * kv) * dim
+    return rows(16), rows(kv), rows(kv), weight, weight, angles, angles, rows(16), rows(kv), rows(kv), 1e-6, 256, stride, stride, stride
 
 
 def layer_kernels(capability: int, sass: bool) -> dict:

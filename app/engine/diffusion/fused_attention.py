@@ -17,7 +17,10 @@ So the results are those of the fused norm and transformers' rotary embedding bi
 (the CPU tests under Triton's interpreter in float32; benchmarks/gpu_fused_check.py in bf16 on a GPU).
 `fused_attention_forward` is transformers' attention forward (encoder and decoder: they differ in how
 they use the cache) with this kernel in place of those nine; it takes transformers' own path inside
-torch.compile (which fuses them itself) and for head sizes that are not a power of two.
+torch.compile (which fuses them itself) and for head sizes that are not a power of two. The decoder's
+query, key and value projections, which every denoising step runs, are one product
+(`stack_projections`, `stacking.py`: two kernels fewer in its sliding layers, one in the others), whose
+columns the kernel reads in place.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
 )
 
 from app.engine.diffusion import expert_kernels, fused_norm
+from app.engine.diffusion.stacking import share_rows, stack_linears
 
 triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
 ATTENTIONS = (DiffusionGemmaDecoderTextAttention, DiffusionGemmaEncoderTextAttention)
@@ -61,34 +65,39 @@ if triton is not None:
 
     @triton.jit
     def _heads_kernel(q_ptr, k_ptr, v_ptr, q_weight, k_weight, cos_ptr, sin_ptr, q_out, k_out, v_out, eps, angles,
-                      HQ: tl.constexpr, HK: tl.constexpr, HV: tl.constexpr, DIM: tl.constexpr):
+                      q_stride, k_stride, v_stride, HQ: tl.constexpr, HK: tl.constexpr, HV: tl.constexpr, DIM: tl.constexpr):
+        """Inputs: a token's heads one after another, tokens `*_stride` apart (the columns of one
+        stacked projection, or a projection of their own); outputs contiguous."""
         program = tl.program_id(0).to(tl.int64)
         token, head = program // (HQ + HK + HV), program % (HQ + HK + HV)
         angle = (token % angles) * DIM  # cos/sin rows: one a token, or one a position shared by the batch
         if head < HQ:
-            at = (token * HQ + head) * DIM
-            _norm_rope(q_ptr + at, q_weight, cos_ptr + angle, sin_ptr + angle, q_out + at, eps, DIM)
+            _norm_rope(q_ptr + token * q_stride + head * DIM, q_weight, cos_ptr + angle, sin_ptr + angle,
+                       q_out + (token * HQ + head) * DIM, eps, DIM)
         elif head < HQ + HK:
-            at = (token * HK + head - HQ) * DIM
-            _norm_rope(k_ptr + at, k_weight, cos_ptr + angle, sin_ptr + angle, k_out + at, eps, DIM)
+            _norm_rope(k_ptr + token * k_stride + (head - HQ) * DIM, k_weight, cos_ptr + angle, sin_ptr + angle,
+                       k_out + (token * HK + head - HQ) * DIM, eps, DIM)
         else:
-            at = (token * HV + head - HQ - HK) * DIM
             cols = tl.arange(0, DIM)
-            x = tl.load(v_ptr + at + cols).to(tl.float32)
-            tl.store(v_out + at + cols, (x / root_mean_square(x, eps, DIM)).to(v_out.dtype.element_ty))
+            x = tl.load(v_ptr + token * v_stride + (head - HQ - HK) * DIM + cols).to(tl.float32)
+            tl.store(v_out + (token * HV + head - HQ - HK) * DIM + cols, (x / root_mean_square(x, eps, DIM)).to(v_out.dtype.element_ty))
 
 
 def heads(attention: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cos: torch.Tensor,
           sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(query, key, value) as transformers' attention has them before it transposes them: its norms
-    and rotary embedding applied. Inputs (batch, tokens, heads, dim) contiguous, cos/sin (batch or 1,
-    tokens, dim); `value` may be `key` itself (full attention: the keys before their norm)."""
+    and rotary embedding applied, contiguous. Inputs (batch, tokens, heads, dim) with each token's
+    heads contiguous (a projection's output, or its columns of a stacked one), cos/sin (batch or 1,
+    tokens, dim) contiguous; `value` may be `key` itself (full attention: the keys before their norm)."""
+    inputs = (query, key, value)
+    if any(t.stride(-1) != 1 or t.stride(-2) != t.shape[-1] or t.stride(0) != t.shape[1] * t.stride(1) for t in inputs):
+        raise ValueError("heads wants each token's heads contiguous")
     tokens = query.shape[0] * query.shape[1]
-    dim, (hq, hk, hv) = query.shape[-1], (t.shape[-2] for t in (query, key, value))
-    outs = tuple(torch.empty_like(t) for t in (query, key, value))
-    _heads_kernel[(tokens * (hq + hk + hv),)](query, key, value, attention.q_norm.weight, attention.k_norm.weight, cos, sin, *outs,
-                                              attention.q_norm.eps, cos.numel() // dim, HQ=hq, HK=hk, HV=hv, DIM=dim,
-                                              num_warps=HEAD_WARPS)
+    dim, (hq, hk, hv) = query.shape[-1], (t.shape[-2] for t in inputs)
+    outs = tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in inputs)
+    _heads_kernel[(tokens * (hq + hk + hv),)](*inputs, attention.q_norm.weight, attention.k_norm.weight, cos, sin, *outs,
+                                              attention.q_norm.eps, cos.numel() // dim, *(t.stride(1) for t in inputs),
+                                              HQ=hq, HK=hk, HV=hv, DIM=dim, num_warps=HEAD_WARPS)
     return outs
 
 
@@ -109,10 +118,14 @@ def fused_attention_forward(self: nn.Module, hidden_states: torch.Tensor, positi
     cos, sin = position_embeddings
     if not _fits(self, hidden_states, cos, sin):
         return type(self).forward(self, hidden_states, position_embeddings, attention_mask, cache=cache, **kwargs)
-    query = self.q_proj(hidden_states).view(hidden_shape)
-    key = self.k_proj(hidden_states).view(hidden_shape)
-    value = self.v_proj(hidden_states).view(hidden_shape) if self.v_proj is not None else key
-    query, key, value = (t.transpose(1, 2) for t in heads(self, query.contiguous(), key.contiguous(), value.contiguous(), cos, sin))
+    stacked = getattr(self, "qkv_proj", None)
+    if stacked is not None:  # one product, its columns the query's, the key's and the value's (`stack_projections`)
+        widths = [p.out_features for p in (self.q_proj, self.k_proj, self.v_proj) if p is not None]
+        query, key, *value = (t.view(hidden_shape) for t in stacked(hidden_states).split(widths, dim=-1))
+    else:
+        query, key, *value = (p(hidden_states).view(hidden_shape) for p in (self.q_proj, self.k_proj, self.v_proj) if p is not None)
+    value = value[0] if value else key
+    query, key, value = (t.transpose(1, 2) for t in heads(self, query, key, value, cos, sin))
     if cache is not None:
         if isinstance(self, DiffusionGemmaDecoderTextAttention):  # the decoder reads the prompt's cache, never writes it
             key, value = self.append_to_cache(cache, key, value)
@@ -125,14 +138,30 @@ def fused_attention_forward(self: nn.Module, hidden_states: torch.Tensor, positi
     return self.o_proj(output.reshape(*input_shape, -1).contiguous()), weights
 
 
-def fuse_attention(model: nn.Module, device: torch.device, *, leave: nn.Module | None = None) -> int:
-    """Give every DiffusionGemma attention of `model` the fused forward where Triton runs; returns how
-    many. Those inside `leave` keep transformers' forward (torch.compile fuses them itself)."""
-    if not expert_kernels.triton_usable(device):
-        return 0
-    count, left = 0, {id(m) for m in leave.modules()} if leave is not None else set()
-    for module in model.modules():
-        if isinstance(module, ATTENTIONS) and id(module) not in left:
-            module.forward = types.MethodType(fused_attention_forward, module)
+def stack_projections(model: nn.Module, attentions: list[nn.Module]) -> int:
+    """Give each of `attentions` (decoder attentions: the steps run them) one product for its query,
+    key and value projections (`stacking.py`), the separate ones reading their rows of it, as do
+    their tied twins in the encoder; returns how many were stacked."""
+    count = 0
+    for attention in attentions:
+        parts = [p for p in (attention.q_proj, attention.k_proj, attention.v_proj) if p is not None]
+        stacked = stack_linears(parts)
+        if stacked is not None:
+            share_rows(model, parts, stacked)
+            attention.qkv_proj = stacked
             count += 1
     return count
+
+
+def fuse_attention(model: nn.Module, device: torch.device, *, leave: nn.Module | None = None) -> int:
+    """Give every DiffusionGemma attention of `model` the fused forward where Triton runs, the decoder's
+    its projections stacked into one product (`stack_projections`); returns how many. Those inside
+    `leave` keep transformers' forward and projections (torch.compile fuses them itself)."""
+    if not expert_kernels.triton_usable(device):
+        return 0
+    left = {id(m) for m in leave.modules()} if leave is not None else set()
+    fused = [module for module in model.modules() if isinstance(module, ATTENTIONS) and id(module) not in left]
+    for module in fused:
+        module.forward = types.MethodType(fused_attention_forward, module)
+    stack_projections(model, [module for module in fused if isinstance(module, DiffusionGemmaDecoderTextAttention)])
+    return len(fused)

@@ -11,11 +11,8 @@ small kernels a denoising step is bound by (docs/benchmarks.md, H100 profile). H
   kernel does, multiplies by up and rounds again: the two kernels' bits by design
   (benchmarks/gpu_fused_check.py compares them on a GPU). Under Triton's interpreter (the CPU
   tests), which has no libdevice, tanh comes from exp: the same to float32 rounding.
-- `fuse_mlps`: the dense MLP's gate and up weights are stacked at load into one linear (bf16, or
-  quantized codes and scales stacked by `QuantizedLinear.stacked`), so one product makes both
-  halves: the dense MLP is then three kernels, not five. One product of twice the outputs may add
-  in another order than two (cuBLAS picks its kernel by shape): the same to bf16 rounding, not
-  bit for bit. Half as many, wider products also fill an H100's 132 SMs better at 256 rows.
+- `fuse_mlps`: the dense MLP's gate and up weights are stacked at load into one linear
+  (`stacking.py`), so one product makes both halves: the dense MLP is then three kernels, not five.
 
 Off CUDA GPUs, and inside torch.compile (which fuses the activation itself), `gated` is
 transformers' `act_fn(gate) * up`.
@@ -33,6 +30,7 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import Diffusi
 
 from app.engine.diffusion import expert_kernels, expert_routing
 from app.engine.diffusion.quantization import QuantizedLinear
+from app.engine.diffusion.stacking import stack_linears
 
 triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
 BLOCK = 1024  # a program's columns: an expert's 704 in one, the dense MLP's in a few
@@ -99,21 +97,6 @@ def _experts_gate(self: DiffusionGemmaTextExperts, gate_up: torch.Tensor) -> tor
     return gated(self.act_fn, gate_up)
 
 
-def _stack(gate: nn.Module, up: nn.Module) -> nn.Module | None:
-    """One linear computing `gate`'s outputs then `up`'s, or None if they are not plain linears of one kind."""
-    if type(gate) is type(up) is nn.Linear and gate.bias is None and up.bias is None \
-            and gate.weight.dtype == up.weight.dtype and gate.in_features == up.in_features:
-        stacked = nn.Linear(gate.in_features, gate.out_features + up.out_features, bias=False, device="meta")
-        stacked.weight = nn.Parameter(torch.cat([gate.weight.data, up.weight.data]), requires_grad=False)
-        return stacked
-    if type(gate) is type(up) is QuantizedLinear:
-        try:
-            return QuantizedLinear.stacked(gate, up)
-        except ValueError:
-            return None
-    return None
-
-
 def fuse_mlps(model: nn.Module, device: torch.device) -> int:
     """Where Triton runs on `device`: stack every dense MLP's gate and up into one linear (layers that
     share weights, as the tied encoder and decoder do, share the stacked one) and give it the gated
@@ -128,7 +111,7 @@ def fuse_mlps(model: nn.Module, device: torch.device) -> int:
             continue
         weight = module.gate_proj.qweight if isinstance(module.gate_proj, QuantizedLinear) else module.gate_proj.weight
         if id(weight) not in stacked:
-            stacked[id(weight)] = weight, _stack(module.gate_proj, module.up_proj)
+            stacked[id(weight)] = weight, stack_linears([module.gate_proj, module.up_proj])
         if stacked[id(weight)][1] is None:
             continue
         module.gate_up_proj = stacked[id(weight)][1]

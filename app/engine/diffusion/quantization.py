@@ -111,15 +111,17 @@ class QuantizedLinear(nn.Module):
         return cls(QuantizedWeight.quantize(linear.weight.data, mode), linear.bias)
 
     @classmethod
-    def stacked(cls, first: "QuantizedLinear", second: "QuantizedLinear") -> "QuantizedLinear":
-        """One linear whose outputs are `first`'s then `second`'s (one product where there were two):
+    def stacked(cls, *parts: "QuantizedLinear") -> "QuantizedLinear":
+        """One linear whose outputs are each part's in turn (one product where there were several):
         their codes and scales stacked along the outputs. Every scale belongs to one output row (int8
         and fp8: the row's; int4: a group of the row's inputs), so the codes and scales are the same."""
-        a, b = first.qweight, second.qweight
-        if a.mode != b.mode or a.shape[1] != b.shape[1] or a.scale.shape[1:] != b.scale.shape[1:] or first.bias is not None \
-                or second.bias is not None:
-            raise ValueError(f"cannot stack {a.mode} {a.shape} and {b.mode} {b.shape} linears")
-        stacked = QuantizedWeight(torch.cat([a.codes, b.codes]), torch.cat([a.scale, b.scale]), a.mode, (a.shape[0] + b.shape[0], a.shape[1]))
+        weights = [part.qweight for part in parts]
+        first = weights[0]
+        if any(w.mode != first.mode or w.shape[1] != first.shape[1] or w.scale.shape[1:] != first.scale.shape[1:] for w in weights) \
+                or any(part.bias is not None for part in parts):
+            raise ValueError(f"cannot stack {[(w.mode, w.shape) for w in weights]} linears")
+        stacked = QuantizedWeight(torch.cat([w.codes for w in weights]), torch.cat([w.scale for w in weights]), first.mode,
+                                  (sum(w.shape[0] for w in weights), first.shape[1]))
         return cls(stacked, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
