@@ -30,7 +30,7 @@ import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
-from app.engine.diffusion import graphs
+from app.engine.diffusion import graphs, rotary_memo
 from app.engine.diffusion.compiled_layers import CompiledLayers
 from app.engine.diffusion.prefill import Prompt, prefill, prefill_mask
 
@@ -81,6 +81,7 @@ class Denoiser:
     def __init__(self, backbone: DiffusionGemmaForBlockDiffusion, *, use_graphs: bool | None = None,
                  compile_layers: bool = False) -> None:
         self.backbone = backbone
+        rotary_memo.memoize(backbone.model.decoder.rotary_emb)  # a prompt's positions: cos/sin once, not every step
         device = backbone.get_input_embeddings().weight.device
         self.use_graphs = device.type == "cuda" if use_graphs is None else use_graphs
         self.compiled = CompiledLayers(backbone.model.decoder.layers, MAX_PREPARED_SHAPES) if compile_layers else None

@@ -15,6 +15,8 @@ import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
+from app.engine.diffusion import rotary_memo
+
 
 @dataclass
 class Prompt:
@@ -27,6 +29,9 @@ class Prompt:
     attention_mask: torch.Tensor  # (batch, prompt length), all True
     decoder_attention_mask: torch.Tensor  # the same with the canvas after it
     canvas_positions: torch.Tensor
+
+    def __post_init__(self) -> None:
+        rotary_memo.pin(self.canvas_positions)  # every step reads them, none writes them
 
     @property
     def batch(self) -> int:
