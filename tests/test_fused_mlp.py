@@ -34,7 +34,7 @@ def test_the_kernel_computes_gelu_of_the_gate_times_up(rows, width):
 def test_stacked_mlps_and_the_gated_kernel_compute_transformers_model(model, monkeypatch):  # noqa: F811
     fused = copy.deepcopy(model)
     install_routing(fused)  # as the engine: the experts' gate is then called by the routing
-    assert fused_mlp.fuse_mlps(fused, torch.device("cpu")) == 4  # two encoder and two decoder layers
+    assert fused_mlp.fuse_mlps(fused, torch.device("cpu")) == 5  # two encoder and two decoder layers, self-conditioning
     decoder, encoder = fused.model.decoder.layers[0].mlp, fused.model.encoder.language_model.layers[0].mlp
     assert decoder.gate_up_proj is encoder.gate_up_proj  # tied weights stay one stacked weight
     assert not hasattr(decoder, "gate_proj") and decoder.gate_up_proj.weight.shape == (256, 96)
@@ -43,7 +43,8 @@ def test_stacked_mlps_and_the_gated_kernel_compute_transformers_model(model, mon
     monkeypatch.setattr(fused_mlp, "gelu_tanh_mul", lambda x, kernel=fused_mlp.gelu_tanh_mul: calls.append(x.shape[-1]) or kernel(x))
     expected_logits, expected, _ = run(model)
     logits, got, _ = run(fused)
-    assert sorted(calls) == [64] * 4 + [256] * 4  # each layer's experts (2 x 32) and dense MLP (2 x 128), prefill and decoder
+    # each layer's experts (2 x 32) and dense MLP (2 x 128), prefill and decoder, and the self-conditioning (2 x 128)
+    assert sorted(calls) == [64] * 4 + [256] * 5
     for ours, theirs in zip(got, expected):
         torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=2e-5)
     torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)

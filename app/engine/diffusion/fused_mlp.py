@@ -1,8 +1,8 @@
 """DiffusionGemma's gated GELU as one Triton kernel on CUDA GPUs, and the dense MLP's gate and up as one product.
 
-Both MLPs of a text layer gate with GELU (tanh form): transformers' dense MLP runs its gate and up
-products, the GELU and the product of the two (four kernels), and the experts run the GELU and the
-product on the halves of their gate/up product (two). At 30 layers a forward that is ~180 of the
+Both MLPs of a text layer gate with GELU (tanh form), as does the decoder's self-conditioning MLP:
+transformers' dense MLPs run their gate and up products, the GELU and the product of the two (four
+kernels), and the experts run the GELU and the product on the halves of their gate/up product (two). At 30 layers a forward that is ~180 of the
 small kernels a denoising step is bound by (docs/benchmarks.md, H100 profile). Here:
 
 - `gated`: one kernel reads a row's gate and up halves, computes GELU with torch's CUDA formula
@@ -26,7 +26,11 @@ import types
 import torch
 from torch import nn
 from transformers.activations import GELUTanh
-from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaText4MLP, DiffusionGemmaTextExperts
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
+    DiffusionGemmaSelfConditioning,
+    DiffusionGemmaText4MLP,
+    DiffusionGemmaTextExperts,
+)
 
 from app.engine.diffusion import expert_kernels, expert_routing
 from app.engine.diffusion.quantization import QuantizedLinear
@@ -93,6 +97,13 @@ def _stacked_forward(self: DiffusionGemmaText4MLP, x: torch.Tensor) -> torch.Ten
     return self.down_proj(gated(self.act_fn, self.gate_up_proj(x)))
 
 
+def _stacked_self_conditioning(self: DiffusionGemmaSelfConditioning, inputs_embeds: torch.Tensor,
+                               self_conditioning_signal: torch.Tensor) -> torch.Tensor:
+    """transformers' `DiffusionGemmaSelfConditioning.forward`, its gate and up one product."""
+    signal = self.down_proj(gated(self.act_fn, self.gate_up_proj(self.pre_norm(self_conditioning_signal))))
+    return self.post_norm(inputs_embeds + signal)
+
+
 def _experts_gate(self: DiffusionGemmaTextExperts, gate_up: torch.Tensor) -> torch.Tensor:
     return gated(self.act_fn, gate_up)
 
@@ -100,14 +111,15 @@ def _experts_gate(self: DiffusionGemmaTextExperts, gate_up: torch.Tensor) -> tor
 def fuse_mlps(model: nn.Module, device: torch.device) -> int:
     """Where Triton runs on `device`: stack every dense MLP's gate and up into one linear (layers that
     share weights, as the tied encoder and decoder do, share the stacked one) and give it the gated
-    kernel, and give the experts the kernel as their gate; returns how many dense MLPs were stacked."""
+    kernel, the same for the decoder's self-conditioning MLP, and give the experts the kernel as their
+    gate; returns how many MLPs were stacked."""
     if not expert_kernels.triton_usable(device):
         return 0
     count, stacked = 0, {}  # id of a gate weight -> (that weight, kept so its id stays its own; its stacked linear)
     for module in model.modules():
         if isinstance(module, DiffusionGemmaTextExperts) and is_gelu_tanh(module.act_fn):
             module._apply_gate = types.MethodType(_experts_gate, module)
-        if not isinstance(module, DiffusionGemmaText4MLP) or not is_gelu_tanh(module.act_fn):
+        if not isinstance(module, (DiffusionGemmaText4MLP, DiffusionGemmaSelfConditioning)) or not is_gelu_tanh(module.act_fn):
             continue
         weight = module.gate_proj.qweight if isinstance(module.gate_proj, QuantizedLinear) else module.gate_proj.weight
         if id(weight) not in stacked:
@@ -116,6 +128,7 @@ def fuse_mlps(model: nn.Module, device: torch.device) -> int:
             continue
         module.gate_up_proj = stacked[id(weight)][1]
         del module.gate_proj, module.up_proj
-        module.forward = types.MethodType(_stacked_forward, module)
+        forward = _stacked_forward if isinstance(module, DiffusionGemmaText4MLP) else _stacked_self_conditioning
+        module.forward = types.MethodType(forward, module)
         count += 1
     return count
