@@ -47,6 +47,8 @@ class EmulatedGraph:
             for kept, new in zip(self.output.layers, fresh.layers):
                 kept.keys.copy_(new.keys)
                 kept.values.copy_(new.values)
+                for window, new_window in zip(getattr(kept, "kv_window", ())[:2], getattr(new, "kv_window", ())[:2]):
+                    window.copy_(new_window)  # the prefill's copies into the decoder's windows (kv_windows.py)
         else:
             self.output.logits.copy_(fresh.logits)
 
@@ -126,6 +128,30 @@ def test_graphs_are_captured_while_idle_and_replayed_with_the_eager_loops_tokens
     only = prompt_graphs[0]
     assert only.prefill.graph.replays == 3  # the fill after capture, then one per dictation
     assert only.first_step.graph.replays == 2 and only.next_step.graph.replays == 2 * 4
+
+
+def test_graphs_read_the_windows_each_prefill_fills(tmp_path_factory, emulated_graphs):
+    """With the GPU's fused attention (Triton's interpreter here), the step graphs read the keys and
+    values the prefill graph copied into the decoder's windows (kv_windows.py) for this dictation:
+    other speech in each dictation, so windows left from an earlier one would change the tokens."""
+    pytest.importorskip("triton", reason="Triton is installed with the test extras")
+    from app.engine.diffusion import kv_windows
+    from app.engine.diffusion.fused_attention import fuse_attention
+    from tests.test_diffusion_engine import noise, tone
+
+    fused = load_engine(EngineSpec(engine="diffusion", model=str(tiny_checkpoint(tmp_path_factory)), device="cpu", quantization="fp32"))
+    backbone = fused.model.backbone
+    fuse_attention(backbone, torch.device("cpu"), leave=backbone.model.encoder)  # the decoder's (the interpreter is slow)
+    assert kv_windows.wanted(backbone)
+    clips = [tone(), noise()]  # the same length, so one prompt shape and one set of graphs
+    eager = [fused.transcribe(clip, language="en", steps=3, early_exit=False, seed=1).text for clip in clips]
+    fused.denoiser = denoising.Denoiser(fused.model.backbone, use_graphs=True)
+    fused.transcribe(clips[0], language="en", steps=3, early_exit=False, seed=1)
+    for piece in fused.preparations():
+        piece.run()
+    graphed = [fused.transcribe(clip, language="en", steps=3, early_exit=False, seed=1).text for clip in clips]
+    assert eager[0] != eager[1] and graphed == eager
+    assert len(fused.denoiser._ready) == 1
 
 
 def test_a_failed_capture_falls_back_to_the_eager_loop_and_says_why(engine, emulated_graphs, monkeypatch):

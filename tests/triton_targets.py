@@ -107,14 +107,17 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
 
 def heads_args(dim: int, kv: int) -> tuple:
     """The attention heads kernel's arguments for 256 tokens: query, key and value heads (16, kv, kv),
-    the two norms' weights, cos and sin, the three outputs, eps, the angles' rows, and the inputs'
-    token strides (the decoder's stacked projection)."""
+    the two norms' weights, cos and sin, the three outputs, eps, the angles' rows, the tokens a batch
+    row, the inputs' token strides (the decoder's stacked projection) and the outputs' batch, token
+    and head strides (the query contiguous, the keys and values in windows of 220 prompt tokens)."""
     def rows(heads: int) -> torch.Tensor:
         return torch.empty(256, heads, dim, dtype=torch.bfloat16, device=META)
 
     weight, angles = torch.empty(dim, dtype=torch.bfloat16, device=META), torch.empty(256, dim, dtype=torch.bfloat16, device=META)
-    stride = (16 + 2 * kv) * dim
-    return rows(16), rows(kv), rows(kv), weight, weight, angles, angles, rows(16), rows(kv), rows(kv), 1e-6, 256, stride, stride, stride
+    stride, window = (16 + 2 * kv) * dim, 220 + 256
+    query_out, window_out = (256 * 16 * dim, 16 * dim, dim), (kv * window * dim, dim, window * dim)
+    return (rows(16), rows(kv), rows(kv), weight, weight, angles, angles, rows(16), rows(kv), rows(kv), 1e-6, 256, 256,
+            stride, stride, stride, *query_out, *window_out, *window_out)
 
 
 def layer_kernels(capability: int, sass: bool) -> dict:

@@ -37,7 +37,7 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
     DiffusionGemmaEncoderTextAttention,
 )
 
-from app.engine.diffusion import expert_kernels, fused_norm
+from app.engine.diffusion import expert_kernels, fused_norm, kv_windows
 from app.engine.diffusion.stacking import share_rows, stack_linears
 
 triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
@@ -64,40 +64,52 @@ if triton is not None:
         tl.store(dst + cols, out.to(dtype))
 
     @triton.jit
-    def _heads_kernel(q_ptr, k_ptr, v_ptr, q_weight, k_weight, cos_ptr, sin_ptr, q_out, k_out, v_out, eps, angles,
-                      q_stride, k_stride, v_stride, HQ: tl.constexpr, HK: tl.constexpr, HV: tl.constexpr, DIM: tl.constexpr):
+    def _heads_kernel(q_ptr, k_ptr, v_ptr, q_weight, k_weight, cos_ptr, sin_ptr, q_out, k_out, v_out, eps, angles, tokens,
+                      q_stride, k_stride, v_stride, q_batch, q_token, q_head, k_batch, k_token, k_head, v_batch, v_token, v_head,
+                      HQ: tl.constexpr, HK: tl.constexpr, HV: tl.constexpr, DIM: tl.constexpr):
         """Inputs: a token's heads one after another, tokens `*_stride` apart (the columns of one
-        stacked projection, or a projection of their own); outputs contiguous."""
+        stacked projection, or a projection of their own). Outputs: element (batch row, token, head)
+        at `*_batch`, `*_token` and `*_head` strides (contiguous, or keys and values behind the
+        prompt's in their windows, `kv_windows.py`); `tokens`: a batch row's."""
         program = tl.program_id(0).to(tl.int64)
         token, head = program // (HQ + HK + HV), program % (HQ + HK + HV)
+        row, at = token // tokens, token % tokens
         angle = (token % angles) * DIM  # cos/sin rows: one a token, or one a position shared by the batch
         if head < HQ:
             _norm_rope(q_ptr + token * q_stride + head * DIM, q_weight, cos_ptr + angle, sin_ptr + angle,
-                       q_out + (token * HQ + head) * DIM, eps, DIM)
+                       q_out + row * q_batch + at * q_token + head * q_head, eps, DIM)
         elif head < HQ + HK:
             _norm_rope(k_ptr + token * k_stride + (head - HQ) * DIM, k_weight, cos_ptr + angle, sin_ptr + angle,
-                       k_out + (token * HK + head - HQ) * DIM, eps, DIM)
+                       k_out + row * k_batch + at * k_token + (head - HQ) * k_head, eps, DIM)
         else:
             cols = tl.arange(0, DIM)
             x = tl.load(v_ptr + token * v_stride + (head - HQ - HK) * DIM + cols).to(tl.float32)
-            tl.store(v_out + (token * HV + head - HQ - HK) * DIM + cols, (x / root_mean_square(x, eps, DIM)).to(v_out.dtype.element_ty))
+            tl.store(v_out + row * v_batch + at * v_token + (head - HQ - HK) * v_head + cols,
+                     (x / root_mean_square(x, eps, DIM)).to(v_out.dtype.element_ty))
 
 
 def heads(attention: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cos: torch.Tensor,
-          sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(query, key, value) as transformers' attention has them before it transposes them: its norms
-    and rotary embedding applied, contiguous. Inputs (batch, tokens, heads, dim) with each token's
-    heads contiguous (a projection's output, or its columns of a stacked one), cos/sin (batch or 1,
-    tokens, dim) contiguous; `value` may be `key` itself (full attention: the keys before their norm)."""
+          sin: torch.Tensor, *, key_out: torch.Tensor | None = None,
+          value_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(query, key, value) as transformers' attention has them before it transposes them, (batch,
+    tokens, heads, dim): its norms and rotary embedding applied. Inputs with each token's heads
+    contiguous (a projection's output, or its columns of a stacked one), cos/sin (batch or 1, tokens,
+    dim) contiguous; `value` may be `key` itself (full attention: the keys before their norm).
+    Outputs are new contiguous tensors, or for the keys and values `key_out`/`value_out` (any strides,
+    shaped as the inputs: a window's canvas part, transposed)."""
     inputs = (query, key, value)
     if any(t.stride(-1) != 1 or t.stride(-2) != t.shape[-1] or t.stride(0) != t.shape[1] * t.stride(1) for t in inputs):
         raise ValueError("heads wants each token's heads contiguous")
-    tokens = query.shape[0] * query.shape[1]
-    dim, (hq, hk, hv) = query.shape[-1], (t.shape[-2] for t in inputs)
-    outs = tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in inputs)
-    _heads_kernel[(tokens * (hq + hk + hv),)](*inputs, attention.q_norm.weight, attention.k_norm.weight, cos, sin, *outs,
-                                              attention.q_norm.eps, cos.numel() // dim, *(t.stride(1) for t in inputs),
-                                              HQ=hq, HK=hk, HV=hv, DIM=dim, num_warps=HEAD_WARPS)
+    outs = tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) if out is None else out
+                 for t, out in zip(inputs, (None, key_out, value_out)))
+    if any(out.shape != t.shape or out.stride(-1) != 1 for t, out in zip(inputs, outs)):
+        raise ValueError("heads writes each head's values contiguous, in tensors shaped as its inputs")
+    batch, tokens, dim = query.shape[0], query.shape[1], query.shape[-1]
+    hq, hk, hv = (t.shape[-2] for t in inputs)
+    _heads_kernel[(batch * tokens * (hq + hk + hv),)](
+        *inputs, attention.q_norm.weight, attention.k_norm.weight, cos, sin, *outs, attention.q_norm.eps, cos.numel() // dim,
+        tokens, *(t.stride(1) for t in inputs), *(stride for out in outs for stride in out.stride()[:3]),
+        HQ=hq, HK=hk, HV=hv, DIM=dim, num_warps=HEAD_WARPS)
     return outs
 
 
@@ -125,11 +137,17 @@ def fused_attention_forward(self: nn.Module, hidden_states: torch.Tensor, positi
     else:
         query, key, *value = (p(hidden_states).view(hidden_shape) for p in (self.q_proj, self.k_proj, self.v_proj) if p is not None)
     value = value[0] if value else key
-    query, key, value = (t.transpose(1, 2) for t in heads(self, query, key, value, cos, sin))
-    if cache is not None:
-        if isinstance(self, DiffusionGemmaDecoderTextAttention):  # the decoder reads the prompt's cache, never writes it
+    window = kv_windows.window(cache, self.layer_idx, input_shape[1]) if isinstance(self, DiffusionGemmaDecoderTextAttention) else None
+    if window is not None:  # the canvas's keys and values behind the prompt's: the concatenation, made in place
+        keys, values, cached = window
+        query, _, _ = heads(self, query, key, value, cos, sin, key_out=keys[:, :, cached:].transpose(1, 2),
+                            value_out=values[:, :, cached:].transpose(1, 2))
+        query, key, value = query.transpose(1, 2), keys, values
+    else:
+        query, key, value = (t.transpose(1, 2) for t in heads(self, query, key, value, cos, sin))
+        if isinstance(self, DiffusionGemmaDecoderTextAttention) and cache is not None:  # reads the prompt's cache, never writes it
             key, value = self.append_to_cache(cache, key, value)
-        else:
+        elif cache is not None:
             key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
     interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
                                                                 modeling_diffusion_gemma.eager_attention_forward)
@@ -163,5 +181,8 @@ def fuse_attention(model: nn.Module, device: torch.device, *, leave: nn.Module |
     fused = [module for module in model.modules() if isinstance(module, ATTENTIONS) and id(module) not in left]
     for module in fused:
         module.forward = types.MethodType(fused_attention_forward, module)
-    stack_projections(model, [module for module in fused if isinstance(module, DiffusionGemmaDecoderTextAttention)])
+    decoders = [module for module in fused if isinstance(module, DiffusionGemmaDecoderTextAttention)]
+    stack_projections(model, decoders)
+    if decoders and len(decoders) == len(model.model.decoder.layers):  # every decoder attention reads the windows
+        model.model.decoder.reads_kv_windows = True
     return len(fused)

@@ -15,7 +15,7 @@ import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
-from app.engine.diffusion import rotary_memo
+from app.engine.diffusion import kv_windows, rotary_memo
 
 
 @dataclass
@@ -66,6 +66,8 @@ def prefill(backbone: DiffusionGemmaForBlockDiffusion, prompt: Prompt, cache: Dy
     embeds = torch.cat([prompt.prefix_embeds, encoder.get_input_embeddings()(prompt.tail_ids)], dim=1)
     mask = prefill_mask(backbone, prompt) if mask is None else mask
     encoder(inputs_embeds=embeds, attention_mask=mask, position_ids=prompt_positions(prompt), cache=cache)
+    if kv_windows.wanted(backbone):  # the decoder's attention then reads the cache and the canvas in place
+        kv_windows.open_windows(cache, backbone.config.canvas_length)
     return cache
 
 
