@@ -6,8 +6,8 @@
 
 Each kernel of the fused layer (`fused_layer.py`; its last one also with the experts' top-k rows to
 sum), the gated GELU (`fused_mlp.py`), the attention heads' norms and rotary embedding
-(`fused_attention.py`), the experts' counting sort and row routing (`expert_routing.py`) and the
-fp8 row quantization (`expert_kernels.py`) is run beside the composition it replaced on the GPU
+(`fused_attention.py`), the logits' softcap (`softcap.py`), the experts' counting sort and row
+routing (`expert_routing.py`) and the fp8 row quantization (`expert_kernels.py`) is run beside the composition it replaced on the GPU
 (the fused RMSNorm and torch operations, or transformers' own code), on the same random inputs at
 the real model's shape (256 canvas rows of 2816, 128 experts top-8, 16 query heads of 256 and 512),
 and reports whether the results are equal bit for bit (the router's softmax sums in another order:
@@ -18,6 +18,7 @@ milliseconds of each side replayed from a CUDA graph.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -34,7 +35,7 @@ from transformers import DiffusionGemmaConfig  # noqa: E402
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaRMSNorm, DiffusionGemmaTextRouter  # noqa: E402
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import apply_rotary_pos_emb as rope  # noqa: E402
 
-from app.engine.diffusion import expert_kernels, expert_routing, fused_attention, fused_layer, fused_mlp  # noqa: E402
+from app.engine.diffusion import expert_kernels, expert_routing, fused_attention, fused_layer, fused_mlp, softcap  # noqa: E402
 from app.engine.diffusion.fused_norm import rms_norm  # noqa: E402
 
 
@@ -64,6 +65,17 @@ def make_layer(hidden: int, experts: int, top_k: int, dtype: torch.dtype, device
         setattr(layer, name, getattr(layer, name).to(device, dtype))
     layer.layer_scalar = torch.full((1,), 0.75, dtype=dtype, device=device)
     return layer
+
+
+@contextlib.contextmanager
+def _kernels_on():
+    """The kernels that run only where the routing's do (CUDA GPUs), here too (the `--tiny` CPU check)."""
+    use = expert_routing.use_kernels
+    expert_routing.use_kernels = lambda device: True
+    try:
+        yield
+    finally:
+        expert_routing.use_kernels = use
 
 
 def make_attention(dim: int, dtype: torch.dtype, device: torch.device) -> SimpleNamespace:
@@ -189,6 +201,23 @@ def check(tiny: bool) -> dict:
 
         report[f"heads_{dim}"] = {"bitwise": same(fused_heads(), composed_heads()),
                                   "fused_ms": bench(fused_heads, device), "composed_ms": bench(composed_heads, device)}
+
+    # The logits' softcap (cap 30) over a step's vocabulary-sized logits, from the lm_head's output
+    head_out = randn(rows, 512 if tiny else 262_144, scale=40.0)
+    capped = torch.empty(head_out.shape, dtype=torch.float32, device=device)
+    reference = torch.empty(head_out.shape, dtype=torch.float32, device=device)
+
+    def composed_softcap():
+        return reference.copy_(head_out).div_(30.0).tanh_().mul_(30.0)
+
+    def fused_softcap():
+        return softcap.softcap_into(capped, head_out, 30.0)
+
+    with _kernels_on():
+        fused_softcap()
+    report["softcap"] = {**({} if tiny else {"bitwise": same(capped, composed_softcap())}),
+                         "max_abs_diff": float((capped - composed_softcap()).abs().max()),
+                         "fused_ms": bench(fused_softcap, device), "composed_ms": bench(composed_softcap, device)}
 
     top = torch.stack([torch.randperm(experts, generator=generator, device=device)[:top_k] for _ in range(rows)])
 

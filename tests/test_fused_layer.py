@@ -102,13 +102,20 @@ def test_layers_that_do_not_fit_or_are_compiled_keep_transformers_forward(model)
     assert "forward" not in vars(fused.model.decoder.layers[0]) and "forward" not in vars(fused.model.decoder.layers[1])
 
 
-def test_everything_a_gpu_fuses_computes_transformers_model(model, monkeypatch):
-    """The engine's GPU path at once (norms, layers, attention heads, MLPs, the experts' routing with
-    its kernels), prefill and decoder, against transformers' own."""
+@pytest.mark.parametrize("mode", [None, "int8"])
+def test_everything_a_gpu_fuses_computes_transformers_model(model, monkeypatch, mode):
+    """The engine's GPU path at once (norms, layers, attention heads with stacked projections, MLPs
+    with stacked gate and up, the experts' routing with its kernels), prefill and decoder, against
+    transformers' own; int8: the same model quantized, against itself unfused (its stacked codes, and
+    its experts' rows from the Triton kernel's epilogue summed by the layer's end)."""
     from app.engine.diffusion import expert_routing
     from app.engine.diffusion.fused_attention import fuse_attention
     from app.engine.diffusion.fused_mlp import fuse_mlps
+    from app.engine.diffusion.quantization import quantize_backbone
 
+    if mode is not None:
+        model = copy.deepcopy(model)
+        quantize_backbone(model, mode, torch.device("cpu"))
     fused = copy.deepcopy(model)
     install_routing(fused)
     cpu = torch.device("cpu")

@@ -1,7 +1,7 @@
 """benchmarks/gpu_fused_check.py, the GPU check of the fused kernels, run here as the CPU can: float32
 under Triton's interpreter, small rows. The kernels must equal what they replaced bit for bit (the
-router: the same experts, weights to float32 rounding; the gated GELU: to float32 rounding, its
-tanh being exp-based under the interpreter); on a GPU the same script checks bf16 at the
+router: the same experts, weights to float32 rounding; the gated GELU and the softcap: to float32
+rounding, their tanh being exp-based under the interpreter); on a GPU the same script checks bf16 at the
 real shape and times both sides (docs/benchmarks.md, "Running the GPU checks")."""
 
 from __future__ import annotations
@@ -23,3 +23,4 @@ def test_every_fused_kernel_equals_what_it_replaced():
     assert report["route"]["same_experts"] == 1.0 and report["route"]["weights_max_rel_diff"] < 1e-6
     # the gated GELU's tanh is exp-based under the interpreter: float32 rounding, not bits, on values of ~10
     assert report["gelu_mul_24"]["max_abs_diff"] < 1e-5 and report["gelu_mul_40"]["max_abs_diff"] < 1e-5
+    assert report["softcap"]["max_abs_diff"] < 2e-5  # the same exp-based tanh, on logits up to the cap of 30

@@ -28,7 +28,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from app.engine.diffusion import expert_kernels, expert_routing, fused_attention, fused_layer, fused_mlp, fused_norm
+from app.engine.diffusion import expert_kernels, expert_routing, fused_attention, fused_layer, fused_mlp, fused_norm, softcap
 
 TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16", torch.int32: "i32", torch.int64: "i64",
          torch.uint8: "u8", torch.int8: "i8", torch.float8_e4m3fn: "fp8e4nv"}
@@ -123,7 +123,8 @@ def heads_args(dim: int, kv: int) -> tuple:
 def layer_kernels(capability: int, sass: bool) -> dict:
     """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8; the
     last one given the experts' output or their top-8 rows), the experts' counting sort, the gated
-    GELU (at the experts' and the dense MLP's widths) and the attention heads' (16 query heads; 8 or 2 key and value heads)."""
+    GELU (at the experts' and the dense MLP's widths), the attention heads' (16 query heads; 8 or 2 key and value heads)
+    and the logits' softcap."""
     row = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
     weight = torch.empty(2816, dtype=torch.bfloat16, device=META)
     scores = torch.empty(256, 128, dtype=torch.bfloat16, device=META)
@@ -154,6 +155,10 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                                            torch.empty(rows, width, dtype=torch.bfloat16, device=META)),
                                             dict(WIDTH=width, BLOCK=1024, LIBDEVICE=True), dict(num_warps=4), capability, sass)
            for rows, width in ((2048, 704), (256, 2112))},  # the experts' rows, the dense MLP's
+        "softcap": compile_for(softcap._softcap_kernel, (torch.empty(256, 262_144, dtype=torch.bfloat16, device=META),
+                                                        torch.empty(256, 262_144, dtype=torch.float32, device=META), 256 * 262_144,
+                                                        1 / 30, 30.0),
+                               dict(BLOCK=softcap.BLOCK, LIBDEVICE=True), dict(num_warps=4), capability, sass),
         "layer_end_rows": compile_for(fused_layer._layer_end_kernel, (row, torch.empty(256, 8, 2816, dtype=torch.float32, device=META), row,
                                                                       weight, weight, weight, weight[:1], row, 1e-6),
                                       wide | dict(TOP_K=8), options, capability, sass),

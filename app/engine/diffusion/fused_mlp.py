@@ -47,7 +47,8 @@ if triton is not None:
     KAPPA = tl.constexpr(0.044715)
 
     @triton.jit
-    def _tanh(x, LIBDEVICE: tl.constexpr):
+    def cuda_tanh(x, LIBDEVICE: tl.constexpr):
+        """CUDA's tanhf, as torch's kernels call it (LIBDEVICE), or under Triton's interpreter an exp form."""
         if LIBDEVICE:
             return libdevice.tanh(x)  # CUDA's tanhf, which torch's GELU kernel calls
         else:  # Triton's interpreter has no libdevice; past 15, tanh is +-1 in float32
@@ -62,7 +63,7 @@ if triton is not None:
         gate = tl.load(x_ptr + row * 2 * WIDTH + cols, mask=inside, other=0.0).to(tl.float32)
         up = tl.load(x_ptr + row * 2 * WIDTH + WIDTH + cols, mask=inside, other=0.0).to(tl.float32)
         inner = BETA * tl.fma(KAPPA, gate * gate * gate, gate)
-        gelu = ((0.5 * gate) * (1.0 + _tanh(inner, LIBDEVICE))).to(dtype)
+        gelu = ((0.5 * gate) * (1.0 + cuda_tanh(inner, LIBDEVICE))).to(dtype)
         tl.store(out_ptr + row * WIDTH + cols, (gelu.to(tl.float32) * up).to(dtype), mask=inside)
 
 
@@ -115,18 +116,19 @@ def fuse_mlps(model: nn.Module, device: torch.device) -> int:
     gate; returns how many MLPs were stacked."""
     if not expert_kernels.triton_usable(device):
         return 0
-    count, stacked = 0, {}  # id of a gate weight -> (that weight, kept so its id stays its own; its stacked linear)
+    count, stacked = 0, {}  # a gate weight's address -> (that weight, kept so the address stays its own; its stacked linear)
     for module in model.modules():
         if isinstance(module, DiffusionGemmaTextExperts) and is_gelu_tanh(module.act_fn):
             module._apply_gate = types.MethodType(_experts_gate, module)
         if not isinstance(module, (DiffusionGemmaText4MLP, DiffusionGemmaSelfConditioning)) or not is_gelu_tanh(module.act_fn):
             continue
-        weight = module.gate_proj.qweight if isinstance(module.gate_proj, QuantizedLinear) else module.gate_proj.weight
-        if id(weight) not in stacked:
-            stacked[id(weight)] = weight, stack_linears([module.gate_proj, module.up_proj])
-        if stacked[id(weight)][1] is None:
+        # by address, not identity: tied weights may be two parameters over one storage
+        weight = module.gate_proj.qweight.codes if isinstance(module.gate_proj, QuantizedLinear) else module.gate_proj.weight
+        if weight.data_ptr() not in stacked:
+            stacked[weight.data_ptr()] = weight, stack_linears([module.gate_proj, module.up_proj])
+        if stacked[weight.data_ptr()][1] is None:
             continue
-        module.gate_up_proj = stacked[id(weight)][1]
+        module.gate_up_proj = stacked[weight.data_ptr()][1]
         del module.gate_proj, module.up_proj
         forward = _stacked_forward if isinstance(module, DiffusionGemmaText4MLP) else _stacked_self_conditioning
         module.forward = types.MethodType(forward, module)

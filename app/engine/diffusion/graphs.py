@@ -32,6 +32,8 @@ from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaBlockDiffusionOutputWithPast
 
+from app.engine.diffusion.softcap import softcap_into
+
 
 @dataclass
 class Captured:
@@ -141,10 +143,10 @@ def forward_into(backbone: DiffusionGemmaForBlockDiffusion, logits: torch.Tensor
     real shape), which a graph then copied into the shared output. Here the same operations, in the
     same order, run in place in that output: the same numbers bit for bit (a test compares them),
     one 256 MiB pass less a step, and the graphs' memory pool no longer holds two float32 logits
-    tensors at the forward's end (on a 16 GB card, int4 has no half GiB to spare)."""
+    tensors at the forward's end (on a 16 GB card, int4 has no half GiB to spare). On a GPU the four
+    in-place passes are one kernel (`softcap.py`: the same bits by design)."""
     hidden = backbone.model(**inputs)
-    cap = backbone.final_logit_softcapping
-    logits.copy_(backbone.lm_head(hidden.last_hidden_state)).div_(cap).tanh_().mul_(cap)
+    softcap_into(logits, backbone.lm_head(hidden.last_hidden_state), backbone.final_logit_softcapping)
     return DiffusionGemmaBlockDiffusionOutputWithPast(logits=logits, cache=hidden.cache,
                                                       encoder_last_hidden_state=hidden.encoder_last_hidden_state)
 
