@@ -11,6 +11,7 @@ kernel that dropped or swapped any of them would show."""
 from __future__ import annotations
 
 import copy
+import types
 
 import pytest
 import torch
@@ -70,8 +71,8 @@ def test_fused_layers_compute_transformers_layers(model, monkeypatch, routing):
     if routing:
         assert install_routing(fused) == 4
     ends = []
-    monkeypatch.setattr(fused_layer, "layer_end", lambda layer, dense, experts, mid, rows=False, end=fused_layer.layer_end:
-                        ends.append(rows) or end(layer, dense, experts, mid, rows=rows))
+    monkeypatch.setattr(fused_layer, "layer_end", lambda layer, dense, experts, mid, rows=False, end=fused_layer.layer_end, **kwargs:
+                        ends.append(rows) or end(layer, dense, experts, mid, rows=rows, **kwargs))
     expected_logits, expected, expected_routes = run(model)
     logits, got, routes = run(fused)
     assert ends == [routing] * 4
@@ -152,3 +153,24 @@ def test_the_layer_end_sums_the_top_8_rows_in_the_gpus_order(model):
         in_order = in_order + rows[:, j]
     assert not torch.equal(gpu_top_k_sum(rows), in_order)
     torch.testing.assert_close(fused, fused_layer.layer_end(layer, dense, rows.sum(dim=1), mid), rtol=1e-5, atol=1e-5)
+
+
+def test_the_norm_after_each_layer_is_computed_by_its_last_kernel_bit_for_bit(model, monkeypatch):
+    """The following layer's input norm, and after the last layer the model's final norm, come from
+    the layer's last kernel (one kernel fewer a layer): the same bits as the fused norm's own kernel."""
+    from app.engine.diffusion import fused_norm
+
+    linked = copy.deepcopy(model)
+    fuse_norms(linked, torch.device("cpu"))
+    assert fused_layer.fuse_layers(linked, torch.device("cpu")) == 4
+    unlinked = copy.deepcopy(linked)
+    for layer in [*unlinked.model.decoder.layers, *unlinked.model.encoder.language_model.layers]:
+        layer.forward = types.MethodType(fused_layer.fused_forward, layer)  # no following norm
+    launched = []
+    kernel = fused_norm._rms_norm_kernel
+    monkeypatch.setattr(fused_norm, "_rms_norm_kernel", type("Counted", (), {"__getitem__": lambda self, grid: launched.append(grid) or kernel[grid]})())
+    logits, got, _ = run(linked)
+    ahead = len(launched)
+    expected_logits, expected, _ = run(unlinked)
+    assert len(launched) - ahead - ahead == 2 * 2  # per stack (encoder, decoder): one layer's input norm and the last norm
+    assert all(torch.equal(ours, theirs) for ours, theirs in zip(got, expected)) and torch.equal(logits, expected_logits)

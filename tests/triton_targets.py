@@ -122,7 +122,7 @@ def heads_args(dim: int, kv: int) -> tuple:
 
 def layer_kernels(capability: int, sass: bool) -> dict:
     """The fused layer's three kernels at the real shape (256 rows of 2816, 128 experts, top-8; the
-    last one given the experts' output or their top-8 rows), the experts' counting sort, the gated
+    last one given the experts' output, or their top-8 rows and computing the next norm), the experts' counting sort, the gated
     GELU (at the experts' and the dense MLP's widths), the attention heads' (16 query heads; 8 or 2 key and value heads)
     and the logits' softcap."""
     row = torch.empty(256, 2816, dtype=torch.bfloat16, device=META)
@@ -149,8 +149,9 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                                             torch.empty(2048, dtype=torch.float32, device=META),
                                                                             torch.empty(2048, 2816, dtype=torch.float32, device=META)),
                                          wide, dict(num_warps=4), capability, sass),
-        "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6),
-                                 wide | dict(TOP_K=0), options, capability, sass),
+        "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6,
+                                                                 weight, row, 1e-6),
+                                 wide | dict(TOP_K=0, NEXT=False), options, capability, sass),
         **{f"gelu_mul_{width}": compile_for(fused_mlp._gelu_tanh_mul_kernel, (torch.empty(rows, 2 * width, dtype=torch.bfloat16, device=META),
                                                                            torch.empty(rows, width, dtype=torch.bfloat16, device=META)),
                                             dict(WIDTH=width, BLOCK=1024, LIBDEVICE=True), dict(num_warps=4), capability, sass)
@@ -160,8 +161,8 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                         1 / 30, 30.0),
                                dict(BLOCK=softcap.BLOCK, LIBDEVICE=True), dict(num_warps=4), capability, sass),
         "layer_end_rows": compile_for(fused_layer._layer_end_kernel, (row, torch.empty(256, 8, 2816, dtype=torch.float32, device=META), row,
-                                                                      weight, weight, weight, weight[:1], row, 1e-6),
-                                      wide | dict(TOP_K=8), options, capability, sass),
+                                                                      weight, weight, weight, weight[:1], row, 1e-6, weight, row, 1e-6),
+                                      wide | dict(TOP_K=8, NEXT=True), options, capability, sass),  # as a GPU runs it: the next norm too
     }
 
 

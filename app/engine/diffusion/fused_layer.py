@@ -10,7 +10,8 @@ kernels (docs/benchmarks.md, H100 profile). Here they are three, each reading it
   and 1/sqrt(hidden)), sharing one root mean square, as their eps are equal;
 - `route`: the router's softmax over the experts, top-k, renormalisation, and per-expert scale;
 - `layer_end`: the experts' top-k sum (where they hand over their weighted rows), the dense and
-  expert outputs' norms, their sum's norm, plus `mid`, times the layer scalar.
+  expert outputs' norms, their sum's norm, plus `mid`, times the layer scalar; and the norm that
+  reads the output next (the following layer's input norm, or the model's last), handed to it.
 
 Each rounds to the layer's dtype where transformers' forward does (after every norm, addition and
 scaling), computing in float32 between, with the fused RMSNorm's formula (`fused_norm.py`). The
@@ -23,6 +24,7 @@ layers torch.compile fuses itself.
 
 from __future__ import annotations
 
+import functools
 import types
 
 import torch
@@ -120,7 +122,8 @@ if triton is not None:
 
     @triton.jit
     def _layer_end_kernel(dense_ptr, experts_ptr, mid_ptr, post_1_w, post_2_w, post_w, scalar_ptr, out_ptr, eps,
-                          WIDTH: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr):
+                          next_w, next_ptr, next_eps, WIDTH: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr,
+                          NEXT: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         inside = cols < WIDTH
@@ -135,7 +138,10 @@ if triton is not None:
         both = (dense.to(tl.float32) + experts.to(tl.float32)).to(dtype).to(tl.float32)
         both = _scaled(normalized(both, eps, WIDTH), post_w, cols, inside, dtype)
         out = (_row(mid_ptr, at, inside) + both.to(tl.float32)).to(dtype)
-        tl.store(out_ptr + at, (out.to(tl.float32) * tl.load(scalar_ptr).to(tl.float32)).to(dtype), mask=inside)
+        out = (out.to(tl.float32) * tl.load(scalar_ptr).to(tl.float32)).to(dtype)
+        tl.store(out_ptr + at, out, mask=inside)
+        if NEXT:  # the norm that reads this output next: the following layer's input norm, or the model's last
+            tl.store(next_ptr + at, _scaled(normalized(out.to(tl.float32), next_eps, WIDTH), next_w, cols, inside, dtype), mask=inside)
 
 
 def _rows(hidden: torch.Tensor) -> tuple[int, int, int]:
@@ -168,25 +174,32 @@ def route(router: nn.Module, scores: torch.Tensor) -> tuple[torch.Tensor, torch.
     return weights, index
 
 
-def layer_end(layer: nn.Module, dense: torch.Tensor, experts: torch.Tensor, mid: torch.Tensor, *, rows: bool = False) -> torch.Tensor:
+def layer_end(layer: nn.Module, dense: torch.Tensor, experts: torch.Tensor, mid: torch.Tensor, *, rows: bool = False,
+              following: nn.Module | None = None) -> torch.Tensor:
     """The layer's output from its dense MLP's output, the experts' and `mid`. `experts` is their
     output (shaped as `mid`), or with `rows` their weighted rows before the top-k sum (tokens,
     top_k, hidden; float32: `expert_routing.sorted_experts`), which this kernel then sums and
-    casts, as transformers' experts would in two more kernels."""
+    casts, as transformers' experts would in two more kernels. With `following` (the fused norm that
+    reads this output next), that norm is computed here too and handed to it (`fused_norm.ahead`)."""
     dense, experts = dense.contiguous(), experts.contiguous()
     tokens, width, block = _rows(mid)
     out = torch.empty_like(mid)
+    normed = torch.empty_like(mid) if following is not None else out  # unused without a following norm
     _layer_end_kernel[(tokens,)](
         dense, experts, mid, layer.post_feedforward_layernorm_1.weight, layer.post_feedforward_layernorm_2.weight,
         layer.post_feedforward_layernorm.weight, layer.layer_scalar, out, layer.post_feedforward_layernorm.eps,
-        WIDTH=width, BLOCK=block, TOP_K=experts.shape[1] if rows else 0, num_warps=ROW_WARPS)
+        following.weight if following is not None else out, normed, following.eps if following is not None else 0.0,
+        WIDTH=width, BLOCK=block, TOP_K=experts.shape[1] if rows else 0, NEXT=following is not None, num_warps=ROW_WARPS)
+    if following is not None:
+        fused_norm.ahead(following, out, normed)
     return out
 
 
 def fused_forward(self: nn.Module, hidden_states: torch.Tensor, position_embeddings: torch.Tensor = None,
                   attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None, cache=None,
-                  **kwargs) -> torch.Tensor:
-    """transformers' text layer forward (encoder and decoder alike), norms and routing fused."""
+                  *, following: nn.Module | None = None, **kwargs) -> torch.Tensor:
+    """transformers' text layer forward (encoder and decoder alike), norms and routing fused;
+    `following`: the fused norm that reads the output next, computed by the layer's last kernel."""
     attn, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), position_embeddings=position_embeddings,
                              attention_mask=attention_mask, position_ids=position_ids, cache=cache, **kwargs)
     mid, dense_in, experts_in, router_in = after_attention(self, hidden_states, attn)
@@ -195,8 +208,8 @@ def fused_forward(self: nn.Module, hidden_states: torch.Tensor, position_embeddi
     experts_in = experts_in.reshape(-1, experts_in.shape[-1])
     rows = self.experts.routed_rows(experts_in, index, weights) if hasattr(self.experts, "routed_rows") else None
     if rows is None:  # experts that sum their rows themselves (transformers' own, or dequantized)
-        return layer_end(self, dense_out, self.experts(experts_in, index, weights).reshape(mid.shape), mid)
-    return layer_end(self, dense_out, rows, mid, rows=True)
+        return layer_end(self, dense_out, self.experts(experts_in, index, weights).reshape(mid.shape), mid, following=following)
+    return layer_end(self, dense_out, rows, mid, rows=True, following=following)
 
 
 def fusable(layer: nn.Module) -> bool:
@@ -211,9 +224,15 @@ def fuse_layers(model: nn.Module, device: torch.device, *, leave: nn.Module | No
     Layers inside `leave` keep transformers' forward (torch.compile fuses them itself)."""
     if not expert_kernels.triton_usable(device):
         return 0
-    count, left = 0, {id(m) for m in leave.modules()} if leave is not None else set()
-    for module in model.modules():
-        if isinstance(module, TEXT_LAYERS) and id(module) not in left and fusable(module):
-            module.forward = types.MethodType(fused_forward, module)
-            count += 1
-    return count
+    left = {id(m) for m in leave.modules()} if leave is not None else set()
+    fused = {id(m) for m in model.modules() if isinstance(m, TEXT_LAYERS) and id(m) not in left and fusable(m)}
+    for stack in model.modules():  # the text models: their layers in order, then their last norm
+        layers = getattr(stack, "layers", None)
+        if not isinstance(layers, nn.ModuleList) or not any(id(layer) in fused for layer in layers):
+            continue
+        for at, layer in enumerate(layers):
+            if id(layer) in fused:
+                nxt = layers[at + 1].input_layernorm if at + 1 < len(layers) else getattr(stack, "norm", None)
+                following = nxt if fused_norm.takes_ahead(nxt) else None
+                layer.forward = types.MethodType(functools.partial(fused_forward, following=following), layer)
+    return len(fused)
