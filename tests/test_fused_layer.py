@@ -28,10 +28,16 @@ pytest.importorskip("triton", reason="Triton is installed with the test extras")
 
 @pytest.fixture(scope="module")
 def model() -> DiffusionGemmaForBlockDiffusion:
+    return layered_model()
+
+
+def layered_model(sliding_window: int = 256) -> DiffusionGemmaForBlockDiffusion:
+    """The module docstring's model; a `sliding_window` shorter than a prompt makes its sliding layer's
+    cache keep only the last `sliding_window - 1` tokens."""
     text = dict(vocab_size=512, hidden_size=96, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                 num_key_value_heads=1, head_dim=32, global_head_dim=32, num_global_key_value_heads=1, num_experts=16,
-                top_k_experts=4, moe_intermediate_size=32, sliding_window=256, layer_types=["sliding_attention", "full_attention"],
-                initializer_range=0.3)
+                top_k_experts=4, moe_intermediate_size=32, sliding_window=sliding_window,
+                layer_types=["sliding_attention", "full_attention"], initializer_range=0.3)
     torch.manual_seed(0)
     model = DiffusionGemmaForBlockDiffusion(small_backbone_config(text, canvas_length=16, initializer_range=0.3)).eval()
     with torch.no_grad():

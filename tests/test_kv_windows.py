@@ -14,7 +14,7 @@ from app.engine.diffusion import fused_attention, kv_windows
 from app.engine.diffusion.denoising import Denoiser
 from app.engine.diffusion.fused_norm import fuse_norms
 from app.engine.diffusion.prefill import prefill
-from app.engine.diffusion.tiny import small_backbone_config
+from tests.test_fused_layer import layered_model
 
 pytest.importorskip("triton", reason="Triton is installed with the test extras")
 
@@ -22,12 +22,7 @@ pytest.importorskip("triton", reason="Triton is installed with the test extras")
 @pytest.fixture(scope="module")
 def backbone() -> DiffusionGemmaForBlockDiffusion:
     """Sliding and full attention, with a window shorter than the prompt (its cache keeps the last 7)."""
-    text = dict(vocab_size=512, hidden_size=96, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                num_key_value_heads=1, head_dim=32, global_head_dim=32, num_global_key_value_heads=1, num_experts=16,
-                top_k_experts=4, moe_intermediate_size=32, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
-                initializer_range=0.3)
-    torch.manual_seed(0)
-    model = DiffusionGemmaForBlockDiffusion(small_backbone_config(text, canvas_length=16, initializer_range=0.3)).eval()
+    model = layered_model(sliding_window=8)
     fuse_norms(model, torch.device("cpu"))  # what the windows' path is compared with: the GPU's path before it
     return model
 
