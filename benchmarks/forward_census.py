@@ -16,7 +16,7 @@ int8/int4 run the Triton kernel under its interpreter (`TRITON_INTERPRET=1`, as 
 their path is the GPU's, and so do the fused kernels a GPU gets (`--fusions`: `layers`, the default,
 as on a GPU: the fused RMSNorms of `fused_norm.py`, the fused layer of `fused_layer.py`, the
 attention heads' norms and rotary embedding of `fused_attention.py`, the gated GELU and stacked dense MLP of `fused_mlp.py`, and
-the experts' sort and row routing of `expert_routing.py`;
+the experts' sort of `expert_routing.py`;
 `norms`: the norms only, as before those; `none`: transformers' forward, about 9 operations a norm). fp8 is not offered: its kernels need a GPU (on the CPU it dequantizes).
 """
 
@@ -101,8 +101,7 @@ class Launches:
 
 
 # The app's Triton kernels, by module and name: each launch is a kernel on a GPU.
-KERNELS = [(expert_kernels, "_grouped_dequant_mm_kernel"), (expert_routing, "_sort_by_expert_kernel"),
-           (expert_routing, "_route_rows_kernel"), (fused_norm, "_rms_norm_kernel"),
+KERNELS = [(expert_kernels, "_grouped_dequant_mm_kernel"), (expert_routing, "_sort_by_expert_kernel"), (fused_norm, "_rms_norm_kernel"),
            (fused_layer, "_after_attention_kernel"), (fused_layer, "_route_kernel"), (fused_layer, "_layer_end_kernel"),
            (fused_attention, "_heads_kernel"), (fused_mlp, "_gelu_tanh_mul_kernel")]
 

@@ -6,8 +6,8 @@
 
 Each kernel of the fused layer (`fused_layer.py`; its last one also with the experts' top-k rows to
 sum), the gated GELU (`fused_mlp.py`), the attention heads' norms and rotary embedding
-(`fused_attention.py`), the logits' softcap (`softcap.py`), the experts' counting sort and row
-routing (`expert_routing.py`) and the fp8 row quantization (`expert_kernels.py`) is run beside the composition it replaced on the GPU
+(`fused_attention.py`), the logits' softcap (`softcap.py`), the experts' counting sort
+(`expert_routing.py`) and the fp8 row quantization (`expert_kernels.py`) is run beside the composition it replaced on the GPU
 (the fused RMSNorm and torch operations, or transformers' own code), on the same random inputs at
 the real model's shape (256 canvas rows of 2816, 128 experts top-8, 16 query heads of 256 and 512),
 and reports whether the results are equal bit for bit (the router's softmax sums in another order:
@@ -224,23 +224,26 @@ def check(tiny: bool) -> dict:
     def torch_sort():
         ids, order = torch.sort(top.reshape(-1).to(torch.uint8), stable=True)
         counts = torch.histc(ids.float() if tiny else ids.int(), bins=experts, min=0, max=experts - 1)
-        return order, order // top_k, torch.cumsum(counts, 0, dtype=torch.int32)
+        position = torch.empty_like(order)
+        position[order] = torch.arange(order.numel(), device=device)
+        return order, order // top_k, torch.cumsum(counts, 0, dtype=torch.int32), position
 
     report["expert_sort"] = {"bitwise": same(expert_routing.sort_by_expert(top, experts, kernel=True), torch_sort()),
                              "fused_ms": bench(lambda: expert_routing.sort_by_expert(top, experts, kernel=True), device),
                              "composed_ms": bench(torch_sort, device)}
 
-    out, weights = randn(rows * top_k, hidden), torch.rand(rows * top_k, generator=generator, device=device)
-    order = torch.randperm(rows * top_k, generator=generator, device=device)
+    # The layer's end reading the bf16/fp8 experts' rows where the down product left them (in expert
+    # order), weighing and summing them: against transformers' weighing into a float32 copy in token
+    # order, its sum and cast, then the layer's end
+    sorted_rows = expert_routing.SortedRows(randn(rows * top_k, hidden), torch.randperm(rows * top_k, generator=generator, device=device),
+                                            torch.rand(rows * top_k, generator=generator, device=device), top_k)
 
-    def torch_route_rows():
-        unsorted = torch.empty(out.shape, dtype=torch.float32, device=device)
-        unsorted[order] = out * weights[order].unsqueeze(-1)
-        return unsorted
+    def composed_end_sorted():
+        return composed_layer_end(layer, dense, expert_routing.top_k_sum(sorted_rows, dtype), mid)
 
-    report["expert_route_rows"] = {"bitwise": same(expert_routing.route_rows(out, order, weights, kernel=True), torch_route_rows()),
-                                   "fused_ms": bench(lambda: expert_routing.route_rows(out, order, weights, kernel=True), device),
-                                   "composed_ms": bench(torch_route_rows, device)}
+    report["layer_end_sorted"] = {"bitwise": same(fused_layer.layer_end(layer, dense, sorted_rows, mid, rows=True), composed_end_sorted()),
+                                  "fused_ms": bench(lambda: fused_layer.layer_end(layer, dense, sorted_rows, mid, rows=True), device),
+                                  "composed_ms": bench(composed_end_sorted, device)}
 
     if not tiny and expert_kernels.fp8_grouped_usable(device):  # the interpreter's fp8 rounding is not a GPU's
         x = randn(rows * top_k, 704, scale=3.0)

@@ -76,22 +76,26 @@ def test_the_counting_sort_kernel_gives_the_stable_sorts_order(tokens, top_k, ex
     index, _ = routing(tokens, experts, top_k, generator)
     kernel = expert_routing.sort_by_expert(index, experts, kernel=True)  # under Triton's interpreter
     torch_sort = expert_routing.sort_by_expert(index, experts)  # the CPU's torch path
-    for ours, theirs, name in zip(kernel, torch_sort, ("order", "token", "ends")):
+    for ours, theirs, name in zip(kernel, torch_sort, ("order", "token", "ends", "position"), strict=True):
         assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), name
-    assert int(kernel[2][-1]) == tokens * top_k
+    order, _, ends, position = kernel
+    assert int(ends[-1]) == tokens * top_k and torch.equal(order[position], torch.arange(tokens * top_k))
 
 
-def test_rows_are_weighted_and_put_back_by_one_kernel_with_the_same_products():
-    """`route_rows` (bf16 and fp8 experts' last step) as one Triton kernel, here under the
-    interpreter, against the gather, multiply and scatter it replaces."""
+def test_sorted_rows_weigh_as_transformers_scatter_does():
+    """The bf16/fp8 experts' rows stay in expert order (`SortedRows`); weighed where they sit, they
+    are the float32 rows transformers' path writes in token order (gather, multiply, scatter)."""
     from app.engine.diffusion import expert_routing
 
     generator = torch.Generator().manual_seed(8)
-    out, weights = torch.randn(40, 96, generator=generator), torch.rand(40, generator=generator)
+    out, weights = torch.randn(40, 96, generator=generator).bfloat16(), torch.rand(40, generator=generator)
     order = torch.randperm(40, generator=generator)
-    kernel = expert_routing.route_rows(out, order, weights, kernel=True)  # under Triton's interpreter
-    assert kernel.dtype == torch.float32 and torch.equal(kernel, expert_routing.route_rows(out, order, weights))
-    assert torch.equal(kernel[order[5]], out[5] * weights[order[5]])
+    position = torch.empty_like(order)
+    position[order] = torch.arange(40)
+    scattered = torch.empty(40, 96)
+    scattered[order] = out * weights[order].unsqueeze(-1)
+    rows = expert_routing.SortedRows(out, position, weights, top_k=4)
+    assert torch.equal(rows.weighted(), scattered.view(10, 4, 96))
 
 
 def test_compiled_experts_trace_the_torch_routing_in_one_graph(tmp_path, monkeypatch):

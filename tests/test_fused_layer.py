@@ -161,6 +161,21 @@ def test_the_layer_end_sums_the_top_8_rows_in_the_gpus_order(model):
     torch.testing.assert_close(fused, fused_layer.layer_end(layer, dense, rows.sum(dim=1), mid), rtol=1e-5, atol=1e-5)
 
 
+def test_the_layer_end_weighs_rows_where_the_experts_left_them(model):
+    """bf16/fp8 experts hand over their down product's rows in expert order with where each token's
+    rows sit and their weights (`SortedRows`): the layer's end gives what it gives for the same rows
+    weighed in token order, bit for bit."""
+    from app.engine.diffusion.expert_routing import SortedRows
+
+    layer = model.model.decoder.layers[0]
+    generator = torch.Generator().manual_seed(6)
+    rows = SortedRows(torch.randn(64 * 8, 96, generator=generator), torch.randperm(64 * 8, generator=generator),
+                      torch.rand(64 * 8, generator=generator), top_k=8)
+    dense, mid = torch.randn(64, 96, generator=generator), torch.randn(64, 96, generator=generator) * 4
+    assert torch.equal(fused_layer.layer_end(layer, dense, rows, mid, rows=True),
+                       fused_layer.layer_end(layer, dense, rows.weighted(), mid, rows=True))
+
+
 def test_the_norm_after_each_layer_is_computed_by_its_last_kernel_bit_for_bit(model, monkeypatch):
     """The following layer's input norm, and after the last layer the model's final norm, come from
     the layer's last kernel (one kernel fewer a layer): the same bits as the fused norm's own kernel."""

@@ -17,8 +17,8 @@ def test_every_fused_kernel_equals_what_it_replaced():
 
     with torch.inference_mode():
         report = check(tiny=True)
-    assert {name for name, entry in report.items() if "bitwise" in entry} == {"after_attention", "layer_end", "layer_end_rows", "heads_64",
-                                                                           "heads_32", "expert_sort", "expert_route_rows"}
+    assert {name for name, entry in report.items() if "bitwise" in entry} == {"after_attention", "layer_end", "layer_end_rows", "layer_end_sorted",
+                                                                           "heads_64", "heads_32", "expert_sort"}
     assert all(entry["bitwise"] for entry in report.values() if "bitwise" in entry), report
     assert report["route"]["same_experts"] == 1.0 and report["route"]["weights_max_rel_diff"] < 1e-6
     # the gated GELU's tanh is exp-based under the interpreter: float32 rounding, not bits, on values of ~10

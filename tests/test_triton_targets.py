@@ -28,7 +28,7 @@ def test_every_kernel_launch_compiles_for_hopper_and_ampere():
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     expected = {f"{mode}_{product}" for mode in ("int8", "int4") for product in ("gate_up", "down_routed", "linear")} \
-        | {"rms_norm", "layer_after_attention", "layer_route", "layer_end", "layer_end_rows", "gelu_mul_704", "gelu_mul_2112", "softcap", "heads_256", "heads_512", "expert_sort", "expert_route_rows"}
+        | {"rms_norm", "layer_after_attention", "layer_route", "layer_end", "layer_end_rows", "layer_end_sorted", "gelu_mul_704", "gelu_mul_2112", "softcap", "heads_256", "heads_512", "expert_sort"}
     assert set(report["sm_86"]) == expected
     assert set(report["sm_90"]) == expected | {f"int4_{product}_float_bits" for product in ("gate_up", "down_routed", "linear")} \
         | {f"fp8_rows_{width}" for width in (704, 2816, 8192)}

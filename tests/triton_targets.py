@@ -130,6 +130,7 @@ def layer_kernels(capability: int, sass: bool) -> dict:
     scores = torch.empty(256, 128, dtype=torch.bfloat16, device=META)
     per_expert = torch.empty(128, dtype=torch.bfloat16, device=META)
     top = (torch.empty(256, 8, dtype=torch.float32, device=META), torch.empty(256, 8, dtype=torch.int64, device=META))
+    index, routing = torch.empty(2048, dtype=torch.int64, device=META), torch.empty(2048, dtype=torch.float32, device=META)
     wide = dict(WIDTH=2816, BLOCK=4096)
     options = dict(num_warps=fused_layer.ROW_WARPS)
     return {
@@ -142,16 +143,12 @@ def layer_kernels(capability: int, sass: bool) -> dict:
            for dim, kv in ((256, 8), (512, 2))},  # the sliding and the full attention layers' heads
         "expert_sort": compile_for(expert_routing._sort_by_expert_kernel, (torch.empty(2048, dtype=torch.int64, device=META),
                                                                           *[torch.empty(2048, dtype=torch.int64, device=META)] * 2,
-                                                                          torch.empty(128, dtype=torch.int32, device=META), 2048, 8),
+                                                                          torch.empty(128, dtype=torch.int32, device=META),
+                                                                          torch.empty(2048, dtype=torch.int64, device=META), 2048, 8),
                                    dict(BLOCK=2048, BLOCKS=1), dict(num_warps=4), capability, sass),
-        "expert_route_rows": compile_for(expert_routing._route_rows_kernel, (torch.empty(2048, 2816, dtype=torch.bfloat16, device=META),
-                                                                            torch.empty(2048, dtype=torch.int64, device=META),
-                                                                            torch.empty(2048, dtype=torch.float32, device=META),
-                                                                            torch.empty(2048, 2816, dtype=torch.float32, device=META)),
-                                         wide, dict(num_warps=4), capability, sass),
-        "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, weight, weight, weight, weight[:1], row, 1e-6,
-                                                                 weight, row, 1e-6),
-                                 wide | dict(TOP_K=0, NEXT=False), options, capability, sass),
+        "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, index, routing, row, weight, weight, weight, weight[:1], row,
+                                                                 1e-6, weight, row, 1e-6),
+                                 wide | dict(TOP_K=0, SORTED=False, NEXT=False), options, capability, sass),
         **{f"gelu_mul_{width}": compile_for(fused_mlp._gelu_tanh_mul_kernel, (torch.empty(rows, 2 * width, dtype=torch.bfloat16, device=META),
                                                                            torch.empty(rows, width, dtype=torch.bfloat16, device=META)),
                                             dict(WIDTH=width, BLOCK=1024, LIBDEVICE=True), dict(num_warps=4), capability, sass)
@@ -160,9 +157,16 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                         torch.empty(256, 262_144, dtype=torch.float32, device=META), 256 * 262_144,
                                                         1 / 30, 30.0),
                                dict(BLOCK=softcap.BLOCK, LIBDEVICE=True), dict(num_warps=4), capability, sass),
-        "layer_end_rows": compile_for(fused_layer._layer_end_kernel, (row, torch.empty(256, 8, 2816, dtype=torch.float32, device=META), row,
-                                                                      weight, weight, weight, weight[:1], row, 1e-6, weight, row, 1e-6),
-                                      wide | dict(TOP_K=8, NEXT=True), options, capability, sass),  # as a GPU runs it: the next norm too
+        # as a GPU runs it: the experts' rows summed (int8/int4: weighted in token order; bf16/fp8: in
+        # expert order, weighted here) and the next norm computed
+        "layer_end_rows": compile_for(fused_layer._layer_end_kernel, (row, torch.empty(2048, 2816, dtype=torch.float32, device=META), index,
+                                                                      routing, row, weight, weight, weight, weight[:1], row, 1e-6, weight,
+                                                                      row, 1e-6),
+                                      wide | dict(TOP_K=8, SORTED=False, NEXT=True), options, capability, sass),
+        "layer_end_sorted": compile_for(fused_layer._layer_end_kernel, (row, torch.empty(2048, 2816, dtype=torch.bfloat16, device=META),
+                                                                        index, routing, row, weight, weight, weight, weight[:1], row, 1e-6,
+                                                                        weight, row, 1e-6),
+                                        wide | dict(TOP_K=8, SORTED=True, NEXT=True), options, capability, sass),
     }
 
 

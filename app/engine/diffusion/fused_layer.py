@@ -35,6 +35,7 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
 )
 
 from app.engine.diffusion import expert_kernels, fused_norm
+from app.engine.diffusion.expert_routing import SortedRows
 
 triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
 TEXT_LAYERS = (DiffusionGemmaDecoderTextLayer, DiffusionGemmaEncoderTextLayer)
@@ -101,15 +102,21 @@ if triton is not None:
         tl.store(index_ptr + row * TOP_K + k, index.to(tl.int64), mask=mine)
 
     @triton.jit
-    def _top_k_sum(rows_ptr, row, cols, inside, WIDTH: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr):
-        """A token's TOP_K weighted expert rows (float32) summed as a CUDA GPU's torch.sum over them
-        does: four accumulators, row j into accumulator j % 4, then the four added in order (the
-        unrolled loop of `thread_reduce_impl` in ATen's Reduce.cuh, where one thread reduces each
-        output: the top-k is too short to be split between threads)."""
+    def _top_k_sum(rows_ptr, position_ptr, weights_ptr, row, cols, inside, WIDTH: tl.constexpr, BLOCK: tl.constexpr,
+                   TOP_K: tl.constexpr, SORTED: tl.constexpr):
+        """A token's TOP_K expert rows (float32) summed as a CUDA GPU's torch.sum over them does: four
+        accumulators, row j into accumulator j % 4, then the four added in order (the unrolled loop of
+        `thread_reduce_impl` in ATen's Reduce.cuh, where one thread reduces each output: the top-k is
+        too short to be split between threads). SORTED: the rows sit in expert order, each to be
+        weighted first (`expert_routing.SortedRows`); else weighted already, in token order."""
         first = tl.zeros([BLOCK], dtype=tl.float32)
         second, third, fourth = first, first, first
         for j in tl.static_range(TOP_K):
-            value = _row(rows_ptr, (row * TOP_K + j) * WIDTH + cols, inside)
+            if SORTED:
+                slot = row * TOP_K + j
+                value = _row(rows_ptr, tl.load(position_ptr + slot) * WIDTH + cols, inside) * tl.load(weights_ptr + slot)
+            else:
+                value = _row(rows_ptr, (row * TOP_K + j) * WIDTH + cols, inside)
             if j % 4 == 0:
                 first += value
             elif j % 4 == 1:
@@ -121,9 +128,9 @@ if triton is not None:
         return ((first + second) + third) + fourth
 
     @triton.jit
-    def _layer_end_kernel(dense_ptr, experts_ptr, mid_ptr, post_1_w, post_2_w, post_w, scalar_ptr, out_ptr, eps,
-                          next_w, next_ptr, next_eps, WIDTH: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr,
-                          NEXT: tl.constexpr):
+    def _layer_end_kernel(dense_ptr, experts_ptr, position_ptr, weights_ptr, mid_ptr, post_1_w, post_2_w, post_w, scalar_ptr,
+                          out_ptr, eps, next_w, next_ptr, next_eps, WIDTH: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr,
+                          SORTED: tl.constexpr, NEXT: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         inside = cols < WIDTH
@@ -132,8 +139,9 @@ if triton is not None:
         dense = _scaled(normalized(_row(dense_ptr, at, inside), eps, WIDTH), post_1_w, cols, inside, dtype)
         if TOP_K == 0:  # the experts' output, summed already
             experts = _row(experts_ptr, at, inside)
-        else:  # their weighted rows: summed here, cast as torch casts the sum
-            experts = _top_k_sum(experts_ptr, row, cols, inside, WIDTH, BLOCK, TOP_K).to(dtype).to(tl.float32)
+        else:  # their rows: summed here, cast as torch casts the sum
+            experts = _top_k_sum(experts_ptr, position_ptr, weights_ptr, row, cols, inside, WIDTH, BLOCK, TOP_K, SORTED)
+            experts = experts.to(dtype).to(tl.float32)
         experts = _scaled(normalized(experts, eps, WIDTH), post_2_w, cols, inside, dtype)
         both = (dense.to(tl.float32) + experts.to(tl.float32)).to(dtype).to(tl.float32)
         both = _scaled(normalized(both, eps, WIDTH), post_w, cols, inside, dtype)
@@ -174,22 +182,26 @@ def route(router: nn.Module, scores: torch.Tensor) -> tuple[torch.Tensor, torch.
     return weights, index
 
 
-def layer_end(layer: nn.Module, dense: torch.Tensor, experts: torch.Tensor, mid: torch.Tensor, *, rows: bool = False,
+def layer_end(layer: nn.Module, dense: torch.Tensor, experts: SortedRows | torch.Tensor, mid: torch.Tensor, *, rows: bool = False,
               following: nn.Module | None = None) -> torch.Tensor:
     """The layer's output from its dense MLP's output, the experts' and `mid`. `experts` is their
-    output (shaped as `mid`), or with `rows` their weighted rows before the top-k sum (tokens,
-    top_k, hidden; float32: `expert_routing.sorted_experts`), which this kernel then sums and
-    casts, as transformers' experts would in two more kernels. With `following` (the fused norm that
-    reads this output next), that norm is computed here too and handed to it (`fused_norm.ahead`)."""
-    dense, experts = dense.contiguous(), experts.contiguous()
+    output (shaped as `mid`), or with `rows` their rows before the top-k sum (`sorted_experts`:
+    `SortedRows`, or (tokens, top_k, hidden) float32 weighted already), which this kernel weighs,
+    sums and casts, as transformers' experts would in more kernels. With `following` (the fused norm
+    that reads this output next), that norm is computed here too and handed to it (`fused_norm.ahead`)."""
+    sorted_rows = experts if isinstance(experts, SortedRows) else None
+    top_k = experts.top_k if sorted_rows is not None else experts.shape[1] if rows else 0
+    experts = sorted_rows.out.contiguous() if sorted_rows is not None else experts.contiguous()
+    position, weights = (sorted_rows.position, sorted_rows.weights) if sorted_rows is not None else (experts, experts)  # unused unless sorted
+    dense = dense.contiguous()
     tokens, width, block = _rows(mid)
     out = torch.empty_like(mid)
     normed = torch.empty_like(mid) if following is not None else out  # unused without a following norm
     _layer_end_kernel[(tokens,)](
-        dense, experts, mid, layer.post_feedforward_layernorm_1.weight, layer.post_feedforward_layernorm_2.weight,
+        dense, experts, position, weights, mid, layer.post_feedforward_layernorm_1.weight, layer.post_feedforward_layernorm_2.weight,
         layer.post_feedforward_layernorm.weight, layer.layer_scalar, out, layer.post_feedforward_layernorm.eps,
         following.weight if following is not None else out, normed, following.eps if following is not None else 0.0,
-        WIDTH=width, BLOCK=block, TOP_K=experts.shape[1] if rows else 0, NEXT=following is not None, num_warps=ROW_WARPS)
+        WIDTH=width, BLOCK=block, TOP_K=top_k, SORTED=sorted_rows is not None, NEXT=following is not None, num_warps=ROW_WARPS)
     if following is not None:
         fused_norm.ahead(following, out, normed)
     return out

@@ -31,7 +31,7 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import Diffusi
 
 from app.engine.devices import free_gpu_bytes
 from app.engine.diffusion import expert_kernels as kernels
-from app.engine.diffusion.expert_routing import route_rows, sorted_experts, top_k_sum
+from app.engine.diffusion.expert_routing import SortedRows, sorted_experts, top_k_sum
 from app.errors import UserError
 
 MODES = ("fp32", "bf16", "fp8", "int8", "int4")
@@ -86,12 +86,10 @@ class QuantizedWeight(nn.Module):
             return kernels.fp8_grouped_mm(x, self.codes, self.scale, ends)
         return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape)
 
-    def routed_mm(self, x: torch.Tensor, ends: torch.Tensor, kernel: str, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """`grouped_mm`, then each row times `weights[order]` (float32) and put back at `order`: the
-        experts' last product. The Triton kernel does it in its epilogue (three kernels fewer a layer)."""
-        if kernel == "triton":
-            return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape, route=(order, weights))
-        return route_rows(self.grouped_mm(x, ends, kernel), order, weights)
+    def routed_mm(self, x: torch.Tensor, ends: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The Triton kernel's `grouped_mm` with each row times `weights[order]` (float32) and put
+        back at `order` in its epilogue: the int8/int4 experts' last product."""
+        return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape, route=(order, weights))
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, shape={self.shape}"
@@ -164,7 +162,8 @@ class QuantizedExperts(nn.Module):
         finally:
             del self.experts.gate_up_proj, self.experts.down_proj
 
-    def routed_rows(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor | None:
+    def routed_rows(self, hidden: torch.Tensor, top_k_index: torch.Tensor,
+                    top_k_weights: torch.Tensor) -> SortedRows | torch.Tensor | None:
         """The experts' weighted rows before their top-k sum (`expert_routing.sorted_experts`), by
         transformers' `grouped_mm` path with products that read the quantized codes; None where no
         kernel reads them (the dequantized path runs transformers' experts, which sum themselves)."""
@@ -172,11 +171,14 @@ class QuantizedExperts(nn.Module):
         if "dequantize" in (up_kernel, down_kernel):
             return None
 
-        def routed_down(gated: torch.Tensor, ends: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-            return self.down.routed_mm(gated, ends, down_kernel, order, weights)
+        def up(rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+            return self.gate_up.grouped_mm(rows, ends, up_kernel)
 
-        return sorted_experts(hidden, top_k_index, top_k_weights, self.experts.num_experts,
-                              lambda rows, ends: self.gate_up.grouped_mm(rows, ends, up_kernel), self.experts._apply_gate, routed_down)
+        if down_kernel == "triton":  # weighted and put back in the kernel's epilogue
+            return sorted_experts(hidden, top_k_index, top_k_weights, self.experts.num_experts, up, self.experts._apply_gate,
+                                  routed_down=self.down.routed_mm)
+        return sorted_experts(hidden, top_k_index, top_k_weights, self.experts.num_experts, up, self.experts._apply_gate,
+                              down=lambda gated, ends: self.down.grouped_mm(gated, ends, down_kernel))
 
 
 def quantize_backbone(model: DiffusionGemmaForBlockDiffusion, mode: str, device: torch.device) -> None:
