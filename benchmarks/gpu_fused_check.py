@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -125,7 +126,10 @@ def same(a, b) -> bool:
                                                   y.view(torch.uint8) if y.dtype == torch.float8_e4m3fn else y) for x, y in pairs)
 
 
-def check(tiny: bool) -> dict:
+def check(tiny: bool, report: dict | None = None) -> dict:
+    """Each fused kernel against what it replaced, into `report` as it goes (so a kernel that fails
+    on a GPU leaves the entries before it)."""
+    report = {} if report is None else report
     device = torch.device("cpu" if tiny else "cuda")
     dtype = torch.float32 if tiny else torch.bfloat16
     rows, hidden, experts, top_k, heads = (6, 96, 16, 4, 2) if tiny else (256, 2816, 128, 8, 16)
@@ -135,7 +139,6 @@ def check(tiny: bool) -> dict:
         return (torch.randn(*shape, generator=generator, device=device) * scale).to(dtype)
 
     layer = make_layer(hidden, experts, top_k, dtype, device)
-    report: dict = {}
 
     residual, attn = randn(rows, hidden, scale=4.0), randn(rows, hidden)
     report["after_attention"] = {"bitwise": same(fused_layer.after_attention(layer, residual, attn),
@@ -259,12 +262,18 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU, float32, small rows, under Triton's interpreter (the tests)")
     args = parser.parse_args()
     start = time.perf_counter()
-    with torch.inference_mode():
-        results = check(args.tiny)
-    report = {"device": torch.cuda.get_device_name() if not args.tiny else "cpu (Triton interpreter)", **results}
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    report = {"device": torch.cuda.get_device_name() if not args.tiny else "cpu (Triton interpreter)"}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))  # `timeout` in gpu_session.sh: still write what was checked
+    try:
+        with torch.inference_mode():
+            check(args.tiny, report)
+    except BaseException as exc:  # noqa: BLE001 - a kernel the GPU refuses: keep the entries before it, and say why
+        report["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    finally:
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,3 +24,18 @@ def test_every_fused_kernel_equals_what_it_replaced():
     # the gated GELU's tanh is exp-based under the interpreter: float32 rounding, not bits, on values of ~10
     assert report["gelu_mul_24"]["max_abs_diff"] < 1e-5 and report["gelu_mul_40"]["max_abs_diff"] < 1e-5
     assert report["softcap"]["max_abs_diff"] < 2e-5  # the same exp-based tanh, on logits up to the cap of 30
+
+
+def test_a_kernel_that_fails_leaves_the_entries_checked_before_it(monkeypatch):
+    """A device session has minutes: one kernel a GPU refuses must not lose the others' results."""
+    from app.engine.diffusion import fused_mlp
+    from benchmarks.gpu_fused_check import check
+
+    def refused(x):
+        raise RuntimeError("refused by this GPU")
+
+    monkeypatch.setattr(fused_mlp, "gelu_tanh_mul", refused)
+    report: dict = {}
+    with torch.inference_mode(), pytest.raises(RuntimeError):
+        check(tiny=True, report=report)
+    assert report["after_attention"]["bitwise"] and "layer_end_rows" in report and "gelu_mul_24" not in report
