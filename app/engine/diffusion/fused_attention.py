@@ -2,9 +2,10 @@
 
 Between its projections and the attention itself, transformers' DiffusionGemma attention runs a
 norm and the rotary embedding on the query heads, the same on the key heads, and an unscaled norm on
-the value heads: as the fused RMSNorm (`fused_norm.py`) and transformers' five-kernel rotary
-embedding, nine kernels a layer, 270 a forward at the real 30 layers (benchmarks/forward_census.py
-counts them). `heads` does it all in one launch, a program a head of a token:
+the value heads: with the fused RMSNorm (`fused_norm.py`) and transformers' five-kernel rotary
+embedding thirteen kernels a layer (five with the rotary kernel this replaced), ~390 a forward at the
+real 30 layers (benchmarks/forward_census.py counts them). `heads` does it all in one launch, a
+program a head of a token:
 
 - query and key heads: the norm (the fused RMSNorm's formula and launch, so its sum of squares
   adds in the same order), rounded to the dtype, then the rotary embedding with transformers'
