@@ -5,8 +5,8 @@
 # needed first, since a session has 15 minutes of device time in all:
 #   gpu_parity.json      graph replay against the eager forward, layer by layer, bf16 and fp8 (every
 #                        layer must be equal since the graphs keep their masks alive, 2026-11-28)
-#   gpu_fused.json       each fused kernel (layer, attention heads, gated GELU, experts' sort and
-#                        routing, fp8 rows) against what it replaced: equal bit for bit, and both
+#   gpu_fused.json       each fused kernel (layer, attention heads, gated GELU, softcap, experts'
+#                        sort, fp8 rows) against what it replaced: equal bit for bit, and both
 #                        sides' milliseconds
 #   gpu_real_shape.json  every mode, the Whisper peers, then compiled layers while the budget lasts;
 #                        the floor, a kernel profile, and the graph check by one step's logits
