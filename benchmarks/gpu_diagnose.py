@@ -5,7 +5,8 @@
 1. A torch profile of one eager bf16 8-step transcription at the real shape: GPU time by kernel
    (the graphs replay these same kernels).
 2. Each quantized grouped GEMM against the same codes dequantized to bf16 and multiplied by
-   torch's grouped GEMM, at the real expert shapes and routing of 256 tokens x top-8; and an int8/int4
+   torch's grouped GEMM, at the real expert shapes and routing of 256 tokens x top-8 (with the Triton
+   kernel as GPUs without torch's fp8 or bf16 grouped kernels run it, fp8 and bf16); and an int8/int4
    attention projection (4096 x 2816, 256 rows) through the kernel's dense tiles, with its own sweep.
 3. The logits' sensitivity of the random-weight model: bf16 first-step logits with transformers'
    `grouped_mm` experts against its `eager` experts (same weights, another summation order).
@@ -92,6 +93,26 @@ def kernel_accuracy(report: dict, save=lambda: None) -> None:
             report.setdefault("kernels", {})[f"{name}_{mode}"] = entry
             save()  # a run stopped by its time limit keeps what it measured
             print(name, mode, {k: v for k, v in entry.items() if k != "sweep"}, file=sys.stderr, flush=True)
+        triton_on_other_gpus(report, name, weight, x, ends, bf16_ms)
+        save()
+
+
+def triton_on_other_gpus(report: dict, name: str, weight: torch.Tensor, x: torch.Tensor, ends: torch.Tensor, bf16_ms: float) -> None:
+    """The Triton kernel as GPUs without torch's kernels run it (expert_kernels.py): fp8 codes (Ada,
+    Blackwell) against torch's fp8 grouped GEMM on the same codes, plain bf16 weights (A100, RTX
+    30xx-50xx) against torch's bf16 grouped GEMM: relative difference and time on this GPU."""
+    q = QuantizedWeight.quantize(weight, "fp8")
+    ref = torch._grouped_mm(x, q.dequantize(torch.bfloat16).transpose(-2, -1), offs=ends).float()
+    fp8 = {"rel_error_vs_bf16_dequant": rel_error(expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, "fp8", q.shape), ref),
+           "triton_ms": bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, "fp8", q.shape)),
+           "torch_fp8_ms": bench(lambda: q.grouped_mm(x, ends, "fp8"))}
+    bf16 = weight.bfloat16()
+    ref = torch._grouped_mm(x, bf16.transpose(-2, -1), offs=ends).float()
+    plain = {"rel_error_vs_torch": rel_error(expert_kernels.dequant_grouped_mm(x, bf16, None, ends, "float", tuple(bf16.shape)), ref),
+             "triton_ms": bench(lambda: expert_kernels.dequant_grouped_mm(x, bf16, None, ends, "float", tuple(bf16.shape))),
+             "torch_bf16_ms": bf16_ms}
+    report.setdefault("kernels", {}).update({f"{name}_fp8_triton": fp8, f"{name}_bf16_triton": plain})
+    print(name, "fp8 triton", fp8, "bf16 triton", plain, file=sys.stderr, flush=True)
 
 
 def linear_accuracy(report: dict, save=lambda: None) -> None:

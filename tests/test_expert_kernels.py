@@ -3,8 +3,9 @@
 The Triton kernel runs under Triton's interpreter (`TRITON_INTERPRET=1`), which executes the same
 kernel source on CPU tensors; it is compared with the portable dequantize-then-matmul path, in
 float32 (the interpreter's bfloat16 arithmetic is not the GPU's, so bf16 is checked on the GPU by
-benchmarks/gpu_real_shape.py). The fp8 grouped GEMM is CUDA-only: here its arguments are checked
-against torch's own shape/stride rules on the meta device.
+benchmarks/gpu_real_shape.py). torch's fp8 grouped GEMM is CUDA-only: here its arguments are checked
+against torch's own shape/stride rules on the meta device. Which product runs on which GPU is
+decided from its compute capability, checked here with the capability given.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from transformers import DiffusionGemmaConfig
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaRMSNorm, DiffusionGemmaTextExperts
 
-from app.engine.diffusion import expert_kernels
+from app.engine.diffusion import expert_kernels, expert_routing
 from app.engine.diffusion.fused_norm import rms_norm
 from app.engine.diffusion.quantization import QuantizedExperts, QuantizedLinear, QuantizedWeight
 
@@ -36,7 +37,7 @@ def reference(x: torch.Tensor, weight: torch.Tensor, counts: list[int]) -> torch
     return out
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("mode", ["int8", "int4", "fp8"])  # fp8: the Triton kernel of GPUs without torch's fp8 grouped GEMM
 @pytest.mark.parametrize("shape", [(4, 96, 128), (3, 48, 704)])  # 704: the real model's expert width (int4 groups of 64)
 def test_triton_grouped_gemm_matches_dequantized_weights(interpreter, mode, shape):
     generator = torch.Generator().manual_seed(sum(shape))
@@ -96,7 +97,7 @@ def tiny_experts(experts: int = 4, top_k: int = 2) -> DiffusionGemmaTextExperts:
     return experts
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("mode", ["int8", "int4", "fp8"])  # fp8: the Triton kernel of GPUs without torch's fp8 grouped GEMM
 def test_quantized_experts_through_the_kernel_match_the_portable_path(interpreter, monkeypatch, mode):
     experts = QuantizedExperts(tiny_experts(), mode)
     generator = torch.Generator().manual_seed(4)
@@ -110,7 +111,7 @@ def test_quantized_experts_through_the_kernel_match_the_portable_path(interprete
     assert float((fast - portable).norm() / portable.norm()) < 1e-5
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("mode", ["int8", "int4", "fp8"])  # fp8: the Triton kernel of GPUs without torch's fp8 grouped GEMM
 def test_the_routed_epilogue_gives_the_unrouted_products_bits(interpreter, mode):
     """The experts' last product writes each row, weighted, to its routed slot in the kernel; before,
     a product, a gather of the weights, a multiply and a scatter did it (and the rows were sorted by
@@ -138,7 +139,7 @@ def test_the_routed_epilogue_gives_the_unrouted_products_bits(interpreter, mode)
     assert torch.equal(fused, expected)
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("mode", ["int8", "int4", "fp8"])  # fp8: the Triton kernel of GPUs without torch's fp8 grouped GEMM
 def test_quantized_linear_through_the_kernel_matches_the_portable_path(interpreter, monkeypatch, mode):
     """A linear layer takes the kernel's dense tiles (rows in order, no expert to find): every row written, none twice."""
     linear = torch.nn.Linear(128, 80, bias=True)
@@ -150,6 +151,58 @@ def test_quantized_linear_through_the_kernel_matches_the_portable_path(interpret
         portable = layer(x)
     assert fast.shape == (2, 40, 80)
     assert float((fast - portable).norm() / portable.norm()) < 1e-5
+
+
+def test_unquantized_experts_through_the_kernel_match_transformers(interpreter, monkeypatch):
+    """bf16 experts on GPUs where torch's grouped GEMM loops over the experts after a host sync (A100,
+    RTX 30xx-50xx) run the Triton kernel on their plain weights, the down product weighing and putting
+    back each row in its epilogue: the same products as transformers' experts (float32 here)."""
+    experts = tiny_experts()
+    generator = torch.Generator().manual_seed(6)
+    hidden = torch.randn(40, 64, generator=generator)
+    top_k_index = torch.randint(0, 4, (40, 2), generator=generator)
+    top_k_weights = torch.rand(40, 2, generator=generator)
+    with torch.no_grad():
+        expected = experts(hidden, top_k_index, top_k_weights)
+        assert expert_routing.install_routing(experts) == 1
+        monkeypatch.setattr(interpreter, "float_grouped_wanted", lambda weight: True)
+        rows = experts.routed_rows(hidden, top_k_index, top_k_weights)
+        out = experts(hidden, top_k_index, top_k_weights)
+    assert isinstance(rows, torch.Tensor) and rows.shape == (40, 2, 64) and rows.dtype == torch.float32  # weighted in the epilogue
+    assert float((out - expected).norm() / expected.norm()) < 1e-5
+
+
+class Gpu:
+    """A CUDA device of a given compute capability, as far as the kernel choice asks (no GPU needed)."""
+
+    def __init__(self, monkeypatch, capability: tuple[int, int]) -> None:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        self.device = torch.device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("capability", "fp8_kernel", "bf16_experts"),
+    [((8, 0), "dequantize", "triton"),  # A100: no fp8 at all (and `fp8` is refused there, quantization.choose_quantization)
+     ((8, 6), "dequantize", "triton"),  # RTX 30xx
+     ((8, 9), "triton", "triton"),  # RTX 40xx, L40S: fp8 in Triton, torch has no fp8 grouped GEMM
+     ((9, 0), "fp8", "torch"),  # H100/H200: torch's own kernels, as measured
+     ((10, 0), "triton", "torch"),  # B200: torch's bf16 grouped GEMM, no row-wise fp8 grouped one
+     ((12, 0), "triton", "triton")],  # RTX 50xx: neither of torch's (it raised for fp8 before)
+)
+def test_each_gpu_gets_a_product_it_has_a_kernel_for(monkeypatch, capability, fp8_kernel, bf16_experts):
+    gpu = Gpu(monkeypatch, capability)
+    fp8 = QuantizedWeight.quantize(torch.randn(4, 64, 128), "fp8")
+    assert fp8.kernel(gpu.device) == fp8_kernel
+    assert QuantizedWeight.quantize(torch.randn(4, 64, 128), "int8").kernel(gpu.device) == "triton"
+    assert expert_kernels.torch_grouped_mm_fast(gpu.device) == (bf16_experts == "torch")
+    assert expert_kernels.float_grouped_wanted(BfloatWeight(gpu.device)) == (bf16_experts == "triton")
+
+
+class BfloatWeight:
+    """A bf16 weight's dtype and device: all `float_grouped_wanted` reads (a tensor would need the GPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.dtype, self.device = torch.bfloat16, device
 
 
 def test_fp8_grouped_gemm_arguments_satisfy_torch_rules():

@@ -1,4 +1,5 @@
-"""The Triton kernels compile for real GPUs: Hopper (H100/H200, sm_90) and Ampere (RTX 3090, sm_86).
+"""The Triton kernels compile for real GPUs: Hopper (H100/H200, sm_90), Ampere (RTX 3090, sm_86), Ada
+(RTX 4090, sm_89) and Blackwell (RTX 5090, sm_120).
 
 The other kernel tests run under Triton's interpreter, which never invokes the GPU compiler, so a
 kernel can pass them and still fail to build on a GPU, where every int8/int4 dictation would then
@@ -21,27 +22,36 @@ pytest.importorskip("triton", reason="Triton is installed with the test extras")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_kernel_launch_compiles_for_hopper_and_ampere():
+def test_every_kernel_launch_compiles_for_hopper_ampere_ada_and_blackwell():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the real compiler, not the interpreter
-    done = subprocess.run([sys.executable, "-m", "tests.triton_targets", "90", "86"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "tests.triton_targets", "90", "86", "89", "120"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
-    expected = {f"{mode}_{product}" for mode in ("int8", "int4") for product in ("gate_up", "down_routed", "linear")} \
-        | {"rms_norm", "layer_after_attention", "layer_route", "layer_end", "layer_end_rows", "layer_end_sorted", "gelu_mul_704", "gelu_mul_2112", "softcap", "heads_256", "heads_512", "expert_sort"}
-    assert set(report["sm_86"]) == expected
-    assert set(report["sm_90"]) == expected | {f"int4_{product}_float_bits" for product in ("gate_up", "down_routed", "linear")} \
-        | {f"fp8_rows_{width}" for width in (704, 2816, 8192)}
+
+    def experts(*modes: str) -> set[str]:
+        return {f"{mode}_{product}" for mode in modes for product in ("gate_up", "down_routed")} \
+            | {f"{mode}_linear" for mode in modes if mode != "float"}
+
+    fused = {"rms_norm", "layer_after_attention", "layer_route", "layer_end", "layer_end_rows", "layer_end_sorted", "gelu_mul_704",
+             "gelu_mul_2112", "softcap", "heads_256", "heads_512", "expert_sort"}
+    # bf16 experts ("float") where torch's grouped GEMM has no kernel; fp8 in Triton where torch has no fp8 grouped GEMM
+    assert set(report["sm_86"]) == fused | experts("int8", "int4", "float")
+    assert set(report["sm_89"]) == fused | experts("int8", "int4", "fp8", "float")
+    sweep = {f"int4_{product}_float_bits" for product in ("gate_up", "down_routed", "linear")}
+    fp8_rows = {f"fp8_rows_{width}" for width in (704, 2816, 8192)}
+    assert set(report["sm_120"]) == fused | experts("int8", "int4", "fp8", "float")
+    assert set(report["sm_90"]) == fused | experts("int8", "int4") | sweep | fp8_rows
     failed = {f"{target} {kernel}": result for target, kernels in report.items() for kernel, result in kernels.items()
               if not isinstance(result, int)}
     assert failed == {}
     assert all(size > 1000 for kernels in report.values() for size in kernels.values())  # cubins, not stubs
 
 
-@pytest.mark.parametrize("target", ["90", "86"])
+@pytest.mark.parametrize("target", ["90", "86", "120"])
 def test_no_kernel_launch_reloads_spilled_registers(target):
     """Static property of the compiled code (no timing): no launch the engine makes on an H100
-    (sm_90) or an RTX 3090 (sm_86) stores registers to local memory and loads them back. The int4
+    (sm_90), an RTX 3090 (sm_86) or an RTX 5090 (sm_120) stores registers to local memory and loads them back. The int4
     linear's 64 x 128 tiles on 4 warps did on sm_90 (~480 stores, ~300 loads), the int4 experts' 32 x
     128 tiles on sm_86 (134, 94): both run 8 warps there now (`expert_kernels.int4_warps`)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -73,9 +73,18 @@ def instruction_mix(cubin: bytes) -> dict:
     return {"instructions": sum(ops.values()), **dict(ops.most_common(12))}
 
 
+def expert_modes(capability: tuple[int, int]) -> list[str]:
+    """The weight modes the engine runs through the Triton kernel on a GPU of `capability`: int8 and
+    int4 everywhere, fp8 where torch has no fp8 grouped GEMM but the GPU has fp8 (Ada, Blackwell),
+    and the unquantized bf16 experts where torch's grouped GEMM has no kernel (all but 9.x and 10.x)."""
+    fp8 = ["fp8"] if capability >= (8, 9) and capability[0] != 9 else []
+    return ["int8", "int4", *fp8, *(["float"] if capability[0] not in (9, 10) else [])]
+
+
 def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> dict:
     """The launches of a real-shape layer (128 experts, hidden 2816, expert width 704; 256 canvas
-    tokens x top-8 routed rows; a 4096 x 2816 projection), int8 and int4, as the engine makes them."""
+    tokens x top-8 routed rows; a 4096 x 2816 projection) in each mode of `expert_modes`, as the
+    engine makes them (bf16 experts: no projection, bf16 linears are torch's)."""
     rows, hidden, width, experts = 256 * 8, 2816, 704, 128
     x_in, x_mid, x_linear = (torch.empty(rows, hidden, dtype=torch.bfloat16, device=META),
                              torch.empty(rows, width, dtype=torch.bfloat16, device=META),
@@ -83,25 +92,29 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
     ends = torch.empty(experts, dtype=torch.int32, device=META)
     route = (torch.empty(rows, dtype=torch.int64, device=META), torch.empty(rows, dtype=torch.float32, device=META))
     launches = {}
-    for mode in ("int8", "int4"):
+    for mode in expert_modes(capability):
         def weight(shape: tuple[int, ...]) -> tuple:
             k = shape[-1]
             if mode == "int4":
                 group = 128 if k % 128 == 0 else 64
                 return (torch.empty(*shape[:-1], k // 2, dtype=torch.uint8, device=META),
                         torch.empty(*shape[:-1], k // group, dtype=torch.bfloat16, device=META), shape)
-            return torch.empty(shape, dtype=torch.int8, device=META), torch.empty(*shape[:-1], 1, dtype=torch.float32, device=META), shape
+            if mode == "float":
+                return torch.empty(shape, dtype=torch.bfloat16, device=META), None, shape
+            codes = torch.empty(shape, dtype=torch.int8 if mode == "int8" else torch.float8_e4m3fn, device=META)
+            return codes, torch.empty(*shape[:-1], 1, dtype=torch.float32, device=META), shape
 
         tiles = {"float_bits": True} if float_bits else None
-        if float_bits and mode == "int8":
+        if float_bits and mode != "int4":
             continue
         suffix = "_float_bits" if float_bits else ""
         launches[f"{mode}_gate_up{suffix}"] = expert_kernels.launch(x_in, *weight((experts, 2 * width, hidden))[:2], ends, mode,
                                                                     (experts, 2 * width, hidden), tiles, capability=capability)
         launches[f"{mode}_down_routed{suffix}"] = expert_kernels.launch(x_mid, *weight((experts, hidden, width))[:2], ends, mode,
                                                                         (experts, hidden, width), tiles, route, capability=capability)
-        launches[f"{mode}_linear{suffix}"] = expert_kernels.launch(x_linear, *weight((4096, hidden))[:2], None, mode, (4096, hidden), tiles,
-                                                                   capability=capability)
+        if mode != "float":
+            launches[f"{mode}_linear{suffix}"] = expert_kernels.launch(x_linear, *weight((4096, hidden))[:2], None, mode, (4096, hidden),
+                                                                       tiles, capability=capability)
     return launches
 
 
@@ -177,11 +190,11 @@ def main(capabilities: list[int], sass: bool = False) -> dict:
         for name, launch in expert_launches(float_bits=False, capability=divmod(capability, 10)).items():
             results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options,
                                         capability, sass)
-        if capability >= 90:  # the sweep's variants are timed on the H100/H200 only
+        if capability // 10 == 9:  # the sweep's variants are timed on the H100/H200 only
             for name, launch in expert_launches(float_bits=True, capability=divmod(capability, 10)).items():
                 results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options,
                                             capability, sass)
-        if capability >= 90:  # fp8 products run on Hopper and newer only (`fp8_grouped_usable`)
+        if capability // 10 == 9:  # torch's fp8 products, activations quantized by rows, run on Hopper only (`fp8_grouped_usable`)
             for width in (704, 2816, 8192):  # an expert's width, the hidden size, the widest attention output
                 x = torch.empty(2048, width, dtype=torch.bfloat16, device=META)
                 codes = torch.empty(2048, width, dtype=torch.float8_e4m3fn, device=META)
@@ -198,5 +211,5 @@ def main(capabilities: list[int], sass: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    targets = [int(arg) for arg in sys.argv[1:] if arg != "--sass"] or [90, 86]
+    targets = [int(arg) for arg in sys.argv[1:] if arg != "--sass"] or [90, 86, 89, 120]
     print(json.dumps(main(targets, sass="--sass" in sys.argv), indent=2))

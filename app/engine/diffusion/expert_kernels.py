@@ -5,11 +5,15 @@ so its cost is reading the expert weights. Dequantizing a layer's experts to bf1
 (the portable path in `quantization.py`) reads the low-bit codes, writes a bf16 copy and reads it
 again: slower than bf16 itself. These kernels read the codes straight into the matrix units:
 
-- `fp8`: `torch._scaled_grouped_mm` (CUTLASS, Hopper and newer): fp8 weights with one scale per
-  output channel, activations quantized per row on the fly.
-- `int8` / `int4`: a Triton grouped GEMM that unpacks each weight tile in registers and multiplies
-  the integer codes, scaling the sums (int8: once per output at the end; int4: once per tile, a tile
-  being one scale group). `TRITON_INTERPRET=1` runs it on the CPU for tests.
+- `fp8` on Hopper: `torch._scaled_grouped_mm` (CUTLASS): fp8 weights with one scale per output
+  channel, activations quantized per row on the fly.
+- `int8` / `int4`, and `fp8` on other GPUs with fp8 support (Ada, Blackwell: torch has no fp8
+  grouped GEMM there): a Triton grouped GEMM that converts each weight tile in registers and
+  multiplies the codes, scaling the sums (int8/fp8: once per output at the end; int4: once per
+  tile, a tile being one scale group). `TRITON_INTERPRET=1` runs it on the CPU for tests.
+- unquantized bf16 experts on GPUs where torch's grouped GEMM has no kernel (A100, RTX 30xx-50xx:
+  it loops over the experts after a host sync, which no CUDA graph can hold): the same Triton
+  kernel on the plain weights (`float_grouped_wanted`).
 
 Rows arrive sorted by expert with `ends` (int32, one cumulative end per expert), as transformers'
 `grouped_mm` experts path prepares them. Every shape is fixed for a given number of rows, and no
@@ -49,8 +53,37 @@ def triton_usable(device: torch.device) -> bool:
 
 
 def fp8_grouped_usable(device: torch.device) -> bool:
-    """fp8 tensor cores and torch's fp8 grouped GEMM: CUDA compute capability 9.0 or newer."""
-    return device.type == "cuda" and hasattr(torch, "_scaled_grouped_mm") and torch.cuda.get_device_capability(device) >= (9, 0)
+    """torch's fp8 grouped GEMM with per-row scales (`torch._scaled_grouped_mm`): Hopper only.
+
+    ATen refuses it below compute capability 9.0 and above 10.0 ("only supported on CUDA devices
+    with compute capability = [9.0, 10.0]"), and its own tests run the row-wise form on 9.x alone
+    (`PLATFORM_SUPPORTS_FP8_GROUPED_GEMM`: SM90 or later and not SM100 or later). So an RTX 50xx
+    (12.0) or a B200 (10.0) takes the Triton kernel instead (`triton_fp8_usable`)."""
+    return device.type == "cuda" and hasattr(torch, "_scaled_grouped_mm") and torch.cuda.get_device_capability(device)[0] == 9
+
+
+def triton_fp8_usable(device: torch.device) -> bool:
+    """Whether the Triton kernel can read fp8 codes on `device`: Triton converts float8_e4m3fn
+    only on GPUs with fp8 support (compute capability 8.9 and newer), and under the interpreter."""
+    if not triton_usable(device):
+        return False
+    return device.type == "cpu" or torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def torch_grouped_mm_fast(device: torch.device) -> bool:
+    """Whether torch's bf16 grouped GEMM (`torch._grouped_mm`, transformers' `grouped_mm` experts)
+    runs its CUTLASS kernel on `device`: compute capability 9.x and 10.x only. Elsewhere (A100, RTX
+    30xx-50xx) ATen loops over the experts with one product each, after copying the offsets to the
+    host: 256 products a layer, and a host sync that no CUDA graph can capture."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] in (9, 10)
+
+
+def float_grouped_wanted(weight: torch.Tensor) -> bool:
+    """Whether unquantized experts of `weight` ((experts, out, in), bf16/fp16) run the Triton kernel
+    on plain weights (`launch` mode `float`) instead of torch's grouped GEMM: on CUDA GPUs where that
+    has no kernel of its own (`torch_grouped_mm_fast`), outside torch.compile."""
+    return (weight.device.type == "cuda" and triton is not None and weight.dtype in (torch.bfloat16, torch.float16)
+            and not torch_grouped_mm_fast(weight.device) and not torch.compiler.is_compiling())
 
 
 def int_block_k(mode: str, in_features: int, groups: int) -> int | None:
@@ -145,6 +178,7 @@ if triton is not None:
         DENSE: tl.constexpr,
         ROUTED: tl.constexpr,
         FLOAT_BITS: tl.constexpr,
+        ROW_SCALE: tl.constexpr,
     ):
         """out[rows of expert e] = x[rows] @ dequant(codes[e]).T, one (BLOCK x BLOCK_N) tile per program.
 
@@ -154,6 +188,9 @@ if triton is not None:
         to x's dtype: what the experts' unrouting did in three kernels after this one.
         FLOAT_BITS (int4): a nibble becomes a float by bit operations, not an integer conversion
         (`_nibble_by_float_bits`); the same values, for the tile sweep to time against the conversion.
+        Without INT4 the codes are int8, fp8 or already floats (bf16/fp16/fp32), converted to x's
+        dtype in registers (exact for int8 and fp8 codes in bf16); ROW_SCALE (int8, fp8) scales each
+        output's sum once, at the end.
         """
         tile = tl.program_id(0)
         if DENSE:
@@ -196,11 +233,12 @@ if triton is not None:
                     acc += (tl.dot(a_low, w_low) + tl.dot(a_high, w_high)) * scale[None, :]
                 else:
                     a = tl.load(x_rows + (k0 + ks)[None, :], mask=row_ok[:, None], other=0.0)
-                    w = tl.load(
-                        codes_ptr + (expert64 * N + cols[None, :]) * K + (k0 + ks)[:, None], mask=col_ok[None, :], other=0
-                    ).to(a.dtype)  # |code| <= 127 is exact in bf16
+                    # Columns past N are left unset (no `other`: the interpreter cannot cast it to fp8):
+                    # each feeds only its own output column, which is never stored.
+                    w = tl.load(codes_ptr + (expert64 * N + cols[None, :]) * K + (k0 + ks)[:, None], mask=col_ok[None, :])
+                    w = w.to(a.dtype)  # |code| <= 127, and every fp8 value, is exact in bf16
                     acc += tl.dot(a, w)
-            if not INT4:
+            if ROW_SCALE:
                 scale = tl.load(scale_ptr + expert64 * N + cols, mask=col_ok, other=0.0).to(tl.float32)
                 acc = acc * scale[None, :]
             result = acc.to(x_ptr.dtype.element_ty)
@@ -233,14 +271,14 @@ class Launch:
 
 
 def dequant_grouped_mm(*args, **kwargs) -> torch.Tensor:
-    """(rows, K) x experts' (N, K) int8/int4 weights -> (rows, N): `launch`'s product, computed."""
+    """(rows, K) x experts' (N, K) int8/int4/fp8 (or plain float) weights -> (rows, N): `launch`'s product, computed."""
     return launch(*args, **kwargs).run()
 
 
 def launch(
     x: torch.Tensor,
     codes: torch.Tensor,
-    scale: torch.Tensor,
+    scale: torch.Tensor | None,
     ends: torch.Tensor | None,
     mode: str,
     shape: tuple[int, ...],
@@ -251,8 +289,10 @@ def launch(
     """The Triton kernel's launch for (rows, K) x experts' (N, K) int8/int4 weights -> (rows, N), rows
     sorted by expert up to `ends`; `dequant_grouped_mm` runs it (here its output is allocated, not computed).
 
-    `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K); a plain
-    matrix is one expert, and its rows get taller tiles (each M tile reads the whole weight again).
+    `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K) in `mode`
+    int8, int4 or fp8; in mode `float`, `codes` are unquantized weights (bf16/fp16, or fp32 for the
+    tests) and `scale` is None. A plain matrix is one expert, and its rows get taller tiles (each M
+    tile reads the whole weight again).
     Rows after `ends[-1]` are not written (the experts route every row); a plain matrix takes `ends=None` and multiplies every row (no
     tensor to build for it: on a GPU that was a fill kernel per linear layer and call). `tiles` overrides
     the tile sizes and, for int4, `float_bits` picks the other nibble unpacking (the diagnosis
@@ -290,7 +330,7 @@ def launch(
     args = (
         x,
         codes,
-        scale.contiguous(),  # read as stored (int4: bf16), in float32 in the kernel
+        x if scale is None else scale.contiguous(),  # read as stored (int4: bf16), in float32 in the kernel; unread in mode float
         out,
         x if dense else ends.to(torch.int32),  # unread by DENSE tiles
         *(route if route is not None else (x, x)),  # unread unless ROUTED
@@ -299,7 +339,7 @@ def launch(
     )
     constexprs = dict(K=k, EXPERTS=experts, EXPERTS_P2=triton.next_power_of_2(experts), GROUPS=groups, INT4=mode == "int4",
                       BLOCK_N=block_n, BLOCK_K=block_k, BLOCK=block_m, DENSE=dense, ROUTED=route is not None,
-                      FLOAT_BITS=bool(tiles.get("float_bits")))
+                      FLOAT_BITS=bool(tiles.get("float_bits")), ROW_SCALE=mode in ("int8", "fp8"))
     if capability is None:
         capability = _capability(x.device.index) if x.device.type == "cuda" else (9, 0)
     warps = tiles.get("num_warps") or int4_warps(mode, dense, block_m, block_n, block_k, capability)

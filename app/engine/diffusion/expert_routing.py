@@ -143,7 +143,10 @@ if triton is not None:
 
 
 def _routed_rows(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
-                 top_k_weights: torch.Tensor) -> torch.Tensor:
+                 top_k_weights: torch.Tensor) -> SortedRows | torch.Tensor:
+    if not self.is_transposed and expert_kernels.float_grouped_wanted(self.gate_up_proj):
+        return _triton_rows(self, hidden_states, top_k_index, top_k_weights)
+
     def up(rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
         return _grouped_linear(rows, self.gate_up_proj, ends, is_transposed=self.is_transposed)
 
@@ -151,6 +154,22 @@ def _routed_rows(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor, t
         return _grouped_linear(gated, self.down_proj, ends, is_transposed=self.is_transposed)
 
     return sorted_experts(hidden_states, top_k_index, top_k_weights, self.num_experts, up, self._apply_gate, down=down)
+
+
+def _triton_rows(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                 top_k_weights: torch.Tensor) -> torch.Tensor:
+    """`_routed_rows` through the Triton grouped kernel on the plain weights (`expert_kernels.float_grouped_wanted`:
+    GPUs where torch's grouped GEMM has no kernel and syncs with the host), the down product weighing
+    and putting back each row in its epilogue, as for int8/int4 experts."""
+    gate_up, down = self.gate_up_proj, self.down_proj
+
+    def up(rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        return expert_kernels.dequant_grouped_mm(rows, gate_up, None, ends, "float", tuple(gate_up.shape))
+
+    def routed_down(gated: torch.Tensor, ends: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return expert_kernels.dequant_grouped_mm(gated, down, None, ends, "float", tuple(down.shape), route=(order, weights))
+
+    return sorted_experts(hidden_states, top_k_index, top_k_weights, self.num_experts, up, self._apply_gate, routed_down=routed_down)
 
 
 def _routed_forward(self: DiffusionGemmaTextExperts, hidden_states: torch.Tensor, top_k_index: torch.Tensor,

@@ -14,8 +14,8 @@ the Hub. So this module stores weights itself, in plain tensors any torch build 
   bf16 scale is off by at most 0.4%, against a 4-bit step of 1/7 of the group's largest weight.
 
 At run time a layer reads its codes inside the matrix product where a kernel for it exists
-(`expert_kernels.py`: fp8 grouped GEMM on Hopper and newer, a Triton grouped GEMM for int8/int4 on
-CUDA GPUs). Elsewhere (CPU, older GPUs without Triton) the weights are dequantized to the compute
+(`expert_kernels.py`: torch's fp8 grouped GEMM on Hopper, a Triton grouped GEMM for int8/int4 on
+CUDA GPUs and for fp8 on Ada and Blackwell). Elsewhere (CPU, GPUs without Triton) the weights are dequantized to the compute
 dtype just before the matmul and freed after it: for the experts, all 128 of one layer at once, and
 transformers' own expert kernels do the math. Attention, norms, router, embeddings and the tied
 lm_head stay in the compute dtype.
@@ -72,11 +72,13 @@ class QuantizedWeight(nn.Module):
         return self.codes.to(dtype) * scale
 
     def kernel(self, device: torch.device) -> str:
-        """Which product reads these codes on `device`: `fp8`, `triton` or `dequantize` (portable)."""
+        """Which product reads these codes on `device`: `fp8` (torch's, Hopper), `triton` (int8,
+        int4; fp8 on other GPUs with fp8 support) or `dequantize` (portable)."""
         if self.mode == "fp8" and kernels.fp8_grouped_usable(device) and all(d % 16 == 0 for d in self.shape[-2:]):
             return "fp8"
         groups = self.scale.shape[-1] if self.mode == "int4" else 1
-        if self.mode in ("int8", "int4") and kernels.triton_usable(device) and kernels.int_block_k(self.mode, self.shape[-1], groups):
+        usable = kernels.triton_fp8_usable(device) if self.mode == "fp8" else kernels.triton_usable(device)
+        if usable and kernels.int_block_k(self.mode, self.shape[-1], groups):
             return "triton"
         return "dequantize"
 
@@ -88,7 +90,7 @@ class QuantizedWeight(nn.Module):
 
     def routed_mm(self, x: torch.Tensor, ends: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The Triton kernel's `grouped_mm` with each row times `weights[order]` (float32) and put
-        back at `order` in its epilogue: the int8/int4 experts' last product."""
+        back at `order` in its epilogue: the experts' last product where the Triton kernel runs it."""
         return kernels.dequant_grouped_mm(x, self.codes, self.scale, ends, self.mode, self.shape, route=(order, weights))
 
     def extra_repr(self) -> str:
@@ -209,8 +211,9 @@ def quantize_backbone(model: DiffusionGemmaForBlockDiffusion, mode: str, device:
 
 def choose_quantization(requested: str, device: torch.device, config: DiffusionGemmaConfig, *, compiled: bool = False) -> str:
     """`auto`: fp32 on the CPU; on a GPU the fastest mode whose weights fit in free memory, in the
-    order measured at the real shape (docs/benchmarks.md, H100): bf16, fp8 (fp8 tensor cores only),
-    int8, int4; with `compiled` layers fp8 first (27.7 ms a step against bf16's 33.5: Inductor fuses
+    order measured at the real shape (docs/benchmarks.md, H100): bf16, fp8 (Hopper only: elsewhere
+    fp8 runs the Triton kernel, never measured, and int8 takes the same memory through the measured
+    one), int8, int4; with `compiled` layers fp8 first (27.7 ms a step against bf16's 33.5: Inductor fuses
     the activations' quantization, which is most of fp8's extra cost without it)."""
     if requested == "fp8" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         name = torch.cuda.get_device_name(device)
