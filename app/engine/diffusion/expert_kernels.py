@@ -110,13 +110,14 @@ def int4_warps(mode: str, dense: bool, block_m: int, block_n: int, block_k: int,
 
     By the compiled code (tests/triton_targets.py --sass): an int4 linear's 64 x 128 tiles on 4 warps
     stored ~480 values to local memory and loaded ~300 back on sm_90; the experts' 32 x 128 tiles
-    128 inputs deep did so on sm_86/sm_89 (RTX 30xx/40xx: 134 stores, 94 loads), not on sm_90, where
-    4 warps measured fastest (H100 sweep, 2026-11-28). 8 warps hold either without spilling."""
+    128 inputs deep did so on sm_86/sm_89 (RTX 30xx/40xx: 134 stores, 94 loads) and sm_100 (B200:
+    117, 80), not on sm_90, where 4 warps measured fastest (H100 sweep, 2026-11-28), nor on sm_120.
+    8 warps hold either without spilling; 9.x, the one family measured, keeps its 4."""
     if mode != "int4":
         return 4
     if dense:
         return 8 if block_m * block_n >= 64 * 128 else 4
-    return 8 if capability < (9, 0) and block_n >= 128 and block_k >= 128 else 4
+    return 8 if capability[0] != 9 and block_n >= 128 and block_k >= 128 else 4
 
 
 def expert_block_m(mode: str) -> int:
