@@ -11,8 +11,10 @@
 #   gpu_real_shape.json  every mode, the Whisper peers, then compiled layers while the budget lasts;
 #                        the floor, a kernel profile, and the graph check by one step's logits
 #   gpu_kernels.json     an int8/int4 linear (never timed alone before), each quantized expert
-#                        product's accuracy, the routed epilogue bit for bit, and the Triton tile
-#                        sweep (int4: 8 warps, nibbles by float bits)
+#                        product's accuracy, the routed epilogue bit for bit, the Triton kernel on
+#                        fp8 codes and on bf16 weights (as Ada/Blackwell and A100/RTX GPUs run
+#                        them) against torch's, and the Triton tile sweep (int4: 8 warps, nibbles
+#                        by float bits)
 set -uo pipefail
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
