@@ -129,6 +129,7 @@ def test_auto_on_a_gpu_takes_the_fastest_mode_that_fits(monkeypatch, free_gib, h
 
     monkeypatch.setattr(quantization, "free_gpu_bytes", lambda device: free_gib * GIB)
     monkeypatch.setattr(quantization.kernels, "fp8_grouped_usable", lambda device: hopper)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0) if hopper else (8, 6))
     assert choose_quantization("auto", torch.device("cuda"), real_backbone_config()) == expected
 
 
@@ -139,6 +140,7 @@ def test_auto_with_compiled_layers_puts_fp8_first(monkeypatch, free_gib, hopper,
 
     monkeypatch.setattr(quantization, "free_gpu_bytes", lambda device: free_gib * GIB)
     monkeypatch.setattr(quantization.kernels, "fp8_grouped_usable", lambda device: hopper)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0) if hopper else (8, 6))
     assert choose_quantization("auto", torch.device("cuda"), real_backbone_config(), compiled=True) == expected
 
 
@@ -152,6 +154,17 @@ def test_auto_takes_fp8_only_where_torch_has_its_fp8_grouped_gemm(monkeypatch, c
     monkeypatch.setattr(quantization, "free_gpu_bytes", lambda device: 30 * GIB)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert choose_quantization("auto", torch.device("cuda"), real_backbone_config()) == expected
+
+
+@pytest.mark.parametrize("requested", ["auto", "bf16", "int4"])
+def test_a_gpu_without_bfloat16_is_refused_before_loading(monkeypatch, requested):
+    """A Titan RTX (Turing, 7.5) has 24 GB, room for int4, but no bf16 products: refused in one sentence."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA TITAN RTX")
+    with pytest.raises(UserError) as err:
+        choose_quantization(requested, torch.device("cuda"), real_backbone_config())
+    assert err.value.code == "bad_device"
+    assert "TITAN RTX" in str(err.value) and "cpu" in str(err.value) and "Whisper" in str(err.value)
 
 
 def test_fp8_on_a_gpu_without_fp8_tensor_cores_is_refused_in_one_sentence(monkeypatch):

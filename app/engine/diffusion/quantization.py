@@ -214,7 +214,16 @@ def choose_quantization(requested: str, device: torch.device, config: DiffusionG
     order measured at the real shape (docs/benchmarks.md, H100): bf16, fp8 (Hopper only: elsewhere
     fp8 runs the Triton kernel, never measured, and int8 takes the same memory through the measured
     one), int8, int4; with `compiled` layers fp8 first (27.7 ms a step against bf16's 33.5: Inductor fuses
-    the activations' quantization, which is most of fp8's extra cost without it)."""
+    the activations' quantization, which is most of fp8's extra cost without it).
+
+    Every mode but fp32 computes in bf16 on a GPU, which GPUs before Ampere (compute capability 8.0)
+    cannot: cuBLAS and Triton's products refuse it there, so such a GPU is refused before loading."""
+    if device.type == "cuda" and requested != "fp32" and torch.cuda.get_device_capability(device) < (8, 0):
+        raise UserError(
+            f"The {torch.cuda.get_device_name(device)} cannot compute in bfloat16, which the diffusion model needs on a GPU "
+            "(Ampere and newer: RTX 30xx, A100); choose device cpu or the Whisper engine.",
+            code="bad_device",
+        )
     if requested == "fp8" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         name = torch.cuda.get_device_name(device)
         raise UserError(
