@@ -18,7 +18,9 @@ and the floor: the bytes of weights one step reads over the copy bandwidth measu
 the same run: graph replay vs the eager forward give bitwise equal logits for one step (same
 kernels; `graph_check`); with `--compile`, each compiled decoder layer against the eager one on the
 same inputs, within a stated tolerance or its own one-ulp noise (`compile_check`); and each quantized
-mode's expert kernels vs the same codes dequantized agree per product within a stated tolerance. The peer: autoregressive Whisper (small and
+mode's expert kernels vs the same codes dequantized agree per product within a stated tolerance.
+`MODE+triton` (in `--parts`) runs a mode as GPUs without torch's grouped GEMMs do (A100, RTX
+30xx-50xx; fp8 on Ada and Blackwell): its experts through the Triton kernel. The peer: autoregressive Whisper (small and
 large-v3-turbo shapes, random weights) through transformers on the same GPU and clip, exactly 40
 new tokens. A time budget skips whatever would start after it rather than overrunning.
 """
@@ -26,6 +28,7 @@ new tokens. A time budget skips whatever would start after it rather than overru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
@@ -33,7 +36,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -53,6 +56,7 @@ from transformers.cache_utils import DynamicCache  # noqa: E402
 from transformers.models.whisper.modeling_whisper import WhisperEncoder  # noqa: E402
 
 from app.engine.base import SAMPLE_RATE, BatchItem, prepare_all  # noqa: E402
+from app.engine.diffusion import expert_kernels  # noqa: E402
 from app.engine.diffusion.audio_encoder import WhisperAudioEncoder  # noqa: E402
 from app.engine.diffusion.config import AdapterConfig, ProjectorConfig  # noqa: E402
 from app.engine.diffusion.denoising import Denoiser  # noqa: E402
@@ -424,6 +428,21 @@ def _one_ulp(args: tuple, kwargs: dict, generator: torch.Generator) -> tuple[tup
     return args, {**kwargs, "hidden_states": nudge(kwargs["hidden_states"])}
 
 
+@contextlib.contextmanager
+def without_torch_grouped_kernels(on: bool) -> Iterator[None]:
+    """MODE+triton: the mode as a GPU without torch's grouped GEMMs runs it (A100, RTX 30xx-50xx; fp8
+    on Ada and Blackwell): the experts through the Triton kernel, on this GPU, for its end-to-end time."""
+    if not on:
+        yield
+        return
+    saved = expert_kernels.fp8_grouped_usable, expert_kernels.torch_grouped_mm_fast
+    expert_kernels.fp8_grouped_usable = expert_kernels.torch_grouped_mm_fast = lambda device: False
+    try:
+        yield
+    finally:
+        expert_kernels.fp8_grouped_usable, expert_kernels.torch_grouped_mm_fast = saved
+
+
 def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_counts: tuple[int, ...], bandwidth: float | None,
             batches: tuple[int, ...] = (), compile_layers: bool = False) -> dict:
     started = time.perf_counter()
@@ -536,8 +555,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also time each Whisper peer with a static cache, compiled (default on)")
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="decoder layers compiled by Inductor: without (off), with (on), or each mode both ways (as MODE+compile)")
-    parser.add_argument("--parts", help="comma-separated parts to run in this order instead (MODE, MODE+compile, PEER, "
-                        "PEER+static-compile), for a device session that has time for only some")
+    parser.add_argument("--parts", help="comma-separated parts to run in this order instead (MODE, MODE+compile, MODE+triton, "
+                        "PEER, PEER+static-compile), for a device session that has time for only some")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip parts that would start after this many seconds")
     parser.add_argument("--out", type=Path, help="also write the JSON here (rewritten after every part)")
     parser.add_argument("--json", action="store_true", help="print the JSON report")
@@ -594,8 +613,12 @@ def main(argv: list[str] | None = None) -> dict:
                                                                    compiled=variant == "static-compile"))
         else:
             need = max(estimate_bytes(config, name), estimate_bytes(config, "bf16"))  # built in bf16 first
-            part(report["modes"], key, lambda: measure(name, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts,
-                                                       bandwidth=bandwidth, batches=batches, compile_layers=variant == "compile"), need)
+            def run_mode(name=name, variant=variant) -> dict:
+                with without_torch_grouped_kernels(variant == "triton"):
+                    return measure(name, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth,
+                                   batches=batches, compile_layers=variant == "compile")
+
+            part(report["modes"], key, run_mode, need)
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
     if args.out:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import soundfile as sf
+import torch
 
 from app.cli import main
 from app.engine.base import SAMPLE_RATE
@@ -44,6 +45,27 @@ def test_gpu_benchmark_smoke_mode_on_cpu(tmp_path):
     assert int4["step_ms_p50"] > 0 and int4["total_ms_p50_2_steps"] > 0 and int4["prefill_ms_p50"] > 0
     assert int4["batch_2"]["requests_per_s"] > 0
     assert json.loads(out.read_text())["modes"]["int4"]["runs"] == 1
+
+
+def test_gpu_benchmark_runs_a_mode_as_gpus_without_torchs_grouped_kernels_do(monkeypatch):
+    """MODE+triton measures the mode with torch's grouped GEMMs out of reach (so an H100 times the
+    path of an A100 or an RTX), and gives them back for the next part."""
+    from app.engine.diffusion import expert_kernels
+
+    torch_kernels = expert_kernels.fp8_grouped_usable, expert_kernels.torch_grouped_mm_fast
+    seen = {}
+
+    def measure(name, device, **kwargs):
+        cuda = torch.device("cuda")
+        seen[name] = None if expert_kernels.torch_grouped_mm_fast is torch_kernels[1] else \
+            (expert_kernels.fp8_grouped_usable(cuda), expert_kernels.torch_grouped_mm_fast(cuda))
+        return {}
+
+    monkeypatch.setattr(gpu_real_shape, "measure", measure)
+    modes = gpu_real_shape.main(["--tiny", "--device", "cpu", "--parts", "bf16+triton,fp8"])["modes"]
+    assert set(modes) == {"bf16+triton", "fp8"}
+    assert seen == {"bf16": (False, False), "fp8": None}
+    assert (expert_kernels.fp8_grouped_usable, expert_kernels.torch_grouped_mm_fast) == torch_kernels
 
 
 def test_gpu_benchmark_compiles_the_layers_and_checks_them_against_eager(tmp_path, monkeypatch):
