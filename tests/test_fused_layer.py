@@ -102,6 +102,21 @@ def test_the_fused_router_chooses_transformers_experts_and_weights(model):
     torch.testing.assert_close(weights, expected_weights, rtol=1e-6, atol=1e-7)
 
 
+def test_a_nan_score_routes_to_real_experts(model):
+    """One NaN score (an overflow upstream) makes the token's probabilities NaN: the fused router
+    still names real experts, as torch.topk does (it ranks NaN first), and carries the NaN into the
+    weights as transformers' router would; before, it gave expert 16 of 16, and the experts' sort,
+    gather and sum read and wrote past their tensors on a GPU. The other tokens are untouched."""
+    router = model.model.decoder.layers[0].router
+    scores = torch.randn(6, 16, generator=torch.Generator().manual_seed(9))
+    scores[2, 5] = float("nan")
+    weights, index = fused_layer.route(router, scores)
+    assert int(index.min()) >= 0 and int(index.max()) < 16
+    assert torch.equal(index[2], torch.arange(4)) and torch.isnan(weights[2]).all()  # all NaN: the lowest ids (torch.topk picks NaNs in an order of its own)
+    expected_weights, expected_index = fused_layer.route(router, scores[[0, 1, 3, 4, 5]])
+    assert torch.equal(index[[0, 1, 3, 4, 5]], expected_index) and torch.equal(weights[[0, 1, 3, 4, 5]], expected_weights)
+
+
 def test_layers_that_do_not_fit_or_are_compiled_keep_transformers_forward(model):
     fused = copy.deepcopy(model)
     fused.model.decoder.layers[0].pre_feedforward_layernorm_2.eps = 1e-5  # another epsilon than its neighbours

@@ -85,14 +85,17 @@ if triton is not None:
         real = e < EXPERTS
         scores = tl.load(scores_ptr + row * EXPERTS + e, mask=real, other=float("-inf")).to(tl.float32)
         exp = tl.exp(scores - tl.max(scores, axis=0))
-        left = tl.where(real, tl.math.div_rn(exp, tl.sum(exp, axis=0)), -1.0)
+        probs = tl.where(real, tl.math.div_rn(exp, tl.sum(exp, axis=0)), -1.0)
+        # Ranked as torch.topk ranks them, NaN above everything: one NaN score (an overflow upstream)
+        # makes every probability NaN, and with NaN compared as a number no expert ever equalled the
+        # best, so the index was past the experts, read and written out of bounds downstream.
+        left = tl.where(probs != probs, float("inf"), probs)
         k = tl.arange(0, TOP_K_P2)
         chosen = tl.zeros([TOP_K_P2], dtype=tl.float32)
         index = tl.zeros([TOP_K_P2], dtype=tl.int32)
         for j in tl.static_range(TOP_K):  # the largest first, the lowest expert id among equals
-            best = tl.max(left, axis=0)
-            at = tl.min(tl.where(left == best, e, EXPERTS_P2), axis=0)
-            chosen = tl.where(k == j, best, chosen)
+            at = tl.min(tl.where(left == tl.max(left, axis=0), e, EXPERTS_P2), axis=0)
+            chosen = tl.where(k == j, tl.sum(tl.where(e == at, probs, 0.0), axis=0), chosen)  # the probability itself, NaN included
             index = tl.where(k == j, at, index)
             left = tl.where(e == at, -1.0, left)
         mine = k < TOP_K
