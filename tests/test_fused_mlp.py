@@ -52,14 +52,33 @@ def test_stacked_mlps_and_the_gated_kernel_compute_transformers_model(model, mon
 
 @pytest.mark.parametrize("mode", ["int8", "int4", "fp8"])
 def test_stacked_quantized_linears_compute_both(mode):
-    """The stacked codes and scales give each half's own output, bit for bit (int8/int4 through the
-    Triton kernel, fp8 dequantized on the CPU)."""
+    """The stacked codes and scales give each half's own output, bit for bit (through the Triton kernel,
+    here under its interpreter)."""
     generator = torch.Generator().manual_seed(2)
     gate, up = (QuantizedLinear.quantize(nn.Linear(256, 96, bias=False), mode) for _ in range(2))
     x = torch.randn(4, 7, 256, generator=generator)
     both = QuantizedLinear.stacked(gate, up)
     assert (both.in_features, both.out_features) == (256, 192)
     assert torch.equal(both(x), torch.cat([gate(x), up(x)], dim=-1))
+
+
+def test_an_mlp_under_a_lora_keeps_its_own_products(model):  # noqa: F811
+    """The decoder's gate under a LoRA, its tied encoder twin without: the twin is stacked, and the
+    decoder's MLP keeps its gate, LoRA included (it was handed the twin's stacked product, matched by
+    the base weight's address, and its LoRA silently dropped)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    with_lora = copy.deepcopy(model)
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=["gate_proj"], init_lora_weights=False), with_lora.model.decoder.layers[0].mlp)
+    fused = copy.deepcopy(with_lora)
+    assert fused_mlp.fuse_mlps(fused, torch.device("cpu")) == 4  # all but the decoder layer's MLP under the LoRA
+    decoder = fused.model.decoder.layers[0].mlp
+    assert hasattr(decoder, "gate_proj") and not hasattr(decoder, "gate_up_proj")
+    assert hasattr(fused.model.encoder.language_model.layers[0].mlp, "gate_up_proj")
+    x = torch.randn(5, 96, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        torch.testing.assert_close(decoder(x), with_lora.model.decoder.layers[0].mlp(x))
+        assert not torch.allclose(decoder(x), model.model.decoder.layers[0].mlp(x))  # the LoRA counts
 
 
 def test_linears_of_another_kind_are_left_alone():

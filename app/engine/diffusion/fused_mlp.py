@@ -116,19 +116,23 @@ def fuse_mlps(model: nn.Module, device: torch.device) -> int:
     gate; returns how many MLPs were stacked."""
     if not expert_kernels.triton_usable(device):
         return 0
-    count, stacked = 0, {}  # a gate weight's address -> (that weight, kept so the address stays its own; its stacked linear)
+    count, stacked = 0, {}  # gate and up weights' addresses -> (those weights, kept so the addresses stay theirs; the stacked linear)
     for module in model.modules():
         if isinstance(module, DiffusionGemmaTextExperts) and is_gelu_tanh(module.act_fn):
             module._apply_gate = types.MethodType(_experts_gate, module)
         if not isinstance(module, (DiffusionGemmaText4MLP, DiffusionGemmaSelfConditioning)) or not is_gelu_tanh(module.act_fn):
             continue
+        parts = (module.gate_proj, module.up_proj)
+        if not all(type(part) in (nn.Linear, QuantizedLinear) for part in parts):
+            continue  # under a LoRA (which reads its base weight, its tied twin's): its own products, never the twin's stacked one
         # by address, not identity: tied weights may be two parameters over one storage
-        weight = module.gate_proj.qweight.codes if isinstance(module.gate_proj, QuantizedLinear) else module.gate_proj.weight
-        if weight.data_ptr() not in stacked:
-            stacked[weight.data_ptr()] = weight, stack_linears([module.gate_proj, module.up_proj])
-        if stacked[weight.data_ptr()][1] is None:
+        weights = tuple(part.qweight.codes if isinstance(part, QuantizedLinear) else part.weight for part in parts)
+        key = tuple(weight.data_ptr() for weight in weights)
+        if key not in stacked:
+            stacked[key] = weights, stack_linears(parts)
+        if stacked[key][1] is None:
             continue
-        module.gate_up_proj = stacked[weight.data_ptr()][1]
+        module.gate_up_proj = stacked[key][1]
         del module.gate_proj, module.up_proj
         forward = _stacked_forward if isinstance(module, DiffusionGemmaText4MLP) else _stacked_self_conditioning
         module.forward = types.MethodType(forward, module)
