@@ -199,10 +199,17 @@ def test_each_gpu_gets_a_product_it_has_a_kernel_for(monkeypatch, capability, fp
 
 
 class BfloatWeight:
-    """A bf16 weight's dtype and device: all `float_grouped_wanted` reads (a tensor would need the GPU)."""
+    """A bf16 weight's dtype, device and shape: all `float_grouped_wanted` reads (a tensor would need the GPU)."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.dtype, self.device = torch.bfloat16, device
+    def __init__(self, device: torch.device, shape: tuple[int, ...] = (128, 1408, 2816)) -> None:
+        self.dtype, self.device, self.shape = torch.bfloat16, device, shape
+
+
+def test_experts_no_triton_tile_fits_keep_torchs_product(monkeypatch):
+    """Inputs not a multiple of 16 have no K tile: torch's product, not an error mid-forward."""
+    gpu = Gpu(monkeypatch, (8, 6))
+    assert expert_kernels.float_grouped_wanted(BfloatWeight(gpu.device))
+    assert not expert_kernels.float_grouped_wanted(BfloatWeight(gpu.device, (4, 64, 100)))
 
 
 def test_fp8_grouped_gemm_arguments_satisfy_torch_rules():

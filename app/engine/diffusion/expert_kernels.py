@@ -81,9 +81,10 @@ def torch_grouped_mm_fast(device: torch.device) -> bool:
 def float_grouped_wanted(weight: torch.Tensor) -> bool:
     """Whether unquantized experts of `weight` ((experts, out, in), bf16/fp16) run the Triton kernel
     on plain weights (`launch` mode `float`) instead of torch's grouped GEMM: on CUDA GPUs where that
-    has no kernel of its own (`torch_grouped_mm_fast`), outside torch.compile."""
+    has no kernel of its own (`torch_grouped_mm_fast`), outside torch.compile, and where a K tile fits."""
     return (weight.device.type == "cuda" and triton is not None and weight.dtype in (torch.bfloat16, torch.float16)
-            and not torch_grouped_mm_fast(weight.device) and not torch.compiler.is_compiling())
+            and not torch_grouped_mm_fast(weight.device) and not torch.compiler.is_compiling()
+            and int_block_k("float", weight.shape[-1], 1) is not None)
 
 
 def int_block_k(mode: str, in_features: int, groups: int) -> int | None:
@@ -287,7 +288,7 @@ def launch(
     route: tuple[torch.Tensor, torch.Tensor] | None = None,
     capability: tuple[int, int] | None = None,
 ) -> Launch:
-    """The Triton kernel's launch for (rows, K) x experts' (N, K) int8/int4 weights -> (rows, N), rows
+    """The Triton kernel's launch for (rows, K) x experts' (N, K) weights (int8, int4, fp8 or plain) -> (rows, N), rows
     sorted by expert up to `ends`; `dequant_grouped_mm` runs it (here its output is allocated, not computed).
 
     `codes`/`scale` are a `QuantizedWeight`'s buffers for weights of `shape` (experts, N, K) in `mode`

@@ -64,7 +64,7 @@ def sorted_experts(hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weight
     expert); `gate`: the activation; then either `down(gated, ends)`, the down product (the rows
     come back as `SortedRows`), or `routed_down(gated, ends, order, weights)`, a down product that
     weighs each row r by `weights[order[r]]` in float32 and writes it to row `order[r]` itself (the
-    int8/int4 kernel's epilogue: the rows come back as (tokens, top_k, hidden) float32)."""
+    Triton kernel's epilogue: the rows come back as (tokens, top_k, hidden) float32)."""
     tokens, top_k = top_k_index.shape
     order, token, ends, position = sort_by_expert(top_k_index, experts)
     gated = gate(up(hidden[token], ends))

@@ -17,7 +17,7 @@ program a head of a token:
 So the results are those of the fused norm and transformers' rotary embedding bit for bit by design
 (the CPU tests under Triton's interpreter in float32; benchmarks/gpu_fused_check.py in bf16 on a GPU).
 `fused_attention_forward` is transformers' attention forward (encoder and decoder: they differ in how
-they use the cache) with this kernel in place of those nine; it takes transformers' own path inside
+they use the cache) with this kernel in place of those thirteen; it takes transformers' own path inside
 torch.compile (which fuses them itself) and for head sizes that are not a power of two. The decoder's
 query, key and value projections, which every denoising step runs, are one product
 (`stack_projections`, `stacking.py`: two kernels fewer in its sliding layers, one in the others), whose

@@ -41,7 +41,7 @@ triton, tl = expert_kernels.triton, getattr(expert_kernels, "tl", None)
 TEXT_LAYERS = (DiffusionGemmaDecoderTextLayer, DiffusionGemmaEncoderTextLayer)
 # Warps a row of the hidden size: 4, as the fused RMSNorm launches, for the same reduction layout and
 # so the same sums of squares (benchmarks/gpu_fused_check.py compares them on a GPU); no spills at 4,096
-# values a row on sm_90 or sm_86 (tests/triton_targets.py --sass).
+# values a row on any target the spill test builds (tests/test_triton_targets.py).
 ROW_WARPS = 4
 # One warp a token's routing: its 128 scores are 4 a thread, and the top-k's nine reductions a
 # step stay in the warp's shuffles, where 4 warps met at a barrier for each (sm_90 code: 53 BAR).
@@ -236,18 +236,20 @@ def fusable(layer: nn.Module) -> bool:
 
 def fuse_layers(model: nn.Module, device: torch.device, *, leave: nn.Module | None = None) -> int:
     """Give every fusable text layer of `model` the fused forward where Triton runs; returns how many.
-    Layers inside `leave` keep transformers' forward (torch.compile fuses them itself)."""
+    Layers inside `leave` keep transformers' forward (torch.compile fuses them itself). Call it after
+    `fused_norm.fuse_norms`: a layer computes the norm after it only if that norm is fused by then."""
     if not expert_kernels.triton_usable(device):
         return 0
     left = {id(m) for m in leave.modules()} if leave is not None else set()
-    fused = {id(m) for m in model.modules() if isinstance(m, TEXT_LAYERS) and id(m) not in left and fusable(m)}
+    count = 0
     for stack in model.modules():  # the text models: their layers in order, then their last norm
         layers = getattr(stack, "layers", None)
-        if not isinstance(layers, nn.ModuleList) or not any(id(layer) in fused for layer in layers):
+        if not isinstance(layers, nn.ModuleList):
             continue
         for at, layer in enumerate(layers):
-            if id(layer) in fused:
+            if isinstance(layer, TEXT_LAYERS) and id(layer) not in left and fusable(layer):
                 nxt = layers[at + 1].input_layernorm if at + 1 < len(layers) else getattr(stack, "norm", None)
                 following = nxt if fused_norm.takes_ahead(nxt) else None
                 layer.forward = types.MethodType(functools.partial(fused_forward, following=following), layer)
-    return len(fused)
+                count += 1
+    return count

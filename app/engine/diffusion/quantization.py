@@ -141,7 +141,7 @@ class QuantizedExperts(nn.Module):
     """Holds a layer's experts quantized; runs them through a kernel that reads the codes, or else
     lends transformers' experts module dequantized weights for one call.
 
-    With a kernel (`_grouped`), the wrapped `DiffusionGemmaTextExperts` gives its gate and config.
+    With a kernel (`routed_rows`), the wrapped `DiffusionGemmaTextExperts` gives its gate and config.
     Without one, it keeps its activation and kernel dispatch; only its two 3-D parameters are
     replaced by plain tensors for the duration of one forward.
     """

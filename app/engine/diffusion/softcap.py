@@ -4,7 +4,7 @@ DiffusionGemma's logits are `tanh(lm_head(h) / cap) * cap` in float32 (cap 30). 
 that as four passes over a step's logits (the cast, the division, the tanh, the product: 256 x
 262,144 float32 values, 256 MiB a batch row, each pass reading and writing them), ~1.8 GB of memory
 traffic a step, about half a millisecond at an H100's bandwidth (its bf16 step measured 38 ms before
-this session's fused kernels; by the kernel census far less is left around the experts' ~17 ms).
+the fused kernels of 2026-11-28; by the kernel census far less is left around the experts' ~17 ms).
 `softcap_into` reads the lm_head's bf16 output once and writes the float32 logits once.
 
 The arithmetic is torch's on a GPU: the division by a Python number is a product with its float32
