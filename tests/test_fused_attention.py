@@ -53,7 +53,7 @@ def test_fused_attention_computes_the_fused_norms_model_bit_for_bit(model):  # n
     assert fused_attention.fuse_attention(fused, torch.device("cpu")) == 4
     calls = []
     heads = fused_attention.heads
-    fused_attention.heads = lambda *args: calls.append(args[1].shape) or heads(*args)
+    fused_attention.heads = lambda *args, **kwargs: calls.append(args[1].shape) or heads(*args, **kwargs)
     try:
         expected_logits, expected, _ = run(normed)
         logits, got, _ = run(fused)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaDecoderTextAttention
 
 from app.engine.diffusion import fused_attention, kv_windows
 from app.engine.diffusion.denoising import Denoiser
@@ -42,12 +43,14 @@ def first_step(backbone: DiffusionGemmaForBlockDiffusion) -> tuple[torch.Tensor,
 def test_the_windows_give_the_concatenations_logits(backbone, monkeypatch):
     fused = copy.deepcopy(backbone)
     assert fused_attention.fuse_attention(fused, torch.device("cpu")) == 4 and kv_windows.wanted(fused)
-    cats = []
-    monkeypatch.setattr(torch, "cat", lambda tensors, *args, cat=torch.cat, **kwargs: cats.append(len(tensors)) or cat(tensors, *args, **kwargs))
+    appended = []
+    append = DiffusionGemmaDecoderTextAttention.append_to_cache
+    monkeypatch.setattr(DiffusionGemmaDecoderTextAttention, "append_to_cache",
+                        lambda self, *args, **kwargs: appended.append(self.layer_idx) or append(self, *args, **kwargs))
     logits, cache = first_step(fused)
-    concatenated = len(cats)
+    assert appended == []  # no decoder layer concatenated its keys and values: each read its window
     expected, plain_cache = first_step(backbone)
-    assert len(cats) - concatenated > concatenated  # transformers' decoder concatenated its keys and values; the windows did not
+    assert sorted(appended) == [0, 1]  # transformers' decoder did, in each layer
     assert torch.equal(logits, expected)
     for layer, plain in zip(cache.layers, plain_cache.layers, strict=True):
         keys, values, cached = layer.kv_window

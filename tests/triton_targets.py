@@ -79,8 +79,8 @@ def expert_modes(capability: tuple[int, int]) -> list[str]:
     """The weight modes the engine runs through the Triton kernel on a GPU of `capability`: int8 and
     int4 everywhere, fp8 where torch has no fp8 grouped GEMM but the GPU has fp8 (Ada, Blackwell),
     and the unquantized bf16 experts where torch's grouped GEMM has no kernel (all but 9.x and 10.x)."""
-    fp8 = ["fp8"] if capability >= (8, 9) and capability[0] != 9 else []
-    return ["int8", "int4", *fp8, *(["float"] if capability[0] not in (9, 10) else [])]
+    fp8 = ["fp8"] if expert_kernels.triton_fp8(capability) and not expert_kernels.torch_fp8_grouped(capability) else []
+    return ["int8", "int4", *fp8, *(["float"] if not expert_kernels.torch_bf16_grouped(capability) else [])]
 
 
 def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> dict:
@@ -161,7 +161,8 @@ def layer_kernels(capability: int, sass: bool) -> dict:
                                                                           torch.empty(128, dtype=torch.int32, device=META),
                                                                           torch.empty(2048, dtype=torch.int64, device=META), 2048, 8),
                                    dict(BLOCK=2048, BLOCKS=1), dict(num_warps=4), capability, sass),
-        "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, index, routing, row, weight, weight, weight, weight[:1], row,
+        # the experts' output summed already: `layer_end` passes it for the unread positions and weights too
+        "layer_end": compile_for(fused_layer._layer_end_kernel, (row, row, row, row, row, weight, weight, weight, weight[:1], row,
                                                                  1e-6, weight, row, 1e-6),
                                  wide | dict(TOP_K=0, SORTED=False, NEXT=False), options, capability, sass),
         **{f"gelu_mul_{width}": compile_for(fused_mlp._gelu_tanh_mul_kernel, (torch.empty(rows, 2 * width, dtype=torch.bfloat16, device=META),

@@ -52,30 +52,43 @@ def triton_usable(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and interpreting())
 
 
-def fp8_grouped_usable(device: torch.device) -> bool:
-    """torch's fp8 grouped GEMM with per-row scales (`torch._scaled_grouped_mm`): Hopper only.
+def torch_fp8_grouped(capability: tuple[int, int]) -> bool:
+    """Whether torch's fp8 grouped GEMM with per-row scales (`torch._scaled_grouped_mm`) runs on a GPU
+    of `capability`: Hopper only. ATen refuses it below 9.0 and above 10.0 ("only supported on CUDA
+    devices with compute capability = [9.0, 10.0]"), and its own tests run the row-wise form on 9.x
+    alone (`PLATFORM_SUPPORTS_FP8_GROUPED_GEMM`: SM90 or later and not SM100 or later). So an RTX
+    50xx (12.0) or a B200 (10.0) takes the Triton kernel instead (`triton_fp8`)."""
+    return capability[0] == 9
 
-    ATen refuses it below compute capability 9.0 and above 10.0 ("only supported on CUDA devices
-    with compute capability = [9.0, 10.0]"), and its own tests run the row-wise form on 9.x alone
-    (`PLATFORM_SUPPORTS_FP8_GROUPED_GEMM`: SM90 or later and not SM100 or later). So an RTX 50xx
-    (12.0) or a B200 (10.0) takes the Triton kernel instead (`triton_fp8_usable`)."""
-    return device.type == "cuda" and hasattr(torch, "_scaled_grouped_mm") and torch.cuda.get_device_capability(device)[0] == 9
+
+def triton_fp8(capability: tuple[int, int]) -> bool:
+    """Whether Triton converts float8_e4m3fn codes on a GPU of `capability`: 8.9 and newer."""
+    return capability >= (8, 9)
+
+
+def torch_bf16_grouped(capability: tuple[int, int]) -> bool:
+    """Whether torch's bf16 grouped GEMM (`torch._grouped_mm`, transformers' `grouped_mm` experts)
+    runs its CUTLASS kernel on a GPU of `capability`: 9.x and 10.x only. Elsewhere (A100, RTX
+    30xx-50xx) ATen loops over the experts with one product each, after copying the offsets to the
+    host: 256 products a layer, and a host sync that no CUDA graph can capture."""
+    return capability[0] in (9, 10)
+
+
+def fp8_grouped_usable(device: torch.device) -> bool:
+    """torch's fp8 grouped GEMM on `device` (`torch_fp8_grouped`)."""
+    return device.type == "cuda" and hasattr(torch, "_scaled_grouped_mm") and torch_fp8_grouped(torch.cuda.get_device_capability(device))
 
 
 def triton_fp8_usable(device: torch.device) -> bool:
-    """Whether the Triton kernel can read fp8 codes on `device`: Triton converts float8_e4m3fn
-    only on GPUs with fp8 support (compute capability 8.9 and newer), and under the interpreter."""
+    """Whether the Triton kernel can read fp8 codes on `device` (`triton_fp8`; the interpreter too)."""
     if not triton_usable(device):
         return False
-    return device.type == "cpu" or torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type == "cpu" or triton_fp8(torch.cuda.get_device_capability(device))
 
 
 def torch_grouped_mm_fast(device: torch.device) -> bool:
-    """Whether torch's bf16 grouped GEMM (`torch._grouped_mm`, transformers' `grouped_mm` experts)
-    runs its CUTLASS kernel on `device`: compute capability 9.x and 10.x only. Elsewhere (A100, RTX
-    30xx-50xx) ATen loops over the experts with one product each, after copying the offsets to the
-    host: 256 products a layer, and a host sync that no CUDA graph can capture."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] in (9, 10)
+    """torch's bf16 grouped GEMM runs its own kernel on `device` (`torch_bf16_grouped`)."""
+    return device.type == "cuda" and torch_bf16_grouped(torch.cuda.get_device_capability(device))
 
 
 def float_grouped_wanted(weight: torch.Tensor) -> bool:
