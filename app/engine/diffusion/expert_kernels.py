@@ -125,8 +125,9 @@ def int4_warps(mode: str, dense: bool, block_m: int, block_n: int, block_k: int,
     By the compiled code (tests/triton_targets.py --sass): an int4 linear's 64 x 128 tiles on 4 warps
     stored ~480 values to local memory and loaded ~300 back on sm_90; the experts' 32 x 128 tiles
     128 inputs deep did so on sm_86/sm_89 (RTX 30xx/40xx: 134 stores, 94 loads) and sm_100 (B200:
-    117, 80), not on sm_90, where 4 warps measured fastest (H100 sweep, 2026-11-28), nor on sm_120.
-    8 warps hold either without spilling; 9.x, the one family measured, keeps its 4."""
+    117, 80), not on sm_90, where 4 warps measured fastest (H100 sweep, 2026-11-28). 8 warps hold
+    either without spilling, so every family but 9.x (the one measured) runs 8 (sm_120 spills with
+    neither)."""
     if mode != "int4":
         return 4
     if dense:
