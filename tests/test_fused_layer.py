@@ -18,7 +18,7 @@ import torch
 from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
-from app.engine.diffusion import fused_layer
+from app.engine.diffusion import expert_kernels, fused_layer
 from app.engine.diffusion.expert_routing import install_routing
 from app.engine.diffusion.fused_norm import fuse_norms
 from app.engine.diffusion.tiny import small_backbone_config
@@ -124,18 +124,21 @@ def test_layers_that_do_not_fit_or_are_compiled_keep_transformers_forward(model)
     assert "forward" not in vars(fused.model.decoder.layers[0]) and "forward" not in vars(fused.model.decoder.layers[1])
 
 
-@pytest.mark.parametrize("mode", [None, "int8"])
+@pytest.mark.parametrize("mode", [None, "int8", "triton-experts"])
 def test_everything_a_gpu_fuses_computes_transformers_model(model, monkeypatch, mode):
     """The engine's GPU path at once (norms, layers, attention heads with stacked projections, MLPs
     with stacked gate and up, the experts' routing with its kernels), prefill and decoder, against
     transformers' own; int8: the same model quantized, against itself unfused (its stacked codes, and
-    its experts' rows from the Triton kernel's epilogue summed by the layer's end)."""
+    its experts' rows from the Triton kernel's epilogue summed by the layer's end); triton-experts:
+    unquantized experts through the Triton kernel, as on GPUs where torch's grouped GEMM has none."""
     from app.engine.diffusion import expert_routing
     from app.engine.diffusion.fused_attention import fuse_attention
     from app.engine.diffusion.fused_mlp import fuse_mlps
     from app.engine.diffusion.quantization import quantize_backbone
 
-    if mode is not None:
+    if mode == "triton-experts":
+        monkeypatch.setattr(expert_kernels, "float_grouped_wanted", lambda weight: True)
+    elif mode is not None:
         model = copy.deepcopy(model)
         quantize_backbone(model, mode, torch.device("cpu"))
     fused = copy.deepcopy(model)
@@ -143,8 +146,12 @@ def test_everything_a_gpu_fuses_computes_transformers_model(model, monkeypatch, 
     cpu = torch.device("cpu")
     assert fuse_norms(fused, cpu) and fused_layer.fuse_layers(fused, cpu) and fuse_attention(fused, cpu) and fuse_mlps(fused, cpu)
     monkeypatch.setattr(expert_routing, "use_kernels", lambda device: True)  # the routing's and the gate's kernels, as on a GPU
+    launches = []
+    monkeypatch.setattr(expert_kernels, "dequant_grouped_mm", lambda *args, real=expert_kernels.dequant_grouped_mm, **kwargs:
+                        launches.append(args[4]) or real(*args, **kwargs))
     expected_logits, expected, _ = run(model)
     logits, got, _ = run(fused)
+    assert set(launches) == {None: set(), "int8": {"int8"}, "triton-experts": {"float"}}[mode]
     for ours, theirs in zip(got, expected):
         torch.testing.assert_close(ours, theirs, rtol=3e-5, atol=3e-5)
     torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)
