@@ -105,7 +105,7 @@ def triton_on_other_gpus(report: dict, name: str, weight: torch.Tensor, x: torch
     ref = torch._grouped_mm(x, q.dequantize(torch.bfloat16).transpose(-2, -1), offs=ends).float()
     fp8 = {"rel_error_vs_bf16_dequant": rel_error(expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, "fp8", q.shape), ref),
            "triton_ms": bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, "fp8", q.shape)),
-           "torch_fp8_ms": bench(lambda: q.grouped_mm(x, ends, "fp8"))}
+           "torch_fp8_ms": bench(lambda: q.grouped_mm(x, ends, "fp8")) if expert_kernels.fp8_grouped_usable(x.device) else None}
     bf16 = weight.bfloat16()
     ref = torch._grouped_mm(x, bf16.transpose(-2, -1), offs=ends).float()
     plain = {"rel_error_vs_torch": rel_error(expert_kernels.dequant_grouped_mm(x, bf16, None, ends, "float", tuple(bf16.shape)), ref),
