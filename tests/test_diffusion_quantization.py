@@ -147,7 +147,8 @@ def test_auto_with_compiled_layers_puts_fp8_first(monkeypatch, free_gib, hopper,
 @pytest.mark.parametrize(("capability", "expected"), [((9, 0), "fp8"), ((10, 0), "int8"), ((12, 0), "int8"), ((8, 9), "int8")])
 def test_auto_takes_fp8_only_where_torch_has_its_fp8_grouped_gemm(monkeypatch, capability, expected):
     """With 30 GiB free an RTX 5090 (12.0) got fp8, whose grouped GEMM torch refuses outside
-    compute capability 9.x/10.x (and runs row-wise on 9.x only): every dictation failed. fp8 elsewhere
+    compute capability 9.x/10.x (and runs row-wise on 9.x only, by ATen's source): every dictation
+    would have failed. fp8 elsewhere
     runs the Triton kernel, never measured; int8 takes the same memory through the measured one."""
     from app.engine.diffusion import quantization
 
