@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     words.add_argument("--spoken-punctuation", action="store_true",
                        help='turn spoken "comma", "period", "new line", ... into the characters')
     words.add_argument("--raw", action="store_true", help="print the engine's text untouched: no text pipeline")
+    t.add_argument("--no-speech-check", dest="speech_check", action="store_false",
+                   help="transcribe every file, also those in which the speech check hears no speech (by default "
+                        "such a file prints an empty text: models invent words for silence and noise)")
 
     sub.add_parser("worker", help="run the speech worker on stdin/stdout (started by the app)")
 
@@ -99,7 +102,10 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     transcribe, close = _on_server(args) if args.server else _here(args)
     try:
         for path, audio in audios:
-            result = transcribe(audio, language=language, steps=args.steps, vocabulary=vocabulary)
+            if not args.speech_check or _speech_in(path, audio):
+                result = {**transcribe(audio, language=language, steps=args.steps, vocabulary=vocabulary), "no_speech": False}
+            else:
+                result = {"text": "", "language": language, "steps_used": 0, "timings": {}, "no_speech": True}
             if not args.raw:
                 result = finish_transcript(result, options)
             if args.json:
@@ -109,6 +115,17 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     finally:
         close()
     return 0
+
+
+def _speech_in(path: str, audio) -> bool:
+    """The app's silence check (Silero VAD) on one file; a file without speech is said so on stderr."""
+    from app.audio.vad import has_speech
+
+    if has_speech(audio):
+        return True
+    print(f"{path}: no speech heard, so nothing was transcribed (--no-speech-check transcribes it anyway).",
+          file=sys.stderr, flush=True)
+    return False
 
 
 def _here(args: argparse.Namespace):

@@ -50,6 +50,21 @@ def test_faster_whisper_engine_on_a_ctranslate2_folder():
     assert wer([clip.text], [obj["text"]]) < 0.3, obj["text"]
 
 
+def test_a_file_without_speech_prints_no_invented_words():
+    """Whisper tiny.en writes "you" for this noise; the app's silence check keeps it out, as in the app."""
+    speech, noise = clips(source="cards")[0], next(c for c in clips(source="silence") if c.id == "noise")
+    args = ("transcribe", str(speech.path), str(noise.path), "--model", str(WHISPER_TINY_EN_CT2), "--json")
+    proc = _run(*args)
+    assert proc.returncode == 0, proc.stderr
+    heard, silent = (json.loads(line) for line in proc.stdout.splitlines())
+    assert not heard["no_speech"] and wer([speech.text], [heard["text"]]) <= 0.5, heard
+    assert silent["no_speech"] and silent["text"] == silent["raw_text"] == "" and silent["steps_used"] == 0, silent
+    assert f"{noise.path}: no speech heard" in proc.stderr
+
+    unchecked = json.loads(_run(*args[:2], *args[3:], "--no-speech-check").stdout)
+    assert not unchecked["no_speech"] and "encoder" in unchecked["timings"], unchecked  # the model ran on it
+
+
 def _assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""

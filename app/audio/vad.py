@@ -120,7 +120,11 @@ class SpeechDetector:
 
 
 def has_speech(audio: np.ndarray) -> bool:
-    """One-shot check of a whole 16 kHz recording."""
-    detector = SpeechDetector()
-    detector.feed(audio)
+    """One-shot check of a whole 16 kHz recording. It stops at the first speech found: an hour-long
+    file whose speech starts early costs a second's analysis, not the whole hour's (~0.3 ms a window)."""
+    detector = SpeechDetector(VadModel.shared())
+    for start in range(0, len(audio), SAMPLE_RATE):
+        detector.feed(audio[start:start + SAMPLE_RATE])
+        if detector.speech:
+            return True
     return detector.finish()
