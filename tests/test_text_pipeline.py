@@ -115,6 +115,22 @@ def test_fillers_keep_real_words(language, text):
     assert remove_fillers(text, language) == text
 
 
+@pytest.mark.parametrize("language, raw, clean", [
+    ("en", "Um.", ""),  # a dictation of only a filler pastes nothing, not "."
+    ("en", "Hmm, hmm.", ""),
+    ("en", "Um? Yes.", "Yes."),
+    ("en", "Um. So I think.", "So I think."),
+    ("en", "I see. Um. Yes.", "I see. Yes."),  # not "I see.. Yes."
+    ("en", "Um, so. Uh.", "So."),
+    ("en", "A line.\nUm.\nNext", "A line.\nNext"),
+    ("de", "Äh.", ""),
+    ("fr", "Euh ?", ""),
+    ("es", "Eh.", ""),
+])
+def test_a_filler_sentence_goes_with_its_full_stop(language, raw, clean):
+    assert finish(raw, language, TextOptions()) == clean
+
+
 # ---- spoken punctuation ----------------------------------------------------------------------------
 @pytest.mark.parametrize("language, raw, written", [
     ("en", "Hello comma how are you question mark", "Hello, how are you?"),
