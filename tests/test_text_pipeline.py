@@ -131,6 +131,11 @@ def test_a_filler_sentence_goes_with_its_full_stop(language, raw, clean):
     assert finish(raw, language, TextOptions()) == clean
 
 
+@pytest.mark.parametrize("text", ["Uh-oh, the build failed.", "Uh-huh, that works.", "Mm-hmm, right.", "I said um-hmm."])
+def test_fillers_joined_to_a_word_stay(text):
+    assert finish(text, "en", TextOptions()) == text  # not "-oh, the build failed."
+
+
 # ---- spoken punctuation ----------------------------------------------------------------------------
 @pytest.mark.parametrize("language, raw, written", [
     ("en", "Hello comma how are you question mark", "Hello, how are you?"),

@@ -5,7 +5,8 @@ Spanish "este" is also "this", so it is removed only where the model marked it a
 by a comma or an ellipsis: "este, no sé"), never in "este libro". A comma or ellipsis right after a
 filler goes with it; the spacing step then tidies what is left ("So, um, yes" -> "So, yes"). A filler
 that is a sentence of its own ("Um." "Hmm?" "Uh, um.") goes with its full stop or question mark, so a
-dictation of only "Um." pastes nothing and "I see. Um. Yes." does not become "I see.. Yes.".
+dictation of only "Um." pastes nothing and "I see. Um. Yes." does not become "I see.. Yes.". A filler
+joined to a word by a hyphen or apostrophe is part of that word ("uh-oh", "uh-huh", "mm-hmm") and stays.
 Hindi and Mandarin have no list yet: their transcripts are left as they are.
 """
 
@@ -42,5 +43,5 @@ def remove_fillers(text: str, language: str) -> str:
 
 
 def _whole_word(alternatives: str) -> str:
-    """`alternatives` as a word of its own, not inside a word."""
-    return rf"(?<!\w)(?:{alternatives})(?!\w)"
+    """`alternatives` as a word of its own: not inside a word, nor joined to one by - or ' ("uh-oh")."""
+    return rf"(?<!\w)(?<!\w[-'’])(?:{alternatives})(?![-'’]?\w)"
