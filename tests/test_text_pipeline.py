@@ -175,6 +175,12 @@ def test_tidy_keeps_what_needs_no_repair():
     assert tidy("我们明天见。", "zh") == "我们明天见。"
 
 
+@pytest.mark.parametrize("text", ["Let's meet at 5 p.m. tomorrow.", "Use a tool, e.g. a hammer, i.e. this one.",
+                                  "I was thinking... maybe not.", "Wait... what?"])
+def test_an_ellipsis_or_abbreviation_ends_no_sentence(text):
+    assert finish(text, "en", TextOptions()) == text  # not "5 p.m. Tomorrow", "thinking... Maybe"
+
+
 # ---- the whole pipeline --------------------------------------------------------------------------------
 def test_finish_runs_the_steps_in_order():
     options = TextOptions(vocabulary=("Kubernetes",), replacements=(("at sign", "@"),), remove_fillers=True,

@@ -4,8 +4,9 @@ Removing "um," or turning "comma" into "," leaves stray spaces, doubled or leadi
 lower-case sentence starts; this step repairs exactly those and nothing else. It never touches a
 word that has a capital inside ("iPhone", "gRPC"). The first word is capitalised only when the engine
 wrote its transcript that way (`capitalise_start`: "Um, so" -> "So"), so a transcript the engine began
-in lower case stays so. French puts a space before ? ! : ; (typography):
-that space is kept there and removed elsewhere.
+in lower case stays so. An ellipsis or the last dot of an abbreviation ("p.m.", "e.g.") ends no
+sentence: "thinking... maybe" and "at 5 p.m. tomorrow" stay as the engine wrote them. French puts a
+space before ? ! : ; (typography): that space is kept there and removed elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import re
 
 _CLOSING = {"default": r"[,.;:!?)\]…]", "fr": r"[,.)\]…]"}
+# A full stop, question or exclamation mark and the space after it: not the dots of "..." or "p.m.".
+_SENTENCE_END = r"(?<!\.)(?<!\.\w)[.!?]\s+"
 
 
 def tidy(text: str, language: str, *, capitalise_start: bool = True) -> str:
@@ -25,7 +28,7 @@ def tidy(text: str, language: str, *, capitalise_start: bool = True) -> str:
     if language == "fr":  # "ça va ?": a space before a closing double mark, not inside "https://"
         text = re.sub(r"(?<=\w)([?!:;])(?=\s|$)", r" \1", text)
     text = text.strip()
-    starts = r"(^|[.!?]\s+|\n)" if capitalise_start else r"([.!?]\s+|\n)"
+    starts = rf"(^|{_SENTENCE_END}|\n)" if capitalise_start else rf"({_SENTENCE_END}|\n)"
     return re.sub(starts + r"([^\W\d_][\w'’\-]*)", _capitalise, text, flags=re.DOTALL)
 
 
