@@ -198,7 +198,9 @@ def validate(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise UserError(f"Setting '{name}' must be true or false, not {value!r}.", code="bad_setting")
     elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        # A float must be whole before int(): JSON's Infinity and NaN (and 1e400) make int() raise.
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not value.is_integer())):
             raise UserError(f"Setting '{name}' must be a whole number, not {value!r}.", code="bad_setting")
         value = int(value)
         low, high = meta["range"]

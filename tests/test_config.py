@@ -57,6 +57,16 @@ def test_bad_values_fall_back_one_by_one_and_the_original_is_kept(tmp_path):
     assert config.load(path) == (settings, [])  # the repaired file was written back
 
 
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e400"])
+def test_a_number_json_allows_but_no_setting_can_hold_falls_back(tmp_path, number):
+    """Python's json reads Infinity, NaN and 1e400 (inf); loading raised OverflowError, and the app did not start."""
+    path = tmp_path / "settings.json"
+    path.write_text(f'{{"tap_ms": {number}, "language": "de"}}')
+    settings, problems = config.load(path)
+    assert (settings.tap_ms, settings.language) == (Settings().tap_ms, "de")
+    assert "'tap_ms' must be a whole number" in problems[1]
+
+
 def test_truncated_json_is_salvaged_field_by_field(tmp_path):
     path = tmp_path / "settings.json"
     path.write_text('{"mode": "hold", "language": "fr", "hotkey": "<alt_r>", "post_roll_ms": 45')
