@@ -271,15 +271,26 @@ def load(path: Path | None = None) -> tuple[Settings, list[str]]:
         data = _salvage(text)
     settings, problems = from_dict(data)
     if broken or problems:
-        backup = path.with_name(path.name + ".broken")
-        try:
-            backup.write_bytes(raw)
-            save(settings, path)
-        except OSError:
-            pass
         what = "is not valid JSON; the settings that could be read were kept" if broken else "had invalid values"
-        problems.insert(0, f"The settings file {path} {what}. The original was copied to {backup.name}.")
+        problems.insert(0, f"The settings file {path} {what}. {_set_aside(raw, settings, path)}")
     return settings, problems
+
+
+def _set_aside(raw: bytes, settings: Settings, path: Path) -> str:
+    """Copy the damaged file to `settings.json.broken` and write the repaired settings in its place; return
+    the sentence that says what happened, so the user is never told of a copy that a read-only folder refused."""
+    backup = path.with_name(path.name + ".broken")
+    try:
+        backup.write_bytes(raw)
+    except OSError as exc:
+        return (f"It could not be copied to {backup.name} ({exc}), so it was left as it is: make its folder "
+                "writable, or correct the file by hand.")
+    try:
+        save(settings, path)
+    except OSError as exc:
+        return (f"The original was copied to {backup.name}, but the repaired settings could not be written "
+                f"({exc}): make the folder writable, or correct the file by hand.")
+    return f"The original was copied to {backup.name}."
 
 
 def save(settings: Settings, path: Path | None = None) -> Path:

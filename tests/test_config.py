@@ -98,3 +98,16 @@ def test_binary_garbage_is_copied_aside_byte_for_byte(tmp_path):
     assert settings.mode == "toggle", "what could be read is kept"
     assert "not valid JSON" in problems[0] and "settings.json.broken" in problems[0]
     assert config.load(path) == (settings, [])  # a clean file was written back
+
+
+def test_a_damaged_file_that_cannot_be_copied_aside_is_not_said_to_be(tmp_path):
+    """A read-only settings folder (here: a folder in the copy's way, which refuses root too): the notice said
+    "The original was copied to settings.json.broken." though nothing was copied."""
+    path = tmp_path / "settings.json"
+    path.write_text('{"language": "de", "mode": "sometimes"}')
+    (tmp_path / "settings.json.broken").mkdir()
+    settings, problems = config.load(path)
+    assert settings.language == "de"
+    assert "copied to settings.json.broken." not in problems[0]
+    assert "could not be copied to settings.json.broken" in problems[0] and problems[0].endswith("by hand.")
+    assert path.read_text() == '{"language": "de", "mode": "sometimes"}'  # left as it is, for the user to fix
