@@ -78,6 +78,15 @@ def test_replacements_whole_words_case_insensitive_in_order():
     assert apply_replacements("the batsign and at signage stay", pairs[:1]) == "the batsign and at signage stay"
 
 
+def test_replacements_in_mandarin_and_hindi_respect_their_words():
+    """Mandarin has no spaces between words: a replacement never applied inside a sentence. Devanagari's vowel
+    signs are no word characters to re: "है" (is) was replaced inside "हैं" (are), leaving a stray sign on the new word."""
+    assert apply_replacements("我用微信发给你。", [("微信", "WeChat")]) == "我用WeChat发给你。"
+    assert apply_replacements("我用python写代码", [("python", "Python")]) == "我用Python写代码"
+    assert apply_replacements("wxpython", [("python", "Python")]) == "wxpython"
+    assert apply_replacements("वे घर में हैं। यह अच्छा है।", [("है", "था")]) == "वे घर में हैं। यह अच्छा था।"
+
+
 def test_replacement_text_is_literal():
     assert apply_replacements("costs dollar sign", [("dollar sign", r"$\1\g<0>")]) == r"costs $\1\g<0>"
 

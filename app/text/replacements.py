@@ -1,7 +1,9 @@
 """Replacements: the user's spoken -> written pairs ("at sign" -> "@", "my email" -> an address).
 
 Whole words only, case-insensitive, applied in the order the user listed them, so a later pair can
-build on an earlier one. The pairs come from settings.json, where a hand edit can break them:
+build on an earlier one. Mandarin (and Japanese) is written without spaces, so a phrase's Han or kana
+end needs no word boundary ("微信" in "我用微信发给你"), and a Han or kana neighbour is one for a Latin
+phrase ("用Python写"). A combining mark is part of its word: "है" does not match inside "हैं". The pairs come from settings.json, where a hand edit can break them:
 `check_replacements` names the broken entry instead of dropping it, and the settings form shows that
 sentence beside the table.
 """
@@ -9,12 +11,20 @@ sentence beside the table.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 from app.errors import UserError
 
 Pair = tuple[str, str]
+# Han and kana: scripts written without spaces between words.
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# Combining marks (Devanagari's vowel signs, accents written apart): Python's \w does not count them.
+_MARKS = "".join(chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c)).startswith("M"))
+# What makes a neighbour part of the same word: a letter, digit or mark, other than Han or kana.
+_WORD_BEFORE = rf"(?<![^\W{_UNSPACED}])(?<![{_MARKS}])"
+_WORD_AFTER = rf"(?![^\W{_UNSPACED}])(?![{_MARKS}])"
 
 
 def apply_replacements(text: str, pairs: Sequence[Pair]) -> str:
@@ -26,7 +36,13 @@ def apply_replacements(text: str, pairs: Sequence[Pair]) -> str:
 def _pattern(spoken: str) -> re.Pattern[str]:
     """`spoken` as whole words, any run of spaces between them, any case."""
     body = r"\s+".join(re.escape(part) for part in spoken.split())
-    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+    before = "" if _unspaced(spoken[0]) else _WORD_BEFORE
+    after = "" if _unspaced(spoken[-1]) else _WORD_AFTER
+    return re.compile(before + body + after, re.IGNORECASE)
+
+
+def _unspaced(char: str) -> bool:
+    return re.match(f"[{_UNSPACED}]", char) is not None
 
 
 def check_replacements(value: Any) -> tuple[Pair, ...]:
