@@ -5,6 +5,9 @@ transcript arrives, before the paste, and its paste outcome is filled in afterwa
 only kept when the user asks for it (off by default), as 16-bit WAV in the same row, so deleting
 an entry deletes its recording too. Everything runs on the GUI thread: one insert per dictation is
 far below a millisecond, and SQLite's WAL mode keeps a reader (the history window) from blocking it.
+A file that is not an SQLite database (damaged, overwritten) is moved aside as `history.sqlite3.broken`
+and a new history started, as a damaged settings file is: left in place it stopped the history at every
+start, with no word of where the file was.
 """
 
 from __future__ import annotations
@@ -78,6 +81,19 @@ class History:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or data_dir() / HISTORY_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.set_aside = ""  # a sentence for the user when a damaged file was moved aside at opening
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked or unreadable: not damage, nothing to move
+                raise
+            self._db.close()
+            broken = self._move_aside()
+            self._open()
+            self.set_aside = (f"The history file {self.path} was damaged ({exc}); it was moved to {broken.name} "
+                              "and a new history started. Delete that copy once you no longer need it.")
+
+    def _open(self) -> None:
         self._db = sqlite3.connect(str(self.path))
         self._db.execute("PRAGMA journal_mode=WAL")
         # SQLite's LIKE folds ASCII only; Python's casefold also matches "Über" to "über" (or "ß" to "ss").
@@ -91,6 +107,16 @@ class History:
             with self._db:
                 self._db.execute("ALTER TABLE dictations ADD COLUMN raw_text TEXT NOT NULL DEFAULT ''")
                 self._db.execute("UPDATE dictations SET raw_text = text")
+
+    def _move_aside(self) -> Path:
+        """Rename the damaged file (and its WAL files) to *.broken, keeping it for the user; returns the new path."""
+        for suffix in ("-wal", "-shm"):
+            extra = self.path.with_name(self.path.name + suffix)
+            if extra.exists():
+                extra.replace(extra.with_name(self.path.name + ".broken" + suffix))
+        broken = self.path.with_name(self.path.name + ".broken")
+        self.path.replace(broken)
+        return broken
 
     def close(self) -> None:
         self._db.close()

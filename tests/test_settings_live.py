@@ -268,6 +268,27 @@ def test_history_off_keeps_nothing(env, qtbot):
     assert env.ui.history.search() == []
 
 
+def test_a_damaged_history_file_is_moved_aside_and_a_new_history_kept(tmp_path, monkeypatch, qapp):
+    """It stopped the history at every start with "transcripts are not kept this time", and the tray's History
+    then said "turn on Keep history", which was on."""
+    from app.history import data_dir
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    damaged = data_dir() / "history.sqlite3"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a database " * 100)
+    app = FakeApp(Settings())
+    ui = AppUi(app, cues=SoundCues(False, player=lambda data, rate: None), repaster=FakePaster())
+    try:
+        assert any("history.sqlite3.broken" in notice and "new history" in notice for notice in app.notices), app.notices
+        assert (damaged.parent / "history.sqlite3.broken").read_bytes() == b"not a database " * 100
+        app.worker.result.emit("job", {"text": "Kept again.", "timings": {}})
+        assert [e.text for e in ui.history.search()] == ["Kept again."]
+    finally:
+        ui.shutdown()
+
+
 def test_sound_cue_files_are_small_and_loadable():
     from app.ui.sounds import load_wav
     from app.ui.tray import resources_dir

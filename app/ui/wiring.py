@@ -354,6 +354,8 @@ class AppUi(QObject):
                 self.app.notify(f"The history could not be opened ({exc}); transcripts are not kept this time.",
                                 error=True)
                 return
+            if self.history.set_aside:
+                self.app.notify(self.history.set_aside, error=True)
             self.history.prune(max_days=s.history_days, max_entries=s.history_max)
         elif not s.history and self.history is not None:
             if self.history_window is not None:
