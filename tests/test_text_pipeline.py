@@ -51,6 +51,13 @@ def test_vocabulary_keeps_ordinary_words(text):
     assert correct(text, VOCABULARY, "en") == text
 
 
+def test_vocabulary_never_spans_a_sentence_end_or_a_line_break():
+    entries = ["Redis", "Kubernetes", "Node.js"]
+    for text in ("I like red. Is that ok?", "The car is red, is it?", "red\nis", "cuber, netties"):
+        assert correct(text, entries, "en") == text
+    assert correct("We use node.js and cuber netties.", entries, "en") == "We use Node.js and Kubernetes."
+
+
 def test_vocabulary_other_latin_languages_use_spelling_only():
     assert correct("Wir nutzen Kubernetis im Betrieb.", VOCABULARY, "de") == "Wir nutzen Kubernetes im Betrieb."
     # Sound-alike but spelled apart: English would correct it, German (no phonetic key) does not.

@@ -7,11 +7,14 @@ vocabulary than without, and not lose words elsewhere (docs/benchmarks.md has th
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from app.audio.loading import load_audio
 from app.engine.vocabulary_prompt import PROMPT_TOKENS, decode_budget, vocabulary_prompt
+from app.text import TextOptions, finish
 from benchmarks import vocabulary as bench
 from tests.speech import clips
 
@@ -66,3 +69,16 @@ def test_a_full_prompt_still_transcribes_a_full_window(engine_fixture, request):
     audio = load_audio(next(c for c in clips(source="espeak") if c.id == "espeak-en-long").path)[:30 * 16_000 - 1600]
     text = engine.transcribe(audio, language="en", vocabulary=[f"Term{i}word" for i in range(400)]).text
     assert len(text.split()) > 40
+
+
+@pytest.mark.slow
+def test_correction_never_joins_words_across_a_sentence_end(faster_whisper_base, tmp_path):
+    """Whisper, prompted with "Redis", writes "... red. Is that okay?"; the correction made the two words across
+    the full stop one entry and pasted "I paint a bit Redis that okay?"."""
+    from tests.data.build import synthesize
+
+    audio = synthesize("I painted it red. Is that okay?", "en-us", tmp_path)
+    raw = faster_whisper_base.transcribe(audio, language="en", vocabulary=["Redis"]).text
+    assert re.search(r"\bred[.?!]\s+is\b", raw, re.IGNORECASE), raw  # what the test is about happened
+    final = finish(raw, "en", TextOptions(vocabulary=("Redis",)))
+    assert "Redis" not in final and re.search(r"\bred[.?!]\s+Is\b", final, re.IGNORECASE), final

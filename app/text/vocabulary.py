@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 import jellyfish
 from rapidfuzz import fuzz
@@ -49,7 +50,12 @@ def correct(text: str, vocabulary: Sequence[str], language: str = "en") -> str:
         return text
     ws = words(text)
     letters = [fold(w.text) for w in ws]
-    found = [m for entry in entries for m in _matches(ws, letters, entry, phonetic=language in ("en", "auto", ""))]
+    # Whether each word and the next belong to one phrase: only spaces apart, or punctuation inside one token
+    # ("node.js"). A span never reaches across punctuation before a space or a line break, so "I like red. Is
+    # it" does not become "I like Redis it".
+    joined = [_joins(text[a.end:b.start]) for a, b in pairwise(ws)]
+    phonetic = language in ("en", "auto", "")
+    found = [m for entry in entries for m in _matches(ws, letters, joined, entry, phonetic=phonetic)]
     chosen: list[_Match] = []
     taken: set[int] = set()
     # Best first; on a tie the span with fewer extra words wins.
@@ -63,8 +69,9 @@ def correct(text: str, vocabulary: Sequence[str], language: str = "en") -> str:
     return text
 
 
-def _matches(ws: list[Word], folded: list[str], entry: str, *, phonetic: bool) -> list[_Match]:
-    """Every span of `ws` (words, `folded` their folded letters) close enough to `entry`, scored."""
+def _matches(ws: list[Word], folded: list[str], joined: list[bool], entry: str, *, phonetic: bool) -> list[_Match]:
+    """Every span of `ws` (words, `folded` their folded letters, `joined[i]` whether word i and i + 1 are one
+    phrase) close enough to `entry`, scored."""
     target = fold(entry)
     if not target:
         return []
@@ -74,6 +81,8 @@ def _matches(ws: list[Word], folded: list[str], entry: str, *, phonetic: bool) -
     out = []
     for count in range(max(1, size - 1), size + EXTRA_WORDS + 1):
         for first in range(len(ws) - count + 1):
+            if not all(joined[first:first + count - 1]):
+                continue
             letters = "".join(folded[first:first + count])
             if letters == target:
                 # Same letters: the entry's spelling ("postgresql" -> "PostgreSQL"). An exact occurrence is
@@ -102,6 +111,11 @@ def _similarity(letters: str, target: str, sound: str, *, latin: bool) -> float 
             return (heard + spelling) / 2
         return None
     return spelling if spelling >= SPELLING_MIN else None
+
+
+def _joins(gap: str) -> bool:
+    """Whether the text between two words keeps them in one phrase: spaces alone, or no space at all."""
+    return gap.strip(" \t") == "" or not any(c.isspace() for c in gap)
 
 
 @lru_cache(maxsize=8192)
