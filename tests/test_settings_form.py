@@ -191,6 +191,18 @@ def test_replacements_table_saves_pairs_and_explains_a_malformed_row_without_dro
     assert window.editors["remove_fillers"].widget.isChecked() and not window.editors["spoken_punctuation"].widget.isChecked()
 
 
+def test_a_malformed_replacement_is_named_by_its_row_in_the_table(qtbot, path):
+    """An empty row above it (Add pressed twice) was not counted: the sentence named "Replacement 1" beside row 2."""
+    window = open_window(qtbot, SettingsStore(path=path))
+    table = window.editors["replacements"].widget
+    qtbot.mouseClick(table.add_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(table.add_button, Qt.MouseButton.LeftButton)
+    table.table.item(1, 1).setText("ana@example.org")
+    assert "Replacement 2 has no spoken words" in window.errors["replacements"].text()
+    table.table.item(1, 0).setText("my email")
+    assert window.errors["replacements"].isHidden() and saved(path)["replacements"] == [["my email", "ana@example.org"]]
+
+
 def test_a_malformed_replacement_in_the_file_is_reported_and_kept_aside(qtbot, path):
     path.write_text(json.dumps({"replacements": [["at sign", "@"], ["", "orphan"]], "vocabulary": ["Nguyen"]}))
     store = SettingsStore(path=path)

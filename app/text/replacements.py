@@ -5,7 +5,7 @@ build on an earlier one. Mandarin (and Japanese) is written without spaces, so a
 end needs no word boundary ("微信" in "我用微信发给你"), and a Han or kana neighbour is one for a Latin
 phrase ("用Python写"). A combining mark is part of its word: "है" does not match inside "हैं". The pairs come from settings.json, where a hand edit can break them:
 `check_replacements` names the broken entry instead of dropping it, and the settings form shows that
-sentence beside the table.
+sentence beside the table; an entirely empty entry is skipped, but counted, so the number is the table's row.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def check_replacements(value: Any) -> tuple[Pair, ...]:
             raise UserError(f"Replacement {number} must be a pair of texts [spoken, written], not {item!r}; "
                             "fix or delete that row.", code="bad_setting")
         spoken, written = item[0].strip(), item[1]
+        if not spoken and not written.strip():  # an empty row of the settings' table: nothing to replace
+            continue
         if not re.search(r"\w", spoken):
             raise UserError(f"Replacement {number} has no spoken words (the left column); type what you say, "
                             "or delete that row.", code="bad_setting")

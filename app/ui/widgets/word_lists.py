@@ -84,16 +84,14 @@ class ReplacementsTable(QWidget):
         self.remove_button.clicked.connect(self.remove_selected)
 
     def pairs(self) -> list[list[str]]:
-        """Every row that is not entirely empty, as typed (a row with only one side is kept: the schema says why)."""
-        rows = []
-        for row in range(self.table.rowCount()):
-            cells = [self.table.item(row, col).text() if self.table.item(row, col) else "" for col in (0, 1)]
-            if any(cell.strip() for cell in cells):
-                rows.append(cells)
-        return rows
+        """Every row as typed, empty ones too: the schema skips an empty row but counts it, so the row its
+        error names ("Replacement 2") is the row numbered 2 here (a row with only one side: the schema says why)."""
+        return [[self.table.item(row, col).text() if self.table.item(row, col) else "" for col in (0, 1)]
+                for row in range(self.table.rowCount())]
 
     def set_pairs(self, pairs) -> None:
-        if [list(p) for p in pairs] == self.pairs():  # our own edit coming back: leave the open cell alone
+        filled = [cells for cells in self.pairs() if any(cell.strip() for cell in cells)]
+        if [list(p) for p in pairs] == filled:  # our own edit coming back: leave the open cell alone
             return
         self.table.blockSignals(True)
         try:
