@@ -98,6 +98,15 @@ def test_replacement_text_is_literal():
     assert apply_replacements("costs dollar sign", [("dollar sign", r"$\1\g<0>")]) == r"costs $\1\g<0>"
 
 
+def test_an_address_a_replacement_writes_at_a_sentence_start_is_not_capitalised():
+    """"My email." was pasted as "Ana@example.org.": the written side is literal text."""
+    options = TextOptions(replacements=(("my email", "ana@example.org"), ("my site", "https://example.org/me"),
+                                        ("brb", "be right back")))
+    assert finish("My email.", "en", options) == "ana@example.org."
+    assert finish("Hello. my site is new.", "en", options) == "Hello. https://example.org/me is new."
+    assert finish("BRB.", "en", options) == "Be right back."  # words are still capitalised
+
+
 def test_check_replacements_names_the_malformed_entry():
     assert check_replacements([["at sign", "@"], ("  new  york ", "NYC")]) == (("at sign", "@"), ("new york", "NYC"))
     with pytest.raises(UserError, match="Replacement 2 has no spoken words"):

@@ -2,9 +2,10 @@
 
 Removing "um," or turning "comma" into "," leaves stray spaces, doubled or leading punctuation and
 lower-case sentence starts; this step repairs exactly those and nothing else. It never touches a
-word that has a capital inside ("iPhone", "gRPC"). The first word is capitalised only when the engine
-wrote its transcript that way (`capitalise_start`: "Um, so" -> "So"), so a transcript the engine began
-in lower case stays so. An ellipsis or the last dot of an abbreviation ("p.m.", "e.g.") ends no
+word that has a capital inside ("iPhone", "gRPC"), nor an address: a replacement's literal
+"ana@example.org" or "https://..." at a sentence start stays as the user wrote it. The first word is
+capitalised only when the engine wrote its transcript that way (`capitalise_start`: "Um, so" -> "So"),
+so a transcript the engine began in lower case stays so. An ellipsis or the last dot of an abbreviation ("p.m.", "e.g.") ends no
 sentence: "thinking... maybe" and "at 5 p.m. tomorrow" stay as the engine wrote them. French puts a
 space before ? ! : ; (typography): that space is kept there and removed elsewhere.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import re
 
 _CLOSING = {"default": r"[,.;:!?)\]…]", "fr": r"[,.)\]…]"}
+# A word to capitalise: not the start of an e-mail or web address ("ana@example.org", "example.org", "https://").
+_WORD = r"([^\W\d_][\w'’\-]*)(?![\w'’\-]|[@.]\w|://)"
 # A full stop, question or exclamation mark and the space after it: not the dots of "..." or "p.m.".
 _SENTENCE_END = r"(?<!\.)(?<!\.\w)[.!?]\s+"
 
@@ -29,7 +32,7 @@ def tidy(text: str, language: str, *, capitalise_start: bool = True) -> str:
         text = re.sub(r"(?<=\w)([?!:;])(?=\s|$)", r" \1", text)
     text = text.strip()
     starts = rf"(^|{_SENTENCE_END}|\n)" if capitalise_start else rf"({_SENTENCE_END}|\n)"
-    return re.sub(starts + r"([^\W\d_][\w'’\-]*)", _capitalise, text, flags=re.DOTALL)
+    return re.sub(starts + _WORD, _capitalise, text, flags=re.DOTALL)
 
 
 def _capitalise(match: re.Match[str]) -> str:
