@@ -187,6 +187,15 @@ def test_spoken_punctuation_needs_whole_words():
     assert spoken_punctuation("dictated in Mandarin", "zh") == "dictated in Mandarin"
 
 
+@pytest.mark.parametrize("language, text", [
+    ("en", "Export it as comma-separated values."),  # was "Export it as,-separated values."
+    ("en", "A period-appropriate dress."),
+    ("de", "Eine Punkt-zu-Punkt-Verbindung."),
+])
+def test_spoken_punctuation_leaves_words_joined_by_a_hyphen(language, text):
+    assert finish(text, language, TextOptions(spoken_punctuation=True)) == text
+
+
 # ---- spacing and capitalisation ------------------------------------------------------------------------
 def test_tidy_repairs_spacing_and_sentence_starts():
     assert tidy("  hello ,  world .  next one ! ok", "en") == "Hello, world. Next one! Ok"

@@ -5,6 +5,7 @@ Off by default (Settings): with it on, the words are always commands, as in macO
 The model often writes its own punctuation around a spoken command ("Hello, comma, how are you?"),
 so punctuation touching a punctuation command is absorbed into it; a layout command ("new line")
 keeps what comes before it and absorbs what follows. Spanish opening marks (¿ ¡) are not inserted.
+A command joined to another word by a hyphen is part of that word: "comma-separated" stays.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def spoken_punctuation(text: str, language: str) -> str:
         return text
     by_phrase = {_key(k): v for k, v in commands.items()}
     alternatives = "|".join(_phrase(k) for k in sorted(commands, key=len, reverse=True))
-    pattern = re.compile(rf"(\s*{_MARKS}*)\s*(?<!\w)({alternatives})(?!\w){_MARKS}*", re.IGNORECASE)
+    # Not inside a word, nor joined to one by a hyphen or apostrophe ("comma-separated", "Punkt-zu-Punkt").
+    pattern = re.compile(rf"(\s*{_MARKS}*)\s*(?<!\w)(?<!\w[-'’])({alternatives})(?![-'’]?\w){_MARKS}*",
+                         re.IGNORECASE)
 
     def command(match: re.Match[str]) -> str:
         written, absorbs_before = by_phrase[_key(match.group(2))]
