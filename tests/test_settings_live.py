@@ -213,6 +213,26 @@ def test_a_dictation_drives_overlay_cues_history_and_latency(env, qtbot):
     assert entry.paste_ok is False and "clipboard" in entry.paste_message
 
 
+def test_a_locked_history_is_said_and_the_next_paste_outcome_goes_to_its_own_entry(env, qtbot):
+    """Another program holding the history file's lock (an SQLite browser with unsaved edits): the insert raised
+    in the slot, nobody was told, and the next dictation's entry got this one's paste outcome."""
+    import sqlite3
+
+    app, ui = env.app, env.ui
+    ui.history._db.execute("PRAGMA busy_timeout = 50")  # not SQLite's 5 s wait, in a test
+    other = sqlite3.connect(str(ui.history.path))
+    other.execute("BEGIN IMMEDIATE")
+    app.worker.result.emit("job1", {"text": "Not kept.", "timings": {}})
+    other.rollback()
+    other.close()
+    assert any("history could not be updated" in notice and "database is locked" in notice for notice in app.notices)
+    app.worker.result.emit("job2", {"text": "Kept.", "timings": {}})
+    app.paster.finished.emit(False, "No window took the text.")  # the first dictation's paste
+    app.paster.finished.emit(True, "")
+    [entry] = ui.history.search()
+    assert (entry.text, entry.paste_ok) == ("Kept.", True)
+
+
 def test_recordings_are_kept_only_when_asked(env, qtbot):
     ui, tone = env.ui, np.full(1600, 0.25, dtype=np.float32)
     env.app.submitted.emit("job1", tone)  # what DictationApp.transcribe emits for each recording it sends

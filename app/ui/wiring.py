@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import math
 import os
+import sqlite3
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -264,20 +265,33 @@ class AppUi(QObject):
             return  # nothing is pasted, so nothing is kept
         entry_id = None
         if self.history is not None:
-            entry_id = self.history.add(text, language=str(transcript.get("language", "")), engine=settings.engine,
-                                        model=settings.engine_spec().model, steps=transcript.get("steps_used"),
-                                        timings=timings, target=self._target_name(), audio=audio,
-                                        raw_text=str(transcript.get("raw_text", text)).strip())
+            try:
+                entry_id = self.history.add(text, language=str(transcript.get("language", "")),
+                                            engine=settings.engine, model=settings.engine_spec().model,
+                                            steps=transcript.get("steps_used"), timings=timings,
+                                            target=self._target_name(), audio=audio,
+                                            raw_text=str(transcript.get("raw_text", text)).strip())
+            except sqlite3.Error as exc:
+                self._history_write_failed(exc)
             if self.history_window is not None and self.history_window.isVisible():
                 self.history_window.refresh()
-        self._awaiting_paste.append(entry_id)
+        self._awaiting_paste.append(entry_id)  # one per paste, kept or not: each paste's outcome finds its entry
 
     def _pasted(self, ok: bool, message: str) -> None:
         entry_id = self._awaiting_paste.popleft() if self._awaiting_paste else None
         if entry_id is not None and self.history is not None:
-            self.history.set_paste_result(entry_id, ok, message, self.app.paster.outcome)
+            try:
+                self.history.set_paste_result(entry_id, ok, message, self.app.paster.outcome)
+            except sqlite3.Error as exc:
+                self._history_write_failed(exc)
             if self.history_window is not None and self.history_window.isVisible():
                 self.history_window.refresh()
+
+    def _history_write_failed(self, exc: sqlite3.Error) -> None:
+        """The history file is locked (another program has it open) or the disk is full: the dictation goes
+        on; the user learns why the history misses it instead of an error nobody sees."""
+        self.app.notify(f"The history could not be updated ({exc}); close any other program that has "
+                        f"{self.history.path} open. The text itself was not affected.", error=True)
 
     def _failed(self, job_id: str, code: str, message: str) -> None:
         owned = self.kept.owns(job_id)
