@@ -54,6 +54,16 @@ def _check_vocabulary(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(" ".join(v.split()) for v in value if v.strip()))
 
 
+def _check_device(value: str) -> str:
+    """What both runtimes take (torch and CTranslate2), refused here, beside the field, rather than by a worker
+    that then cannot load the model at all."""
+    value = value.strip().lower() or "auto"
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise UserError(f"The device '{value}' is not one the speech model can run on; use auto, cpu, cuda or "
+                        "cuda:N (N the GPU's number, from 0).", code="bad_setting")
+    return value
+
+
 def _check_endpoint(value: str) -> str:
     value = value.strip().rstrip("/")
     if value and not re.match(r"^https?://[^\s/]+", value):
@@ -84,7 +94,8 @@ class Settings:
                          group="Model", widget="model")
     quantization: str = setting("auto", "Precision", "Weight precision; auto picks by free GPU memory.",
                                 group="Model", choices=QUANTIZATIONS)
-    device: str = setting("auto", "Device", "Where the model runs: auto, cpu, cuda or cuda:N.", group="Model")
+    device: str = setting("auto", "Device", "Where the model runs: auto, cpu, cuda or cuda:N.", group="Model",
+                          check=_check_device)
     compile: bool = setting(False, "Compile the model (experimental)", "Diffusion only: after loading, also compile "
                             "the model's layers with torch.compile, on a thread of its own (dictation works meanwhile); "
                             "the first time takes minutes on a GPU, later starts reuse the compiled kernels. Off by "

@@ -99,6 +99,21 @@ def test_an_invalid_value_is_explained_beside_its_field_and_not_saved(qtbot, pat
     assert error.isHidden() and saved(path)["hub_endpoint"] == "https://hf-mirror.example"
 
 
+def test_a_device_no_runtime_takes_is_refused_beside_its_field(qtbot, path):
+    """"gpu" was saved, and the worker then could not load the model at all; the form said nothing."""
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    device = window.editors["device"].widget
+    device.setText("gpu")
+    device.editingFinished.emit()
+    error = window.errors["device"]
+    assert not error.isHidden() and "use auto, cpu, cuda or cuda:N" in error.text()
+    assert not path.exists() and store.settings.device == "auto"
+    device.setText("CUDA:1")
+    device.editingFinished.emit()
+    assert error.isHidden() and saved(path)["device"] == "cuda:1"
+
+
 def test_a_broken_file_is_salvaged_field_by_field_and_the_window_says_so(qtbot, path):
     path.write_text('{"mode": "hold", "language": "fr", "post_roll_ms": "lots", "sound_cues": false, "steps": 1')
     store = SettingsStore(path=path)
