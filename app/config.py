@@ -274,7 +274,7 @@ def load(path: Path | None = None) -> tuple[Settings, list[str]]:
         return Settings(), [f"Could not read {path} ({exc}); the default settings are used."]
     text = raw.decode("utf-8", errors="replace")  # binary garbage still yields what text it holds
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8-sig"))  # -sig: Windows Notepad starts the file with a byte-order mark
         broken = not isinstance(data, dict)
     except (UnicodeDecodeError, json.JSONDecodeError):
         data, broken = None, True

@@ -67,6 +67,14 @@ def test_a_number_json_allows_but_no_setting_can_hold_falls_back(tmp_path, numbe
     assert "'tap_ms' must be a whole number" in problems[1]
 
 
+def test_a_file_saved_with_a_byte_order_mark_is_read_as_it_is(tmp_path):
+    """Windows Notepad writes one: the file was called "not valid JSON", copied aside and rewritten."""
+    path = tmp_path / "settings.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"language": "de"}).encode())
+    assert config.load(path) == (Settings(language="de"), [])
+    assert not (tmp_path / "settings.json.broken").exists()
+
+
 def test_truncated_json_is_salvaged_field_by_field(tmp_path):
     path = tmp_path / "settings.json"
     path.write_text('{"mode": "hold", "language": "fr", "hotkey": "<alt_r>", "post_roll_ms": 45')
