@@ -203,6 +203,12 @@ def test_tidy_repairs_spacing_and_sentence_starts():
     assert tidy(", and so on", "en") == "And so on"
 
 
+@pytest.mark.parametrize("text", ["I use .NET every day.", "Put the key in the .env file.", "Note: .NET is great.",
+                                  "It costs .5 dollars."])
+def test_tidy_keeps_the_space_before_a_word_that_starts_with_a_dot(text):
+    assert tidy(text, "en") == text  # not "I use.NET", "Note.NET"
+
+
 def test_tidy_keeps_what_needs_no_repair():
     for text in ("iPhone sales rose 3.5% in Q1.", "Version 2.0 is out: see https://example.org/a?b=c.", "gRPC works."):
         assert tidy(text, "en") == text

@@ -82,3 +82,15 @@ def test_correction_never_joins_words_across_a_sentence_end(faster_whisper_base,
     assert re.search(r"\bred[.?!]\s+is\b", raw, re.IGNORECASE), raw  # what the test is about happened
     final = finish(raw, "en", TextOptions(vocabulary=("Redis",)))
     assert "Redis" not in final and re.search(r"\bred[.?!]\s+Is\b", final, re.IGNORECASE), final
+
+
+@pytest.mark.slow
+def test_a_term_that_starts_with_a_dot_keeps_the_space_before_it(faster_whisper_base, tmp_path):
+    """Whisper, prompted with ".NET", writes "I use .NET every day."; the spacing step took the dot for a full
+    stop and pasted "I use.NET every day."."""
+    from tests.data.build import synthesize
+
+    audio = synthesize("I use dot net every day.", "en-us", tmp_path)
+    raw = faster_whisper_base.transcribe(audio, language="en", vocabulary=[".NET"]).text
+    assert " .NET" in raw, raw  # what the test is about happened
+    assert " .NET" in finish(raw, "en", TextOptions())

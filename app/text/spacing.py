@@ -24,8 +24,9 @@ _SENTENCE_END = r"(?<!\.)(?<!\.\w)[.!?]\s+"
 def tidy(text: str, language: str, *, capitalise_start: bool = True) -> str:
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r" *\n *", "\n", text)
-    text = re.sub(rf" +(?={_CLOSING.get(language, _CLOSING['default'])})", "", text)
-    text = re.sub(r"[,;:]+(?=\s*[.!?])", "", text)  # "We should, ." after a removed filler
+    # A mark that starts a word is not closing anything: ".NET", ".env", ".5" keep the space before them.
+    text = re.sub(rf" +(?={_CLOSING.get(language, _CLOSING['default'])}(?!\w))", "", text)
+    text = re.sub(r"[,;:]+(?=\s*[.!?](?!\w))", "", text)  # "We should, ." after a removed filler
     text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)  # ", ," after a removed filler
     text = re.sub(r"(?m)^[ ,;:]+", "", text)  # punctuation left at the start of a line
     if language == "fr":  # "ça va ?": a space before a closing double mark, not inside "https://"
