@@ -58,6 +58,17 @@ def test_vocabulary_never_spans_a_sentence_end_or_a_line_break():
     assert correct("We use node.js and cuber netties.", entries, "en") == "We use Node.js and Kubernetes."
 
 
+@pytest.mark.parametrize("heard, entry, meant", [
+    ("I use .net every day.", ".NET", "I use .NET every day."),  # was "I use ..NET every day."
+    ("I write c# and C++ code.", "C#", "I write C# and C++ code."),  # was "C##"
+    ("I love C++ a lot.", "C++", "I love C++ a lot."),  # was "C++++"
+    ("I got a C in maths.", "C#", "I got a C in maths."),  # was "a C# in maths"
+    ("It fell into the net.", ".NET", "It fell into the net."),
+])
+def test_vocabulary_entries_with_marks_are_written_once(heard, entry, meant):
+    assert correct(heard, [entry], "en") == meant
+
+
 def test_vocabulary_other_latin_languages_use_spelling_only():
     assert correct("Wir nutzen Kubernetis im Betrieb.", VOCABULARY, "de") == "Wir nutzen Kubernetes im Betrieb."
     # Sound-alike but spelled apart: English would correct it, German (no phonetic key) does not.

@@ -94,3 +94,4 @@ def test_a_term_that_starts_with_a_dot_keeps_the_space_before_it(faster_whisper_
     raw = faster_whisper_base.transcribe(audio, language="en", vocabulary=[".NET"]).text
     assert " .NET" in raw, raw  # what the test is about happened
     assert " .NET" in finish(raw, "en", TextOptions())
+    assert " .NET every" in finish(raw, "en", TextOptions(vocabulary=(".NET",)))  # not "..NET": the entry's own dot

@@ -15,6 +15,7 @@ has no spaces between words). Entries in other scripts are only matched exactly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,17 +57,32 @@ def correct(text: str, vocabulary: Sequence[str], language: str = "en") -> str:
     joined = [_joins(text[a.end:b.start]) for a, b in pairwise(ws)]
     phonetic = language in ("en", "auto", "")
     found = [m for entry in entries for m in _matches(ws, letters, joined, entry, phonetic=phonetic)]
+    places = {m: _place(text, ws, m) for m in found}
     chosen: list[_Match] = []
     taken: set[int] = set()
     # Best first; on a tie the span with fewer extra words wins.
-    for m in sorted(found, key=lambda m: (-m.score, m.last - m.first)):
+    for m in sorted((m for m in found if places[m]), key=lambda m: (-m.score, m.last - m.first)):
         span = set(range(m.first, m.last + 1))
         if not span & taken:
             chosen.append(m)
             taken |= span
     for m in sorted(chosen, key=lambda m: m.first, reverse=True):
-        text = text[:ws[m.first].start] + m.entry + text[ws[m.last].end:]
+        start, end = places[m]
+        text = text[:start] + m.entry + text[end:]
     return text
+
+
+def _place(text: str, ws: list[Word], m: _Match) -> tuple[int, int] | None:
+    """Where `m.entry` goes: its words, with the marks the entry begins or ends with where the text has them
+    already, so "I use .NET" and "C#" do not become "..NET" and "C##". None where a short entry's marks are
+    missing: its letters alone are an ordinary word or letter ("a C in maths" is no "C#", "a net" no ".NET")."""
+    start, end = ws[m.first].start, ws[m.last].end
+    before, after = re.match(r"(\W*).*?(\W*)$", m.entry, re.DOTALL).groups()
+    has_before = text[max(0, start - len(before)):start] == before
+    has_after = text[end:end + len(after)] == after
+    if len(fold(m.entry)) < MIN_LETTERS and not (has_before and has_after):
+        return None
+    return start - (len(before) if has_before else 0), end + (len(after) if has_after else 0)
 
 
 def _matches(ws: list[Word], folded: list[str], joined: list[bool], entry: str, *, phonetic: bool) -> list[_Match]:
