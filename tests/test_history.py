@@ -102,6 +102,20 @@ def test_history_window_finds_copies_and_repastes_a_failed_paste(qtbot, history)
     assert window.count.text() == "0 of 1 transcripts"
 
 
+def test_a_cut_list_says_that_it_is_cut(qtbot, history):
+    """The list shows the newest 500; with more kept (the default keeps 1000) it said "620 transcripts" over 500
+    rows, and an older one could not be found by scrolling with no word of why."""
+    for n in range(620):
+        history.add(f"note {n}", created=1000.0 + n)
+    window = HistoryWindow(history)
+    qtbot.addWidget(window)
+    assert window.list.topLevelItemCount() == 500
+    assert window.count.text() == "The newest 500 transcripts of 620: search to find an older one."
+    window.search.setText("note 61")
+    window.refresh()
+    assert window.count.text() == f"{window.list.topLevelItemCount()} of 620 transcripts"
+
+
 def test_when_reads_like_a_clock():
     now = time.mktime((2026, 5, 12, 15, 0, 0, 0, 0, -1))
     assert when(now - 600, now) == "14:50"

@@ -22,6 +22,7 @@ from app.ui.style import apply_style
 from app.ui.tray import APP_TITLE
 
 _ID = Qt.ItemDataRole.UserRole
+_SHOWN = 500  # the newest this many are listed (a search reaches every transcript)
 _FAILED = QColor("#c62828")
 
 
@@ -177,7 +178,8 @@ class HistoryWindow(QWidget):
     def refresh(self) -> None:
         """Reload the list from the database, keeping the selection when it is still there."""
         keep = self.current_id()
-        entries = self.history.search(self.search.text(), failed_only=self.failed_only.isChecked())
+        entries = self.history.search(self.search.text(), failed_only=self.failed_only.isChecked(), limit=_SHOWN + 1)
+        more, entries = len(entries) > _SHOWN, entries[:_SHOWN]
         self.list.clear()
         now = time.time()
         for entry in entries:
@@ -189,8 +191,13 @@ class HistoryWindow(QWidget):
             self.list.addTopLevelItem(item)
         total = self.history.count()
         filtered = self.search.text().strip() or self.failed_only.isChecked()
-        self.count.setText(f"{len(entries)} of {total} transcripts" if filtered else
-                           f"{total} transcript{'s' if total != 1 else ''}")
+        if more:  # the list is cut: say so, or "1200 transcripts" over 500 rows hides the rest
+            self.count.setText(f"The newest {_SHOWN} matches of {total} transcripts: add words to the search to "
+                               "find an older one." if filtered else
+                               f"The newest {_SHOWN} transcripts of {total}: search to find an older one.")
+        else:
+            self.count.setText(f"{len(entries)} of {total} transcripts" if filtered else
+                               f"{total} transcript{'s' if total != 1 else ''}")
         if entries:
             self.select(keep if keep is not None and any(e.id == keep for e in entries) else entries[0].id)
         else:
