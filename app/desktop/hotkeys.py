@@ -83,6 +83,11 @@ class HotkeyListener(QObject):
             self._portal.deleteLater()
             self._portal_start()
 
+    def grabbed_keys(self) -> frozenset[tuple[int, int]]:
+        """The X11 grab's (keycode, modifier state) pairs (empty elsewhere): any thread may ask."""
+        grab = self._grab
+        return grab.grabbed_keys() if grab is not None else frozenset()
+
     def arm_cancel(self, armed: bool) -> None:
         """Take the cancel key from the focused window while recording, and give it back after."""
         if self._grab is not None:

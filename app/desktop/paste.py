@@ -12,6 +12,9 @@ binds nothing to Ctrl+Shift+V by default; the others take Ctrl+Shift+V. If the t
 within `FALLBACK_MS`, X11 types the text with XTest instead (and the clipboard is put back); where
 that is not possible, or fails, the transcript stays on the clipboard and the user is told to paste
 it by hand: restoring then would lose the dictation. `outcome` says which happened.
+
+A dictation that continues the previous one where the cursor still is gets one space in front
+(`continuation.py`): "Hello Anna." then "How are you?" is "Hello Anna. How are you?".
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.desktop.clipboard import Clipboard, Offer, QtClipboard, WlClipboard
+from app.desktop.continuation import Continuation
 from app.desktop.injection import KeyInjector, make_injector
 from app.desktop.session import display_server
 from app.errors import UserError
@@ -48,6 +52,7 @@ class PasteOptions:
     method: str = "paste"  # paste | type | copy
     keys: str = "auto"  # auto | ctrl+v | ctrl+shift+v | shift+insert
     restore: bool = True
+    space_between: bool = True  # a space before a dictation that continues the previous one
 
 
 def paste_keys(setting: str, server: str, window_class: str | None) -> str:
@@ -88,6 +93,8 @@ class Paster(QObject):
         self._snapshot: object = None
         self.outcome = ""
         self._sent_at = 0.0
+        self.continuation = Continuation(None)  # the app gives it an input monitor where there is one (X11)
+        self._target = 0  # the window this paste goes to (0: unknown)
         self._settle = QTimer(self, singleShot=True, interval=self.SETTLE_MS, timeout=self._settled)
         self._fallback = QTimer(self, singleShot=True, interval=self.FALLBACK_MS, timeout=self._not_taken)
 
@@ -100,17 +107,22 @@ class Paster(QObject):
     def paste(self, text: str) -> None:
         self.outcome = ""
         self._offer = None
+        self._target = 0
         try:
-            if self.options.method == "type":
-                self.injector.type_text(text)
-                return self._finish(True, outcome=TYPED)
             if self.options.method == "copy":
                 self.clipboard.offer(text)
                 self._leave(text)
                 return self._finish(True, outcome=ON_CLIPBOARD)
             t0 = time.monotonic()
+            target = self._target = self.injector.focused_window()
+            if self.options.space_between:
+                text = self.continuation.space_for(target, text) + text
+            self.continuation.pasting()
+            if self.options.method == "type":
+                self.injector.type_text(text)
+                self._text = text
+                return self._finish(True, outcome=TYPED)
             window = self.injector.window_class()
-            target = self.injector.focused_window()
             keys = paste_keys(self.options.keys, self.server, window)
             terminal = is_terminal(window)
             t1 = time.monotonic()
@@ -191,6 +203,8 @@ class Paster(QObject):
 
     def _finish(self, ok: bool, message: str = "", outcome: str = PASTED) -> None:
         self.outcome = outcome
+        self.continuation.pasted(self._target, self._text if outcome in (PASTED, TYPED) else None,
+                                 typed=outcome == TYPED)
         self.finished.emit(ok, message)
 
 

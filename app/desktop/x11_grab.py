@@ -114,6 +114,11 @@ class X11Grab:
         """Grab the cancel key (while recording) or let it go back to the focused window."""
         self._send("cancel", armed)
 
+    def grabbed_keys(self) -> frozenset[tuple[int, int]]:
+        """The (keycode, modifier state) pairs grabbed now, hotkey and cancel key: a key press that matches
+        one comes to us, not to the focused window (`input_activity.py` does not count it as typing)."""
+        return frozenset(self._grabbed["hotkey"]) | frozenset(self._grabbed["cancel"])
+
     def stop(self) -> None:
         self._send("stop", None)
         self._thread.join(2)

@@ -60,10 +60,11 @@ class DictationApp(QObject):
         self._worker_command, self._worker_env = worker_command, worker_env
         # A worker on this computer or a speech server, switched live when Settings change between them.
         self.worker = SpeechSwitch(settings.engine_spec(), self._speech_client, self)
-        self.paster = Paster(PasteOptions(settings.paste_method, settings.paste_keys, settings.restore_clipboard),
-                             parent=self)
+        self.paster = Paster(PasteOptions(settings.paste_method, settings.paste_keys, settings.restore_clipboard,
+                                          settings.space_between), parent=self)
         self.hotkeys = HotkeyListener(parse_combo(settings.hotkey), parse_combo(settings.cancel_key), parent=self)
         self.remote = RemoteServer(self._remote, self)
+        self._input_activity = None  # X11: the user's keys and clicks, followed from the warm-up on
 
         c = self.controller
         self._recording_done.connect(c.recording_finished, QUEUED)
@@ -118,10 +119,23 @@ class DictationApp(QObject):
         """Slow one-time set-up, off the start-up path and before the first dictation needs it."""
         try:
             self.paster.injector.warm_up()
+            self._watch_input()
             if self.settings.skip_silence:
                 VadModel.shared()
         except UserError as exc:  # the dictation that needs it will report it
             log.warning("warm-up: %s", exc)
+
+    def _watch_input(self) -> None:
+        """X11: follow the user's keys and clicks, so that a dictation continuing the previous one gets its
+        space (`app/desktop/continuation.py`); elsewhere nothing follows them, and no space is added."""
+        if self.paster.server != "x11":
+            return
+        from app.desktop.input_activity import InputActivity
+
+        activity = InputActivity(self.hotkeys.grabbed_keys)
+        if activity.start():
+            self.paster.continuation.activity = activity
+            self._input_activity = activity
 
     def _hotkeys_ready(self) -> None:
         self.hotkeys_ok = True
@@ -133,6 +147,8 @@ class DictationApp(QObject):
         self._worker_state(self.worker.state)
 
     def shutdown(self) -> None:
+        if self._input_activity is not None:
+            self._input_activity.stop()
         self.hotkeys.stop()
         self.recorder.close()
         self.worker.stop()

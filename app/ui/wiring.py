@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # the windows are imported when first opened: they cost start
 log = logging.getLogger(__name__)
 _ENGINE_FIELDS = {"engine", "model", "quantization", "device", "server_url", "compile"}
 _RECORDER_FIELDS = {"pre_roll_ms", "post_roll_ms", "max_seconds", "skip_silence", "warm_microphone"}
-_PASTE_FIELDS = {"paste_method", "paste_keys", "restore_clipboard"}
+_PASTE_FIELDS = {"paste_method", "paste_keys", "restore_clipboard", "space_between"}
 _ACTIVE_POLL_MS, _IDLE_POLL_MS = 33, 120
 
 
@@ -358,7 +358,7 @@ class AppUi(QObject):
             self._apply_os_env(new)
 
     def _paste_options(self, s: Settings) -> PasteOptions:
-        return PasteOptions(s.paste_method, s.paste_keys, s.restore_clipboard)
+        return PasteOptions(s.paste_method, s.paste_keys, s.restore_clipboard, s.space_between)
 
     def _open_history(self, s: Settings) -> None:
         if s.history and self.history is None:
