@@ -212,7 +212,7 @@ class Controller:
         entry = self._find(job_id=job_id)
         if entry is None:
             return
-        entry.text = text.strip()
+        entry.text = text.strip(" \t")  # a line break at either end is a layout command's ("new paragraph")
         if not entry.text:
             self._queue.remove(entry)
             self.fx.notify("No words were recognised, so nothing was typed.")

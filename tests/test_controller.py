@@ -290,3 +290,15 @@ def test_an_error_clears_once_what_failed_is_fixed(fx):
     assert c.state is State.ERROR and c.queued == 0
     c.clear_error()  # the model loads now (the app calls this when the worker becomes ready)
     assert c.state is State.IDLE and fx.states[-1] is State.IDLE
+
+
+def test_a_layout_commands_line_break_at_either_end_is_pasted(fx):
+    """"New paragraph. Next topic." with spoken punctuation: the break the user asked for reaches the window."""
+    c, clock = make(fx, "toggle")
+    c.hotkey_pressed()
+    c.hotkey_released()
+    c.hotkey_pressed()
+    c.hotkey_released()
+    c.recording_finished(RecordingResult(1, SPEECH))
+    c.transcribed(fx.calls[-1][1], "\n\nNext topic. ")
+    assert fx.calls[-1] == ("paste", "\n\nNext topic.")

@@ -256,3 +256,13 @@ def test_a_transcript_the_engine_began_in_lower_case_stays_so():
     assert finish("so, um, we go. then home", "en", TextOptions()) == "so, we go. Then home"
     assert finish("Um, so we go.", "en", TextOptions()) == "So we go."
     assert tidy("ok then", "en", capitalise_start=False) == "ok then"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (" New paragraph. Next topic.", "\n\nNext topic."),
+    (" That is all. New line.", "That is all.\n"),
+    (" New paragraph.", "\n\n"),  # a break said on its own is pasted too
+    (" Hello.\n", "Hello."),  # the engine's own line break at the end is not the user's
+])
+def test_a_layout_command_at_either_end_keeps_its_break(raw, expected):
+    assert finish(raw, "en", TextOptions(spoken_punctuation=True)) == expected

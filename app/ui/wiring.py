@@ -253,7 +253,7 @@ class AppUi(QObject):
             return  # a kept recording, transcribed later: it fills in its own history entry
         settings = self.store.settings
         audio = self._audio.pop(job_id, None)
-        text = str(transcript.get("text", "")).strip()
+        text = str(transcript.get("text", "")).strip(" \t")  # as the controller pastes it: layout breaks kept
         timings = transcript.get("timings") or {}
         if settings.engine == "diffusion":
             cost = self.latency.add(spec_key(settings.engine_spec()), timings)
