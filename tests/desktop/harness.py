@@ -240,6 +240,11 @@ class PlainTerminal(Window):
         return self.out.read_bytes()
 
     def clear(self) -> None:
+        """As a user starts afresh: Enter (the line is done), then the bytes so far are forgotten. The app sees
+        that key, so the next dictation does not go on from the last one (no space before it)."""
+        self.focus()
+        self.session.xdotool("key", "Return")
+        wait_for(lambda: self.received().endswith(b"\r"), "the Enter in the terminal")
         self.out.write_bytes(b"")
 
 
