@@ -105,7 +105,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             if not args.speech_check or _speech_in(path, audio):
                 result = {**transcribe(audio, language=language, steps=args.steps, vocabulary=vocabulary), "no_speech": False}
             else:
-                result = {"text": "", "language": language, "steps_used": 0, "timings": {}, "no_speech": True}
+                result = {"text": "", "language": language, "steps_used": 0, "timings": {}, "language_detected": False,
+                          "no_speech": True}
             if not args.raw:
                 result = finish_transcript(result, options)
             if args.json:
