@@ -90,6 +90,7 @@ class Controller:
         self._recording: int | None = None  # the recording the user is speaking into
         self._started_at = 0.0
         self._press_started = False  # the current hotkey press began the recording (hold/hybrid)
+        self._key_down = False  # the hotkey is held: a paste now would send its keys into the held hotkey
         self._queue: deque[_Dictation] = deque()  # stopped, in the order spoken
         self._pasting = False
         self._error: str | None = None
@@ -125,6 +126,7 @@ class Controller:
     # ---- input: hotkey, cancel key, commands --------------------------------------------------
     def hotkey_pressed(self, at: float | None = None) -> None:
         at = self.clock() if at is None else at
+        self._key_down = True
         if self._recording is None:
             self._press_started = self._start(at)
         elif self.mode == "toggle" or not self._press_started:
@@ -133,11 +135,13 @@ class Controller:
     def hotkey_released(self, at: float | None = None) -> None:
         """`at` is when the key really went up (before the auto-repeat grace period)."""
         at = self.clock() if at is None else at
-        if not self._press_started:
-            return
-        self._press_started = False
-        if self.mode == "hold" or (self.mode == "hybrid" and at - self._started_at >= self.tap_s):
-            self._stop(at)
+        self._key_down = False
+        if self._press_started:
+            self._press_started = False
+            if self.mode == "hold" or (self.mode == "hybrid" and at - self._started_at >= self.tap_s):
+                self._stop(at)
+        self._paste_next()  # a transcript that waited for the key to come up
+        self._update()
 
     def cancel_key(self) -> None:
         """Esc: only meaningful while recording; elsewhere the key belongs to the focused app."""
@@ -240,6 +244,11 @@ class Controller:
         self._update()
 
     def _paste_next(self) -> None:
+        """Paste the oldest dictation once transcribed, but never while the hotkey is held: on X11 the held
+        hotkey grabs the keyboard, so the paste keystroke would come to us instead of the target (and its
+        lifted modifiers would end the recording the user is speaking into)."""
+        if self._key_down:
+            return
         if not self._pasting and self._queue and self._queue[0].text is not None:
             self._pasting = True
             self.fx.paste(self._queue[0].text)

@@ -71,6 +71,12 @@ def make(fx, mode):
     return Controller(fx, mode=mode, tap_s=0.4, clock=clock), clock
 
 
+def tap(c):
+    """A short press and release of the hotkey."""
+    c.hotkey_pressed()
+    c.hotkey_released()
+
+
 def finish_and_paste(c, fx, rec_id, text="hello world"):
     """Drive one stopped recording through worker and paste."""
     c.recording_finished(RecordingResult(rec_id, SPEECH))
@@ -156,8 +162,8 @@ def test_esc_cancels_only_while_recording(fx):
 def test_cancel_command_drops_queued_dictations_but_not_the_paste_under_way(fx):
     c, clock = make(fx, "toggle")
     for rec in (1, 2, 3):
-        c.hotkey_pressed()
-        c.hotkey_pressed()
+        tap(c)
+        tap(c)
     c.recording_finished(RecordingResult(1, SPEECH))
     c.recording_finished(RecordingResult(2, SPEECH))
     c.transcribed("job1", "first")
@@ -261,8 +267,8 @@ def test_failure_of_a_cancelled_job_is_not_reported(fx):
 def test_failed_paste_is_an_error_and_the_queue_moves_on(fx):
     c, clock = make(fx, "toggle")
     for _ in range(2):
-        c.hotkey_pressed()
-        c.hotkey_pressed()
+        tap(c)
+        tap(c)
     c.recording_finished(RecordingResult(1, SPEECH))
     c.recording_finished(RecordingResult(2, SPEECH))
     c.transcribed("job1", "one")
@@ -302,3 +308,16 @@ def test_a_layout_commands_line_break_at_either_end_is_pasted(fx):
     c.recording_finished(RecordingResult(1, SPEECH))
     c.transcribed(fx.calls[-1][1], "\n\nNext topic. ")
     assert fx.calls[-1] == ("paste", "\n\nNext topic.")
+
+
+def test_a_transcript_waits_while_the_hotkey_is_held(fx):
+    """The held hotkey owns the keyboard (X11 grab): a paste then would go to us, not the target."""
+    c, clock = make(fx, "hold")
+    c.hotkey_pressed(100.0)
+    c.hotkey_released(101.0)
+    c.recording_finished(RecordingResult(1, SPEECH))
+    c.hotkey_pressed(102.0)  # the next dictation starts before the first is transcribed
+    c.transcribed("job1", "first")
+    assert "paste" not in fx.kinds() and c.state is State.RECORDING
+    c.hotkey_released(104.0)
+    assert fx.calls[-1] == ("paste", "first") and fx.calls[-2] == ("stop", 2, 104.0)

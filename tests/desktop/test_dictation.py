@@ -153,3 +153,26 @@ def test_command_line_toggle_and_second_launch(x_session, dictation_app, target,
     x_session.xdotool("windowactivate", "--sync", window[0], "key", "Escape")
     wait_for(lambda: not x_session.xdotool("search", "--name", "^Dictate settings$").strip(), "the notice to close")
     assert dictation_app.proc.poll() is None and dictation_app.status()["pid"] == dictation_app.proc.pid
+
+
+def test_a_dictation_spoken_while_the_last_one_is_transcribed_keeps_both(x_session, dictation_app, target, clips):
+    """The next press comes before the previous transcript is back: its paste must wait for the key to come up,
+    or the held hotkey's keyboard grab takes the paste keystroke and its lifted modifiers end the new recording."""
+    first, second = clips["espeak-en-02"], clips["espeak-en-08"]
+    target.clear()
+    x_session.set_clipboard("kept")
+    transcripts = len(dictation_app.transcripts())
+    speak_and_hold(x_session, dictation_app, first["path"])
+    dictation_app.speak(second["path"])
+    played = dictation_app.count("test audio source: end of")
+    x_session.xdotool("keydown", HOTKEY)
+    wait_for(lambda: len(dictation_app.transcripts()) > transcripts, "the first transcript", LONG_WAIT)
+    wait_for(lambda: dictation_app.count("test audio source: end of") > played, "the second clip to be spoken",
+             LONG_WAIT)
+    x_session.xdotool("keyup", HOTKEY_UP)
+    dictation_app.wait_idle()
+    text = wait_for(lambda: len(words(target.text())) > len(words(first["text"])) and target.text(), "both texts",
+                    LONG_WAIT)
+    assert len(dictation_app.transcripts()) == transcripts + 2, dictation_app.transcripts()
+    assert wer(f"{first['text']} {second['text']}", text) <= MAX_WER, text
+    assert x_session.clipboard() == "kept"
