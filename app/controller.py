@@ -43,6 +43,7 @@ class RecordingResult:
     audio: np.ndarray
     speech: bool = True  # False when the silence check found no speech
     hit_limit: bool = False  # stopped by the maximum length, not by the user
+    source_lost: bool = False  # cut short: the microphone stopped sending sound (unplugged, failing)
 
 
 class Effects(Protocol):
@@ -198,10 +199,14 @@ class Controller:
 
     # ---- results coming back -----------------------------------------------------------------
     def recording_finished(self, result: RecordingResult) -> None:
-        if result.rec_id == self._recording:  # stopped by the length limit while the user was speaking
+        if result.rec_id == self._recording:  # stopped by the recorder while the user was speaking
             self._queue.append(_Dictation(result.rec_id))
             self._recording, self._press_started = None, False
-            self.fx.notify("The recording reached its maximum length and was stopped.")
+            if not result.source_lost:
+                self.fx.notify("The recording reached its maximum length and was stopped.")
+        if result.source_lost:
+            self._fail("The microphone stopped sending sound (unplugged or failing), so the recording was stopped "
+                       "there. Plug it back in or choose another microphone in the settings, then dictate again.")
         entry = self._find(rec_id=result.rec_id)
         if entry is None:
             return  # cancelled meanwhile

@@ -2,7 +2,13 @@
 file seam, and the streaming speech check."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +20,7 @@ from app.audio.sources import FileSource
 from app.audio.vad import has_speech
 from tests.data import DATA_DIR, MANIFEST
 
+ROOT = Path(__file__).resolve().parents[1]
 RATE = 16_000
 BLOCK = 160  # 10 ms
 
@@ -33,11 +40,16 @@ class PushSource:
         self.on_block = None
         self.starts = self.stops = 0
 
-    def start(self, on_block):
-        self.on_block, self.starts = on_block, self.starts + 1
+    def start(self, on_block, on_lost=None):
+        self.on_block, self.on_lost, self.starts = on_block, on_lost, self.starts + 1
 
     def stop(self):
         self.on_block, self.stops = None, self.stops + 1
+
+    def lose(self):
+        """The device goes away: no more blocks, and the source says so, as PortAudio does."""
+        on_lost, self.on_block = self.on_lost, None
+        on_lost()
 
     def push(self, value, blocks=1):
         n = int(self.rate * 0.01)
@@ -250,3 +262,70 @@ def test_post_roll_follows_speech_that_goes_on_after_the_release():
     rec.end(rid, released_at=0.0)
     feed(src, np.zeros(30 * BLOCK, np.float32))  # the speaker stops at the release: done before the 300 ms
     assert len(results) == 2 and half < len(results[1].audio) < half + 300 * 16
+
+
+def test_a_microphone_that_goes_away_hands_over_what_was_recorded_and_is_opened_afresh():
+    src = PushSource()
+    rec, results, _ = make(src, warm=True, post_roll_ms=300)
+    rid = rec.begin()
+    src.push(0.4, blocks=50)
+    src.lose()
+    (r,) = results
+    assert r.rec_id == rid and r.source_lost and len(r.audio) == 50 * BLOCK and (r.audio == 0.4).all()
+    rec.end(rid)  # the key comes up after the loss: nothing more to do
+    second = rec.begin()
+    assert src.starts == 2, "the next recording must open the microphone again, not wait on the lost one"
+    src.push(0.2, blocks=3)
+    rec.end(second)
+    src.push(0.2, blocks=30)
+    assert [r.rec_id for r in results] == [rid, second] and not results[1].source_lost
+
+
+# Runs in a process of its own: ALSA decides whether PulseAudio is its default device when first loaded.
+MIC_LOSS_PROBE = """
+import json, sys, threading, time
+from app.audio.recorder import Recorder, RecorderOptions
+from app.audio.sources import MicrophoneSource
+from app.errors import UserError
+results, done = [], threading.Event()
+rec = Recorder(MicrophoneSource(""), lambda r: (results.append(r), done.set()), RecorderOptions(skip_silence=False))
+rid = rec.begin()
+while rec.level_db == -100.0:  # until the first block came
+    time.sleep(0.01)
+print("recording", flush=True)
+sys.stdin.readline()  # the audio server is gone now
+done.wait(30)
+report = {"results": [[r.rec_id == rid, r.source_lost, len(r.audio)] for r in results]}
+try:
+    rec.begin()
+except UserError as exc:
+    report["next"] = str(exc)
+print(json.dumps(report), flush=True)
+"""
+
+
+def test_a_real_microphone_that_goes_away_mid_recording(tmp_path):
+    """PortAudio through PulseAudio's ALSA plugin; the audio server dies as a USB microphone is pulled."""
+    if shutil.which("pulseaudio") is None:
+        pytest.skip("PulseAudio is not installed (Debian: apt install pulseaudio pulseaudio-utils libasound2-plugins)")
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    server = subprocess.Popen(["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n",
+                               "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=mic"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(500):
+            if (tmp_path / "pulse" / "native").exists():
+                break
+            time.sleep(0.02)
+        probe = subprocess.Popen([sys.executable, "-c", MIC_LOSS_PROBE], env=env, cwd=ROOT, text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert probe.stdout.readline().strip() == "recording"
+        server.kill()
+        server.wait(10)
+        out, _ = probe.communicate("\n", timeout=60)
+    finally:
+        server.kill()
+    report = json.loads(out)
+    ((ours, lost, samples),) = report["results"]
+    assert ours and lost and samples > 0, "the recording must be handed over, not wait for blocks forever"
+    assert "microphone" in report["next"], "the next recording must try the microphone again and say why not"

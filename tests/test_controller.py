@@ -312,7 +312,7 @@ def test_a_layout_commands_line_break_at_either_end_is_pasted(fx):
 
 def test_a_transcript_waits_while_the_hotkey_is_held(fx):
     """The held hotkey owns the keyboard (X11 grab): a paste then would go to us, not the target."""
-    c, clock = make(fx, "hold")
+    c, _ = make(fx, "hold")
     c.hotkey_pressed(100.0)
     c.hotkey_released(101.0)
     c.recording_finished(RecordingResult(1, SPEECH))
@@ -321,3 +321,15 @@ def test_a_transcript_waits_while_the_hotkey_is_held(fx):
     assert "paste" not in fx.kinds() and c.state is State.RECORDING
     c.hotkey_released(104.0)
     assert fx.calls[-1] == ("paste", "first") and fx.calls[-2] == ("stop", 2, 104.0)
+
+
+def test_a_recording_cut_short_by_a_lost_microphone_is_transcribed_and_the_user_told(fx):
+    c, _ = make(fx, "hold")
+    c.hotkey_pressed(100.0)
+    c.recording_finished(RecordingResult(1, SPEECH, source_lost=True))
+    assert fx.calls[-1] == ("transcribe", "job1") and "microphone" in fx.messages[-1][0] and fx.messages[-1][1]
+    c.hotkey_released(103.0)  # the key comes up after the loss: nothing more to stop
+    c.transcribed("job1", "what was said")
+    assert fx.calls[-1] == ("paste", "what was said")
+    c.paste_finished(True)
+    assert c.state is State.ERROR  # the lost microphone stays visible until the next dictation

@@ -71,6 +71,7 @@ class Recorder:
         self._ring = RingBuffer(0)
         self._resampler = None
         self._running = False
+        self._lost = False  # the source ended by itself: the next recording opens it afresh
         self._lock = threading.Lock()  # guards takes and ring (GUI thread vs audio thread)
         self._source_lock = threading.Lock()  # serialises opening and closing the source
         self.configure(self.options)
@@ -124,12 +125,16 @@ class Recorder:
     # ---- source lifecycle --------------------------------------------------------------------
     def _open(self) -> None:
         with self._source_lock:
-            if self._running:
+            if self._running and not self._lost:
                 return
+            if self._running:  # what is left of a source that ended by itself
+                self._running = False
+                self.source.stop()
+            self._lost = False
             with self._lock:
                 self._ring.clear()
             self._resampler = None
-            self.source.start(self._on_block)
+            self.source.start(self._on_block, self._on_lost)
             self._running = True
             if self.source.rate != SAMPLE_RATE:
                 import soxr
@@ -190,7 +195,19 @@ class Recorder:
         if done:
             threading.Thread(target=self._close_if_idle, name="audio-close", daemon=True).start()
 
-    def _deliver(self, take: _Take) -> None:
+    def _on_lost(self) -> None:
+        """The source ended by itself (microphone unplugged or failing): no block will come, so hand over every
+        open recording with what it holds now, rather than waiting for its end forever, and have the next
+        recording open the source afresh (which says what is wrong if it still cannot). Source's thread."""
+        log.warning("audio source stopped by itself (device gone or failing)")
+        self._lost = True
+        with self._lock:
+            takes, self._takes = list(self._takes.values()), {}
+        for take in takes:
+            self._deliver(take, source_lost=True)
+        threading.Thread(target=self._close_if_idle, name="audio-close", daemon=True).start()
+
+    def _deliver(self, take: _Take, source_lost: bool = False) -> None:
         audio = np.concatenate(take.chunks) if take.chunks else np.zeros(0, np.float32)
         speech = True
         if take.detector is not None:
@@ -201,4 +218,5 @@ class Recorder:
         post_roll_ms = 0.0 if take.post_roll_from is None else (take.length - take.post_roll_from) / SAMPLE_RATE * 1000
         log.info("recording %d finished: %.2f s, speech=%s, post-roll %.0f ms", take.rec_id, len(audio) / SAMPLE_RATE,
                  speech, post_roll_ms)
-        self.on_finished(RecordingResult(take.rec_id, audio, speech=speech, hit_limit=take.hit_limit))
+        self.on_finished(RecordingResult(take.rec_id, audio, speech=speech, hit_limit=take.hit_limit,
+                                         source_lost=source_lost))

@@ -1,7 +1,8 @@
 """Where recorded audio comes from: the microphone (PortAudio via sounddevice) or, for tests, a file.
 
-Both are `AudioSource`s: `start(on_block)` delivers float32 blocks shaped (frames, channels) at the
-source's own `rate` from a background thread until `stop()`. The recorder does the downmixing,
+Both are `AudioSource`s: `start(on_block, on_lost)` delivers float32 blocks shaped (frames, channels) at
+the source's own `rate` from a background thread until `stop()`, or until the source ends by itself (a
+microphone unplugged or failing), which it tells through `on_lost`. The recorder does the downmixing,
 resampling, buffering and speech check the same way for both, so a test that sets
 `DICTATE_TEST_AUDIO` exercises exactly the path the microphone uses, in real-time-sized blocks.
 """
@@ -25,12 +26,14 @@ TEST_AUDIO_ENV = "DICTATE_TEST_AUDIO"  # a file path: the recorder hears this fi
 BLOCK_SECONDS = 0.01  # 10 ms blocks: post-roll ends at most this late
 
 BlockCallback = Callable[[np.ndarray], None]
+LostCallback = Callable[[], None]
 
 
 class AudioSource(Protocol):
     rate: int
 
-    def start(self, on_block: BlockCallback) -> None: ...
+    def start(self, on_block: BlockCallback, on_lost: LostCallback | None = None) -> None:
+        """`on_lost` is called, on the source's thread, when the source ends without `stop()`."""
 
     def stop(self) -> None: ...
 
@@ -43,7 +46,7 @@ class MicrophoneSource:
         self.rate = SAMPLE_RATE
         self._stream = None
 
-    def start(self, on_block: BlockCallback) -> None:
+    def start(self, on_block: BlockCallback, on_lost: LostCallback | None = None) -> None:
         sd = _sounddevice()
         index = _find_device(sd, self.device)
         try:
@@ -55,10 +58,16 @@ class MicrophoneSource:
         def callback(indata, frames, when, status):
             on_block(indata.copy())
 
+        def finished() -> None:  # PortAudio ends the stream by itself when the device fails or goes away
+            if self._stream is stream and on_lost is not None:  # not our own `stop()`
+                on_lost()
+
         try:
-            self._stream = sd.InputStream(device=index, samplerate=self.rate, channels=1, dtype="float32",
-                                          blocksize=int(self.rate * BLOCK_SECONDS), callback=callback)
-            self._stream.start()
+            stream = sd.InputStream(device=index, samplerate=self.rate, channels=1, dtype="float32",
+                                    blocksize=int(self.rate * BLOCK_SECONDS), callback=callback,
+                                    finished_callback=finished)
+            self._stream = stream
+            stream.start()
         except Exception as exc:
             self._stream = None
             name = self.device or "the default microphone"
@@ -85,7 +94,7 @@ class FileSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, on_block: BlockCallback) -> None:
+    def start(self, on_block: BlockCallback, on_lost: LostCallback | None = None) -> None:
         import soundfile as sf
 
         try:
