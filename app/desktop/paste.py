@@ -135,7 +135,7 @@ class Paster(QObject):
             t2 = time.monotonic()
             self.injector.send(keys)
         except UserError as exc:
-            if exc.code in ("no_injector", "paste_failed"):
+            if exc.code in ("no_injector", "paste_failed", "no_focus"):
                 return self._keys_failed(text, exc)
             return self._finish(False, str(exc), FAILED)
         self._sent_at = time.monotonic()

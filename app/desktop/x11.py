@@ -56,25 +56,38 @@ class X11Keys:
         return self._display
 
     def _focused(self):
-        """The focused toplevel (the window manager's _NET_ACTIVE_WINDOW), else X's input focus."""
+        """The focused toplevel (the window manager's _NET_ACTIVE_WINDOW), else X's input focus; None when the
+        window manager says no window is active and X's focus is on no application's window (the desktop was
+        clicked, or the focused window closed: window managers then keep the focus on a window of their own)."""
         from Xlib import X
 
         dpy = self._dpy()
         root = dpy.screen().root
         active = root.get_full_property(dpy.intern_atom("_NET_ACTIVE_WINDOW"), X.AnyPropertyType)
-        window = dpy.create_resource_object("window", active.value[0]) if active and active.value[0] else None
-        return window or dpy.get_input_focus().focus
+        if active is not None and len(active.value) and active.value[0]:
+            return dpy.create_resource_object("window", active.value[0])
+        focus = dpy.get_input_focus().focus
+        if active is not None and self._class_of(focus) is None:
+            return None
+        return focus
 
     def focused_window(self) -> int:
-        """The focused window's id (0 when none): its X client is the one whose clipboard read is the paste."""
+        """The focused window's id (0 when X does not say): its X client is the one whose clipboard read is the
+        paste. Raises UserError when no window has the focus: a paste or typed text would go nowhere."""
         window = self._focused()
+        if window is None:
+            raise UserError("No window had the keyboard focus; click into the window the text is for",
+                            code="no_focus")
         return 0 if isinstance(window, int) else window.id
 
     def window_class(self) -> str | None:
         """WM_CLASS class name of the focused window (e.g. "XTerm"), or None when unknown."""
-        dpy = self._dpy()
-        root = dpy.screen().root
-        window = self._focused()
+        return self._class_of(self._focused())
+
+    def _class_of(self, window) -> str | None:
+        """WM_CLASS class name of `window` or of the toplevel it is in; None for none, or for a window of no
+        application (the root, the window manager's own)."""
+        root = self._dpy().screen().root
         try:
             while window and window != root and not isinstance(window, int):
                 wm_class = window.get_wm_class()

@@ -176,3 +176,38 @@ def test_a_dictation_spoken_while_the_last_one_is_transcribed_keeps_both(x_sessi
     assert len(dictation_app.transcripts()) == transcripts + 2, dictation_app.transcripts()
     assert wer(f"{first['text']} {second['text']}", text) <= MAX_WER, text
     assert x_session.clipboard() == "kept"
+
+
+# Asks the window manager to show the desktop (EWMH _NET_SHOWING_DESKTOP): every window hidden, none focused.
+SHOW_DESKTOP = """
+import sys
+from Xlib import X, display
+from Xlib.protocol import event
+d = display.Display()
+root = d.screen().root
+message = event.ClientMessage(window=root, client_type=d.intern_atom("_NET_SHOWING_DESKTOP"),
+                              data=(32, [int(sys.argv[1]), 0, 0, 0, 0]))
+root.send_event(message, event_mask=X.SubstructureRedirectMask | X.SubstructureNotifyMask)
+d.sync()
+"""
+
+
+def test_with_no_window_focused_the_text_stays_on_the_clipboard_and_the_user_is_told(x_session, dictation_app, target,
+                                                                                     clips):
+    """The desktop was clicked (or the window closed): typing the text into nowhere and counting it done lost it."""
+    clip = clips["espeak-en-02"]
+    target.clear()
+    x_session.set_clipboard("kept")
+    x_session.run(sys.executable, "-c", SHOW_DESKTOP, "1")
+    wait_for(lambda: not x_session.xdotool("getactivewindow").strip(), "no window to be active")
+    notices = dictation_app.count("No window had the keyboard focus")
+    try:
+        speak_and_hold(x_session, dictation_app, clip["path"])
+        wait_for(lambda: dictation_app.count("No window had the keyboard focus") > notices, "the notice", LONG_WAIT)
+        dictation_app.wait_idle()
+        assert wer(clip["text"], x_session.clipboard()) <= MAX_WER, "the text must be left for the user to paste"
+        assert dictation_app.history()[-1]["outcome"] == "clipboard"
+    finally:
+        x_session.run(sys.executable, "-c", SHOW_DESKTOP, "0")
+        target.focus()
+    assert target.text() == ""
