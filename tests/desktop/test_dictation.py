@@ -161,12 +161,15 @@ def test_a_dictation_spoken_while_the_last_one_is_transcribed_keeps_both(x_sessi
     first, second = clips["espeak-en-02"], clips["espeak-en-08"]
     target.clear()
     x_session.set_clipboard("kept")
-    transcripts = len(dictation_app.transcripts())
+    transcripts, log_from = len(dictation_app.transcripts()), len(dictation_app.log())
     speak_and_hold(x_session, dictation_app, first["path"])
     dictation_app.speak(second["path"])
     played = dictation_app.count("test audio source: end of")
     x_session.xdotool("keydown", HOTKEY)
     wait_for(lambda: len(dictation_app.transcripts()) > transcripts, "the first transcript", LONG_WAIT)
+    log = dictation_app.log()[log_from:]
+    second_start = log.index("state: recording", log.index("state: recording") + 1)
+    assert second_start < log.index("transcribed job="), "the second press must come before the first transcript"
     wait_for(lambda: dictation_app.count("test audio source: end of") > played, "the second clip to be spoken",
              LONG_WAIT)
     x_session.xdotool("keyup", HOTKEY_UP)
