@@ -63,12 +63,14 @@ class X11Keys:
 
         dpy = self._dpy()
         root = dpy.screen().root
-        active = root.get_full_property(dpy.intern_atom("_NET_ACTIVE_WINDOW"), X.AnyPropertyType)
+        atom = dpy.intern_atom("_NET_ACTIVE_WINDOW")
+        active = root.get_full_property(atom, X.AnyPropertyType)
         if active is not None and len(active.value) and active.value[0]:
             return dpy.create_resource_object("window", active.value[0])
         focus = dpy.get_input_focus().focus
-        if active is not None and self._class_of(focus) is None:
-            return None
+        supported = root.get_full_property(dpy.intern_atom("_NET_SUPPORTED"), X.AnyPropertyType)
+        if supported is not None and atom in supported.value and self._class_of(focus) is None:
+            return None  # the window manager keeps the active window, and there is none
         return focus
 
     def focused_window(self) -> int:

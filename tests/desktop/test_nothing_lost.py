@@ -2,6 +2,7 @@
 the user's choice to refuse recording then. Real app, real worker, real X session."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import soundfile as sf
 from tests.data import WHISPER_TINY_EN
 from tests.desktop.conftest import APP_SETTINGS
 from tests.desktop.harness import App, hold_and_release, wait_for
-from tests.desktop.test_dictation import MAX_WER, wer
+from tests.desktop.test_dictation import MAX_WER, SHOW_DESKTOP, wer
 
 LONG_WAIT = 180
 MISSING_MODEL = "/nonexistent/whisper-model-folder"
@@ -96,6 +97,23 @@ def test_refuse_means_no_recording_and_a_reason(x_session, tmp_path, clips):
         assert app.count("test audio source") == 0 and app.history() == []
         assert "Fix the model in Settings" in app.log()
     finally:
+        app.stop()
+
+
+def test_typing_with_no_window_focused_leaves_the_text_on_the_clipboard_and_says_so(x_session, tmp_path, clips):
+    """With "Insert text by: type", the keys went to the window manager's own window and counted as typed."""
+    clip = clips["espeak-en-02"]
+    app = second_app(x_session, tmp_path, paste_method="type")
+    x_session.run(sys.executable, "-c", SHOW_DESKTOP, "1")
+    try:
+        wait_for(lambda: not x_session.xdotool("getactivewindow").strip(), "no window to be active")
+        wait_for(lambda: app.status()["worker"] == "ready", "the speech worker", LONG_WAIT)
+        dictate_by_command(app, clip["path"])
+        wait_for(lambda: app.count("No window had the keyboard focus"), "the notice", LONG_WAIT)
+        assert wer(clip["text"], x_session.clipboard()) <= MAX_WER, "the text must be left for the user to paste"
+        assert wait_for(lambda: (h := app.history()) and h[-1]["outcome"], "the outcome") == "clipboard"
+    finally:
+        x_session.run(sys.executable, "-c", SHOW_DESKTOP, "0")
         app.stop()
 
 
