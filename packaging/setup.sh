@@ -21,6 +21,7 @@ APT_PACKAGES=(
   espeak-ng sox pocketsphinx-testdata              # test speech: synthetic in six languages, real English
   fortunes fortunes-min                            # training text of the micro diffusion model
   curl                                             # tests/test_server_api.py talks to the speech server with it
+  pulseaudio pulseaudio-utils libasound2-plugins   # a real microphone that goes away (tests/test_audio_recorder.py)
   sway foot wtype wl-clipboard dbus-daemon         # a real Wayland session (headless sway) for the desktop tests
   libwayland-client0 libwayland-cursor0            # Qt's Wayland platform plugin (the app as a Wayland client)
 )

@@ -115,20 +115,21 @@ class Paster(QObject):
                 return self._finish(True, outcome=ON_CLIPBOARD)
             t0 = time.monotonic()
             target = self._target = self.injector.focused_window()
-            if self.options.space_between:
-                text = self.continuation.space_for(target, text) + text
+            # the text as it goes in: a space first where it goes on from the last paste (not if it is left on
+            # the clipboard for the user, below)
+            sent = (self.continuation.space_for(target, text) if self.options.space_between else "") + text
             self.continuation.pasting()
             if self.options.method == "type":
-                self.injector.type_text(text)
-                self._text = text
+                self.injector.type_text(sent)
+                self._text = sent
                 return self._finish(True, outcome=TYPED)
             window = self.injector.window_class()
             keys = paste_keys(self.options.keys, self.server, window)
             terminal = is_terminal(window)
             t1 = time.monotonic()
             self._snapshot = self.clipboard.snapshot(primary=terminal) if self.options.restore else None
-            self._text = text
-            self._offer = self.clipboard.offer(text, target_window=target, primary=terminal)
+            self._text = sent
+            self._offer = self.clipboard.offer(sent, target_window=target, primary=terminal)
             self._offer.fetched.connect(self._fetched)
             if hasattr(self._offer, "read_by_other"):
                 self._offer.read_by_other.connect(self._read_by_other)
