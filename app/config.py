@@ -163,9 +163,11 @@ class Settings:
     history: bool = setting(True, "Keep history", "Saves every transcript on this computer, so that one whose "
                             "paste failed can be copied or pasted again.", group="History")
     history_days: int = setting(30, "Keep for (days)", "Transcripts older than this are deleted; 0 keeps them "
-                                "forever.", group="History", range=(0, 3650))
+                                "forever. A recording still waiting for the model is kept until it is transcribed.",
+                                group="History", range=(0, 3650))
     history_max: int = setting(1000, "Keep at most", "Only this many of the newest transcripts are kept; 0 means "
-                               "no limit.", group="History", range=(0, 100000))
+                               "no limit. A recording still waiting for the model is kept until it is transcribed.",
+                               group="History", range=(0, 100000))
     history_audio: bool = setting(False, "Keep recordings", "Also saves the audio of each dictation with its "
                                   "transcript (about 2 MB a minute).", group="History")
     autostart: bool = setting(False, "Start at login", "Starts the app when you log in to your desktop.",

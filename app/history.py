@@ -195,15 +195,19 @@ class History:
         return int(self._db.execute("SELECT COUNT(*) FROM dictations").fetchone()[0])
 
     def prune(self, *, max_days: int = 0, max_entries: int = 0, now: float | None = None) -> int:
-        """Apply the retention settings (0: no limit); returns how many entries were deleted."""
+        """Apply the retention settings (0: no limit); returns how many entries were deleted. A recording still
+        waiting for a model that works (NOT_TRANSCRIBED) is never deleted: pruning runs at start-up, before the
+        model has had its chance, and the recording would be lost untranscribed (a week offline with
+        "Keep for 3 days", or "Keep at most 5" after eight dictations the model could not take)."""
         before = self.count()
         with self._db:
             if max_days > 0:
                 cutoff = (time.time() if now is None else now) - max_days * 86400
-                self._db.execute("DELETE FROM dictations WHERE created < ?", (cutoff,))
+                self._db.execute("DELETE FROM dictations WHERE created < ? AND outcome != ?", (cutoff, NOT_TRANSCRIBED))
             if max_entries > 0:
-                self._db.execute("DELETE FROM dictations WHERE id NOT IN "
-                                 "(SELECT id FROM dictations ORDER BY created DESC, id DESC LIMIT ?)", (max_entries,))
+                self._db.execute("DELETE FROM dictations WHERE outcome != ? AND id NOT IN "
+                                 "(SELECT id FROM dictations ORDER BY created DESC, id DESC LIMIT ?)",
+                                 (NOT_TRANSCRIBED, max_entries))
         return before - self.count()
 
 

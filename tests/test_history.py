@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PySide6.QtGui import QGuiApplication
 
-from app.history import TRANSCRIBED_LATER, History
+from app.history import NOT_TRANSCRIBED, TRANSCRIBED_LATER, History
 from app.ui.history_window import HistoryWindow, details, paste_status, when
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -56,6 +56,18 @@ def test_retention_by_age_and_count(history):
     assert history.prune(max_entries=2) == 2
     assert [e.text for e in history.search()] == ["0 days ago", "1 days ago"]
     assert history.prune(max_days=0, max_entries=0) == 0  # 0: no limit
+
+
+def test_retention_never_deletes_a_recording_still_waiting_for_its_transcript(history):
+    """Pruning runs at start-up, before the model has had its chance: a kept recording must outlive it."""
+    now = time.time()
+    waiting = history.add("", created=now - 40 * 86400, audio=np.zeros(1600, np.float32))
+    history.set_transcript(waiting, "", NOT_TRANSCRIBED)
+    for days_ago in (20, 1, 0):
+        history.add(f"{days_ago} days ago", created=now - days_ago * 86400)
+    assert history.prune(max_days=30, max_entries=1, now=now) == 2
+    assert history.untranscribed() == [waiting]
+    assert [e.text for e in history.search()] == ["0 days ago", ""]
 
 
 def test_audio_is_kept_as_wav_only_when_given(history):
