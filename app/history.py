@@ -25,6 +25,7 @@ import numpy as np
 from app.desktop.paths import APP_NAME
 
 HISTORY_FILE = "history.sqlite3"
+LOCK_WAIT_S = 0.25  # how long a write waits for another program's lock before it fails
 # The outcome of a recording kept because the model could not run; `set_transcript` replaces it.
 NOT_TRANSCRIBED, TRANSCRIBED_LATER = "not_transcribed", "transcribed_later"
 _SCHEMA = """
@@ -94,7 +95,9 @@ class History:
                               "and a new history started. Delete that copy once you no longer need it.")
 
     def _open(self) -> None:
-        self._db = sqlite3.connect(str(self.path))
+        # Everything here runs on the GUI thread: another program holding the file's write lock must cost a
+        # dictation a notice (the caller's), not sqlite3's default 5 s wait on the thread that pastes.
+        self._db = sqlite3.connect(str(self.path), timeout=LOCK_WAIT_S)
         self._db.execute("PRAGMA journal_mode=WAL")
         # SQLite's LIKE folds ASCII only; Python's casefold also matches "Über" to "über" (or "ß" to "ss").
         self._db.create_function("casefold", 1, lambda s: (s or "").casefold(), deterministic=True)
