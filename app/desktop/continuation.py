@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass
 
 from app.desktop.input_activity import LATE_S, InputActivity
+from app.text.words import UNSPACED_SCRIPTS
 
-# Scripts written without spaces between words: Han, kana, and their punctuation ("。", "，").
-_UNSPACED = re.compile("[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+# Scripts written without spaces between words (Han, kana), and their punctuation ("。", "，").
+_UNSPACED = re.compile(f"[{UNSPACED_SCRIPTS}\u3000-\u303f\uff00-\uffef]")
 # What may not follow a space: closing marks, and what already is a space or a line break.
 _NO_SPACE_BEFORE = re.compile(r"[\s,.;:!?)\]}»”’…%।]")
 # What may not be followed by a space: opening marks, and a space or line break already there.

@@ -16,15 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.errors import UserError
+from app.text.words import UNSPACED_SCRIPTS
 
 Pair = tuple[str, str]
-# Han and kana: scripts written without spaces between words.
-_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # Combining marks (Devanagari's vowel signs, accents written apart): Python's \w does not count them.
 _MARKS = "".join(chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c)).startswith("M"))
 # What makes a neighbour part of the same word: a letter, digit or mark, other than Han or kana.
-_WORD_BEFORE = rf"(?<![^\W{_UNSPACED}])(?<![{_MARKS}])"
-_WORD_AFTER = rf"(?![^\W{_UNSPACED}])(?![{_MARKS}])"
+_WORD_BEFORE = rf"(?<![^\W{UNSPACED_SCRIPTS}])(?<![{_MARKS}])"
+_WORD_AFTER = rf"(?![^\W{UNSPACED_SCRIPTS}])(?![{_MARKS}])"
 
 
 def apply_replacements(text: str, pairs: Sequence[Pair]) -> str:
@@ -42,7 +41,7 @@ def _pattern(spoken: str) -> re.Pattern[str]:
 
 
 def _unspaced(char: str) -> bool:
-    return re.match(f"[{_UNSPACED}]", char) is not None
+    return re.match(f"[{UNSPACED_SCRIPTS}]", char) is not None
 
 
 def check_replacements(value: Any) -> tuple[Pair, ...]:

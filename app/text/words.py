@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 # A word: letters, digits and inner apostrophes or hyphens ("don't", "e-mail"); Unicode-aware.
 WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
+# Han and kana, as a regex character-class body: scripts written without spaces between words.
+UNSPACED_SCRIPTS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 
 
 @dataclass(frozen=True)
