@@ -31,13 +31,25 @@ from app.errors import UserError
 
 log = logging.getLogger(__name__)
 TRANSIENT_HINT = ("x-kde-passwordManagerHint", b"secret")
-_TEXT_TYPES = ("text/plain;charset=utf-8", "text/plain", "UTF8_STRING", "STRING")
+# the text types a selection is offered and read as, most preferred first when reading
+TEXT_TYPES = ("text/plain;charset=utf-8", "text/plain", "UTF8_STRING", "STRING", "TEXT")
+# type name -> value: the "do not keep this" hints of the clipboard managers in use, offered with the
+# transcript by our own selection owners (X11 and Wayland's data-control)
+TRANSIENT_TARGETS = {
+    TRANSIENT_HINT[0]: TRANSIENT_HINT[1],  # Klipper, CopyQ, GPaste, cliphist, wl-clip-persist, KeePassXC
+    "application/x-nspasteboard-concealed-type": b"secret",  # nspasteboard.org's concealed type, as a MIME type
+    "application/x-nspasteboard-transient-type": b"",  # ... and its transient type
+    'application/x-qt-windows-mime;value="Clipboard Viewer Ignore"': b"",  # the Windows convention, as Qt names it
+}
 
 
 class Offer(QObject):
     """The transcript as placed on the clipboard; `fetched` fires each time a target reads it."""
 
     fetched = Signal()
+
+    def keys_sent(self) -> None:
+        """Nothing to mark: Qt's and wl-copy's reads cannot be told apart by time (see wayland_clipboard.py)."""
 
 
 class Clipboard(Protocol):
@@ -128,7 +140,7 @@ class WlClipboard:
         if types.returncode != 0 or not types.stdout.split():
             return None
         offered = types.stdout.split("\n")
-        mime = next((t for t in _TEXT_TYPES if t in offered), offered[0])
+        mime = next((t for t in TEXT_TYPES if t in offered), offered[0])
         data = subprocess.run(["wl-paste", "--no-newline", "--type", mime], capture_output=True, timeout=5)
         return (mime, data.stdout) if data.returncode == 0 else None
 

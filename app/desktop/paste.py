@@ -134,6 +134,7 @@ class Paster(QObject):
             if hasattr(self._offer, "read_by_other"):
                 self._offer.read_by_other.connect(self._read_by_other)
             t2 = time.monotonic()
+            self._offer.keys_sent()  # reads from here on are the target's (Wayland's data-control tells no reader)
             self.injector.send(keys)
         except UserError as exc:
             if exc.code in ("no_injector", "paste_failed", "no_focus"):
@@ -153,7 +154,10 @@ class Paster(QObject):
         self._settle.start()  # restart: wait until the target has stopped reading
 
     def _read_by_other(self, window: int) -> None:
-        log.info("paste: window 0x%x (not the target) read the clipboard; not counted as the paste", window)
+        if window:
+            log.info("paste: window 0x%x (not the target) read the clipboard; not counted as the paste", window)
+        else:  # Wayland names no reader: a read before the paste key (a clipboard manager's)
+            log.info("paste: the clipboard was read before the paste key was sent; not counted as the paste")
 
     def _settled(self) -> None:
         self._give_back()
@@ -202,6 +206,12 @@ class Paster(QObject):
         if keep is not None:
             keep(text)
 
+    def close(self) -> None:
+        """At exit: a clipboard this process serves (Wayland's data-control) is handed to one that outlives it."""
+        close = getattr(self.clipboard, "close", None)
+        if close is not None:
+            close()
+
     def _finish(self, ok: bool, message: str = "", outcome: str = PASTED) -> None:
         self.outcome = outcome
         self.continuation.pasted(self._target, self._text if outcome in (PASTED, TYPED) else None,
@@ -214,6 +224,14 @@ def _clipboard_for(server: str) -> Clipboard:
         from app.desktop.x11_clipboard import X11Clipboard
 
         return X11Clipboard()
-    if server == "wayland" and WlClipboard.available():
-        return WlClipboard()
+    if server == "wayland":
+        try:
+            from app.desktop.wayland_clipboard import DataControlClipboard
+        except ImportError as exc:  # pywayland missing (an install without it): wl-copy's path
+            log.info("clipboard: no pywayland (%s); using wl-clipboard", exc)
+        else:
+            if DataControlClipboard.available():
+                return DataControlClipboard()
+        if WlClipboard.available():
+            return WlClipboard()
     return QtClipboard()

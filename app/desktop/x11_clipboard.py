@@ -31,15 +31,10 @@ from Xlib import X, Xatom, display, error  # this module is imported on X11 only
 from Xlib.protocol import event as xevent
 from Xlib.protocol import request as xrequest
 
+from app.desktop.clipboard import TRANSIENT_TARGETS, QtClipboard
+
 log = logging.getLogger(__name__)
 
-# target name -> value: the "do not keep this" hints of the clipboard managers in use.
-TRANSIENT_TARGETS = {
-    "x-kde-passwordManagerHint": b"secret",  # Klipper, CopyQ, GPaste, cliphist, wl-clip-persist, KeePassXC
-    "application/x-nspasteboard-concealed-type": b"secret",  # nspasteboard.org's concealed type, as a MIME type
-    "application/x-nspasteboard-transient-type": b"",  # ... and its transient type
-    'application/x-qt-windows-mime;value="Clipboard Viewer Ignore"': b"",  # the Windows convention, as Qt names it
-}
 _MODE = {"CLIPBOARD": QClipboard.Mode.Clipboard, "PRIMARY": QClipboard.Mode.Selection}
 _TEXT_TARGETS = ("UTF8_STRING", "text/plain;charset=utf-8", "text/plain", "STRING", "TEXT")
 
@@ -54,6 +49,9 @@ class SelectionOffer(QObject):
     def __init__(self, text: str, target_window: int, selections: tuple[str, ...]) -> None:
         super().__init__()
         self.text, self.target_window, self.selections = text, target_window, selections
+
+    def keys_sent(self) -> None:
+        """Nothing to mark: on X11 each read names its reader (the paster calls this on every offer)."""
 
 
 class X11Selections:
@@ -232,8 +230,6 @@ class X11Clipboard:
     putting back what was there before (every format its owner offered)."""
 
     def __init__(self) -> None:
-        from app.desktop.clipboard import QtClipboard
-
         self._qt = QtClipboard()
         self._selections: X11Selections | None = None
 

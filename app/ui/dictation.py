@@ -153,6 +153,7 @@ class DictationApp(QObject):
         self.recorder.close()
         self.worker.stop()
         self.remote.close()
+        self.paster.close()
 
     def show_settings(self) -> None:
         s = self.settings

@@ -14,6 +14,7 @@ real one: docs/wayland.md); and the text left on the real clipboard where no key
 import json
 import os
 import shutil
+import subprocess
 from unittest import mock
 
 import pytest
@@ -23,10 +24,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # this process's own Qt (
 from app.desktop.clipboard import WlClipboard  # noqa: E402
 from app.desktop.hotkeys import HotkeyListener  # noqa: E402
 from app.desktop.keys import parse_combo  # noqa: E402
-from app.desktop.paste import ON_CLIPBOARD, PasteOptions, Paster  # noqa: E402
+from app.desktop.paste import ON_CLIPBOARD, PASTED, PasteOptions, Paster  # noqa: E402
 from app.desktop.paths import instance_address  # noqa: E402
+from app.desktop.wayland_clipboard import DataControlClipboard  # noqa: E402
 from tests.desktop.conftest import APP_SETTINGS, ARTIFACTS  # noqa: E402
-from tests.desktop.harness import App, wait_for  # noqa: E402
+from tests.desktop.harness import PYTHON, ROOT, App, wait_for  # noqa: E402
 from tests.desktop.test_dictation import LONG_WAIT, MAX_WER, wer  # noqa: E402
 from tests.desktop.wayland_harness import (Foot, PortalStandIn, WaylandSession, WaylandTarget,  # noqa: E402
                                            missing_tools)
@@ -153,27 +155,69 @@ def test_hold_to_talk_with_a_press_and_a_release_binding(wayland, wayland_app, w
 
 
 @pytest.fixture
-def no_key_injector(wayland, tmp_path, monkeypatch):
+def wayland_client(wayland, monkeypatch):
+    """This process as a client of the sway session, with a data-control connection of its own to it."""
+    for name in ("WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SWAYSOCK"):
+        monkeypatch.setenv(name, wayland.env[name])
+    monkeypatch.setattr(DataControlClipboard, "_shared", None)
+
+
+@pytest.fixture
+def clipboard_manager(wayland):
+    """A clipboard manager as cliphist and clipman run: `wl-paste --watch` reads every new clipboard at once
+    (here into a file, one entry a line)."""
+    log = wayland.workdir / "clipboard-manager.txt"
+    log.write_text("")
+    manager = wayland.spawn(["wl-paste", "--watch", "sh", "-c", f"cat >> {log}; echo >> {log}"], "clipboard-manager")
+    wayland.set_clipboard("the user's copy")
+    wait_for(lambda: "the user's copy" in log.read_text(), "the clipboard manager to read the clipboard")
+    yield log
+    manager.terminate()
+    manager.wait(10)
+
+
+def test_a_clipboard_manager_reading_every_copy_does_not_take_the_paste(wayland, wayland_client, wl_target,
+                                                                        clipboard_manager, qtbot):
+    """cliphist, clipman, Klipper read each new clipboard the moment it is set. With `wl-copy --paste-once`
+    that read was the one paste: the target got nothing and the history said Pasted. Served through
+    data-control, the manager's read (before the paste key) is served and not counted, the target's is."""
+    wl_target.focus()
+    before = wl_target.text()
+    paster = Paster(server="wayland")
+    assert isinstance(paster.clipboard, DataControlClipboard)
+    with qtbot.waitSignal(paster.finished, timeout=10_000) as done:
+        paster.paste("words the manager reads first")
+    assert done.args[0] and paster.outcome == PASTED, done.args
+    text = wait_for(lambda: wl_target.text()[len(before):], "the paste in the Wayland target")
+    assert text == "words the manager reads first", "pasted exactly once, and nothing else"
+    assert "words the manager reads first" in clipboard_manager.read_text(), "the manager did read the transcript"
+    assert wayland.clipboard() == "the user's copy", "the clipboard must be given back"
+    assert wl_target.has_focus()
+
+
+@pytest.fixture
+def no_key_injector(wayland, wayland_client, tmp_path, monkeypatch):
     """This process as a client of the sway session with wl-clipboard but neither wtype nor ydotool."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("wl-copy", "wl-paste", "cat"):  # wl-copy runs cat to save its input
         (bin_dir / tool).symlink_to(shutil.which(tool))
-    for name in ("WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SWAYSOCK"):
-        monkeypatch.setenv(name, wayland.env[name])
     monkeypatch.setenv("PATH", str(bin_dir))
 
 
+@pytest.mark.parametrize("clipboard", ["data-control", "wl-copy"])
 def test_without_a_key_injector_the_text_stays_on_the_clipboard_with_a_notice(wayland, wayland_app, wl_target,
-                                                                               no_key_injector, qtbot):
+                                                                               no_key_injector, qtbot, clipboard):
     """A compositor session where nothing can send keys (no wtype, no ydotool daemon): the real
-    wl-clipboard under sway, the paste keystroke impossible. The transcript must stay on the
-    clipboard, the notice must say so, and the focused window must get nothing."""
+    clipboard under sway (our data-control owner, or wl-clipboard where a desktop has no data-control),
+    the paste keystroke impossible. The transcript must stay on the clipboard, the notice must say so,
+    and the focused window must get nothing."""
     wl_target.focus()
     before = wl_target.text()
     wayland.set_clipboard("the user's clipboard")
-    paster = Paster(server="wayland")
-    assert isinstance(paster.clipboard, WlClipboard) and paster.injector.mechanism == "clipboard"
+    paster = Paster(server="wayland", clipboard=WlClipboard() if clipboard == "wl-copy" else None)
+    assert isinstance(paster.clipboard, WlClipboard if clipboard == "wl-copy" else DataControlClipboard)
+    assert paster.injector.mechanism == "clipboard"
     with qtbot.waitSignal(paster.finished, timeout=10_000) as done:
         paster.paste("the dictated words")
     ok, message = done.args
@@ -276,3 +320,18 @@ def test_typing_without_a_key_injector_leaves_the_text_on_the_clipboard(wayland,
     ok, message = done.args
     assert not ok and paster.outcome == ON_CLIPBOARD and "The text is on the clipboard" in message
     assert wayland.clipboard() == "typed words"
+
+
+def test_text_left_on_the_clipboard_outlives_the_app(wayland):
+    """What the app serves through data-control is gone when its connection closes; at exit it is handed
+    to wl-copy, so a transcript left for the user to paste (or the clipboard put back) is still there
+    after the app quits."""
+    script = ("from app.desktop.paste import Paster, PasteOptions\n"
+              "paster = Paster(PasteOptions(method='copy'), server='wayland')\n"
+              "assert type(paster.clipboard).__name__ == 'DataControlClipboard', paster.clipboard\n"
+              "paster.paste('left for the user')\n"
+              "paster.close()\n")
+    env = {**wayland.env, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([PYTHON, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert wayland.clipboard() == "left for the user"
