@@ -5,18 +5,24 @@ transcript arrives, before the paste, and its paste outcome is filled in afterwa
 only kept when the user asks for it (off by default), as 16-bit WAV in the same row, so deleting
 an entry deletes its recording too. Everything runs on the GUI thread: one insert per dictation is
 far below a millisecond, and SQLite's WAL mode keeps a reader (the history window) from blocking it.
-A file that is not an SQLite database (damaged, overwritten) is moved aside as `history.sqlite3.broken`
-and a new history started, as a damaged settings file is: left in place it stopped the history at every
-start, with no word of where the file was.
+A damaged file (overwritten, or pages broken by a crash or a failing disk) is moved aside as
+`history.sqlite3.broken` and a new history started with every transcript that can still be read from it,
+as a damaged settings file is salvaged: left in place, a file that was not a database stopped the history
+at every start, and one that opened but failed its queries stopped the app from starting at all. Damage
+is looked for when the file is opened (SQLite's quick check, milliseconds) and repaired the same way
+when a later query meets it.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import logging
 import sqlite3
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +30,7 @@ import numpy as np
 
 from app.desktop.paths import APP_NAME
 
+log = logging.getLogger(__name__)
 HISTORY_FILE = "history.sqlite3"
 LOCK_WAIT_S = 0.25  # how long a write waits for another program's lock before it fails
 # The outcome of a recording kept because the model could not run; `set_transcript` replaces it.
@@ -47,6 +54,32 @@ CREATE TABLE IF NOT EXISTS dictations (
 );
 CREATE INDEX IF NOT EXISTS dictations_created ON dictations(created);
 """
+_COLUMNS = ("id", "created", "text", "language", "engine", "model", "steps", "timings", "target", "paste_ok",
+            "paste_message", "audio", "outcome", "raw_text")
+_DAMAGE_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+class HistoryDamaged(sqlite3.DatabaseError):
+    """SQLite's quick check found damage that no query has met yet."""
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Damage to the file itself, which a new file repairs; a lock, a full disk or a read-only folder is not."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _DAMAGE_CODES
+
+
+def _repairs_damage(method: Callable) -> Callable:
+    """Run a query; when it meets a damaged file, repair the history (`History._repair`) and run it once more."""
+    @functools.wraps(method)
+    def run(self: History, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            self._repair(exc)
+            return method(self, *args, **kwargs)
+    return run
 
 
 def data_dir() -> Path:
@@ -77,22 +110,19 @@ class Dictation:
 
 
 class History:
-    """The history database; `path=None` opens the file in the user's data folder."""
+    """The history database; `path=None` opens the file in the user's data folder. `on_repair(sentence)` is
+    told when a damaged file was set aside, at opening or later, so that the user learns where it went."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, on_repair: Callable[[str], None] | None = None) -> None:
         self.path = path or data_dir() / HISTORY_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.set_aside = ""  # a sentence for the user when a damaged file was moved aside at opening
+        self.on_repair = on_repair or (lambda sentence: log.warning("history: %s", sentence))
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):  # locked or unreadable: not damage, nothing to move
                 raise
-            self._db.close()
-            broken = self._move_aside()
-            self._open()
-            self.set_aside = (f"The history file {self.path} was damaged ({exc}); it was moved to {broken.name} "
-                              "and a new history started. Delete that copy once you no longer need it.")
+            self._repair(exc)
 
     def _open(self) -> None:
         # Everything here runs on the GUI thread: another program holding the file's write lock must cost a
@@ -101,6 +131,10 @@ class History:
         self._db.execute("PRAGMA journal_mode=WAL")
         # SQLite's LIKE folds ASCII only; Python's casefold also matches "Über" to "über" (or "ß" to "ss").
         self._db.create_function("casefold", 1, lambda s: (s or "").casefold(), deterministic=True)
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:  # before the schema is touched: nothing is written into a damaged file
+            log.warning("history: SQLite's quick check of %s: %s", self.path, "; ".join(problems))
+            raise HistoryDamaged("database disk image is malformed")  # SQLite's own words for it
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(dictations)")}
         if "outcome" not in columns:  # a history from before outcomes were kept
@@ -110,6 +144,66 @@ class History:
             with self._db:
                 self._db.execute("ALTER TABLE dictations ADD COLUMN raw_text TEXT NOT NULL DEFAULT ''")
                 self._db.execute("UPDATE dictations SET raw_text = text")
+
+    def _repair(self, reason: sqlite3.DatabaseError) -> None:
+        """Move the damaged file aside, start a new one with every transcript still readable, and say so."""
+        self._db.close()
+        broken = self._move_aside()
+        self._open()
+        kept = self._salvage(broken)
+        rescued = (f" with the {kept} transcript{'s' if kept != 1 else ''} that could still be read from it"
+                   if kept else "")
+        self.on_repair(f"The history file {self.path} was damaged ({reason}); it was moved to {broken.name} and a new "
+                       f"history started{rescued}. Delete that copy once you no longer need it.")
+
+    def _salvage(self, broken: Path) -> int:
+        """Copy every row of `broken` that can still be read, keeping ids; a row whose recording is unreadable
+        keeps its text. Walks the ids one query at a time, stepping id by id past a broken page where a scan
+        would stop for good. Returns how many rows were copied."""
+        try:
+            src = sqlite3.connect(str(broken))
+        except sqlite3.Error:
+            return 0
+        kept, start = 0, 1
+        try:
+            present = {row[1] for row in src.execute("PRAGMA table_info(dictations)")}
+            columns = [c for c in _COLUMNS if c in present and c != "audio"]
+            last = _last_id(src)
+            while start <= last:
+                try:
+                    row = src.execute("SELECT id FROM dictations WHERE id >= ? ORDER BY id LIMIT 1", (start,)).fetchone()
+                except sqlite3.Error:
+                    start += 1  # on a broken page
+                    continue
+                if row is None:
+                    break
+                start = row[0] + 1
+                try:
+                    kept += self._copy_row(src, row[0], columns, raw_text="raw_text" in present)
+                except sqlite3.Error:
+                    continue  # a row whose own page is broken
+        except sqlite3.Error as exc:  # no table at all, or not a database: nothing more to read
+            log.info("history: salvage stopped after %d rows: %s", kept, exc)
+        finally:
+            src.close()
+        return kept
+
+    def _copy_row(self, src: sqlite3.Connection, entry_id: int, columns: list[str], *, raw_text: bool) -> int:
+        """Copy one row of `src` into this history; returns 1, or 0 when no row has that id."""
+        row = src.execute(f"SELECT {', '.join(columns)} FROM dictations WHERE id = ?", (entry_id,)).fetchone()
+        if row is None:
+            return 0
+        values = dict(zip(columns, row))
+        try:
+            values["audio"] = src.execute("SELECT audio FROM dictations WHERE id = ?", (entry_id,)).fetchone()[0]
+        except sqlite3.Error:
+            pass  # the text is what matters; a broken recording is left behind
+        if not raw_text:  # a history from before the text pipeline: its raw text is its text
+            values["raw_text"] = values.get("text", "")
+        with self._db:
+            self._db.execute(f"INSERT INTO dictations ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                             tuple(values.values()))
+        return 1
 
     def _move_aside(self) -> Path:
         """Rename the damaged file (and its WAL files) to *.broken, keeping it for the user; returns the new path."""
@@ -124,6 +218,7 @@ class History:
     def close(self) -> None:
         self._db.close()
 
+    @_repairs_damage
     def add(self, text: str, *, language: str = "", engine: str = "", model: str = "", steps: int | None = None,
             timings: dict | None = None, target: str = "", audio: np.ndarray | None = None,
             created: float | None = None, raw_text: str | None = None) -> int:
@@ -138,27 +233,32 @@ class History:
                  json.dumps(timings or {}), target, blob, text if raw_text is None else raw_text))
         return int(cursor.lastrowid)
 
+    @_repairs_damage
     def set_paste_result(self, entry_id: int, ok: bool, message: str = "", outcome: str = "") -> None:
         with self._db:
             self._db.execute("UPDATE dictations SET paste_ok = ?, paste_message = ?, outcome = ? WHERE id = ?",
                              (int(ok), message, outcome, entry_id))
 
+    @_repairs_damage
     def set_transcript(self, entry_id: int, text: str, outcome: str, raw_text: str | None = None) -> None:
         """Fill in the text of a recording kept untranscribed (outcome NOT_TRANSCRIBED) once it is transcribed."""
         with self._db:
             self._db.execute("UPDATE dictations SET text = ?, outcome = ?, raw_text = ? WHERE id = ?",
                              (text, outcome, text if raw_text is None else raw_text, entry_id))
 
+    @_repairs_damage
     def untranscribed(self) -> list[int]:
         """Ids of the recordings still waiting for a model that works, oldest first."""
         rows = self._db.execute("SELECT id FROM dictations WHERE outcome = ? AND audio IS NOT NULL ORDER BY id",
                                 (NOT_TRANSCRIBED,))
         return [int(r[0]) for r in rows]
 
+    @_repairs_damage
     def set_target(self, entry_id: int, target: str) -> None:
         with self._db:
             self._db.execute("UPDATE dictations SET target = ? WHERE id = ?", (target, entry_id))
 
+    @_repairs_damage
     def search(self, query: str = "", *, failed_only: bool = False, limit: int = 500) -> list[Dictation]:
         """Newest first; every word of `query` must appear somewhere in the text, ignoring case."""
         where, args = [], []
@@ -174,29 +274,35 @@ class History:
         sql += " ORDER BY created DESC, id DESC LIMIT ?"
         return [_row(r) for r in self._db.execute(sql, (*args, limit))]
 
+    @_repairs_damage
     def get(self, entry_id: int) -> Dictation | None:
         row = self._db.execute(
             "SELECT id, created, text, language, engine, model, steps, timings, target, paste_ok, paste_message,"
             " audio IS NOT NULL, outcome, raw_text FROM dictations WHERE id = ?", (entry_id,)).fetchone()
         return _row(row) if row else None
 
+    @_repairs_damage
     def audio(self, entry_id: int) -> bytes | None:
         """The recording as WAV file bytes, when it was kept."""
         row = self._db.execute("SELECT audio FROM dictations WHERE id = ?", (entry_id,)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
 
+    @_repairs_damage
     def delete(self, entry_id: int) -> None:
         with self._db:
             self._db.execute("DELETE FROM dictations WHERE id = ?", (entry_id,))
 
+    @_repairs_damage
     def clear(self) -> None:
         with self._db:
             self._db.execute("DELETE FROM dictations")
         self._db.execute("VACUUM")  # the user asked for it to be gone: do not leave it in free pages
 
+    @_repairs_damage
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM dictations").fetchone()[0])
 
+    @_repairs_damage
     def prune(self, *, max_days: int = 0, max_entries: int = 0, now: float | None = None) -> int:
         """Apply the retention settings (0: no limit); returns how many entries were deleted. A recording still
         waiting for a model that works (NOT_TRANSCRIBED) is never deleted: pruning runs at start-up, before the
@@ -212,6 +318,17 @@ class History:
                                  "(SELECT id FROM dictations ORDER BY created DESC, id DESC LIMIT ?)",
                                  (NOT_TRANSCRIBED, max_entries))
         return before - self.count()
+
+
+def _last_id(db: sqlite3.Connection) -> int:
+    """The highest id a damaged history may hold: the table's own, or AUTOINCREMENT's record of it."""
+    last = 0
+    for sql in ("SELECT max(id) FROM dictations", "SELECT seq FROM sqlite_sequence WHERE name = 'dictations'"):
+        try:
+            last = max(last, int((db.execute(sql).fetchone() or [0])[0] or 0))
+        except (sqlite3.Error, TypeError, ValueError):
+            continue
+    return last
 
 
 def wav_samples(data: bytes) -> np.ndarray:

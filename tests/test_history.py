@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import time
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +198,73 @@ def test_a_history_from_before_the_text_pipeline_gains_raw_text(tmp_path):
     reopened = History(path)  # the migration runs once; opening again changes nothing
     assert [e.raw_text for e in reopened.search()] == ["new", "old words"]
     reopened.close()
+
+
+def fill_and_damage(history: History, rows: int = 400) -> None:
+    """Fill the history, write everything into the main file, then overwrite some of its pages: the file still
+    opens, and a query that reaches those pages fails with "database disk image is malformed"."""
+    for n in range(rows):
+        history.add(f"dictation number {n} " + "words " * 40, created=1000.0 + n)
+    checkpoint = sqlite3.connect(history.path)
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    with open(history.path, "r+b") as fh:
+        fh.seek(5 * 4096)
+        fh.write(b"\xab" * 7 * 4096)
+
+
+def _readable(path: Path) -> list[str]:
+    """The texts SQLite can still read from a damaged file, row by row."""
+    db = sqlite3.connect(path)
+    texts = []
+    for entry_id in range(1, 1000):
+        try:
+            row = db.execute("SELECT text FROM dictations WHERE id = ?", (entry_id,)).fetchone()
+        except sqlite3.DatabaseError:
+            continue
+        if row:
+            texts.append(row[0])
+    db.close()
+    return texts
+
+
+def test_a_partly_damaged_history_keeps_what_can_be_read_and_its_window_opens(qtbot, tmp_path):
+    """The file opened, then the first query said "database disk image is malformed": the app did not start
+    (retention pruning at start-up raised) and the history window could not open."""
+    path = tmp_path / "history.sqlite3"
+    damaged = History(path)
+    fill_and_damage(damaged)
+    damaged.close()
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        sqlite3.connect(path).execute("SELECT text FROM dictations").fetchall()
+    readable = _readable(path)
+    assert 0 < len(readable) < 400
+
+    notices: list[str] = []
+    history = History(path, on_repair=notices.append)
+    assert history.prune(max_days=30, max_entries=1000, now=1000.0 + 10 * 86400) == 0
+    assert sorted(e.text for e in history.search(limit=1000)) == sorted(readable)
+    assert history.get(1).text.startswith("dictation number 0 ")  # ids kept: kept recordings still find theirs
+    assert len(notices) == 1 and "history.sqlite3.broken" in notices[0]
+    assert f"with the {len(readable)} transcripts that could still be read" in notices[0]
+    assert (tmp_path / "history.sqlite3.broken").exists()
+    window = HistoryWindow(history)
+    qtbot.addWidget(window)
+    window.show()
+    assert window.list.topLevelItemCount() == len(readable) and window.count.text() == f"{len(readable)} transcripts"
+    history.close()
+
+
+def test_damage_a_later_query_meets_is_repaired_and_the_query_answered(tmp_path):
+    notices: list[str] = []
+    history = History(tmp_path / "history.sqlite3", on_repair=notices.append)
+    fill_and_damage(history)
+    other = sqlite3.connect(history.path)  # another change: the open connection reads the file afresh
+    other.execute("INSERT INTO dictations (created, text) VALUES (5000.0, 'from elsewhere')")
+    other.commit()
+    other.close()
+    entries = history.search(limit=1000)
+    readable = _readable(tmp_path / "history.sqlite3.broken")
+    assert sorted(e.text for e in entries) == sorted(readable) and "from elsewhere" in readable
+    assert len(notices) == 1 and "was damaged (database disk image is malformed)" in notices[0]
+    history.close()

@@ -309,6 +309,28 @@ def test_a_damaged_history_file_is_moved_aside_and_a_new_history_kept(tmp_path, 
         ui.shutdown()
 
 
+def test_the_app_starts_with_a_history_whose_queries_fail(tmp_path, monkeypatch, qapp):
+    """A file that opens but whose pages are broken ("database disk image is malformed" on a query): retention
+    pruning at start-up raised, and the app never started."""
+    from app.history import History, data_dir
+    from tests.test_history import fill_and_damage
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    damaged = History(data_dir() / "history.sqlite3")
+    fill_and_damage(damaged)
+    damaged.close()
+    app = FakeApp(Settings(history_days=0))  # the rows are dated 1970
+    ui = AppUi(app, cues=SoundCues(False, player=lambda data, rate: None), repaster=FakePaster())
+    try:
+        assert any("history.sqlite3.broken" in n and "could still be read" in n for n in app.notices), app.notices
+        assert 0 < ui.history.count() < 400
+        ui.show_history()
+        assert ui.history_window.isVisible() and ui.history_window.list.topLevelItemCount() == ui.history.count()
+    finally:
+        ui.shutdown()
+
+
 def test_sound_cue_files_are_small_and_loadable():
     from app.ui.sounds import load_wav
     from app.ui.tray import resources_dir

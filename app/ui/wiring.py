@@ -362,14 +362,12 @@ class AppUi(QObject):
 
     def _open_history(self, s: Settings) -> None:
         if s.history and self.history is None:
-            try:
-                self.history = History()
+            try:  # a damaged file is set aside and salvaged, now or when a later query meets the damage
+                self.history = History(on_repair=lambda sentence: self.app.notify(sentence, error=True))
             except Exception as exc:  # sqlite3.Error or OSError: dictation must go on without it
                 self.app.notify(f"The history could not be opened ({exc}); transcripts are not kept this time.",
                                 error=True)
                 return
-            if self.history.set_aside:
-                self.app.notify(self.history.set_aside, error=True)
             self.history.prune(max_days=s.history_days, max_entries=s.history_max)
         elif not s.history and self.history is not None:
             if self.history_window is not None:
