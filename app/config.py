@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.controller import MODES
-from app.desktop.keys import parse_combo
+from app.desktop.keys import is_modifier, parse_combo
 from app.desktop.paths import config_dir
 from app.engine import DEFAULT_MODELS, ENGINES, QUANTIZATIONS, EngineSpec
 from app.engine.base import AUTO, LANGUAGES
@@ -43,8 +43,38 @@ def setting(default: Any, label: str, help: str, *, group: str, choices: tuple |
     return field(default=default, metadata=meta)
 
 
-def _check_hotkey(value: str) -> str:
+# Keys that typing and the desktop's own shortcuts never need alone, so they may start dictation by themselves.
+_LONE_KEYS = {*(f"f{i}" for i in range(1, 21)), "pause", "scroll_lock", "print_screen", "menu"}
+_SIDED_MODIFIERS = {"ctrl_l", "ctrl_r", "alt_l", "alt_r", "alt_gr", "cmd_l", "cmd_r"}  # Shift's sides type capitals
+_SHORTCUT_EXAMPLES = {"ctrl": "Ctrl+C", "alt": "Alt+Tab", "cmd": "Super+L"}
+_OTHER_CHOICES = "or choose a key that typing does not use, such as F9, Pause or Right Ctrl alone"
+
+
+def _check_key(value: str) -> str:
+    """The cancel key: any key will do, since it is taken only while recording."""
     return str(parse_combo(value))
+
+
+def _check_hotkey(value: str) -> str:
+    """The start key is taken from every other program all the time (an exclusive grab on X11): a combo that
+    typing needs (a bare letter, Esc, Shift+letter) or that every shortcut starts with (Ctrl alone) would
+    leave the user unable to type it, or start a dictation at every capital letter and Ctrl+C."""
+    combo = parse_combo(value)
+    label = combo.label()
+    keys = [p for p in combo.parts if not is_modifier(p)]
+    modifiers = [p for p in combo.parts if is_modifier(p)]
+    if not keys and len(modifiers) == 1 and modifiers[0] not in _SIDED_MODIFIERS:
+        base = modifiers[0].split("_")[0]
+        why = ("it is held for every capital letter" if base == "shift" else
+               f"every {label} shortcut starts with it ({_SHORTCUT_EXAMPLES[base]})")
+        raise UserError(f"{label} alone cannot be the hotkey: {why}, and each would start a dictation. Add a key "
+                        f"(e.g. Ctrl+Shift+Space), {_OTHER_CHOICES}.", code="bad_hotkey")
+    if keys and keys[0] not in _LONE_KEYS and all(m.startswith("shift") for m in modifiers):
+        example = parse_combo(f"<ctrl>+<alt>+{combo.parts[-1]}").label()
+        raise UserError(f"{label} {'cannot' if modifiers else 'alone cannot'} be the hotkey: the hotkey is kept from "
+                        f"every other program, so you could no longer type or use {label} there. Hold Ctrl or Alt "
+                        f"with it (e.g. {example}), {_OTHER_CHOICES}.", code="bad_hotkey")
+    return str(combo)
 
 
 def _check_vocabulary(value: Any) -> tuple[str, ...]:
@@ -108,14 +138,15 @@ class Settings:
     steps: int = setting(8, "Quality (steps)", "Diffusion only: the most denoising steps; more is slower and better.",
                          group="Model", range=(1, 48), widget="quality")
     hotkey: str = setting("<ctrl>+<shift>+<space>", "Hotkey", "The key combination that starts dictation, "
-                          "e.g. <ctrl>+<shift>+<space> or <alt_r> for Right Alt alone.", group="Keys", check=_check_hotkey,
+                          "e.g. <ctrl>+<shift>+<space>, F9, or <alt_r> for Right Alt alone. No other program gets it, so keys "
+                          "you type with (a letter, Esc, Shift+a letter) are refused.", group="Keys", check=_check_hotkey,
                           widget="hotkey")
     mode: str = setting("hybrid", "Trigger", "hold: speak while the hotkey is held; toggle: tap to start and to stop; "
                         "hybrid: a short tap toggles, a longer press is hold-to-talk.", group="Keys", choices=MODES)
     tap_ms: int = setting(400, "Tap length (ms)", "Hybrid mode: presses shorter than this toggle recording.",
                           group="Keys", range=(100, 2000))
     cancel_key: str = setting("<esc>", "Cancel key", "Discards the recording while you are recording.",
-                              group="Keys", check=_check_hotkey, widget="hotkey")
+                              group="Keys", check=_check_key, widget="hotkey")
     microphone: str = setting("", "Microphone", "The input device by name; empty for the system default.",
                               group="Audio", widget="microphone")
     warm_microphone: bool = setting(False, "Keep microphone open", "Keeps the microphone open between dictations so "

@@ -41,6 +41,27 @@ def test_invalid_values_are_refused_with_a_sentence(name, value):
     assert str(info.value).endswith(".")
 
 
+@pytest.mark.parametrize("combo", ["a", "<esc>", "<space>", "1", "<shift>+a", "<shift>+<space>", "<shift>", "<shift_r>",
+                                   "<ctrl>", "<alt>", "<cmd>"])
+def test_a_hotkey_that_typing_needs_is_refused_with_what_to_pick(combo):
+    """The hotkey is kept from every other program: "a" or Esc saved without a word left the user unable to type
+    that letter or to cancel anything; Shift or Ctrl alone started a dictation at every capital or Ctrl+C."""
+    with pytest.raises(UserError, match="cannot be the hotkey") as info:
+        config.validate("hotkey", combo)
+    assert "Right Ctrl alone" in str(info.value) and str(info.value).endswith(".")
+
+
+@pytest.mark.parametrize("combo", ["<alt_r>", "<ctrl_r>", "<alt_gr>", "<f9>", "<shift>+<f9>", "<pause>", "<ctrl>+a",
+                                   "<ctrl>+<shift>+<space>", "<cmd>+<alt>+d"])
+def test_hotkeys_that_leave_typing_alone_are_taken(combo):
+    assert config.validate("hotkey", combo) == combo
+
+
+def test_the_cancel_key_may_be_esc_or_a_letter():
+    """It is taken only while recording."""
+    assert config.validate("cancel_key", "<esc>") == "<esc>" and config.validate("cancel_key", "q") == "q"
+
+
 def test_hotkey_is_normalised():
     assert config.validate("hotkey", "Ctrl+Shift+Space") == "<ctrl>+<shift>+<space>"
     assert config.validate("hotkey", "<AltGr>") == "<alt_gr>"

@@ -8,6 +8,8 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
 
 from app.desktop.keys import parse_combo
+from app.ui.settings_store import SettingsStore
+from app.ui.settings_window import SettingsWindow
 from app.ui.widgets.hotkey_edit import HotkeyEdit, combo_text, key_name
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -80,3 +82,28 @@ def test_clicking_again_keeps_the_old_hotkey(qtbot):
     press(edit, Qt.Key.Key_Shift)
     edit.click()
     assert not edit.capturing and changes == [] and edit.combo() == "<alt_r>" and edit.text() == "Right Alt"
+
+
+def test_a_bare_letter_pressed_in_settings_is_refused_and_the_old_hotkey_shown(qtbot, tmp_path):
+    """Pressing A (or Esc) set the hotkey to it: saved, grabbed from every program, and the user could no
+    longer type an "a" or cancel anything. It is refused beside the field; the button shows what still applies."""
+    path = tmp_path / "settings.json"
+    store = SettingsStore(path=path)
+    window = SettingsWindow(store, mic_monitor=False)
+    qtbot.addWidget(window)
+    window.show()
+    window.show_page("Keys")
+    hotkey, error = window.editors["hotkey"].widget, window.errors["hotkey"]
+    for key in (Qt.Key.Key_A, Qt.Key.Key_Escape):
+        hotkey.click()
+        capture(hotkey, (key, 0))
+        assert not hotkey.capturing and hotkey.text() == "Ctrl+Shift+Space"
+        assert not error.isHidden() and "alone cannot be the hotkey" in error.text() and "F9" in error.text()
+        assert store.settings.hotkey == "<ctrl>+<shift>+<space>" and not path.exists()
+    hotkey.click()
+    capture(hotkey, (Qt.Key.Key_F9, 0))
+    assert error.isHidden() and hotkey.text() == "F9" and store.settings.hotkey == "<f9>"
+    cancel = window.editors["cancel_key"].widget
+    cancel.click()
+    capture(cancel, (Qt.Key.Key_Q, 0))  # taken only while recording: any key will do
+    assert store.settings.cancel_key == "q" and window.errors["cancel_key"].isHidden()

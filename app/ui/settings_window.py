@@ -151,6 +151,9 @@ class SettingsWindow(QWidget):
         except UserError as exc:
             error.setText(str(exc))
             error.show()
+            editor = self.editors[name]
+            if isinstance(editor.widget, HotkeyEdit):  # pressed keys are no text to correct: show what still applies
+                editor.show(getattr(self.store.settings, name))
             return
         error.hide()
 
