@@ -225,3 +225,34 @@ def test_a_malformed_replacement_in_the_file_is_reported_and_kept_aside(qtbot, p
     assert window.banner.isVisible() and "Replacement 2 has no spoken words" in window.banner.text()
     assert "orphan" in (path.parent / "settings.json.broken").read_text()
     assert window.editors["vocabulary"].widget.toPlainText() == "Nguyen"
+
+
+def _wheel_down(widget) -> None:
+    """One notch of the mouse wheel over `widget`, as Qt delivers it (to the parent when ignored)."""
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    centre = QPointF(widget.rect().center())
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre)), QPoint(0, 0), QPoint(0, -120),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+def test_the_wheel_passing_over_a_field_does_not_change_it(qtbot, path):
+    """Scrolling the page with the pointer resting on "Keep for (days)" cut it from 30 to 25 (and the running app
+    deleted the transcripts older than that at once); one over Engine switched the engine and reloaded the model."""
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    window.show_page("History")
+    days, engine = window.editors["history_days"].widget, window.editors["engine"].widget
+    window.pages.setFocus()
+    for _ in range(5):
+        _wheel_down(days)
+        _wheel_down(engine)
+    assert days.value() == 30 and engine.currentData() == "auto" and not path.exists()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    days.setFocus()  # clicked or tabbed into: the wheel is for it now
+    _wheel_down(days)
+    assert store.settings.history_days == 29 and saved(path)["history_days"] == 29

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox, QWidget
+from PySide6.QtWidgets import QCheckBox, QLineEdit, QWidget
 
 from app.engine.base import AUTO, LANGUAGES
 from app.ui.models import ModelPanel
 from app.ui.widgets.hotkey_edit import HotkeyEdit
 from app.ui.widgets.microphone import MicrophonePicker
 from app.ui.widgets.quality_slider import QualitySlider
+from app.ui.widgets.wheel import ComboBox, SpinBox
 from app.ui.widgets.word_lists import ReplacementsTable, WordListEdit
 
 OnChange = Callable[[Any], None]
@@ -79,7 +80,7 @@ def make_editor(field: dataclasses.Field, on_change: OnChange, *, mic_monitor: b
         box.toggled.connect(on_change)
         return Editor(box, lambda v: _quietly(box, lambda: box.setChecked(bool(v))), labelled=True)
     if meta.get("choices"):
-        combo = QComboBox()
+        combo = ComboBox()  # the wheel changes it only when focused (app/ui/widgets/wheel.py)
         values = list(meta["choices"])
         for value in values:
             combo.addItem(choice_label(field.name, value), value)
@@ -88,7 +89,7 @@ def make_editor(field: dataclasses.Field, on_change: OnChange, *, mic_monitor: b
         return Editor(combo, lambda v: _quietly(combo, lambda: combo.setCurrentIndex(max(0, combo.findData(v)))),
                       compact=True)
     if kind is int:
-        spin = QSpinBox()
+        spin = SpinBox()  # likewise
         low, high = meta["range"]
         spin.setRange(low, high)
         spin.setKeyboardTracking(False)  # typing "1500" must not save 1, 15 and 150 on the way

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBox
 from app.audio.sources import MicrophoneSource, list_microphones
 from app.errors import UserError
 from app.ui.widgets.level_meter import LevelMeter, level_from_db
+from app.ui.widgets.wheel import ComboBox
 
 log = logging.getLogger(__name__)
 DEFAULT_LABEL = "System default"
@@ -30,7 +31,7 @@ class MicrophonePicker(QWidget):
 
     def __init__(self, parent: QWidget | None = None, *, monitor: bool = True) -> None:
         super().__init__(parent)
-        self.combo = QComboBox()
+        self.combo = ComboBox()
         self.combo.setAccessibleName("Microphone")
         self.combo.setMinimumContentsLength(24)
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)

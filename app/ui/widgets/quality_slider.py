@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from PySide6.QtCore import QRect, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QPainter
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSlider, QSpinBox, QStyle, QStyleOptionSlider, QVBoxLayout,
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSlider, QStyle, QStyleOptionSlider, QVBoxLayout,
                                QWidget)
 
 from app.latency import Cost, format_seconds
+from app.ui.widgets.wheel import Slider, SpinBox
 
 STOPS: tuple[tuple[str, int], ...] = (("Fastest", 4), ("Fast", 8), ("Balanced", 12), ("Accurate", 16), ("Best", 32))
 MIN_STEPS, MAX_STEPS = 1, 48
@@ -95,13 +96,13 @@ class QualitySlider(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider = Slider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, len(STOPS) - 1)
         self.slider.setPageStep(1)
         self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.slider.setTickInterval(1)
         self.slider.setAccessibleName("Quality")
-        self.spin = QSpinBox()
+        self.spin = SpinBox()
         self.spin.setRange(MIN_STEPS, MAX_STEPS)
         self.spin.setSuffix(" steps")
         self.spin.setAccessibleName("Denoising steps")
