@@ -256,3 +256,19 @@ def test_the_wheel_passing_over_a_field_does_not_change_it(qtbot, path):
     days.setFocus()  # clicked or tabbed into: the wheel is for it now
     _wheel_down(days)
     assert store.settings.history_days == 29 and saved(path)["history_days"] == 29
+
+
+def test_with_a_speech_server_the_model_field_says_it_is_not_used(qtbot, path):
+    """Engine server left the model empty, which the panel read as the current folder: "A folder on this computer:
+    no download needed. Press Check to try loading it", and Check ran a local model check for the server."""
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    panel, engine = window.editors["model"].widget, window.editors["engine"].widget
+    engine.setCurrentIndex(engine.findData("server"))
+    engine.activated.emit(engine.currentIndex())
+    assert store.settings.engine == "server" and "Server URL" in panel.status.text()
+    assert "folder" not in panel.status.text()
+    assert not any(w.isEnabled() for w in (panel.edit, panel.browse_button, panel.download_button, panel.check_button))
+    engine.setCurrentIndex(engine.findData("whisper"))
+    engine.activated.emit(engine.currentIndex())
+    assert panel.check_button.isEnabled() and panel.edit.isEnabled() and "openai/whisper-base" in panel.status.text()

@@ -133,7 +133,8 @@ class ModelPanel(QWidget):
     def set_context(self, *, engine: str, quantization: str, device: str, endpoint: str) -> None:
         """What the model is for: the engine's default fills an empty field; downloads use `endpoint`."""
         self.engine, self.quantization, self.device, self.endpoint = engine, quantization, device, endpoint
-        self.edit.setPlaceholderText(f"{DEFAULT_MODELS[engine]} (default)")
+        self.edit.setPlaceholderText("not used: the speech server chooses" if engine == "server" else
+                                     f"{DEFAULT_MODELS[engine]} (default)")
         if self._job is None:
             self._plans = None
             self._describe()
@@ -155,6 +156,14 @@ class ModelPanel(QWidget):
 
     def _describe(self) -> None:
         """Say where the model is and what the buttons will do."""
+        if not self.busy:  # with a speech server nothing here applies: its empty model read as "a folder here"
+            for widget in (self.edit, self.browse_button, self.check_button):
+                widget.setEnabled(self.engine != "server")
+        if self.engine == "server":
+            self.download_button.setEnabled(False)
+            self._say("The speech server runs the model it was started with: enter its address under Server URL "
+                      "below. Choose another engine to pick a model here.")
+            return
         name = self.effective_model()
         folder = Path(name).expanduser()
         self.download_button.setText("Download")
