@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.controller import MODES
 from app.desktop.keys import is_modifier, parse_combo
@@ -94,20 +95,31 @@ def _check_device(value: str) -> str:
     return value
 
 
-def _check_endpoint(value: str) -> str:
+def _web_address(value: str, what: str, example: str) -> str:
+    """`value` without its trailing slash when it is an http(s) address with a host (and a valid port); the
+    prefix alone was checked before, so "http://gpu box:8765" was saved and every connection then failed."""
     value = value.strip().rstrip("/")
-    if value and not re.match(r"^https?://[^\s/]+", value):
-        raise UserError(f"The model hub address '{value}' must start with http:// or https://, or be empty.",
-                        code="bad_setting")
+    if not value:
+        return value
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0 \
+            and not re.search(r"\s", value)
+    except ValueError:  # a port that is not a number from 1 to 65535
+        ok = False
+    if not ok:
+        raise UserError(f"The {what} '{value}' is not a web address: it must start with http:// or https://, then "
+                        f"the computer's name (no spaces) and, if needed, :port from 1 to 65535, as in {example}; or "
+                        "leave it empty.", code="bad_setting")
     return value
+
+
+def _check_endpoint(value: str) -> str:
+    return _web_address(value, "model hub address", "https://hf-mirror.com")
 
 
 def _check_server_url(value: str) -> str:
-    value = value.strip().rstrip("/")
-    if value and not re.match(r"^https?://[^\s/]+", value):
-        raise UserError(f"The speech server address '{value}' must start with http:// or https:// (for example "
-                        "http://gpu-box:8765), or be empty.", code="bad_setting")
-    return value
+    return _web_address(value, "speech server address", "http://gpu-box:8765")
 
 
 @dataclass(frozen=True)

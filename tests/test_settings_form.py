@@ -272,3 +272,21 @@ def test_with_a_speech_server_the_model_field_says_it_is_not_used(qtbot, path):
     engine.setCurrentIndex(engine.findData("whisper"))
     engine.activated.emit(engine.currentIndex())
     assert panel.check_button.isEnabled() and panel.edit.isEnabled() and "openai/whisper-base" in panel.status.text()
+
+
+@pytest.mark.parametrize("address", ["http://gpu box:8765", "http://gpu-box:99999", "http://:8765"])
+def test_a_server_address_no_connection_can_use_is_refused_beside_its_field(qtbot, path, address):
+    """Only the http:// prefix was checked: "http://gpu box:8765" was saved and every dictation then failed to
+    connect, with the form saying nothing."""
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    window.show_page("Model")
+    url = window.editors["server_url"].widget
+    url.setText(address)
+    url.editingFinished.emit()
+    error = window.errors["server_url"]
+    assert not error.isHidden() and "is not a web address" in error.text() and "http://gpu-box:8765" in error.text()
+    assert not path.exists() and store.settings.server_url == ""
+    url.setText("http://gpu-box:8765/")
+    url.editingFinished.emit()
+    assert error.isHidden() and saved(path)["server_url"] == "http://gpu-box:8765"
