@@ -279,6 +279,22 @@ def validate(name: str, value: Any) -> Any:
     return value
 
 
+def check_together(settings: Settings, changed: str) -> None:
+    """The rules between settings, checked after `changed` took its new value: raises a UserError about it.
+
+    One key cannot both start and cancel: while recording its press would stop the dictation and throw
+    it away at once (which of the two wins depends on the order the key events arrive in)."""
+    if settings.hotkey == settings.cancel_key:
+        label = parse_combo(settings.hotkey).label()
+        if changed == "cancel_key":
+            raise UserError(f"{label} is the hotkey, so it cannot also be the cancel key: pressing it to stop a "
+                            "dictation would throw the dictation away. Choose another cancel key, such as Esc.",
+                            code="bad_setting")
+        raise UserError(f"{label} is the cancel key, so it cannot also be the hotkey: pressing it to stop a dictation "
+                        "would throw the dictation away. Choose another hotkey, or another cancel key first.",
+                        code="bad_setting")
+
+
 def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
     """Build Settings from raw values, keeping every valid one; return them and the problems found."""
     values, problems = {}, []
@@ -287,7 +303,13 @@ def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
             values[name] = validate(name, value)
         except UserError as exc:
             problems.append(f"{exc} The default is used instead." if name in Settings.__dataclass_fields__ else str(exc))
-    return Settings(**values), problems
+    settings = Settings(**values)
+    try:
+        check_together(settings, "cancel_key")
+    except UserError as exc:  # the file's hotkey stays, its cancel key goes back to Esc (never a hotkey)
+        settings = dataclasses.replace(settings, cancel_key=Settings().cancel_key)
+        problems.append(f"{exc} The cancel key {parse_combo(settings.cancel_key).label()} is used instead.")
+    return settings, problems
 
 
 def settings_path() -> Path:

@@ -140,3 +140,13 @@ def test_a_damaged_file_that_cannot_be_copied_aside_is_not_said_to_be(tmp_path):
     assert "copied to settings.json.broken." not in problems[0]
     assert "could not be copied to settings.json.broken" in problems[0] and problems[0].endswith("by hand.")
     assert path.read_text() == '{"language": "de", "mode": "sometimes"}'  # left as it is, for the user to fix
+
+
+def test_a_file_whose_cancel_key_is_its_hotkey_keeps_the_hotkey_and_says_so(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text('{"hotkey": "<f9>", "cancel_key": "<f9>", "language": "fr"}')
+    settings, problems = config.load(path)
+    assert (settings.hotkey, settings.cancel_key, settings.language) == ("<f9>", "<esc>", "fr")
+    assert "had invalid values" in problems[0], "the file is copied aside first, as for any invalid value"
+    assert "F9 is the hotkey, so it cannot also be the cancel key" in problems[1]
+    assert problems[1].endswith("The cancel key Esc is used instead.")

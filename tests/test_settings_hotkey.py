@@ -107,3 +107,30 @@ def test_a_bare_letter_pressed_in_settings_is_refused_and_the_old_hotkey_shown(q
     cancel.click()
     capture(cancel, (Qt.Key.Key_Q, 0))  # taken only while recording: any key will do
     assert store.settings.cancel_key == "q" and window.errors["cancel_key"].isHidden()
+
+
+def test_one_key_cannot_both_start_and_cancel(qtbot, tmp_path):
+    """With F9 as hotkey and cancel key, the press that stops a dictation would also throw it away. The
+    second of the two to be set to it is refused beside its field, and nothing is saved."""
+    path = tmp_path / "settings.json"
+    store = SettingsStore(path=path)
+    window = SettingsWindow(store, mic_monitor=False)
+    qtbot.addWidget(window)
+    window.show()
+    window.show_page("Keys")
+    hotkey, cancel = window.editors["hotkey"].widget, window.editors["cancel_key"].widget
+    hotkey.click()
+    capture(hotkey, (Qt.Key.Key_F9, 0))
+    assert store.settings.hotkey == "<f9>"
+    cancel.click()
+    capture(cancel, (Qt.Key.Key_F9, 0))
+    error = window.errors["cancel_key"]
+    assert not error.isHidden() and "F9 is the hotkey, so it cannot also be the cancel key" in error.text()
+    assert store.settings.cancel_key == "<esc>" and cancel.text() == "Esc"
+    cancel.click()
+    capture(cancel, (Qt.Key.Key_F10, 0))
+    assert store.settings.cancel_key == "<f10>" and error.isHidden()
+    hotkey.click()
+    capture(hotkey, (Qt.Key.Key_F10, 0))
+    assert "F10 is the cancel key, so it cannot also be the hotkey" in window.errors["hotkey"].text()
+    assert store.settings.hotkey == "<f9>" and hotkey.text() == "F9"

@@ -48,6 +48,7 @@ class SettingsStore(QObject):
         value = config.validate(name, value)
         if getattr(self._settings, name) == value:
             return self._settings
+        config.check_together(dataclasses.replace(self._settings, **{name: value}), name)
         return self.replace(**{name: value})
 
     def replace(self, **values: Any) -> Settings:
