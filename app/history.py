@@ -308,16 +308,29 @@ class History:
         waiting for a model that works (NOT_TRANSCRIBED) is never deleted: pruning runs at start-up, before the
         model has had its chance, and the recording would be lost untranscribed (a week offline with
         "Keep for 3 days", or "Keep at most 5" after eight dictations the model could not take)."""
-        before = self.count()
+        where, params = self._beyond(max_days, max_entries, now)
         with self._db:
-            if max_days > 0:
-                cutoff = (time.time() if now is None else now) - max_days * 86400
-                self._db.execute("DELETE FROM dictations WHERE created < ? AND outcome != ?", (cutoff, NOT_TRANSCRIBED))
-            if max_entries > 0:
-                self._db.execute("DELETE FROM dictations WHERE outcome != ? AND id NOT IN "
-                                 "(SELECT id FROM dictations ORDER BY created DESC, id DESC LIMIT ?)",
-                                 (NOT_TRANSCRIBED, max_entries))
-        return before - self.count()
+            return self._db.execute(f"DELETE FROM dictations WHERE {where}", params).rowcount
+
+    @_repairs_damage
+    def would_prune(self, *, max_days: int = 0, max_entries: int = 0, now: float | None = None) -> int:
+        """How many entries `prune` would delete with these settings: asked before a change deletes any."""
+        where, params = self._beyond(max_days, max_entries, now)
+        return int(self._db.execute(f"SELECT COUNT(*) FROM dictations WHERE {where}", params).fetchone()[0])
+
+    @staticmethod
+    def _beyond(max_days: int, max_entries: int, now: float | None) -> tuple[str, tuple]:
+        """The entries the retention settings let go, as an SQL condition and its parameters."""
+        clauses, params = [], []
+        if max_days > 0:
+            clauses.append("created < ?")
+            params.append((time.time() if now is None else now) - max_days * 86400)
+        if max_entries > 0:
+            clauses.append("id NOT IN (SELECT id FROM dictations ORDER BY created DESC, id DESC LIMIT ?)")
+            params.append(max_entries)
+        if not clauses:
+            return "0", ()
+        return f"outcome != ? AND ({' OR '.join(clauses)})", (NOT_TRANSCRIBED, *params)
 
 
 def _last_id(db: sqlite3.Connection) -> int:

@@ -10,11 +10,13 @@ import html
 import math
 import os
 import re
+import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.audio.recorder import RecorderOptions
 from app.config import Settings
@@ -389,3 +391,38 @@ def test_the_overlay_and_the_history_get_the_finished_text_and_the_history_the_r
     assert ui.overlay.mode == "result" and shown == "Write ops @ Kubernetes."
     [entry] = ui.history.search()
     assert (entry.text, entry.raw_text) == ("Write ops @ Kubernetes.", "Um, write ops at sign cuber netties period")
+
+
+def _answer_next_box(qtbot, choose: str, seen: list[str]) -> None:
+    """When the modal question opens, note its text and click the button whose label starts with `choose`."""
+    def answer() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            return QTimer.singleShot(20, answer)
+        seen.append(box.text())
+        next(b for b in box.buttons() if b.text().replace("&", "").startswith(choose)).click()
+
+    QTimer.singleShot(0, answer)
+
+
+def test_a_shorter_retention_asks_before_it_deletes_transcripts(env, qtbot):
+    """Typing 10 into "Keep at most" (meaning 100) deleted all but the ten newest transcripts at once, for good.
+    The settings window now asks, saying how many would go; Cancel keeps them all and the old value."""
+    ui = env.ui
+    for n in range(25):
+        ui.history.add(f"transcript {n}", created=time.time() - 3600 + n)  # within "Keep for 30 days"
+    env.app.tray.settings_requested.emit()
+    window = ui.settings_window
+    keep = window.editors["history_max"].widget
+    seen: list[str] = []
+    _answer_next_box(qtbot, "Cancel", seen)
+    keep.setValue(10)
+    assert seen == ["Keeping at most 10 transcripts deletes the oldest 15 transcripts now, and they cannot be "
+                    "brought back."]
+    assert ui.history.count() == 25 and ui.store.settings.history_max == 1000 and keep.value() == 1000
+    _answer_next_box(qtbot, "Delete", seen)
+    keep.setValue(20)
+    assert len(seen) == 2 and "deletes the oldest 5 transcripts" in seen[1]
+    assert ui.history.count() == 20 and ui.store.settings.history_max == 20
+    keep.setValue(500)  # deletes nothing: no question
+    assert len(seen) == 2 and ui.store.settings.history_max == 500

@@ -10,6 +10,7 @@ saves each accepted change at once, and the running app applies it live.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt, QUrl, Signal
@@ -43,6 +44,9 @@ class SettingsWindow(QWidget):
         super().__init__(parent)
         self.store = store
         self.latency = latency
+        # asked before a change that would delete what the user has (the app's wiring: the history's
+        # retention); False keeps the value that applies
+        self.confirm: Callable[[str, Any], bool] | None = None
         self.setWindowTitle(f"{APP_TITLE} settings")
         self.setObjectName("settingsWindow")
         apply_style(self)
@@ -146,6 +150,9 @@ class SettingsWindow(QWidget):
     def commit(self, name: str, value: Any) -> None:
         """A widget changed: validate and save through the store, or show why not beside the field."""
         error = self.errors[name]
+        if self.confirm is not None and not self.confirm(name, value):
+            self.editors[name].show(getattr(self.store.settings, name))
+            return
         try:
             self.store.set(name, value)
         except UserError as exc:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import shiboken6
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication, QPushButton
+from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 
 from app import autostart
 from app.config import Settings, settings_path
@@ -116,6 +116,7 @@ class AppUi(QObject):
             from app.ui.settings_window import SettingsWindow
 
             self.settings_window = SettingsWindow(self.store, self.latency)
+            self.settings_window.confirm = self._confirm_change
             self.settings_window.hotkey_capture.connect(self.app.hotkeys.pause)  # keys to the field, no dictation
             self.app.hotkeys.unavailable.connect(self.settings_window.warn)
             button = QPushButton("Show history…")
@@ -356,6 +357,29 @@ class AppUi(QObject):
             autostart.set_enabled(new.autostart)
         if "hub_endpoint" in names:
             self._apply_os_env(new)
+
+    def _confirm_change(self, name: str, value: object) -> bool:
+        """A shorter retention deletes transcripts the moment it applies, and they cannot be brought back:
+        typing 10 into "Keep at most" (meaning 100) would delete all but ten. Ask first, saying how many."""
+        if name not in ("history_days", "history_max") or self.history is None or not isinstance(value, int):
+            return True
+        new = dataclasses.replace(self.store.settings, **{name: value})
+        try:
+            doomed = self.history.would_prune(max_days=new.history_days, max_entries=new.history_max)
+        except sqlite3.Error:
+            return True  # the change itself then reports the history's problem
+        if not doomed:
+            return True
+        what = "transcript" if doomed == 1 else f"{doomed} transcripts"
+        rule = (f"Keeping at most {value} transcripts" if name == "history_max"
+                else f"Keeping transcripts for {value} days")
+        box = QMessageBox(QMessageBox.Icon.Warning, "Delete transcripts?",
+                          f"{rule} deletes the oldest {what} now, and they cannot be brought back.",
+                          QMessageBox.StandardButton.Cancel, self.settings_window)
+        delete = box.addButton(f"Delete {what}", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is delete
 
     def _paste_options(self, s: Settings) -> PasteOptions:
         return PasteOptions(s.paste_method, s.paste_keys, s.restore_clipboard, s.space_between)
