@@ -290,3 +290,19 @@ def test_a_server_address_no_connection_can_use_is_refused_beside_its_field(qtbo
     url.setText("http://gpu-box:8765/")
     url.editingFinished.emit()
     assert error.isHidden() and saved(path)["server_url"] == "http://gpu-box:8765"
+
+
+def test_a_refused_value_is_gone_when_the_window_opens_again(qtbot, tmp_path):
+    """A device "gpu" is refused beside the field but stayed in it, red message and all, after closing and
+    opening the window again, though "auto" applied: closing puts back what applies."""
+    store = SettingsStore(path=tmp_path / "settings.json")
+    window = SettingsWindow(store, mic_monitor=False)
+    qtbot.addWidget(window)
+    window.show()
+    device = window.editors["device"].widget
+    device.setText("gpu")
+    device.editingFinished.emit()
+    assert not window.errors["device"].isHidden() and store.settings.device == "auto"
+    window.close()
+    window.show()
+    assert device.text() == "auto" and window.errors["device"].isHidden()

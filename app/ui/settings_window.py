@@ -164,6 +164,15 @@ class SettingsWindow(QWidget):
             return
         error.hide()
 
+    def hideEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        """A refused value left in its field (device "gpu", an address with a space) would still be there,
+        red message and all, when the window opens again, though the old value applies: closing puts back
+        what applies."""
+        super().hideEvent(event)
+        self.show_settings(self.store.settings)
+        for error in self.errors.values():
+            error.hide()
+
     def show_settings(self, settings: config.Settings) -> None:
         """Put every value into its editor (silently) and update the fields that depend on others."""
         for name, editor in self.editors.items():
