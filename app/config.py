@@ -159,6 +159,10 @@ class Settings:
                           group="Keys", range=(100, 2000))
     cancel_key: str = setting("<esc>", "Cancel key", "Discards the recording while you are recording.",
                               group="Keys", check=_check_key, widget="hotkey")
+    auto_stop_s: int = setting(0, "Stop after silence (s)", "Hands-free: a dictation the hotkey is not holding (a "
+                               "tap in toggle or hybrid mode, or `app toggle`) ends by itself once you have been "
+                               "silent this many seconds after speaking. 0: only the hotkey ends it.",
+                               group="Keys", range=(0, 30))
     microphone: str = setting("", "Microphone", "The input device by name; empty for the system default.",
                               group="Audio", widget="microphone")
     warm_microphone: bool = setting(False, "Keep microphone open", "Keeps the microphone open between dictations so "

@@ -149,6 +149,12 @@ class Controller:
         if self._recording is not None:
             self.cancel()
 
+    def speech_paused(self, rec_id: int) -> None:
+        """The recorder heard the speaker silent for the hands-free stop's time (`auto_stop_s`): end the
+        recording, unless the hotkey is held (hold-to-talk ends at the release, however long the pause)."""
+        if rec_id == self._recording and not self._key_down:
+            self._stop(self.clock())
+
     def command(self, name: str) -> None:
         """The remote commands (`python -m app toggle` and friends)."""
         now = self.clock()

@@ -329,3 +329,35 @@ def test_a_real_microphone_that_goes_away_mid_recording(tmp_path):
     ((ours, lost, samples),) = report["results"]
     assert ours and lost and samples > 0, "the recording must be handed over, not wait for blocks forever"
     assert "microphone" in report["next"], "the next recording must try the microphone again and say why not"
+
+
+def test_a_hands_free_recording_says_when_the_speaker_went_silent_and_drops_that_silence():
+    """auto_stop_s: after speech, that long without it is reported once (the controller then stops the
+    recording), and the recording is cut at the end of the speech plus the post-roll."""
+    path, _ = speech_clip()
+    speech = load_audio(path)
+    src = PushSource()
+    silences: list[int] = []
+    results = []
+    rec = Recorder(src, results.append, RecorderOptions(skip_silence=False, auto_stop_s=1.5, post_roll_ms=300),
+                   on_silence=silences.append)
+    rid = rec.begin()
+    feed(src, speech)
+    assert silences == [], "no report while the speaker talks"
+    feed(src, np.zeros(RATE, np.float32))  # one second of silence: not yet
+    assert silences == []
+    feed(src, np.zeros(RATE, np.float32))  # past 1.5 s
+    assert silences == [rid]
+    rec.end(rid, released_at=None)  # what the controller does on the report
+    src.push(0.0)
+    (r,) = results
+    assert r.speech, "the silence check itself stays off: every recording counts as speech"
+    trailing = len(r.audio) - len(speech)
+    assert -0.4 * RATE < trailing <= 0.3 * RATE, "cut at the speech's end plus the 300 ms post-roll"
+    assert np.array_equal(r.audio[:len(speech) - int(0.4 * RATE)], speech[:len(speech) - int(0.4 * RATE)])
+
+    rid = rec.begin()  # with the option off, silence is never reported
+    rec.configure(RecorderOptions(skip_silence=False, auto_stop_s=0, post_roll_ms=300))
+    feed(src, speech)
+    feed(src, np.zeros(3 * RATE, np.float32))
+    assert silences == [1]

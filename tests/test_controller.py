@@ -333,3 +333,25 @@ def test_a_recording_cut_short_by_a_lost_microphone_is_transcribed_and_the_user_
     assert fx.calls[-1] == ("paste", "what was said")
     c.paste_finished(True)
     assert c.state is State.ERROR  # the lost microphone stays visible until the next dictation
+
+
+def test_the_hands_free_silence_stops_only_a_recording_no_key_holds(fx):
+    c, clock = make(fx, "hybrid")
+    c.hotkey_pressed(100.0)
+    c.hotkey_released(100.2)  # a tap: hands-free
+    clock.now = 106.0
+    c.speech_paused(1)
+    assert fx.calls[-1] == ("stop", 1, 106.0) and c.state is State.TRANSCRIBING
+    finish_and_paste(c, fx, 1)
+    c.speech_paused(1)  # late news of a recording already stopped: nothing happens
+    assert fx.kinds().count("stop") == 1
+
+    c.hotkey_pressed(110.0)  # held: hold-to-talk ends at the release, however long the pause
+    c.speech_paused(2)
+    assert c.state is State.RECORDING and fx.kinds().count("stop") == 1
+    c.hotkey_released(115.0)
+    assert fx.calls[-1] == ("stop", 2, 115.0)
+
+    c.command("start")  # `app toggle`/`start` from a desktop shortcut: hands-free too
+    c.speech_paused(3)
+    assert fx.calls[-1][:2] == ("stop", 3)

@@ -96,6 +96,9 @@ def test_bundle_has_what_it_needs_and_not_more(bundle, exe, build):
     assert (internal / "silero_vad" / "data" / "silero_vad.onnx").is_file()
     assert (internal / "libportaudio.so.2").is_file(), "PortAudio should be bundled"
     assert list((internal / "onnxruntime").rglob("*onnxruntime*.so*")), "onnxruntime's native library"
+    # Wayland's clipboard (app/desktop/wayland_clipboard.py): pywayland's cffi module and the libwayland-client it links
+    assert list((internal / "pywayland").glob("_ffi*.so")), "pywayland's native module"
+    assert list(internal.rglob("libwayland-client*.so*")), "the libwayland-client pywayland loads"
     assert not (internal / "tensorboard").exists() and not (internal / "torchvision").exists()
     assert build["bytes"]["bundle"] < 3 * 1024**3, "a CPU bundle should stay well under 3 GB"
 

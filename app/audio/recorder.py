@@ -11,6 +11,11 @@ them. The speech check runs block by block, so its verdict is ready when the rec
 
 With a cold microphone the source is opened at `begin` and closed once no recording needs it;
 with a warm one it stays open and the ring buffer holds the audio from just before the press.
+
+Hands-free stop (`auto_stop_s`): the speech check also says when the speaker has been silent that
+long after speaking; `on_silence(rec_id)` tells the controller, which ends a recording that no held
+key is keeping open. Such a recording is cut at the end of its speech plus the post-roll: the seconds
+of silence that ended it would only cost the engine time (and tempt it to invent words).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class RecorderOptions:
     max_seconds: int = 120
     warm: bool = False
     skip_silence: bool = True
+    auto_stop_s: float = 0.0  # say so after this long without speech, once there was speech (0: never)
 
 
 @dataclass
@@ -54,15 +60,18 @@ class _Take:
     post_roll_from: int | None = None  # the length when the key was released
     hit_limit: bool = False
     new: list[np.ndarray] = field(default_factory=list)  # appended but not yet given to the detector
+    silence_said: bool = False  # on_silence was called for this take
 
 
 class Recorder:
     """Thread-safe: `begin/end/discard/configure` come from the GUI thread, blocks from the source's."""
 
     def __init__(self, source: AudioSource, on_finished: Callable[[RecordingResult], None],
-                 options: RecorderOptions | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+                 options: RecorderOptions | None = None, *, on_silence: Callable[[int], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.on_finished = on_finished
+        self.on_silence = on_silence
         self.options = options or RecorderOptions()
         self.clock = clock
         self.level_db = -100.0  # input level of the newest block, dBFS
@@ -91,7 +100,7 @@ class Recorder:
         """Start a recording (with whatever pre-roll the ring holds); raises UserError if the mic fails."""
         self._open()
         rec_id = next(self._ids)
-        detector = SpeechDetector() if self.options.skip_silence else None
+        detector = SpeechDetector() if self.options.skip_silence or self.options.auto_stop_s else None
         with self._lock:
             pre = self._ring.latest(self.options.pre_roll_ms * SAMPLE_RATE // 1000)
             self._takes[rec_id] = _Take(rec_id, [pre], len(pre), detector, new=[pre])
@@ -186,6 +195,13 @@ class Recorder:
                 except Exception:  # never let the check kill the audio stream or lose the dictation
                     log.exception("speech check failed; this recording will be transcribed unchecked")
                     take.detector = None
+            if (self.options.auto_stop_s and take.remaining is None and not take.silence_said
+                    and take.detector is not None and take.detector.silent_s >= self.options.auto_stop_s):
+                take.silence_said = True
+                log.info("recording %d: %.1f s without speech after speaking (Stop after silence)", take.rec_id,
+                         take.detector.silent_s)
+                if self.on_silence is not None:
+                    self.on_silence(take.rec_id)
             if take.remaining and take.detector is not None and take.detector.ended:  # stopped talking
                 with self._lock:
                     if self._takes.pop(take.rec_id, None) is take:
@@ -210,11 +226,13 @@ class Recorder:
     def _deliver(self, take: _Take, source_lost: bool = False) -> None:
         audio = np.concatenate(take.chunks) if take.chunks else np.zeros(0, np.float32)
         speech = True
-        if take.detector is not None:
+        if take.detector is not None and self.options.skip_silence:
             try:
                 speech = take.detector.finish()
             except Exception:  # a broken silence check must not lose the dictation
                 log.exception("speech check failed; transcribing anyway")
+        if take.silence_said and take.detector is not None:  # ended by the silence: drop all but the post-roll
+            audio = audio[:take.detector.speech_end + self.options.post_roll_ms * SAMPLE_RATE // 1000]
         post_roll_ms = 0.0 if take.post_roll_from is None else (take.length - take.post_roll_from) / SAMPLE_RATE * 1000
         log.info("recording %d finished: %.2f s, speech=%s, post-roll %.0f ms", take.rec_id, len(audio) / SAMPLE_RATE,
                  speech, post_roll_ms)

@@ -83,6 +83,8 @@ class SpeechDetector:
         self._buffer = np.zeros(CONTEXT, dtype=np.float32)  # context followed by samples not yet analysed
         self._speech_windows = 0
         self._silent_run = 0  # windows without speech since the last speech-like one
+        self._analysed = 0  # samples analysed so far
+        self.speech_end = 0  # the sample where the newest speech-like window ends
 
     @property
     def speech(self) -> bool:
@@ -91,6 +93,11 @@ class SpeechDetector:
     @property
     def ended(self) -> bool:
         return self.speech and self._silent_run >= END_WINDOWS
+
+    @property
+    def silent_s(self) -> float:
+        """Seconds without speech since the speaker last spoke (0 until speech was heard)."""
+        return self._silent_run * WINDOW / SAMPLE_RATE if self.speech else 0.0
 
     def feed(self, samples: np.ndarray) -> None:
         """Take new 16 kHz samples; analyse them now if the model is loaded (never wait for it here:
@@ -111,9 +118,11 @@ class SpeechDetector:
     def _analyse(self) -> None:
         while len(self._buffer) >= CONTEXT + WINDOW:
             prob, self._state = self._model.step(self._buffer[:CONTEXT + WINDOW], self._state)
+            self._analysed += WINDOW
             if prob >= THRESHOLD:
                 self._speech_windows += 1
                 self._silent_run = 0
+                self.speech_end = self._analysed
             else:
                 self._silent_run += 1
             self._buffer = self._buffer[WINDOW:]

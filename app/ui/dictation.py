@@ -41,6 +41,7 @@ _WORKER_STATUS = {"stopped": "The speech model is not loaded.", "starting": "Sta
 
 class DictationApp(QObject):
     _recording_done = Signal(object)  # emitted on the audio thread, handled on the GUI thread
+    _speech_paused = Signal(int)  # likewise: the hands-free stop's silence was heard (recording id)
     submitted = Signal(str, object)  # job id, the audio sent to the worker (history keeps it when asked)
     # job id, the worker's result with `text` through the text pipeline and the engine's text as `raw_text`:
     # what the paste, the overlay and the history all take.
@@ -56,7 +57,7 @@ class DictationApp(QObject):
         self.controller = Controller(self, mode=settings.mode, tap_s=settings.tap_ms / 1000)
         self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
             pre_roll_ms=settings.pre_roll_ms, post_roll_ms=settings.post_roll_ms, max_seconds=settings.max_seconds,
-            skip_silence=settings.skip_silence))
+            skip_silence=settings.skip_silence, auto_stop_s=settings.auto_stop_s), on_silence=self._speech_paused.emit)
         self._worker_command, self._worker_env = worker_command, worker_env
         # A worker on this computer or a speech server, switched live when Settings change between them.
         self.worker = SpeechSwitch(settings.engine_spec(), self._speech_client, self)
@@ -68,6 +69,7 @@ class DictationApp(QObject):
 
         c = self.controller
         self._recording_done.connect(c.recording_finished, QUEUED)
+        self._speech_paused.connect(c.speech_paused, QUEUED)
         self.worker.result.connect(self._finish_text)
         self.transcribed.connect(self._transcribed, QUEUED)
         self.worker.failed.connect(lambda job, code, message: c.transcription_failed(job, message), QUEUED)
@@ -120,7 +122,7 @@ class DictationApp(QObject):
         try:
             self.paster.injector.warm_up()
             self._watch_input()
-            if self.settings.skip_silence:
+            if self.settings.skip_silence or self.settings.auto_stop_s:
                 VadModel.shared()
         except UserError as exc:  # the dictation that needs it will report it
             log.warning("warm-up: %s", exc)

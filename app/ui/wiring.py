@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import sqlite3
+import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 
 from app import autostart
+from app.audio.vad import VadModel
 from app.config import Settings, settings_path
 from app.controller import State
 from app.desktop.keys import parse_combo
@@ -53,7 +55,7 @@ if TYPE_CHECKING:  # the windows are imported when first opened: they cost start
 
 log = logging.getLogger(__name__)
 _ENGINE_FIELDS = {"engine", "model", "quantization", "device", "server_url", "compile"}
-_RECORDER_FIELDS = {"pre_roll_ms", "post_roll_ms", "max_seconds", "skip_silence", "warm_microphone"}
+_RECORDER_FIELDS = {"pre_roll_ms", "post_roll_ms", "max_seconds", "skip_silence", "warm_microphone", "auto_stop_s"}
 _PASTE_FIELDS = {"paste_method", "paste_keys", "restore_clipboard", "space_between"}
 _ACTIVE_POLL_MS, _IDLE_POLL_MS = 33, 120
 
@@ -340,7 +342,10 @@ class AppUi(QObject):
         if names & _RECORDER_FIELDS:
             app.recorder.configure(dataclasses.replace(
                 app.recorder.options, pre_roll_ms=new.pre_roll_ms, post_roll_ms=new.post_roll_ms,
-                max_seconds=new.max_seconds, skip_silence=new.skip_silence, warm=new.warm_microphone))
+                max_seconds=new.max_seconds, skip_silence=new.skip_silence, warm=new.warm_microphone,
+                auto_stop_s=new.auto_stop_s))
+            if (new.skip_silence or new.auto_stop_s) and VadModel.loaded() is None:  # the check hears nothing unloaded
+                threading.Thread(target=VadModel.shared, name="vad-load", daemon=True).start()
         if "microphone" in names:
             self._pending_microphone = new.microphone  # swapped once no recording uses the old one
             if app.controller.state in (State.IDLE, State.ERROR):
