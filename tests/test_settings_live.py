@@ -426,3 +426,11 @@ def test_a_shorter_retention_asks_before_it_deletes_transcripts(env, qtbot):
     assert ui.history.count() == 20 and ui.store.settings.history_max == 20
     keep.setValue(500)  # deletes nothing: no question
     assert len(seen) == 2 and ui.store.settings.history_max == 500
+
+
+def test_the_recording_hint_names_the_hands_free_pause(env, qtbot):
+    env.ui.store.set("auto_stop_s", 2)
+    env.app.controller.state = State.RECORDING
+    qtbot.waitUntil(lambda: env.ui.overlay.mode == "recording")
+    assert "Release (or tap Ctrl+Shift+Space) to finish, or pause 2 s · Esc cancels" in env.ui.overlay.counter.text()
+    assert env.app.recorder.options.auto_stop_s == 2

@@ -243,6 +243,8 @@ class AppUi(QObject):
             return ""
         stop = {"hold": f"Release {combo} to finish", "toggle": f"Press {combo} again to finish",
                 "hybrid": f"Release (or tap {combo}) to finish"}.get(s.mode, "")
+        if s.auto_stop_s and s.mode != "hold":  # a held key is never ended by a pause
+            stop += f", or pause {s.auto_stop_s} s"
         return f"{stop} · {cancel} cancels"
 
     def _progress(self, job_id: str, step: int, total: int, draft: str) -> None:
