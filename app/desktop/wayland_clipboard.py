@@ -289,6 +289,10 @@ def _write_all(fd: int, data: bytes) -> None:
         os.close(fd)
 
 
+class ClipboardUnreachable(Exception):
+    """The compositor cannot be reached through data-control (gone, or not answering)."""
+
+
 class DataControlClipboard:
     """The `Clipboard` of paste.py on Wayland compositors with a data-control protocol."""
 
@@ -296,13 +300,14 @@ class DataControlClipboard:
     _lock = threading.Lock()
 
     def __init__(self) -> None:
-        self._control = self.connection()
+        self.connection()
 
     @classmethod
     def connection(cls) -> DataControl:
-        """One connection per process (the dictation's paster and "Paste again" share it)."""
+        """One connection per process (the dictation's paster and "Paste again" share it), made anew once
+        the compositor has closed it (a compositor restarted under a running app)."""
         with cls._lock:
-            if cls._shared is None:
+            if cls._shared is None or cls._shared.lost:
                 cls._shared = DataControl()
             return cls._shared
 
@@ -315,19 +320,27 @@ class DataControlClipboard:
             return False
         return True
 
+    def _call(self, method: str, *args):
+        """`DataControl.<method>(*args)` on its thread; ClipboardUnreachable when the compositor is not there."""
+        try:
+            control = self.connection()
+            return control.call(getattr(control, method), *args)
+        except (OSError, TimeoutError, RuntimeError, ValueError) as exc:  # pywayland: ValueError, RuntimeError
+            raise ClipboardUnreachable(str(exc)) from exc
+
     def snapshot(self, primary: bool = False) -> Saved | str | None | object:
         """What the clipboard holds; UNKNOWN when it could not be read, and then nothing is put back."""
         try:
-            return self._control.call(self._control.current)
-        except (OSError, TimeoutError) as exc:
+            return self._call("current")
+        except ClipboardUnreachable as exc:
             log.warning("clipboard: could not save the clipboard: %s", exc)
             return UNKNOWN
 
     def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> SelectionOffer:
         offer = SelectionOffer(text)
         try:
-            self._control.call(self._control.offer, offer)
-        except (OSError, TimeoutError) as exc:
+            self._call("offer", offer)
+        except ClipboardUnreachable as exc:
             raise UserError(f"The text could not be put on the clipboard ({exc}).", code="clipboard_failed") from None
         return offer
 
@@ -335,16 +348,16 @@ class DataControlClipboard:
         """The text stays for the user to paste by hand: ours serves every read, so only a selection that
         someone else took meanwhile needs offering again."""
         try:
-            held = self._control.call(self._control.held)
-        except (OSError, TimeoutError):
+            held = self._call("held")
+        except ClipboardUnreachable:
             held = None  # offer() then says what went wrong
         if held != text:
             self.offer(text)
 
     def still_ours(self, offer: SelectionOffer) -> bool:
         try:
-            return self._control.call(self._control.owns, offer)
-        except (OSError, TimeoutError):
+            return self._call("owns", offer)
+        except ClipboardUnreachable:
             return False  # nothing is put back over what we can no longer see
 
     def restore(self, snapshot: Saved | str | None | object, offer: SelectionOffer) -> None:
@@ -353,17 +366,17 @@ class DataControlClipboard:
         saved = Saved({mime: snapshot.encode() for mime in TEXT_TYPES}) if isinstance(snapshot, str) else snapshot
         try:
             if saved is None:
-                self._control.call(self._control.clear)
+                self._call("clear")
             else:
-                self._control.call(self._control.offer, saved)
-        except (OSError, TimeoutError) as exc:
+                self._call("offer", saved)
+        except ClipboardUnreachable as exc:
             log.warning("clipboard: could not put the clipboard back: %s", exc)
 
     def close(self) -> None:
         """At exit: what we serve would be gone with us, so wl-copy (a process of its own) takes it over."""
         try:
-            held = self._control.call(self._control.held)
-        except (OSError, TimeoutError):
+            held = self._call("held")
+        except ClipboardUnreachable:
             return
         if held is None or not shutil.which("wl-copy"):
             return
