@@ -151,6 +151,11 @@ class DataControl:
         except Exception as exc:  # the compositor closed the connection: nothing to serve any more
             self.lost = f"the Wayland connection was lost ({exc})"
             log.warning("clipboard: %s", self.lost)
+        finally:
+            # Freed here, in order: pywayland frees each object and the connection when Python collects
+            # them, and collected together (they form cycles) an object could be freed after its
+            # connection: a crash, seen in the suite once a compositor had gone away.
+            self._display.disconnect()
 
     def _serve(self) -> None:
         fd = self._display.get_fd()
