@@ -335,3 +335,50 @@ def test_text_left_on_the_clipboard_outlives_the_app(wayland):
     done = subprocess.run([PYTHON, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert wayland.clipboard() == "left for the user"
+
+
+GONE_SCRIPT = """
+import gc, sys, time
+from app.desktop.wayland_clipboard import DataControlClipboard
+import subprocess
+clipboard = DataControlClipboard()
+for n in range(5):  # offers of others' copies, our offers and the clipboard put back: objects of each kind
+    subprocess.run(["wl-copy", f"copied {n}"], check=True)
+    saved = clipboard.snapshot()
+    offer = clipboard.offer(f"words on offer {n}")
+    clipboard.restore(saved, offer)
+clipboard.offer("words on offer")
+print("offered", flush=True)
+sys.stdin.readline()  # the compositor is stopped meanwhile
+control = DataControlClipboard._shared
+deadline = time.monotonic() + 20
+while control._display._ptr is not None and time.monotonic() < deadline:
+    time.sleep(0.05)
+assert control.lost, "the selection thread did not see the compositor go"
+# freed in order by the thread itself: every object before the connection, none left for the GC
+assert control._display._ptr is None and control._device.destroyed and control._registry.destroyed
+del clipboard, control
+DataControlClipboard._shared = None
+gc.collect()
+print("collected", flush=True)
+"""
+
+
+def test_a_compositor_that_goes_away_leaves_the_app_running(tmp_path):
+    """Once the compositor closed the connection, Python collected the connection's objects in any order,
+    and one freed after the connection itself crashed the process (a segfault in the suite, not every
+    run). The thread that served the clipboard now frees them in order; the GC then finds nothing to free."""
+    session = WaylandSession(tmp_path, config_home=tmp_path / "config").start()
+    # glibc fills freed memory, so that a use after free fails here rather than some time later
+    env = {**session.env, "QT_QPA_PLATFORM": "offscreen", "MALLOC_PERTURB_": "165", "MALLOC_CHECK_": "3"}
+    app = subprocess.Popen([PYTHON, "-c", GONE_SCRIPT], env=env, cwd=ROOT, stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "offered", app.stderr.read()
+        session.stop()
+        out, err = app.communicate("go\n", timeout=60)
+    finally:
+        session.stop()
+        if app.poll() is None:
+            app.kill()
+    assert app.returncode == 0 and out.strip() == "collected", f"rc {app.returncode}\n{err[-3000:]}"
