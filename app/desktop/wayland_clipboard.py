@@ -90,7 +90,11 @@ class Saved:
 
 
 class DataControl:
-    """One Wayland connection, its data-control device and the thread that serves our selection."""
+    """One Wayland connection, its data-control device and the thread that serves our selection.
+
+    One at a time per process: pywayland gives an object the compositor creates (an offer) the
+    connection of the first live registry it knows, whichever connection the object came on. With two
+    connections, one's offers were freed by the other's thread (a crash, seen in the suite)."""
 
     def __init__(self) -> None:
         self._display = Display()
@@ -154,8 +158,12 @@ class DataControl:
         finally:
             # Freed here, in order: pywayland frees each object and the connection when Python collects
             # them, and collected together (they form cycles) an object could be freed after its
-            # connection: a crash, seen in the suite once a compositor had gone away.
+            # connection: a crash, seen in the suite once a compositor had gone away. The objects are then
+            # let go, the registry above all (see the class docstring).
             self._display.disconnect()
+            self._registry = self._seat = self._device = self._manager = None
+            self._selection, self._primary, self._pending = None, None, {}
+            self._source = self._serving = None
 
     def _serve(self) -> None:
         fd = self._display.get_fd()

@@ -156,10 +156,10 @@ def test_hold_to_talk_with_a_press_and_a_release_binding(wayland, wayland_app, w
 
 @pytest.fixture
 def wayland_client(wayland, monkeypatch):
-    """This process as a client of the sway session, with a data-control connection of its own to it."""
+    """This process as a client of the sway session. Its data-control connection is made by the first test
+    that pastes and shared by the others, as in the app: one per process (see DataControl)."""
     for name in ("WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SWAYSOCK"):
         monkeypatch.setenv(name, wayland.env[name])
-    monkeypatch.setattr(DataControlClipboard, "_shared", None)
 
 
 @pytest.fixture
@@ -349,15 +349,16 @@ for n in range(5):  # offers of others' copies, our offers and the clipboard put
     clipboard.restore(saved, offer)
 clipboard.offer("words on offer")
 print("offered", flush=True)
-sys.stdin.readline()  # the compositor is stopped meanwhile
 control = DataControlClipboard._shared
+device, registry = control._device, control._registry
+sys.stdin.readline()  # the compositor is stopped meanwhile
 deadline = time.monotonic() + 20
 while control._display._ptr is not None and time.monotonic() < deadline:
     time.sleep(0.05)
 assert control.lost, "the selection thread did not see the compositor go"
 # freed in order by the thread itself: every object before the connection, none left for the GC
-assert control._display._ptr is None and control._device.destroyed and control._registry.destroyed
-del clipboard, control
+assert control._display._ptr is None and device.destroyed and registry.destroyed and control._registry is None
+del clipboard, control, device, registry
 DataControlClipboard._shared = None
 gc.collect()
 print("collected", flush=True)
