@@ -84,15 +84,21 @@ def test_clicking_again_keeps_the_old_hotkey(qtbot):
     assert not edit.capturing and changes == [] and edit.combo() == "<alt_r>" and edit.text() == "Right Alt"
 
 
-def test_a_bare_letter_pressed_in_settings_is_refused_and_the_old_hotkey_shown(qtbot, tmp_path):
-    """Pressing A (or Esc) set the hotkey to it: saved, grabbed from every program, and the user could no
-    longer type an "a" or cancel anything. It is refused beside the field; the button shows what still applies."""
-    path = tmp_path / "settings.json"
+def keys_page(qtbot, path):
+    """A settings store on `path` and its window, showing the Keys page."""
     store = SettingsStore(path=path)
     window = SettingsWindow(store, mic_monitor=False)
     qtbot.addWidget(window)
     window.show()
     window.show_page("Keys")
+    return store, window
+
+
+def test_a_bare_letter_pressed_in_settings_is_refused_and_the_old_hotkey_shown(qtbot, tmp_path):
+    """Pressing A (or Esc) set the hotkey to it: saved, grabbed from every program, and the user could no
+    longer type an "a" or cancel anything. It is refused beside the field; the button shows what still applies."""
+    path = tmp_path / "settings.json"
+    store, window = keys_page(qtbot, path)
     hotkey, error = window.editors["hotkey"].widget, window.errors["hotkey"]
     for key in (Qt.Key.Key_A, Qt.Key.Key_Escape):
         hotkey.click()
@@ -113,11 +119,7 @@ def test_one_key_cannot_both_start_and_cancel(qtbot, tmp_path):
     """With F9 as hotkey and cancel key, the press that stops a dictation would also throw it away. The
     second of the two to be set to it is refused beside its field, and nothing is saved."""
     path = tmp_path / "settings.json"
-    store = SettingsStore(path=path)
-    window = SettingsWindow(store, mic_monitor=False)
-    qtbot.addWidget(window)
-    window.show()
-    window.show_page("Keys")
+    store, window = keys_page(qtbot, path)
     hotkey, cancel = window.editors["hotkey"].widget, window.editors["cancel_key"].widget
     hotkey.click()
     capture(hotkey, (Qt.Key.Key_F9, 0))
