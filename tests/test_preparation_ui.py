@@ -68,7 +68,8 @@ def test_the_model_page_shows_the_pieces_then_ready_and_a_dictation_is_answered_
     results: dict[str, dict] = {}
     worker.result.connect(lambda job, transcript: results.__setitem__(job, transcript))
     worker.start()
-    qtbot.waitUntil(lambda: worker.preparation.get("label"), timeout=LONG)  # a piece is under way
+    # a piece is under way (a callback returning None counts as met at once: hence bool)
+    qtbot.waitUntil(lambda: bool(worker.preparation.get("label")), timeout=LONG)
     engine_field = ui.settings_window.editors["engine"].widget
     # laid out at the top of the Model page, above the engine choice
     qtbot.waitUntil(lambda: status.isVisible() and 0 < status.geometry().bottom() < engine_field.geometry().top())
@@ -84,7 +85,7 @@ def test_the_model_page_shows_the_pieces_then_ready_and_a_dictation_is_answered_
     speech = load_audio(next(c for c in clips(source="librivox") if c.id == "librivox-0880").path)
     job = worker.submit(speech, language="en", steps=4)
     qtbot.waitUntil(lambda: job in results, timeout=LONG)
-    qtbot.waitUntil(lambda: worker.preparation.get("total") and worker.preparation["label"] is None, timeout=LONG)
+    qtbot.waitUntil(lambda: bool(worker.preparation.get("total")) and worker.preparation["label"] is None, timeout=LONG)
 
     running = [s for s in seen if s[2]]
     assert running, "the worker reported its pieces"
