@@ -226,6 +226,23 @@ def test_tidy_keeps_what_needs_no_repair():
     assert tidy("我们明天见。", "zh") == "我们明天见。"
 
 
+@pytest.mark.parametrize("raw, written", [
+    ("建建其恒毫,我们是外面之物犯法。", "建建其恒毫，我们是外面之物犯法。"),  # Whisper base's own mix
+    ("你能把报告发给我吗?", "你能把报告发给我吗？"),
+    ("OK, 我们走吧!", "OK，我们走吧！"),  # the space after a converted mark goes with it
+    ("真的吗?!", "真的吗？！"),
+    ("时间:十点", "时间：十点"),
+])
+def test_mandarin_marks_are_full_width(raw, written):
+    assert tidy(raw, "zh") == written
+
+
+@pytest.mark.parametrize("text", ["版本2.0发布了。", "我用Node.js写的。", "我们...然后呢", "会议在10:30开始。",
+                                  "我买了iPhone 15."])
+def test_mandarin_keeps_marks_that_touch_no_han(text):
+    assert tidy(text, "zh") == text
+
+
 @pytest.mark.parametrize("text", ["Let's meet at 5 p.m. tomorrow.", "Use a tool, e.g. a hammer, i.e. this one.",
                                   "I was thinking... maybe not.", "Wait... what?"])
 def test_an_ellipsis_or_abbreviation_ends_no_sentence(text):

@@ -7,12 +7,15 @@ word that has a capital inside ("iPhone", "gRPC"), nor an address: a replacement
 capitalised only when the engine wrote its transcript that way (`capitalise_start`: "Um, so" -> "So"),
 so a transcript the engine began in lower case stays so. An ellipsis or the last dot of an abbreviation ("p.m.", "e.g.") ends no
 sentence: "thinking... maybe" and "at 5 p.m. tomorrow" stay as the engine wrote them. French puts a
-space before ? ! : ; (typography): that space is kept there and removed elsewhere.
+space before ? ! : ; (typography): that space is kept there and removed elsewhere. Mandarin's marks
+are full-width (app/text/fullwidth.py).
 """
 
 from __future__ import annotations
 
 import re
+
+from app.text.fullwidth import full_width_marks
 
 _CLOSING = {"default": r"[,.;:!?)\]…]", "fr": r"[,.)\]…]"}
 # A word to capitalise: not the start of an e-mail or web address ("ana@example.org", "example.org", "https://").
@@ -29,6 +32,8 @@ def tidy(text: str, language: str, *, capitalise_start: bool = True) -> str:
     text = re.sub(r"[,;:]+(?=\s*[.!?](?!\w))", "", text)  # "We should, ." after a removed filler
     text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)  # ", ," after a removed filler
     text = re.sub(r"(?m)^[ ,;:]+", "", text)  # punctuation left at the start of a line
+    if language == "zh":
+        text = full_width_marks(text)
     if language == "fr":  # "ça va ?": a space before a closing double mark, not inside "https://"
         text = re.sub(r"(?<=\w)([?!:;])(?=\s|$)", r" \1", text)
     text = text.strip()
