@@ -136,6 +136,8 @@ def test_check_replacements_names_the_malformed_entry():
     ("de", "Äh, ich glaube, ähm, das ist gut.", "Ich glaube, das ist gut."),
     ("fr", "Euh, je pense que oui.", "Je pense que oui."),
     ("es", "Eh, este, no sé.", "No sé."),
+    ("es", "Bueno, este, no sé.", "Bueno, no sé."),
+    ("es", "Sí. Este... no sé.", "Sí. No sé."),
 ])
 def test_fillers_removed_per_language(language, raw, clean):
     assert tidy(remove_fillers(raw, language), language) == clean
@@ -144,6 +146,9 @@ def test_fillers_removed_per_language(language, raw, clean):
 @pytest.mark.parametrize("language, text", [
     ("en", "The umbrella and the user erred."),  # fillers inside words stay
     ("es", "Este libro es bueno."),  # "este" is "this" unless followed by a pause
+    ("es", "Vivo en el este, cerca del mar."),  # "east": was "Vivo en el cerca del mar."
+    ("es", "Me gusta este, no aquel."),  # "this one", followed by a comma but inside the clause
+    ("es", "Al oeste, el mar."),
     ("de", "Ähnlich wie Öhringen."),
     ("en", "Euh is French, äh is German."),  # only the transcript language's list applies
 ])

@@ -1,12 +1,13 @@
 """Filler words ("um", "äh", "euh") out of the transcript, per language.
 
 Only hesitation sounds are listed, never words with a meaning of their own, with one exception:
-Spanish "este" is also "this", so it is removed only where the model marked it as a pause (followed
-by a comma or an ellipsis: "este, no sé"), never in "este libro". A comma or ellipsis right after a
-filler goes with it; the spacing step then tidies what is left ("So, um, yes" -> "So, yes"). A filler
-that is a sentence of its own ("Um." "Hmm?" "Uh, um.") goes with its full stop or question mark, so a
-dictation of only "Um." pastes nothing and "I see. Um. Yes." does not become "I see.. Yes.". A filler
-joined to a word by a hyphen or apostrophe is part of that word ("uh-oh", "uh-huh", "mm-hmm") and stays.
+Spanish "este" is also "this" and "east", so it is removed only where the model marked it as a pause
+(followed by a comma or an ellipsis) at the start of a sentence or clause ("Este, no sé", "Bueno, este,
+no sé"), never in "este libro", "Vivo en el este, cerca del mar" or "Me gusta este, no aquel". A comma
+or ellipsis right after a filler goes with it; the spacing step then tidies what is left ("So, um, yes"
+-> "So, yes"). A filler that is a sentence of its own ("Um." "Hmm?" "Uh, um.") goes with its full stop
+or question mark, so a dictation of only "Um." pastes nothing and "I see. Um. Yes." does not become
+"I see.. Yes.". A filler joined to a word by a hyphen or apostrophe is part of that word ("uh-oh", "uh-huh", "mm-hmm") and stays.
 Hindi and Mandarin have no list yet: their transcripts are left as they are.
 """
 
@@ -20,8 +21,9 @@ FILLERS: dict[str, tuple[str, ...]] = {
     "fr": ("euh", "heu", "bah euh"),
     "es": ("eh", "em", "mmm"),
 }
-# Fillers that are real words elsewhere: removed only when followed by a pause mark.
+# Fillers that are real words elsewhere: removed only at a sentence or clause start, followed by a pause mark.
 PAUSE_ONLY: dict[str, tuple[str, ...]] = {"es": ("este", "pues nada")}
+_CLAUSE_START = r"(?:^|(?<=[,;:.!?¿¡…\n]))"
 _AFTER = r"(?:\s*(?:,|\.\.\.|…))?"
 # At the start of the transcript, of a line or of a sentence: there the filler's own full stop or
 # question mark ends a sentence that holds nothing else.
@@ -38,7 +40,7 @@ def remove_fillers(text: str, language: str) -> str:
         text = re.sub(rf"{filler}{_AFTER}", "", text, flags=re.IGNORECASE)
     if pause_only:
         alternatives = "|".join(re.escape(f) for f in pause_only)
-        text = re.sub(rf"(?<!\w)(?:{alternatives})\s*(?:,|\.\.\.|…)", "", text, flags=re.IGNORECASE)
+        text = re.sub(rf"{_CLAUSE_START}(\s*)(?:{alternatives})\s*(?:,|\.\.\.|…)", r"\1", text, flags=re.IGNORECASE)
     return text
 
 
