@@ -212,6 +212,27 @@ def test_spoken_punctuation_leaves_words_joined_by_a_hyphen(language, text):
     assert finish(text, language, TextOptions(spoken_punctuation=True)) == text
 
 
+@pytest.mark.parametrize("language, text", [
+    ("de", "Das ist ein wichtiger Punkt für uns."),  # was "Das ist ein wichtiger. Für uns."
+    ("de", "Ich brauche eine neue Zeile hier."),
+    ("de", "Ein Komma steht im falschen Satz, und der Punkt fehlt."),
+    ("en", "Add a new line of code and a comma."),
+    ("fr", "Le point est clair, une virgule manque."),
+    ("es", "El punto es claro y una coma sobra."),
+])
+def test_a_command_after_a_determiner_is_the_noun(language, text):
+    assert finish(text, language, TextOptions(spoken_punctuation=True)) == text
+
+
+@pytest.mark.parametrize("language, raw, written", [
+    ("de", "Ich sehe den Hund Punkt", "Ich sehe den Hund."),  # a capitalised noun between: a command
+    ("de", "Das gefällt mir am besten Punkt", "Das gefällt mir am besten."),
+    ("en", "I want that period", "I want that."),  # "that" can end a clause
+])
+def test_a_command_after_a_determiner_and_its_noun_is_a_command(language, raw, written):
+    assert finish(raw, language, TextOptions(spoken_punctuation=True)) == written
+
+
 # ---- spacing and capitalisation ------------------------------------------------------------------------
 def test_tidy_repairs_spacing_and_sentence_starts():
     assert tidy("  hello ,  world .  next one ! ok", "en") == "Hello, world. Next one! Ok"

@@ -44,3 +44,15 @@ def test_spanish_este_that_means_east_stays(faster_whisper_base, tmp_path):
     raw = faster_whisper_base.transcribe(audio, language="es").text
     assert re.search(r"\bel este,", raw), raw  # what the test is about happened
     assert "el este, cerca" in finish(raw, "es", TextOptions())
+
+
+@pytest.mark.slow
+def test_german_punkt_after_a_determiner_is_the_noun(faster_whisper_base, tmp_path):
+    """Whisper base writes "Das ist ein wichtiger Punkt für uns."; with spoken punctuation on, "Punkt" (point) was
+    taken for the full stop and "Das ist ein wichtiger. Für uns." pasted."""
+    from tests.data.build import synthesize
+
+    audio = synthesize("Das ist ein wichtiger Punkt für uns.", "de", tmp_path)
+    raw = faster_whisper_base.transcribe(audio, language="de").text
+    assert "ein wichtiger Punkt" in raw, raw  # what the test is about happened
+    assert "ein wichtiger Punkt für uns" in finish(raw, "de", TextOptions(spoken_punctuation=True))

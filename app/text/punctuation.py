@@ -5,7 +5,10 @@ Off by default (Settings): with it on, the words are always commands, as in macO
 The model often writes its own punctuation around a spoken command ("Hello, comma, how are you?"),
 so punctuation touching a punctuation command is absorbed into it; a layout command ("new line")
 keeps what comes before it and absorbs what follows. Spanish opening marks (¿ ¡) are not inserted.
-A command joined to another word by a hyphen is part of that word: "comma-separated" stays.
+A command joined to another word by a hyphen is part of that word: "comma-separated" stays. Nor is a
+command right after a determiner one: "ein wichtiger Punkt für uns", "a new line of code", "le point"
+name the thing (a dictated command ends a clause, which never ends with an article); in German, where
+only nouns are capitalised, a lower-case adjective may stand between them ("ein wichtiger Punkt").
 """
 
 from __future__ import annotations
@@ -32,6 +35,19 @@ LAYOUT: dict[str, dict[str, str]] = {
     "es": {"nueva línea": "\n", "nuevo párrafo": "\n\n", "punto y aparte": ".\n"},
 }
 _MARKS = r"[,.;:!?¿¡…]"
+# Determiners: a command right after one is the noun it names. Only words that cannot end a clause: not
+# "that", "her" (English), "das", "die" (German pronouns too), "am" ("am besten"), "este" (Spanish "this one").
+DETERMINERS: dict[str, tuple[str, ...]] = {
+    "en": ("a", "an", "the", "my", "your", "our", "their", "its", "every", "each"),
+    "de": ("der", "den", "dem", "des", "ein", "eine", "einen", "einem", "einer", "eines", "kein", "keine",
+           "keinen", "keinem", "keiner", "keines", "mein", "meine", "meinen", "meinem", "meiner", "dein",
+           "deine", "deinen", "deinem", "deiner", "unser", "unsere", "unseren", "unserem", "unserer", "diese",
+           "diesen", "diesem", "dieser", "dieses", "jede", "jeden", "jedem", "jeder", "jedes", "zum", "zur", "im",
+           "beim", "vom", "ins"),
+    "fr": ("le", "la", "un", "une", "ce", "cet", "cette", "du", "au", "chaque", "mon", "ton", "son", "notre",
+           "votre", "leur"),
+    "es": ("el", "la", "un", "una", "del", "al", "cada", "mi", "tu", "su", "nuestro", "nuestra"),
+}
 
 
 def spoken_punctuation(text: str, language: str) -> str:
@@ -45,7 +61,11 @@ def spoken_punctuation(text: str, language: str) -> str:
     pattern = re.compile(rf"(\s*{_MARKS}*)\s*(?<!\w)(?<!\w[-'’])({alternatives})(?![-'’]?\w){_MARKS}*",
                          re.IGNORECASE)
 
+    names_a_thing = _after_determiner(language)
+
     def command(match: re.Match[str]) -> str:
+        if not match.group(1).strip() and names_a_thing and names_a_thing.search(text, 0, match.start()):
+            return match.group(0)
         written, absorbs_before = by_phrase[_key(match.group(2))]
         before = "" if absorbs_before else match.group(1).strip()
         return before + written
@@ -60,3 +80,12 @@ def _phrase(spoken: str) -> str:
 
 def _key(spoken: str) -> str:
     return " ".join(re.split(r"[\s\-]+", spoken.casefold()))
+
+
+def _after_determiner(language: str) -> re.Pattern[str] | None:
+    """Text that ends with a determiner (and, in German, a lower-case adjective after it), then spaces."""
+    if language not in DETERMINERS:
+        return None
+    determiner = rf"(?<![\w'’\-])(?i:{'|'.join(DETERMINERS[language])})"
+    adjective = r"(?:\s+[a-zäöüß]\w*)?" if language == "de" else ""
+    return re.compile(rf"{determiner}{adjective}\s*$")
