@@ -269,10 +269,25 @@ def test_mandarin_keeps_marks_that_touch_no_han(text):
     assert tidy(text, "zh") == text
 
 
-@pytest.mark.parametrize("text", ["Let's meet at 5 p.m. tomorrow.", "Use a tool, e.g. a hammer, i.e. this one.",
-                                  "I was thinking... maybe not.", "Wait... what?"])
-def test_an_ellipsis_or_abbreviation_ends_no_sentence(text):
-    assert finish(text, "en", TextOptions()) == text  # not "5 p.m. Tomorrow", "thinking... Maybe"
+@pytest.mark.parametrize("language, text", [
+    ("en", "Let's meet at 5 p.m. tomorrow."),  # not "5 p.m. Tomorrow"
+    ("en", "Use a tool, e.g. a hammer, i.e. this one."),
+    ("en", "I was thinking... maybe not."),  # not "thinking... Maybe"
+    ("en", "Wait... what?"),
+    ("en", "Mr. and Mrs. Smith are coming to dinner."),  # was "Mr. And Mrs. Smith"
+    ("en", "We need pens, paper, etc. and a stapler."),  # was "etc. And a stapler"
+    ("de", "Wir brauchen z. B. mehr Zeit, d. h. wir warten."),  # was "z. B. Mehr Zeit, d. H. Wir warten"
+    ("de", "Äpfel, Birnen usw. und dann Brot, bzw. was da ist."),
+    ("fr", "Voir p. ex. le chapitre, cf. la note."),
+    ("es", "El Sr. y la Sra. García, p. ej. los dos."),
+])
+def test_an_ellipsis_or_abbreviation_ends_no_sentence(language, text):
+    assert finish(text, language, TextOptions()) == text
+
+
+def test_a_sentence_the_pipeline_opens_after_a_word_is_still_capitalised():
+    assert finish("I see. um, then we go.", "en", TextOptions()) == "I see. Then we go."
+    assert finish("Es ist gut Punkt danke", "de", TextOptions(spoken_punctuation=True)) == "Es ist gut. Danke"
 
 
 # ---- the whole pipeline --------------------------------------------------------------------------------

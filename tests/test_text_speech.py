@@ -56,3 +56,16 @@ def test_german_punkt_after_a_determiner_is_the_noun(faster_whisper_base, tmp_pa
     raw = faster_whisper_base.transcribe(audio, language="de").text
     assert "ein wichtiger Punkt" in raw, raw  # what the test is about happened
     assert "ein wichtiger Punkt für uns" in finish(raw, "de", TextOptions(spoken_punctuation=True))
+
+
+@pytest.mark.slow
+def test_an_abbreviation_dot_starts_no_sentence(faster_whisper_base, tmp_path):
+    """Whisper base writes "Mr. and Mrs. Smith are coming to dinner." and "We need pens, paper, etc. and a
+    stapler."; the spacing step took each abbreviation's dot for a full stop: "Mr. And Mrs.", "etc. And"."""
+    from tests.data.build import synthesize
+
+    for said, written in [("Mister and Missus Smith are coming to dinner.", "Mr. and Mrs. Smith"),
+                          ("We need pens, paper, et cetera and a stapler.", "etc. and a stapler")]:
+        raw = faster_whisper_base.transcribe(synthesize(said, "en-us", tmp_path), language="en").text
+        assert written in raw, raw  # what the test is about happened
+        assert written in finish(raw, "en", TextOptions())
