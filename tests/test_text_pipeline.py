@@ -278,11 +278,16 @@ def test_mandarin_keeps_marks_that_touch_no_han(text):
     ("en", "We need pens, paper, etc. and a stapler."),  # was "etc. And a stapler"
     ("de", "Wir brauchen z. B. mehr Zeit, d. h. wir warten."),  # was "z. B. Mehr Zeit, d. H. Wir warten"
     ("de", "Äpfel, Birnen usw. und dann Brot, bzw. was da ist."),
+    ("de", "Das Treffen ist am 10. und 11. Mai, am 3.10. und am 4. oder 5. Juni."),  # ordinals, dates
     ("fr", "Voir p. ex. le chapitre, cf. la note."),
     ("es", "El Sr. y la Sra. García, p. ej. los dos."),
 ])
 def test_an_ellipsis_or_abbreviation_ends_no_sentence(language, text):
     assert finish(text, language, TextOptions()) == text
+
+
+def test_a_number_ends_a_sentence_outside_german():
+    assert tidy("It costs 5. then we go", "en") == "It costs 5. Then we go"
 
 
 def test_a_sentence_the_pipeline_opens_after_a_word_is_still_capitalised():

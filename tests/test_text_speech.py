@@ -69,3 +69,15 @@ def test_an_abbreviation_dot_starts_no_sentence(faster_whisper_base, tmp_path):
         raw = faster_whisper_base.transcribe(synthesize(said, "en-us", tmp_path), language="en").text
         assert written in raw, raw  # what the test is about happened
         assert written in finish(raw, "en", TextOptions())
+
+
+@pytest.mark.slow
+def test_a_german_ordinal_dot_starts_no_sentence(faster_whisper_base, tmp_path):
+    """Whisper base writes "... am 10. und 11. Mai." for "am zehnten und elften Mai"; the spacing step took the
+    ordinal's dot for a full stop and pasted "am 10. Und 11. Mai"."""
+    from tests.data.build import synthesize
+
+    audio = synthesize("Das Treffen ist am zehnten und elften Mai.", "de", tmp_path)
+    raw = faster_whisper_base.transcribe(audio, language="de").text
+    assert "10. und 11." in raw, raw  # what the test is about happened
+    assert "10. und 11. Mai" in finish(raw, "de", TextOptions())
