@@ -228,6 +228,11 @@ def test_a_command_after_a_determiner_is_the_noun(language, text):
     ("de", "Ich sehe den Hund Punkt", "Ich sehe den Hund."),  # a capitalised noun between: a command
     ("de", "Das gefällt mir am besten Punkt", "Das gefällt mir am besten."),
     ("en", "I want that period", "I want that."),  # "that" can end a clause
+    ("en", "They cost two dollars each period", "They cost two dollars each."),
+    ("de", "Ich kaufe ein Punkt", "Ich kaufe ein."),  # "ein" as the verb's particle (einkaufen)
+    ("de", "Das weiß jeder Punkt", "Das weiß jeder."),
+    ("de", "Ich habe keine Komma du auch nicht", "Ich habe keine, du auch nicht"),
+    ("de", "Warte ein bisschen Punkt", "Warte ein bisschen."),
 ])
 def test_a_command_after_a_determiner_and_its_noun_is_a_command(language, raw, written):
     assert finish(raw, language, TextOptions(spoken_punctuation=True)) == written

@@ -36,18 +36,21 @@ LAYOUT: dict[str, dict[str, str]] = {
 }
 _MARKS = r"[,.;:!?¿¡…]"
 # Determiners: a command right after one is the noun it names. Only words that cannot end a clause: not
-# "that", "her" (English), "das", "die" (German pronouns too), "am" ("am besten"), "este" (Spanish "this one").
+# "that", "her", "each" ("two dollars each"), German "das", "die", "jeder", "keine", "diese", "meine" (pronouns
+# too: "Das weiß jeder"), "am" ("am besten"), Spanish "este" ("this one"). German "ein" ends many clauses as a
+# verb's particle ("Ich kaufe ein"): it counts only with an adjective after it ("ein wichtiger Punkt") or at a
+# clause's start ("Ein Komma fehlt"), where no particle stands.
 DETERMINERS: dict[str, tuple[str, ...]] = {
-    "en": ("a", "an", "the", "my", "your", "our", "their", "its", "every", "each"),
-    "de": ("der", "den", "dem", "des", "ein", "eine", "einen", "einem", "einer", "eines", "kein", "keine",
-           "keinen", "keinem", "keiner", "keines", "mein", "meine", "meinen", "meinem", "meiner", "dein",
-           "deine", "deinen", "deinem", "deiner", "unser", "unsere", "unseren", "unserem", "unserer", "diese",
-           "diesen", "diesem", "dieser", "dieses", "jede", "jeden", "jedem", "jeder", "jedes", "zum", "zur", "im",
-           "beim", "vom", "ins"),
+    "en": ("a", "an", "the", "my", "your", "our", "their", "its", "every"),
+    "de": ("der", "den", "dem", "des", "eine", "einen", "einem", "kein", "keinen", "keinem", "mein", "meinen",
+           "meinem", "dein", "deinen", "deinem", "unseren", "unserem", "diesem", "jedem", "zum", "zur", "im", "beim",
+           "vom", "ins"),
     "fr": ("le", "la", "un", "une", "ce", "cet", "cette", "du", "au", "chaque", "mon", "ton", "son", "notre",
            "votre", "leur"),
     "es": ("el", "la", "un", "una", "del", "al", "cada", "mi", "tu", "su", "nuestro", "nuestra"),
 }
+# German articles that count only with an adjective between them and the command (see above).
+WITH_ADJECTIVE: dict[str, tuple[str, ...]] = {"de": ("ein",)}
 
 
 def spoken_punctuation(text: str, language: str) -> str:
@@ -83,9 +86,15 @@ def _key(spoken: str) -> str:
 
 
 def _after_determiner(language: str) -> re.Pattern[str] | None:
-    """Text that ends with a determiner (and, in German, a lower-case adjective after it), then spaces."""
+    """Text that ends with a determiner (in German, or an article and a lower-case adjective), then spaces."""
     if language not in DETERMINERS:
         return None
-    determiner = rf"(?<![\w'’\-])(?i:{'|'.join(DETERMINERS[language])})"
-    adjective = r"(?:\s+[a-zäöüß]\w*)?" if language == "de" else ""
-    return re.compile(rf"{determiner}{adjective}\s*$")
+    start = r"(?<![\w'’\-])"
+    determiner = rf"{start}(?i:{'|'.join(DETERMINERS[language])})"
+    if language != "de":
+        return re.compile(rf"{determiner}\s*$")
+    # "ein bisschen", "ein wenig" end a clause as "a little": no adjective there
+    article = "|".join(DETERMINERS[language] + WITH_ADJECTIVE[language])
+    adjective = r"(?!(?:bisschen|bißchen|wenig)\b)[a-zäöüß]\w*"
+    opening = rf"(?:^|(?<=[,;:.!?])\s*)(?i:{'|'.join(WITH_ADJECTIVE[language])})"  # a particle never opens a clause
+    return re.compile(rf"(?:{determiner}|{opening}|{start}(?i:{article})\s+{adjective})\s*$")
