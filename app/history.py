@@ -6,11 +6,11 @@ only kept when the user asks for it (off by default), as 16-bit WAV in the same 
 an entry deletes its recording too. Everything runs on the GUI thread: one insert per dictation is
 far below a millisecond, and SQLite's WAL mode keeps a reader (the history window) from blocking it.
 A damaged file (overwritten, or pages broken by a crash or a failing disk) is moved aside as
-`history.sqlite3.broken` and a new history started with every transcript that can still be read from it,
-as a damaged settings file is salvaged: left in place, a file that was not a database stopped the history
-at every start, and one that opened but failed its queries stopped the app from starting at all. Damage
-is looked for when the file is opened (SQLite's quick check, milliseconds) and repaired the same way
-when a later query meets it.
+`history.sqlite3.broken` (`.broken.2` and on while an earlier copy is kept) and a new history started
+with every transcript that can still be read from it, as a damaged settings file is salvaged: left in
+place, a file that was not a database stopped the history at every start, and one that opened but failed
+its queries stopped the app from starting at all. Damage is looked for when the file is opened (SQLite's
+quick check, milliseconds) and repaired the same way when a later query meets it.
 """
 
 from __future__ import annotations
@@ -206,12 +206,17 @@ class History:
         return 1
 
     def _move_aside(self) -> Path:
-        """Rename the damaged file (and its WAL files) to *.broken, keeping it for the user; returns the new path."""
+        """Rename the damaged file (and its WAL files) to *.broken, keeping it for the user; returns the new path.
+        An earlier damaged copy the user has not deleted stays: this one takes the next free name (.broken.2, ...)."""
+        broken = self.path.with_name(self.path.name + ".broken")
+        number = 1
+        while any(broken.with_name(broken.name + s).exists() for s in ("", "-wal", "-shm")):
+            number += 1
+            broken = self.path.with_name(f"{self.path.name}.broken.{number}")
         for suffix in ("-wal", "-shm"):
             extra = self.path.with_name(self.path.name + suffix)
             if extra.exists():
-                extra.replace(extra.with_name(self.path.name + ".broken" + suffix))
-        broken = self.path.with_name(self.path.name + ".broken")
+                extra.replace(broken.with_name(broken.name + suffix))
         self.path.replace(broken)
         return broken
 

@@ -255,6 +255,21 @@ def test_a_partly_damaged_history_keeps_what_can_be_read_and_its_window_opens(qt
     history.close()
 
 
+def test_a_second_repair_keeps_the_first_damaged_copy(tmp_path):
+    """The second repair renamed its damaged file onto the first one's `.broken` copy, which the notice had told
+    the user to keep until no longer needed."""
+    path = tmp_path / "history.sqlite3"
+    notices: list[str] = []
+    for _ in range(2):
+        damaged = History(path)
+        fill_and_damage(damaged)
+        damaged.close()
+        History(path, on_repair=notices.append).close()
+    first, second = tmp_path / "history.sqlite3.broken", tmp_path / "history.sqlite3.broken.2"
+    assert "moved to history.sqlite3.broken and" in notices[0] and "moved to history.sqlite3.broken.2 and" in notices[1]
+    assert _readable(first) and _readable(second) and first.read_bytes() != second.read_bytes()
+
+
 def test_damage_a_later_query_meets_is_repaired_and_the_query_answered(tmp_path):
     notices: list[str] = []
     history = History(tmp_path / "history.sqlite3", on_repair=notices.append)
