@@ -22,6 +22,7 @@ from app.desktop.keys import is_modifier, parse_combo
 from app.desktop.paths import config_dir
 from app.engine import DEFAULT_MODELS, ENGINES, QUANTIZATIONS, EngineSpec
 from app.engine.base import AUTO, LANGUAGES
+from app.engine.model_source import could_name_a_model
 from app.errors import UserError
 from app.text.replacements import check_replacements
 
@@ -95,6 +96,17 @@ def _check_device(value: str) -> str:
     return value
 
 
+def _check_model(value: str) -> str:
+    """A name no engine could load ("whisper base") was saved; the model panel said so, but every dictation then
+    failed to load it. A folder that is not there now (a drive not mounted) is kept: the panel says it is missing."""
+    value = value.strip()
+    if value and not could_name_a_model(value):
+        raise UserError(f"'{value}' is neither a folder on this computer (give its full path) nor a Hugging Face id "
+                        "like openai/whisper-base; check the spelling, or leave it empty for the engine's default.",
+                        code="bad_setting")
+    return value
+
+
 def _web_address(value: str, what: str, example: str) -> str:
     """`value` without its trailing slash when it is an http(s) address with a host (and a valid port); the
     prefix alone was checked before, so "http://gpu box:8765" was saved and every connection then failed."""
@@ -133,7 +145,7 @@ class Settings:
                           "(`dictate serve`, e.g. on a GPU box) runs the model; set its Server URL and token below.",
                           group="Model", choices=ENGINES)
     model: str = setting("", "Model", "A model folder or Hugging Face id; leave empty for the engine's default.",
-                         group="Model", widget="model")
+                         group="Model", widget="model", check=_check_model)
     quantization: str = setting("auto", "Precision", "Weight precision; auto picks by free GPU memory.",
                                 group="Model", choices=QUANTIZATIONS)
     device: str = setting("auto", "Device", "Where the model runs: auto, cpu, cuda or cuda:N.", group="Model",

@@ -292,6 +292,25 @@ def test_a_server_address_no_connection_can_use_is_refused_beside_its_field(qtbo
     assert error.isHidden() and saved(path)["server_url"] == "http://gpu-box:8765"
 
 
+@pytest.mark.parametrize("name", ["whisper base", "openai/whisper base", "whisper-base"])
+def test_a_model_name_no_engine_can_load_is_refused_beside_its_field(qtbot, path, tmp_path, name):
+    """The panel said "neither a folder nor a Hugging Face id", yet the name was saved and every dictation then
+    failed to load the model. A folder that is not there now (a drive not mounted) is still taken."""
+    store = SettingsStore(path=path)
+    window = open_window(qtbot, store)
+    window.show_page("Model")
+    panel = window.editors["model"].widget
+    panel.edit.setText(name)
+    panel.edit.editingFinished.emit()
+    error = window.errors["model"]
+    assert not error.isHidden() and "neither a folder" in error.text() and "openai/whisper-base" in error.text()
+    assert not path.exists() and store.settings.model == ""
+    for accepted in ("openai/whisper-small", str(tmp_path / "unplugged drive" / "my model")):
+        panel.edit.setText(accepted)
+        panel.edit.editingFinished.emit()
+        assert error.isHidden() and saved(path)["model"] == accepted
+
+
 def test_a_refused_value_is_gone_when_the_window_opens_again(qtbot, tmp_path):
     """A device "gpu" is refused beside the field but stayed in it, red message and all, after closing and
     opening the window again, though "auto" applied: closing puts back what applies."""

@@ -16,6 +16,14 @@ from app.errors import UserError
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def could_name_a_model(name: str) -> bool:
+    """Whether `name` can name a model at all, before any folder is looked at: an 'owner/name' Hub id or a
+    path (absolute, from ~, or an existing folder). A folder on a drive that is not mounted now still counts;
+    "whisper base" or "openai/whisper base" never can."""
+    path = Path(name).expanduser()
+    return bool(_HUB_ID.match(name)) or path.is_absolute() or path.exists()
+
+
 def looks_like_hub_id(name: str) -> bool:
     """True for 'owner/name' strings that are not an existing local path."""
     return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
