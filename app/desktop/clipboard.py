@@ -43,6 +43,12 @@ TRANSIENT_TARGETS = {
 }
 
 
+# Qt's name for "an image", listed beside the owner's own image/png (or jpeg...): copying it read the image from
+# its owner twice (a screenshot: 2-8 MB each time), and holding it made Qt offer twenty image types after the
+# restore that the owner never did; the owner's own formats and bytes are what comes back.
+QT_IMAGE = "application/x-qt-image"
+
+
 class Offer(QObject):
     """The transcript as placed on the clipboard; `fetched` fires each time a target reads it."""
 
@@ -93,9 +99,13 @@ class QtClipboard:
         if current is None or not current.formats():
             return None
         copy = QMimeData()
-        for fmt in current.formats():
-            if "/" in fmt:  # real MIME types only; X11 also lists pseudo-targets such as TARGETS
-                copy.setData(fmt, current.data(fmt))
+        formats = current.formats()
+        for fmt in formats:
+            if "/" not in fmt:  # real MIME types only; X11 also lists pseudo-targets such as TARGETS
+                continue
+            if fmt == QT_IMAGE and any(f.startswith("image/") for f in formats):
+                continue  # Qt's alias of the image: see QT_IMAGE
+            copy.setData(fmt, current.data(fmt))
         return copy
 
     def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> Offer:

@@ -104,6 +104,18 @@ class Paster(QObject):
             self._injector = make_injector(self.server)
         return self._injector
 
+    def prefetch_clipboard(self) -> None:
+        """A recording went to the engine: save the clipboard's contents now, not on the way to the text, where
+        the clipboard can say whether they changed since (X11; elsewhere saving costs 1-4 ms and waits for the
+        paste). Not while a paste holds the clipboard: its transcript is no user's copy."""
+        prefetch = getattr(self.clipboard, "prefetch", None)
+        if prefetch is None or self.options.method != "paste" or not self.options.restore or self._offer is not None:
+            return
+        try:
+            prefetch()
+        except Exception as exc:  # the paste saves them itself, and reports what fails there
+            log.warning("paste: could not save the clipboard early: %s", exc)
+
     def paste(self, text: str) -> None:
         self.outcome = ""
         self._offer = None

@@ -15,6 +15,12 @@ of them still store it, which is why a read is never trusted without its request
 
 The selections are served on this class's own thread and X connection (a target waits for the
 reply, whatever the GUI thread is doing); the GUI thread hears of reads through Qt signals.
+
+What the clipboard held is saved while the engine works (`X11Clipboard.prefetch`), not on the way
+to the text: Qt reads each format from its owner, and a screenshot's image costs 25 ms (2 MB) to
+90 ms (8 MB). The early copy serves only if the clipboard has not changed hands since, which the
+XFixes extension tells: the server reports every new owner of CLIPBOARD (ours included) to the
+selection thread, and a round trip before the paste makes sure a change made before it is counted.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import threading
 from PySide6.QtCore import QMimeData, QObject, Signal
 from PySide6.QtGui import QClipboard
 from Xlib import X, Xatom, display, error  # this module is imported on X11 only
+from Xlib.ext import xfixes
 from Xlib.protocol import event as xevent
 from Xlib.protocol import request as xrequest
 
@@ -73,6 +80,8 @@ class X11Selections:
         self._done = threading.Event()
         for name in ("CLIPBOARD", "PRIMARY"):  # interned before the thread starts: `owns` reads them
             self._atom(name)
+        self._changes = 0  # how often CLIPBOARD changed hands (ours included), counted by the thread
+        self._change_event = self._watch_clipboard()
         threading.Thread(target=self._run, name="x11-selections", daemon=True).start()
 
     # ---- the GUI thread -----------------------------------------------------------------------
@@ -94,6 +103,25 @@ class X11Selections:
         if self._offer is offer:
             self._call("disown", selections)
 
+    def changes(self) -> int | None:
+        """How often CLIPBOARD has changed hands since this connection began watching, any change made before
+        this call included (it waits for a round trip to the X server: the server sends the change's event
+        before its reply); None where the server has no XFixes to tell."""
+        if self._change_event is None:
+            return None
+        self._call("sync", None)
+        return self._changes
+
+    def _watch_clipboard(self) -> int | None:
+        """Ask the server for an event at each change of CLIPBOARD's owner; the event's type, or None."""
+        if not self._dpy.has_extension("XFIXES"):
+            return None
+        self._dpy.xfixes_query_version()  # the protocol wants it first
+        mask = (xfixes.XFixesSetSelectionOwnerNotifyMask | xfixes.XFixesSelectionWindowDestroyNotifyMask
+                | xfixes.XFixesSelectionClientCloseNotifyMask)
+        self._dpy.xfixes_select_selection_input(self._window, self._atoms["CLIPBOARD"], mask)
+        return self._dpy.query_extension("XFIXES").first_event + xfixes.XFixesSelectionNotify
+
     def _call(self, command: str, value) -> None:
         self._done.clear()
         self._commands.put((command, value))
@@ -112,7 +140,7 @@ class X11Selections:
             while not self._commands.empty():
                 command, value = self._commands.get()
                 try:
-                    (self._take if command == "offer" else self._release)(value)
+                    {"offer": self._take, "disown": self._release, "sync": self._sync}[command](value)
                 except Exception:  # the paste then finds the selection not ours and says so
                     log.exception("clipboard: could not %s the selections", command)
                 self._done.set()
@@ -139,6 +167,12 @@ class X11Selections:
                                        time=self._owned.pop(atom))
         self._dpy.flush()
 
+    def _sync(self, _: None) -> None:
+        """A round trip, then the events it brought in (a change of CLIPBOARD's owner among them)."""
+        self._dpy.sync()
+        while self._dpy.pending_events():
+            self._event(self._dpy.next_event())
+
     def _server_time(self) -> int:
         """A real timestamp for SetSelectionOwner (ICCCM): the time of a property change on our window."""
         atom = self._atom("DICTATE_TIMESTAMP")
@@ -155,6 +189,8 @@ class X11Selections:
                 self._serve(event)
             elif event.type == X.SelectionClear:
                 self._owned.pop(event.atom, None)
+            elif event.type == self._change_event and event.selection == self._atoms["CLIPBOARD"]:
+                self._changes += 1
         except Exception:  # one bad request must not stop the serving of the others
             log.exception("clipboard: could not handle %s", event.__class__.__name__)
 
@@ -232,13 +268,31 @@ class X11Clipboard:
     def __init__(self) -> None:
         self._qt = QtClipboard()
         self._selections: X11Selections | None = None
+        self._early: tuple[int, QMimeData | None] | None = None  # (changes when saved, CLIPBOARD's contents)
+
+    def prefetch(self) -> None:
+        """Save what CLIPBOARD holds now, while the engine works, for the next `snapshot` (module docstring)."""
+        changes = self._open().changes()
+        self._early = None if changes is None else (changes, self._saved("CLIPBOARD"))
 
     def snapshot(self, primary: bool = False) -> dict[str, object]:
-        """What each selection holds now. Our own earlier offer (a transcript left on the clipboard) is
-        copied without asking X: Qt would ask our selection thread while holding the GIL that thread
-        needs to answer, and wait out its 5 s timeout."""
+        """What each selection holds now: CLIPBOARD's early copy if nothing changed hands since it was taken."""
+        early, self._early = self._early, None
         names = ("CLIPBOARD", "PRIMARY") if primary else ("CLIPBOARD",)
-        return {name: self._own_text(name) or self._qt.snapshot(mode=_MODE[name]) for name in names}
+        if early is not None and early[0] == self._open().changes():
+            return {name: early[1] if name == "CLIPBOARD" else self._saved(name) for name in names}
+        return {name: self._saved(name) for name in names}
+
+    def _saved(self, name: str) -> QMimeData | None:
+        """A copy of selection `name`. Our own earlier offer (a transcript left on the clipboard) is copied without
+        asking X: Qt would ask our selection thread while holding the GIL that thread needs to answer, and wait
+        out its 5 s timeout."""
+        return self._own_text(name) or self._qt.snapshot(mode=_MODE[name])
+
+    def _open(self) -> X11Selections:
+        if self._selections is None:
+            self._selections = X11Selections()
+        return self._selections
 
     def _own_text(self, name: str) -> QMimeData | None:
         text = self._selections.held_text(name) if self._selections is not None else None
@@ -249,10 +303,8 @@ class X11Clipboard:
         return data
 
     def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> SelectionOffer:
-        if self._selections is None:
-            self._selections = X11Selections()
         offer = SelectionOffer(text, target_window, ("CLIPBOARD", "PRIMARY") if primary else ("CLIPBOARD",))
-        self._selections.offer(offer)
+        self._open().offer(offer)
         return offer
 
     def still_ours(self, offer: SelectionOffer) -> bool:

@@ -182,6 +182,7 @@ class DictationApp(QObject):
         job_id = self.worker.submit(audio, language=self.settings.language, steps=steps,
                                     vocabulary=self.settings.vocabulary)
         self.submitted.emit(job_id, audio)
+        self.paster.prefetch_clipboard()  # while the engine works
         return job_id
 
     def cancel_transcription(self, job_id: str) -> None:

@@ -4,15 +4,19 @@ The target is a real X client (selection_reader.py) standing in for the focused 
 "keystroke" tells it to read the CLIPBOARD after a delay (a slow target), or has another program
 read it instead (xclip: not the target), or nothing at all, or the target reads and another program
 copies over our text. Typing is recorded, or refused ("nobody": a window that takes no keys).
+In "early" the clipboard holds an image (image_owner.py) that the app saves while the engine works
+(`Paster.prefetch_clipboard`) before the paste; in "early_changed" the user copies a text between
+that early save and the paste.
 Prints one JSON object: how the paste finished, what each reader got, what was typed, and what
 the clipboard held afterwards.
-Run: python -m tests.desktop.paste_probe SCENARIO   (slow | other | nobody | overwrite)
+Run: python -m tests.desktop.paste_probe SCENARIO   (slow | other | nobody | overwrite | early | early_changed)
  or: python -m tests.desktop.paste_probe focused KEYS TEXT   (the real injector, into the focused window)
 """
 
 import json
 import subprocess
 import sys
+import time
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
@@ -46,6 +50,8 @@ class ScriptedTarget:
     def send(self, keys: str) -> None:
         if self.scenario == "slow":  # reads the clipboard a whole second after the keystroke
             self.reader.stdin.write("read 1\n")
+        elif self.scenario.startswith("early"):  # reads it at once
+            self.reader.stdin.write("read 0\n")
         elif self.scenario == "overwrite":  # reads it, then the user copies something else at once
             self.reader.stdin.write("read 0 COPIED-LATER\n")
         elif self.scenario in ("other", "nobody"):  # a clipboard manager reads it; the target does not
@@ -63,6 +69,25 @@ class ScriptedTarget:
                 "other_got": self.other.communicate(timeout=10)[0].decode() if self.other else None}
 
 
+IMAGE_SIZE = 200_000  # a small screenshot's PNG: the owner sends it whole (X takes up to 256 KiB a request)
+
+
+def early_save(scenario: str, paster: Paster) -> subprocess.Popen:
+    """An image on the clipboard, saved early as when a recording goes to the engine; in "early_changed" the user
+    then copies a text. Returns the image's owner, which prints when each read happened."""
+    owner = subprocess.Popen([sys.executable, "-m", "tests.desktop.image_owner", str(IMAGE_SIZE)],
+                             stdout=subprocess.PIPE, text=True)
+    assert owner.stdout.readline().strip() == "owned"
+    paster.prefetch_clipboard()
+    if scenario == "early_changed":
+        subprocess.run(["xclip", "-selection", "clipboard", "-i"], input=b"COPIED-BEFORE-PASTE", check=True)
+        while subprocess.run(["xclip", "-selection", "clipboard", "-o"], capture_output=True).stdout != \
+                b"COPIED-BEFORE-PASTE":  # xclip's copy holds the clipboard from a process of its own
+            time.sleep(0.02)
+        QApplication.processEvents()  # as the app's event loop runs while the user copies, well before the paste
+    return owner
+
+
 def main() -> int:
     scenario = sys.argv[1]
     app = QApplication(sys.argv[:1])
@@ -74,6 +99,8 @@ def main() -> int:
         target, text = ScriptedTarget(scenario), TRANSCRIPT
         paster = Paster(PasteOptions(), server="x11", injector=target)
     report: dict = {}
+    owner = early_save(scenario, paster) if scenario.startswith("early") else None
+    image = scenario == "early"
 
     poll = QTimer(interval=20)
     after: list[subprocess.Popen] = []
@@ -81,21 +108,31 @@ def main() -> int:
     def finished(ok: bool, message: str) -> None:
         report.update(ok=ok, message=message, outcome=paster.outcome)
         # read the clipboard while our event loop still runs: we may be the owner that must answer
-        after.append(subprocess.Popen(["xclip", "-selection", "clipboard", "-o"], stdout=subprocess.PIPE))
+        reader = [sys.executable, "-m", "tests.desktop.image_owner", "read", str(IMAGE_SIZE)] if image else \
+            ["xclip", "-selection", "clipboard", "-o"]
+        after.append(subprocess.Popen(reader, stdout=subprocess.PIPE))
         poll.start()
 
     def check_read() -> None:
         if after[0].poll() is not None:
-            report["clipboard_after"] = after[0].stdout.read().decode()
+            report["clipboard_after"] = after[0].stdout.read().decode().strip() if image else \
+                after[0].stdout.read().decode()
             poll.stop()
             app.quit()
 
+    def paste() -> None:
+        report["paste_at"] = time.monotonic()
+        paster.paste(text)
+
     poll.timeout.connect(check_read)
     paster.finished.connect(finished)
-    QTimer.singleShot(0, lambda: paster.paste(text))
+    QTimer.singleShot(0, paste)
     app.exec()
     if target is not None:
         report.update(target.results())
+    if owner is not None:  # it exited when the paste took the clipboard
+        served = owner.communicate(timeout=10)[0].split()
+        report["image_reads_at"] = [float(t) for t, kind in zip(served[0::2], served[1::2]) if kind == "image/png"]
     print(json.dumps(report))
     return 0
 

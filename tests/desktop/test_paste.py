@@ -45,6 +45,23 @@ def test_what_the_user_copied_meanwhile_is_not_overwritten(x_session):
     assert report["ok"] and report["clipboard_after"] == "COPIED-LATER"
 
 
+def test_the_clipboard_is_saved_while_the_engine_works_not_on_the_way_to_the_text(x_session):
+    """Saving a copied image (its owner asked for every format) cost 25-90 ms between the transcript and the paste
+    key. It is read once, before the paste, and what was on the clipboard comes back whole."""
+    report = probe(x_session, "early")
+    assert report["reader_got"] == TRANSCRIPT and report["ok"] and report["outcome"] == "pasted"
+    assert len(report["image_reads_at"]) == 1 and report["image_reads_at"][0] < report["paste_at"]
+    assert report["clipboard_after"] == "same", "the image came back, byte for byte"
+
+
+def test_a_copy_made_after_the_early_save_is_what_comes_back(x_session):
+    """The early copy of the clipboard must not serve once the user copied something else before the paste."""
+    report = probe(x_session, "early_changed")
+    assert report["reader_got"] == TRANSCRIPT and report["ok"]
+    assert report["image_reads_at"] == [] or report["image_reads_at"][0] < report["paste_at"]
+    assert report["clipboard_after"] == "COPIED-BEFORE-PASTE"
+
+
 @pytest.mark.parametrize("window_class, keys", [("XTerm", "shift+insert"), ("kitty", "ctrl+shift+v"),
                                                 ("Gedit", "ctrl+v"), (None, "ctrl+v")])
 def test_paste_keys_by_window_class(window_class, keys):
