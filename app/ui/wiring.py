@@ -12,8 +12,9 @@ of a recording is seen by resetting `recorder.level_db` to NaN, which the next b
 - Overlay and sound cues follow the controller's state, read on a timer (the controller has no
   state signal; reading a property 30 times a second while active is cheaper than a signal per
   audio block), the recorder's input level, and the worker's progress and result signals.
-- History: each transcript is stored when it arrives and gets its paste outcome from the paster
-  (pastes finish in the order the transcripts arrived). "Paste again" uses a paster of its own.
+- History (`history_wiring.HistoryUi`): each transcript is stored when it arrives and gets its paste
+  outcome from the paster (pastes finish in the order the transcripts arrived). "Paste again" uses a
+  paster of its own.
 - Latency: every diffusion result teaches `LatencyRecord` what a step costs on this machine.
 """
 
@@ -23,25 +24,23 @@ import dataclasses
 import logging
 import math
 import os
-import sqlite3
 import threading
-from collections import deque
 from typing import TYPE_CHECKING
 
 import shiboken6
 from PySide6.QtCore import QObject, QTimer
-from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
+from PySide6.QtWidgets import QPushButton
 
 from app import autostart
 from app.audio.vad import VadModel
 from app.config import Settings, settings_path
 from app.controller import State
 from app.desktop.keys import parse_combo
-from app.desktop.paste import PasteOptions, Paster
+from app.desktop.paste import Paster
 from app.errors import UserError
 from app.history import History
 from app.latency import LatencyRecord, spec_key
+from app.ui.history_wiring import PASTE_FIELDS, HistoryUi, paste_options
 from app.ui.kept import KeptRecordings
 from app.ui.overlay import Overlay
 from app.ui.settings_store import SettingsStore, changed_fields
@@ -56,7 +55,6 @@ if TYPE_CHECKING:  # the windows are imported when first opened: they cost start
 log = logging.getLogger(__name__)
 _ENGINE_FIELDS = {"engine", "model", "quantization", "device", "server_url", "compile"}
 _RECORDER_FIELDS = {"pre_roll_ms", "post_roll_ms", "max_seconds", "skip_silence", "warm_microphone", "auto_stop_s"}
-_PASTE_FIELDS = {"paste_method", "paste_keys", "restore_clipboard", "space_between"}
 _ACTIVE_POLL_MS, _IDLE_POLL_MS = 33, 120
 
 
@@ -72,20 +70,12 @@ class AppUi(QObject):
         self.latency = LatencyRecord()
         self.overlay = Overlay()
         self.cues = cues or SoundCues(dictation.settings.sound_cues, self)
-        self.history: History | None = None
         self.settings_window: SettingsWindow | None = None
         self.preparation_status: PreparationStatus | None = None  # on the settings window's Model page
-        self.history_window: HistoryWindow | None = None
-        self._repaster = repaster
-        self._repasting: deque[int] = deque()  # history ids of "Paste again" requests, oldest first
-        if repaster is not None:
-            repaster.finished.connect(self._repasted)
-        self._awaiting_paste: deque[int | None] = deque()  # history ids, in the order their pastes finish
-        self._audio: dict[str, object] = {}  # job id -> recording, kept for the history when the user asked
         self._pending_microphone: str | None = None
         self._shown_state = State.IDLE
         self._poll = QTimer(self, interval=_IDLE_POLL_MS, timeout=self._follow_state)
-        self._open_history(dictation.settings)
+        self.transcripts = HistoryUi(dictation, dictation.settings, repaster=repaster, parent=self)
         self.kept = KeptRecordings(dictation, lambda: self.history, self)
         self._apply_os_env(dictation.settings)
         if dictation.settings.autostart:  # rewrite the entry: the app may have moved since it was made
@@ -99,13 +89,13 @@ class AppUi(QObject):
         dictation.transcribed.connect(self._result)  # the worker's result, through the text pipeline
         worker.failed.connect(self._failed)
         dictation.paster.finished.connect(self._pasted)
-        dictation.submitted.connect(self.remember_audio)
+        dictation.submitted.connect(self.transcripts.remember_audio)
         try:
             dictation.tray.settings_requested.disconnect(dictation.show_settings)
         except (RuntimeError, TypeError):  # not connected to it (any more): nothing to replace
             pass
         dictation.tray.settings_requested.connect(self.show_settings)
-        dictation.tray.history_requested.connect(self.show_history)
+        dictation.tray.history_requested.connect(self.transcripts.show)
         # The remote "show" command (a second launch) calls the app's show_settings: route it here too.
         dictation.show_settings = self.show_settings
         self.store.changed.connect(self._settings_changed)
@@ -118,11 +108,12 @@ class AppUi(QObject):
             from app.ui.settings_window import SettingsWindow
 
             self.settings_window = SettingsWindow(self.store, self.latency)
-            self.settings_window.confirm = self._confirm_change
+            self.settings_window.confirm = lambda name, value: self.transcripts.confirm_retention(
+                name, value, self.settings_window)
             self.settings_window.hotkey_capture.connect(self.app.hotkeys.pause)  # keys to the field, no dictation
             self.app.hotkeys.unavailable.connect(self.settings_window.warn)
             button = QPushButton("Show history…")
-            button.clicked.connect(self.show_history)
+            button.clicked.connect(self.transcripts.show)
             self.settings_window.add_page_widget("History", button)
             from app.ui.widgets.server_token import ServerTokenEdit
 
@@ -157,55 +148,16 @@ class AppUi(QObject):
         log.info("settings: %s", text)
         self.settings_window.show_mechanisms(text)
 
+    @property
+    def history(self) -> History | None:
+        return self.transcripts.history
+
+    @property
+    def history_window(self) -> HistoryWindow | None:
+        return self.transcripts.window
+
     def show_history(self) -> None:
-        if self.history is None:
-            self.app.notify("The history is off: turn on Keep history in Settings to keep your transcripts.")
-            return
-        if self.history_window is None:
-            from app.ui.history_window import HistoryWindow
-
-            self.history_window = HistoryWindow(self.history)
-            self.history_window.repaste_requested.connect(self.repaste)
-        self.history_window.present()
-
-    def remember_audio(self, job_id: str, audio) -> None:
-        """The app hands over each recording it submits; the history keeps it with the transcript when
-        "Keep recordings" is on (off by default)."""
-        settings = self.store.settings
-        if settings.history and settings.history_audio:
-            self._audio[job_id] = audio
-
-    def repaste(self, entry_id: int, text: str) -> None:
-        """Hide the history window, wait for the user's window to get the focus back, then paste there."""
-        if self.history_window is not None:
-            self.history_window.hide()
-        if self._repaster is None:
-            self._repaster = Paster(self._paste_options(self.store.settings), parent=self)
-            self._repaster.finished.connect(self._repasted)
-        waited = [0]
-
-        def paste_when_unfocused() -> None:
-            active = QApplication.activeWindow()
-            if active is None or not active.isVisible():  # the user's window has the focus again
-                self._repasting.append(entry_id)
-                self._repaster.paste(text)
-                return
-            waited[0] += 1
-            if waited[0] < 40:  # up to 2 s for the window manager
-                QTimer.singleShot(50, paste_when_unfocused)
-                return
-            # Another of our windows (settings) kept the focus: pasting would type into it.
-            QGuiApplication.clipboard().setText(text)
-            self.app.notify("The transcript is on the clipboard: click into the window you want it in and paste it.")
-
-        QTimer.singleShot(50, paste_when_unfocused)
-
-    def _repasted(self, ok: bool, message: str) -> None:
-        entry_id = self._repasting.popleft() if self._repasting else None
-        if entry_id is not None and self.history is not None:
-            self.history.set_paste_result(entry_id, ok, message, self._repaster.outcome)
-        if not ok:
-            self.app.notify(message, error=True)
+        self.transcripts.show()
 
     # ---- following the dictation ---------------------------------------------------------------
     def _follow_state(self) -> None:
@@ -257,51 +209,22 @@ class AppUi(QObject):
         if owned:
             return  # a kept recording, transcribed later: it fills in its own history entry
         settings = self.store.settings
-        audio = self._audio.pop(job_id, None)
         text = str(transcript.get("text", "")).strip(" \t")  # as the controller pastes it: layout breaks kept
-        timings = transcript.get("timings") or {}
         if settings.engine == "diffusion":
-            cost = self.latency.add(spec_key(settings.engine_spec()), timings)
+            cost = self.latency.add(spec_key(settings.engine_spec()), transcript.get("timings") or {})
             if cost is not None and self.settings_window is not None:
                 self.settings_window.refresh_latency()
         if settings.overlay and self._shown_state is not State.RECORDING and text:
             self.overlay.show_result(text)
-        if not text:
-            return  # nothing is pasted, so nothing is kept
-        entry_id = None
-        if self.history is not None:
-            try:
-                entry_id = self.history.add(text, language=str(transcript.get("language", "")),
-                                            engine=settings.engine, model=settings.engine_spec().model,
-                                            steps=transcript.get("steps_used"), timings=timings,
-                                            target=self._target_name(), audio=audio,
-                                            raw_text=str(transcript.get("raw_text", text)).strip())
-            except sqlite3.Error as exc:
-                self._history_write_failed(exc)
-            if self.history_window is not None and self.history_window.isVisible():
-                self.history_window.refresh()
-        self._awaiting_paste.append(entry_id)  # one per paste, kept or not: each paste's outcome finds its entry
+        self.transcripts.add(job_id, text, transcript, self._target_name())
 
     def _pasted(self, ok: bool, message: str) -> None:
-        entry_id = self._awaiting_paste.popleft() if self._awaiting_paste else None
-        if entry_id is not None and self.history is not None:
-            try:
-                self.history.set_paste_result(entry_id, ok, message, self.app.paster.outcome)
-            except sqlite3.Error as exc:
-                self._history_write_failed(exc)
-            if self.history_window is not None and self.history_window.isVisible():
-                self.history_window.refresh()
-
-    def _history_write_failed(self, exc: sqlite3.Error) -> None:
-        """The history file is locked (another program has it open) or the disk is full: the dictation goes
-        on; the user learns why the history misses it instead of an error nobody sees."""
-        self.app.notify(f"The history could not be updated ({exc}); close any other program that has "
-                        f"{self.history.path} open. The text itself was not affected.", error=True)
+        self.transcripts.pasted(ok, message, self.app.paster.outcome)
 
     def _failed(self, job_id: str, code: str, message: str) -> None:
         owned = self.kept.owns(job_id)
         self.kept.failed(job_id, code, message)
-        self._audio.pop(job_id, None)
+        self.transcripts.forget(job_id)
         if not owned and code != "cancelled" and self.store.settings.overlay and self._shown_state is not State.RECORDING:
             self.overlay.show_error(message)
 
@@ -337,10 +260,8 @@ class AppUi(QObject):
             app.hotkeys.set_combos(parse_combo(new.hotkey), parse_combo(new.cancel_key))
         if names & {"mode", "tap_ms"}:
             app.controller.configure(mode=new.mode, tap_s=new.tap_ms / 1000)
-        if names & _PASTE_FIELDS:
-            app.paster.options = self._paste_options(new)
-            if self._repaster is not None:
-                self._repaster.options = self._paste_options(new)
+        if names & PASTE_FIELDS:
+            app.paster.options = paste_options(new)
         if names & _RECORDER_FIELDS:
             app.recorder.configure(dataclasses.replace(
                 app.recorder.options, pre_roll_ms=new.pre_roll_ms, post_roll_ms=new.post_roll_ms,
@@ -356,56 +277,11 @@ class AppUi(QObject):
             self.cues.enabled = new.sound_cues
         if "overlay" in names and not new.overlay:
             self.overlay.hide()
-        if names & {"history", "history_days", "history_max"}:
-            self._open_history(new)
-            if self.history is not None:
-                self.history.prune(max_days=new.history_days, max_entries=new.history_max)
+        self.transcripts.apply(new, names)
         if "autostart" in names:
             autostart.set_enabled(new.autostart)
         if "hub_endpoint" in names:
             self._apply_os_env(new)
-
-    def _confirm_change(self, name: str, value: object) -> bool:
-        """A shorter retention deletes transcripts the moment it applies, and they cannot be brought back:
-        typing 10 into "Keep at most" (meaning 100) would delete all but ten. Ask first, saying how many."""
-        if name not in ("history_days", "history_max") or self.history is None or not isinstance(value, int):
-            return True
-        new = dataclasses.replace(self.store.settings, **{name: value})
-        try:
-            doomed = self.history.would_prune(max_days=new.history_days, max_entries=new.history_max)
-        except sqlite3.Error:
-            return True  # the change itself then reports the history's problem
-        if not doomed:
-            return True
-        what = "transcript" if doomed == 1 else f"{doomed} transcripts"
-        rule = (f"Keeping at most {value} transcripts" if name == "history_max"
-                else f"Keeping transcripts for {value} days")
-        box = QMessageBox(QMessageBox.Icon.Warning, "Delete transcripts?",
-                          f"{rule} deletes the oldest {what} now, and they cannot be brought back.",
-                          QMessageBox.StandardButton.Cancel, self.settings_window)
-        delete = box.addButton(f"Delete {what}", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.exec()
-        return box.clickedButton() is delete
-
-    def _paste_options(self, s: Settings) -> PasteOptions:
-        return PasteOptions(s.paste_method, s.paste_keys, s.restore_clipboard, s.space_between)
-
-    def _open_history(self, s: Settings) -> None:
-        if s.history and self.history is None:
-            try:  # a damaged file is set aside and salvaged, now or when a later query meets the damage
-                self.history = History(on_repair=lambda sentence: self.app.notify(sentence, error=True))
-            except Exception as exc:  # sqlite3.Error or OSError: dictation must go on without it
-                self.app.notify(f"The history could not be opened ({exc}); transcripts are not kept this time.",
-                                error=True)
-                return
-            self.history.prune(max_days=s.history_days, max_entries=s.history_max)
-        elif not s.history and self.history is not None:
-            if self.history_window is not None:
-                self.history_window.close()
-                self.history_window = None
-            self.history.close()
-            self.history = None
 
     def _apply_os_env(self, s: Settings) -> None:
         """The hub address reaches the worker through its environment (read when it starts)."""
@@ -447,14 +323,11 @@ class AppUi(QObject):
             self.preparation_status = None
         if self.settings_window is not None:
             self.settings_window.shutdown()
-        for window in (self.overlay, self.settings_window, self.history_window):
+        for window in (self.overlay, self.settings_window, *self.transcripts.close()):
             if window is not None:
                 window.close()
                 shiboken6.delete(window)
-        self.settings_window = self.history_window = None
-        if self.history is not None:
-            self.history.close()
-            self.history = None
+        self.settings_window = None
 
 
 def attach_ui(dictation, problems: list[str] | None = None) -> AppUi:
