@@ -1,4 +1,4 @@
-"""User settings: one schema, its defaults and checks, and the JSON file in the per-OS config folder.
+"""User settings: one schema, its defaults and checks (single values: setting_checks.py), and the JSON file in the per-OS config folder.
 
 The `Settings` dataclass *is* the schema: every field carries its type, default, label, help text and
 allowed choices or range in its metadata, so the settings window can be generated from
@@ -15,14 +15,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from app.controller import MODES
-from app.desktop.keys import is_modifier, parse_combo
+from app import setting_checks as checks
+from app.desktop.keys import parse_combo
 from app.desktop.paths import config_dir
 from app.engine import DEFAULT_MODELS, ENGINES, QUANTIZATIONS, EngineSpec
 from app.engine.base import AUTO, LANGUAGES
-from app.engine.model_source import could_name_a_model
 from app.errors import UserError
 from app.text.replacements import check_replacements
 
@@ -45,95 +44,6 @@ def setting(default: Any, label: str, help: str, *, group: str, choices: tuple |
     return field(default=default, metadata=meta)
 
 
-# Keys that typing and the desktop's own shortcuts never need alone, so they may start dictation by themselves.
-_LONE_KEYS = {*(f"f{i}" for i in range(1, 21)), "pause", "scroll_lock", "print_screen", "menu"}
-_SIDED_MODIFIERS = {"ctrl_l", "ctrl_r", "alt_l", "alt_r", "alt_gr", "cmd_l", "cmd_r"}  # Shift's sides type capitals
-_SHORTCUT_EXAMPLES = {"ctrl": "Ctrl+C", "alt": "Alt+Tab", "cmd": "Super+L"}
-_OTHER_CHOICES = "or choose a key that typing does not use, such as F9, Pause or Right Ctrl alone"
-
-
-def _check_key(value: str) -> str:
-    """The cancel key: any key will do, since it is taken only while recording."""
-    return str(parse_combo(value))
-
-
-def _check_hotkey(value: str) -> str:
-    """The start key is taken from every other program all the time (an exclusive grab on X11): a combo that
-    typing needs (a bare letter, Esc, Shift+letter) or that every shortcut starts with (Ctrl alone) would
-    leave the user unable to type it, or start a dictation at every capital letter and Ctrl+C."""
-    combo = parse_combo(value)
-    label = combo.label()
-    keys = [p for p in combo.parts if not is_modifier(p)]
-    modifiers = [p for p in combo.parts if is_modifier(p)]
-    if not keys and len(modifiers) == 1 and modifiers[0] not in _SIDED_MODIFIERS:
-        base = modifiers[0].split("_")[0]
-        why = ("it is held for every capital letter" if base == "shift" else
-               f"every {label} shortcut starts with it ({_SHORTCUT_EXAMPLES[base]})")
-        raise UserError(f"{label} alone cannot be the hotkey: {why}, and each would start a dictation. Add a key "
-                        f"(e.g. Ctrl+Shift+Space), {_OTHER_CHOICES}.", code="bad_hotkey")
-    if keys and keys[0] not in _LONE_KEYS and all(m.startswith("shift") for m in modifiers):
-        example = parse_combo(f"<ctrl>+<alt>+{combo.parts[-1]}").label()
-        raise UserError(f"{label} {'cannot' if modifiers else 'alone cannot'} be the hotkey: the hotkey is kept from "
-                        f"every other program, so you could no longer type or use {label} there. Hold Ctrl or Alt "
-                        f"with it (e.g. {example}), {_OTHER_CHOICES}.", code="bad_hotkey")
-    return str(combo)
-
-
-def _check_vocabulary(value: Any) -> tuple[str, ...]:
-    """Words and phrases, one per entry: blank entries and repeats are dropped, anything else kept as typed."""
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise UserError("The vocabulary must be a list of words or phrases (texts).", code="bad_setting")
-    return tuple(dict.fromkeys(" ".join(v.split()) for v in value if v.strip()))
-
-
-def _check_device(value: str) -> str:
-    """What both runtimes take (torch and CTranslate2), refused here, beside the field, rather than by a worker
-    that then cannot load the model at all."""
-    value = value.strip().lower() or "auto"
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-        raise UserError(f"The device '{value}' is not one the speech model can run on; use auto, cpu, cuda or "
-                        "cuda:N (N the GPU's number, from 0).", code="bad_setting")
-    return value
-
-
-def _check_model(value: str) -> str:
-    """A name no engine could load ("whisper base") was saved; the model panel said so, but every dictation then
-    failed to load it. A folder that is not there now (a drive not mounted) is kept: the panel says it is missing."""
-    value = value.strip()
-    if value and not could_name_a_model(value):
-        raise UserError(f"'{value}' is neither a folder on this computer (give its full path) nor a Hugging Face id "
-                        "like openai/whisper-base; check the spelling, or leave it empty for the engine's default.",
-                        code="bad_setting")
-    return value
-
-
-def _web_address(value: str, what: str, example: str) -> str:
-    """`value` without its trailing slash when it is an http(s) address with a host (and a valid port); the
-    prefix alone was checked before, so "http://gpu box:8765" was saved and every connection then failed."""
-    value = value.strip().rstrip("/")
-    if not value:
-        return value
-    try:
-        parts = urlsplit(value)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0 \
-            and not re.search(r"\s", value)
-    except ValueError:  # a port that is not a number from 1 to 65535
-        ok = False
-    if not ok:
-        raise UserError(f"The {what} '{value}' is not a web address: it must start with http:// or https://, then "
-                        f"the computer's name (no spaces) and, if needed, :port from 1 to 65535, as in {example}; or "
-                        "leave it empty.", code="bad_setting")
-    return value
-
-
-def _check_endpoint(value: str) -> str:
-    return _web_address(value, "model hub address", "https://hf-mirror.com")
-
-
-def _check_server_url(value: str) -> str:
-    return _web_address(value, "speech server address", "http://gpu-box:8765")
-
-
 @dataclass(frozen=True)
 class Settings:
     """Every user setting, defaulted. Frozen: change one with `dataclasses.replace` and save."""
@@ -145,11 +55,11 @@ class Settings:
                           "(`dictate serve`, e.g. on a GPU box) runs the model; set its Server URL and token below.",
                           group="Model", choices=ENGINES)
     model: str = setting("", "Model", "A model folder or Hugging Face id; leave empty for the engine's default.",
-                         group="Model", widget="model", check=_check_model)
+                         group="Model", widget="model", check=checks.check_model)
     quantization: str = setting("auto", "Precision", "Weight precision; auto picks by free GPU memory.",
                                 group="Model", choices=QUANTIZATIONS)
     device: str = setting("auto", "Device", "Where the model runs: auto, cpu, cuda or cuda:N.", group="Model",
-                          check=_check_device)
+                          check=checks.check_device)
     compile: bool = setting(False, "Compile the model (experimental)", "Diffusion only: after loading, also compile "
                             "the model's layers with torch.compile, on a thread of its own (dictation works meanwhile); "
                             "the first time takes minutes on a GPU, later starts reuse the compiled kernels. Off by "
@@ -163,14 +73,14 @@ class Settings:
                          group="Model", range=(1, 48), widget="quality")
     hotkey: str = setting("<ctrl>+<shift>+<space>", "Hotkey", "The key combination that starts dictation, "
                           "e.g. <ctrl>+<shift>+<space>, F9, or <alt_r> for Right Alt alone. No other program gets it, so keys "
-                          "you type with (a letter, Esc, Shift+a letter) are refused.", group="Keys", check=_check_hotkey,
+                          "you type with (a letter, Esc, Shift+a letter) are refused.", group="Keys", check=checks.check_hotkey,
                           widget="hotkey")
     mode: str = setting("hybrid", "Trigger", "hold: speak while the hotkey is held; toggle: tap to start and to stop; "
                         "hybrid: a short tap toggles, a longer press is hold-to-talk.", group="Keys", choices=MODES)
     tap_ms: int = setting(400, "Tap length (ms)", "Hybrid mode: presses shorter than this toggle recording.",
                           group="Keys", range=(100, 2000))
     cancel_key: str = setting("<esc>", "Cancel key", "Discards the recording while you are recording.",
-                              group="Keys", check=_check_key, widget="hotkey")
+                              group="Keys", check=checks.check_key, widget="hotkey")
     auto_stop_s: int = setting(0, "Stop after silence (s)", "Hands-free: a dictation the hotkey is not holding (a "
                                "tap in toggle or hybrid mode, or `app toggle`) ends by itself once you have been "
                                "silent this many seconds after speaking. 0: only the hotkey ends it.",
@@ -204,7 +114,7 @@ class Settings:
 
     vocabulary: tuple = setting((), "Vocabulary", "Names and terms you use, one per line (e.g. Kubernetes, Siobhan). "
                                 "Whisper is told about them, and words that sound like one are written as it.",
-                                group="Words", check=_check_vocabulary, widget="word_list")
+                                group="Words", check=checks.check_vocabulary, widget="word_list")
     replacements: tuple = setting((), "Replacements", "What you say, and what is written instead: whole words, any "
                                   "case, applied from top to bottom (e.g. at sign -> @).", group="Words",
                                   check=check_replacements, widget="replacements")
@@ -236,13 +146,13 @@ class Settings:
                                    group="System", range=(0, 1440))
     hub_endpoint: str = setting("", "Model hub address", "Where models are downloaded from, e.g. a mirror of the "
                                 "Hugging Face Hub; empty for https://huggingface.co.", group="System",
-                                check=_check_endpoint)
+                                check=checks.check_endpoint)
 
     # The speech server (engine "server"); its token is kept by app/server/token_store.py, never here.
     server_url: str = setting("", "Server URL", "Engine server only: the address of a speech server started with "
                               "`dictate serve`, e.g. http://gpu-box:8765. Its token goes in the token field at the end of this page "
                               "(or `dictate server-token`), kept in the system keyring or a file only you can read.",
-                              group="Model", check=_check_server_url)
+                              group="Model", check=checks.check_server_url)
 
     def engine_spec(self) -> EngineSpec:
         if self.engine == "server":
