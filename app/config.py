@@ -1,4 +1,5 @@
-"""User settings: one schema, its defaults and checks (single values: setting_checks.py), and the JSON file in the per-OS config folder.
+"""User settings: one schema, its defaults and checks (of single values: setting_checks.py), and the JSON
+file in the per-OS config folder.
 
 The `Settings` dataclass *is* the schema: every field carries its type, default, label, help text and
 allowed choices or range in its metadata, so the settings window can be generated from
