@@ -226,16 +226,18 @@ class History:
     @_repairs_damage
     def add(self, text: str, *, language: str = "", engine: str = "", model: str = "", steps: int | None = None,
             timings: dict | None = None, target: str = "", audio: np.ndarray | None = None,
-            created: float | None = None, raw_text: str | None = None) -> int:
+            created: float | None = None, raw_text: str | None = None, outcome: str = "") -> int:
         """Store a transcript; returns its id for `set_paste_result`. `audio`: 16 kHz float32 mono.
-        `raw_text` is the engine's text before the text pipeline (None: the same as `text`)."""
+        `raw_text` is the engine's text before the text pipeline (None: the same as `text`). `outcome` is
+        written in the same row at once (a recording kept untranscribed: written after the row, a quit in
+        between left it with no outcome, and it was never transcribed)."""
         blob = wav_bytes(audio) if audio is not None and len(audio) else None
         with self._db:
             cursor = self._db.execute(
-                "INSERT INTO dictations (created, text, language, engine, model, steps, timings, target, audio, raw_text)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO dictations (created, text, language, engine, model, steps, timings, target, audio, raw_text,"
+                " outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time() if created is None else created, text, language, engine, model, steps,
-                 json.dumps(timings or {}), target, blob, text if raw_text is None else raw_text))
+                 json.dumps(timings or {}), target, blob, text if raw_text is None else raw_text, outcome))
         return int(cursor.lastrowid)
 
     @_repairs_damage

@@ -358,7 +358,11 @@ def test_a_recording_the_model_could_not_take_is_kept_and_transcribed_once_it_wo
     audio = np.sin(np.linspace(0, 800, 16000)).astype(np.float32) * 0.5
     app.worker.state = "failed"  # e.g. the model folder is gone
     app.submitted.emit("job1", audio)
+    written: list[str] = []  # the row was written, then its outcome: an app quit in between never retried it
+    ui.history._db.set_trace_callback(lambda sql: written.append(sql) if sql.startswith(("INSERT", "UPDATE")) else None)
     app.worker.failed.emit("job1", "model_missing", "The model folder /gone does not exist.")
+    ui.history._db.set_trace_callback(None)
+    assert len(written) == 1 and written[0].startswith("INSERT"), written
     kept = ui.history.search()
     assert len(kept) == 1 and kept[0].outcome == "not_transcribed" and kept[0].text == "" and kept[0].has_audio
     assert any("kept in History" in n for n in app.notices) and ui.kept.waiting == 1

@@ -63,8 +63,7 @@ class KeptRecordings(QObject):
         entry = None
         if history is not None:
             entry = history.add("", language=self.app.settings.language, engine=self.app.settings.engine,
-                                model=self.app.settings.engine_spec().model, audio=audio)
-            history.set_transcript(entry, "", NOT_TRANSCRIBED)
+                                model=self.app.settings.engine_spec().model, audio=audio, outcome=NOT_TRANSCRIBED)
         self._waiting.append((entry, audio))
         where = "in History" if history is not None else "until the app quits"
         self.app.notify(f"Your recording is kept {where} and will be transcribed as soon as the speech model works.")
