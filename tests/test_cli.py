@@ -137,3 +137,12 @@ def test_unreadable_vocabulary_file(tmp_path):
     clip = clips(source="cards")[0]
     proc = _run("transcribe", str(clip.path), "--model", str(WHISPER_TINY_EN), "--vocabulary-file", str(tmp_path / "no.txt"))
     _assert_one_line_error(proc, "vocabulary file")
+
+
+def test_blank_server_token_file(tmp_path):
+    """A token file holding only a newline (`echo $UNSET > token`) is named in one sentence, not a traceback."""
+    clip = clips(source="cards")[0]
+    token = tmp_path / "token"
+    token.write_text("\n")
+    proc = _run("transcribe", str(clip.path), "--server", "http://127.0.0.1:9", "--token-file", str(token))
+    _assert_one_line_error(proc, "shorter than 16 characters")

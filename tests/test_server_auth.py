@@ -32,6 +32,15 @@ def test_a_token_file_turns_the_check_on_even_on_loopback(tmp_path):
         server_token("0.0.0.0", tmp_path / "missing", tmp_path / "unused")
 
 
+@pytest.mark.parametrize("content", [b"", b"\n", b"  \n\n", b"\xff\xfe\x00 not text"])
+def test_a_blank_or_binary_token_file_is_a_sentence_not_a_crash(tmp_path, content):
+    """`echo $UNSET > token` leaves one newline; that used to end `serve` and `transcribe --server` in an IndexError."""
+    given = tmp_path / "token"
+    given.write_bytes(content)
+    with pytest.raises(UserError, match="shorter than 16 characters|is not text"):
+        server_token("0.0.0.0", given, tmp_path / "unused")
+
+
 @pytest.mark.parametrize("header, code", [(None, "missing_token"), ("Basic abc", "missing_token"),
                                           ("Bearer", "missing_token"), ("Bearer wrong", "invalid_token")])
 def test_bearer_check(header, code):

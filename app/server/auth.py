@@ -31,10 +31,14 @@ def is_loopback(host: str) -> bool:
 def read_token(path: Path) -> str:
     """The token in `path` (its first line), or a UserError that says how to make one."""
     try:
-        token = path.read_text(encoding="utf-8").strip().splitlines()[0].strip() if path.stat().st_size else ""
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
     except OSError as exc:
         raise UserError(f"The token file {path} cannot be read ({exc.strerror}); create it with one line of at "
                         "least 16 characters, readable only by you (chmod 600).", code="bad_token_file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"The token file {path} is not text; put the token on its first line as plain text "
+                        "(for example the output of `openssl rand -hex 32`).", code="bad_token_file") from None
+    token = lines[0].strip() if lines else ""  # a blank file (`echo $UNSET > F`) is a too-short token, not a crash
     if len(token) < 16:
         raise UserError(f"The token in {path} is shorter than 16 characters; put a longer random one there "
                         "(for example the output of `openssl rand -hex 32`).", code="bad_token_file")
