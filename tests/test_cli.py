@@ -146,3 +146,15 @@ def test_blank_server_token_file(tmp_path):
     token.write_text("\n")
     proc = _run("transcribe", str(clip.path), "--server", "http://127.0.0.1:9", "--token-file", str(token))
     _assert_one_line_error(proc, "shorter than 16 characters")
+
+
+def test_serve_with_a_missing_or_mismatched_tls_file(tmp_path):
+    """A wrong --tls-cert/--tls-key is named before the model loads, not a FileNotFoundError traceback after it."""
+    proc = _run("serve", "--engine", "whisper", "--model", str(WHISPER_TINY_EN), "--device", "cpu", "--port", "9",
+                "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"))
+    _assert_one_line_error(proc, "TLS certificate")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    proc = _run("serve", "--engine", "whisper", "--model", str(WHISPER_TINY_EN), "--device", "cpu", "--port", "9",
+                "--tls-cert", str(junk), "--tls-key", str(junk))
+    _assert_one_line_error(proc, "TLS certificate")

@@ -37,6 +37,18 @@ def served_model_id(spec: EngineSpec) -> str:
     return path.name if path.is_absolute() or path.exists() else spec.model
 
 
+def _check_tls(cert: Path, key: Path) -> None:
+    """Load the certificate and key as uvicorn will, so that a wrong path is a sentence, not a traceback."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise UserError(f"The TLS certificate {cert} or key {key} cannot be used ({reason}); give PEM files this "
+                        "user can read, the key matching the certificate.", code="bad_tls") from None
+
+
 def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
     import uvicorn
 
@@ -48,6 +60,8 @@ def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UserError("Give both --tls-cert and --tls-key for https, or neither.", code="bad_tls")
+    if args.tls_cert is not None:
+        _check_tls(args.tls_cert, args.tls_key)  # before the model loads: minutes for a diffusion model
     if args.queue_size < 1 or args.max_batch < 1 or args.max_upload_mb <= 0:
         raise UserError("--queue-size and --max-batch must be at least 1 and --max-upload-mb more than 0.",
                         code="bad_option")
