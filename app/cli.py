@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(t)
     t.add_argument("--language", default="auto", help="auto, en, de, fr, es, hi or zh (default: auto)")
     t.add_argument("--steps", type=int, default=None, help="diffusion: maximum denoising steps, 1..48 (default 8)")
-    t.add_argument("--server", metavar="URL", help="send the audio to a speech server (`dictate serve`) instead of "
+    t.add_argument("--server", metavar="URL", help="send the audio to a speech server (`dictate serve`, as in "
+                   "http://gpu-box:8765) instead of "
                    "loading a model here")
     t.add_argument("--token-file", help="with --server: file whose first line is the server's token")
     t.add_argument("--json", action="store_true", help="print one JSON object per file (with raw_text: the engine's own)")
@@ -145,9 +146,11 @@ def _on_server(args: argparse.Namespace):
 
     from app.server.auth import read_token
     from app.server.http import ServerConnection
+    from app.setting_checks import check_server_url
 
+    url = check_server_url(args.server)  # as Settings checks it: "gpu-box:8765" needs its http://
     token = read_token(Path(args.token_file)) if args.token_file else None
-    conn = ServerConnection(args.server, token)
+    conn = ServerConnection(url, token)
     return conn.transcribe, conn.close
 
 

@@ -158,3 +158,10 @@ def test_serve_with_a_missing_or_mismatched_tls_file(tmp_path):
     proc = _run("serve", "--engine", "whisper", "--model", str(WHISPER_TINY_EN), "--device", "cpu", "--port", "9",
                 "--tls-cert", str(junk), "--tls-key", str(junk))
     _assert_one_line_error(proc, "TLS certificate")
+
+
+def test_server_address_without_http(tmp_path):
+    """`--server gpu-box:8765` is checked as Settings checks the address: the sentence says to add http://,
+    where it used to blame an unreachable server (UnsupportedProtocol) and point at Settings."""
+    clip = clips(source="cards")[0]
+    _assert_one_line_error(_run("transcribe", str(clip.path), "--server", "127.0.0.1:9"), "must start with http://")
