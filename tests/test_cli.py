@@ -165,3 +165,16 @@ def test_server_address_without_http(tmp_path):
     where it used to blame an unreachable server (UnsupportedProtocol) and point at Settings."""
     clip = clips(source="cards")[0]
     _assert_one_line_error(_run("transcribe", str(clip.path), "--server", "127.0.0.1:9"), "must start with http://")
+
+
+def test_serve_on_a_port_in_use_says_so_before_loading_the_model():
+    """A port another program listens on is named at once, not after the model has loaded (minutes for diffusion)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = _run("serve", "--engine", "whisper", "--model", str(WHISPER_TINY_EN), "--device", "cpu",
+                    "--port", str(port))
+    _assert_one_line_error(proc, "another --port")
+    proc = _run("serve", "--engine", "whisper", "--model", str(WHISPER_TINY_EN), "--device", "cpu", "--port", "70000")
+    _assert_one_line_error(proc, "not a TCP port")  # was an OverflowError traceback from uvicorn

@@ -49,6 +49,35 @@ def _check_tls(cert: Path, key: Path) -> None:
                         "user can read, the key matching the certificate.", code="bad_tls") from None
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Bind `host:port` once, as uvicorn will after the model has loaded, so that a port in use is said
+    at once rather than after minutes of loading. The socket is closed again: a race with another
+    program in between still ends in uvicorn's own error."""
+    import errno
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is not a TCP port; choose one from 1024 to 65535.", code="bad_option")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host} is not an address of this machine ({exc.strerror}); give one of its "
+                        "addresses or names, or 0.0.0.0 for all of them.", code="bad_option") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closed connection's TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            fix = {errno.EADDRINUSE: "another program (perhaps another `dictate serve`) listens there; stop it or "
+                                     "choose another --port",
+                   errno.EACCES: "ports below 1024 need administrator rights; choose a port from 1024 up",
+                   errno.EADDRNOTAVAIL: "this machine has no such address; give one of its addresses, or 0.0.0.0 "
+                                        "for all of them"}.get(exc.errno, "choose another --host or --port")
+            raise UserError(f"The server cannot listen on {host}:{port} ({exc.strerror}): {fix}.",
+                            code="bad_option") from None
+
+
 def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
     import uvicorn
 
@@ -65,6 +94,7 @@ def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
     if args.queue_size < 1 or args.max_batch < 1 or args.max_upload_mb <= 0:
         raise UserError("--queue-size and --max-batch must be at least 1 and --max-upload-mb more than 0.",
                         code="bad_option")
+    _check_listen(args.host, args.port)  # before the model loads, as the TLS files are
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="server %(levelname)s %(message)s")
     token_path = config_dir() / TOKEN_FILE
     token, generated = server_token(args.host, args.token_file, token_path)
