@@ -115,3 +115,54 @@ def test_the_settings_token_field_stores_the_token_and_never_shows_it(qtbot, no_
     assert load_token() == "typed-token-0123456789" and edit.field.text() == ""
     assert "server-client-token" in edit.status.text() and "typed-token" not in edit.status.text()
     assert not (no_keyring / "settings.json").exists()
+
+
+def test_a_busy_server_keeps_the_dictation_waiting_instead_of_dropping_it(qtbot, tmp_path):
+    """A shared server whose queue is full answers 429. That used to fail the dictation at once with
+    `queue_full` while the client stayed `ready`, so the recording was neither pasted nor kept; now the
+    client asks again until there is room, and the text arrives as one result."""
+    import concurrent.futures
+    import time
+
+    import httpx2
+    import numpy as np
+    import soundfile as sf
+
+    (tmp_path / "token").write_text(TOKEN)
+    busy = ServerProcess(["--engine", "faster-whisper", "--model", str(WHISPER_TINY_EN_CT2), "--device", "cpu",
+                          "--token-file", str(tmp_path / "token"), "--queue-size", "1"], tmp_path / "busy.log",
+                         token=TOKEN)
+    long_audio = tmp_path / "long.flac"  # a few minutes: one runs, one waits, while the dictation arrives
+    sf.write(long_audio, np.tile(load_audio(clips(source="espeak", language="en")[-1].path), 4), 16_000)
+
+    def send() -> int:
+        with open(long_audio, "rb") as fh:
+            return httpx2.post(busy.url + "/v1/audio/transcriptions", headers=busy.headers, files={"file": fh},
+                               data={"model": "whisper-1"}, timeout=600).status_code
+
+    def health() -> dict:
+        return httpx2.get(busy.url + "/health", headers=busy.headers).json()
+
+    client = None
+    try:
+        busy.wait_ready()
+        client = make_client(qtbot, busy.url, TOKEN)
+        results, failures = [], []
+        client.result.connect(lambda job, transcript: results.append((job, transcript)))
+        client.failed.connect(lambda job, code, message: failures.append((job, code)))
+        clip = clips(source="espeak", language="en")[6]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            running = pool.submit(send)
+            qtbot.waitUntil(lambda: health()["busy"], timeout=60_000)
+            waiting = pool.submit(send)
+            qtbot.waitUntil(lambda: health()["queue_length"] == 1, timeout=60_000)
+            job = client.submit(load_audio(clip.path), language="en")
+            qtbot.waitUntil(lambda: "429" in busy.log(), timeout=30_000)  # refused at first: the queue is full
+            qtbot.waitUntil(lambda: bool(results or failures), timeout=300_000)
+            assert running.result() == 200 and waiting.result() == 200
+        assert failures == [] and [j for j, _ in results] == [job], failures
+        assert wer([clip.text], [results[0][1]["text"]]) <= 0.2, results
+    finally:
+        if client is not None:
+            client.stop()
+        busy.stop()

@@ -7,7 +7,9 @@ their outcomes come back to the GUI thread through a queued signal before anythi
 
 An unreachable server or a refused token puts the client in the `failed` state *before* the job's
 `failed` signal, exactly as a worker whose model cannot run: the recording is then kept in the
-history and sent again when the server answers, which the client checks every few seconds.
+history and sent again when the server answers, which the client checks every few seconds. A server
+whose queue is full (429) is asked again every few seconds for the same job, which is then pasted as
+usual; only after minutes of that is it treated as a server that is gone.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +31,11 @@ from app.worker.speech_client import SpeechClient
 
 log = logging.getLogger(__name__)
 
-_CONNECTION_CODES = {"server_unreachable", "server_token", "model_unavailable", "model_failed", "server_failed"}
+_CONNECTION_CODES = {"server_unreachable", "server_token", "model_unavailable", "model_failed", "server_failed",
+                     "queue_full"}
 _MAX_SECONDS = 30 * 60
+_BUSY_RETRY_S = 2.0  # a server whose queue is full (429) is asked again this often ...
+_BUSY_GIVE_UP_S = 300.0  # ... for this long; then the recording is kept, as when the server is gone
 
 
 @dataclass
@@ -186,18 +192,35 @@ class ServerClient(SpeechClient):
         def on_draft(step: int, total: int, draft: str) -> None:
             self._post(self._drafted, job, step, total, draft)
 
-        try:
-            conn = self._connection()
+        give_up = time.monotonic() + _BUSY_GIVE_UP_S
+        while True:
             try:
-                transcript = conn.transcribe(job.audio, language=job.language, steps=job.steps, vocabulary=job.vocabulary,
-                                             on_draft=on_draft,
-                                             should_stop=lambda: job.cancelled)
-            finally:
-                conn.close()
-        except UserError as exc:
-            self._post(self._job_failed, job, exc.code, exc.message)
+                conn = self._connection()
+                try:
+                    transcript = conn.transcribe(job.audio, language=job.language, steps=job.steps,
+                                                 vocabulary=job.vocabulary, on_draft=on_draft,
+                                                 should_stop=lambda: job.cancelled)
+                finally:
+                    conn.close()
+            except UserError as exc:
+                # A shared server with a full queue (429) is busy, not broken: the dictation waits and is
+                # pasted when its turn comes, as behind a busy local worker, instead of being dropped.
+                if exc.code == "queue_full" and time.monotonic() < give_up and self._wait_while_busy(job):
+                    continue
+                self._post(self._job_failed, job, exc.code, exc.message)
+                return
+            self._post(self._job_done, job, transcript)
             return
-        self._post(self._job_done, job, transcript)
+
+    @staticmethod
+    def _wait_while_busy(job: _Job) -> bool:
+        """Sleep `_BUSY_RETRY_S` unless the job is cancelled (or the client stopped) meanwhile; True: ask again."""
+        deadline = time.monotonic() + _BUSY_RETRY_S
+        while time.monotonic() < deadline:
+            if job.cancelled:
+                return False
+            time.sleep(0.1)
+        return not job.cancelled
 
     def _post(self, fn, *args) -> None:
         self._event.emit(lambda: fn(*args))
