@@ -96,6 +96,11 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from app.text import TextOptions, finish_transcript
 
     language = check_language(args.language)
+    if args.engine == "server" and not args.server:  # Settings' form: engine "server", its address as the model
+        if not args.model:
+            raise UserError("--engine server sends the audio to a speech server: give its address with --server URL "
+                            "(as in http://gpu-box:8765).", code="bad_option")
+        args.server = args.model
     vocabulary = _vocabulary(args.vocabulary, args.vocabulary_file)
     options = TextOptions(vocabulary=vocabulary, remove_fillers=not args.keep_fillers,
                           spoken_punctuation=args.spoken_punctuation)

@@ -262,6 +262,17 @@ def test_cli_transcribes_on_the_server(guarded_server, speech, tmp_path):
     assert refused.returncode == 2 and "refused the token" in refused.stderr and "Traceback" not in refused.stderr
 
 
+
+def test_cli_engine_server_takes_the_model_as_the_address(whisper_server, speech):
+    """`--engine server --model URL` is how Settings names a server; it used to say "start one with
+    `python -m app serve` and choose another engine here", about a server that was running."""
+    cmd = [sys.executable, "-m", "app", "transcribe", str(speech[3].path), "--engine", "server", "--model",
+           whisper_server.url]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and heard(done.stdout.strip(), speech[3].text), done.stderr
+    bare = subprocess.run(cmd[:-2], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bare.returncode == 2 and "--server URL" in bare.stderr and "Traceback" not in bare.stderr, bare.stderr
+
 def test_a_chunked_upload_over_the_limit_is_cut_off_while_it_arrives(whisper_server):
     """No Content-Length to refuse up front: the server counts the bytes and stops at the limit."""
     boundary = "dictation-boundary"
