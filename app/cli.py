@@ -176,6 +176,17 @@ def _vocabulary(listed: str, file: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(" ".join(e.split()) for e in entries if e.strip()))
 
 
+def _read_token_input() -> str:
+    """The token for `server-token`: piped in, or typed at a prompt that does not echo it.
+
+    Typed at a terminal, a bare `readline` waited without a word and showed the secret on screen."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline()
+    import getpass
+
+    return getpass.getpass("Paste the speech server's token and press Enter (empty forgets it): ")
+
+
 def _cmd_check_model(args: argparse.Namespace) -> int:
     """The settings window's "Check" button: proves a model folder loads, in a process the GUI can spare."""
     import time
@@ -199,7 +210,7 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if command == "server-token":
         from app.server.token_store import save_token
 
-        where = save_token(sys.stdin.readline())
+        where = save_token(_read_token_input())
         print(f"The server token is kept in {where}.", file=sys.stderr)
         return 0
     if command == "serve":

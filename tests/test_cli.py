@@ -178,3 +178,47 @@ def test_serve_on_a_port_in_use_says_so_before_loading_the_model():
     _assert_one_line_error(proc, "another --port")
     proc = _run("serve", "--engine", "whisper", "--model", str(WHISPER_TINY_EN), "--device", "cpu", "--port", "70000")
     _assert_one_line_error(proc, "not a TCP port")  # was an OverflowError traceback from uvicorn
+
+
+def test_server_token_typed_at_a_terminal_is_asked_for_and_not_shown(tmp_path):
+    """`dictate server-token` in a terminal used to wait without a prompt and echo the secret as it was typed."""
+    import os
+    import pty
+    import select
+    import time
+
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    pid, fd = pty.fork()  # the child's controlling terminal is the pty, as in a real terminal
+    if pid == 0:
+        try:
+            os.execve(sys.executable, [sys.executable, "-m", "app", "server-token"], env)
+        finally:
+            os._exit(127)  # never back into pytest in the child
+
+    def read_until(needle: bytes, timeout_s: float = 30.0) -> bytes:
+        out, deadline = b"", time.monotonic() + timeout_s
+        while needle not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:  # the child has ended
+                    break
+        return out
+
+    try:
+        assert b"token" in read_until(b"(empty forgets it): "), "no prompt"
+        os.write(fd, b"typed-secret-token-0123456789\n")
+        after = read_until(b"is kept in")
+    finally:
+        for _ in range(50):  # it ends by itself once the token is stored
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, 9)  # still waiting for input: the child this test started, by its pid
+            _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0 and b"is kept in" in after, after
+    assert b"typed-secret-token" not in after  # not echoed
+    assert (tmp_path / "diffusion-dictate" / "server-client-token").read_text().strip() == "typed-secret-token-0123456789"
