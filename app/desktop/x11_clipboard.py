@@ -17,8 +17,8 @@ The selections are served on this class's own thread and X connection (a target 
 reply, whatever the GUI thread is doing); the GUI thread hears of reads through Qt signals.
 
 What the clipboard held is saved while the engine works (`X11Clipboard.prefetch`), not on the way
-to the text: Qt reads each format from its owner, and a screenshot's image costs 25 ms (2 MB) to
-90 ms (8 MB). The early copy serves only if the clipboard has not changed hands since, which the
+to the text: Qt reads each format from its owner, and a screenshot's image cost 8 ms (2 MB) to
+25 ms (8 MB) there (docs/benchmarks.md, "Saving the clipboard"). The early copy serves only if the clipboard has not changed hands since, which the
 XFixes extension tells: the server reports every new owner of CLIPBOARD (ours included) to the
 selection thread, and a round trip before the paste makes sure a change made before it is counted.
 """
