@@ -267,13 +267,15 @@ class History:
 
     @_repairs_damage
     def search(self, query: str = "", *, failed_only: bool = False, limit: int = 500) -> list[Dictation]:
-        """Newest first; every word of `query` must appear somewhere in the text, ignoring case."""
+        """Newest first; every word of `query` must appear somewhere in the text, ignoring case. `failed_only`:
+        failed pastes and recordings not transcribed."""
         where, args = [], []
         for word in query.split():
             where.append("instr(casefold(text), ?) > 0")
             args.append(word.casefold())
-        if failed_only:
-            where.append("paste_ok = 0")
+        if failed_only:  # what needs the user: a paste that did not arrive, a recording not transcribed
+            where.append("(paste_ok = 0 OR outcome = ?)")
+            args.append(NOT_TRANSCRIBED)
         sql = ("SELECT id, created, text, language, engine, model, steps, timings, target, paste_ok, paste_message,"
                " audio IS NOT NULL, outcome, raw_text FROM dictations")
         if where:

@@ -357,6 +357,7 @@ def test_a_recording_the_model_could_not_take_is_kept_and_transcribed_once_it_wo
     app, ui = env.app, env.ui
     audio = np.sin(np.linspace(0, 800, 16000)).astype(np.float32) * 0.5
     app.worker.state = "failed"  # e.g. the model folder is gone
+    app.worker.state_changed.emit("failed")
     app.submitted.emit("job1", audio)
     written: list[str] = []  # the row was written, then its outcome: an app quit in between never retried it
     ui.history._db.set_trace_callback(lambda sql: written.append(sql) if sql.startswith(("INSERT", "UPDATE")) else None)
@@ -376,11 +377,20 @@ def test_a_recording_the_model_could_not_take_is_kept_and_transcribed_once_it_wo
     assert "hello again" in app.notices[-1] and ui.kept.waiting == 0
 
 
-def test_refusing_to_record_keeps_nothing(env, qtbot):
+def test_refusing_to_record_still_keeps_a_recording_already_made(env, qtbot):
+    """"refuse" stops new recordings while the model cannot run; one made before it failed is the user's words."""
     env.ui.store.set("unusable_model", "refuse")
     env.app.worker.state = "failed"
-    env.app.submitted.emit("job1", np.zeros(1600, np.float32))
+    env.app.worker.state_changed.emit("failed")
+    env.app.submitted.emit("job1", np.full(1600, 0.25, np.float32))
     env.app.worker.failed.emit("job1", "model_missing", "The model folder /gone does not exist.")
+    [entry] = env.ui.history.search()
+    assert entry.outcome == "not_transcribed" and entry.has_audio and env.ui.kept.waiting == 1
+
+
+def test_a_cancelled_job_keeps_nothing(env, qtbot):
+    env.app.submitted.emit("job1", np.full(1600, 0.25, np.float32))
+    env.app.worker.failed.emit("job1", "cancelled", "The transcription was cancelled.")
     assert env.ui.history.search() == [] and env.ui.kept.waiting == 0
 
 

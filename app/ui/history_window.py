@@ -1,18 +1,21 @@
 """The history window: find an earlier transcript, copy it, or paste it again.
 
 Its main job is rescue: a dictation whose paste failed (the target window closed, a terminal
-ignored the keystroke) is marked, and "Failed pastes only" finds it at once. "Paste again" does not
+ignored the keystroke) is marked, and "Failed only" finds it at once. "Paste again" does not
 paste here: it asks the app (`repaste_requested`) to hide this window and paste into the window
-that gets the focus back, the same way a dictation is pasted.
+that gets the focus back, the same way a dictation is pasted. A recording that was not transcribed
+(the model could not run, the job failed) is here too, with its audio: "Transcribe again" asks the
+app (`transcribe_requested`) to send it to the model, and "Save recording…" writes it as a WAV file.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QPlainTextEdit,
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QPlainTextEdit,
                                QPushButton, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from app.engine.base import LANGUAGES
@@ -73,9 +76,11 @@ def details(entry: Dictation) -> str:
 
 
 class HistoryWindow(QWidget):
-    """Lists `history`; emits `repaste_requested(entry_id, text)` for "Paste again"."""
+    """Lists `history`; emits `repaste_requested(entry_id, text)` for "Paste again" and
+    `transcribe_requested(entry_id)` for "Transcribe again" (an entry with its recording)."""
 
     repaste_requested = Signal(int, str)
+    transcribe_requested = Signal(int)
 
     def __init__(self, history: History, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -86,7 +91,8 @@ class HistoryWindow(QWidget):
         self.search.setPlaceholderText("Search transcripts")
         self.search.setClearButtonEnabled(True)
         self.search.setAccessibleName("Search transcripts")
-        self.failed_only = QCheckBox("Failed pastes only")
+        self.failed_only = QCheckBox("Failed only")
+        self.failed_only.setToolTip("Show only transcripts whose paste failed and recordings not transcribed.")
         self.count = QLabel()
         self.count.setObjectName("hint")
         self.list = QTreeWidget()
@@ -118,6 +124,11 @@ class HistoryWindow(QWidget):
         self.paste_button = QPushButton("Paste again")
         self.paste_button.setDefault(True)
         self.paste_button.setToolTip("Paste it into the window you were in before this one (Ctrl+Enter).")
+        self.transcribe_button = QPushButton("Transcribe again")
+        self.transcribe_button.setToolTip("Send the kept recording to the speech model again, with the language now "
+                                          "set; the new transcript replaces this one.")
+        self.save_button = QPushButton("Save recording…")
+        self.save_button.setToolTip("Save the kept recording as a WAV file.")
         self.delete_button = QPushButton("Delete")
         self.delete_button.setToolTip("Delete this transcript (and its recording, if kept).")
         self.clear_button = QPushButton("Clear history…")
@@ -137,6 +148,8 @@ class HistoryWindow(QWidget):
         actions = QHBoxLayout()
         actions.addWidget(self.copy_button)
         actions.addWidget(self.paste_button)
+        actions.addWidget(self.transcribe_button)
+        actions.addWidget(self.save_button)
         actions.addWidget(self.delete_button)
         actions.addWidget(self.notice, 1)
         detail_layout.addLayout(actions)
@@ -165,6 +178,8 @@ class HistoryWindow(QWidget):
         self.list.currentItemChanged.connect(self._selected)
         self.copy_button.clicked.connect(self.copy)
         self.paste_button.clicked.connect(self.repaste)
+        self.transcribe_button.clicked.connect(self.transcribe_again)
+        self.save_button.clicked.connect(self.save_recording)
         self.delete_button.clicked.connect(self.delete)
         self.clear_button.clicked.connect(self._confirm_clear)
         QShortcut(QKeySequence("Ctrl+Return"), self, self.repaste)
@@ -183,7 +198,7 @@ class HistoryWindow(QWidget):
         self.list.clear()
         now = time.time()
         for entry in entries:
-            preview = " ".join(entry.text.split())
+            preview = " ".join(entry.text.split()) or ("(a recording, not transcribed)" if entry.has_audio else "")
             item = QTreeWidgetItem([when(entry.created, now), preview, paste_status(entry)])
             item.setData(0, _ID, entry.id)
             item.setToolTip(1, entry.text[:500])
@@ -220,8 +235,11 @@ class HistoryWindow(QWidget):
 
     def _selected(self, item: QTreeWidgetItem | None, _previous=None) -> None:
         entry = None if item is None else self.history.get(item.data(0, _ID))
-        for button in (self.copy_button, self.paste_button, self.delete_button):
-            button.setEnabled(entry is not None)
+        for button in (self.copy_button, self.paste_button):
+            button.setEnabled(entry is not None and bool(entry.text))
+        for button in (self.transcribe_button, self.save_button):
+            button.setEnabled(entry is not None and entry.has_audio)
+        self.delete_button.setEnabled(entry is not None)
         self.notice.setText("")
         self.failed.setVisible(entry is not None and entry.paste_ok is False)
         if entry is None:
@@ -246,6 +264,30 @@ class HistoryWindow(QWidget):
         entry = self.current()
         if entry is not None:
             self.repaste_requested.emit(entry.id, entry.text)
+
+    def transcribe_again(self) -> None:
+        entry = self.current()
+        if entry is not None and entry.has_audio:
+            self.transcribe_requested.emit(entry.id)
+            self.notice.setText("Sent to the speech model: the transcript appears here when it is done.")
+
+    def save_recording(self) -> None:
+        """Save the entry's recording where the user chooses: the words are theirs, also outside this app."""
+        entry = self.current()
+        data = self.history.audio(entry.id) if entry is not None else None
+        if data is None:
+            return
+        stamp = time.strftime("%Y-%m-%d %H-%M-%S", time.localtime(entry.created))
+        default = str(Path.home() / f"Dictation {stamp}.wav")
+        path, _ = QFileDialog.getSaveFileName(self, "Save recording", default, "WAV audio (*.wav)")
+        if not path:
+            return
+        try:
+            Path(path).write_bytes(data)
+        except OSError as exc:
+            self.notice.setText(f"The recording could not be saved ({exc.strerror or exc}); choose another folder.")
+            return
+        self.notice.setText(f"Saved as {Path(path).name}.")
 
     def delete(self) -> None:
         entry_id = self.current_id()

@@ -14,7 +14,7 @@ import sqlite3
 from collections import deque
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
@@ -36,7 +36,10 @@ def paste_options(s: Settings) -> PasteOptions:
 
 
 class HistoryUi(QObject):
-    """The history database (None while the history is off), its window, and the "Paste again" paster."""
+    """The history database (None while the history is off), its window, and the "Paste again" paster.
+    "Transcribe again" in the window is passed on as `transcribe_requested(entry_id)`."""
+
+    transcribe_requested = Signal(int)
 
     def __init__(self, dictation, settings: Settings, *, repaster: Paster | None = None,
                  parent: QObject | None = None) -> None:
@@ -112,7 +115,7 @@ class HistoryUi(QObject):
             self._audio[job_id] = audio
 
     def forget(self, job_id: str) -> None:
-        """The job failed: its recording is not kept."""
+        """The job failed (KeptRecordings keeps its recording) or was a kept recording's: no entry of its own."""
         self._audio.pop(job_id, None)
 
     def add(self, job_id: str, text: str, transcript: dict, target: str) -> None:
@@ -131,7 +134,7 @@ class HistoryUi(QObject):
                                             raw_text=str(transcript.get("raw_text", text)).strip())
             except sqlite3.Error as exc:
                 self._write_failed(exc)
-            self._refresh_window()
+            self.refresh_window()
         self._awaiting_paste.append(entry_id)  # one per paste, kept or not: each paste's outcome finds its entry
 
     def pasted(self, ok: bool, message: str, outcome: str) -> None:
@@ -142,7 +145,7 @@ class HistoryUi(QObject):
                 self.history.set_paste_result(entry_id, ok, message, outcome)
             except sqlite3.Error as exc:
                 self._write_failed(exc)
-            self._refresh_window()
+            self.refresh_window()
 
     # ---- the window and "Paste again" ----------------------------------------------------------
     def show(self) -> None:
@@ -154,6 +157,7 @@ class HistoryUi(QObject):
 
             self.window = HistoryWindow(self.history)
             self.window.repaste_requested.connect(self.repaste)
+            self.window.transcribe_requested.connect(self.transcribe_requested)
         self.window.present()
 
     def repaste(self, entry_id: int, text: str) -> None:
@@ -188,7 +192,7 @@ class HistoryUi(QObject):
         if not ok:
             self.app.notify(message, error=True)
 
-    def _refresh_window(self) -> None:
+    def refresh_window(self) -> None:
         if self.window is not None and self.window.isVisible():
             self.window.refresh()
 

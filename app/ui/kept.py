@@ -1,30 +1,46 @@
-"""Recordings the speech model could not transcribe: kept, and transcribed once the model works.
+"""Recordings that were not transcribed: kept, and transcribed once the model can do it.
 
-A first start offline with the default Hub model, or a model folder that is gone, used to cost the
-user their words: recording worked, the job failed, the audio was dropped. With "When the model
-cannot run: keep" (the default) a recording whose job fails while the worker is in its failed state
-is stored in the history as not transcribed, with its audio, and submitted again as soon as the
-worker is ready: later in this session (the model fixed in Settings) or at a later start. The
-transcript then fills in its history entry. It is not pasted: the window it was meant for has long
-moved on; a notice says where it is. With the history off the recording is kept in memory only.
+A recording is the user's words; a transcription that fails must not cost them. Every job that
+fails for a reason other than the user's own cancel or audio with nothing in it is kept: in the
+history as not transcribed, with its audio (with the history off, in memory until the app quits).
+Three ways lead there:
+- the model cannot run (a first start offline, a model folder that is gone): with "When the model
+  cannot run: keep" (the default) recordings go on being made and wait here;
+- the model runs but this job failed (out of GPU memory in a fixed quantization, a speech server
+  that refuses the upload, an engine bug);
+- the app quits, or switches engines, while the job is still under way (`keep_unfinished`).
+
+Kept recordings are sent again each time a model becomes ready after a load (a fixed model, a
+changed setting, the next start), not when a working model merely finishes a job: a job that fails
+on a working model would fail again at once. "Transcribe again" in the History window sends one
+entry right away (`transcribe_again`), also one that was transcribed before (another language).
+The transcript then fills in its history entry. It is not pasted: the window it was meant for has
+long moved on; a notice says where it is.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Callable
 
 import numpy as np
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, Signal
 
 from app.history import NOT_TRANSCRIBED, TRANSCRIBED_LATER, History, wav_samples
 
 log = logging.getLogger(__name__)
 
+# Failures that lose no words: the user's own cancel, and audio with nothing in it to transcribe.
+_NOTHING_TO_KEEP = {"cancelled", "bad_audio", "empty_audio"}
+_MODEL_WORKS = ("ready", "busy")
+
 
 class KeptRecordings(QObject):
     """Follows every job of `dictation` (the DictationApp). AppUi hands it each job's end (`result`, `failed`)
     before anything else sees it: `owns(job_id)` tells a retry, which nothing else must take for a dictation."""
+
+    entry_changed = Signal(int)  # a history entry was added or filled in (the History window refreshes)
 
     def __init__(self, dictation, history: Callable[[], History | None], parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -32,7 +48,9 @@ class KeptRecordings(QObject):
         self._history = history
         self._audio: dict[str, np.ndarray] = {}  # job id -> its audio, until the job ends
         self._retrying: dict[str, int | None] = {}  # job id -> the history entry it fills in (None: history off)
+        self._asked: set[str] = set()  # retries the user asked for in the History window: their failures are told
         self._waiting: list[tuple[int | None, np.ndarray | None]] = []  # (entry, audio) not yet sent again
+        self._state = dictation.worker.state
         dictation.submitted.connect(self._submitted)
         dictation.worker.state_changed.connect(self._worker_state)
         history_now = history()
@@ -52,24 +70,67 @@ class KeptRecordings(QObject):
 
     def failed(self, job_id: str, code: str, message: str) -> None:
         audio = self._audio.pop(job_id, None)
-        if job_id in self._retrying:  # still no model that works: wait for the next ready
-            self._waiting.append((self._retrying.pop(job_id), audio))
+        if job_id in self._retrying:  # not this time either: wait for the next model load
+            entry = self._retrying.pop(job_id)
+            self._waiting.append((entry, audio))
+            if job_id in self._asked:
+                self._asked.discard(job_id)
+                self.app.notify(f"Transcribing the kept recording again failed: {message}", error=True)
             return
-        if audio is None or code == "cancelled" or self.app.worker.state != "failed":
+        if audio is None or code in _NOTHING_TO_KEEP:
             return
-        if self.app.settings.unusable_model != "keep":
-            return
+        entry = self._keep(audio)
+        where = "in History" if entry is not None else "until the app quits"
+        if self.app.worker.state == "failed":
+            self.app.notify(f"Your recording is kept {where} and will be transcribed as soon as the speech model works.")
+        elif code != "stopped":
+            how = "select it there and choose Transcribe again" if entry is not None else "it is sent again"
+            self.app.notify(f"Your recording was not transcribed and is kept {where}: {how} once the problem is "
+                            "fixed (it is also sent again when the model next loads).")
+
+    def keep_unfinished(self) -> int:
+        """At app exit: keep the recordings whose jobs are still under way; the next start transcribes them.
+        Returns how many were kept."""
+        unfinished = [audio for job_id, audio in self._audio.items() if job_id not in self._retrying]
+        self._audio.clear()
+        for audio in unfinished:
+            self._keep(audio)
+        if unfinished:
+            log.info("kept recordings: %d still being transcribed at exit, kept for the next start", len(unfinished))
+        return len(unfinished)
+
+    def _keep(self, audio: np.ndarray) -> int | None:
+        """Store the recording as not transcribed (history off: in memory); returns its history entry."""
         history = self._history()
         entry = None
         if history is not None:
-            entry = history.add("", language=self.app.settings.language, engine=self.app.settings.engine,
-                                model=self.app.settings.engine_spec().model, audio=audio, outcome=NOT_TRANSCRIBED)
-        self._waiting.append((entry, audio))
-        where = "in History" if history is not None else "until the app quits"
-        self.app.notify(f"Your recording is kept {where} and will be transcribed as soon as the speech model works.")
+            s = self.app.settings
+            try:
+                entry = history.add("", language=s.language, engine=s.engine, model=s.engine_spec().model,
+                                    audio=audio, outcome=NOT_TRANSCRIBED)
+            except sqlite3.Error as exc:  # a full disk, a locked file: kept in memory instead
+                log.warning("kept recordings: the history could not be written (%s)", exc)
+            else:
+                self.entry_changed.emit(entry)
+        self._waiting.append((entry, None if entry is not None else audio))
+        return entry
+
+    def transcribe_again(self, entry_id: int) -> bool:
+        """Send a history entry's recording to the model now ("Transcribe again"); False: it has no recording."""
+        history = self._history()
+        data = history.audio(entry_id) if history is not None else None
+        if data is None:
+            return False
+        self._waiting = [(entry, audio) for entry, audio in self._waiting if entry != entry_id]
+        job_id = self.app.transcribe(wav_samples(data))
+        self._retrying[job_id] = entry_id
+        self._asked.add(job_id)
+        return True
 
     def _worker_state(self, state: str) -> None:
-        if state != "ready" or not self._waiting:
+        loaded = state == "ready" and self._state not in _MODEL_WORKS  # a model (re)loaded, not a job finished
+        self._state = state
+        if not loaded or not self._waiting:
             return
         history = self._history()
         waiting, self._waiting = self._waiting, []
@@ -86,14 +147,16 @@ class KeptRecordings(QObject):
         self._audio.pop(job_id, None)
         if job_id not in self._retrying:
             return
+        self._asked.discard(job_id)
         entry = self._retrying.pop(job_id)
         text = str(transcript.get("text", "")).strip()
         history = self._history()
         if history is not None and entry is not None:
             history.set_transcript(entry, text, TRANSCRIBED_LATER, str(transcript.get("raw_text", text)).strip())
+            self.entry_changed.emit(entry)
         if not text:
-            self.app.notify("A recording kept while the model could not run held no words.")
+            self.app.notify("A kept recording, transcribed now, held no words.")
             return
         short = text if len(text) <= 60 else text[:57] + "…"
         where = "It is in History, ready to copy or paste." if entry is not None else ""
-        self.app.notify(f"A recording kept while the model could not run is transcribed: “{short}”. {where}".strip())
+        self.app.notify(f"A kept recording is transcribed: “{short}”. {where}".strip())

@@ -77,6 +77,8 @@ class AppUi(QObject):
         self._poll = QTimer(self, interval=_IDLE_POLL_MS, timeout=self._follow_state)
         self.transcripts = HistoryUi(dictation, dictation.settings, repaster=repaster, parent=self)
         self.kept = KeptRecordings(dictation, lambda: self.history, self)
+        self.kept.entry_changed.connect(lambda _entry: self.transcripts.refresh_window())
+        self.transcripts.transcribe_requested.connect(self.kept.transcribe_again)
         self._apply_os_env(dictation.settings)
         if dictation.settings.autostart:  # rewrite the entry: the app may have moved since it was made
             try:
@@ -207,6 +209,7 @@ class AppUi(QObject):
         owned = self.kept.owns(job_id)
         self.kept.result(job_id, transcript)
         if owned:
+            self.transcripts.forget(job_id)
             return  # a kept recording, transcribed later: it fills in its own history entry
         settings = self.store.settings
         text = str(transcript.get("text", "")).strip(" \t")  # as the controller pastes it: layout breaks kept
@@ -314,6 +317,7 @@ class AppUi(QObject):
         interpreter exit, their Python event handlers are called during finalisation and crash.
         """
         self._poll.stop()
+        self.kept.keep_unfinished()  # recordings still being transcribed: the next start transcribes them
         worker = self.app.worker
         for signal, slot in ((worker.progress, self._progress), (self.app.transcribed, self._result),
                              (worker.failed, self._failed), (self.app.paster.finished, self._pasted)):
