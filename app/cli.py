@@ -109,7 +109,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     try:
         for path, audio in audios:
             if not args.speech_check or _speech_in(path, audio):
-                result = {**transcribe(audio, language=language, steps=args.steps, vocabulary=vocabulary), "no_speech": False}
+                # A speech server checks too (unless served with --no-speech-check): its `no_speech` is kept.
+                result = {"no_speech": False, **transcribe(audio, language=language, steps=args.steps, vocabulary=vocabulary)}
             else:
                 result = {"text": "", "language": language, "steps_used": 0, "timings": {}, "language_detected": False,
                           "no_speech": True}

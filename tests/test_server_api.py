@@ -45,12 +45,12 @@ def whisper_server(tmp_path_factory, speech):
 
 @pytest.fixture(scope="module")
 def guarded_server(tmp_path_factory, speech):
-    """A token and room for one waiting request only."""
+    """A token, room for one waiting request only, and no speech check (for clients that check themselves)."""
     folder = tmp_path_factory.mktemp("guarded")
     token = "s3cret-token-for-the-tests-0123456789"
     (folder / "token").write_text(token + "\n")
-    server = ServerProcess([*WHISPER, "--token-file", str(folder / "token"), "--queue-size", "1"],
-                           folder / "server.log", token=token)
+    server = ServerProcess([*WHISPER, "--token-file", str(folder / "token"), "--queue-size", "1",
+                            "--no-speech-check"], folder / "server.log", token=token)
     yield server.wait_ready()
     server.stop()
 
@@ -128,6 +128,68 @@ def test_models_and_health_describe_the_served_model(whisper_server):
     assert health["status"] == "ok" and health["engine"] == "faster-whisper" and health["device"] == "cpu"
     assert health["model"] == "whisper-tiny.en-ct2" and health["queue_length"] == 0
     assert str(WHISPER_TINY_EN_CT2) not in json.dumps(health)  # no server path leaves the server
+
+
+# -- no speech ----------------------------------------------------------------------------------
+
+
+def test_an_upload_without_speech_gets_empty_text_and_never_reaches_the_engine(whisper_server, guarded_server,
+                                                                                  tmp_path):
+    """Whisper tiny.en writes "you" for the test data's noise. The server checks every upload for speech
+    first, as the app does, and answers one without it with an empty text in every format; the engine's
+    log line for a job ("job ...: 3.0 s of audio in ... ms") shows it was never asked."""
+    noise, silence = (next(c for c in clips(source="silence") if c.id == name) for name in ("noise", "silence"))
+    api = client(whisper_server)
+    engine_jobs = whisper_server.log().count(" s of audio in ")
+    for clip in (noise, silence):
+        with open(clip.path, "rb") as fh:
+            answer = api.audio.transcriptions.create(model="whisper-1", file=fh)
+        assert answer.text == "" and answer.model_extra["no_speech"] is True, answer
+        assert answer.model_extra["steps_used"] == 0 and answer.model_extra["timings"] == {}
+    status, body = curl(whisper_server, f"file=@{noise.path}", "model=whisper-1", "response_format=text")
+    assert (status, body) == (200, "\n")
+    with open(noise.path, "rb") as fh:
+        verbose = api.audio.transcriptions.create(model="whisper-1", file=fh, response_format="verbose_json")
+    assert verbose.text == "" and verbose.segments == [] and verbose.duration == pytest.approx(noise.seconds, abs=0.05)
+    with open(noise.path, "rb") as fh:
+        events = list(api.audio.transcriptions.create(model="whisper-1", file=fh, stream=True))
+    assert [(e.type, e.text, e.model_extra["no_speech"]) for e in events] == [("transcript.text.done", "", True)]
+    log = whisper_server.log()
+    assert log.count(" s of audio in ") == engine_jobs and log.count("without speech") == 5, log
+    # One spoken word is speech: it is transcribed (and does reach the engine).
+    word = tmp_path / "yes.wav"
+    sf.write(word, synthesize("Yes.", "en-us", tmp_path), 16_000)
+    with open(word, "rb") as fh:
+        spoken = api.audio.transcriptions.create(model="whisper-1", file=fh)
+    assert "yes" in spoken.text.lower() and spoken.model_extra["no_speech"] is False, spoken
+    assert whisper_server.log().count(" s of audio in ") == engine_jobs + 1
+    # Served with --no-speech-check, the model gets the noise and invents its word.
+    with open(noise.path, "rb") as fh:
+        unchecked = client(guarded_server).audio.transcriptions.create(model="whisper-1", file=fh)
+    assert unchecked.text.strip() and unchecked.model_extra["no_speech"] is False, unchecked
+
+
+def test_serve_without_the_speech_checks_model_says_so_before_loading(tmp_path):
+    """A broken install (no silero-vad) used to answer every upload with a 500; now `serve` ends at once."""
+    (tmp_path / "silero_vad.py").write_text("")  # a module, not the package with the ONNX model in it
+    server = ServerProcess([*WHISPER], tmp_path / "server.log", env={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    try:
+        assert server.proc.wait(60) == 2
+    finally:
+        server.stop()
+    assert "--no-speech-check" in server.log() and "Traceback" not in server.log()
+    assert "Serving" not in server.log(), server.log()  # said before the model loads
+
+
+def test_cli_keeps_the_servers_no_speech(whisper_server):
+    """`transcribe --no-speech-check --server URL` sends the noise; the server's check answers, and says so."""
+    noise = next(c for c in clips(source="silence") if c.id == "noise")
+    cmd = [sys.executable, "-m", "app", "transcribe", str(noise.path), "--server", whisper_server.url,
+           "--no-speech-check", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["text"] == "" and answer["no_speech"] is True, answer
 
 
 # -- bad input ----------------------------------------------------------------------------------

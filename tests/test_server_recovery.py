@@ -61,8 +61,9 @@ def serve():
         slot = EngineSlot(load)
         slot.load(EngineSpec(engine="whisper", model="stand-in", quantization=quantization))
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(EngineQueue(slot), ServerOptions(model_id="stand-in")),
-                                               host="127.0.0.1", port=port, log_level="warning"))
+        options = ServerOptions(model_id="stand-in", speech_check=False)  # the stand-in gets a second of silence
+        server = uvicorn.Server(uvicorn.Config(create_app(EngineQueue(slot), options), host="127.0.0.1", port=port,
+                                               log_level="warning"))
         threading.Thread(target=server.run, daemon=True).start()
         servers.append(server)
         deadline = time.monotonic() + 20

@@ -3,6 +3,12 @@
 `create_app(queue, options)` builds a FastAPI app around an `EngineQueue` whose engine is already
 loaded. Every failure a client can cause ends in OpenAI's error shape with a 4xx status; anything
 unexpected in a handler ends in a 500 of the same shape and the server goes on.
+
+Speech models invent words for silence and noise (Whisper tiny.en writes "you"), so every upload
+goes through the app's speech check (Silero VAD, `app.audio.vad`) before it may wait for the engine;
+one without speech is answered at once, as a normal transcript with empty text and `no_speech`
+true, so that OpenAI clients take it as they take any answer. `--no-speech-check` turns it off for
+clients that check themselves.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.audio.vad import has_speech
 from app.engine import Progress, Transcript
 from app.engine.base import LANGUAGES
 from app.server import request_checks as checks
@@ -36,6 +43,7 @@ class ServerOptions:
     model_id: str  # what /v1/models lists and `model` must name (or "whisper-1")
     token: str | None = None
     max_upload_bytes: int = 25 * 2**20
+    speech_check: bool = True  # uploads without speech get empty text without reaching the engine
 
 
 class _BodyLimit:
@@ -146,6 +154,13 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
         audio = await run_in_threadpool(checks.decode_audio, data, upload.filename or "")
         req = checks.TranscriptionRequest(audio, language, steps, fmt, stream,
                                           checks.vocabulary(_field(form, "prompt")))
+        if options.speech_check and not await run_in_threadpool(has_speech, audio):
+            log.info("%.1f s of audio without speech: answered with empty text, the engine not asked", req.seconds)
+            silent = Transcript(text="", language=language, steps_used=0)
+            if stream:
+                return StreamingResponse(_sse_no_speech(silent, req), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache"})
+            return _render(silent, req, queue_ms=0.0, no_speech=True)
         job = queue.submit(req)
         if stream:
             return StreamingResponse(_sse(job, request), media_type="text/event-stream",
@@ -157,7 +172,7 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
             raise
         if isinstance(outcome, ApiError):
             raise outcome
-        return _render(outcome, job)
+        return _render(outcome, job.request, queue_ms=job.queue_ms)
 
     return api
 
@@ -178,13 +193,17 @@ async def _wait(job: Job, request: Request) -> Transcript | ApiError:
                 return ApiError(499, "The client closed the connection.", "cancelled")
 
 
-def _render(t: Transcript, job: Job) -> Response:
-    req = job.request
+def _answer(t: Transcript, req: checks.TranscriptionRequest, *, queue_ms: float, no_speech: bool = False) -> dict:
+    """The fields of a `json` answer, which the streamed `transcript.text.done` event carries too."""
+    return {"text": t.text, "language": t.language, "steps_used": t.steps_used, "timings": t.timings,
+            "language_detected": t.language_detected, "no_speech": no_speech, "queue_ms": queue_ms,
+            "usage": {"type": "duration", "seconds": round(req.seconds, 2)}}
+
+
+def _render(t: Transcript, req: checks.TranscriptionRequest, *, queue_ms: float, no_speech: bool = False) -> Response:
     if req.response_format == "text":
         return PlainTextResponse(t.text + "\n")
-    body = {"text": t.text, "language": t.language, "steps_used": t.steps_used, "timings": t.timings,
-            "language_detected": t.language_detected, "queue_ms": job.queue_ms,
-            "usage": {"type": "duration", "seconds": round(req.seconds, 2)}}
+    body = _answer(t, req, queue_ms=queue_ms, no_speech=no_speech)
     if req.response_format == "verbose_json":
         body = {"task": "transcribe", **body, "language": LANGUAGES.get(t.language, t.language).lower(),
                 "language_code": t.language, "duration": round(req.seconds, 3), "segments": []}
@@ -218,10 +237,12 @@ async def _sse(job: Job, request: Request):
         if isinstance(outcome, ApiError):
             yield _event({"type": "error", **outcome.body()})
             return
-        yield _event({"type": "transcript.text.done", "text": outcome.text, "language": outcome.language,
-                      "steps_used": outcome.steps_used, "timings": outcome.timings,
-                      "language_detected": outcome.language_detected, "queue_ms": job.queue_ms,
-                      "usage": {"type": "duration", "seconds": round(job.request.seconds, 2)}})
+        yield _event({"type": "transcript.text.done", **_answer(outcome, job.request, queue_ms=job.queue_ms)})
     finally:
         if not job.done.done():
             job.cancel()
+
+
+async def _sse_no_speech(t: Transcript, req: checks.TranscriptionRequest):
+    """The stream of an upload without speech: no drafts, only the done event with the empty text."""
+    yield _event({"type": "transcript.text.done", **_answer(t, req, queue_ms=0.0, no_speech=True)})

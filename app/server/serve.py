@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="diffusion: waiting requests denoised together in one "
                    "batch of canvases (default 8; 1 runs them one by one)")
     p.add_argument("--log-text", action="store_true", help="log transcripts (never logged otherwise)")
+    p.add_argument("--no-speech-check", dest="speech_check", action="store_false",
+                   help="send every upload to the model, also those in which the speech check hears no speech (by "
+                   "default such an upload gets an empty text: models invent words for silence and noise); for "
+                   "clients that check for speech themselves")
 
 
 def served_model_id(spec: EngineSpec) -> str:
@@ -78,6 +82,19 @@ def _check_listen(host: str, port: int) -> None:
                             code="bad_option") from None
 
 
+def _load_speech_check() -> None:
+    """Load the speech check's model now: the first upload does not wait for it, and a broken install
+    is said before the model loads rather than as a 500 on every request."""
+    from app.audio.vad import VadModel
+
+    try:
+        VadModel.shared()
+    except UserError as exc:
+        raise UserError("The speech check cannot start: silero-vad or onnxruntime is missing; install both (pip "
+                        "install silero-vad onnxruntime), or serve without it: --no-speech-check.",
+                        code=exc.code) from None
+
+
 def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
     import uvicorn
 
@@ -95,6 +112,8 @@ def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
         raise UserError("--queue-size and --max-batch must be at least 1 and --max-upload-mb more than 0.",
                         code="bad_option")
     _check_listen(args.host, args.port)  # before the model loads, as the TLS files are
+    if args.speech_check:
+        _load_speech_check()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="server %(levelname)s %(message)s")
     token_path = config_dir() / TOKEN_FILE
     token, generated = server_token(args.host, args.token_file, token_path)
@@ -108,7 +127,7 @@ def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
     print(f"Serving {info['engine']} {served_model_id(spec)} on {info['device']}", file=sys.stderr, flush=True)
     queue = EngineQueue(slot, max_waiting=args.queue_size, max_batch=args.max_batch, log_text=args.log_text)
     options = ServerOptions(model_id=args.model_id or served_model_id(spec), token=token,
-                            max_upload_bytes=int(args.max_upload_mb * 2**20))
+                            max_upload_bytes=int(args.max_upload_mb * 2**20), speech_check=args.speech_check)
     uvicorn.run(create_app(queue, options), host=args.host, port=args.port, log_level="info",
                 ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
                 ssl_keyfile=str(args.tls_key) if args.tls_key else None)
