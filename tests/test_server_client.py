@@ -1,5 +1,7 @@
 """The app's side of the speech server: `ServerClient` against a real server subprocess (Whisper
-tiny.en on CTranslate2, with a token), and where the token is kept. Qt offscreen."""
+tiny.en on CTranslate2, with a token), and where the token is kept. Qt offscreen. A long wait is
+tested against the same server run by uvicorn on a thread of this process, where its keep-alive
+interval can be made short."""
 
 from __future__ import annotations
 
@@ -166,3 +168,61 @@ def test_a_busy_server_keeps_the_dictation_waiting_instead_of_dropping_it(qtbot,
         if client is not None:
             client.stop()
         busy.stop()
+
+
+def test_a_job_that_waits_longer_than_the_read_timeout_still_completes(tmp_path):
+    """`transcribe --server` on a long file (or behind one) waited for a plain JSON answer, and the
+    connection's read timeout (300 s) ended it before a byte came. The connection now streams, and
+    the server sends a keep-alive comment while a job waits or runs without drafts: here every 0.2 s,
+    against a read timeout of 1 s, while the job waits seconds behind a long file."""
+    import concurrent.futures
+    import threading
+    import time
+
+    import httpx2
+    import numpy as np
+    import soundfile as sf
+    import uvicorn
+
+    from app.server.app_factory import ServerOptions, create_app
+    from app.server.batching import EngineQueue
+    from app.server.http import ServerConnection
+    from app.worker.engine_slot import EngineSlot
+
+    if not WHISPER_TINY_EN_CT2.exists():
+        pytest.skip("test data missing: run `python -m tests.data.build`")
+    slot = EngineSlot()
+    slot.load(EngineSpec(engine="faster-whisper", model=str(WHISPER_TINY_EN_CT2), device="cpu"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(EngineQueue(slot), ServerOptions("whisper-tiny.en-ct2",
+                                                                                          keepalive_s=0.2)),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    long_audio = tmp_path / "long.flac"  # minutes of speech: seconds of work that the job waits behind
+    sf.write(long_audio, np.tile(load_audio(clips(source="espeak", language="en")[-1].path), 4), 16_000)
+    clip = clips(source="espeak", language="en")[3]
+
+    def hold() -> int:
+        with open(long_audio, "rb") as fh:
+            return httpx2.post(url + "/v1/audio/transcriptions", files={"file": fh}, data={"model": "whisper-1"},
+                               timeout=600).status_code
+
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(hold)
+            while not httpx2.get(url + "/health").json()["busy"]:
+                time.sleep(0.02)
+            conn = ServerConnection(url, read_timeout_s=1.0)
+            try:
+                transcript = conn.transcribe(load_audio(clip.path), language="en")  # as the CLI calls it
+            finally:
+                conn.close()
+            assert held.result() == 200
+    finally:
+        server.should_exit = True
+    assert transcript["queue_ms"] > 2000, "the job must wait longer than the read timeout, or this proves nothing"
+    assert wer([clip.text], [transcript["text"]]) <= 0.2 and transcript["no_speech"] is False, transcript

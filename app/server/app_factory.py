@@ -44,6 +44,7 @@ class ServerOptions:
     token: str | None = None
     max_upload_bytes: int = 25 * 2**20
     speech_check: bool = True  # uploads without speech get empty text without reaching the engine
+    keepalive_s: float = 15.0  # a stream sends a comment this often while its job waits or runs without drafts
 
 
 class _BodyLimit:
@@ -163,7 +164,7 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
             return _render(silent, req, queue_ms=0.0, no_speech=True)
         job = queue.submit(req)
         if stream:
-            return StreamingResponse(_sse(job, request), media_type="text/event-stream",
+            return StreamingResponse(_sse(job, options.keepalive_s), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         try:
             outcome = await _wait(job, request)
@@ -214,17 +215,25 @@ def _event(data: dict) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def _sse(job: Job, request: Request):
+async def _sse(job: Job, keepalive_s: float):
     """Server-sent events as OpenAI's streaming transcription sends them, plus the full draft.
 
     `delta` is what OpenAI clients append. A diffusion draft may also revise earlier words, so each
     delta event carries the whole current `draft` too (with `step` and `total`); clients that know
     it, like the app, show that instead. The final `transcript.text.done` holds the exact text.
+
+    A job may wait minutes behind others, or run minutes without a draft (Whisper on a long file);
+    an SSE comment every `keepalive_s` meanwhile keeps the clients' and proxies' read timeouts
+    (300 s in `app.server.http`, 60 s in nginx) from ending a job that is merely long. Clients skip it.
     """
     shown = ""
     try:
         while True:
-            item: Progress | None = await job.events.get()
+            try:
+                item: Progress | None = await asyncio.wait_for(job.events.get(), timeout=keepalive_s)
+            except asyncio.TimeoutError:  # a cancelled get() leaves the queue's items where they are
+                yield b": keep-alive\n\n"
+                continue
             if item is None:
                 break
             draft = item.draft

@@ -44,13 +44,16 @@ class ServerConnection:
     def transcribe(self, audio: np.ndarray, *, model: str = "whisper-1", language: str = "auto",
                    steps: int | None = None, vocabulary: Sequence[str] = (), on_draft: DraftCallback | None = None,
                    should_stop: Callable[[], bool] = lambda: False) -> dict:
-        """Send 16 kHz mono audio; return text, language, steps_used, timings, language_detected, queue_ms.
+        """Send 16 kHz mono audio; return text, language, steps_used, timings, language_detected, no_speech,
+        queue_ms.
 
-        With `on_draft` the server streams its drafts (SSE) and each one is passed on as it arrives.
-        `vocabulary` goes as OpenAI's `prompt`, one entry a line (the server reads commas and lines).
-        `should_stop` is asked between events: True closes the connection, which cancels the job there.
+        The answer is always streamed (SSE), so that a job that waits long in the server's queue, or
+        runs long without drafts, still sends something (the server's keep-alive comments) before any
+        read times out; a plain JSON answer sends nothing until the end. `on_draft` gets each draft as
+        it arrives. `vocabulary` goes as OpenAI's `prompt`, one entry a line (the server reads commas and
+        lines). `should_stop` is asked between events: True closes the connection, which cancels the job there.
         """
-        data = {"model": model, "response_format": "json", "stream": "true" if on_draft else "false"}
+        data = {"model": model, "response_format": "json", "stream": "true"}
         if language and language != "auto":
             data["language"] = language
         if steps is not None:
@@ -59,16 +62,14 @@ class ServerConnection:
             data["prompt"] = "\n".join(vocabulary)
         files = {"file": ("dictation.flac", _flac(audio), "audio/flac")}
         with self._request("POST", "/v1/audio/transcriptions", data=data, files=files) as response:
-            if on_draft is None:
-                return json.loads(response.read())
             for line in response.iter_lines():
                 if should_stop():
                     raise UserError("The transcription was cancelled.", code="cancelled")
-                if not line.startswith("data:"):
+                if not line.startswith("data:"):  # blank lines between events, and the keep-alive comments
                     continue
                 event = json.loads(line[5:])
                 kind = event.get("type")
-                if kind == "transcript.text.delta":
+                if kind == "transcript.text.delta" and on_draft is not None:
                     on_draft(int(event.get("step", 0)), int(event.get("total", 0)), str(event.get("draft", "")))
                 elif kind == "transcript.text.done":
                     return {k: v for k, v in event.items() if k not in ("type", "usage")}
