@@ -38,7 +38,7 @@ def speech():
 
 @pytest.fixture(scope="module")
 def whisper_server(tmp_path_factory, speech):
-    server = ServerProcess([*WHISPER, "--max-upload-mb", "1"], tmp_path_factory.mktemp("srv") / "server.log")
+    server = ServerProcess([*WHISPER, "--max-upload-mb", "0.5"], tmp_path_factory.mktemp("srv") / "server.log")
     yield server.wait_ready()
     server.stop()
 
@@ -216,11 +216,13 @@ def test_bad_input_gets_openais_error_shape(whisper_server, speech, tmp_path, fi
     files["text"].write_text("this is not audio\n" * 100)
     files["empty"].write_bytes(b"")
     sf.write(files["silent_header"], [], 16_000)
-    sf.write(files["big"], [0.0] * (16_000 * 40), 16_000, subtype="FLOAT")  # 2.5 MB > the 1 MB limit
+    sf.write(files["big"], [0.0] * (16_000 * 40), 16_000, subtype="FLOAT")  # 2.5 MB > the 0.5 MB limit
     got, body = curl(whisper_server, *(f.format(**files) for f in fields))
     error = json.loads(body)["error"]
     assert (got, error["code"]) == (status, code), body
     assert error["type"] == "invalid_request_error" and error["message"].endswith(".")
+    if code == "file_too_large":  # --max-upload-mb 0.5 used to be said as "a limit of 0 MB"
+        assert "limit of 0.5 MB;" in error["message"], error["message"]
     assert health_ok(whisper_server)  # and the server goes on
 
 
@@ -343,13 +345,14 @@ def test_a_chunked_upload_over_the_limit_is_cut_off_while_it_arrives(whisper_ser
         yield (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="long.wav"\r\n'
                "Content-Type: audio/wav\r\n\r\n").encode()
-        for _ in range(40):  # 2.5 MB in 64 KiB pieces, over the 1 MB limit
+        for _ in range(40):  # 2.5 MB in 64 KiB pieces, over the 0.5 MB limit
             yield bytes(64 * 1024)
         yield f"\r\n--{boundary}--\r\n".encode()
 
     answer = httpx2.post(whisper_server.url + "/v1/audio/transcriptions", content=body(), timeout=60,
                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "file_too_large"
+    assert "limit of 0.5 MB;" in answer.json()["error"]["message"]  # the operator's limit, not the form's slack
     assert '"POST /v1/audio/transcriptions HTTP/1.1" 413' in whisper_server.log()
     assert health_ok(whisper_server)
 

@@ -48,14 +48,15 @@ class ServerOptions:
 
 
 class _BodyLimit:
-    """ASGI middleware: a request body longer than the limit is cut off with 413 while it is read.
+    """ASGI middleware: a request body longer than the file limit (and the form around it) is cut off
+    with 413 while it is read.
 
     A `Content-Length` over the limit is refused before a byte is read; a chunked upload is counted
     as it arrives, so neither way can a client make the server hold more than the limit.
     """
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, file_limit: int) -> None:
+        self.app, self.file_limit = app, file_limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -66,16 +67,17 @@ class _BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise _too_large(self.limit)
+            if received > self.file_limit + _MULTIPART_SLACK:
+                raise _too_large(self.file_limit)
             return message
 
         return await self.app(scope, counted, send)
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"The file is larger than this server's limit of {limit / 2**20:.0f} MB; send a shorter "
-                    "recording or a compressed format (FLAC, OGG).", "file_too_large", param="file")
+    # The limit as the operator gave it (--max-upload-mb 0.5 is "0.5 MB", 25 is "25 MB"), not rounded to 0.
+    return ApiError(413, f"The file is larger than this server's limit of {round(limit / 2**20, 2):g} MB; send a "
+                    "shorter recording or a compressed format (FLAC, OGG).", "file_too_large", param="file")
 
 
 def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
@@ -88,7 +90,7 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
 
     api = FastAPI(title="diffusion-dictate speech server", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    api.add_middleware(_BodyLimit, limit=options.max_upload_bytes + _MULTIPART_SLACK)
+    api.add_middleware(_BodyLimit, file_limit=options.max_upload_bytes)
 
     @api.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
