@@ -181,6 +181,31 @@ def test_serve_without_the_speech_checks_model_says_so_before_loading(tmp_path):
     assert "Serving" not in server.log(), server.log()  # said before the model loads
 
 
+def test_the_generated_token_is_shown_once_the_model_has_loaded(tmp_path):
+    """`serve` on a non-local address printed its new token before loading the model: a model that then
+    failed to load left a token line above its error, and that token, kept in its file, was never shown."""
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    kept = tmp_path / "config" / "diffusion-dictate" / "server-token"
+    broken = ServerProcess(["--engine", "faster-whisper", "--model", str(tmp_path / "missing"), "--device", "cpu",
+                            "--host", "0.0.0.0"], tmp_path / "broken.log", env=env)
+    try:
+        assert broken.proc.wait(60) == 2
+    finally:
+        broken.stop()
+    assert "does not exist" in broken.log() and "Clients need this token" not in broken.log(), broken.log()
+    assert not kept.exists()
+    server = ServerProcess([*WHISPER, "--host", "0.0.0.0"], tmp_path / "server.log", env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while "Serving" not in server.log() and server.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        server.token = kept.read_text().strip()
+        assert f"Clients need this token (shown once; it is kept in {kept}):\n{server.token}\n" in server.log()
+        assert health_ok(server.wait_ready())  # the token shown is the one the server asks for
+    finally:
+        server.stop()
+
+
 def test_cli_keeps_the_servers_no_speech(whisper_server):
     """`transcribe --no-speech-check --server URL` sends the noise; the server's check answers, and says so."""
     noise = next(c for c in clips(source="silence") if c.id == "noise")

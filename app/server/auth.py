@@ -54,14 +54,22 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def server_token(host: str, token_file: Path | None, default_file: Path) -> tuple[str | None, bool]:
-    """The token this server requires (None: none needed) and whether it was just generated."""
+def server_token(host: str, token_file: Path | None, default_file: Path, *,
+                 generate: bool = True) -> tuple[str | None, bool]:
+    """The token this server requires (None: none needed) and whether it was just generated.
+
+    With `generate=False` a token that would have to be generated is None too: `serve` reads the
+    token files before the model loads, and makes a new token only once the model has loaded, so
+    that a token is never made (and kept, and never shown again) for a server that did not start.
+    """
     if token_file is not None:
         return read_token(token_file), False
     if is_loopback(host):
         return None, False
     if default_file.exists():
         return read_token(default_file), False
+    if not generate:
+        return None, False
     token = secrets.token_urlsafe(32)
     write_private(default_file, token + "\n")
     return token, True

@@ -116,13 +116,17 @@ def serve(args: argparse.Namespace, spec: EngineSpec) -> int:
         _load_speech_check()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="server %(levelname)s %(message)s")
     token_path = config_dir() / TOKEN_FILE
-    token, generated = server_token(args.host, args.token_file, token_path)
+    token, _ = server_token(args.host, args.token_file, token_path, generate=False)  # a bad token file: said now
+    slot = EngineSlot()
+    slot.load(spec)  # a model that cannot load ends here, with its sentence, before the port opens
+    # How clients authenticate is said only now, just before the port opens: printed before a model
+    # that then failed to load, it read as if the server were up; and a token generated then was kept
+    # but never shown again.
+    token, generated = server_token(args.host, args.token_file, token_path) if token is None else (token, False)
     if generated:
         print(f"Clients need this token (shown once; it is kept in {token_path}):\n{token}", flush=True)
     elif token is None:
         print("No token: only this machine can connect (127.0.0.1).", file=sys.stderr, flush=True)
-    slot = EngineSlot()
-    slot.load(spec)  # a model that cannot load ends here, with its sentence, before the port opens
     info = slot.describe()
     print(f"Serving {info['engine']} {served_model_id(spec)} on {info['device']}", file=sys.stderr, flush=True)
     queue = EngineQueue(slot, max_waiting=args.queue_size, max_batch=args.max_batch, log_text=args.log_text)
