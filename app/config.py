@@ -99,6 +99,11 @@ class Settings:
                                group="Audio", range=(5, 900))
     skip_silence: bool = setting(True, "Skip silent recordings", "Checks for speech before transcribing, so that "
                                  "silence pastes nothing instead of an invented phrase.", group="Audio")
+    early_transcription: bool = setting(True, "Transcribe during pauses", "When you pause with the hotkey still held, "
+                                        "what you said so far is transcribed at once; let go without saying more and "
+                                        "the text is there without waiting for the model. Goes on speaking: that work "
+                                        "is dropped. Needs Skip silent recordings; not with a speech server.",
+                                        group="Audio")
     paste_method: str = setting("paste", "Insert text by", "paste: via the clipboard and a paste keystroke; type: "
                                 "simulated typing (slow); copy: only put the text on the clipboard.",
                                 group="Output", choices=PASTE_METHODS)

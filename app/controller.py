@@ -114,6 +114,11 @@ class Controller:
         return State.ERROR if self._error else State.IDLE
 
     @property
+    def recording_id(self) -> int | None:
+        """The recorder's id of the dictation being recorded now (None: none is)."""
+        return self._recording
+
+    @property
     def queued(self) -> int:
         """Dictations stopped but not yet pasted."""
         return len(self._queue)

@@ -361,3 +361,71 @@ def test_a_hands_free_recording_says_when_the_speaker_went_silent_and_drops_that
     feed(src, speech)
     feed(src, np.zeros(3 * RATE, np.float32))
     assert silences == [1]
+
+
+def test_a_pause_with_the_key_held_hands_over_the_recording_so_far_and_the_end_is_cut_to_it():
+    """`early`: at the pause the recording so far goes to `on_pause` (the worker transcribes it then); if
+    nothing more is said, the finished recording is exactly those samples, so the job finds it done."""
+    path, _ = speech_clip()
+    speech = load_audio(path)
+    src = PushSource()
+    paused: list[tuple[int, np.ndarray]] = []
+    results = []
+    rec = Recorder(src, results.append, RecorderOptions(skip_silence=True, post_roll_ms=300, early=True),
+                   on_pause=lambda rid, audio: paused.append((rid, audio)))
+    rid = rec.begin()
+    feed(src, speech)
+    src.push(0.0, blocks=40)  # the speaker stopped; the key is still held
+    (pause_id, early), = paused
+    assert pause_id == rid and np.array_equal(early[:len(speech)], speech)
+    assert len(speech) < len(early) < len(speech) + 40 * BLOCK, "handed over at the pause, not at the release"
+    src.push(0.0, blocks=30)  # the user lets go a while later
+    rec.end(rid, released_at=0.0)
+    src.push(0.0)
+    (r,) = results
+    assert r.speech and np.array_equal(r.audio, early), "the same samples, so the same transcript"
+    assert len(paused) == 1, "one pause, one hand-over"
+
+
+def test_speech_after_the_pause_is_kept_and_the_next_pause_hands_over_again():
+    path, _ = speech_clip()
+    speech = load_audio(path)
+    src = PushSource()
+    paused: list[np.ndarray] = []
+    results = []
+    rec = Recorder(src, results.append, RecorderOptions(skip_silence=True, post_roll_ms=300, early=True),
+                   on_pause=lambda rid, audio: paused.append(audio))
+    rid = rec.begin()
+    feed(src, speech)
+    src.push(0.0, blocks=40)
+    feed(src, speech)  # the speaker goes on
+    rec.end(rid, released_at=0.0)  # and lets go while still talking: the post-roll follows the speech
+    feed(src, np.zeros(40 * BLOCK, np.float32))
+    (r,) = results
+    said = np.concatenate([speech, np.zeros(40 * BLOCK, np.float32), speech])
+    assert len(paused) == 1 and np.array_equal(r.audio[:len(said)], said), "the second part is kept"
+
+    rid = rec.begin()
+    feed(src, speech)
+    src.push(0.0, blocks=40)
+    feed(src, speech)
+    src.push(0.0, blocks=40)  # a second pause: the longer recording is handed over
+    rec.end(rid, released_at=0.0)
+    src.push(0.0)
+    assert len(paused) == 3 and len(paused[2]) > len(paused[1]) + len(speech)
+    assert np.array_equal(results[1].audio, paused[2])
+
+
+def test_without_early_transcription_nothing_is_handed_over_and_the_recording_is_whole():
+    path, _ = speech_clip()
+    speech = load_audio(path)
+    src = PushSource()
+    paused, results = [], []
+    rec = Recorder(src, results.append, RecorderOptions(skip_silence=True, post_roll_ms=300),
+                   on_pause=lambda rid, audio: paused.append(audio))
+    rid = rec.begin()
+    feed(src, speech)
+    src.push(0.0, blocks=70)
+    rec.end(rid, released_at=0.0)
+    src.push(0.0)
+    assert paused == [] and len(results[0].audio) == len(speech) + 70 * BLOCK

@@ -16,6 +16,12 @@ Hands-free stop (`auto_stop_s`): the speech check also says when the speaker has
 long after speaking; `on_silence(rec_id)` tells the controller, which ends a recording that no held
 key is keeping open. Such a recording is cut at the end of its speech plus the post-roll: the seconds
 of silence that ended it would only cost the engine time (and tempt it to invent words).
+
+Early transcription (`early`): each time the speech check hears the speaker stop while the key is
+still held, `on_pause(rec_id, audio)` gets the recording so far, for the worker to transcribe while
+the user decides whether to go on (`app.worker.early`). If nothing more is said before the recording
+ends, it is handed over cut to exactly those samples (what follows them is silence), so the job finds
+its transcript ready; if the speaker goes on, the recording is delivered whole, as without it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class RecorderOptions:
     warm: bool = False
     skip_silence: bool = True
     auto_stop_s: float = 0.0  # say so after this long without speech, once there was speech (0: never)
+    early: bool = False  # at each pause with the key held, hand `on_pause` the recording so far
 
 
 @dataclass
@@ -61,6 +68,8 @@ class _Take:
     hit_limit: bool = False
     new: list[np.ndarray] = field(default_factory=list)  # appended but not yet given to the detector
     silence_said: bool = False  # on_silence was called for this take
+    paused_at: int | None = None  # the length at the latest pause handed to on_pause
+    paused_end: int = -1  # the detector's speech_end then: unchanged at the end means nothing was said since
 
 
 class Recorder:
@@ -68,10 +77,12 @@ class Recorder:
 
     def __init__(self, source: AudioSource, on_finished: Callable[[RecordingResult], None],
                  options: RecorderOptions | None = None, *, on_silence: Callable[[int], None] | None = None,
+                 on_pause: Callable[[int, np.ndarray], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.on_finished = on_finished
         self.on_silence = on_silence
+        self.on_pause = on_pause
         self.options = options or RecorderOptions()
         self.clock = clock
         self.level_db = -100.0  # input level of the newest block, dBFS
@@ -202,6 +213,10 @@ class Recorder:
                          take.detector.silent_s)
                 if self.on_silence is not None:
                     self.on_silence(take.rec_id)
+            if (self.options.early and self.on_pause is not None and take.remaining is None
+                    and take.detector is not None and take.detector.ended and take.paused_end != take.detector.speech_end):
+                take.paused_at, take.paused_end = take.length, take.detector.speech_end
+                self.on_pause(take.rec_id, np.concatenate(take.chunks))  # chunks grow on this thread only
             if take.remaining and take.detector is not None and take.detector.ended:  # stopped talking
                 with self._lock:
                     if self._takes.pop(take.rec_id, None) is take:
@@ -231,7 +246,9 @@ class Recorder:
                 speech = take.detector.finish()
             except Exception:  # a broken silence check must not lose the dictation
                 log.exception("speech check failed; transcribing anyway")
-        if take.silence_said and take.detector is not None:  # ended by the silence: drop all but the post-roll
+        if take.paused_at is not None and take.detector is not None and take.detector.speech_end == take.paused_end:
+            audio = audio[:take.paused_at]  # nothing said since the pause: exactly the samples transcribed early
+        elif take.silence_said and take.detector is not None:  # ended by the silence: drop all but the post-roll
             audio = audio[:take.detector.speech_end + self.options.post_roll_ms * SAMPLE_RATE // 1000]
         post_roll_ms = 0.0 if take.post_roll_from is None else (take.length - take.post_roll_from) / SAMPLE_RATE * 1000
         log.info("recording %d finished: %.2f s, speech=%s, post-roll %.0f ms", take.rec_id, len(audio) / SAMPLE_RATE,

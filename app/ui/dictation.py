@@ -42,6 +42,7 @@ _WORKER_STATUS = {"stopped": "The speech model is not loaded.", "starting": "Sta
 class DictationApp(QObject):
     _recording_done = Signal(object)  # emitted on the audio thread, handled on the GUI thread
     _speech_paused = Signal(int)  # likewise: the hands-free stop's silence was heard (recording id)
+    _paused_holding = Signal(int, object)  # likewise: a pause with the key held, and the recording so far
     submitted = Signal(str, object)  # job id, the audio sent to the worker (history keeps it when asked)
     # job id, the worker's result with `text` through the text pipeline and the engine's text as `raw_text`:
     # what the paste, the overlay and the history all take.
@@ -57,7 +58,8 @@ class DictationApp(QObject):
         self.controller = Controller(self, mode=settings.mode, tap_s=settings.tap_ms / 1000)
         self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
             pre_roll_ms=settings.pre_roll_ms, post_roll_ms=settings.post_roll_ms, max_seconds=settings.max_seconds,
-            skip_silence=settings.skip_silence, auto_stop_s=settings.auto_stop_s), on_silence=self._speech_paused.emit)
+            skip_silence=settings.skip_silence, auto_stop_s=settings.auto_stop_s, early=settings.early_transcription),
+            on_silence=self._speech_paused.emit, on_pause=self._paused_holding.emit)
         self._worker_command, self._worker_env = worker_command, worker_env
         # A worker on this computer or a speech server, switched live when Settings change between them.
         self.worker = SpeechSwitch(settings.engine_spec(), self._speech_client, self)
@@ -70,6 +72,7 @@ class DictationApp(QObject):
         c = self.controller
         self._recording_done.connect(c.recording_finished, QUEUED)
         self._speech_paused.connect(c.speech_paused, QUEUED)
+        self._paused_holding.connect(self._transcribe_early, QUEUED)
         self.worker.result.connect(self._finish_text)
         self.transcribed.connect(self._transcribed, QUEUED)
         self.worker.failed.connect(lambda job, code, message: c.transcription_failed(job, message), QUEUED)
@@ -177,13 +180,23 @@ class DictationApp(QObject):
         self.recorder.discard(rec_id)
 
     def transcribe(self, audio: np.ndarray) -> str:
-        diffusion = self.settings.engine == "diffusion" or self.worker.info.get("engine") == "diffusion"  # or a server's
-        steps = self.settings.steps if diffusion else None
-        job_id = self.worker.submit(audio, language=self.settings.language, steps=steps,
-                                    vocabulary=self.settings.vocabulary)
+        job_id = self.worker.submit(audio, **self._job_options())
         self.submitted.emit(job_id, audio)
         self.paster.prefetch_clipboard()  # while the engine works
         return job_id
+
+    def _job_options(self) -> dict:
+        """Language, steps and vocabulary of a job; an early transcription must ask for exactly the same."""
+        diffusion = self.settings.engine == "diffusion" or self.worker.info.get("engine") == "diffusion"  # or a server's
+        return {"language": self.settings.language, "steps": self.settings.steps if diffusion else None,
+                "vocabulary": self.settings.vocabulary}
+
+    def _transcribe_early(self, rec_id: int, audio: np.ndarray) -> None:
+        """The speaker paused with the key held: the worker transcribes what was said so far, and if the
+        recording ends here, its job is answered at once (`app.worker.early`). Only while this recording is
+        the one being made, and the settings still want it."""
+        if self.settings.early_transcription and self.controller.recording_id == rec_id:
+            self.worker.speculate(audio, **self._job_options())
 
     def cancel_transcription(self, job_id: str) -> None:
         self.worker.cancel(job_id)

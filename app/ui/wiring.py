@@ -54,7 +54,8 @@ if TYPE_CHECKING:  # the windows are imported when first opened: they cost start
 
 log = logging.getLogger(__name__)
 _ENGINE_FIELDS = {"engine", "model", "quantization", "device", "server_url", "compile"}
-_RECORDER_FIELDS = {"pre_roll_ms", "post_roll_ms", "max_seconds", "skip_silence", "warm_microphone", "auto_stop_s"}
+_RECORDER_FIELDS = {"pre_roll_ms", "post_roll_ms", "max_seconds", "skip_silence", "warm_microphone", "auto_stop_s",
+                    "early_transcription"}
 _ACTIVE_POLL_MS, _IDLE_POLL_MS = 33, 120
 
 
@@ -269,7 +270,7 @@ class AppUi(QObject):
             app.recorder.configure(dataclasses.replace(
                 app.recorder.options, pre_roll_ms=new.pre_roll_ms, post_roll_ms=new.post_roll_ms,
                 max_seconds=new.max_seconds, skip_silence=new.skip_silence, warm=new.warm_microphone,
-                auto_stop_s=new.auto_stop_s))
+                auto_stop_s=new.auto_stop_s, early=new.early_transcription))
             if (new.skip_silence or new.auto_stop_s) and VadModel.loaded() is None:  # the check hears nothing unloaded
                 threading.Thread(target=VadModel.shared, name="vad-load", daemon=True).start()
         if "microphone" in names:

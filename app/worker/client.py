@@ -223,6 +223,15 @@ class WorkerClient(SpeechClient):
         self._settle_state()
         return job_id
 
+    def speculate(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None,
+                  vocabulary: Sequence[str] = ()) -> None:
+        """Send `audio` to be transcribed ahead (`SpeechClient.speculate`), while a model is loaded or working."""
+        if self._proc is None or not self._hello_seen or self._state not in ("ready", "busy"):
+            return
+        extra = {"vocabulary": list(vocabulary)} if vocabulary else {}
+        self._write("speculate", audio_payload(np.asarray(audio, dtype=np.float32)), id=f"early-{uuid.uuid4().hex[:8]}",
+                    language=language, steps=steps, sample_rate=_SAMPLE_RATE, **extra)
+
     def cancel(self, job_id: str) -> None:
         """Drop a job: it ends with `failed(job_id, "cancelled", ...)` and never with a result."""
         if self._jobs.pop(job_id, None) is None:

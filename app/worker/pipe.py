@@ -106,6 +106,15 @@ class WorkerPipe:
         self.send("transcribe", audio_payload(audio), id=job_id, language=language, steps=steps, sample_rate=16_000, **extra)
         return job_id
 
+    def speculate(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None,
+                  vocabulary: Sequence[str] = ()) -> str:
+        """Send `audio` to be transcribed ahead (`app.worker.early`); nothing answers it."""
+        spec_id = f"early-{uuid.uuid4().hex[:8]}"
+        extra = {"vocabulary": list(vocabulary)} if vocabulary else {}
+        self.send("speculate", audio_payload(audio), id=spec_id, language=language, steps=steps, sample_rate=16_000,
+                  **extra)
+        return spec_id
+
     def transcribe(
         self,
         audio: np.ndarray,

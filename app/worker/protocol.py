@@ -33,7 +33,7 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_PAYLOAD_BYTES = 30 * 60 * 16_000 * 4
 
 # Message types the worker understands, and those it sends (docs/protocol.md describes each).
-TO_WORKER = ("load", "transcribe", "cancel", "ping", "shutdown")
+TO_WORKER = ("load", "transcribe", "speculate", "cancel", "ping", "shutdown")
 FROM_WORKER = ("hello", "progress", "result", "error", "pong", "preparing")
 
 

@@ -29,6 +29,7 @@ from typing import NoReturn
 from app.engine import EngineSpec, Progress, Transcript
 from app.engine.base import Preparation
 from app.errors import UserError
+from app.worker.early import Speculations
 from app.worker.engine_slot import EngineSlot, as_out_of_memory
 from app.worker.preparation import PreparationProgress
 from app.worker.protocol import PROTOCOL_VERSION, TO_WORKER, Frame, FrameDecoder, FrameError, encode, payload_audio
@@ -79,6 +80,7 @@ class Server:
         self._lock = threading.Lock()
         self._queued: set[str] = set()
         self._cancelled: set[str] = set()
+        self._speculations = Speculations()
         self._current: str | None = None
         self._last_step = 0.0
         self._idle_unload_s: float | None = None
@@ -104,6 +106,8 @@ class Server:
             frame, received = item
             if frame.type == "load":
                 self._load(frame)
+            elif frame.type == "speculate":
+                self._speculate(frame)
             else:
                 self._transcribe(frame, received)
             if self._out.closed:
@@ -149,7 +153,7 @@ class Server:
                     self._cancelled.add(job_id)
         elif kind == "shutdown":
             self._stop()
-        elif kind in ("load", "transcribe"):
+        elif kind in ("load", "transcribe", "speculate"):
             problem = _check_job(event)
             if problem:
                 self._out.send("error", id=event.get("id"), code="bad_message", message=problem)
@@ -157,12 +161,20 @@ class Server:
             if kind == "transcribe":
                 with self._lock:
                     self._queued.add(event["id"])
+                self._cancel_speculation(self._speculations.job_arrived(event))
+            elif kind == "speculate":
+                self._cancel_speculation(self._speculations.offer(event))
             self._jobs.put((event, time.monotonic()))
         else:
             self._out.send(
                 "error", id=event.get("id"), code="unknown_message",
                 message=f"Unknown message type '{kind}'; the worker understands {', '.join(TO_WORKER)}.",
             )
+
+    def _cancel_speculation(self, spec_id: str | None) -> None:
+        if spec_id is not None:
+            with self._lock:
+                self._cancelled.add(spec_id)
 
     def _stop(self) -> None:
         self._stopping.set()
@@ -189,11 +201,45 @@ class Server:
             return
         self._hello(load_ms=round((time.monotonic() - started) * 1000.0, 1))
 
+    def _speculate(self, frame: Frame) -> None:
+        """Transcribe what the user said before a pause, unasked and unreported (`app.worker.early`);
+        skipped when a newer one came or a dictation waits: those go first."""
+        spec_id: str = frame["id"]
+        with self._lock:
+            if self._queued or not self._speculations.start(frame):
+                return
+            self._current, self._last_step = spec_id, time.monotonic()
+        started, transcript = time.monotonic(), None
+        try:
+            transcript = self._run(frame, report=False)
+        except JobCancelled:
+            log.info("early transcription %s given up: the dictation went on", spec_id)
+        except Exception as exc:  # the dictation's own job runs it again and reports what fails
+            log.warning("early transcription %s failed: %s", spec_id, exc)
+        finally:
+            ms = (time.monotonic() - started) * 1000.0
+            self._speculations.finish(frame, transcript, ms)
+            with self._lock:
+                self._current = None
+                self._cancelled.discard(spec_id)
+        if transcript is not None:
+            log.info("early transcription %s: %d samples in %.0f ms", spec_id, len(frame.payload) // 4, ms)
+
     def _transcribe(self, frame: Frame, received: float) -> None:
         job_id: str = frame["id"]
         with self._lock:
             self._queued.discard(job_id)
             self._current, self._last_step = job_id, time.monotonic()
+        early = self._speculations.take(frame)
+        if early is not None:  # transcribed while the user still held the key: answered now
+            with self._lock:
+                self._current = None
+                self._cancelled.discard(job_id)
+            worker_ms = round((time.monotonic() - received) * 1000.0, 2)
+            self._out.send("result", id=job_id, worker_ms=worker_ms, early=True, **early.transcript.to_dict())
+            log.info("job %s: answered by the early transcription (%.0f ms of engine time before the release)",
+                     job_id, early.ms)
+            return
         try:
             transcript = self._run(frame)
             if self._is_cancelled(job_id):
@@ -217,8 +263,9 @@ class Server:
                 self._current = None
                 self._cancelled.discard(job_id)
 
-    def _run(self, frame: Frame) -> Transcript:
-        """Transcribe; after an out-of-memory error with quantization auto, shrink the model and retry."""
+    def _run(self, frame: Frame, *, report: bool = True) -> Transcript:
+        """Transcribe; after an out-of-memory error with quantization auto, shrink the model and retry.
+        `report`: send a `progress` frame at each step (not for an early transcription)."""
         job_id = frame["id"]
         if self._is_cancelled(job_id):
             raise JobCancelled
@@ -227,7 +274,8 @@ class Server:
         def on_progress(p: Progress) -> None:
             with self._lock:
                 self._last_step = time.monotonic()
-            self._out.send("progress", id=job_id, step=p.step, total=p.total, draft=p.draft)
+            if report:
+                self._out.send("progress", id=job_id, step=p.step, total=p.total, draft=p.draft)
             if self._is_cancelled(job_id):
                 raise JobCancelled
 
@@ -306,11 +354,11 @@ class Server:
 
 
 def _check_job(frame: Frame) -> str | None:
-    """Why a load/transcribe frame cannot be run, as a sentence; None when it is fine."""
+    """Why a load/transcribe/speculate frame cannot be run, as a sentence; None when it is fine."""
     if frame.type == "load":
         return None if isinstance(frame.get("spec"), dict) else 'A "load" message needs a "spec" object (an EngineSpec).'
     if not isinstance(frame.get("id"), str) or not frame.get("id"):
-        return 'A "transcribe" message needs a string "id".'
+        return f'A "{frame.type}" message needs a string "id".'
     if len(frame.payload) % 4:
         return "The audio payload is not a whole number of float32 samples."
     if frame.get("sample_rate", 16_000) != 16_000:

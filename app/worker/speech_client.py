@@ -47,6 +47,11 @@ class SpeechClient(QObject):
         server, which does not report them here)."""
         return dict(self._preparation)
 
+    def speculate(self, audio, *, language: str = "auto", steps: int | None = None, vocabulary=()) -> None:
+        """Transcribe `audio` ahead, in case the dictation ends with exactly these samples (the user paused
+        with the key held; `app.worker.early`). No signal follows. A client that cannot, a speech server,
+        ignores it: its dictations are transcribed after the release as always."""
+
     def _set_preparation(self, fields: dict) -> None:
         if fields == self._preparation:
             return

@@ -94,6 +94,10 @@ class SpeechSwitch(SpeechClient):
                vocabulary: Sequence[str] = ()) -> str:
         return self._current.submit(audio, language=language, steps=steps, vocabulary=vocabulary)
 
+    def speculate(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None,
+                  vocabulary: Sequence[str] = ()) -> None:
+        self._current.speculate(audio, language=language, steps=steps, vocabulary=vocabulary)
+
     def cancel(self, job_id: str) -> None:
         """Cancel the job wherever it runs (a client ignores ids it does not hold)."""
         for client in [self._current, *self._retiring]:

@@ -120,6 +120,26 @@ def test_a_worker_killed_mid_job_still_pastes(x_session, dictation_app, target, 
     assert dictation_app.count("transcribed job") >= 1
 
 
+def test_a_pause_before_letting_go_has_the_text_ready_at_the_release(x_session, dictation_app, target, clips):
+    """Early transcription: the speaker stops, the key stays down a second longer (as users do), and the
+    worker has transcribed the recording by the time it is let go; the job is answered from that."""
+    clip = clips["espeak-en-02"]
+    target.clear()
+    target.focus()
+    early, done = dictation_app.count("answered by the early transcription"), r"early transcription early-\w+: \d+ samples"
+    dictation_app.speak(clip["path"])
+    played, finished = dictation_app.count("test audio source: end of"), dictation_app.count(done)
+    x_session.xdotool("keydown", HOTKEY)
+    wait_for(lambda: dictation_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    wait_for(lambda: dictation_app.count(done) > finished, "the early transcription of the whole clip", LONG_WAIT)
+    x_session.xdotool("keyup", HOTKEY_UP)
+    text = pasted(target)
+    dictation_app.wait_idle()
+    assert wer(clip["text"], text) <= MAX_WER, text
+    assert dictation_app.count("answered by the early transcription") == early + 1
+    assert target.text() == text, "the text must be pasted exactly once"
+
+
 def test_terminal_gets_the_transcript(x_session, dictation_app, terminal, clips):
     clip = clips["espeak-en-01"]
     terminal.focus()
