@@ -1,18 +1,25 @@
 """Transcribing ahead in the worker (`app.worker.early`): a real `python -m app worker` subprocess with
 Whisper tiny.en on real speech, driven over its real pipes. A job with exactly the audio and options
 of a finished early transcription is answered from it, with the text a plain job gets; anything else
-is transcribed as always, and an early transcription nobody can use is given up."""
+is transcribed as always, and an early transcription nobody can use is given up. The order of events
+(a model loaded, a job cancelled, while an early transcription runs) is driven with the real `Server`
+on a thread here, its engine a stand-in that waits until the test lets it finish."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from app.audio.loading import load_audio
-from app.engine import EngineSpec
+from app.engine import EngineSpec, Progress, Transcript
+from app.worker.engine_slot import EngineSlot
 from app.worker.pipe import WorkerPipe
+from app.worker.protocol import Frame, FrameDecoder, audio_payload, encode
+from app.worker.server import FrameWriter, Server
 from tests.data import WHISPER_TINY_EN
 from tests.speech import clips
 
@@ -94,3 +101,85 @@ def test_a_newer_early_transcription_replaces_the_older(worker, speech):
     newer = worker.speculate(second, language="en")
     ran(worker, newer)
     assert not worker.transcribe(first, language="en").get("early")
+
+
+# -- the worker's order of events, with a stand-in engine on a thread of this process -----------------
+
+
+class GatedEngine:
+    """Transcribes any audio to the name of its model; each transcription waits at its first step until the
+    test opens `gate`, so that frames can arrive while it runs."""
+
+    name = "gated"
+
+    def __init__(self, spec: EngineSpec, entered: threading.Event, gate: threading.Event) -> None:
+        self.model, self.quantization = spec.model, spec.quantization
+        self._entered, self._gate = entered, gate
+
+    def transcribe(self, audio, *, language="auto", steps=None, on_progress=None, vocabulary=()) -> Transcript:
+        self._entered.set()
+        assert self._gate.wait(30), "the test never opened the gate"
+        on_progress(Progress(step=1, total=1, draft=""))
+        return Transcript(text=self.model, language="en", steps_used=1, timings={"total": 1.0})
+
+
+class InProcessWorker:
+    """The real `Server` over real pipes, on a thread, with `GatedEngine`s."""
+
+    def __init__(self) -> None:
+        self.entered, self.gate = threading.Event(), threading.Event()
+        self._to_r, self._to_w = os.pipe()
+        self._from_r, self._from_w = os.pipe()
+        server = Server(self._to_r, FrameWriter(self._from_w),
+                        EngineSlot(lambda spec: GatedEngine(spec, self.entered, self.gate)))
+        self._thread = threading.Thread(target=server.run, daemon=True)
+        self._thread.start()
+        self._decoder, self._frames = FrameDecoder(), []
+
+    def send(self, type_: str, payload: bytes = b"", **fields) -> None:
+        os.write(self._to_w, encode(type_, payload, **fields))
+
+    def answer(self, job_id: str) -> Frame:
+        """The `result` or `error` frame of `job_id`."""
+        return self._wait(lambda f: f.type in ("result", "error") and f.get("id") == job_id)
+
+    def sync(self) -> None:
+        """Return once the worker's reader has handled every frame sent so far (it answers in order)."""
+        self.send("ping", seq=-1)
+        self._wait(lambda f: f.type == "pong" and f.get("seq") == -1)
+
+    def _wait(self, wanted) -> Frame:
+        while True:
+            for frame in self._frames:
+                if wanted(frame):
+                    return frame
+            self._frames += self._decoder.feed(os.read(self._from_r, 1 << 16))
+
+    def close(self) -> None:
+        self.gate.set()
+        self.send("shutdown")
+        self._thread.join(10)
+        for fd in (self._to_r, self._to_w, self._from_r, self._from_w):
+            os.close(fd)
+
+
+@pytest.fixture
+def gated():
+    w = InProcessWorker()
+    w.send("load", id="load-1", spec=EngineSpec(engine="gated", model="model A").to_dict())
+    yield w
+    w.close()
+
+
+AUDIO = audio_payload(np.linspace(-0.5, 0.5, 16_000, dtype=np.float32))
+
+
+def test_an_early_transcript_of_the_previous_model_answers_no_job(gated):
+    gated.send("speculate", AUDIO, id="early-1", language="en")
+    assert gated.entered.wait(30)  # running on model A
+    gated.send("load", id="load-2", spec=EngineSpec(engine="gated", model="model B").to_dict())  # Settings → Model
+    gated.send("transcribe", AUDIO, id="job", language="en")
+    gated.gate.set()
+    answer = gated.answer("job")
+    assert (answer.type, answer["text"], answer.get("early")) == ("result", "model B", None)
+

@@ -8,7 +8,8 @@ transcript at once: the engine's whole time has passed while the user was still 
 
 Which transcript may answer which job is decided here and nowhere else: the same audio bytes and
 the same language, steps and vocabulary, so an early answer is always the answer the job would have
-got (engines are deterministic for the same input). Everything else is given up early: a newer
+got (engines are deterministic for the same input), from the engine loaded now: a transcript made
+before another model was loaded answers nothing. Everything else is given up early: a newer
 speculation replaces an older one, a dictation that waits goes first, and a running speculation a
 job does not match is cancelled at its next step. Thread-safe: the reader thread offers frames, the
 main thread runs and takes them.
@@ -77,6 +78,13 @@ class Speculations:
             self._running = None
             if transcript is not None and self._latest is frame:
                 self._done = Early(frame, transcript, ms)
+
+    def engine_changed(self) -> None:
+        """Main thread: another model (or quantization) runs from now on. A finished transcript is the old
+        engine's and would answer a job with a text the job itself no longer gets; a speculation still to
+        run runs on the new engine, so it stays."""
+        with self._lock:
+            self._done = None
 
     def take(self, job: Frame) -> Early | None:
         """Main thread, before running `job`: the finished speculation of the same request, used once."""

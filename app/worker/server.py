@@ -192,6 +192,7 @@ class Server:
             return
         log.info("loading %s %s (quantization %s, device %s)", spec.engine, spec.model, spec.quantization, spec.device)
         self._finish_beside()
+        self._speculations.engine_changed()
         started = time.monotonic()
         try:
             self._slot.load(spec)
@@ -294,6 +295,7 @@ class Server:
                 log.warning("out of memory in job %s (quantization %s)", job_id, self._slot.mode)
                 self._finish_beside()
                 engine = self._slot.shrink(oom)
+                self._speculations.engine_changed()
                 self._hello(note=f"Out of GPU memory: the model now runs with quantization {self._slot.mode}.")
 
     def _prepare_one(self) -> bool:
