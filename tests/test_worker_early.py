@@ -183,3 +183,13 @@ def test_an_early_transcript_of_the_previous_model_answers_no_job(gated):
     answer = gated.answer("job")
     assert (answer.type, answer["text"], answer.get("early")) == ("result", "model B", None)
 
+
+
+def test_a_job_cancelled_before_its_turn_ends_cancelled_even_with_its_transcript_ready(gated):
+    gated.send("speculate", AUDIO, id="early-1", language="en")
+    assert gated.entered.wait(30)
+    gated.send("transcribe", AUDIO, id="job", language="en")  # the same request: the speculation goes on
+    gated.send("cancel", id="job")
+    gated.sync()  # the cancel came before the job's turn
+    gated.gate.set()
+    assert (gated.answer("job").type, gated.answer("job").get("code")) == ("error", "cancelled")

@@ -231,8 +231,8 @@ class Server:
         with self._lock:
             self._queued.discard(job_id)
             self._current, self._last_step = job_id, time.monotonic()
-        early = self._speculations.take(frame)
-        if early is not None:  # transcribed while the user still held the key: answered now
+        early = self._speculations.take(frame)  # a cancelled job goes on below, to end as cancelled as always
+        if early is not None and not self._is_cancelled(job_id):  # transcribed while the key was held: answered now
             with self._lock:
                 self._current = None
                 self._cancelled.discard(job_id)
