@@ -182,6 +182,30 @@ def test_a_silent_worker_is_killed_as_hung(qtbot, qapp):
     assert "did not answer" in rec.failures[0][2]
 
 
+def test_a_worker_wedged_in_an_early_transcription_is_killed_when_a_dictation_waits_behind_it(qtbot, qapp):
+    """The stall check judges what the worker runs, also an early transcription (Transcribe during pauses),
+    which the client holds no job for: wedged there, it keeps the dictation behind it waiting forever."""
+    wedged = (
+        "import os, sys; from app.worker.protocol import FrameDecoder, encode\n"
+        "out = sys.stdout.buffer\n"
+        "def send(type_, **fields): out.write(encode(type_, **fields)); out.flush()\n"
+        f"send('hello', protocol={PROTOCOL_VERSION}, loaded=False)\n"
+        "decoder = FrameDecoder()\n"
+        "while data := os.read(0, 1 << 20):\n"
+        "    for frame in decoder.feed(data):\n"
+        "        if frame.type == 'load': send('hello', protocol=" + str(PROTOCOL_VERSION) + ", loaded=True)\n"
+        "        elif frame.type == 'ping': send('pong', seq=frame['seq'], job='early-1', step_age_s=1000.0)\n"
+    )
+    client = WorkerClient(WHISPER, command=_stand_in(wedged), heartbeat_s=0.1, stall_after_s=5, max_crashes=1)
+    rec = Recorder(client)
+    client.start()
+    qtbot.waitUntil(lambda: client.state == "ready", timeout=LONG)
+    job = client.submit(np.zeros(1600, dtype=np.float32))
+    qtbot.waitUntil(lambda: rec.done(job), timeout=15_000)
+    assert rec.failure(job)[1] == "worker_failed" and "made no progress" in rec.failure(job)[2]
+    client.stop()
+
+
 def test_a_worker_of_another_protocol_version_is_refused(qtbot, qapp):
     old_worker = (
         "import sys, time; from app.worker.protocol import encode\n"

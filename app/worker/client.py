@@ -9,7 +9,8 @@ jobs are sent again, in order, so a dictation is never lost.
 Telling a hung worker from a busy one: the worker answers `ping` from its own stdin thread, so a
 worker deep in a long job still answers. No frame at all for `hang_after_s` means the process is
 wedged; a `pong` that says the current job has not reached a new step for `stall_after_s` (plus
-twice the clip's length, for slow CPUs) means the model is wedged. Either way it is killed and
+twice the clip's length, for slow CPUs) means the model is wedged; so does one about an early
+transcription, or a job cancelled meanwhile, while a job waits behind it. Either way it is killed and
 restarted. Three crashes within a minute with no job finished in between end in the `failed` state,
 whose message says what to do; `start()` or `configure()` tries again.
 
@@ -451,10 +452,15 @@ class WorkerClient(SpeechClient):
         self._set_preparation({k: v for k, v in frame.header.items() if k != "type"})
 
     def _on_pong(self, frame: Frame) -> None:
-        job = self._jobs.get(frame.get("job"))
-        age = frame.get("step_age_s")
-        if job is not None and age is not None and age > self._stall_after_s + 2 * job.seconds:
-            self._kill(f"job {job.id} made no progress for {age:.0f} seconds")
+        running, age = frame.get("job"), frame.get("step_age_s")
+        if running is None or age is None:
+            return
+        job = self._jobs.get(running)
+        # Not a job of ours: an early transcription (`speculate`), or a job cancelled meanwhile. Wedged, it
+        # keeps every job behind it waiting, so it is judged as long as one waits, by the longest of them.
+        seconds = job.seconds if job is not None else max((j.seconds for j in self._jobs.values()), default=None)
+        if seconds is not None and age > self._stall_after_s + 2 * seconds:
+            self._kill(f"job {running} made no progress for {age:.0f} seconds")
 
     # -- helpers -------------------------------------------------------------------------------
 
