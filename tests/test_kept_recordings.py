@@ -8,7 +8,9 @@
 - The app quits while a job is under way: the next start transcribes the recording.
 
 The only stand-ins: the sound cues' player, the "Paste again" paster (no paste happens here) and
-the file dialog of "Save recording…" (a native dialog; the test answers it with a path).
+the file dialog of "Save recording…" (a native dialog; the test answers it with a path). When kept
+recordings are sent again follows the speech client's states in an order a real worker gives only
+now and then (a dictation waiting as the model loads), so that is driven with stand-ins at the end.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import QObject, Qt, Signal  # noqa: E402
 from PySide6.QtWidgets import QFileDialog  # noqa: E402
 
 from app.audio.loading import load_audio  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.history import NOT_TRANSCRIBED, TRANSCRIBED_LATER, History, wav_samples  # noqa: E402
 from app.ui.dictation import DictationApp  # noqa: E402
+from app.ui.kept import KeptRecordings  # noqa: E402
 from app.ui.sounds import SoundCues  # noqa: E402
 from app.ui.wiring import AppUi  # noqa: E402
 from tests.data import WHISPER_TINY_EN, WHISPER_TINY_EN_CT2  # noqa: E402
@@ -159,3 +162,56 @@ def test_a_recording_still_being_transcribed_when_the_app_quits_is_transcribed_a
         assert not any("kept" in n and "not transcribed" in n for n in notices)  # a quit is no failure to report
     finally:
         stop_app(app, ui)
+
+
+# -- when kept recordings are sent again: KeptRecordings on its own, the app and its worker stand-ins ----------
+
+
+class StandInWorker(QObject):
+    """Only what KeptRecordings follows of the speech client: its state."""
+
+    state_changed = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = "starting"
+
+    def become(self, state: str) -> None:
+        self.state = state
+        self.state_changed.emit(state)
+
+
+class StandInApp(QObject):
+    """Only what KeptRecordings uses of the DictationApp: its settings, worker, jobs and notices."""
+
+    submitted = Signal(str, object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings, self.worker, self.sent, self.notices = Settings(), StandInWorker(), [], []
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        job_id = f"job-{len(self.sent) + 1}"
+        self.sent.append(job_id)
+        self.submitted.emit(job_id, audio)
+        return job_id
+
+    def notify(self, message: str, error: bool = False) -> None:
+        self.notices.append(message)
+
+
+def test_a_recording_kept_from_the_last_session_is_sent_when_the_model_loads_with_a_dictation_waiting(home):
+    history = History(home / "history.db")
+    try:
+        entry = history.add("", audio=np.full(16_000, 0.1, np.float32), outcome=NOT_TRANSCRIBED)
+        app = StandInApp()
+        kept = KeptRecordings(app, lambda: history)
+        app.worker.become("loading")
+        app.transcribe(np.zeros(16_000, np.float32))  # the user dictates while the model loads
+        app.worker.become("busy")  # loaded, with that dictation to do first
+        app.worker.become("ready")
+        assert app.sent == ["job-1", "job-2"] and kept.owns("job-2")
+        kept.result("job-2", {"text": "kept words"})
+        assert history.get(entry).text == "kept words"
+    finally:
+        history.close()

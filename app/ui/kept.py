@@ -128,7 +128,8 @@ class KeptRecordings(QObject):
         return True
 
     def _worker_state(self, state: str) -> None:
-        loaded = state == "ready" and self._state not in _MODEL_WORKS  # a model (re)loaded, not a job finished
+        # A model (re)loaded, not a job finished: `busy` too, when a dictation was waiting for the load.
+        loaded = state in _MODEL_WORKS and self._state not in _MODEL_WORKS
         self._state = state
         if not loaded or not self._waiting:
             return
