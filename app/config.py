@@ -101,8 +101,9 @@ class Settings:
                                  "silence pastes nothing instead of an invented phrase.", group="Audio")
     early_transcription: bool = setting(True, "Transcribe during pauses", "When you pause with the hotkey still held, "
                                         "what you said so far is transcribed at once; let go without saying more and "
-                                        "the text is there without waiting for the model. Goes on speaking: that work "
-                                        "is dropped. Needs Skip silent recordings; not with a speech server.",
+                                        "the text is there without waiting for the model. Go on speaking and that work "
+                                        "is dropped. Needs the speech check (Skip silent recordings, or Stop after "
+                                        "silence); not with a speech server.",
                                         group="Audio")
     paste_method: str = setting("paste", "Insert text by", "paste: via the clipboard and a paste keystroke; type: "
                                 "simulated typing (slow); copy: only put the text on the clipboard.",

@@ -448,3 +448,14 @@ def test_the_recording_hint_names_the_hands_free_pause(env, qtbot):
     qtbot.waitUntil(lambda: env.ui.overlay.mode == "recording")
     assert "Release (or tap Ctrl+Shift+Space) to finish, or pause 2 s · Esc cancels" in env.ui.overlay.counter.text()
     assert env.app.recorder.options.auto_stop_s == 2
+
+
+def test_transcribe_again_sends_an_entry_once_while_it_is_on_its_way(env, qtbot):
+    """A second click on "Transcribe again" (or one during the re-send after a load) sent it twice."""
+    app, ui = env.app, env.ui
+    entry = ui.history.add("", audio=np.full(1600, 0.25, np.float32), outcome="not_transcribed")
+    assert ui.kept.transcribe_again(entry) and ui.kept.transcribe_again(entry)
+    assert len(app.sent) == 1
+    app.worker.result.emit("retry1", {"text": "hello", "timings": {}})
+    assert ui.history.get(entry).text == "hello"
+    assert ui.kept.transcribe_again(entry) and len(app.sent) == 2  # done: it may be sent again

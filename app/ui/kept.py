@@ -117,6 +117,8 @@ class KeptRecordings(QObject):
 
     def transcribe_again(self, entry_id: int) -> bool:
         """Send a history entry's recording to the model now ("Transcribe again"); False: it has no recording."""
+        if entry_id in self._retrying.values():
+            return True  # already on its way (a second click, or the re-send after a load): once is enough
         history = self._history()
         data = history.audio(entry_id) if history is not None else None
         if data is None:
