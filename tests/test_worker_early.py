@@ -193,3 +193,11 @@ def test_a_job_cancelled_before_its_turn_ends_cancelled_even_with_its_transcript
     gated.sync()  # the cancel came before the job's turn
     gated.gate.set()
     assert (gated.answer("job").type, gated.answer("job").get("code")) == ("error", "cancelled")
+
+
+def test_a_job_of_other_audio_ends_the_kept_early_transcription(worker, speech):
+    """The dictation a finished early transcription was made for ended otherwise: it is not held on to."""
+    first, second = speech
+    ran(worker, worker.speculate(first, language="en"))
+    assert not worker.transcribe(second, language="en").get("early")
+    assert not worker.transcribe(first, language="en").get("early")

@@ -72,7 +72,7 @@ class KeptRecordings(QObject):
         audio = self._audio.pop(job_id, None)
         if job_id in self._retrying:  # not this time either: wait for the next model load
             entry = self._retrying.pop(job_id)
-            self._waiting.append((entry, audio))
+            self._waiting.append((entry, None if entry is not None else audio))  # the history holds it
             if job_id in self._asked:
                 self._asked.discard(job_id)
                 self.app.notify(f"Transcribing the kept recording again failed: {message}", error=True)

@@ -61,6 +61,8 @@ class Speculations:
             running = self._running
             if self._latest is not None and not same_request(self._latest, job):
                 self._latest = None  # the dictation it was made for ended otherwise: never start it
+            if self._done is not None and not same_request(self._done.frame, job):
+                self._done = None  # likewise: its audio (up to minutes of it) need not be held any longer
         return running["id"] if running is not None and not same_request(running, job) else None
 
     def start(self, frame: Frame) -> bool:

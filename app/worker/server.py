@@ -172,8 +172,8 @@ class Server:
             )
 
     def _cancel_speculation(self, spec_id: str | None) -> None:
-        if spec_id is not None:
-            with self._lock:
+        with self._lock:
+            if spec_id is not None and spec_id == self._current:  # still running: one that just ended needs nothing
                 self._cancelled.add(spec_id)
 
     def _stop(self) -> None:
