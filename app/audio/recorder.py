@@ -213,8 +213,9 @@ class Recorder:
                          take.detector.silent_s)
                 if self.on_silence is not None:
                     self.on_silence(take.rec_id)
+            detector = take.detector
             if (self.options.early and self.on_pause is not None and take.remaining is None
-                    and take.detector is not None and take.detector.ended and take.paused_end != take.detector.speech_end):
+                    and detector is not None and detector.ended and take.paused_end != detector.speech_end):
                 take.paused_at, take.paused_end = take.length, take.detector.speech_end
                 self.on_pause(take.rec_id, np.concatenate(take.chunks))  # chunks grow on this thread only
             if take.remaining and take.detector is not None and take.detector.ended:  # stopped talking
