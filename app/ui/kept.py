@@ -8,7 +8,8 @@ Three ways lead there:
   cannot run: keep" (the default) recordings go on being made and wait here;
 - the model runs but this job failed (out of GPU memory in a fixed quantization, a speech server
   that refuses the upload, an engine bug);
-- the app quits, or switches engines, while the job is still under way (`keep_unfinished`).
+- the app quits while the job is still under way (`keep_unfinished`; a switch between the local worker
+  and a speech server loses nothing: the old client finishes its jobs first).
 
 Kept recordings are sent again each time a model becomes ready after a load (a fixed model, a
 changed setting, the next start), not when a working model merely finishes a job: a job that fails
