@@ -103,7 +103,7 @@ class Settings:
                                         "what you said so far is transcribed at once; let go without saying more and "
                                         "the text is there without waiting for the model. Go on speaking and that work "
                                         "is dropped. Needs the speech check (Skip silent recordings, or Stop after "
-                                        "silence); not with a speech server.",
+                                        "silence). With a speech server, the recording so far is sent at each pause.",
                                         group="Audio")
     paste_method: str = setting("paste", "Insert text by", "paste: via the clipboard and a paste keystroke; type: "
                                 "simulated typing (slow); copy: only put the text on the clipboard.",

@@ -432,6 +432,59 @@ def test_waiting_diffusion_requests_are_denoised_as_one_batch(diffusion_server, 
     assert [a["text"] for a in answers] == [t.text for t in expected]
 
 
+def test_a_speculative_request_only_uses_time_no_other_request_wants(diffusion_server, tmp_path):
+    """What the app sends at a pause with the key held (`speculative=true`): any other request stops a
+    running one, the same client's newer request ends its older one, it waits behind requests that came
+    after it, and it is refused while another request waits. The micro diffusion model on the CPU: 48
+    steps on the longest clip run for seconds, long enough to be interrupted."""
+    long_clip = clips(source="espeak", language="en")[-1].path
+    short = tmp_path / "short.wav"
+    sf.write(short, load_heldout(MICRO / "adapter")[EVAL_CLIPS][1], 16_000)
+    finished: list[str] = []
+
+    def send(name: str, path, steps: int, **fields: str) -> httpx2.Response:
+        with open(path, "rb") as fh:
+            answer = httpx2.post(diffusion_server.url + "/v1/audio/transcriptions", files={"file": fh}, timeout=300,
+                                 data={"model": "whisper-1", "language": "en", "steps": str(steps), **fields})
+        finished.append(name)
+        return answer
+
+    def health() -> dict:
+        return httpx2.get(diffusion_server.url + "/health").json()
+
+    def superseded(answer: httpx2.Response) -> bool:
+        return answer.status_code == 409 and answer.json()["error"]["code"] == "superseded"
+
+    def running_ahead() -> bool:
+        return health()["speculative"]["running"] == 1
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        ahead = pool.submit(send, "ahead", long_clip, 48, speculative="true", client="alice")
+        wait_until(running_ahead, "the speculative request to run")
+        other = pool.submit(send, "other", short, 4, client="bob")  # another speaker's dictation
+        assert superseded(ahead.result()), ahead.text
+        assert other.result().status_code == 200 and other.result().json()["text"]
+
+        older = pool.submit(send, "older", long_clip, 48, speculative="true", client="alice")
+        wait_until(running_ahead, "the older speculative request to run")
+        newer = pool.submit(send, "newer", short, 4, speculative="true", client="alice")  # alice spoke on
+        assert superseded(older.result()), older.text
+        assert newer.result().status_code == 200 and newer.result().json()["text"] == other.result().json()["text"]
+
+        first = pool.submit(send, "first", long_clip, 48)
+        wait_until(lambda: health()["busy"], "the first request to run")
+        queued_ahead = pool.submit(send, "queued ahead", short, 8, speculative="true", client="carol")
+        wait_until(lambda: health()["speculative"]["waiting"] == 1, "the speculative request to wait")
+        later = pool.submit(send, "later", short, 4)
+        wait_until(lambda: health()["queue_length"] == 1, "the later request to wait")
+        refused = send("refused", short, 4, speculative="true", client="dave")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full", refused.text
+        assert health()["busy"] and health()["speculative"]["waiting"] == 1, "the first must still run"
+        assert [f.result().status_code for f in (first, later, queued_ahead)] == [200, 200, 200]
+    assert finished.index("later") < finished.index("queued ahead"), finished
+    assert health()["speculative"] == {"waiting": 0, "running": 0}
+
+
 def wait_until(condition, what: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():

@@ -66,6 +66,43 @@ def test_a_dictation_streams_drafts_and_ends_in_one_result(qtbot, server):
     client.stop()
 
 
+def test_a_dictation_that_ends_at_a_pause_is_not_uploaded_again(qtbot, server):
+    """`speculate` at a pause uploads the recording so far at once; the job with exactly those samples and
+    options takes that answer (`early`) without a second upload, and its text is the one an upload gets.
+    A dictation that went on, or asks for other options, is uploaded itself."""
+    client = make_client(qtbot, server.url, TOKEN)
+    results: list[dict] = []
+    client.result.connect(lambda job, transcript: results.append(transcript))
+    clip = clips(source="espeak", language="en")[6]
+    audio = load_audio(clip.path)
+
+    def uploads() -> int:
+        return server.log().count('"POST /v1/audio/transcriptions HTTP/1.1"')
+
+    def dictate(samples, **options) -> dict:
+        results.clear()
+        client.submit(samples, language="en", **options)
+        qtbot.waitUntil(lambda: bool(results), timeout=60_000)
+        return results[0]
+
+    plain = dictate(audio)
+    assert not plain.get("early") and wer([clip.text], [plain["text"]]) <= 0.2, plain
+    before = uploads()
+    client.speculate(audio, language="en")
+    qtbot.waitUntil(lambda: uploads() == before + 1, timeout=30_000)  # sent at the pause
+    answer = dictate(audio.copy())  # the recorder hands over the same samples in an array of its own
+    assert answer.get("early") is True and answer["text"] == plain["text"], answer
+    assert uploads() == before + 1, "the dictation must not be uploaded again"
+
+    client.speculate(audio[: len(audio) // 2], language="en")  # paused halfway, then spoke on
+    assert not (went_on := dictate(audio)).get("early") and went_on["text"] == plain["text"]
+    client.speculate(audio, language="en")
+    other = dictate(audio, vocabulary=("Pickwick",))  # the vocabulary changed in Settings meanwhile
+    assert not other.get("early"), other
+    assert not dictate(audio).get("early"), "an answer ahead is used once at most"
+    client.stop()
+
+
 def test_a_wrong_token_fails_the_client_with_one_sentence_and_keeps_trying(qtbot, server):
     failures = []
     client = ServerClient(EngineSpec(engine="server", model=server.url), token_loader=lambda: "wrong", retry_s=0.5)

@@ -118,7 +118,8 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
         preparing = {"done": prep.done, "total": prep.total} if prep.pending else None  # speed-up pieces still to run
         return {"status": "ok" if slot.engine is not None else "unavailable", **slot.describe(), "preparing": preparing,
                 "model": options.model_id,  # a server folder's name only, never its path
-                "queue_length": queue.waiting, "busy": bool(queue.running), "max_batch": queue.max_batch,
+                "queue_length": queue.waiting, "busy": bool(queue.running), "speculative": queue.speculations(),
+                "max_batch": queue.max_batch,
                 "max_waiting": queue.max_waiting, "max_upload_bytes": options.max_upload_bytes}
 
     @api.get("/v1/models")
@@ -152,11 +153,13 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
         language = checks.check_language(_field(form, "language"))
         steps = checks.check_steps(_field(form, "steps"))
         fmt = checks.check_format(_field(form, "response_format"))
-        stream = checks.check_stream(_field(form, "stream"))
+        stream = checks.check_flag(_field(form, "stream"), "stream")
+        speculative = checks.check_flag(_field(form, "speculative"), "speculative")
+        client = checks.check_client(_field(form, "client"))
         data = await upload.read()
         audio = await run_in_threadpool(checks.decode_audio, data, upload.filename or "")
         req = checks.TranscriptionRequest(audio, language, steps, fmt, stream,
-                                          checks.vocabulary(_field(form, "prompt")))
+                                          checks.vocabulary(_field(form, "prompt")), speculative, client)
         if options.speech_check and not await run_in_threadpool(has_speech, audio):
             log.info("%.1f s of audio without speech: answered with empty text, the engine not asked", req.seconds)
             silent = Transcript(text="", language=language, steps_used=0)

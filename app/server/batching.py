@@ -16,6 +16,13 @@ with quantization `auto` shrinks the model and runs the job again; any other exc
 engine (a CUDA error, a bug) answers 503 and loads the model again before the next job. A batch
 refused for one request's sake (a 400) is run again one by one, so each request gets its own answer.
 
+Speculative requests (`speculative=true`: the app transcribing a dictation ahead, at a pause while
+the key is still held) use what would otherwise be idle time, and never cost another request a
+millisecond: they are refused while anything waits, run only when no other request waits, and a
+request that arrives stops every running one at its next step (Whisper on CTranslate2, which cannot
+stop inside a 30 s window, at the window's end). A client's newer request, of
+either kind, ends that client's earlier speculative ones, which are stale by then.
+
 The engine's speed-up pieces (`Engine.preparations`: compiled layers, CUDA graphs) run one at a
 time, as in the worker: a compile on a thread of its own while requests go on, a capture on the
 engine thread while no request waits, looking at the queue between pieces; `/health` shows how
@@ -60,7 +67,12 @@ def _cancelled() -> ApiError:
     return ApiError(499, "The client closed the connection.", "cancelled")
 
 
-@dataclass
+def _given_way() -> ApiError:
+    return ApiError(409, "This speculative request gave way to a newer request; send the recording again if it "
+                    "is still wanted.", "superseded")
+
+
+@dataclass(eq=False)  # jobs are told apart by identity: comparing their fields would compare audio arrays
 class Job:
     """One request in the queue; `events` carries progress to a streaming response, `done` the outcome."""
 
@@ -71,14 +83,25 @@ class Job:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     done: asyncio.Future = field(init=False)
     cancelled: bool = False
+    given_way: bool = False  # a speculative job stopped for a newer request: answered 409, not 499
     queue_ms: float = 0.0
 
     def __post_init__(self) -> None:
         self.done = self.loop.create_future()
+        if self.request.speculative:  # told apart in the log
+            self.id = f"early-{self.id}"
+
+    @property
+    def speculative(self) -> bool:
+        return self.request.speculative
 
     def cancel(self) -> None:
         """The client disconnected: skip the job if it still waits, stop it at its next step if it runs."""
         self.cancelled = True
+
+    def give_way(self) -> None:
+        """A speculative job ends for a newer request: skipped if it waits, stopped at its next step if it runs."""
+        self.given_way = self.cancelled = True
 
 
 class EngineQueue:
@@ -100,15 +123,29 @@ class EngineQueue:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        """Requests waiting, speculative ones not counted (they never hold anyone up)."""
+        return sum(1 for job in self._waiting if not job.speculative and not job.cancelled)
+
+    def speculations(self) -> dict[str, int]:
+        """Speculative requests waiting and running, for /health."""
+        return {"waiting": sum(1 for job in self._waiting if job.speculative and not job.cancelled),
+                "running": sum(1 for job in self.running if job.speculative and not job.cancelled)}
 
     def submit(self, request: TranscriptionRequest) -> Job:
-        """Queue `request`, or raise 429 when `max_waiting` requests already wait."""
+        """Queue `request`, or raise 429 when `max_waiting` requests already wait (for a speculative one:
+        when any does). See the module docstring for what a request does to speculative ones."""
         assert self._wakeup is not None, "run() starts with the server"
-        if len(self._waiting) >= self.max_waiting:
+        if request.speculative and (self.waiting or self.speculations()["waiting"] >= self.max_waiting):
+            raise ApiError(429, "The server is busy with other requests; a speculative request is only run when "
+                           "nothing waits.", "queue_full", headers={"Retry-After": "1"})
+        if self.waiting >= self.max_waiting:
             retry = max(1, round(self._seconds_per_job * (self.waiting + 1)))
             raise ApiError(429, f"The server is busy: {self.waiting} requests are waiting already; try again in "
                            f"{retry} seconds.", "queue_full", headers={"Retry-After": str(retry)})
+        for job in (*self._waiting, *self.running):
+            if job.speculative and ((request.client and job.request.client == request.client)
+                                    or (not request.speculative and job in self.running)):
+                job.give_way()
         job = Job(request, asyncio.get_running_loop())
         self._waiting.append(job)
         self._wakeup.set()
@@ -136,24 +173,32 @@ class EngineQueue:
                 self.running = []
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - now) / len(jobs)
             for job, outcome in zip(jobs, outcomes):
+                if job.given_way and isinstance(outcome, ApiError) and outcome.code == "cancelled":
+                    outcome = _given_way()
                 if not job.done.done():
                     job.done.set_result(outcome)
                 job.events.put_nowait(None)  # the end of the progress stream
 
     def _take(self) -> list[Job]:
-        """The oldest waiting request and, for an engine that batches, the next ones with the same steps."""
-        while self._waiting and self._waiting[0].cancelled:
-            self._waiting.popleft()
-        if not self._waiting:
+        """The oldest waiting request (speculative ones after all others) and, for an engine that batches,
+        the next ones with the same steps, in the same order."""
+        for job in [job for job in self._waiting if job.cancelled]:
+            self._waiting.remove(job)
+            if job.given_way:  # never ran: its answer is the same 409 as a stopped one's
+                job.done.set_result(_given_way())
+                job.events.put_nowait(None)
+        ordered = sorted(self._waiting, key=lambda job: job.speculative)  # stable: oldest first within each kind
+        if not ordered:
             return []
-        jobs = [self._waiting.popleft()]
-        if self.max_batch > 1 and hasattr(self.slot.engine, "transcribe_batch"):
-            for job in list(self._waiting):
-                if len(jobs) == self.max_batch:
-                    break
-                if not job.cancelled and job.request.steps == jobs[0].request.steps:
-                    self._waiting.remove(job)
-                    jobs.append(job)
+        batches = self.max_batch > 1 and hasattr(self.slot.engine, "transcribe_batch")
+        jobs = [ordered[0]]
+        for job in ordered[1:]:
+            if not batches or len(jobs) == self.max_batch:
+                break
+            if job.request.steps == jobs[0].request.steps:
+                jobs.append(job)
+        for job in jobs:
+            self._waiting.remove(job)
         return jobs
 
     def shutdown(self) -> None:
@@ -234,7 +279,7 @@ class EngineQueue:
                     self._finish_beside()
                     engine = self.slot.shrink(oom)  # raises when there is nothing smaller to try
         except _Cancelled:
-            log.info("job %s: the client went away; stopped", names)
+            log.info("job %s: stopped: its client went away (or, speculative, it gave way to a newer request)", names)
             return _cancelled()
         except UserError as exc:
             if exc.code in _MODEL_CODES:

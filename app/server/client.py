@@ -10,6 +10,13 @@ An unreachable server or a refused token puts the client in the `failed` state *
 history and sent again when the server answers, which the client checks every few seconds. A server
 whose queue is full (429) is asked again every few seconds for the same job, which is then pasted as
 usual; only after minutes of that is it treated as a server that is gone.
+
+Transcribing ahead (`speculate`, the speaker paused with the key held) sends the recording so far at
+once, on a thread of its own, as a speculative request: the server runs it only while nothing else
+waits and stops it for any other request. A dictation that ends with exactly those samples and asks
+for the same language, steps and vocabulary is not uploaded again: it takes that request's answer,
+already there or on its way. Anything else ends the speculative request (the server drops it when
+this client's next request arrives) and is sent as usual.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
@@ -46,6 +53,26 @@ class _Job:
     steps: int | None
     vocabulary: tuple[str, ...] = ()
     cancelled: bool = False
+    early: _Early | None = None  # the speculative request whose answer is this job's
+
+
+@dataclass
+class _Early:
+    """A speculative request: the recording as it was at a pause, sent while the key is still held."""
+
+    audio: np.ndarray
+    language: str
+    steps: int | None
+    vocabulary: tuple[str, ...]
+    cancelled: bool = False
+    job: _Job | None = None  # the dictation that takes its answer: the drafts go to it
+    transcript: dict | None = None  # its answer; None until `finished`, and after a failure
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def answers(self, job: _Job) -> bool:
+        """True when `job` would ask the server for exactly this request again."""
+        return ((job.language, job.steps, job.vocabulary) == (self.language, self.steps, self.vocabulary)
+                and np.array_equal(job.audio, self.audio))
 
 
 class ServerClient(SpeechClient):
@@ -69,6 +96,8 @@ class ServerClient(SpeechClient):
         self._tasks: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._failure = ("", "")
+        self._early: _Early | None = None  # the latest speculative request, until a job takes or ends it
+        self._id = uuid.uuid4().hex  # the `client` of its requests: a newer one ends its older speculative ones
         self._event.connect(self._run_on_gui, Qt.ConnectionType.QueuedConnection)
         self._retry = QTimer(self, singleShot=True, interval=int(retry_s * 1000), timeout=self._check)
 
@@ -95,6 +124,7 @@ class ServerClient(SpeechClient):
 
     def stop(self) -> None:
         self._retry.stop()
+        self._drop_early()
         if self._thread is not None:
             self._tasks.put(None)
             self._thread = None
@@ -109,6 +139,7 @@ class ServerClient(SpeechClient):
     def configure(self, spec: EngineSpec) -> None:
         """Another server URL: asked at once; waiting jobs go to the new one."""
         self._spec = spec
+        self._drop_early()
         if self._state != "stopped":
             self._set_state("starting")
             self._check()
@@ -121,6 +152,15 @@ class ServerClient(SpeechClient):
         """As `WorkerClient.submit`; the vocabulary goes to the server as the request's prompt."""
         job_id = uuid.uuid4().hex[:12]
         audio = np.asarray(audio, dtype=np.float32)
+        early, self._early = self._early, None  # taken by this job, or of no use to any later one
+        try:
+            return self._submit(job_id, audio, language, steps, tuple(vocabulary), early)
+        finally:
+            if early is not None and early.job is None:
+                early.cancelled = True
+
+    def _submit(self, job_id: str, audio: np.ndarray, language: str, steps: int | None,
+                vocabulary: tuple[str, ...], early: _Early | None) -> str:
         if audio.ndim != 1:
             self._fail_later(job_id, "bad_audio", "Audio must be mono (one channel); downmix it first.")
             return job_id
@@ -132,17 +172,36 @@ class ServerClient(SpeechClient):
         if self._state == "failed":  # the server was not there a moment ago: the recording is kept, and why
             self._fail_later(job_id, *self._failure)
             return job_id
-        job = _Job(job_id, audio, language, steps, tuple(vocabulary))
+        job = _Job(job_id, audio, language, steps, vocabulary)
+        if early is not None and early.answers(job):
+            job.early, early.job = early, job
         self._jobs[job_id] = job
         self._tasks.put(job)
         self._settle_state()
         return job_id
+
+    def speculate(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None,
+                  vocabulary: Sequence[str] = ()) -> None:
+        """Send `audio` as a speculative request now (`SpeechClient.speculate`; the module docstring)."""
+        if self._state not in ("ready", "busy"):
+            return
+        self._drop_early()
+        early = self._early = _Early(np.asarray(audio, dtype=np.float32), language, steps, tuple(vocabulary))
+        threading.Thread(target=self._send_early, args=(early,), name="speech-server-early", daemon=True).start()
+
+    def _drop_early(self) -> None:
+        """The latest speculative request is of no use any more: its connection closes at its next event."""
+        if self._early is not None:
+            self._early.cancelled = True
+            self._early = None
 
     def cancel(self, job_id: str) -> None:
         job = self._jobs.pop(job_id, None)
         if job is None:
             return
         job.cancelled = True  # the HTTP thread closes the connection at the next event; the server stops it
+        if job.early is not None:
+            job.early.cancelled = True
         self._settle_state()
         self._fail_later(job_id, "cancelled", "The transcription was cancelled.")
 
@@ -188,9 +247,40 @@ class ServerClient(SpeechClient):
 
         self._tasks.put(check)
 
+    def _send_early(self, early: _Early) -> None:
+        """Run one speculative request (on a thread of its own); a failure only means the job is sent itself."""
+        def on_draft(step: int, total: int, draft: str) -> None:
+            if early.job is not None:
+                self._post(self._drafted, early.job, step, total, draft)
+
+        try:
+            conn = self._connection()
+            try:
+                early.transcript = conn.transcribe(early.audio, language=early.language, steps=early.steps,
+                                                   vocabulary=early.vocabulary, on_draft=on_draft,
+                                                   should_stop=lambda: early.cancelled, speculative=True,
+                                                   client=self._id)
+            finally:
+                conn.close()
+            log.info("transcription ahead: %d samples done on the server", early.audio.size)
+        except UserError as exc:
+            log.info("the transcription ahead was not finished (%s): %s", exc.code, exc.message)
+        finally:
+            early.finished.set()
+
     def _send(self, job: _Job) -> None:
         def on_draft(step: int, total: int, draft: str) -> None:
             self._post(self._drafted, job, step, total, draft)
+
+        if job.early is not None:  # the same request is on its way already: its answer is this job's
+            while not job.early.finished.wait(0.05):
+                if job.cancelled:
+                    job.early.cancelled = True
+                    return
+            if job.early.transcript is not None:
+                log.info("job %s: answered by the transcription ahead, not uploaded again", job.id)
+                self._post(self._job_done, job, {**job.early.transcript, "early": True})
+                return
 
         give_up = time.monotonic() + _BUSY_GIVE_UP_S
         while True:
@@ -199,7 +289,7 @@ class ServerClient(SpeechClient):
                 try:
                     transcript = conn.transcribe(job.audio, language=job.language, steps=job.steps,
                                                  vocabulary=job.vocabulary, on_draft=on_draft,
-                                                 should_stop=lambda: job.cancelled)
+                                                 should_stop=lambda: job.cancelled, client=self._id)
                 finally:
                     conn.close()
             except UserError as exc:

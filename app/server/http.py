@@ -43,7 +43,8 @@ class ServerConnection:
 
     def transcribe(self, audio: np.ndarray, *, model: str = "whisper-1", language: str = "auto",
                    steps: int | None = None, vocabulary: Sequence[str] = (), on_draft: DraftCallback | None = None,
-                   should_stop: Callable[[], bool] = lambda: False) -> dict:
+                   should_stop: Callable[[], bool] = lambda: False, speculative: bool = False,
+                   client: str = "") -> dict:
         """Send 16 kHz mono audio; return text, language, steps_used, timings, language_detected, no_speech,
         queue_ms.
 
@@ -52,6 +53,8 @@ class ServerConnection:
         read times out; a plain JSON answer sends nothing until the end. `on_draft` gets each draft as
         it arrives. `vocabulary` goes as OpenAI's `prompt`, one entry a line (the server reads commas and
         lines). `should_stop` is asked between events: True closes the connection, which cancels the job there.
+        `speculative` asks for a transcription ahead that gives way to any other request, and `client`
+        names the sender, whose newer request ends its older speculative ones (`app.server.batching`).
         """
         data = {"model": model, "response_format": "json", "stream": "true"}
         if language and language != "auto":
@@ -60,6 +63,10 @@ class ServerConnection:
             data["steps"] = str(steps)
         if vocabulary:
             data["prompt"] = "\n".join(vocabulary)
+        if speculative:
+            data["speculative"] = "true"
+        if client:
+            data["client"] = client
         files = {"file": ("dictation.flac", _flac(audio), "audio/flac")}
         with self._request("POST", "/v1/audio/transcriptions", data=data, files=files) as response:
             for line in response.iter_lines():

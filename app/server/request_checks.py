@@ -33,6 +33,10 @@ class TranscriptionRequest:
     response_format: str
     stream: bool
     vocabulary: tuple[str, ...]
+    # A transcription ahead of the end of a dictation (the speaker paused with the key held): it waits
+    # behind every other request and gives way to any that comes (`app.server.batching`).
+    speculative: bool = False
+    client: str = ""  # who sent it: a request replaces its own client's earlier speculative ones
 
     @property
     def seconds(self) -> float:
@@ -79,11 +83,21 @@ def check_format(value: str | None) -> str:
     return fmt
 
 
-def check_stream(value: str | None) -> bool:
+def check_flag(value: str | None, name: str) -> bool:
+    """A true/false form field (`stream`, `speculative`); absent is false."""
     flag = (value or "false").strip().lower()
     if flag not in ("true", "false", "1", "0"):
-        raise ApiError(400, f"'stream' must be true or false, not {value!r}.", "invalid_stream", param="stream")
+        raise ApiError(400, f"'{name}' must be true or false, not {value!r}.", f"invalid_{name}", param=name)
     return flag in ("true", "1")
+
+
+def check_client(value: str | None) -> str:
+    """The `client` field: an id its sender chose (up to 64 letters, digits, '-' or '_'); empty if absent."""
+    client = (value or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{0,64}", client):
+        raise ApiError(400, "'client' must be an id of at most 64 letters, digits, '-' or '_'.", "invalid_client",
+                       param="client")
+    return client
 
 
 def vocabulary(prompt: str | None) -> tuple[str, ...]:

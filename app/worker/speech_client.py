@@ -49,8 +49,9 @@ class SpeechClient(QObject):
 
     def speculate(self, audio, *, language: str = "auto", steps: int | None = None, vocabulary=()) -> None:
         """Transcribe `audio` ahead, in case the dictation ends with exactly these samples (the user paused
-        with the key held; `app.worker.early`). No signal follows. A client that cannot, a speech server,
-        ignores it: its dictations are transcribed after the release as always."""
+        with the key held): the worker keeps the transcript (`app.worker.early`), the server client keeps
+        the speculative request's answer (`app.server.client`). No signal follows; a job with exactly these
+        samples and options is answered from it. The base class ignores it."""
 
     def _set_preparation(self, fields: dict) -> None:
         if fields == self._preparation:

@@ -5,6 +5,7 @@ while the user dictates: one clear notice, the recording kept in the history, an
 the server is back."""
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -88,7 +89,8 @@ def test_the_server_killed_mid_dictation_keeps_the_recording_until_it_is_back(cl
     server.kill()  # the user is still speaking
     wait_for(lambda: client_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
     client_app.command("toggle")
-    wait_for(lambda: client_app.count("cannot be reached") >= 1, "the notice that the server is gone", LONG_WAIT)
+    wait_for(lambda: client_app.count("notice: .*cannot be reached") >= 1, "the notice that the server is gone",
+             LONG_WAIT)
     entry = wait_for(lambda: (h := client_app.history()) and h[-1], "the recording in the history", LONG_WAIT)
     assert entry["outcome"] == "not_transcribed" and entry["text"] == ""
     assert client_app.count("is kept in History and will be transcribed") == 1
@@ -102,3 +104,27 @@ def test_the_server_killed_mid_dictation_keeps_the_recording_until_it_is_back(cl
         assert done["id"] == entry["id"] and wer(clip["text"], done["text"]) <= MAX_WER, done
     finally:
         back.stop()
+
+
+def test_a_pause_before_the_end_has_the_servers_text_ready(client_app, server, target, clips):
+    """Transcribe during pauses, through the server: the speaker stops, the recording goes on a moment
+    (as users hold the key a second longer), and the recording so far is uploaded then as a speculative
+    request; at the end nothing is uploaded again and the server's text is pasted once."""
+    clip = clips["espeak-en-02"]
+    target.clear()
+    target.focus()
+    client_app.speak(clip["path"])
+    played, ahead = client_app.count("test audio source: end of"), client_app.count("transcription ahead: .* done")
+    plain_jobs = r"job (?!early-)\w+: [\d.]+ s of audio"  # the server's log line of a request not sent ahead
+    uploaded = len(re.findall(plain_jobs, server.log()))
+    client_app.command("toggle")
+    wait_for(lambda: client_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    wait_for(lambda: client_app.count("transcription ahead: .* done") > ahead, "the server's text ahead", LONG_WAIT)
+    client_app.command("toggle")
+    text = wait_for(lambda: target.text().strip(), "text in the target window", LONG_WAIT)
+    client_app.wait_idle()
+    assert wer(clip["text"], text) <= MAX_WER, text
+    assert client_app.count("answered by the transcription ahead") == 1
+    assert len(re.findall(plain_jobs, server.log())) == uploaded, "the end of the dictation must not be uploaded"
+    assert re.search(r"job early-\w+: [\d.]+ s of audio", server.log())
+    assert target.text().strip() == text, "the text must be pasted exactly once"
