@@ -21,7 +21,12 @@ means nothing.) Also: GUI start-up time (process start -> tray shown and answeri
 channel), when its global hotkeys went live, its resident memory after the runs, and whether torch
 got mapped into the GUI process.
 
-    .venv/bin/python benchmarks/app_latency.py --json [--runs 10]
+With `--server` the app is a client of a speech server (`python -m app serve`, a subprocess on this
+machine, the same Whisper tiny.en with a token) instead of running a worker: release -> text then
+includes the upload, the server's queue and the answer over HTTP, and with *Transcribe during
+pauses* on, the recording so far goes to the server as a speculative request at each pause.
+
+    .venv/bin/python benchmarks/app_latency.py --json [--runs 10] [--server]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import platform
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.data import DATA_DIR, MANIFEST, WHISPER_TINY_EN  # noqa: E402
-from tests.desktop.harness import App, Target, XSession, wait_for  # noqa: E402
+from tests.desktop.harness import PYTHON, App, Target, XSession, wait_for  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
 
 CLIPS = ("cards-001", "cards-003", "cards-004", "goforward", "cards-002")
 CASES = {"speech_ended": 0.4, "paused_1s": 1.0, "speech_continues": None}  # seconds held after the speech
@@ -133,21 +140,44 @@ def measure(app: App, target: Target, keys: Keys, clips: dict, case: str, runs: 
     return figures
 
 
-_EARLY = "answered by the early transcription"
+# The worker's log line, and the server client's, for a job answered by the transcription made at a pause.
+_EARLY = "answered by the (?:early transcription|transcription ahead)"
+_TOKEN = "app-latency-benchmark-token-0123456789"
 
 
-def run(runs: int) -> dict:
+def start_server(workdir: Path) -> ServerProcess:
+    """`app serve` with the benchmark's model on the CPU, behind a token (as a shared server runs)."""
+    (workdir / "token").write_text(_TOKEN + "\n")
+    server = ServerProcess(["--engine", "whisper", "--model", str(WHISPER_TINY_EN), "--device", "cpu",
+                            "--token-file", str(workdir / "token")], workdir / "server.log", token=_TOKEN)
+    return server.wait_ready()
+
+
+def make_app(session: XSession, workdir: Path, early: bool, server: ServerProcess | None) -> App:
+    settings = {"model": str(WHISPER_TINY_EN), "device": "cpu", "language": "en", "mode": "hold",
+                "post_roll_ms": POST_ROLL_MS, "early_transcription": early}
+    if server is None:
+        return App(session, workdir, settings)
+    app = App(session, workdir, {**settings, "engine": "server", "server_url": server.url})
+    app.env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # the token goes to a 0600 file
+    stored = subprocess.run([PYTHON, "-m", "app", "server-token"], input=_TOKEN + "\n", text=True, cwd=ROOT,
+                            env={**os.environ, **app.env}, capture_output=True, timeout=60)
+    if stored.returncode != 0:
+        raise RuntimeError(f"storing the server token failed: {stored.stderr}")
+    return app
+
+
+def run(runs: int, use_server: bool) -> dict:
     clips = {c["id"]: c for c in json.loads(MANIFEST.read_text())["clips"]}
     workdir = Path(tempfile.mkdtemp(prefix="app-latency-"))
     session = XSession(workdir).start()
-    result: dict = {"runs": runs}
+    server = start_server(workdir) if use_server else None
+    result: dict = {"runs": runs, "transcribed_by": "speech server (app serve, this machine)" if server else "worker"}
     try:
         target = Target(session, workdir)
         keys = Keys(session.env["DISPLAY"])
         for early in (False, True):
-            app = App(session, workdir / f"early-{'on' if early else 'off'}",
-                      {"model": str(WHISPER_TINY_EN), "device": "cpu", "language": "en", "mode": "hold",
-                       "post_roll_ms": POST_ROLL_MS, "early_transcription": early})
+            app = make_app(session, workdir / f"early-{'on' if early else 'off'}", early, server)
             try:
                 gui_start_ms = app.start() * 1000
                 wait_for(lambda: app.status()["hotkeys"], "the hotkeys", 60, interval=0.005)
@@ -168,6 +198,8 @@ def run(runs: int) -> dict:
         print(f"benchmark failed; logs are in {workdir}", file=sys.stderr)
         raise
     finally:
+        if server is not None:
+            server.stop()
         session.stop()
         if sys.exc_info()[0] is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -184,8 +216,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="dictations per case")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--server", action="store_true", help="the app as a client of a speech server subprocess")
     args = parser.parse_args()
-    result = run(args.runs)
+    result = run(args.runs, args.server)
     if args.json:
         print(json.dumps(result))
     else:

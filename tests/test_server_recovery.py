@@ -124,3 +124,33 @@ def test_a_model_that_cannot_load_again_answers_503_and_health_says_so(serve, qt
     qtbot.waitUntil(lambda: client.state == "failed", timeout=10_000)
     assert failures[0][:2] == ("", "model_unavailable") and "cannot run its model" in failures[0][2]
     client.stop()
+
+
+def test_a_recording_the_model_fails_on_is_sent_once_more_then_kept_without_a_reload_loop(serve, qtbot):
+    """The stand-in fails on this recording every time; /health stays ok. `model_failed` used to put the
+    client in `failed`; each /health check then found the server well, the app sent the kept recording
+    again, the model failed and was loaded anew: every 5 s, for every user of that server. Now the job is
+    sent once more (a CUDA error that a reload cures is gone by then) and then fails as this recording's
+    failure, with the client still ready for the next dictation."""
+    from app.server.client import ServerClient
+
+    cuda_error = RuntimeError("CUDA error: an illegal memory access was encountered")
+    url, loads = serve([cuda_error, cuda_error, cuda_error])  # two for the first recording, one for the next
+    client = ServerClient(EngineSpec(engine="server", model=url), token_loader=lambda: None, retry_s=0.2)
+    failures, results = [], []
+    client.failed.connect(lambda job, code, message: failures.append((job, code, message)))
+    client.result.connect(lambda job, transcript: results.append((job, transcript)))
+    client.start()
+    qtbot.waitUntil(lambda: client.state == "ready", timeout=10_000)
+    job = client.submit(np.zeros(16_000, dtype=np.float32))
+    qtbot.waitUntil(lambda: bool(failures), timeout=30_000)
+    assert failures == [(job, "model_failed", failures[0][2])] and "failed twice" in failures[0][2], failures
+    assert len(loads) == 3 and client.state == "ready"  # loaded, reloaded after each of the two failures
+    qtbot.wait(1_000)  # five /health intervals: nothing is sent again by itself
+    assert len(loads) == 3 and failures[1:] == [] and client.state == "ready"
+    # A failure that a reload cures: the job's second try answers.
+    again = client.submit(np.zeros(16_000, dtype=np.float32))
+    qtbot.waitUntil(lambda: bool(results), timeout=30_000)
+    assert results == [(again, results[0][1])] and results[0][1]["attempts"] == 2
+    assert results[0][1]["text"] == "ran in bf16" and len(failures) == 1
+    client.stop()

@@ -38,8 +38,14 @@ from app.worker.speech_client import SpeechClient
 
 log = logging.getLogger(__name__)
 
-_CONNECTION_CODES = {"server_unreachable", "server_token", "model_unavailable", "model_failed", "server_failed",
-                     "queue_full"}
+_CONNECTION_CODES = {"server_unreachable", "server_token", "model_unavailable", "queue_full"}
+# The server failed on this request (its model raised, and it loads it anew; the answer broke off) while it
+# answers /health: the request is sent once more after `_AGAIN_AFTER_S`, and a second failure is this
+# recording's, kept in History, not the server's: the client stays ready for the next dictation. As a
+# connection failure, it sent the recording again at every /health check (each 5 s), and a recording
+# that makes the model fail had the shared server reload its model every 5 s.
+_FAILED_ON_THIS = {"model_failed", "server_failed"}
+_AGAIN_AFTER_S = 5.0  # the Retry-After a server sends with model_failed
 _MAX_SECONDS = 30 * 60
 _BUSY_RETRY_S = 2.0  # a server whose queue is full (429) is asked again this often ...
 _BUSY_GIVE_UP_S = 300.0  # ... for this long; then the recording is kept, as when the server is gone
@@ -279,10 +285,11 @@ class ServerClient(SpeechClient):
                     return
             if job.early.transcript is not None:
                 log.info("job %s: answered by the transcription ahead, not uploaded again", job.id)
-                self._post(self._job_done, job, {**job.early.transcript, "early": True})
+                self._post(self._job_done, job, {**job.early.transcript, "early": True, "attempts": 1})
                 return
 
         give_up = time.monotonic() + _BUSY_GIVE_UP_S
+        failed_before = False
         while True:
             try:
                 conn = self._connection()
@@ -295,17 +302,27 @@ class ServerClient(SpeechClient):
             except UserError as exc:
                 # A shared server with a full queue (429) is busy, not broken: the dictation waits and is
                 # pasted when its turn comes, as behind a busy local worker, instead of being dropped.
-                if exc.code == "queue_full" and time.monotonic() < give_up and self._wait_while_busy(job):
+                if exc.code == "queue_full" and time.monotonic() < give_up and self._wait(job, _BUSY_RETRY_S):
                     continue
-                self._post(self._job_failed, job, exc.code, exc.message)
+                if exc.code in _FAILED_ON_THIS and not failed_before:
+                    failed_before = True
+                    log.warning("job %s: the server failed on it (%s); sending it once more", job.id, exc.code)
+                    if self._wait(job, _AGAIN_AFTER_S):
+                        continue
+                    return
+                message = exc.message
+                if exc.code in _FAILED_ON_THIS:
+                    message = (f"The speech server failed twice on this recording ({exc.message}) Tell its "
+                               "administrator if this keeps happening.")
+                self._post(self._job_failed, job, exc.code, message)
                 return
-            self._post(self._job_done, job, transcript)
+            self._post(self._job_done, job, {**transcript, "attempts": 2 if failed_before else 1})
             return
 
     @staticmethod
-    def _wait_while_busy(job: _Job) -> bool:
-        """Sleep `_BUSY_RETRY_S` unless the job is cancelled (or the client stopped) meanwhile; True: ask again."""
-        deadline = time.monotonic() + _BUSY_RETRY_S
+    def _wait(job: _Job, seconds: float) -> bool:
+        """Sleep `seconds` unless the job is cancelled (or the client stopped) meanwhile; True: ask again."""
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if job.cancelled:
                 return False
@@ -345,7 +362,7 @@ class ServerClient(SpeechClient):
         if self._jobs.pop(job.id, None) is None:
             return
         self._settle_state()
-        self.result.emit(job.id, {**transcript, "attempts": 1})
+        self.result.emit(job.id, transcript)
 
     def _job_failed(self, job: _Job, code: str, message: str) -> None:
         if job.id not in self._jobs:
