@@ -104,6 +104,7 @@ class ServerClient(SpeechClient):
         self._failure = ("", "")
         self._early: _Early | None = None  # the latest speculative request, until a job takes or ends it
         self._id = uuid.uuid4().hex  # the `client` of its requests: a newer one ends its older speculative ones
+        self._token_lock = threading.Lock()
         self._event.connect(self._run_on_gui, Qt.ConnectionType.QueuedConnection)
         self._retry = QTimer(self, singleShot=True, interval=int(retry_s * 1000), timeout=self._check)
 
@@ -225,9 +226,13 @@ class ServerClient(SpeechClient):
                 self._send(task)
 
     def _connection(self):
+        """A connection with the token as stored now; one thread at a time reads it (the HTTP thread and a
+        transcription ahead can ask together, and a keyring over D-Bus is not known to be thread-safe)."""
         from app.server.http import ServerConnection
 
-        return ServerConnection(self._spec.model, self._token_loader())
+        with self._token_lock:
+            token = self._token_loader()
+        return ServerConnection(self._spec.model, token)
 
     def _check(self) -> None:
         """Ask /health (on the HTTP thread, after any job already queued)."""
