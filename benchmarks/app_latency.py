@@ -148,8 +148,10 @@ _TOKEN = "app-latency-benchmark-token-0123456789"
 def start_server(workdir: Path) -> ServerProcess:
     """`app serve` with the benchmark's model on the CPU, behind a token (as a shared server runs)."""
     (workdir / "token").write_text(_TOKEN + "\n")
+    threads = str(len(os.sched_getaffinity(0)))  # as many as a worker uses (tests give a server one)
     server = ServerProcess(["--engine", "whisper", "--model", str(WHISPER_TINY_EN), "--device", "cpu",
-                            "--token-file", str(workdir / "token")], workdir / "server.log", token=_TOKEN)
+                            "--token-file", str(workdir / "token")], workdir / "server.log", token=_TOKEN,
+                           env={"OMP_NUM_THREADS": threads})
     return server.wait_ready()
 
 
