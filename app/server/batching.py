@@ -17,8 +17,8 @@ engine (a CUDA error, a bug) answers 503 and loads the model again before the ne
 refused for one request's sake (a 400) is run again one by one, so each request gets its own answer.
 
 Speculative requests (`speculative=true`: the app transcribing a dictation ahead, at a pause while
-the key is still held) use what would otherwise be idle time, and never cost another request a
-millisecond: they are refused while anything waits, run only when no other request waits, and a
+the key is still held) use what would otherwise be idle time, and cost another request at most the
+rest of one step: they are refused while anything waits, run only when no other request waits, and a
 request that arrives stops every running one at its next step (Whisper on CTranslate2, which cannot
 stop inside a 30 s window, at the window's end). A client's newer request, of
 either kind, ends that client's earlier speculative ones, which are stale by then.
