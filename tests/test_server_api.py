@@ -434,8 +434,8 @@ def test_waiting_diffusion_requests_are_denoised_as_one_batch(diffusion_server, 
 
 def test_a_speculative_request_only_uses_time_no_other_request_wants(diffusion_server, tmp_path):
     """What the app sends at a pause with the key held (`speculative=true`): any other request stops a
-    running one, the same client's newer request ends its older one, it waits behind requests that came
-    after it, and it is refused while another request waits. The micro diffusion model on the CPU: 48
+    running one, the same client's newer request ends its older one, it is refused while another request
+    runs, and a waiting one waits behind a dictation that came after it. The micro diffusion model on the CPU: 48
     steps on the longest clip run for seconds, long enough to be interrupted."""
     long_clip = clips(source="espeak", language="en")[-1].path
     short = tmp_path / "short.wav"
@@ -473,14 +473,18 @@ def test_a_speculative_request_only_uses_time_no_other_request_wants(diffusion_s
 
         first = pool.submit(send, "first", long_clip, 48)
         wait_until(lambda: health()["busy"], "the first request to run")
-        queued_ahead = pool.submit(send, "queued ahead", short, 8, speculative="true", client="carol")
-        wait_until(lambda: health()["speculative"]["waiting"] == 1, "the speculative request to wait")
-        later = pool.submit(send, "later", short, 4)
-        wait_until(lambda: health()["queue_length"] == 1, "the later request to wait")
         refused = send("refused", short, 4, speculative="true", client="dave")
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full", refused.text
-        assert health()["busy"] and health()["speculative"]["waiting"] == 1, "the first must still run"
-        assert [f.result().status_code for f in (first, later, queued_ahead)] == [200, 200, 200]
+        assert health()["busy"] and not first.done(), "the first must still run, or the test proves nothing"
+        assert first.result().status_code == 200
+
+        running = pool.submit(send, "running ahead", long_clip, 48, speculative="true", client="alice")
+        wait_until(running_ahead, "one speaker's speculative request to run")
+        queued_ahead = pool.submit(send, "queued ahead", short, 8, speculative="true", client="carol")
+        wait_until(lambda: health()["speculative"]["waiting"] == 1, "another's speculative request to wait")
+        later = pool.submit(send, "later", short, 4)  # a dictation: goes before the waiting speculative one
+        assert superseded(running.result()), running.text
+        assert [f.result().status_code for f in (later, queued_ahead)] == [200, 200]
     assert finished.index("later") < finished.index("queued ahead"), finished
     assert health()["speculative"] == {"waiting": 0, "running": 0}
 

@@ -18,8 +18,9 @@ refused for one request's sake (a 400) is run again one by one, so each request 
 
 Speculative requests (`speculative=true`: the app transcribing a dictation ahead, at a pause while
 the key is still held) use what would otherwise be idle time, and cost another request at most the
-rest of one step: they are refused while anything waits, run only when no other request waits, and a
-request that arrives stops every running one at its next step (Whisper on CTranslate2, which cannot
+rest of one step: they are refused while another request waits or runs (on a busy shared server one
+would mostly be stopped half done), run only when no other request waits, and a request that arrives
+stops every running one at its next step (Whisper on CTranslate2, which cannot
 stop inside a 30 s window, at the window's end). A client's newer request, of
 either kind, ends that client's earlier speculative ones, which are stale by then.
 
@@ -135,9 +136,10 @@ class EngineQueue:
         """Queue `request`, or raise 429 when `max_waiting` requests already wait (for a speculative one:
         when any does). See the module docstring for what a request does to speculative ones."""
         assert self._wakeup is not None, "run() starts with the server"
-        if request.speculative and (self.waiting or self.speculations()["waiting"] >= self.max_waiting):
-            raise ApiError(429, "The server is busy with other requests; a speculative request is only run when "
-                           "nothing waits.", "queue_full", headers={"Retry-After": "1"})
+        if request.speculative and (self.waiting or any(not job.speculative for job in self.running)
+                                    or self.speculations()["waiting"] >= self.max_waiting):
+            raise ApiError(429, "The server is busy with other requests; a speculative request is only taken "
+                           "while no other request waits or runs.", "queue_full", headers={"Retry-After": "1"})
         if self.waiting >= self.max_waiting:
             retry = max(1, round(self._seconds_per_job * (self.waiting + 1)))
             raise ApiError(429, f"The server is busy: {self.waiting} requests are waiting already; try again in "
