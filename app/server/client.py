@@ -12,8 +12,8 @@ whose queue is full (429) is asked again every few seconds for the same job, whi
 usual; only after minutes of that is it treated as a server that is gone.
 
 Transcribing ahead (`speculate`, the speaker paused with the key held) sends the recording so far at
-once, on a thread of its own, as a speculative request: the server runs it only while nothing else
-waits and stops it for any other request. A dictation that ends with exactly those samples and asks
+once, on a thread of its own, as a speculative request: the server takes it only while no other
+request waits or runs, and stops it for any other request. A dictation that ends with exactly those samples and asks
 for the same language, steps and vocabulary is not uploaded again: it takes that request's answer,
 already there or on its way. Anything else ends the speculative request (the server drops it when
 this client's next request arrives) and is sent as usual.
@@ -317,8 +317,8 @@ class ServerClient(SpeechClient):
                     return
                 message = exc.message
                 if exc.code in _FAILED_ON_THIS:
-                    message = (f"The speech server failed twice on this recording ({exc.message}) Tell its "
-                               "administrator if this keeps happening.")
+                    message = ("The speech server failed twice on this recording; tell its administrator if this "
+                               f"keeps happening. Its answer: {exc.message}")
                 self._post(self._job_failed, job, exc.code, message)
                 return
             self._post(self._job_done, job, {**transcript, "attempts": 2 if failed_before else 1})
