@@ -156,6 +156,8 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
         stream = checks.check_flag(_field(form, "stream"), "stream")
         speculative = checks.check_flag(_field(form, "speculative"), "speculative")
         client = checks.check_client(_field(form, "client"))
+        if speculative:
+            queue.check_speculation()
         data = await upload.read()
         audio = await run_in_threadpool(checks.decode_audio, data, upload.filename or "")
         req = checks.TranscriptionRequest(audio, language, steps, fmt, stream,

@@ -132,14 +132,20 @@ class EngineQueue:
         return {"waiting": sum(1 for job in self._waiting if job.speculative and not job.cancelled),
                 "running": sum(1 for job in self.running if job.speculative and not job.cancelled)}
 
+    def check_speculation(self) -> None:
+        """Raise 429 when a speculative request would not be taken now (asked before its audio is decoded
+        and checked for speech, so that a refused one costs the server no more than its upload)."""
+        if self.waiting or any(not job.speculative for job in self.running) \
+                or self.speculations()["waiting"] >= self.max_waiting:
+            raise ApiError(429, "The server is busy with other requests; a speculative request is only taken "
+                           "while no other request waits or runs.", "queue_full", headers={"Retry-After": "1"})
+
     def submit(self, request: TranscriptionRequest) -> Job:
         """Queue `request`, or raise 429 when `max_waiting` requests already wait (for a speculative one:
         when any does). See the module docstring for what a request does to speculative ones."""
         assert self._wakeup is not None, "run() starts with the server"
-        if request.speculative and (self.waiting or any(not job.speculative for job in self.running)
-                                    or self.speculations()["waiting"] >= self.max_waiting):
-            raise ApiError(429, "The server is busy with other requests; a speculative request is only taken "
-                           "while no other request waits or runs.", "queue_full", headers={"Retry-After": "1"})
+        if request.speculative:
+            self.check_speculation()
         if self.waiting >= self.max_waiting:
             retry = max(1, round(self._seconds_per_job * (self.waiting + 1)))
             raise ApiError(429, f"The server is busy: {self.waiting} requests are waiting already; try again in "
