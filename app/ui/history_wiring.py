@@ -134,8 +134,20 @@ class HistoryUi(QObject):
                                             raw_text=str(transcript.get("raw_text", text)).strip())
             except sqlite3.Error as exc:
                 self._write_failed(exc)
+            else:
+                self._keep_retention()
             self.refresh_window()
         self._awaiting_paste.append(entry_id)  # one per paste, kept or not: each paste's outcome finds its entry
+
+    def _keep_retention(self) -> None:
+        """Apply "Keep for (days)" and "Keep at most" at each new transcript, not only at start-up: a tray app
+        runs for weeks, and a user who chose to keep transcripts for one day (or the last ten) must not find a
+        month of them (and their recordings) still on disk because the app was never restarted."""
+        s = self._settings
+        try:
+            self.history.prune(max_days=s.history_days, max_entries=s.history_max)
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
 
     def pasted(self, ok: bool, message: str, outcome: str) -> None:
         """The paste of the oldest transcript still waiting finished: its entry says how."""
