@@ -110,6 +110,7 @@ class FakeApp(QObject):
         self.controller = SimpleNamespace(state=State.IDLE, configured=[])
         self.controller.configure = lambda **kw: self.controller.configured.append(kw)
         self.hotkeys = FakeHotkeys()
+        self.engine_problem: str | None = None  # as DictationApp: why the model cannot run, while it cannot
         self.notices: list[str] = []
         self.sent: list = []  # audio given to `transcribe`
         self.tray.settings_requested.connect(self.show_settings)

@@ -245,7 +245,8 @@ class DictationApp(QObject):
             if prep.get("done", 0) < prep.get("total", 0) and not prep.get("error"):  # dictation works meanwhile
                 text += f" · getting faster ({prep['done']} of {prep['total']})"
         else:
-            text = _WORKER_STATUS.get(state, "The speech model could not be started; see the notice.")
+            # The notice with the reason is gone after seconds (and some trays show none): Settings keeps it.
+            text = _WORKER_STATUS.get(state, "The speech model cannot run: open Settings to see why and fix it.")
         self.tray.set_status(text)
 
     def _preparing(self, done: int, total: int, label: str) -> None:

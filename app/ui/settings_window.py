@@ -206,6 +206,13 @@ class SettingsWindow(QWidget):
         self.banner.setText(text)
         self.banner.show()
 
+    def unwarn(self, text: str) -> None:
+        """The problem `text` is over (the model loads now): hide the banner if it still says that, and only then,
+        so a problem warned about since stays in view."""
+        if self.banner.text() == text:
+            self.banner.clear()
+            self.banner.hide()
+
     def show_mechanisms(self, text: str) -> None:
         """How this desktop lets the hotkey be caught and the text be pasted: they differ per desktop
         (X11 grab, Wayland portal or a command to bind; XTest, wtype, ydotool or the clipboard alone)."""

@@ -86,6 +86,11 @@ class Tray(QObject):
     def show(self) -> None:
         self._icon.show()
 
+    @property
+    def status(self) -> str:
+        """The first, greyed-out line of the menu, as the user reads it."""
+        return self._status.text()
+
     def set_status(self, text: str) -> None:
         """The first, greyed-out line of the menu: what the app is doing and how to dictate."""
         self._status.setText(text)

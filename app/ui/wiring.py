@@ -72,6 +72,7 @@ class AppUi(QObject):
         self.overlay = Overlay()
         self.cues = cues or SoundCues(dictation.settings.sound_cues, self)
         self.settings_window: SettingsWindow | None = None
+        self._model_problem = ""  # the banner's text about a model that cannot run ("": none shown)
         self.preparation_status: PreparationStatus | None = None  # on the settings window's Model page
         self._pending_microphone: str | None = None
         self._shown_state = State.IDLE
@@ -91,6 +92,8 @@ class AppUi(QObject):
         worker.progress.connect(self._progress)
         dictation.transcribed.connect(self._result)  # the worker's result, through the text pipeline
         worker.failed.connect(self._failed)
+        worker.failed.connect(self._show_model_problem)
+        worker.state_changed.connect(self._show_model_problem)
         dictation.paster.finished.connect(self._pasted)
         dictation.submitted.connect(self.transcripts.remember_audio)
         try:
@@ -131,8 +134,27 @@ class AppUi(QObject):
             self.app.hotkeys.unavailable.connect(self._show_mechanisms)
         if self.app.hotkeys.problem:
             self.settings_window.warn(self.app.hotkeys.problem)
+        self._model_problem = ""
+        self._show_model_problem()
         self._show_mechanisms()
         self.settings_window.present()
+
+    def _show_model_problem(self, *_) -> None:
+        """While the model cannot run, the settings window says why, in its banner. The reason came in a tray
+        notice that is gone after seconds (and that some trays never show), and the tray's menu sends the user
+        here; once the model works, the banner goes."""
+        window = self.settings_window
+        if window is None:
+            return
+        problem = self.app.engine_problem
+        text = f"The speech model cannot run: {problem}" if problem and self.app.worker.state == "failed" else ""
+        if text == self._model_problem:
+            return
+        if self._model_problem:
+            window.unwarn(self._model_problem)
+        if text:
+            window.warn(text)
+        self._model_problem = text
 
     def _show_preparation(self, *_) -> None:
         """The worker's speed-up progress on the Model page (dictation never waits for it)."""
@@ -321,7 +343,9 @@ class AppUi(QObject):
         self.kept.keep_unfinished()  # recordings still being transcribed: the next start transcribes them
         worker = self.app.worker
         for signal, slot in ((worker.progress, self._progress), (self.app.transcribed, self._result),
-                             (worker.failed, self._failed), (self.app.paster.finished, self._pasted)):
+                             (worker.failed, self._failed), (self.app.paster.finished, self._pasted),
+                             (worker.failed, self._show_model_problem),
+                             (worker.state_changed, self._show_model_problem)):
             signal.disconnect(slot)  # the worker's last signals (jobs failed by its stop) must not reach us
         if self.preparation_status is not None:  # it lives in the settings window, deleted below
             worker.preparing.disconnect(self._show_preparation)
