@@ -214,7 +214,8 @@ class Controller:
             self._queue.append(_Dictation(result.rec_id))
             self._recording, self._press_started = None, False
             if not result.source_lost:
-                self.fx.notify("The recording reached its maximum length and was stopped.")
+                self.fx.notify("The recording reached its maximum length and was stopped, so only what you said until "
+                               "then is transcribed; raise Settings → Audio → Longest recording for longer dictations.")
         if result.source_lost:
             self._fail("The microphone stopped sending sound (unplugged or failing), so the recording was stopped "
                        "there. Plug it back in or choose another microphone in the settings, then dictate again.")
