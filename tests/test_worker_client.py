@@ -124,6 +124,33 @@ def test_kill_9_mid_job_and_the_job_still_completes_with_the_same_text(qtbot, cl
     assert "restarting" in rec.states and client.pid != first_pid and not rec.failures
 
 
+def test_a_recording_the_worker_dies_on_twice_is_set_aside_and_the_next_goes_on(qtbot, client, speech):
+    """A recording that crashes the model (here: killed at its first step, every time) used to be sent
+    again after every restart until three crashes put the worker in `failed`, taking the dictations
+    behind it down too; and it was sent again, and crashed it again, at each later model load. Now it
+    fails on its own at the second end of the worker while it ran; the dictation behind it is transcribed."""
+    audio, reference = speech
+    _ready(qtbot, client)
+    rec = Recorder(client)
+    kills: list[int] = []
+
+    def kill_it(job_id: str, step: int, total: int, draft: str) -> None:
+        if job_id == poison and client.pid is not None:
+            kills.append(client.pid)
+            os.kill(client.pid, signal.SIGKILL)
+
+    client.progress.connect(kill_it)
+    poison = client.submit(audio, language="en")
+    behind = client.submit(audio, language="en")
+    qtbot.waitUntil(lambda: rec.done(poison) and rec.done(behind), timeout=LONG)
+    client.progress.disconnect(kill_it)
+    assert len(set(kills)) == 2, kills  # two worker processes died on it; a third never got it
+    job, code, message = rec.failure(poison)
+    assert code == "worker_crashed" and "set aside" in message and poison not in rec.results
+    assert wer([reference], [rec.results[behind]["text"]]) < 0.15
+    qtbot.waitUntil(lambda: client.state == "ready", timeout=LONG)
+
+
 def test_cancel_ends_a_job_with_cancelled_and_never_a_result(qtbot, client, speech):
     audio, reference = speech
     _ready(qtbot, client)

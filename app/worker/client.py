@@ -12,7 +12,10 @@ wedged; a `pong` that says the current job has not reached a new step for `stall
 twice the clip's length, for slow CPUs) means the model is wedged; so does one about an early
 transcription, or a job cancelled meanwhile, while a job waits behind it. Either way it is killed and
 restarted. Three crashes within a minute with no job finished in between end in the `failed` state,
-whose message says what to do; `start()` or `configure()` tries again.
+whose message says what to do; `start()` or `configure()` tries again. A recording the worker was
+working on at two of its ends (killed as wedged, or crashed) is the likely cause: it is not sent a
+third time but fails on its own (`worker_crashed`; the app keeps it in History), so one recording that
+breaks the model cannot take every later dictation down with it.
 
 Between jobs the worker runs the engine's speed-up pieces (a long compile among them); it still
 answers `ping` from its stdin thread, and its `pong` names the piece instead of a job, so the stall
@@ -60,6 +63,7 @@ class _Job:
     steps: int | None
     vocabulary: tuple[str, ...] = ()
     attempts: int = 0
+    crashes: int = 0  # worker ends while this job was the one being worked on
 
     @property
     def seconds(self) -> float:
@@ -120,6 +124,7 @@ class WorkerClient(SpeechClient):
         self._idle_unload_s = idle_unload_s
         self._start_timeout_s, self._hang_after_s, self._stall_after_s = start_timeout_s, hang_after_s, stall_after_s
         self._crashes = CrashHistory(max_crashes, crash_window_s)
+        self._running: str | None = None  # the job the worker said it works on (progress, pong), until it ends
         self._proc: QProcess | None = None
         self._decoder = FrameDecoder(peer="speech worker")
         self._hello_seen = False
@@ -295,6 +300,7 @@ class WorkerClient(SpeechClient):
         else:
             reason = f"it exited with status {exit_code}"
         self._kill_reason = ""
+        self._set_aside_the_running_job(reason)
         crashes = self._crashes.record(time.monotonic())
         log.warning("speech worker ended unexpectedly (%s); %d job(s) to re-submit", reason, len(self._jobs))
         if crashes >= self._crashes.limit:
@@ -309,6 +315,21 @@ class WorkerClient(SpeechClient):
             return
         self._set_state("restarting")
         self._restart_timer.start(int(CrashHistory.backoff_s(crashes) * 1000))
+
+    def _set_aside_the_running_job(self, reason: str) -> None:
+        """The worker ended while working on a job: count it against that job, and fail the job on its
+        own, instead of sending it again, at the second such end (see the module docstring)."""
+        job = self._jobs.get(self._running or "")
+        self._running = None
+        if job is None:
+            return
+        job.crashes += 1
+        if job.crashes < 2:
+            return
+        del self._jobs[job.id]
+        log.warning("job %s: the speech worker ended twice while on it (last time %s); not sent again", job.id, reason)
+        self.failed.emit(job.id, "worker_crashed", "The speech worker stopped twice while transcribing this recording, "
+                         "so it was set aside and the next dictations go on.")
 
     def _kill(self, reason: str) -> None:
         if self._proc is None:
@@ -420,9 +441,12 @@ class WorkerClient(SpeechClient):
 
     def _on_progress(self, frame: Frame) -> None:
         if frame.get("id") in self._jobs:
+            self._running = frame["id"]
             self.progress.emit(frame["id"], int(frame.get("step", 0)), int(frame.get("total", 0)), str(frame.get("draft", "")))
 
     def _on_result(self, frame: Frame) -> None:
+        if frame.get("id") == self._running:
+            self._running = None
         job = self._jobs.pop(frame.get("id"), None)
         if job is None:  # cancelled meanwhile
             return
@@ -434,6 +458,8 @@ class WorkerClient(SpeechClient):
 
     def _on_error(self, frame: Frame) -> None:
         job_id, code, message = frame.get("id"), str(frame.get("code", "error")), str(frame.get("message", ""))
+        if job_id == self._running:
+            self._running = None
         if job_id in self._jobs:
             del self._jobs[job_id]
             self._settle_state()
@@ -453,6 +479,8 @@ class WorkerClient(SpeechClient):
 
     def _on_pong(self, frame: Frame) -> None:
         running, age = frame.get("job"), frame.get("step_age_s")
+        if running in self._jobs:
+            self._running = running
         if running is None or age is None:
             return
         job = self._jobs.get(running)
