@@ -278,16 +278,22 @@ def load(path: Path | None = None) -> tuple[Settings, list[str]]:
     except OSError as exc:
         return Settings(), [f"Could not read {path} ({exc}); the default settings are used."]
     text = raw.decode("utf-8", errors="replace")  # binary garbage still yields what text it holds
+    not_json = False
     try:
         data = json.loads(raw.decode("utf-8-sig"))  # -sig: Windows Notepad starts the file with a byte-order mark
         broken = not isinstance(data, dict)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        data, broken = None, True
+        data, broken, not_json = None, True, True
     if broken:
         data = _salvage(text)
     settings, problems = from_dict(data)
     if broken or problems:
-        what = "is not valid JSON; the settings that could be read were kept" if broken else "had invalid values"
+        if not broken:
+            what = "had invalid values"
+        elif not_json:
+            what = "is not valid JSON; the settings that could be read were kept"
+        else:
+            what = "holds JSON but not an object of settings ({...}); the settings that could be read were kept"
         problems.insert(0, f"The settings file {path} {what}. {_set_aside(raw, settings, path)}")
     return settings, problems
 

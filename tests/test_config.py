@@ -129,6 +129,15 @@ def test_binary_garbage_is_copied_aside_byte_for_byte(tmp_path):
     assert config.load(path) == (settings, [])  # a clean file was written back
 
 
+def test_valid_json_that_is_not_an_object_is_not_called_invalid_json(tmp_path):
+    """A list (or a bare string) is valid JSON: the user was told it was not, and went looking for a typo."""
+    path = tmp_path / "settings.json"
+    path.write_text('[{"mode": "toggle"}]')
+    settings, problems = config.load(path)
+    assert "not valid JSON" not in problems[0] and "not an object of settings" in problems[0], problems
+    assert (tmp_path / "settings.json.broken").read_text() == '[{"mode": "toggle"}]'
+
+
 def test_a_damaged_file_that_cannot_be_copied_aside_is_not_said_to_be(tmp_path):
     """A read-only settings folder (here: a folder in the copy's way, which refuses root too): the notice said
     "The original was copied to settings.json.broken." though nothing was copied."""

@@ -34,7 +34,8 @@ def load_audio(path: str | Path) -> np.ndarray:
     if not p.exists():
         raise UserError(f"No such file: {p}. Check the path and try again.", code="no_file")
     if p.is_dir():
-        raise UserError(f"{p} is a folder, not an audio file.", code="not_audio")
+        raise UserError(f"{p} is a folder, not an audio file; give the path of a recording (WAV, FLAC, OGG or MP3).",
+                        code="not_audio")
     try:
         data, rate = sf.read(str(p), dtype="float32", always_2d=False)
     except sf.LibsndfileError as exc:
@@ -48,7 +49,7 @@ def load_audio(path: str | Path) -> np.ndarray:
     except (RuntimeError, TypeError, ValueError) as exc:
         raise UserError(f"{p} could not be decoded as audio ({exc}); the file may be corrupt.", code="not_audio") from exc
     if data.size == 0:
-        raise UserError(f"{p} holds no audio samples: there is nothing to transcribe.", code="empty_audio")
+        raise UserError(f"{p} holds no audio samples; give a recording with sound in it.", code="empty_audio")
     audio = resample(to_mono(np.asarray(data, dtype=np.float32)), int(rate))
     if not np.all(np.isfinite(audio)):
         raise UserError(f"{p} contains invalid samples (NaN or infinity); the file may be corrupt.", code="not_audio")

@@ -105,7 +105,7 @@ class _Checked:
                             "not overloaded.", code="server_unreachable") from None
         except conn._errors.HTTPError as exc:
             raise UserError(f"The speech server at {conn.url} cannot be reached ({type(exc).__name__}); check that "
-                            "it runs and that the address in Settings is right.", code="server_unreachable") from None
+                            "it runs and that its address is right.", code="server_unreachable") from None
         if response.status_code >= 400:
             body = response.read()
             self._cm.__exit__(None, None, None)

@@ -120,7 +120,7 @@ def decode_audio(data: bytes, filename: str) -> np.ndarray:
         raise ApiError(400, f"The file '{shown}' is not audio this server can read; send WAV, FLAC, OGG or MP3.",
                        "invalid_audio", param="file") from None
     if samples.size == 0:
-        raise ApiError(400, f"The file '{shown}' holds no audio samples: there is nothing to transcribe.",
+        raise ApiError(400, f"The file '{shown}' holds no audio samples; send a recording with sound in it.",
                        "empty_audio", param="file")
     audio = resample(to_mono(np.asarray(samples, dtype=np.float32)), int(rate))
     if not np.all(np.isfinite(audio)):
