@@ -263,3 +263,28 @@ def test_a_job_that_waits_longer_than_the_read_timeout_still_completes(tmp_path)
         server.should_exit = True
     assert transcript["queue_ms"] > 2000, "the job must wait longer than the read timeout, or this proves nothing"
     assert wer([clip.text], [transcript["text"]]) <= 0.2 and transcript["no_speech"] is False, transcript
+
+
+def test_a_pause_in_the_next_dictation_leaves_the_answer_the_last_one_waits_for(qtbot, server):
+    """A dictation that ended at a pause waits for its speculative request, still running on the server.
+    The speaker starts the next dictation and pauses: that pause's speculative request, with the same
+    `client`, used to end the one the first dictation waited for (409), so the first was uploaded and
+    transcribed from the start, the second's speculation stopped in turn by that upload: both lost."""
+    import httpx2
+    import numpy as np
+
+    client = make_client(qtbot, server.url, TOKEN)
+    results: list[dict] = []
+    client.result.connect(lambda job, transcript: results.append(transcript))
+    long_audio = np.tile(load_audio(clips(source="espeak", language="en")[-1].path), 2)  # seconds of work
+
+    def speculative_running() -> bool:
+        return httpx2.get(server.url + "/health", headers=server.headers).json()["speculative"]["running"] == 1
+
+    client.speculate(long_audio, language="en")
+    qtbot.waitUntil(speculative_running, timeout=30_000)
+    client.submit(long_audio.copy(), language="en")  # the first dictation ends at that pause
+    client.speculate(load_audio(clips(source="espeak", language="en")[2].path), language="en")  # the next one's pause
+    qtbot.waitUntil(lambda: bool(results), timeout=120_000)
+    assert results[0].get("early") is True, "the first dictation must take its speculative request's answer"
+    client.stop()

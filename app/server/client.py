@@ -189,8 +189,11 @@ class ServerClient(SpeechClient):
 
     def speculate(self, audio: np.ndarray, *, language: str = "auto", steps: int | None = None,
                   vocabulary: Sequence[str] = ()) -> None:
-        """Send `audio` as a speculative request now (`SpeechClient.speculate`; the module docstring)."""
-        if self._state not in ("ready", "busy"):
+        """Send `audio` as a speculative request now (`SpeechClient.speculate`; the module docstring).
+
+        Not while a dictation of ours is unfinished (`busy`): the server is busy with it, so it would be
+        refused, or that dictation waits for our earlier speculative request, which this one would end."""
+        if self._state != "ready":
             return
         self._drop_early()
         early = self._early = _Early(np.asarray(audio, dtype=np.float32), language, steps, tuple(vocabulary))
