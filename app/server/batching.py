@@ -154,6 +154,7 @@ class EngineQueue:
             if job.speculative and ((request.client and job.request.client == request.client)
                                     or (not request.speculative and job in self.running)):
                 job.give_way()
+        self._drop_cancelled()  # answered now, not when the engine is next free
         job = Job(request, asyncio.get_running_loop())
         self._waiting.append(job)
         self._wakeup.set()
@@ -190,11 +191,7 @@ class EngineQueue:
     def _take(self) -> list[Job]:
         """The oldest waiting request (speculative ones after all others) and, for an engine that batches,
         the next ones with the same steps, in the same order."""
-        for job in [job for job in self._waiting if job.cancelled]:
-            self._waiting.remove(job)
-            if job.given_way:  # never ran: its answer is the same 409 as a stopped one's
-                job.done.set_result(_given_way())
-                job.events.put_nowait(None)
+        self._drop_cancelled()
         ordered = sorted(self._waiting, key=lambda job: job.speculative)  # stable: oldest first within each kind
         if not ordered:
             return []
@@ -208,6 +205,15 @@ class EngineQueue:
         for job in jobs:
             self._waiting.remove(job)
         return jobs
+
+    def _drop_cancelled(self) -> None:
+        """Take the cancelled jobs out of the queue (they are not counted as waiting, and would otherwise
+        keep their audio there until the engine is next free); one that gave way is answered 409 now."""
+        for job in [job for job in self._waiting if job.cancelled]:
+            self._waiting.remove(job)
+            if job.given_way:  # never ran: its answer is the same 409 as a stopped one's
+                job.done.set_result(_given_way())
+                job.events.put_nowait(None)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
