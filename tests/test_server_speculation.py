@@ -91,5 +91,43 @@ def test_a_waiting_speculative_request_that_gives_way_is_answered_at_once(url):
         assert answer.status_code == 409 and answer.json()["error"]["code"] == "superseded", answer.text
         assert not bob.done(), "alice's older request must be answered while bob's still runs"
         assert health(url)["speculative"] == {"waiting": 1, "running": 1}
-        assert send(url, 1).status_code == 200  # a dictation: bob's gives way
-        assert bob.result().status_code == 409 and newer.result().status_code == 200
+        assert send(url, 1).status_code == 200  # a dictation: both speculative requests give way
+        assert [f.result().status_code for f in (bob, newer)] == [409, 409]
+
+
+def test_a_dictation_that_waits_for_its_speculative_request_is_not_starved_by_later_requests(url, qtbot):
+    """alice's speculative request waits behind bob's; alice's dictation ends there and waits for its
+    answer. carol's dictations then arrive one after another. A waiting speculative request used to
+    stay behind every request that came after it, so alice's dictation, released first, was answered
+    after all of carol's, however many came: the server cannot tell that a dictation waits for it. Now
+    a dictation that arrives ends the waiting speculative requests too (409), and alice's client sends
+    her dictation in its turn."""
+    from app.server.client import ServerClient
+
+    client = ServerClient(EngineSpec(engine="server", model=url), token_loader=lambda: None, retry_s=60)
+    results: list[tuple[float, dict]] = []
+    client.result.connect(lambda job, transcript: results.append((time.monotonic(), transcript)))
+    client.start()
+    qtbot.waitUntil(lambda: client.state == "ready", timeout=10_000)
+    carol: list[float] = []
+
+    def dictation() -> None:
+        assert send(url, 10, client="carol").status_code == 200
+        carol.append(time.monotonic())
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        bob = pool.submit(send, url, 100, speculative="true", client="bob")
+        wait_until(lambda: health(url)["speculative"]["running"] == 1, "bob's speculative request to run")
+        client.speculate(silence(10))
+        wait_until(lambda: health(url)["speculative"]["waiting"] == 1, "alice's speculative request to wait")
+        client.submit(silence(10))  # alice's dictation ends at that pause
+        sent = []
+        for _ in range(8):  # each 0.5 s of work, one every 0.25 s: the queue never empties
+            sent.append(pool.submit(dictation))
+            qtbot.wait(250)
+        qtbot.waitUntil(lambda: bool(results), timeout=30_000)
+        for future in sent:
+            future.result()
+        assert bob.result().status_code == 409
+    assert results[0][0] < max(carol), "alice's dictation must not wait behind every later one"
+    client.stop()

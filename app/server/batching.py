@@ -19,10 +19,11 @@ refused for one request's sake (a 400) is run again one by one, so each request 
 Speculative requests (`speculative=true`: the app transcribing a dictation ahead, at a pause while
 the key is still held) use what would otherwise be idle time, and cost another request at most the
 rest of one step: they are refused while another request waits or runs (on a busy shared server one
-would mostly be stopped half done), run only when no other request waits, and a request that arrives
-stops every running one at its next step (Whisper on CTranslate2, which cannot
-stop inside a 30 s window, at the window's end). A client's newer request, of
-either kind, ends that client's earlier speculative ones, which are stale by then.
+would mostly be stopped half done), and a request that arrives ends every waiting one and stops every
+running one at its next step (Whisper on CTranslate2, which cannot stop inside a 30 s window, at the
+window's end); a waiting one is not kept for later, because a dictation that ended at its pause may
+wait for its answer, and would wait behind every later request. A client's newer request, of either
+kind, ends that client's earlier speculative ones, which are stale by then.
 
 The engine's speed-up pieces (`Engine.preparations`: compiled layers, CUDA graphs) run one at a
 time, as in the worker: a compile on a thread of its own while requests go on, a capture on the
@@ -151,8 +152,10 @@ class EngineQueue:
             raise ApiError(429, f"The server is busy: {self.waiting} requests are waiting already; try again in "
                            f"{retry} seconds.", "queue_full", headers={"Retry-After": str(retry)})
         for job in (*self._waiting, *self.running):
+            # A waiting one gives way too: it would wait behind this request and every later one, and a
+            # dictation that ended at its pause may be waiting for its answer (its client then sends it).
             if job.speculative and ((request.client and job.request.client == request.client)
-                                    or (not request.speculative and job in self.running)):
+                                    or not request.speculative):
                 job.give_way()
         self._drop_cancelled()  # answered now, not when the engine is next free
         job = Job(request, asyncio.get_running_loop())
