@@ -42,11 +42,15 @@ class TimedEngine:
 
 @pytest.fixture
 def url():
+    yield from serve()
+
+
+def serve(wrap=lambda app: app):
     slot = EngineSlot(lambda spec: TimedEngine())
     slot.load(EngineSpec(engine="whisper", model="stand-in"))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(EngineQueue(slot), ServerOptions("stand-in", speech_check=False)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    app = wrap(create_app(EngineQueue(slot), ServerOptions("stand-in", speech_check=False)))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
@@ -131,3 +135,44 @@ def test_a_dictation_that_waits_for_its_speculative_request_is_not_starved_by_la
         assert bob.result().status_code == 409
     assert results[0][0] < max(carol), "alice's dictation must not wait behind every later one"
     client.stop()
+
+
+def test_a_server_that_does_not_know_speculative_requests_is_not_sent_any(qtbot):
+    """A shared server of an earlier version ignores `speculative` and `client`: each pause of each
+    speaker would be a whole request there, never stopped for anyone's dictation. Its /health has no
+    `speculative` field; the client then sends nothing at a pause."""
+    import json
+
+    from app.server.client import ServerClient
+
+    posts: list[str] = []
+
+    def earlier_version(app):
+        async def wrapped(scope, receive, send):
+            if scope["type"] == "http" and scope["path"] == "/health":
+                body = json.dumps({"status": "ok", "engine": "stand-in", "model": "stand-in", "queue_length": 0,
+                                   "busy": False, "max_waiting": 16}).encode()
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            if scope["type"] == "http" and scope["method"] == "POST":
+                posts.append(scope["path"])
+            await app(scope, receive, send)
+        return wrapped
+
+    server = serve(earlier_version)
+    url = next(server)
+    client = ServerClient(EngineSpec(engine="server", model=url), token_loader=lambda: None, retry_s=60)
+    results: list[dict] = []
+    client.result.connect(lambda job, transcript: results.append(transcript))
+    client.start()
+    qtbot.waitUntil(lambda: client.state == "ready", timeout=10_000)
+    client.speculate(silence(2))
+    qtbot.wait(500)
+    assert posts == [], "a pause must send nothing to a server that would run it as a dictation"
+    client.submit(silence(2))
+    qtbot.waitUntil(lambda: bool(results), timeout=10_000)
+    assert results[0]["text"] == "2 steps" and posts == ["/v1/audio/transcriptions"]
+    client.stop()
+    next(server, None)

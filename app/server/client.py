@@ -192,8 +192,10 @@ class ServerClient(SpeechClient):
         """Send `audio` as a speculative request now (`SpeechClient.speculate`; the module docstring).
 
         Not while a dictation of ours is unfinished (`busy`): the server is busy with it, so it would be
-        refused, or that dictation waits for our earlier speculative request, which this one would end."""
-        if self._state != "ready":
+        refused, or that dictation waits for our earlier speculative request, which this one would end.
+        Nor to a server of an earlier version (its /health has no `speculative`): it would run the request
+        as a dictation, in everyone's way."""
+        if self._state != "ready" or "speculative" not in self._info:
             return
         self._drop_early()
         early = self._early = _Early(np.asarray(audio, dtype=np.float32), language, steps, tuple(vocabulary))
