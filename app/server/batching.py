@@ -183,7 +183,8 @@ class EngineQueue:
                 outcomes = await loop.run_in_executor(self._executor, self._transcribe_all, jobs)
             finally:
                 self.running = []
-            self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - now) / len(jobs)
+            if not any(job.given_way for job in jobs):  # a speculative job stopped after a step says nothing
+                self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - now) / len(jobs)
             for job, outcome in zip(jobs, outcomes):
                 if job.given_way and isinstance(outcome, ApiError) and outcome.code == "cancelled":
                     outcome = _given_way()
@@ -192,10 +193,10 @@ class EngineQueue:
                 job.events.put_nowait(None)  # the end of the progress stream
 
     def _take(self) -> list[Job]:
-        """The oldest waiting request (speculative ones after all others) and, for an engine that batches,
-        the next ones with the same steps, in the same order."""
+        """The oldest waiting request and, for an engine that batches, the next ones with the same steps, in
+        order. (Speculative requests never wait beside others: any other request ends the waiting ones.)"""
         self._drop_cancelled()
-        ordered = sorted(self._waiting, key=lambda job: job.speculative)  # stable: oldest first within each kind
+        ordered = list(self._waiting)
         if not ordered:
             return []
         batches = self.max_batch > 1 and hasattr(self.slot.engine, "transcribe_batch")
