@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from PySide6.QtCore import QMimeData, QObject, QProcess, Signal
@@ -64,7 +65,10 @@ class Clipboard(Protocol):
 
     def snapshot(self, primary: bool = False) -> object: ...
 
-    def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> Offer: ...
+    def offer(self, text: str, *, target_window: int = 0, primary: bool = False,
+              watch: Callable[[Offer], None] | None = None) -> Offer:
+        """Put `text` on offer; `watch(offer)` runs before any reader can see it, which is where its signals
+        are connected: a read served on another thread before the connection would be lost."""
 
     def still_ours(self, offer: Offer) -> bool: ...
 
@@ -108,8 +112,11 @@ class QtClipboard:
             copy.setData(fmt, current.data(fmt))
         return copy
 
-    def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> Offer:
+    def offer(self, text: str, *, target_window: int = 0, primary: bool = False,
+              watch: Callable[[Offer], None] | None = None) -> Offer:
         offer = Offer()
+        if watch is not None:
+            watch(offer)
         self._mime = _ObservedMimeData(text, offer)
         self._clipboard.setMimeData(self._mime)
         return offer
@@ -154,8 +161,11 @@ class WlClipboard:
         data = subprocess.run(["wl-paste", "--no-newline", "--type", mime], capture_output=True, timeout=5)
         return (mime, data.stdout) if data.returncode == 0 else None
 
-    def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> Offer:
+    def offer(self, text: str, *, target_window: int = 0, primary: bool = False,
+              watch: Callable[[Offer], None] | None = None) -> Offer:
         offer = Offer()
+        if watch is not None:
+            watch(offer)
         self._offers += 1
         # wl-copy offers any text/* type together with the usual text types, so a type of our own marks
         # this offer: when wl-paste lists it, the compositor holds our selection. Sending the paste key

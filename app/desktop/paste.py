@@ -141,10 +141,7 @@ class Paster(QObject):
             t1 = time.monotonic()
             self._snapshot = self.clipboard.snapshot(primary=terminal) if self.options.restore else None
             self._text = sent
-            self._offer = self.clipboard.offer(sent, target_window=target, primary=terminal)
-            self._offer.fetched.connect(self._fetched)
-            if hasattr(self._offer, "read_by_other"):
-                self._offer.read_by_other.connect(self._read_by_other)
+            self._offer = self.clipboard.offer(sent, target_window=target, primary=terminal, watch=self._watch)
             t2 = time.monotonic()
             self._offer.keys_sent()  # reads from here on are the target's (Wayland's data-control tells no reader)
             self.injector.send(keys)
@@ -156,6 +153,11 @@ class Paster(QObject):
         log.info("paste: sent %s to %s (window %.1f ms, clipboard %.1f ms, keys %.1f ms)", keys, window,
                  (t1 - t0) * 1000, (t2 - t1) * 1000, (self._sent_at - t2) * 1000)
         self._fallback.start()
+
+    def _watch(self, offer) -> None:
+        offer.fetched.connect(self._fetched)
+        if hasattr(offer, "read_by_other"):
+            offer.read_by_other.connect(self._read_by_other)
 
     def _fetched(self) -> None:
         if self._offer is None:

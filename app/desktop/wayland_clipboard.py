@@ -349,8 +349,11 @@ class DataControlClipboard:
             log.warning("clipboard: could not save the clipboard: %s", exc)
             return UNKNOWN
 
-    def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> SelectionOffer:
+    def offer(self, text: str, *, target_window: int = 0, primary: bool = False,
+              watch: Callable[[SelectionOffer], None] | None = None) -> SelectionOffer:
         offer = SelectionOffer(text)
+        if watch is not None:
+            watch(offer)  # before the Wayland thread can serve a read of it
         try:
             self._call("offer", offer)
         except ClipboardUnreachable as exc:

@@ -30,6 +30,7 @@ import os
 import queue
 import select
 import threading
+from collections.abc import Callable
 
 from PySide6.QtCore import QMimeData, QObject, Signal
 from PySide6.QtGui import QClipboard
@@ -302,8 +303,11 @@ class X11Clipboard:
         data.setText(text)
         return data
 
-    def offer(self, text: str, *, target_window: int = 0, primary: bool = False) -> SelectionOffer:
+    def offer(self, text: str, *, target_window: int = 0, primary: bool = False,
+              watch: Callable[[SelectionOffer], None] | None = None) -> SelectionOffer:
         offer = SelectionOffer(text, target_window, ("CLIPBOARD", "PRIMARY") if primary else ("CLIPBOARD",))
+        if watch is not None:
+            watch(offer)  # before the selection thread can serve a read of it
         self._open().offer(offer)
         return offer
 

@@ -11,6 +11,7 @@ generous deadline: nothing here asserts on time.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,8 @@ from app.desktop.remote import request
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+_XDOTOOL_ACTIONS = {"key", "keydown", "keyup", "type", "mousemove", "click", "mousedown", "mouseup", "windowactivate"}
+CLIP_END = "test audio source: end of"  # the app's log line when the test microphone has played its clip
 
 
 def wait_for(predicate, what: str, timeout: float = 60.0, interval: float = 0.02):
@@ -121,7 +124,23 @@ class XSession(Session):
         return self.run(PYTHON, "-c", code).strip() not in ("0", "")
 
     def xdotool(self, *args: str) -> str:
+        """Run xdotool; a key or pointer action it could not send fails the test at once (a query such as
+        `search` may find nothing, which is its answer, not a failure)."""
+        if args and args[0] in _XDOTOOL_ACTIONS:
+            done = subprocess.run(["xdotool", *args], env=self.env, capture_output=True, timeout=30)
+            assert done.returncode == 0, f"xdotool {' '.join(args)} failed ({done.returncode}): {done.stderr.decode()}"
+            return done.stdout.decode(errors="replace")
         return self.run("xdotool", *args)
+
+    @contextlib.contextmanager
+    def holding(self, down: str, up: str):
+        """Keys held (xdotool keydown) for the block's length and released in `up`'s order even when the
+        block fails: a key left down would start or end the next test's dictation."""
+        self.xdotool("keydown", down)
+        try:
+            yield
+        finally:
+            self.xdotool("keyup", up)
 
     def key_event(self, keysym: str, down: bool) -> None:
         """Press or release one key through XTest, by the first keycode that has the keysym (xdotool
@@ -339,6 +358,24 @@ class App:
         self.audio_link.unlink(missing_ok=True)
         self.audio_link.symlink_to(clip)
 
+    def wait_spoken(self, played: int, timeout: float = 180) -> None:
+        """Until the test microphone has played one more clip to its end than `played` (a `count(CLIP_END)`
+        taken before the dictation began)."""
+        self.wait(lambda: self.count(CLIP_END) > played, "the clip to be spoken", timeout)
+
+    def wait_recording(self, how: str, timeout: float = 30):
+        return self.wait(lambda: (s := self.status()) and s["state"] == "recording", f"{how} to start recording",
+                         timeout)
+
+    def wait(self, predicate, what: str, timeout: float = 60.0):
+        """`wait_for`, and on a timeout the app's state and the end of its log in the failure: a CI run
+        keeps no artifacts, and the failure message is all that is left to find the cause by."""
+        try:
+            return wait_for(predicate, what, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\napp status: {self.status()}\n--- app log (end) ---\n"
+                                 f"{self.log()[-3000:]}") from None
+
     def wait_idle(self) -> dict:
         return wait_for(lambda: (s := self.status()) and s["state"] in ("idle", "error") and s["queued"] == 0 and s,
                         "the app to finish its dictations", timeout=120)
@@ -364,13 +401,16 @@ class App:
 def hold_and_release(session, app, clip, order, hold_s: float = 0.0) -> None:
     """Press Ctrl+Shift+Space, keep it down until the clip is spoken (and `hold_s` more), release in `order`."""
     app.speak(clip)
-    played = app.count("test audio source: end of")
+    played = app.count(CLIP_END)
     session.xdotool("keydown", "ctrl+shift+space")
-    wait_for(lambda: app.count("test audio source: end of") > played, "the clip to be spoken", 180)
-    time.sleep(hold_s)
-    for key in order:
-        session.xdotool("keyup", key)
-        time.sleep(0.4)
+    try:
+        app.wait_recording("the hotkey")
+        app.wait_spoken(played)
+        time.sleep(hold_s)
+    finally:
+        for key in order:
+            session.xdotool("keyup", key)
+            time.sleep(0.4)
 
 
 def missing_tools() -> list[str]:

@@ -4,16 +4,19 @@ The target is a real X client (selection_reader.py) standing in for the focused 
 "keystroke" tells it to read the CLIPBOARD after a delay (a slow target), or has another program
 read it instead (xclip: not the target), or nothing at all, or the target reads and another program
 copies over our text. Typing is recorded, or refused ("nobody": a window that takes no keys).
-In "early" the clipboard holds an image (image_owner.py) that the app saves while the engine works
+In "manager_at_once" a clipboard manager reads each new clipboard before the app's GUI thread goes
+on (a loaded machine: the selection thread serves it first); the target reads it too. In "early" the clipboard holds an image (image_owner.py) that the app saves while the engine works
 (`Paster.prefetch_clipboard`) before the paste; in "early_changed" the user copies a text between
 that early save and the paste.
 Prints one JSON object: how the paste finished, what each reader got, what was typed, and what
 the clipboard held afterwards.
-Run: python -m tests.desktop.paste_probe SCENARIO   (slow | other | nobody | overwrite | early | early_changed)
+Run: python -m tests.desktop.paste_probe SCENARIO   (slow | other | manager_at_once | nobody | overwrite | early |
+                                                        early_changed)
  or: python -m tests.desktop.paste_probe focused KEYS TEXT   (the real injector, into the focused window)
 """
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.desktop.paste import PasteOptions, Paster
+from app.desktop.x11_clipboard import X11Clipboard
 from app.errors import UserError
 
 TRANSCRIPT = "the dictated words"
@@ -50,7 +54,7 @@ class ScriptedTarget:
     def send(self, keys: str) -> None:
         if self.scenario == "slow":  # reads the clipboard a whole second after the keystroke
             self.reader.stdin.write("read 1\n")
-        elif self.scenario.startswith("early"):  # reads it at once
+        elif self.scenario.startswith("early") or self.scenario == "manager_at_once":  # reads it at once
             self.reader.stdin.write("read 0\n")
         elif self.scenario == "overwrite":  # reads it, then the user copies something else at once
             self.reader.stdin.write("read 0 COPIED-LATER\n")
@@ -67,6 +71,30 @@ class ScriptedTarget:
         out = self.reader.communicate(timeout=10)[0].splitlines()  # closes its stdin: it exits
         return {"reader_got": json.loads(out[0]) if out else None, "typed": self.typed,
                 "other_got": self.other.communicate(timeout=10)[0].decode() if self.other else None}
+
+
+class ManagerReadsAtOnce(X11Clipboard):
+    """A clipboard manager that reads each new clipboard the moment it changes hands, before `offer` returns to
+    the paster: the order a loaded machine can give the selection thread and the GUI thread."""
+
+    manager_got: str | None = None
+
+    def offer(self, text: str, **kwargs):
+        offer = super().offer(text, **kwargs)
+        self.manager_got = subprocess.run(["xclip", "-selection", "clipboard", "-o"], capture_output=True,
+                                          timeout=10).stdout.decode()
+        return offer
+
+
+class Notes(logging.Handler):
+    """The paster's log lines, to count what it noticed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 IMAGE_SIZE = 200_000  # a small screenshot's PNG: the owner sends it whole (X takes up to 256 KiB a request)
@@ -97,7 +125,11 @@ def main() -> int:
         paster = Paster(PasteOptions(keys=sys.argv[2]), server="x11")
     else:
         target, text = ScriptedTarget(scenario), TRANSCRIPT
-        paster = Paster(PasteOptions(), server="x11", injector=target)
+        clipboard = ManagerReadsAtOnce() if scenario == "manager_at_once" else None
+        paster = Paster(PasteOptions(), server="x11", injector=target, clipboard=clipboard)
+    notes = Notes()
+    logging.getLogger("app.desktop.paste").addHandler(notes)
+    logging.getLogger("app.desktop.paste").setLevel(logging.INFO)
     report: dict = {}
     owner = early_save(scenario, paster) if scenario.startswith("early") else None
     image = scenario == "early"
@@ -128,8 +160,11 @@ def main() -> int:
     paster.finished.connect(finished)
     QTimer.singleShot(0, paste)
     app.exec()
+    report["others_noticed"] = sum("(not the target) read the clipboard" in line for line in notes.lines)
     if target is not None:
         report.update(target.results())
+    if isinstance(paster.clipboard, ManagerReadsAtOnce):
+        report["manager_got"] = paster.clipboard.manager_got
     if owner is not None:  # it exited when the paste took the clipboard
         served = owner.communicate(timeout=10)[0].split()
         report["image_reads_at"] = [float(t) for t, kind in zip(served[0::2], served[1::2]) if kind == "image/png"]

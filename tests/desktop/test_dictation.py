@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from tests.desktop.conftest import ARTIFACTS, HOTKEY, HOTKEY_UP
-from tests.desktop.harness import ROOT, wait_for
+from tests.desktop.harness import CLIP_END, ROOT, wait_for
 
 MAX_WER = 0.35
 LONG_WAIT = 180  # a loaded 2-core machine: transcription may take many seconds
@@ -30,19 +30,19 @@ def wer(reference: str, hypothesis: str) -> float:
 def speak_and_hold(session, app, clip) -> None:
     """Hold the hotkey while the clip plays, like a user speaking with the key down."""
     app.speak(clip)
-    played = app.count("test audio source: end of")
-    session.xdotool("keydown", HOTKEY)
-    wait_for(lambda: app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
-    session.xdotool("keyup", HOTKEY_UP)
+    played = app.count(CLIP_END)
+    with session.holding(HOTKEY, HOTKEY_UP):
+        app.wait_recording("the hotkey")
+        app.wait_spoken(played, LONG_WAIT)
 
 
 def speak_with_taps(session, app, clip) -> None:
     """Tap to start, tap to stop (hybrid mode: a short press toggles)."""
     app.speak(clip)
-    played = app.count("test audio source: end of")
+    played = app.count(CLIP_END)
     session.xdotool("key", HOTKEY)
-    wait_for(lambda: app.status()["state"] == "recording", "recording to start")
-    wait_for(lambda: app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    app.wait_recording("a tap of the hotkey")
+    app.wait_spoken(played, LONG_WAIT)
     assert app.status()["state"] == "recording", "a tap must keep recording until the next tap"
     session.xdotool("key", HOTKEY)
 
@@ -92,11 +92,10 @@ def test_escape_cancels_and_nothing_is_pasted(x_session, dictation_app, target, 
     target.clear()
     dictation_app.speak(clips["espeak-en-04"]["path"])
     cancels = dictation_app.count("Dictation cancelled")
-    x_session.xdotool("keydown", HOTKEY)
-    wait_for(lambda: dictation_app.status()["state"] == "recording", "recording to start")
-    x_session.xdotool("key", "Escape")
-    wait_for(lambda: dictation_app.count("Dictation cancelled") > cancels, "the cancel notice")
-    x_session.xdotool("keyup", HOTKEY_UP)
+    with x_session.holding(HOTKEY, HOTKEY_UP):
+        dictation_app.wait_recording("the hotkey")
+        x_session.xdotool("key", "Escape")
+        dictation_app.wait(lambda: dictation_app.count("Dictation cancelled") > cancels, "the cancel notice")
     dictation_app.wait_idle()
     # A dictation after the cancelled one must be the only text: nothing of the first arrives late.
     clip = clips["espeak-en-08"]
@@ -128,11 +127,11 @@ def test_a_pause_before_letting_go_has_the_text_ready_at_the_release(x_session, 
     target.focus()
     early, done = dictation_app.count("answered by the early transcription"), r"early transcription early-\w+: \d+ samples"
     dictation_app.speak(clip["path"])
-    played, finished = dictation_app.count("test audio source: end of"), dictation_app.count(done)
-    x_session.xdotool("keydown", HOTKEY)
-    wait_for(lambda: dictation_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
-    wait_for(lambda: dictation_app.count(done) > finished, "the early transcription of the whole clip", LONG_WAIT)
-    x_session.xdotool("keyup", HOTKEY_UP)
+    played, finished = dictation_app.count(CLIP_END), dictation_app.count(done)
+    with x_session.holding(HOTKEY, HOTKEY_UP):
+        dictation_app.wait_spoken(played, LONG_WAIT)
+        dictation_app.wait(lambda: dictation_app.count(done) > finished, "the early transcription of the whole clip",
+                           LONG_WAIT)
     text = pasted(target)
     dictation_app.wait_idle()
     assert wer(clip["text"], text) <= MAX_WER, text
@@ -157,11 +156,11 @@ def test_command_line_toggle_and_second_launch(x_session, dictation_app, target,
     clip = clips["espeak-en-06"]
     target.clear()
     dictation_app.speak(clip["path"])
-    played = dictation_app.count("test audio source: end of")
+    played = dictation_app.count(CLIP_END)
     cli = [sys.executable, "-m", "app"]
     env = dictation_app.env
     assert subprocess.run([*cli, "toggle"], env=env, cwd=ROOT, timeout=60).returncode == 0
-    wait_for(lambda: dictation_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    dictation_app.wait_spoken(played, LONG_WAIT)
     assert subprocess.run([*cli, "toggle"], env=env, cwd=ROOT, timeout=60).returncode == 0
     text = pasted(target)
     dictation_app.wait_idle()
@@ -184,15 +183,13 @@ def test_a_dictation_spoken_while_the_last_one_is_transcribed_keeps_both(x_sessi
     transcripts, log_from = len(dictation_app.transcripts()), len(dictation_app.log())
     speak_and_hold(x_session, dictation_app, first["path"])
     dictation_app.speak(second["path"])
-    played = dictation_app.count("test audio source: end of")
-    x_session.xdotool("keydown", HOTKEY)
-    wait_for(lambda: len(dictation_app.transcripts()) > transcripts, "the first transcript", LONG_WAIT)
-    log = dictation_app.log()[log_from:]
-    second_start = log.index("state: recording", log.index("state: recording") + 1)
-    assert second_start < log.index("transcribed job="), "the second press must come before the first transcript"
-    wait_for(lambda: dictation_app.count("test audio source: end of") > played, "the second clip to be spoken",
-             LONG_WAIT)
-    x_session.xdotool("keyup", HOTKEY_UP)
+    played = dictation_app.count(CLIP_END)
+    with x_session.holding(HOTKEY, HOTKEY_UP):
+        dictation_app.wait(lambda: len(dictation_app.transcripts()) > transcripts, "the first transcript", LONG_WAIT)
+        log = dictation_app.log()[log_from:]
+        second_start = log.index("state: recording", log.index("state: recording") + 1)
+        assert second_start < log.index("transcribed job="), "the second press must come before the first transcript"
+        dictation_app.wait(lambda: dictation_app.count(CLIP_END) > played, "the second clip to be spoken", LONG_WAIT)
     dictation_app.wait_idle()
     text = wait_for(lambda: len(words(target.text())) > len(words(first["text"])) and target.text(), "both texts",
                     LONG_WAIT)

@@ -11,7 +11,7 @@ import soundfile as sf
 from app.training import synth
 from app.training.micro import DEFAULT_OUT, EVAL_CLIPS, load_heldout
 from tests.desktop.conftest import start_app
-from tests.desktop.harness import wait_for
+from tests.desktop.harness import CLIP_END
 from tests.desktop.test_dictation import LONG_WAIT, pasted, wer
 
 HOTKEY = "ctrl+alt+d"
@@ -37,10 +37,9 @@ def test_hold_to_talk_with_the_diffusion_engine(x_session, diffusion_app, target
     target.clear()
     x_session.set_clipboard("copied before dictating")
     diffusion_app.speak(wav)
-    played = diffusion_app.count("test audio source: end of")
-    x_session.xdotool("keydown", HOTKEY)
-    wait_for(lambda: diffusion_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
-    x_session.xdotool("keyup", HOTKEY_UP)
+    played = diffusion_app.count(CLIP_END)
+    with x_session.holding(HOTKEY, HOTKEY_UP):
+        diffusion_app.wait_spoken(played, LONG_WAIT)
     typed = pasted(target)
     diffusion_app.wait_idle()
     assert f"loading diffusion {DEFAULT_OUT}" in diffusion_app.log(), "the worker must run the diffusion engine"

@@ -14,7 +14,7 @@ import pytest
 
 from tests.data import WHISPER_TINY_EN_CT2
 from tests.desktop.conftest import APP_SETTINGS
-from tests.desktop.harness import ROOT, App, wait_for
+from tests.desktop.harness import CLIP_END, ROOT, App, wait_for
 from tests.desktop.test_dictation import MAX_WER, wer
 from tests.desktop.test_nothing_lost import dictate_by_command
 from tests.server_process import ServerProcess
@@ -83,11 +83,11 @@ def test_the_server_killed_mid_dictation_keeps_the_recording_until_it_is_back(cl
                                                                                tmp_path):
     clip = clips["espeak-en-03"]
     client_app.speak(clip["path"])
-    played = client_app.count("test audio source: end of")
+    played = client_app.count(CLIP_END)
     client_app.command("toggle")
     wait_for(lambda: client_app.status()["state"] == "recording", "recording to start")
     server.kill()  # the user is still speaking
-    wait_for(lambda: client_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    client_app.wait_spoken(played, LONG_WAIT)
     client_app.command("toggle")
     wait_for(lambda: client_app.count("notice: .*cannot be reached") >= 1, "the notice that the server is gone",
              LONG_WAIT)
@@ -114,11 +114,11 @@ def test_a_pause_before_the_end_has_the_servers_text_ready(client_app, server, t
     target.clear()
     target.focus()
     client_app.speak(clip["path"])
-    played, ahead = client_app.count("test audio source: end of"), client_app.count("transcription ahead: .* done")
+    played, ahead = client_app.count(CLIP_END), client_app.count("transcription ahead: .* done")
     plain_jobs = r"job (?!early-)\w+: [\d.]+ s of audio"  # the server's log line of a request not sent ahead
     uploaded = len(re.findall(plain_jobs, server.log()))
     client_app.command("toggle")
-    wait_for(lambda: client_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    client_app.wait_spoken(played, LONG_WAIT)
     wait_for(lambda: client_app.count("transcription ahead: .* done") > ahead, "the server's text ahead", LONG_WAIT)
     client_app.command("toggle")
     text = wait_for(lambda: target.text().strip(), "text in the target window", LONG_WAIT)

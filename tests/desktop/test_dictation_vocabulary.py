@@ -15,7 +15,7 @@ import soundfile as sf
 
 from tests.data.build import synthesize
 from tests.desktop.conftest import APP_SETTINGS, start_app
-from tests.desktop.harness import ROOT, wait_for
+from tests.desktop.harness import CLIP_END, ROOT, wait_for
 from tests.desktop.test_dictation import LONG_WAIT, pasted
 
 SENTENCE = "Please deploy the new service on Kubernetes. New line. Thanks a lot."
@@ -38,9 +38,9 @@ def test_a_dictation_pastes_the_corrected_text_with_its_line_break(x_session, wo
     target.clear()
     x_session.set_clipboard("copied before dictating")
     words_app.speak(wav)
-    played = words_app.count("test audio source: end of")
+    played = words_app.count(CLIP_END)
     words_app.command("toggle")
-    wait_for(lambda: words_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    words_app.wait_spoken(played, LONG_WAIT)
     words_app.command("toggle")
     text = pasted(target)
     words_app.wait_idle()

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from tests.data import WHISPER_TINY_EN
 from tests.desktop.conftest import APP_SETTINGS
-from tests.desktop.harness import App, hold_and_release, wait_for
+from tests.desktop.harness import CLIP_END, App, hold_and_release, wait_for
 from tests.desktop.test_dictation import MAX_WER, SHOW_DESKTOP, wer
 
 LONG_WAIT = 180
@@ -49,9 +49,9 @@ UNUSABLE = {"missing folder": ({"model": MISSING_MODEL}, {}),
 
 def dictate_by_command(app, clip) -> None:
     app.speak(clip)
-    played = app.count("test audio source: end of")
+    played = app.count(CLIP_END)
     app.command("toggle")
-    wait_for(lambda: app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    app.wait_spoken(played, LONG_WAIT)
     app.command("toggle")
 
 

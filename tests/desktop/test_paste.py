@@ -33,6 +33,16 @@ def test_a_read_by_another_program_is_not_the_paste(x_session):
     assert report["ok"] and report["outcome"] == "typed" and report["clipboard_after"] == "BEFORE"
 
 
+def test_a_manager_read_served_before_the_paster_goes_on_is_still_told_from_the_paste(x_session):
+    """The selection thread can serve a clipboard manager before `offer` returns to the GUI thread; the paster
+    must already be listening then, or that read goes unnoticed (and a target's read that early would be lost,
+    and its text typed a second time)."""
+    report = probe(x_session, "manager_at_once")
+    assert report["manager_got"] == TRANSCRIPT and report["reader_got"] == TRANSCRIPT
+    assert report["others_noticed"] == 1, "the manager's read, served first, must be seen as not the paste"
+    assert report["ok"] and report["outcome"] == "pasted" and report["clipboard_after"] == "BEFORE"
+
+
 def test_a_paste_nobody_takes_leaves_the_text_on_the_clipboard(x_session):
     report = probe(x_session, "nobody")
     assert not report["ok"] and "paste it yourself" in report["message"] and report["outcome"] == "clipboard"

@@ -10,7 +10,7 @@ def dictate(session, app, target, clip) -> str:
     """One held-hotkey dictation; the target's whole text once it has arrived."""
     before = target.text()
     speak_and_hold(session, app, clip["path"])
-    text = wait_for(lambda: target.text() != before and target.text(), "the dictation's text", LONG_WAIT)
+    wait_for(lambda: target.text() != before and target.text(), "the dictation's text", LONG_WAIT)
     app.wait_idle()
     return target.text()
 

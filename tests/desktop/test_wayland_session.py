@@ -28,7 +28,7 @@ from app.desktop.paste import ON_CLIPBOARD, PASTED, PasteOptions, Paster  # noqa
 from app.desktop.paths import instance_address  # noqa: E402
 from app.desktop.wayland_clipboard import DataControlClipboard  # noqa: E402
 from tests.desktop.conftest import APP_SETTINGS, ARTIFACTS  # noqa: E402
-from tests.desktop.harness import PYTHON, ROOT, App, wait_for  # noqa: E402
+from tests.desktop.harness import CLIP_END, PYTHON, ROOT, App, wait_for  # noqa: E402
 from tests.desktop.test_dictation import LONG_WAIT, MAX_WER, wer  # noqa: E402
 from tests.desktop.wayland_harness import (Foot, PortalStandIn, WaylandSession, WaylandTarget,  # noqa: E402
                                            missing_tools)
@@ -88,10 +88,10 @@ def wayland_app(wayland, clips, wl_target, foot, portal):
 def dictate_by_binding(session: WaylandSession, app: App, clip) -> None:
     """Press the bound hotkey to start, let the clip be spoken, press it again to stop."""
     app.speak(clip)
-    played = app.count("test audio source: end of")
+    played = app.count(CLIP_END)
     session.press_hotkey()
     wait_for(lambda: app.status()["state"] == "recording", "sway's binding to start the recording", 30)
-    wait_for(lambda: app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    app.wait_spoken(played, LONG_WAIT)
     session.press_hotkey()
     wait_for(lambda: app.status()["state"] != "recording", "sway's binding to stop the recording", 30)
 
@@ -143,10 +143,10 @@ def test_hold_to_talk_with_a_press_and_a_release_binding(wayland, wayland_app, w
     wl_target.focus()
     start = len(wl_target.text())
     wayland_app.speak(clip["path"])
-    played = wayland_app.count("test audio source: end of")
+    played = wayland_app.count(CLIP_END)
     holding = wayland.hold_keys(6.0)
     wait_for(lambda: wayland_app.status()["state"] == "recording", "the press binding to start the recording", 30)
-    wait_for(lambda: wayland_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    wayland_app.wait_spoken(played, LONG_WAIT)
     assert holding.poll() is None and wayland_app.status()["state"] == "recording", "still held: still recording"
     holding.wait(30)
     text = wait_for(lambda: wl_target.text()[start:].strip(), "text in the Wayland target", LONG_WAIT)
@@ -241,10 +241,10 @@ def test_the_portal_shortcut_is_a_real_push_to_talk_key(wayland, wayland_app, wl
     start = len(wl_target.text())
     wayland.set_clipboard("kept")
     wayland_app.speak(clip["path"])
-    played = wayland_app.count("test audio source: end of")
+    played = wayland_app.count(CLIP_END)
     portal.press()
     wait_for(lambda: wayland_app.status()["state"] == "recording", "the portal's press to start the recording")
-    wait_for(lambda: wayland_app.count("test audio source: end of") > played, "the clip to be spoken", LONG_WAIT)
+    wayland_app.wait_spoken(played, LONG_WAIT)
     assert wayland_app.status()["state"] == "recording", "held: still recording"
     portal.release()
     text = wait_for(lambda: wl_target.text()[start:].strip(), "text in the Wayland target", LONG_WAIT)
