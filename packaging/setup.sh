@@ -63,6 +63,7 @@ case "$cmd" in
   test)
     install_apt; install_python
     "$VENV/bin/python" -m tests.data.build
-    exec "$VENV/bin/python" -m pytest "$@" ;;
+    # Two workers; the desktop tests stay together in one (tests/desktop/conftest.py). `-n 0` after it runs serially.
+    exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup "$@" ;;
   *) echo "usage: $0 app|test|deps [ARGS...]" >&2; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ from app.engine.base import BatchItem
 from app.engine.diffusion.engine import _graph_batch
 from app.training.evaluate import word_error_rate
 from app.training.micro import DEFAULT_OUT as MICRO, EVAL_CLIPS, load_heldout
+from tests.torch_threads import one_torch_thread
 
 STEPS = 8
 MAX_WER_8_STEPS = 0.80  # the micro model's measured limit (tests/test_micro_model.py, docs/diffusion.md)
@@ -26,8 +27,8 @@ MAX_WER_8_STEPS = 0.80  # the micro model's measured limit (tests/test_micro_mod
 
 @pytest.fixture(scope="module")
 def engine():
-    torch.set_num_threads(1)
-    return load_engine(EngineSpec(engine="diffusion", model=str(MICRO), device="cpu"))
+    with one_torch_thread():
+        yield load_engine(EngineSpec(engine="diffusion", model=str(MICRO), device="cpu"))
 
 
 @pytest.fixture(scope="module")

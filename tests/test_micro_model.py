@@ -21,6 +21,7 @@ from app.training import alignment, corpus, micro, model, synth
 from app.training.evaluate import accuracy_by_training_count, word_error_rate
 from app.training.micro import DEFAULT_OUT, EVAL_CLIPS, load_heldout
 from tests.data import WHISPER_TINY_EN
+from tests.torch_threads import one_torch_thread
 
 MICRO = DEFAULT_OUT
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +36,8 @@ STEPS_MARGIN = 0.05
 @pytest.fixture(scope="module")
 def engine():
     assert WHISPER_TINY_EN.exists(), "test data missing: run `python -m tests.data.build`"
-    torch.set_num_threads(1)
-    return load_engine(EngineSpec(engine="diffusion", model=str(MICRO), device="cpu"))
+    with one_torch_thread():
+        yield load_engine(EngineSpec(engine="diffusion", model=str(MICRO), device="cpu"))
 
 
 @pytest.fixture(scope="module")
