@@ -429,3 +429,37 @@ def test_without_early_transcription_nothing_is_handed_over_and_the_recording_is
     rec.end(rid, released_at=0.0)
     src.push(0.0)
     assert paused == [] and len(results[0].audio) == len(speech) + 70 * BLOCK
+
+
+def test_a_recording_begun_as_the_last_one_closes_the_source_keeps_it_open(monkeypatch):
+    """A press right after a recording ended: the close that recording's delivery set off (`_close_if_idle`, on
+    a thread of its own) found no recording and stopped the source between `begin` finding it open and
+    registering the new recording, which then got no audio at all, and its release waited for a post-roll that
+    never came. The close now waits for `begin`, and then sees the new recording."""
+    from app.audio import recorder as recorder_module
+
+    source = PushSource()
+    rec, results, _ = make(source, post_roll_ms=0, skip_silence=True)
+    first = rec.begin()
+    source.push(0.1, 5)
+    rec.end(first)
+    monkeypatch.setattr(rec, "_close_if_idle", lambda: None)  # hold back the close the delivery sets off...
+    source.push(0.1)
+    assert len(results) == 1 and source.stops == 0
+    monkeypatch.undo()
+
+    class CloseMeanwhile(recorder_module.SpeechDetector):
+        def __init__(self):  # ...to run it here, in `begin`, after the source was found open
+            closing = threading.Thread(target=rec._close_if_idle)
+            closing.start()
+            closing.join(0.5)  # before the fix it stopped the source here; now it waits for `begin`
+            super().__init__()
+
+    monkeypatch.setattr(recorder_module, "SpeechDetector", CloseMeanwhile)
+    second = rec.begin()
+    time.sleep(0.6)
+    assert source.stops == 0 and source.on_block is not None, "the source was closed under the new recording"
+    source.push(0.1, 5)
+    rec.end(second)
+    source.push(0.1)
+    assert len(results) == 2 and len(results[1].audio) >= 5 * BLOCK

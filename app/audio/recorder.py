@@ -93,7 +93,9 @@ class Recorder:
         self._running = False
         self._lost = False  # the source ended by itself: the next recording opens it afresh
         self._lock = threading.Lock()  # guards takes and ring (GUI thread vs audio thread)
-        self._source_lock = threading.Lock()  # serialises opening and closing the source
+        # Serialises opening and closing the source; `begin` holds it until its recording is registered, so that
+        # a close decided by the recording before (`_close_if_idle`) cannot stop the source under the new one.
+        self._source_lock = threading.RLock()
         self.configure(self.options)
 
     def configure(self, options: RecorderOptions) -> None:
@@ -109,12 +111,13 @@ class Recorder:
     # ---- GUI thread ------------------------------------------------------------------------------
     def begin(self) -> int:
         """Start a recording (with whatever pre-roll the ring holds); raises UserError if the mic fails."""
-        self._open()
-        rec_id = next(self._ids)
-        detector = SpeechDetector() if self.options.skip_silence or self.options.auto_stop_s else None
-        with self._lock:
-            pre = self._ring.latest(self.options.pre_roll_ms * SAMPLE_RATE // 1000)
-            self._takes[rec_id] = _Take(rec_id, [pre], len(pre), detector, new=[pre])
+        with self._source_lock:
+            self._open()
+            rec_id = next(self._ids)
+            detector = SpeechDetector() if self.options.skip_silence or self.options.auto_stop_s else None
+            with self._lock:
+                pre = self._ring.latest(self.options.pre_roll_ms * SAMPLE_RATE // 1000)
+                self._takes[rec_id] = _Take(rec_id, [pre], len(pre), detector, new=[pre])
         return rec_id
 
     def end(self, rec_id: int, released_at: float | None = None) -> None:
