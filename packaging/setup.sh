@@ -63,7 +63,7 @@ case "$cmd" in
   test)
     install_apt; install_python
     "$VENV/bin/python" -m tests.data.build
-    # Two workers; the desktop tests stay together in one (tests/desktop/conftest.py). `-n 0` after it runs serially.
+    # Two workers, each file whole in one and the desktop tests together (tests/conftest.py); `-n 0` runs serially.
     exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup "$@" ;;
   *) echo "usage: $0 app|test|deps [ARGS...]" >&2; exit 2 ;;
 esac

@@ -17,7 +17,7 @@ from app.audio.loading import load_audio
 from app.audio.recorder import Recorder, RecorderOptions
 from app.audio.ringbuffer import RingBuffer
 from app.audio.sources import FileSource
-from app.audio.vad import has_speech
+from app.audio.vad import VadModel, has_speech
 from tests.data import DATA_DIR, MANIFEST
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +30,14 @@ def speech_clip() -> tuple[str, str]:
         pytest.skip("test data missing: run `python -m tests.data.build`")
     clip = next(c for c in json.loads(MANIFEST.read_text())["clips"] if c["id"] == "librivox-0880")
     return str(DATA_DIR / clip["path"]), clip["text"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def speech_check_loaded():
+    """The app loads the speech check at start-up (its warm-up); until it is loaded, a recording's check waits for
+    the recording's end (`SpeechDetector.feed`), so no pause or end of speech is heard while it is recorded.
+    Loaded here, so that no test depends on an earlier one (in this worker) having loaded it."""
+    VadModel.shared()
 
 
 class PushSource:

@@ -17,13 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from app.engine import EngineSpec, load_engine
 from app.engine.base import SAMPLE_RATE
 from tests.test_diffusion_engine import tiny_checkpoint
-from tests.torch_threads import one_torch_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,26 +98,26 @@ def test_a_compiler_that_fails_leaves_the_eager_loop(tmp_path_factory, tmp_path)
 
 
 def test_a_compile_runs_on_its_own_thread_while_dictations_go_on_eagerly(tmp_path_factory, tmp_path, monkeypatch):
-    """The worker runs a compile piece beside jobs (`alongside_jobs`): dictations meanwhile take the
-    eager path with their seeded text, and the compiled layers serve only once the piece is done.
-    How long the compile takes here depends on what this process compiled before (Dynamo keeps
-    compiled code in memory), so the overlap itself is asserted in a fresh worker process, with a
-    cold cache, by tests/test_worker_preparation.py."""
+    """The worker runs a compile piece beside jobs (`alongside_jobs`): dictations meanwhile are transcribed
+    (eagerly), and the compiled layers serve only once the piece is done, with the seeded text.
+    Their texts meanwhile are not compared with it: Dynamo saves the process's random state when it starts
+    compiling a frame and sets it back when done, which moves a seeded draw running on another thread to
+    another (equally likely) draw; seen here under load, one text in three. How long the compile takes
+    depends on what this process compiled before (Dynamo keeps compiled code in memory), so the overlap
+    itself is asserted in a fresh worker process, with a cold cache, by tests/test_worker_preparation.py."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cold"))
-    # the same text needs the same sums, and two threads beside a compile may split them otherwise
-    with one_torch_thread():
-        engine = load_compiled(tiny_checkpoint(tmp_path_factory))
-        eager = engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text
-        (piece,) = engine.preparations()
-        assert piece.alongside_jobs
-        compiling = threading.Thread(target=piece.run)
-        compiling.start()
-        meanwhile = [engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text]
-        while compiling.is_alive():
-            meanwhile.append(engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text)
-        compiling.join()
-        assert set(meanwhile) == {eager}
-        assert engine.denoiser.fast_path_error is None and engine.preparations() == []
-        before = engine.denoiser.compiled.calls
-        assert engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text == eager
-        assert engine.denoiser.compiled.calls > before
+    engine = load_compiled(tiny_checkpoint(tmp_path_factory))
+    eager = engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8)
+    (piece,) = engine.preparations()
+    assert piece.alongside_jobs
+    compiling = threading.Thread(target=piece.run)
+    compiling.start()
+    meanwhile = [engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8)]
+    while compiling.is_alive():
+        meanwhile.append(engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8))
+    compiling.join()
+    assert all(t.steps_used == 3 and len(t.text) > 0 for t in meanwhile)
+    assert engine.denoiser.fast_path_error is None and engine.preparations() == []
+    before = engine.denoiser.compiled.calls
+    assert engine.transcribe(speech_like(), language="de", steps=3, early_exit=False, seed=8).text == eager.text
+    assert engine.denoiser.compiled.calls > before

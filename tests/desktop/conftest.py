@@ -78,10 +78,3 @@ def dictation_app(x_session, clips, target):
     yield app
     app.stop()
 
-
-def pytest_collection_modifyitems(items):
-    """With pytest-xdist (`-n 2`), every desktop test runs in one worker, in order: they share one X session and
-    one app, and a test's dictation must not overlap another's."""
-    for item in items:
-        if "tests/desktop/" in item.nodeid:
-            item.add_marker(pytest.mark.xdist_group("desktop"))

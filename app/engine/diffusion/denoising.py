@@ -177,7 +177,8 @@ class Denoiser:
 
     def _forward_once(self, prompt: Prompt) -> None:
         """The prefill and one decoder forward at `prompt`'s shape, as a denoising step calls it; no
-        random numbers are drawn, so a transcription running meanwhile keeps its seeded draw."""
+        random numbers are drawn here (Dynamo still sets the random state back after compiling, which can move a
+        seeded transcription running meanwhile to another draw: `Preparation`)."""
         backbone = self.backbone
         cache = prefill(backbone, prompt, DynamicCache(config=backbone.config.get_text_config(decoder=True)))
         canvas = torch.zeros(prompt.batch, backbone.config.canvas_length, dtype=torch.long, device=prompt.device)

@@ -100,7 +100,8 @@ class DiffusionEngine:
         """Transcribe 16 kHz mono audio with at most `steps` denoising steps (default from the adapter, 8).
 
         `early_exit=False` runs exactly `steps` steps (benchmarks, tests). `seed` overrides the engine's
-        seed for this call; the same audio, steps and seed give the same text. An exception raised by
+        seed for this call; the same audio, steps and seed give the same text (but for a compile running
+        beside it: `Preparation`). An exception raised by
         `on_progress` (called after every step) aborts the transcription: that is how to cancel.
         `vocabulary` goes into the prompt's context slot where the adapter has one (config.py), else unused.
         """
