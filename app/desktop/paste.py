@@ -154,7 +154,9 @@ class Paster(QObject):
                  (t1 - t0) * 1000, (t2 - t1) * 1000, (self._sent_at - t2) * 1000)
         self._fallback.start()
 
-    def _watch(self, offer) -> None:
+    def _watch(self, offer: Offer) -> None:
+        """Listen to an offer before it is published: its reads are served on another thread, and a read
+        emitted before these connections would be lost (queued, they arrive once `paste` has returned)."""
         offer.fetched.connect(self._fetched)
         if hasattr(offer, "read_by_other"):
             offer.read_by_other.connect(self._read_by_other)

@@ -77,4 +77,3 @@ def dictation_app(x_session, clips, target):
     app = start_app(x_session, x_session.workdir, APP_SETTINGS)
     yield app
     app.stop()
-
