@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from app.engine import EngineSpec, load_engine
 from app.engine.base import BatchItem
