@@ -86,14 +86,14 @@ class Preparation:
     """One piece of speed-up work an engine does after it is ready, such as capturing the CUDA graphs
     for one prompt shape or compiling its layers for that shape.
 
-    Each piece takes seconds, so no dictation should wait for it: the worker (and the speech server)
-    run the pieces one at a time, and until a shape's pieces have run, jobs of that shape take the
-    engine's eager path (the same text, slower). A piece with `alongside_jobs` (a compile) runs on
-    a thread of its own while jobs go on (a seeded job meanwhile may get another, equally likely draw: Dynamo
-    sets the process's random state back when it finishes compiling a frame); any other (a CUDA graph capture, which records whatever
-    the GPU runs meanwhile) runs only while no job is waiting, so a job waits for one such piece at
-    most. `run` never raises for what can happen on a user's machine (out of GPU memory, a capture
-    or compile that fails): the engine then keeps the eager path and logs why.
+    Each piece takes seconds, so no dictation should wait for it: the worker (and the speech server) run the
+    pieces one at a time, and until a shape's pieces have run, jobs of that shape take the engine's eager path
+    (the same text, slower). A piece with `alongside_jobs` (a compile) runs on a thread of its own while jobs go
+    on (a seeded job meanwhile may get another, equally likely draw: Dynamo sets the process's random state back
+    when it finishes compiling a frame); any other (a CUDA graph capture, which records whatever the GPU runs
+    meanwhile) runs only while no job is waiting, so a job waits for one such piece at most. `run` never raises
+    for what can happen on a user's machine (out of GPU memory, a capture or compile that fails): the engine
+    then keeps the eager path and logs why.
     """
 
     label: str  # what it does, for the settings window: "GPU graphs for English"

@@ -3,11 +3,11 @@
 The target is a real X client (selection_reader.py) standing in for the focused window; the
 "keystroke" tells it to read the CLIPBOARD after a delay (a slow target), or has another program
 read it instead (xclip: not the target), or nothing at all, or the target reads and another program
-copies over our text. Typing is recorded, or refused ("nobody": a window that takes no keys).
-In "manager_at_once" a clipboard manager reads each new clipboard before the app's GUI thread goes
-on (a loaded machine: the selection thread serves it first); the target reads it too. In "early" the clipboard holds an image (image_owner.py) that the app saves while the engine works
-(`Paster.prefetch_clipboard`) before the paste; in "early_changed" the user copies a text between
-that early save and the paste.
+copies over our text. Typing is recorded, or refused ("nobody": a window that takes no keys). In
+"manager_at_once" a clipboard manager reads each new clipboard before the app's GUI thread goes on (a
+loaded machine: the selection thread serves it first); the target reads it too. In "early" the clipboard
+holds an image (image_owner.py) that the app saves while the engine works (`Paster.prefetch_clipboard`)
+before the paste; in "early_changed" the user copies a text between that early save and the paste.
 Prints one JSON object: how the paste finished, what each reader got, what was typed, and what
 the clipboard held afterwards.
 Run: python -m tests.desktop.paste_probe SCENARIO   (slow | other | manager_at_once | nobody | overwrite | early |
