@@ -92,6 +92,7 @@ class Controller:
         self._started_at = 0.0
         self._press_started = False  # the current hotkey press began the recording (hold/hybrid)
         self._key_down = False  # the hotkey is held: a paste now would send its keys into the held hotkey
+        self._grabbed = False  # X11: the keyboard is still ours (a key of the hotkey is down after its release)
         self._queue: deque[_Dictation] = deque()  # stopped, in the order spoken
         self._pasting = False
         self._error: str | None = None
@@ -148,6 +149,15 @@ class Controller:
                 self._stop(at)
         self._paste_next()  # a transcript that waited for the key to come up
         self._update()
+
+    def keyboard_grabbed(self, grabbed: bool) -> None:
+        """X11: the hotkey's grab holds the keyboard (True) or gave it back (False). The grab lasts until
+        the grabbed key is up, so it can outlive the release: Ctrl let go first ends the dictation, but
+        a paste sent while Space is still down would come to us, and the text would be typed 2.5 s later."""
+        self._grabbed = grabbed
+        if not grabbed:
+            self._paste_next()
+            self._update()
 
     def cancel_key(self) -> None:
         """Esc: only meaningful while recording; elsewhere the key belongs to the focused app."""
@@ -261,10 +271,10 @@ class Controller:
         self._update()
 
     def _paste_next(self) -> None:
-        """Paste the oldest dictation once transcribed, but never while the hotkey is held: on X11 the held
-        hotkey grabs the keyboard, so the paste keystroke would come to us instead of the target (and its
-        lifted modifiers would end the recording the user is speaking into)."""
-        if self._key_down:
+        """Paste the oldest dictation once transcribed, but never while the hotkey is held or its grab holds
+        the keyboard: on X11 the paste keystroke would come to us instead of the target (and its lifted
+        modifiers would end the recording the user is speaking into)."""
+        if self._key_down or self._grabbed:
             return
         if not self._pasting and self._queue and self._queue[0].text is not None:
             self._pasting = True

@@ -323,6 +323,20 @@ def test_a_transcript_waits_while_the_hotkey_is_held(fx):
     assert fx.calls[-1] == ("paste", "first") and fx.calls[-2] == ("stop", 2, 104.0)
 
 
+def test_a_transcript_waits_until_the_grab_gives_the_keyboard_back(fx):
+    """X11: Ctrl let go first ends the dictation, but Space still down keeps the keyboard grabbed; a paste
+    sent then would come to the app itself. The transcript goes out once the grab ends."""
+    c, _ = make(fx, "hold")
+    c.keyboard_grabbed(True)
+    c.hotkey_pressed(100.0)
+    c.hotkey_released(101.0)
+    c.recording_finished(RecordingResult(1, SPEECH))
+    c.transcribed("job1", "ready before Space is up")
+    assert "paste" not in fx.kinds() and c.state is State.TRANSCRIBING
+    c.keyboard_grabbed(False)
+    assert fx.calls[-1] == ("paste", "ready before Space is up") and c.state is State.PASTING
+
+
 def test_a_recording_cut_short_by_a_lost_microphone_is_transcribed_and_the_user_told(fx):
     c, _ = make(fx, "hold")
     c.hotkey_pressed(100.0)

@@ -42,15 +42,20 @@ def key_name(key) -> str:
 class HotkeyListener(QObject):
     """Emits `pressed(time)`, `released(time of the real release)` and `cancel_pressed()`; `ready` once
     listening, or `unavailable(message)` (also when another program holds the combination; `problem`
-    keeps that sentence for the settings window until a working hotkey replaces it)."""
+    keeps that sentence for the settings window until a working hotkey replaces it).
+
+    `keyboard_grabbed(bool)` (X11 only) says when the keyboard is ours: from the press that starts a grab
+    until its key is up, which can be after `released` (Ctrl let go first, Space still down). Keys sent
+    meanwhile, a paste's among them, come to us instead of the focused window."""
 
     pressed = Signal(float)
     released = Signal(float)
     cancel_pressed = Signal()
+    keyboard_grabbed = Signal(bool)
     ready = Signal()
     unavailable = Signal(str)
     _raw = Signal(str, bool, float)
-    _held = Signal(object, float)
+    _held = Signal(object, float, bool)
     _problem = Signal(str)
 
     def __init__(self, combo: Combo, cancel: Combo, *, grace_s: float = 0.05, parent: QObject | None = None) -> None:
@@ -63,6 +68,7 @@ class HotkeyListener(QObject):
         self._portal = None  # PortalShortcuts on Wayland
         self.mechanism = ""  # how the hotkey is caught, for the settings window
         self._suppressor: KeySuppressor | None = None  # Windows / macOS
+        self._grabbing = False  # X11: the keyboard is grabbed now (a key of the hotkey or the cancel key is down)
         self._listener = None
         self._timer = QTimer(self, singleShot=True, timeout=self._poll)
         self._raw.connect(self._on_raw)
@@ -97,6 +103,8 @@ class HotkeyListener(QObject):
 
     def pause(self, paused: bool) -> None:
         """While Settings captures a new hotkey: let the keys through to it, and start no dictation."""
+        if paused:
+            self._grab_state(False)  # said before the signals are blocked: no paste may wait on a grab unseen
         self.blockSignals(paused)
         if self._grab is not None:
             self._grab.pause(paused)
@@ -181,6 +189,7 @@ class HotkeyListener(QObject):
         if self._grab is not None:
             self._grab.stop()
             self._grab = None
+            self._grab_state(False)
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
@@ -196,8 +205,17 @@ class HotkeyListener(QObject):
     def _on_raw(self, name: str, down: bool, at: float) -> None:
         self._emit(self._tracker.key(name, down, at), self._cancel.key(name, down, at))
 
-    def _on_held(self, held: frozenset[str], at: float) -> None:
+    def _on_held(self, held: frozenset[str], at: float, grabbing: bool) -> None:
+        if grabbing:  # said before the press it starts with
+            self._grab_state(True)
         self._emit(self._tracker.update(held, at), self._cancel.update(held, at))
+        if not grabbing:  # and its end after the release
+            self._grab_state(False)
+
+    def _grab_state(self, grabbing: bool) -> None:
+        if grabbing != self._grabbing:
+            self._grabbing = grabbing
+            self.keyboard_grabbed.emit(grabbing)
 
     def _emit(self, hotkey: list[tuple[str, float]], cancel: list[tuple[str, float]]) -> None:
         for kind, when in hotkey:

@@ -70,11 +70,14 @@ def conflict_message(combo: Combo) -> str:
 
 
 class X11Grab:
-    """Grabs a hotkey and a cancel key; `on_keys(held, at)` gets the set of held keys after every key
-    event it receives, `on_grabbed(problem)` the outcome of each later change of hotkey ("" when it is
-    grabbed, else the sentence to show). Both are called on the grab's own thread."""
+    """Grabs a hotkey and a cancel key; `on_keys(held, at, grabbing)` gets the set of held keys after every
+    key event it receives, and whether the keyboard is still grabbed (until the grabbed key is up, which
+    may be after the combination has broken: Ctrl let go while Space is still down); `on_grabbed(problem)`
+    the outcome of each later change of hotkey ("" when it is grabbed, else the sentence to show). Both
+    are called on the grab's own thread."""
 
-    def __init__(self, on_keys: Callable[[frozenset[str], float], None], on_grabbed: Callable[[str], None]) -> None:
+    def __init__(self, on_keys: Callable[[frozenset[str], float, bool], None],
+                 on_grabbed: Callable[[str], None]) -> None:
         try:
             self._dpy = xdisplay.Display()
         except error.DisplayError as exc:
@@ -195,7 +198,7 @@ class X11Grab:
                 self._held.discard(name)
                 if event.detail == self._active_key:
                     self._active_key = None  # the server ends the grab with this release
-        self._on_keys(frozenset(self._held), now)
+        self._on_keys(frozenset(self._held), now, self._active_key is not None)
 
     # ---- grabbing -----------------------------------------------------------------------------
     def _grab_hotkey(self) -> str:

@@ -82,6 +82,7 @@ class DictationApp(QObject):
         self.paster.finished.connect(c.paste_finished, QUEUED)
         self.hotkeys.pressed.connect(c.hotkey_pressed, QUEUED)
         self.hotkeys.released.connect(c.hotkey_released, QUEUED)
+        self.hotkeys.keyboard_grabbed.connect(c.keyboard_grabbed, QUEUED)
         self.hotkeys.cancel_pressed.connect(c.cancel_key, QUEUED)
         self.hotkeys.ready.connect(self._hotkeys_ready)
         self.hotkeys.unavailable.connect(self._hotkeys_unavailable)

@@ -61,6 +61,9 @@ def test_an_editor_gets_exactly_the_transcript_in_every_release_order(x_session,
     wait_for(lambda: window.text() == transcript, f"exactly {transcript!r} in the editor (it has "
                                                   f"{window.text()!r})", LONG_WAIT, interval=0.5)
     assert x_session.clipboard() == "copied before"
+    # Pasted, not typed after the paste's wait ran out: a paste sent while a key of the hotkey is still
+    # down goes into the app's own keyboard grab, and the user waits 2.5 s for the typed fallback.
+    assert dictation_app.history()[-1]["outcome"] == "pasted"
 
 
 def test_escape_is_taken_only_while_recording(x_session, dictation_app, plain_terminal, clips):
