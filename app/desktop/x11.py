@@ -101,7 +101,13 @@ class X11Keys:
         return None
 
     def send(self, keys: str) -> None:
-        """Press and release a combo like "ctrl+shift+v", with modifiers the user still holds lifted first."""
+        """Press and release a combo like "ctrl+shift+v", with modifiers still held lifted first.
+
+        The lift works on keys XTest itself holds; the X server drops a release from a device on which
+        the key is not down, so a key held on the real keyboard stays down (the paster waits for those to
+        come up first). Nothing is pressed again afterwards: a modifier pressed back through XTest while
+        the finger holds it stays down on XTest's device after the finger lets go, and the server then
+        drops the next paste's Ctrl press as a duplicate: a stray "v" in the user's document."""
         from Xlib import XK, X
         from Xlib.ext import xtest
 
@@ -118,9 +124,12 @@ class X11Keys:
             xtest.fake_input(dpy, X.KeyPress, code)
         for code in reversed(codes):
             xtest.fake_input(dpy, X.KeyRelease, code)
-        for code in held:  # give back what the user's fingers still hold
-            xtest.fake_input(dpy, X.KeyPress, code)
         dpy.sync()
+
+    def modifiers_held(self) -> bool:
+        """Whether a modifier key is down now, on any keyboard: the paster waits for the user to let go of
+        the hotkey's, since a release sent through XTest cannot lift a key held on the real keyboard."""
+        return bool(self._held_modifiers())
 
     def _held_modifiers(self) -> list[int]:
         dpy = self._dpy()
@@ -129,7 +138,8 @@ class X11Keys:
         return [code for code in modifiers if keymap[code // 8] & (1 << (code % 8))]
 
     def type_text(self, text: str) -> None:
-        """Type text keystroke by keystroke (the fallback for windows that read no paste), any Unicode."""
+        """Type text keystroke by keystroke (the fallback for windows that read no paste), any Unicode; held
+        modifiers are lifted first and not pressed again, as in `send`."""
         from Xlib import X, XK
         from Xlib.ext import xtest
 
@@ -164,8 +174,6 @@ class X11Keys:
                         dpy.change_keyboard_mapping(code, [(0, 0)])
                     dpy.sync()
         finally:
-            for code in held:
-                xtest.fake_input(dpy, X.KeyPress, code)
             dpy.sync()
 
     def _plan(self, text: str, start: int, spares: list[int]) -> tuple[list[tuple[int, bool]], dict[int, int], int]:

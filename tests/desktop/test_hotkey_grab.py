@@ -8,6 +8,7 @@ combination another program holds.
 
 import json
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.desktop.harness import PYTHON, ROOT, hold_and_release, wait_for
+from app.desktop.paste import Paster
+from tests.desktop.harness import CLIP_END, PYTHON, ROOT, hold_and_release, wait_for
 
 LONG_WAIT = 180
 # Release orders: each key let go 0.4 s after the one before, so the keys still held auto-repeat.
@@ -64,6 +66,28 @@ def test_an_editor_gets_exactly_the_transcript_in_every_release_order(x_session,
     # Pasted, not typed after the paste's wait ran out: a paste sent while a key of the hotkey is still
     # down goes into the app's own keyboard grab, and the user waits 2.5 s for the typed fallback.
     assert dictation_app.history()[-1]["outcome"] == "pasted"
+
+
+def test_the_paste_waits_for_ctrl_and_shift_let_go_after_space(x_session, dictation_app, clips, target):
+    """Space let go first and Ctrl+Shift a moment later, as fingers do: the transcript is ready before them.
+    The paste keystroke waits until they are up (on a real keyboard XTest could not lift them, and Ctrl+V
+    would reach the editor as Ctrl+Shift+V), and the editor gets exactly the text."""
+    target.clear()
+    done = len(dictation_app.transcripts())
+    dictation_app.speak(clips["espeak-en-03"]["path"])
+    played = dictation_app.count(CLIP_END)
+    with x_session.holding("ctrl+shift+space", "shift+ctrl"):
+        dictation_app.wait_recording("the hotkey")
+        dictation_app.wait_spoken(played)
+        x_session.xdotool("keyup", "space")
+        dictation_app.wait(lambda: len(dictation_app.transcripts()) > done, "the transcript", LONG_WAIT)
+        time.sleep(0.3)  # Ctrl and Shift still down
+    transcript = dictation_app.transcripts()[-1].strip()
+    dictation_app.wait_idle()
+    wait_for(lambda: target.text() == transcript, f"exactly {transcript!r} in the editor (it has {target.text()!r})")
+    assert dictation_app.history()[-1]["outcome"] == "pasted"
+    waited = [int(m) for m in re.findall(r"paste: sent .* keys up after (\d+) ms", dictation_app.log())][-1]
+    assert 250 <= waited < Paster.KEYS_UP_MS, f"the paste key went out {waited} ms after the transcript"
 
 
 def test_escape_is_taken_only_while_recording(x_session, dictation_app, plain_terminal, clips):
