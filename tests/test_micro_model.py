@@ -17,7 +17,7 @@ import torch
 
 from app.engine import EngineSpec, load_engine
 from app.engine.diffusion.denoising import DenoiseResult, denoise_with_generate
-from app.training import alignment, corpus, micro, model, synth
+from app.training import alignment, corpus, model, synth
 from app.training.evaluate import accuracy_by_training_count, word_error_rate
 from app.training.micro import DEFAULT_OUT, EVAL_CLIPS, load_heldout
 from tests.data import WHISPER_TINY_EN

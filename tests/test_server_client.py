@@ -161,7 +161,6 @@ def test_a_busy_server_keeps_the_dictation_waiting_instead_of_dropping_it(qtbot,
     `queue_full` while the client stayed `ready`, so the recording was neither pasted nor kept; now the
     client asks again until there is room, and the text arrives as one result."""
     import concurrent.futures
-    import time
 
     import httpx2
     import numpy as np

@@ -1,8 +1,7 @@
 """Putting the transcript into the focused window: clipboard + paste keystroke, typing, or copy only.
 
 One paste, step by step: look at the focused window (terminals need their own key), save the
-clipboard, offer the transcript, wait (at most `KEYS_UP_MS`) for the modifiers the user still holds
-from the hotkey to come up, send the keystroke (modifiers held longer lifted first), then wait until
+clipboard, offer the transcript, send the keystroke (held modifiers lifted first), then wait until
 the target has actually read the clipboard and gone quiet for `SETTLE_MS` (a target may read more
 than once), and only then put the old contents back, and only if nobody copied something else in
 the meantime. On X11 only a read by the focused window's own X client counts (`x11_clipboard.py`):
@@ -23,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -81,12 +79,6 @@ class Paster(QObject):
     finished = Signal(bool, str)
     SETTLE_MS = 150
     FALLBACK_MS = 2500
-    # Ctrl+Shift+Space let go Space first: the transcript can be ready before the fingers leave Ctrl and
-    # Shift. Keys synthesized by XTest cannot lift a key held on the real keyboard (the X server drops a
-    # release from a device that did not press it), so Ctrl+V sent then arrives as Ctrl+Shift+V, which most
-    # editors do not take for a paste. People let go within ~0.1-0.2 s; a key held longer is lifted.
-    KEYS_UP_MS = 600
-    _KEYS_POLL_MS = 10
 
     def __init__(self, options: PasteOptions | None = None, *, server: str | None = None,
                  injector: KeyInjector | None = None, clipboard: Clipboard | None = None,
@@ -105,9 +97,6 @@ class Paster(QObject):
         self._target = 0  # the window this paste goes to (0: unknown)
         self._settle = QTimer(self, singleShot=True, interval=self.SETTLE_MS, timeout=self._settled)
         self._fallback = QTimer(self, singleShot=True, interval=self.FALLBACK_MS, timeout=self._not_taken)
-        self._keys_wait = QTimer(self, singleShot=True, interval=self._KEYS_POLL_MS, timeout=self._when_keys_up)
-        self._then: Callable[[float], None] | None = None  # what waits for the user's keys to come up
-        self._keys_since = 0.0
 
     @property
     def injector(self) -> KeyInjector:
@@ -142,61 +131,28 @@ class Paster(QObject):
             # the clipboard for the user, below)
             sent = (self.continuation.space_for(target, text) if self.options.space_between else "") + text
             self.continuation.pasting()
-            self._text = sent
             if self.options.method == "type":
-                return self._after_keys_up(lambda waited: self._type(text))
+                self.injector.type_text(sent)
+                self._text = sent
+                return self._finish(True, outcome=TYPED)
             window = self.injector.window_class()
             keys = paste_keys(self.options.keys, self.server, window)
             terminal = is_terminal(window)
             t1 = time.monotonic()
             self._snapshot = self.clipboard.snapshot(primary=terminal) if self.options.restore else None
+            self._text = sent
             self._offer = self.clipboard.offer(sent, target_window=target, primary=terminal, watch=self._watch)
             t2 = time.monotonic()
-        except UserError as exc:
-            return self._failed(text, exc)
-        timings = f"window {(t1 - t0) * 1000:.1f} ms, clipboard {(t2 - t1) * 1000:.1f} ms"
-        self._after_keys_up(lambda waited: self._press(text, keys, window, timings, waited))
-
-    def _after_keys_up(self, then: Callable[[float], None]) -> None:
-        """Run `then(ms waited)` once the user's modifiers are up, or `KEYS_UP_MS` has passed (X11 only)."""
-        self._then, self._keys_since = then, time.monotonic()
-        self._when_keys_up()
-
-    def _when_keys_up(self) -> None:
-        waited = (time.monotonic() - self._keys_since) * 1000
-        held = getattr(self.injector, "modifiers_held", None)
-        try:
-            if held is not None and waited < self.KEYS_UP_MS and held():
-                return self._keys_wait.start()
-        except UserError as exc:
-            log.warning("paste: cannot tell which keys are down: %s", exc)
-        then, self._then = self._then, None
-        then(waited)
-
-    def _type(self, text: str) -> None:
-        try:
-            self.injector.type_text(self._text)
-        except UserError as exc:
-            return self._failed(text, exc)
-        self._finish(True, outcome=TYPED)
-
-    def _press(self, text: str, keys: str, window: str | None, timings: str, waited: float) -> None:
-        """Send the paste keystroke, then wait for the target's read."""
-        t3 = time.monotonic()
-        try:
             self._offer.keys_sent()  # reads from here on are the target's (Wayland's data-control tells no reader)
             self.injector.send(keys)
         except UserError as exc:
-            return self._failed(text, exc)
+            if exc.code in ("no_injector", "paste_failed", "no_focus"):
+                return self._keys_failed(text, exc)
+            return self._finish(False, str(exc), FAILED)
         self._sent_at = time.monotonic()
-        log.info("paste: sent %s to %s (%s, keys up after %.0f ms, keys %.1f ms)", keys, window, timings, waited,
-                 (self._sent_at - t3) * 1000)
+        log.info("paste: sent %s to %s (window %.1f ms, clipboard %.1f ms, keys %.1f ms)", keys, window,
+                 (t1 - t0) * 1000, (t2 - t1) * 1000, (self._sent_at - t2) * 1000)
         self._fallback.start()
-
-    def _failed(self, text: str, exc: UserError) -> None:
-        if exc.code in ("no_injector", "paste_failed", "no_focus"):
-            return self._keys_failed(text, exc)
-        self._finish(False, str(exc), FAILED)
 
     def _watch(self, offer: Offer) -> None:
         """Listen to an offer before it is published: its reads are served on another thread, and a read
@@ -208,8 +164,6 @@ class Paster(QObject):
     def _fetched(self) -> None:
         if self._offer is None:
             return
-        if self._then is not None:  # the keys are not out yet: not the paste (a target watching the clipboard)
-            return log.info("paste: the target read the clipboard before the paste key; not counted as the paste")
         if not self._settle.isActive():
             log.info("paste: target read the clipboard after %.1f ms", (time.monotonic() - self._sent_at) * 1000)
         self._fallback.stop()

@@ -101,13 +101,14 @@ class X11Keys:
         return None
 
     def send(self, keys: str) -> None:
-        """Press and release a combo like "ctrl+shift+v", with modifiers still held lifted first.
+        """Press and release a combo like "ctrl+shift+v", with the modifiers the user still holds lifted first
+        (Space let go before Ctrl and Shift: the transcript can be ready before the fingers are up).
 
-        The lift works on keys XTest itself holds; the X server drops a release from a device on which
-        the key is not down, so a key held on the real keyboard stays down (the paster waits for those to
-        come up first). Nothing is pressed again afterwards: a modifier pressed back through XTest while
-        the finger holds it stays down on XTest's device after the finger lets go, and the server then
-        drops the next paste's Ctrl press as a duplicate: a stray "v" in the user's document."""
+        Nothing is pressed back afterwards. The X server keeps each device's keys apart: a modifier
+        pressed back through XTest while a finger holds it on the keyboard stays down on XTest's device
+        after the finger lets go, and the server then drops XTest's next press of it as a duplicate: the
+        next paste's Ctrl went missing and a "v" was typed into the user's document (the desktop test
+        `test_two_dictations_from_a_real_keyboard...` holds the keys on another device, as a person does)."""
         from Xlib import XK, X
         from Xlib.ext import xtest
 
@@ -125,11 +126,6 @@ class X11Keys:
         for code in reversed(codes):
             xtest.fake_input(dpy, X.KeyRelease, code)
         dpy.sync()
-
-    def modifiers_held(self) -> bool:
-        """Whether a modifier key is down now, on any keyboard: the paster waits for the user to let go of
-        the hotkey's, since a release sent through XTest cannot lift a key held on the real keyboard."""
-        return bool(self._held_modifiers())
 
     def _held_modifiers(self) -> list[int]:
         dpy = self._dpy()
