@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import pytest
 
 from app.audio.loading import load_audio
@@ -225,6 +226,32 @@ def test_a_file_is_fed_through_the_microphone_path_in_real_time_blocks():
     assert results[0].speech and len(audio) >= len(expected)
     assert np.allclose(audio[:len(expected)], expected, atol=0.02)
 
+
+def test_the_test_microphone_plays_a_clip_pointed_at_while_it_stays_open(tmp_path):
+    """A press right after a release finds the source still open: the next clip the test points the path at
+    must be heard then too, as a person speaking again into an open microphone (the stand-in microphone)."""
+    first, second = tmp_path / "first.wav", tmp_path / "second.wav"
+    sf.write(first, np.full(1600, 0.25, dtype=np.float32), RATE)
+    sf.write(second, np.full(1600, -0.5, dtype=np.float32), RATE)
+    link = tmp_path / "speech.wav"
+    link.symlink_to(first)
+    heard, both = [], threading.Event()
+    source = FileSource(str(link))
+
+    def on_block(block):
+        heard.append(float(block[0, 0]))
+        if -0.5 in heard:
+            both.set()
+
+    source.start(on_block)
+    try:
+        threading.Event().wait(0.3)  # the first clip (0.1 s) is spoken, then silence
+        link.unlink()
+        link.symlink_to(second)
+        assert both.wait(5), "the clip pointed at while the source was open was never played"
+    finally:
+        source.stop()
+    assert heard.index(0.25) < heard.index(0.0) < heard.index(-0.5)
 
 
 def feed(src, audio):

@@ -85,7 +85,10 @@ class FileSource:
     """Plays a file into the recorder at real-time pace, then silence, like a microphone would.
 
     The file is re-read at every `start`, so a test can point the path (e.g. a symlink) at another
-    clip between dictations. Reaching the end is logged, which lets tests wait for it.
+    clip between dictations; and a path pointed elsewhere once the clip has played is played next while
+    the source stays open, as a person speaks again into a microphone that was never closed (a press
+    that follows a release within milliseconds finds the recorder's source still open). Reaching the
+    end is logged, which lets tests wait for it.
     """
 
     def __init__(self, path: str) -> None:
@@ -93,17 +96,34 @@ class FileSource:
         self.rate = SAMPLE_RATE
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._playing: tuple[int, int] | None = None  # the path's inode and time when it was last read
 
     def start(self, on_block: BlockCallback, on_lost: LostCallback | None = None) -> None:
-        import soundfile as sf
-
-        try:
-            data, self.rate = sf.read(self.path, dtype="float32", always_2d=True)
-        except Exception as exc:
-            raise UserError(f"Could not read the test audio {self.path} ({exc}).", code="no_microphone") from exc
+        data = self._read()
         self._stop.clear()
         self._thread = threading.Thread(target=self._play, args=(data, on_block), name="file-audio", daemon=True)
         self._thread.start()
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The path itself (a symlink is not followed): pointed anew, even at the same clip, it changes."""
+        try:
+            stat = os.lstat(self.path)
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
+    def _read(self) -> np.ndarray:
+        import soundfile as sf
+
+        self._playing = self._identity()
+        try:
+            data, rate = sf.read(self.path, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise UserError(f"Could not read the test audio {self.path} ({exc}).", code="no_microphone") from exc
+        if rate != self.rate and self._thread is not None:
+            raise UserError(f"The test audio {self.path} is at {rate} Hz, not {self.rate}.", code="no_microphone")
+        self.rate = rate
+        return data
 
     def _play(self, data: np.ndarray, on_block: BlockCallback) -> None:
         block = int(self.rate * BLOCK_SECONDS)
@@ -111,6 +131,13 @@ class FileSource:
         next_at = time.monotonic()
         pos = 0
         while not self._stop.is_set():
+            if pos >= len(data) and self._identity() not in (self._playing, None):
+                try:  # spoken again into the open microphone
+                    data, pos = self._read(), 0
+                except UserError as exc:
+                    log.warning("test audio source: %s", exc)
+                else:
+                    silence = np.zeros((block, data.shape[1]), dtype=np.float32)
             next_at += BLOCK_SECONDS
             self._stop.wait(max(0.0, next_at - time.monotonic()))  # deliver each block when it "was spoken"
             if self._stop.is_set():

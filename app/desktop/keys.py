@@ -95,7 +95,7 @@ def parse_combo(text: str) -> Combo:
 class ComboTracker:
     """Turns raw key downs/ups into combo press/release events, debouncing X11 auto-repeat.
 
-    X11 auto-repeat (and xdotool --clearmodifiers while a paste is sent) can release and re-press a
+    X11 auto-repeat (where the server cannot send repeats as presses only) releases and re-presses a
     held key within a few milliseconds. A release is therefore only reported once the combo has stayed
     released for `grace_s`; it carries the time of the real release, so that the recorder can count
     its post-roll from there and the grace period costs no latency.

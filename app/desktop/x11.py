@@ -116,11 +116,11 @@ class X11Keys:
         names = [_MODIFIER_KEYSYMS.get(k, k) for k in keys.lower().split("+")]
         # keysym names are case-sensitive: "v" but "Insert"
         codes = [dpy.keysym_to_keycode(XK.string_to_keysym(n) or XK.string_to_keysym(n.capitalize())) for n in names]
-        if not all(codes):  # a keysym the current layout lacks: xdotool knows how to remap one
-            return _xdotool("key", "--clearmodifiers", "--delay", "0", keys)
-        held = self._held_modifiers()
-        for code in held:
+        for code in self._held_modifiers():
             xtest.fake_input(dpy, X.KeyRelease, code)
+        if not all(codes):  # a keysym the current layout lacks: xdotool knows how to remap one (and its
+            dpy.sync()  # --clearmodifiers would press the modifiers back)
+            return _xdotool("key", "--delay", "0", keys)
         for code in codes:
             xtest.fake_input(dpy, X.KeyPress, code)
         for code in reversed(codes):

@@ -26,6 +26,7 @@ from unittest import mock
 
 from app.desktop.paths import instance_address
 from app.desktop.remote import request
+from tests.desktop.real_keyboard import RealKeyboard
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -82,6 +83,7 @@ class XSession(Session):
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
         self._keys = None  # an X connection for key_event, opened on first use
+        self._keyboard: RealKeyboard | None = None  # the server's keyboard device, opened on first use
 
     def start(self, attempts: int = 2) -> "XSession":
         """Xvfb, openbox, trayer; once more with a fresh X server when they do not come up. Seen on a
@@ -132,15 +134,23 @@ class XSession(Session):
             return done.stdout.decode(errors="replace")
         return self.run("xdotool", *args)
 
+    @property
+    def keyboard(self) -> RealKeyboard:
+        """Keys as a person's keyboard sends them (`real_keyboard.py`): the hotkey is held here, not through
+        xdotool's XTest device, which the app's own paste shares."""
+        if self._keyboard is None:
+            self._keyboard = RealKeyboard(self.env["DISPLAY"])
+        return self._keyboard
+
     @contextlib.contextmanager
     def holding(self, down: str, up: str):
-        """Keys held (xdotool keydown) for the block's length and released in `up`'s order even when the
+        """Keys held on the keyboard for the block's length and released in `up`'s order even when the
         block fails: a key left down would start or end the next test's dictation."""
-        self.xdotool("keydown", down)
+        self.keyboard.down(down)
         try:
             yield
         finally:
-            self.xdotool("keyup", up)
+            self.keyboard.up(up)
 
     def key_event(self, keysym: str, down: bool) -> None:
         """Press or release one key through XTest, by the first keycode that has the keysym (xdotool
@@ -172,6 +182,9 @@ class XSession(Session):
         if self._keys is not None:
             self._keys.close()
             self._keys = None
+        if self._keyboard is not None:
+            self._keyboard.close()
+            self._keyboard = None
         super().stop()
 
 
@@ -402,14 +415,14 @@ def hold_and_release(session, app, clip, order, hold_s: float = 0.0) -> None:
     """Press Ctrl+Shift+Space, keep it down until the clip is spoken (and `hold_s` more), release in `order`."""
     app.speak(clip)
     played = app.count(CLIP_END)
-    session.xdotool("keydown", "ctrl+shift+space")
+    session.keyboard.down("ctrl+shift+space")
     try:
         app.wait_recording("the hotkey")
         app.wait_spoken(played)
         time.sleep(hold_s)
     finally:
         for key in order:
-            session.xdotool("keyup", key)
+            session.keyboard.up(key)
             time.sleep(0.4)
 
 

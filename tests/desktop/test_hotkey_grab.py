@@ -18,7 +18,6 @@ import pytest
 import soundfile as sf
 
 from tests.desktop.harness import CLIP_END, PYTHON, ROOT, hold_and_release, wait_for
-from tests.desktop.real_keyboard import RealKeyboard
 
 LONG_WAIT = 180
 # Release orders: each key let go 0.4 s after the one before, so the keys still held auto-repeat.
@@ -74,29 +73,26 @@ def test_two_dictations_from_a_real_keyboard_paste_exactly_their_text(x_session,
     A modifier pressed back through XTest stayed down on XTest's device once the fingers let go, so the
     second paste's Ctrl press was dropped as a duplicate: a "v" landed in the document, and the text was
     typed 2.5 s later."""
-    keyboard = RealKeyboard(x_session.env["DISPLAY"])
+    keyboard = x_session.keyboard
     target.clear()
     texts = []
-    try:
-        for clip, held_through_paste in (("espeak-en-03", True), ("espeak-en-04", False)):
-            done, sent = len(dictation_app.transcripts()), dictation_app.count("paste: sent")
-            dictation_app.speak(clips[clip]["path"])
-            played = dictation_app.count(CLIP_END)
-            keyboard.down("ctrl+shift+space")
-            try:
-                dictation_app.wait_recording("the hotkey")
-                dictation_app.wait_spoken(played)
-                if held_through_paste:
-                    keyboard.up("space")
-                    dictation_app.wait(lambda: dictation_app.count("paste: sent") > sent, "the paste key", LONG_WAIT)
-                    time.sleep(0.2)
-            finally:
-                keyboard.up("shift+ctrl+space")  # a key already up on this device: the server drops its release
-            texts.append(dictation_app.wait(lambda: dictation_app.transcripts()[done:], "the transcript",
-                                            LONG_WAIT)[0].strip())
-            dictation_app.wait_idle()
-    finally:
-        keyboard.close()
+    for clip, held_through_paste in (("espeak-en-03", True), ("espeak-en-04", False)):
+        done, sent = len(dictation_app.transcripts()), dictation_app.count("paste: sent")
+        dictation_app.speak(clips[clip]["path"])
+        played = dictation_app.count(CLIP_END)
+        keyboard.down("ctrl+shift+space")
+        try:
+            dictation_app.wait_recording("the hotkey")
+            dictation_app.wait_spoken(played)
+            if held_through_paste:
+                keyboard.up("space")
+                dictation_app.wait(lambda: dictation_app.count("paste: sent") > sent, "the paste key", LONG_WAIT)
+                time.sleep(0.2)
+        finally:
+            keyboard.up("shift+ctrl+space")  # a key already up on this device: the server drops its release
+        texts.append(dictation_app.wait(lambda: dictation_app.transcripts()[done:], "the transcript",
+                                        LONG_WAIT)[0].strip())
+        dictation_app.wait_idle()
     expected = " ".join(texts)  # the second continues the first, one space between
     wait_for(lambda: target.text() == expected, f"exactly {expected!r} in the editor (it has {target.text()!r})")
     assert [d["outcome"] for d in dictation_app.history()[-2:]] == ["pasted", "pasted"]
