@@ -9,6 +9,7 @@ kept) and copied aside, because resetting everything would punish the user for o
 """
 
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -184,8 +185,10 @@ def schema() -> tuple[dataclasses.Field, ...]:
 def validate(name: str, value: Any) -> Any:
     """Return `value` checked and normalised for setting `name`, or raise a UserError that says why."""
     fields = {f.name: f for f in schema()}
-    if name not in fields:
-        raise UserError(f"'{name}' is not a setting; known settings: {', '.join(fields)}.", code="bad_setting")
+    if name not in fields:  # a typo, or a setting of another version: name the likeliest, not all of them
+        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.7)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"'{name}' is not a setting{hint}.", code="bad_setting")
     f = fields[name]
     meta, kind = f.metadata, type(f.default)
     if kind is bool:
@@ -235,7 +238,8 @@ def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
         try:
             values[name] = validate(name, value)
         except UserError as exc:
-            problems.append(f"{exc} The default is used instead." if name in Settings.__dataclass_fields__ else str(exc))
+            known = name in Settings.__dataclass_fields__
+            problems.append(f"{exc} {'The default is used instead.' if known else 'It is left out.'}")
     settings = Settings(**values)
     try:
         check_together(settings, "cancel_key")

@@ -73,9 +73,18 @@ def test_bad_values_fall_back_one_by_one_and_the_original_is_kept(tmp_path):
     path.write_text(original)
     settings, problems = config.load(path)
     assert (settings.mode, settings.language, settings.post_roll_ms) == ("toggle", "de", Settings().post_roll_ms)
-    assert len(problems) == 3 and "post_roll_ms" in problems[1] and "future_option" in problems[2]
+    assert len(problems) == 3 and "post_roll_ms" in problems[1]
+    assert problems[2] == "'future_option' is not a setting. It is left out."
     assert (tmp_path / "settings.json.broken").read_text() == original
     assert config.load(path) == (settings, [])  # the repaired file was written back
+
+
+def test_a_misspelt_setting_is_named_with_the_likeliest_one(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"hot_key": "<f9>", "language": "de"}))
+    settings, problems = config.load(path)
+    assert settings.language == "de" and settings.hotkey == Settings().hotkey
+    assert problems[1] == "'hot_key' is not a setting (did you mean 'hotkey'?). It is left out."
 
 
 @pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e400"])
