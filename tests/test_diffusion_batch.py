@@ -16,8 +16,10 @@ import pytest
 from app.engine import EngineSpec, load_engine
 from app.engine.base import BatchItem
 from app.engine.diffusion.engine import _graph_batch
+from app.errors import UserError
 from app.training.evaluate import word_error_rate
 from app.training.micro import DEFAULT_OUT as MICRO, EVAL_CLIPS, load_heldout
+from tests.test_diffusion_engine import tiny_checkpoint
 from tests.torch_threads import one_torch_thread
 
 STEPS = 8
@@ -117,12 +119,27 @@ def test_cancelling_every_request_stops_the_pass(engine, clips, decoder_batches)
         engine.transcribe(clips[0][1], language="en", steps=STEPS, on_progress=cancel)
 
 
-def test_other_languages_get_passes_of_their_own(engine, clips, decoder_batches):
+def test_other_languages_get_passes_of_their_own(clips, tmp_path_factory):
+    """On the tiny random checkpoint, which knows all six languages (the micro model knows English only)."""
+    tiny = load_engine(EngineSpec(engine="diffusion", model=str(tiny_checkpoint(tmp_path_factory)), device="cpu",
+                                  quantization="fp32"))
+    batches: list[int] = []
+    handle = tiny.model.backbone.model.decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(int(kwargs["decoder_input_ids"].shape[0])), with_kwargs=True)
     items = [BatchItem(clips[0][1], "en"), BatchItem(clips[1][1], "de"), BatchItem(clips[2][1], "en")]
-    results = engine.transcribe_batch(items, steps=STEPS, early_exit=False)
+    try:
+        results = tiny.transcribe_batch(items, steps=STEPS, early_exit=False)
+    finally:
+        handle.remove()
     assert [r.language for r in results] == ["en", "de", "en"]
-    assert sorted(set(decoder_batches)) == [1, 2] and len(decoder_batches) == 2 * STEPS
+    assert sorted(set(batches)) == [1, 2] and len(batches) == 2 * STEPS
     assert [r.timings["batch"] for r in results] == [2, 1, 2]
+
+
+def test_a_language_the_micro_model_never_learnt_is_refused(engine, clips):
+    with pytest.raises(UserError) as err:
+        engine.transcribe_batch([BatchItem(clips[0][1], "en"), BatchItem(clips[1][1], "de")], steps=STEPS)
+    assert err.value.code == "bad_language" and "trained on English only, not German" in str(err.value)
 
 
 def test_a_trimmed_model_batches_only_speech_of_one_length(engine, heldout, decoder_batches):

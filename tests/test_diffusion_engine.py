@@ -244,6 +244,28 @@ def test_an_adapter_may_ask_for_shorter_chunks(adapter, tmp_path):
     assert err.value.code == "bad_model" and "max_chunk_seconds" in str(err.value)
 
 
+def test_a_language_the_adapter_was_not_trained_on_is_refused_with_what_to_do(adapter, tmp_path):
+    """`languages` in asr_config.json (the micro model: English only): German speech must not come back as
+    English-looking words; `auto` is the one language such a model knows."""
+    config = json.loads((adapter / CONFIG_FILE).read_text())
+    config.update(backbone=str((adapter / config["backbone"]).resolve()), encoder=str((adapter / config["encoder"]).resolve()))
+    english_dir = tmp_path / "english"
+    shutil.copytree(adapter, english_dir)
+    (english_dir / CONFIG_FILE).write_text(json.dumps({**config, "languages": ["en"]}))
+    english = load_engine(EngineSpec(engine="diffusion", model=str(english_dir), device="cpu", quantization="fp32"))
+    assert english.languages == ("en",)
+    with pytest.raises(UserError) as err:
+        english.transcribe(tone(), language="de", steps=1)
+    assert err.value.code == "bad_language"
+    assert str(err.value) == ("This model was trained on English only, not German: set the language to English, or "
+                              "choose a model that knows German.")
+    assert english.transcribe(tone(), language="auto", steps=1, early_exit=False).language == "en"
+    (english_dir / CONFIG_FILE).write_text(json.dumps({**config, "languages": ["en", "xx"]}))
+    with pytest.raises(UserError) as err:
+        load_engine(EngineSpec(engine="diffusion", model=str(english_dir), device="cpu", quantization="fp32"))
+    assert err.value.code == "bad_model" and "languages" in str(err.value)
+
+
 def test_empty_audio_is_a_user_error(engine):
     with pytest.raises(UserError) as err:
         engine.transcribe(np.zeros(0, dtype=np.float32), language="en")

@@ -235,6 +235,7 @@ def save(net: model.MicroASR, out: Path, encoder: Path) -> None:
         encoder=os.path.relpath(encoder.resolve(), adapter_dir.resolve()),
         audio_token_id=net.audio_token_id,
         trim_audio=True,  # trained on the speech frames only (model.MicroASR.losses)
+        languages=["en"],  # trained on English speech only (synth.py)
         **({"max_chunk_seconds": net.longest_chunk_seconds()} if net.aligned_canvas else {}),
     )
     plain = copy.deepcopy(net.peft).unload()

@@ -77,11 +77,17 @@ class WhisperAudioEncoder:
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         return self.encoder(features).last_hidden_state
 
+    @property
+    def english_only(self) -> bool:
+        """An English-only Whisper (*.en): it hears English by construction, and nothing else."""
+        model = self.full_model
+        return model is not None and getattr(model.generation_config, "is_multilingual", None) is False
+
     def detect_language(self, frames: torch.Tensor) -> str:
         """The most likely of the supported languages, by majority over the chunks."""
         model = self.full_model
-        if model is not None and getattr(model.generation_config, "is_multilingual", None) is False:
-            return "en"  # an English-only Whisper (*.en) hears English by construction: nothing to detect
+        if self.english_only:
+            return "en"  # nothing to detect
         lang_to_id = (getattr(model.generation_config, "lang_to_id", None) or {}) if model is not None else {}
         supported = {f"<|{code}|>": lang_to_id[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in lang_to_id}
         if model is None or not supported:

@@ -78,6 +78,9 @@ class AdapterConfig:
     # the published model's setting is not known, so False stays the default.
     trim_audio: bool = False
     language_names: dict[str, str] = field(default_factory=lambda: dict(LANGUAGES))
+    # The languages the adapter was trained on (codes of LANGUAGES); None: all of them. Asked for another,
+    # the engine says so instead of writing words of a language it never learnt (the micro model: "en").
+    languages: tuple[str, ...] | None = None
     # Canvas length; None keeps the backbone config's `canvas_length` (256; the model card says 192).
     canvas_length: int | None = None
     # Longer audio is cut at pauses into chunks of at most this many seconds (30: Whisper's window).
@@ -115,6 +118,13 @@ class AdapterConfig:
             values["projector"] = ProjectorConfig(**projector)
         if "language_names" in values:
             values["language_names"] = {**LANGUAGES, **values["language_names"]}
+        if values.get("languages") is not None:
+            codes = values["languages"]
+            if (not isinstance(codes, list) or not codes or any(not isinstance(c, str) or c not in LANGUAGES
+                                                                 for c in codes)):
+                raise UserError(f"{source}: languages must be a list of codes from {', '.join(LANGUAGES)}, or null; "
+                                f"not {codes!r}.", code="bad_model")
+            values["languages"] = tuple(codes)
         context = values.get("context_template")
         if context is not None and (not isinstance(context, str) or "{vocabulary}" not in context):
             raise UserError(f"{source}: context_template must be text containing {{vocabulary}}, or null.",

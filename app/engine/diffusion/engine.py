@@ -48,6 +48,9 @@ class DiffusionEngine:
             fuse_attention(model.backbone, model.device, leave=compiled)
             fuse_mlps(model.backbone, model.device)  # compiled layers too: one product of gate and up is theirs as well
         self.denoiser = Denoiser(model.backbone, compile_layers=compile_layers)
+        trained = model.config.languages or tuple(LANGUAGES)
+        heard = ("en",) if model.audio.english_only else tuple(LANGUAGES)
+        self.languages = tuple(code for code in trained if code in heard) or trained  # what it can transcribe
         eos = model.backbone.generation_config.eos_token_id
         self._eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
 
@@ -64,7 +67,8 @@ class DiffusionEngine:
         and so queues the fast path of a single-chunk dictation in each language (`preparations`)."""
         quiet = np.random.default_rng(0).standard_normal(SAMPLE_RATE // 2).astype(np.float32) * 0.01
         names = self.model.config.language_names
-        lengths = {code: len(ids.prefix) + len(ids.tail) for code in names for ids in [self.model.prompt.build(names[code])]}
+        lengths = {code: len(ids.prefix) + len(ids.tail) for code in self.languages
+                   for ids in [self.model.prompt.build(names[code])]}
         by_length = {length: code for code, length in reversed(list(lengths.items()))}
         for language in by_length.values():
             self.transcribe(quiet, language=language, steps=1, early_exit=False)
@@ -136,10 +140,22 @@ class DiffusionEngine:
 
     def _run(self, items: list[BatchItem], steps: int | None, early_exit: bool,
              seed: int | None) -> list[Transcript | Exception]:
-        items = [BatchItem(check_audio(i.audio), check_language(i.language), i.vocabulary, i.on_progress) for i in items]
+        items = [BatchItem(check_audio(i.audio), self._model_language(check_language(i.language)), i.vocabulary,
+                           i.on_progress) for i in items]
         steps = self._check_steps(steps)
         with out_of_memory_as_user_error("transcribing"), torch.inference_mode():
             return self._transcribe(items, steps, early_exit, self.seed if seed is None else seed)
+
+    def _model_language(self, language: str) -> str:
+        """`language` where the model knows it; `auto` is the model's language where it knows only one."""
+        if language == AUTO:
+            return self.languages[0] if len(self.languages) == 1 else AUTO
+        if language not in self.languages:
+            known = ", ".join(LANGUAGES[code] for code in self.languages)
+            raise UserError(f"This model was trained on {known} only, not {LANGUAGES[language]}: set the language to "
+                            f"{LANGUAGES[self.languages[0]]}, or choose a model that knows {LANGUAGES[language]}.",
+                            code="bad_language")
+        return language
 
     def _transcribe(self, items: list[BatchItem], steps: int, early_exit: bool, seed: int) -> list[Transcript | Exception]:
         m = self.model
