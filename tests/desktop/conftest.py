@@ -13,7 +13,7 @@ from tests.data import DATA_DIR, MANIFEST, WHISPER_TINY_EN
 from tests.desktop.harness import App, GtkEditor, PlainTerminal, Target, Terminal, XSession, missing_tools
 
 ARTIFACTS = DATA_DIR.parent / ".artifacts" / "desktop"
-HOTKEY = "ctrl+shift+space"  # xdotool's spelling of the app's default <ctrl>+<shift>+<space>
+HOTKEY = "ctrl+shift+space"  # the app's default <ctrl>+<shift>+<space>, as xdotool and real_keyboard.py spell it
 # The usual release order; test_hotkey_grab.py tries the others.
 HOTKEY_UP = "space+shift+ctrl"
 APP_SETTINGS = {"model": str(WHISPER_TINY_EN), "device": "cpu", "language": "en", "mode": "hybrid"}
