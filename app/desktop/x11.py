@@ -118,8 +118,8 @@ class X11Keys:
         codes = [dpy.keysym_to_keycode(XK.string_to_keysym(n) or XK.string_to_keysym(n.capitalize())) for n in names]
         for code in self._held_modifiers():
             xtest.fake_input(dpy, X.KeyRelease, code)
-        if not all(codes):  # a keysym the current layout lacks: xdotool knows how to remap one (and its
-            dpy.sync()  # --clearmodifiers would press the modifiers back)
+        if not all(codes):  # a keysym the current layout lacks: xdotool knows how to remap one (not with
+            dpy.sync()  # --clearmodifiers, which presses the modifiers back: the lift above does its part)
             return _xdotool("key", "--delay", "0", keys)
         for code in codes:
             xtest.fake_input(dpy, X.KeyPress, code)
