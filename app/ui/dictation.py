@@ -43,6 +43,7 @@ class DictationApp(QObject):
     _recording_done = Signal(object)  # emitted on the audio thread, handled on the GUI thread
     _speech_paused = Signal(int)  # likewise: the hands-free stop's silence was heard (recording id)
     _paused_holding = Signal(int, object)  # likewise: a pause with the key held, and the recording so far
+    _job_failed = Signal(str, str)  # job id ("": the model as a whole), message: to the controller, queued
     submitted = Signal(str, object)  # job id, the audio sent to the worker (history keeps it when asked)
     # job id, the worker's result with `text` through the text pipeline and the engine's text as `raw_text`:
     # what the paste, the overlay and the history all take.
@@ -54,6 +55,8 @@ class DictationApp(QObject):
         self.settings = settings
         self.hotkeys_ok = False
         self.engine_problem: str | None = None  # why the model cannot run, while the worker is failed
+        self._retry_after: set[str] = set()  # jobs submitted while the model could not run: a retry follows each
+        self._quiet_retry = False  # a retry the user did not ask for: its failure, if the same, is not told again
         self.tray = Tray(self)
         self.controller = Controller(self, mode=settings.mode, tap_s=settings.tap_ms / 1000)
         self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
@@ -75,7 +78,7 @@ class DictationApp(QObject):
         self._paused_holding.connect(self._transcribe_early, QUEUED)
         self.worker.result.connect(self._finish_text)
         self.transcribed.connect(self._transcribed, QUEUED)
-        self.worker.failed.connect(lambda job, code, message: c.transcription_failed(job, message), QUEUED)
+        self._job_failed.connect(c.transcription_failed, QUEUED)
         self.worker.failed.connect(self._worker_failed)
         self.worker.state_changed.connect(self._worker_state)
         self.worker.preparing.connect(self._preparing)
@@ -89,6 +92,7 @@ class DictationApp(QObject):
         self.tray.toggle_requested.connect(lambda: c.command("toggle"), QUEUED)
         self.tray.cancel_requested.connect(c.cancel, QUEUED)
         self.tray.settings_requested.connect(self.show_settings)
+        self.tray.retry_requested.connect(lambda: self.retry_model(asked=True))
         self.tray.quit_requested.connect(QApplication.quit)
 
     def _speech_client(self, spec: EngineSpec, parent: QObject) -> SpeechClient:
@@ -181,7 +185,10 @@ class DictationApp(QObject):
         self.recorder.discard(rec_id)
 
     def transcribe(self, audio: np.ndarray) -> str:
+        model_failed = self.worker.state == "failed"
         job_id = self.worker.submit(audio, **self._job_options())
+        if model_failed:  # it fails at once and is kept; then the model is tried again (`retry_model`)
+            self._retry_after.add(job_id)
         self.submitted.emit(job_id, audio)
         self.paster.prefetch_clipboard()  # while the engine works
         return job_id
@@ -228,13 +235,43 @@ class DictationApp(QObject):
                  float(transcript.get("timings", {}).get("total", 0.0)), transcript.get("text", ""))
         self.controller.transcribed(job_id, transcript.get("text", ""))
 
+    def retry_model(self, asked: bool = False) -> None:
+        """Load the model again after it could not run (a crash loop, out of GPU memory, a missing folder).
+
+        What made it fail is often gone a minute later (another program freed the GPU, a drive was mounted
+        again), and nothing in the settings changed that would load it again: so each dictation made
+        meanwhile tries once more, after its recording is kept, and so does the tray's "Try the speech model
+        again" and the settings window's button (`asked`). A retry that fails for the same reason as before
+        is not told again unless the user asked for it; their recording's own notice said it moments ago.
+        The kept recordings are transcribed once it works (`KeptRecordings`)."""
+        if self.worker.state != "failed":
+            return
+        log.info("trying the speech model again (%s)", "asked" if asked else "a dictation while it could not run")
+        self._quiet_retry = not asked
+        self.worker.start()
+        if self.worker.state == "failed":  # a failure that no retry mends (another version's worker)
+            if asked and self.engine_problem:
+                self.notify(self.engine_problem, error=True)
+        elif asked:
+            self.notify("Trying the speech model again…")
+
     def _worker_failed(self, job_id: str, code: str, message: str) -> None:
         if not job_id and self.worker.state == "failed":  # the worker as a whole: the model cannot run
+            repeated = self._quiet_retry and message == self.engine_problem
+            self._quiet_retry = False
             self.engine_problem = message
+            if repeated:
+                log.info("the speech model still cannot run, for the same reason")
+                return
+        self._job_failed.emit(job_id, message)
+        if job_id in self._retry_after:
+            self._retry_after.discard(job_id)
+            QTimer.singleShot(0, self, self.retry_model)  # after every part has seen this failure (the kept ones)
 
     def _worker_state(self, state: str) -> None:
+        self.tray.offer_retry(state == "failed")
         if state == "ready" and self.engine_problem:
-            self.engine_problem = None
+            self.engine_problem, self._quiet_retry = None, False
             self.controller.clear_error()  # the tray leaves its error state: the model works now
             self.notify("The speech model works now.")
         if state in ("ready", "busy"):

@@ -61,6 +61,11 @@ class SettingsWindow(QWidget):
         self.banner.setWordWrap(True)
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner.hide()
+        self.banner_button = QPushButton()  # what the banner's problem offers to do (`warn(action=...)`)
+        self.banner_button.setObjectName("bannerAction")
+        self.banner_button.hide()
+        self._banner_action: Callable[[], None] | None = None
+        self.banner_button.clicked.connect(self._run_banner_action)
         self._mechanisms: QLabel | None = None  # how hotkey and paste work on this desktop (show_mechanisms)
         self._build_pages(mic_monitor)
         footer = QHBoxLayout()
@@ -77,6 +82,7 @@ class SettingsWindow(QWidget):
         footer.addWidget(close)
         right = QVBoxLayout()
         right.addWidget(self.banner)
+        right.addWidget(self.banner_button, 0, Qt.AlignmentFlag.AlignLeft)
         right.addWidget(self.stack, 1)
         right.addLayout(footer)
         body = QHBoxLayout(self)
@@ -202,9 +208,17 @@ class SettingsWindow(QWidget):
     def _open_file(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.store.path)))
 
-    def warn(self, text: str) -> None:
+    def warn(self, text: str, action: tuple[str, Callable[[], None]] | None = None) -> None:
+        """Show the problem `text` in the banner, with a button for `action` (its label, what it does) if any."""
         self.banner.setText(text)
         self.banner.show()
+        self._banner_action = action[1] if action else None
+        self.banner_button.setText(action[0] if action else "")
+        self.banner_button.setVisible(action is not None)
+
+    def _run_banner_action(self) -> None:
+        if self._banner_action is not None:
+            self._banner_action()
 
     def unwarn(self, text: str) -> None:
         """The problem `text` is over (the model loads now): hide the banner if it still says that, and only then,
@@ -212,6 +226,8 @@ class SettingsWindow(QWidget):
         if self.banner.text() == text:
             self.banner.clear()
             self.banner.hide()
+            self._banner_action = None
+            self.banner_button.hide()
 
     def show_mechanisms(self, text: str) -> None:
         """How this desktop lets the hotkey be caught and the text be pasted: they differ per desktop

@@ -40,6 +40,7 @@ class Tray(QObject):
     cancel_requested = Signal()
     settings_requested = Signal()
     history_requested = Signal()
+    retry_requested = Signal()
     quit_requested = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -51,6 +52,8 @@ class Tray(QObject):
         self._menu.addSeparator()
         self._toggle = self._add("Start dictation", self.toggle_requested)
         self._cancel = self._add("Cancel", self.cancel_requested)
+        self._retry = self._add("Try the speech model again", self.retry_requested)
+        self._retry.setVisible(False)
         self._menu.addSeparator()
         self._add("History…", self.history_requested)
         self._add("Settings…", self.settings_requested)
@@ -95,6 +98,14 @@ class Tray(QObject):
         """The first, greyed-out line of the menu: what the app is doing and how to dictate."""
         self._status.setText(text)
         self._icon.setToolTip(f"{APP_TITLE}: {_TOOLTIP[self._state]}\n{text}")
+
+    def offer_retry(self, offered: bool) -> None:
+        """Show "Try the speech model again" in the menu (while the model cannot run)."""
+        self._retry.setVisible(offered)
+
+    @property
+    def retry_offered(self) -> bool:
+        return self._retry.isVisible()
 
     def set_state(self, state: State) -> None:
         self._state = state

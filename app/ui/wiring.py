@@ -153,7 +153,7 @@ class AppUi(QObject):
         if self._model_problem:
             window.unwarn(self._model_problem)
         if text:
-            window.warn(text)
+            window.warn(text, ("Try the speech model again", lambda: self.app.retry_model(asked=True)))
         self._model_problem = text
 
     def _show_preparation(self, *_) -> None:
