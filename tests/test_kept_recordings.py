@@ -35,27 +35,11 @@ from app.ui.sounds import SoundCues  # noqa: E402
 from app.ui.wiring import AppUi  # noqa: E402
 from tests.data import WHISPER_TINY_EN, WHISPER_TINY_EN_CT2  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
-from tests.speech import clips, wer  # noqa: E402
+from tests.speech import wer  # noqa: E402
 from tests.test_settings_live import FakePaster  # noqa: E402
 
 LONG = 300_000  # ms: generous waits for a loaded 2-core machine (not a speed assertion)
 MAX_WER = 0.35
-
-
-@pytest.fixture
-def clip():
-    if not WHISPER_TINY_EN.exists() or not WHISPER_TINY_EN_CT2.exists():
-        pytest.skip("test data missing: run `python -m tests.data.build`")
-    return next(c for c in clips(source="librivox", language="en") if c.seconds >= 5)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch, qapp):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")  # no token stored: none sent
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return tmp_path
 
 
 def start_app(settings: Settings):

@@ -26,7 +26,7 @@ from app.controller import State  # noqa: E402
 from app.history import TRANSCRIBED_LATER  # noqa: E402
 from tests.data import WHISPER_TINY_EN_CT2  # noqa: E402
 from tests.speech import wer  # noqa: E402
-from tests.test_kept_recordings import LONG, MAX_WER, clip, home, only_entry, start_app, stop_app  # noqa: E402, F401
+from tests.test_kept_recordings import LONG, MAX_WER, only_entry, start_app, stop_app  # noqa: E402
 
 MISSING = "/nonexistent/whisper-model-folder"
 

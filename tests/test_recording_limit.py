@@ -13,7 +13,7 @@ from app.audio.sources import TEST_AUDIO_ENV  # noqa: E402
 from app.config import Settings  # noqa: E402
 from tests.data import WHISPER_TINY_EN_CT2  # noqa: E402
 from tests.speech import clips  # noqa: E402
-from tests.test_kept_recordings import LONG, home, start_app, stop_app  # noqa: E402, F401
+from tests.test_kept_recordings import LONG, start_app, stop_app  # noqa: E402
 
 
 def test_a_recording_cut_at_its_longest_length_says_how_to_record_longer(home, qtbot, monkeypatch):
