@@ -24,7 +24,8 @@ from app.audio.sources import TEST_AUDIO_ENV  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.controller import State  # noqa: E402
 from app.history import TRANSCRIBED_LATER  # noqa: E402
-from tests.data import WHISPER_TINY_EN_CT2  # noqa: E402
+from app.engine.base import LANGUAGES  # noqa: E402
+from tests.data import WHISPER_BASE_CT2, WHISPER_TINY_EN_CT2  # noqa: E402
 from tests.speech import wer  # noqa: E402
 from tests.test_kept_recordings import LONG, MAX_WER, only_entry, start_app, stop_app  # noqa: E402
 
@@ -117,5 +118,38 @@ def test_a_retry_that_fails_the_same_way_is_told_only_when_the_user_asked_for_it
         qtbot.wait(200)
         assert notices.count(reason) == 3, notices
         assert button.isVisibleTo(ui.settings_window)  # still offered: the model still cannot run
+    finally:
+        stop_app(app, ui)
+
+
+def test_the_settings_window_warns_when_the_language_is_one_the_loaded_model_does_not_know(home, qtbot):
+    """Whisper tiny.en knows English only: German chosen beside it is warned about at once, not found out at the
+    next dictation; a multilingual model (Whisper base) ends the warning once it has loaded."""
+    if not WHISPER_BASE_CT2.exists():
+        pytest.skip("test data missing: run `python -m tests.data.build`")
+    settings = Settings(engine="faster-whisper", model=str(WHISPER_TINY_EN_CT2), device="cpu", overlay=False)
+    app, ui, _notices = start_app(settings)
+    try:
+        qtbot.waitUntil(lambda: app.worker.state == "ready", timeout=LONG)
+        assert app.worker.info["languages"] == ["en"]
+        ui.show_settings()
+        window = ui.settings_window
+        assert "language" not in window.notes  # auto: nothing to warn about
+        window.commit("language", "de")
+        warning = window.notes["language"]
+        assert not warning.isHidden() and "knows only English, not German" in warning.text(), warning.text()
+        window.commit("language", "en")
+        assert warning.isHidden()
+        window.commit("language", "de")
+        assert not warning.isHidden()
+
+        window.commit("model", str(WHISPER_BASE_CT2))
+        assert warning.isHidden()  # the old model's languages are not the new one's
+        qtbot.waitUntil(lambda: app.worker.state == "ready" and app.worker.info["model"] == str(WHISPER_BASE_CT2),
+                        timeout=LONG)
+        assert app.worker.info["languages"] == list(LANGUAGES) and warning.isHidden()
+
+        window.commit("model", str(WHISPER_TINY_EN_CT2))  # back to English only: said again once it has loaded
+        qtbot.waitUntil(lambda: not warning.isHidden(), timeout=LONG)
     finally:
         stop_app(app, ui)

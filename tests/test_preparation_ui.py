@@ -116,7 +116,7 @@ def test_the_tray_status_line_says_it_gets_faster_while_pieces_run():
 
     shown: list[str] = []
     app = SimpleNamespace(engine_problem=None, hotkeys_ok=True, settings=Settings(hotkey="<ctrl>+<alt>+d", mode="hold"),
-                          tray=SimpleNamespace(set_status=shown.append),
+                          tray=SimpleNamespace(set_status=shown.append, offer_retry=lambda offered: None),
                           worker=SimpleNamespace(preparation={"done": 1, "total": 3, "label": "GPU graphs for English"}))
     DictationApp._worker_state(app, "ready")
     app.worker.preparation = {"done": 3, "total": 3, "label": None, "ms": 4000.0}

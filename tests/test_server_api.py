@@ -127,6 +127,7 @@ def test_models_and_health_describe_the_served_model(whisper_server):
     health = httpx2.get(whisper_server.url + "/health").json()
     assert health["status"] == "ok" and health["engine"] == "faster-whisper" and health["device"] == "cpu"
     assert health["model"] == "whisper-tiny.en-ct2" and health["queue_length"] == 0
+    assert health["languages"] == ["en"]  # an English-only model: the app's settings window warns beside Language
     assert str(WHISPER_TINY_EN_CT2) not in json.dumps(health)  # no server path leaves the server
 
 

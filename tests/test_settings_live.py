@@ -30,6 +30,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 class FakeWorker(QObject):
+    ready = Signal(dict)
     progress = Signal(str, int, int, str)
     result = Signal(str, dict)
     failed = Signal(str, str, str)

@@ -105,6 +105,9 @@ class Engine(Protocol):
     """A loaded speech model. `transcribe` may be called many times; the model stays warm."""
 
     name: str
+    # The product's languages (codes of LANGUAGES) this model transcribes: an English-only Whisper or
+    # adapter has ("en",). The settings window warns when the chosen language is not among them.
+    languages: tuple[str, ...]
 
     def preparations(self) -> list[Preparation]:
         """The speed-up pieces still to do, in the order to run them; [] when there are none (the

@@ -81,6 +81,7 @@ class WhisperEngine:
         self.device = device
         self.dtype = next(model.parameters()).dtype
         self.multilingual = bool(getattr(model.generation_config, "is_multilingual", False))
+        self.languages = tuple(LANGUAGES) if self.multilingual else ("en",)
         lang_to_id = getattr(model.generation_config, "lang_to_id", None) or {}
         # Language identification is limited to the languages the product supports.
         self._supported_lang_ids = {f"<|{code}|>": lang_to_id[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in lang_to_id}

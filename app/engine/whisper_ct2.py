@@ -62,6 +62,7 @@ class FasterWhisperEngine:
         self.device = device
         self.quantization = _APP_NAMES.get(compute_type, compute_type)
         self.multilingual = bool(model.model.is_multilingual)
+        self.languages = tuple(LANGUAGES) if self.multilingual else ("en",)
 
     @classmethod
     def load(cls, spec) -> "FasterWhisperEngine":

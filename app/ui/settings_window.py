@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QFormLayout, QFrame, QHBoxLayout, QLabel, QListWi
                                QStackedWidget, QVBoxLayout, QWidget)
 
 from app import config
+from app.engine.base import AUTO, LANGUAGES
 from app.errors import UserError
 from app.latency import LatencyRecord, spec_key
 from app.ui.settings_form import Editor, make_editor
@@ -51,7 +52,9 @@ class SettingsWindow(QWidget):
         self.setObjectName("settingsWindow")
         apply_style(self)
         self.editors: dict[str, Editor] = {}
-        self.errors: dict[str, QLabel] = {}
+        self.errors: dict[str, QLabel] = {}  # a value refused, under its field
+        self.notes: dict[str, QLabel] = {}  # a warning about the value that applies, under its field (`note`)
+        self._cells: dict[str, QVBoxLayout] = {}
         self.pages = QListWidget()
         self.pages.setObjectName("pages")
         self.pages.setAccessibleName("Settings pages")
@@ -66,6 +69,7 @@ class SettingsWindow(QWidget):
         self.banner_button.hide()
         self._banner_action: Callable[[], None] | None = None
         self.banner_button.clicked.connect(self._run_banner_action)
+        self._model_languages: tuple[str, ...] | None = None  # what the loaded model transcribes (None: unknown)
         self._mechanisms: QLabel | None = None  # how hotkey and paste work on this desktop (show_mechanisms)
         self._build_pages(mic_monitor)
         footer = QHBoxLayout()
@@ -128,6 +132,7 @@ class SettingsWindow(QWidget):
             self.errors[field.name] = error
             cell.addWidget(hint)
             cell.addWidget(error)
+            self._cells[field.name] = cell
             label = QLabel("" if editor.labelled else field.metadata["label"])
             label.setBuddy(editor.widget)
             form.addRow(label, cell)
@@ -191,7 +196,40 @@ class SettingsWindow(QWidget):
             self.editors[name].show(getattr(new, name))
             self.errors[name].hide()
         if names & _MODEL_CONTEXT:
+            self._model_languages = None  # the old model's: the new one says its own once loaded
             self._update_context(new)
+        self._show_language_fit()
+
+    def show_model_languages(self, languages: list[str] | None) -> None:
+        """The loaded model's languages (its `hello`): a language it does not know is warned about beside the
+        Language field now, not found out at the next dictation, which that model would refuse."""
+        self._model_languages = tuple(languages) if languages else None
+        self._show_language_fit()
+
+    def _show_language_fit(self) -> None:
+        language, known = self.store.settings.language, self._model_languages
+        if known is None or language == AUTO or language in known:
+            self.note("language", "")
+            return
+        names = [LANGUAGES[code] for code in known]
+        knows = f"only {names[0]}" if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
+        wanted = LANGUAGES[language]
+        self.note("language", f"The model in use knows {knows}, not {wanted}: a dictation would be kept in History, "
+                  f"not transcribed. Choose {names[0] if len(names) == 1 else 'one of those'} here, or a model that "
+                  f"knows {wanted}.")
+
+    def note(self, name: str, text: str) -> None:
+        """Warn under field `name` about its value, which applies all the same ("" removes the warning)."""
+        label = self.notes.get(name)
+        if label is None:
+            if not text:
+                return
+            label = self.notes[name] = QLabel()
+            label.setObjectName("note")
+            label.setWordWrap(True)
+            self._cells[name].addWidget(label)
+        label.setText(text)
+        label.setVisible(bool(text))
 
     def _update_context(self, settings: config.Settings) -> None:
         model = self.editors["model"].widget

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QWidget
 STYLE = """
 QLabel#hint { color: palette(placeholder-text); font-size: 9pt; }
 QLabel#error, QLabel[error="true"] { color: #c62828; }
+QLabel#note { color: #8a5a00; }
 QLabel#heading { font-size: 15pt; font-weight: 600; padding-bottom: 4px; }
 QLabel#banner {
     background: #fff4d6; color: #5c4300; border: 1px solid #f0d58c; border-radius: 6px; padding: 8px 10px;

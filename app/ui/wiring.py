@@ -94,6 +94,7 @@ class AppUi(QObject):
         worker.failed.connect(self._failed)
         worker.failed.connect(self._show_model_problem)
         worker.state_changed.connect(self._show_model_problem)
+        worker.ready.connect(self._show_model_languages)
         dictation.paster.finished.connect(self._pasted)
         dictation.submitted.connect(self.transcripts.remember_audio)
         try:
@@ -136,6 +137,7 @@ class AppUi(QObject):
             self.settings_window.warn(self.app.hotkeys.problem)
         self._model_problem = ""
         self._show_model_problem()
+        self._show_model_languages(self.app.worker.info)
         self._show_mechanisms()
         self.settings_window.present()
 
@@ -155,6 +157,12 @@ class AppUi(QObject):
         if text:
             window.warn(text, ("Try the speech model again", lambda: self.app.retry_model(asked=True)))
         self._model_problem = text
+
+    def _show_model_languages(self, info: dict) -> None:
+        """Each loaded model (a `hello`, a server's /health) says which languages it knows: the settings
+        window warns beside Language when the chosen one is not among them."""
+        if self.settings_window is not None:
+            self.settings_window.show_model_languages(info.get("languages"))
 
     def _show_preparation(self, *_) -> None:
         """The worker's speed-up progress on the Model page (dictation never waits for it)."""
@@ -345,7 +353,8 @@ class AppUi(QObject):
         for signal, slot in ((worker.progress, self._progress), (self.app.transcribed, self._result),
                              (worker.failed, self._failed), (self.app.paster.finished, self._pasted),
                              (worker.failed, self._show_model_problem),
-                             (worker.state_changed, self._show_model_problem)):
+                             (worker.state_changed, self._show_model_problem),
+                             (worker.ready, self._show_model_languages)):
             signal.disconnect(slot)  # the worker's last signals (jobs failed by its stop) must not reach us
         if self.preparation_status is not None:  # it lives in the settings window, deleted below
             worker.preparing.disconnect(self._show_preparation)

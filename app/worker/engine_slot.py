@@ -126,6 +126,7 @@ class EngineSlot:
             "model": spec.model if spec else None,
             "device": str(getattr(engine, "device", spec.device)) if spec else None,
             "quantization": self.mode,
+            "languages": list(getattr(engine, "languages", ())) or None,  # the loaded model's; None: none loaded
             "gpu_memory": gpu_memory(),
         }
 
