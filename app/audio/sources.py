@@ -112,7 +112,8 @@ class FileSource:
             return None
         return stat.st_ino, stat.st_mtime_ns
 
-    def _read(self) -> np.ndarray:
+    def _read(self, playing: bool = False) -> np.ndarray:
+        """The clip's samples; `playing`: read for the open source, whose blocks are sized by the rate it has."""
         import soundfile as sf
 
         self._playing = self._identity()
@@ -120,7 +121,7 @@ class FileSource:
             data, rate = sf.read(self.path, dtype="float32", always_2d=True)
         except Exception as exc:
             raise UserError(f"Could not read the test audio {self.path} ({exc}).", code="no_microphone") from exc
-        if rate != self.rate and self._thread is not None:
+        if rate != self.rate and playing:
             raise UserError(f"The test audio {self.path} is at {rate} Hz, not {self.rate}.", code="no_microphone")
         self.rate = rate
         return data
@@ -133,7 +134,7 @@ class FileSource:
         while not self._stop.is_set():
             if pos >= len(data) and self._identity() not in (self._playing, None):
                 try:  # spoken again into the open microphone
-                    data, pos = self._read(), 0
+                    data, pos = self._read(playing=True), 0
                 except UserError as exc:
                     log.warning("test audio source: %s", exc)
                 else:

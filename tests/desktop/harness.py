@@ -82,7 +82,6 @@ class XSession(Session):
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
-        self._keys = None  # an X connection for key_event, opened on first use
         self._keyboard: RealKeyboard | None = None  # the server's keyboard device, opened on first use
 
     def start(self, attempts: int = 2) -> "XSession":
@@ -152,18 +151,6 @@ class XSession(Session):
         finally:
             self.keyboard.up(up)
 
-    def key_event(self, keysym: str, down: bool) -> None:
-        """Press or release one key through XTest, by the first keycode that has the keysym (xdotool
-        presses Alt_L along with Alt_R, which would hide what a lone Right Alt does)."""
-        from Xlib import XK, X, display
-        from Xlib.ext import xtest
-
-        if self._keys is None:
-            self._keys = display.Display(self.env["DISPLAY"])
-        code = self._keys.keysym_to_keycode(XK.string_to_keysym(keysym))
-        xtest.fake_input(self._keys, X.KeyPress if down else X.KeyRelease, code)
-        self._keys.sync()
-
     def set_clipboard(self, text: str) -> None:
         """Another program owns the clipboard with `text` (xclip keeps serving it in the background)."""
         subprocess.run(["xclip", "-selection", "clipboard", "-i"], input=text.encode(), env=self.env, check=True,
@@ -179,9 +166,6 @@ class XSession(Session):
         subprocess.run([PYTHON, "-c", code, str(path)], env=self.env, timeout=30)
 
     def stop(self) -> None:
-        if self._keys is not None:
-            self._keys.close()
-            self._keys = None
         if self._keyboard is not None:
             self._keyboard.close()
             self._keyboard = None

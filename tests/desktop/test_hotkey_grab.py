@@ -165,14 +165,14 @@ def probe(x_session):
 def test_a_modifier_only_hotkey_is_held_and_released(x_session, probe):
     p = probe("<alt_r>")
     p.expect("ready")
-    x_session.key_event("Alt_R", True)
+    x_session.keyboard.down("Alt_R")
     p.expect("pressed")
     time.sleep(1.0)  # auto-repeat of the modifier must not look like a release
     assert p.quiet()
-    x_session.key_event("Alt_R", False)
+    x_session.keyboard.up("Alt_R")
     p.expect("released")
-    x_session.key_event("Alt_L", True)  # the other Alt is not the hotkey
-    x_session.key_event("Alt_L", False)
+    x_session.keyboard.down("Alt_L")  # the other Alt is not the hotkey
+    x_session.keyboard.up("Alt_L")
     assert p.quiet()
 
 
@@ -180,13 +180,13 @@ def test_a_hotkey_of_two_modifiers_starts_whichever_comes_last(x_session, probe)
     p = probe("<ctrl>+<alt>")
     p.expect("ready")
     for first, second in (("Control_L", "Alt_L"), ("Alt_L", "Control_L")):
-        x_session.key_event(first, True)
+        x_session.keyboard.down(first)
         assert p.quiet(), "one of the two is not the hotkey yet"
-        x_session.key_event(second, True)
+        x_session.keyboard.down(second)
         p.expect("pressed")
-        x_session.key_event(first, False)
+        x_session.keyboard.up(first)
         p.expect("released")
-        x_session.key_event(second, False)
+        x_session.keyboard.up(second)
         assert p.quiet()
 
 
