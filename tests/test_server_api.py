@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 
 from app.audio.loading import load_audio
+from app.audio.speech_spans import speech_spans
 from app.engine import EngineSpec, load_engine
 from app.engine.base import BatchItem
 from app.training.micro import DEFAULT_OUT as MICRO, EVAL_CLIPS, load_heldout
@@ -119,6 +120,62 @@ def test_curl_gets_every_format(whisper_server, speech):
     events = [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:")]
     assert status == 200 and events[-1]["type"] == "transcript.text.done"
     assert heard(events[-1]["text"], clip.text)
+
+
+@pytest.fixture(scope="module")
+def three_sentences(speech, tmp_path_factory):
+    """Three clips with 1.5 s of silence before each: a file to subtitle, and when each sentence was spoken."""
+    gap = np.zeros(24_000, dtype=np.float32)
+    parts, spoken, at = [], [], 0.0
+    for clip in speech[:3]:
+        audio = load_audio(clip.path)
+        parts += [gap, audio]
+        spoken.append((at + 1.5, at + 1.5 + len(audio) / 16_000))
+        at = spoken[-1][1]
+    path = tmp_path_factory.mktemp("subtitles") / "three.wav"
+    sf.write(path, np.concatenate(parts), 16_000, subtype="PCM_16")
+    return path, spoken, [clip.text for clip in speech[:3]]
+
+
+def cues(subtitles: str, separator: str) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each cue of an srt (separator ",") or vtt (".") file."""
+    def seconds(clock: str) -> float:
+        h, m, s = clock.replace(separator, ".").split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+
+    found = []
+    for block in subtitles.strip().split("\n\n"):
+        lines = block.splitlines()
+        timing = next((i for i, line in enumerate(lines) if " --> " in line), None)
+        if timing is not None:
+            start, end = lines[timing].split(" --> ")
+            found.append((seconds(start), seconds(end), " ".join(lines[timing + 1:])))
+    return found
+
+
+def test_subtitles_have_a_cue_for_each_sentence_when_it_was_spoken(whisper_server, three_sentences):
+    """srt, vtt and verbose_json's segments: the speech is found with the VAD, each piece transcribed on its own."""
+    path, spoken, texts = three_sentences
+    status, body = curl(whisper_server, f"file=@{path}", "model=whisper-1", "response_format=srt")
+    assert status == 200, body
+    found = cues(body, ",")
+    assert [block.splitlines()[0] for block in body.strip().split("\n\n")] == ["1", "2", "3"], body
+    assert len(found) == 3, body
+    for (start, end, text), (spoken_start, spoken_end), reference in zip(found, spoken, texts):
+        # Inside the clip, give or take the padding: espeak's clips begin and end with a little silence.
+        assert spoken_start - 0.2 <= start < end <= spoken_end + 0.2, (start, end, spoken_start, spoken_end)
+        assert heard(text, reference), (text, reference)
+
+    with open(path, "rb") as fh:
+        as_vtt = client(whisper_server).audio.transcriptions.create(model="whisper-1", file=fh, response_format="vtt")
+    assert as_vtt.startswith("WEBVTT\n\n") and cues(as_vtt, ".") == found
+
+    with open(path, "rb") as fh:
+        verbose = client(whisper_server).audio.transcriptions.create(model="whisper-1", file=fh,
+                                                                     response_format="verbose_json")
+    assert [(s.start, s.end, s.text) for s in verbose.segments] == [
+        (pytest.approx(a, abs=0.001), pytest.approx(b, abs=0.001), text) for a, b, text in found]
+    assert verbose.text == " ".join(text for _, _, text in found) and verbose.language == "english"
 
 
 def test_models_and_health_describe_the_served_model(whisper_server):
@@ -233,7 +290,8 @@ def test_cli_keeps_the_servers_no_speech(whisper_server):
     (["file=@{wav}", "model=whisper-1", "steps=0"], 400, "invalid_steps"),
     (["file=@{wav}", "model=whisper-1", "steps=49"], 400, "invalid_steps"),
     (["file=@{wav}", "model=whisper-1", "steps=many"], 400, "invalid_steps"),
-    (["file=@{wav}", "model=whisper-1", "response_format=srt"], 400, "unsupported_response_format"),
+    (["file=@{wav}", "model=whisper-1", "response_format=docx"], 400, "unsupported_response_format"),
+    (["file=@{wav}", "model=whisper-1", "response_format=srt", "stream=true"], 400, "unsupported_response_format"),
     (["file=@{wav}", "model=whisper-1", "language=de"], 400, "bad_language"),  # tiny.en knows English only
 ])
 def test_bad_input_gets_openais_error_shape(whisper_server, speech, tmp_path, fields, status, code):
@@ -399,7 +457,8 @@ def test_the_prompt_is_the_vocabulary_whisper_is_conditioned_on(whisper_server, 
 
 def test_waiting_diffusion_requests_are_denoised_as_one_batch(diffusion_server, tmp_path):
     """While one request runs, three arrive and wait; the engine then takes them as one batch of canvases.
-    Each answer is exactly what the engine's `transcribe_batch` gives those three recordings in that order."""
+    Each answer is exactly what the engine's `transcribe_batch` gives those three recordings in that order.
+    (Answers in segments, `verbose_json` among them, batch their own pieces instead: `test_subtitles_...`.)"""
     long_clip = clips(source="espeak", language="en")[-1]
     heldout = load_heldout(MICRO / "adapter")[EVAL_CLIPS + 1 : EVAL_CLIPS + 4]
     longest = max(len(audio) for _, audio in heldout)  # one length: the trimmed micro model batches only that
@@ -411,8 +470,7 @@ def test_waiting_diffusion_requests_are_denoised_as_one_batch(diffusion_server, 
     def send(path, steps: int):
         with open(path, "rb") as fh:
             return httpx2.post(diffusion_server.url + "/v1/audio/transcriptions", files={"file": fh}, timeout=300,
-                               data={"model": "whisper-1", "language": "en", "steps": str(steps),
-                                     "response_format": "verbose_json"})
+                               data={"model": "whisper-1", "language": "en", "steps": str(steps)})
 
     def health() -> dict:
         return httpx2.get(diffusion_server.url + "/health").json()
@@ -431,6 +489,28 @@ def test_waiting_diffusion_requests_are_denoised_as_one_batch(diffusion_server, 
     engine = load_engine(EngineSpec(engine="diffusion", model=str(MICRO), device="cpu"))
     expected = engine.transcribe_batch([BatchItem(load_audio(p), "en") for p in paths], steps=8)
     assert [a["text"] for a in answers] == [t.text for t in expected]
+
+
+def test_subtitles_from_the_diffusion_engine_denoise_the_pieces_as_one_batch(diffusion_server, tmp_path):
+    """Two sentences with a pause between them: two cues, whose texts are what the engine's `transcribe_batch`
+    gives the two pieces the server cut the recording into (the same VAD, here in the test)."""
+    heldout = load_heldout(MICRO / "adapter")[EVAL_CLIPS:EVAL_CLIPS + 2]
+    gap = np.zeros(24_000, dtype=np.float32)
+    audio = np.concatenate([heldout[0][1], gap, heldout[1][1]])
+    wav = tmp_path / "two.wav"
+    sf.write(wav, audio, 16_000, subtype="FLOAT")
+    with open(wav, "rb") as fh:
+        answer = httpx2.post(diffusion_server.url + "/v1/audio/transcriptions", files={"file": fh}, timeout=300,
+                             data={"model": "whisper-1", "language": "en", "steps": "4",
+                                   "response_format": "verbose_json"}).json()
+    spans = speech_spans(load_audio(wav))
+    assert len(spans) == 2 and spans[0].end < len(heldout[0][1]) / 16_000 + 0.2 < spans[1].start, spans
+    engine = load_engine(EngineSpec(engine="diffusion", model=str(MICRO), device="cpu"))
+    expected = engine.transcribe_batch([BatchItem(load_audio(wav)[s.audio_start:s.audio_end], "en") for s in spans],
+                                       steps=4)
+    assert [s["text"] for s in answer["segments"]] == [t.text.strip() for t in expected], answer
+    assert [(s["start"], s["end"]) for s in answer["segments"]] == [(round(s.start, 3), round(s.end, 3)) for s in spans]
+    assert answer["timings"]["segments"] == 2 and answer["text"] == " ".join(t.text.strip() for t in expected)
 
 
 def test_a_speculative_request_only_uses_time_no_other_request_wants(diffusion_server, tmp_path):

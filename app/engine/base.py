@@ -28,6 +28,7 @@ LANGUAGES: dict[str, str] = {
     "zh": "Mandarin",
 }
 AUTO = "auto"
+_NO_SPACE_LANGUAGES = {"zh"}  # scripts written without spaces between words
 
 # Whisper decodes at most 448 tokens per 30 s window. A clip gets a budget in proportion to its length
 # (generous even for Hindi, whose script costs several tokens a word), so a hallucination loop on a
@@ -145,6 +146,12 @@ def check_language(language: str) -> str:
         return lang
     choices = ", ".join([AUTO, *LANGUAGES])
     raise UserError(f"Unknown language '{language}'. Choose one of: {choices}.", code="bad_language")
+
+
+def join_texts(texts: list[str], language: str) -> str:
+    """The texts of consecutive pieces of one recording as one text (Mandarin is written without spaces)."""
+    separator = "" if language in _NO_SPACE_LANGUAGES else " "
+    return separator.join(t.strip() for t in texts if t.strip())
 
 
 def check_audio(audio: np.ndarray) -> np.ndarray:

@@ -8,12 +8,14 @@ Speech models invent words for silence and noise (Whisper tiny.en writes "you"),
 goes through the app's speech check (Silero VAD, `app.audio.vad`) before it may wait for the engine;
 one without speech is answered at once, as a normal transcript with empty text and `no_speech`
 true, so that OpenAI clients take it as they take any answer. `--no-speech-check` turns it off for
-clients that check themselves.
+clients that check themselves. Answers in timed segments (`srt`, `vtt`, `verbose_json`) find where the
+speech is with the same model (`app.server.segments`); one with none has no segments.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -25,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.audio.speech_spans import Span, speech_spans
 from app.audio.vad import has_speech
 from app.engine import Progress, Transcript
 from app.engine.base import LANGUAGES
@@ -32,6 +35,7 @@ from app.server import request_checks as checks
 from app.server.api_errors import ApiError
 from app.server.auth import check_bearer
 from app.server.batching import EngineQueue, Job
+from app.server.segments import SEGMENTED_FORMATS, Segmented, openai_segments, srt, vtt
 
 log = logging.getLogger("app.server")
 
@@ -154,6 +158,7 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
         steps = checks.check_steps(_field(form, "steps"))
         fmt = checks.check_format(_field(form, "response_format"))
         stream = checks.check_flag(_field(form, "stream"), "stream")
+        checks.check_stream(fmt, stream)
         speculative = checks.check_flag(_field(form, "speculative"), "speculative")
         client = checks.check_client(_field(form, "client"))
         if speculative:
@@ -162,7 +167,16 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
         audio = await run_in_threadpool(checks.decode_audio, data, upload.filename or "")
         req = checks.TranscriptionRequest(audio, language, steps, fmt, stream,
                                           checks.vocabulary(_field(form, "prompt")), speculative, client)
-        if options.speech_check and not await run_in_threadpool(has_speech, audio):
+        if fmt in SEGMENTED_FORMATS and not stream:
+            spans = tuple(await run_in_threadpool(speech_spans, audio))
+            if not spans and not options.speech_check:  # the client checks for speech itself: all of it, then
+                spans = (Span(0, len(audio), 0.0, req.seconds),)
+            req = dataclasses.replace(req, spans=spans)
+            if not spans:
+                log.info("%.1f s of audio without speech: answered with no segments, the engine not asked", req.seconds)
+                return _render(Segmented(Transcript(text="", language=language, steps_used=0), ()), req,
+                               queue_ms=0.0, no_speech=True)
+        elif options.speech_check and not await run_in_threadpool(has_speech, audio):
             log.info("%.1f s of audio without speech: answered with empty text, the engine not asked", req.seconds)
             silent = Transcript(text="", language=language, steps_used=0)
             if stream:
@@ -190,7 +204,7 @@ def _field(form, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def _wait(job: Job, request: Request) -> Transcript | ApiError:
+async def _wait(job: Job, request: Request) -> Transcript | Segmented | ApiError:
     """The job's outcome; a client that disconnects meanwhile cancels its job."""
     while True:
         try:
@@ -208,13 +222,18 @@ def _answer(t: Transcript, req: checks.TranscriptionRequest, *, queue_ms: float,
             "usage": {"type": "duration", "seconds": round(req.seconds, 2)}}
 
 
-def _render(t: Transcript, req: checks.TranscriptionRequest, *, queue_ms: float, no_speech: bool = False) -> Response:
+def _render(outcome: Transcript | Segmented, req: checks.TranscriptionRequest, *, queue_ms: float,
+            no_speech: bool = False) -> Response:
+    t, segments = (outcome.transcript, outcome.segments) if isinstance(outcome, Segmented) else (outcome, ())
     if req.response_format == "text":
         return PlainTextResponse(t.text + "\n")
+    if req.response_format in ("srt", "vtt"):
+        subtitles = srt(segments) if req.response_format == "srt" else vtt(segments)
+        return PlainTextResponse(subtitles, media_type="text/vtt" if req.response_format == "vtt" else "text/plain")
     body = _answer(t, req, queue_ms=queue_ms, no_speech=no_speech)
     if req.response_format == "verbose_json":
         body = {"task": "transcribe", **body, "language": LANGUAGES.get(t.language, t.language).lower(),
-                "language_code": t.language, "duration": round(req.seconds, 3), "segments": []}
+                "language_code": t.language, "duration": round(req.seconds, 3), "segments": openai_segments(segments)}
     return JSONResponse(body)
 
 

@@ -49,6 +49,7 @@ from app.engine.base import BatchItem
 from app.errors import UserError
 from app.server.api_errors import ApiError
 from app.server.request_checks import TranscriptionRequest
+from app.server.segments import Segmented, Stopped, transcribe_segments
 from app.worker.engine_slot import EngineSlot, as_out_of_memory
 from app.worker.preparation import PreparationProgress
 
@@ -202,9 +203,9 @@ class EngineQueue:
         batches = self.max_batch > 1 and hasattr(self.slot.engine, "transcribe_batch")
         jobs = [ordered[0]]
         for job in ordered[1:]:
-            if not batches or len(jobs) == self.max_batch:
+            if not batches or len(jobs) == self.max_batch or jobs[0].request.spans is not None:
                 break
-            if job.request.steps == jobs[0].request.steps:
+            if job.request.steps == jobs[0].request.steps and job.request.spans is None:  # segments batch their own
                 jobs.append(job)
         for job in jobs:
             self._waiting.remove(job)
@@ -256,9 +257,14 @@ class EngineQueue:
             self._beside.join()
             self._beside = None
 
-    def _transcribe_all(self, jobs: list[Job]) -> list[Transcript | ApiError]:
+    def _transcribe_all(self, jobs: list[Job]) -> list[Transcript | Segmented | ApiError]:
         """Run the jobs (one, or a batch); one transcript or ApiError each, in order (never raise)."""
-        if len(jobs) == 1:
+        if len(jobs) == 1 and jobs[0].request.spans is not None:
+            job, req = jobs[0], jobs[0].request
+            outcomes = [self._with_engine(job.id, lambda engine: transcribe_segments(
+                engine, req.audio, list(req.spans), language=req.language, steps=req.steps,
+                vocabulary=req.vocabulary, on_progress=_progress(job), max_batch=self.max_batch))]
+        elif len(jobs) == 1:
             job, req = jobs[0], jobs[0].request
             outcomes = [self._with_engine(job.id, lambda engine: engine.transcribe(
                 req.audio, language=req.language, steps=req.steps, on_progress=_progress(job), vocabulary=req.vocabulary))]
@@ -275,11 +281,13 @@ class EngineQueue:
             seconds = job.request.seconds
             if isinstance(outcome, ApiError):
                 continue
+            transcript = outcome.transcript if isinstance(outcome, Segmented) else outcome
             if self._log_text:
-                log.info("job %s: %.1f s of audio -> %r", job.id, seconds, outcome.text)
+                log.info("job %s: %.1f s of audio -> %r", job.id, seconds, transcript.text)
             else:
-                log.info("job %s: %.1f s of audio in %.0f ms (batch of %s)", job.id, seconds,
-                         outcome.timings.get("total", 0.0), outcome.timings.get("batch", 1))
+                log.info("job %s: %.1f s of audio in %.0f ms (batch of %s, %s segments)", job.id, seconds,
+                         transcript.timings.get("total", 0.0), transcript.timings.get("batch", 1),
+                         transcript.timings.get("segments", 1))
         return outcomes
 
     def _with_engine(self, names: str, run: Callable[[Engine], T]) -> T | ApiError:
@@ -296,7 +304,7 @@ class EngineQueue:
                     log.warning("job %s: out of memory (quantization %s)", names, self.slot.mode)
                     self._finish_beside()
                     engine = self.slot.shrink(oom)  # raises when there is nothing smaller to try
-        except _Cancelled:
+        except (_Cancelled, Stopped):
             log.info("job %s: stopped: its client went away (or, speculative, it gave way to a newer request)", names)
             return _cancelled()
         except UserError as exc:

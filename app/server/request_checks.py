@@ -15,10 +15,11 @@ import numpy as np
 import soundfile as sf
 
 from app.audio.loading import resample, to_mono
+from app.audio.speech_spans import Span
 from app.engine.base import AUTO, LANGUAGES, SAMPLE_RATE
 from app.server.api_errors import ApiError
 
-RESPONSE_FORMATS = ("json", "text", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 STEPS_RANGE = (1, 48)  # the diffusion engine's; Settings' "Quality (steps)" has the same bounds
 OPENAI_ALIAS = "whisper-1"  # the model name existing OpenAI clients send
 
@@ -37,6 +38,8 @@ class TranscriptionRequest:
     # behind every other request and gives way to any that comes (`app.server.batching`).
     speculative: bool = False
     client: str = ""  # who sent it: a request replaces its own client's earlier speculative ones
+    # Where the speech is, for an answer in timed segments (`app.server.segments`); None: one text.
+    spans: tuple[Span, ...] | None = None
 
     @property
     def seconds(self) -> float:
@@ -81,6 +84,13 @@ def check_format(value: str | None) -> str:
         raise ApiError(400, f"The response_format '{value}' is not supported; send one of "
                        f"{', '.join(RESPONSE_FORMATS)}.", "unsupported_response_format", param="response_format")
     return fmt
+
+
+def check_stream(fmt: str, stream: bool) -> None:
+    """A streamed answer is text events; subtitles come whole."""
+    if stream and fmt in ("srt", "vtt"):
+        raise ApiError(400, f"The response_format '{fmt}' cannot be streamed; leave out 'stream', or stream json.",
+                       "unsupported_response_format", param="response_format")
 
 
 def check_flag(value: str | None, name: str) -> bool:

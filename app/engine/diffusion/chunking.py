@@ -1,4 +1,4 @@
-"""Split long audio at pauses into windows the Whisper encoder can take, and join the texts again.
+"""Split long audio at pauses into windows the Whisper encoder can take (`join_texts` joins their texts).
 
 The Whisper encoder sees at most 30 s. Longer audio is cut at the quietest point (lowest short-time
 energy, the latest one on ties) in the second half of each 30 s stretch, so words are rarely cut and
@@ -18,8 +18,6 @@ MIN_CHUNK_SECONDS = 15.0
 FRAME_SECONDS = 0.02
 # Peak below this (about -80 dBFS) is digital silence: nothing to transcribe, nothing to hallucinate.
 SILENCE_PEAK = 1e-4
-# Scripts written without spaces between words.
-_NO_SPACE_LANGUAGES = {"zh"}
 
 
 def is_silent(audio: np.ndarray) -> bool:
@@ -47,11 +45,6 @@ def split_at_pauses(
         start = cut
     chunks.append(audio[start:])
     return [chunk for chunk in chunks if not is_silent(chunk)]
-
-
-def join_texts(texts: list[str], language: str) -> str:
-    separator = "" if language in _NO_SPACE_LANGUAGES else " "
-    return separator.join(t.strip() for t in texts if t.strip())
 
 
 def _frame_energy(audio: np.ndarray, frame: int) -> np.ndarray:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from app.engine.base import (AUTO, LANGUAGES, SAMPLE_RATE, BatchItem, Preparation, Progress, ProgressCallback, Transcript,
-                             check_audio, check_language)
+                             check_audio, check_language, join_texts)
 from app.engine.devices import out_of_memory_as_user_error
-from app.engine.diffusion.chunking import join_texts, split_at_pauses
+from app.engine.diffusion.chunking import split_at_pauses
 from app.engine.diffusion.denoising import Denoiser
 from app.engine.diffusion.expert_routing import install_routing
 from app.engine.diffusion.fused_attention import fuse_attention
