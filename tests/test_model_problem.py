@@ -85,6 +85,30 @@ def test_a_dictation_while_the_model_cannot_run_tries_it_again_and_its_recording
         stop_app(app, ui)
 
 
+def test_a_press_refused_while_the_model_cannot_run_tries_it_again(home, clip, qtbot, monkeypatch):
+    """"When the model cannot run: refuse" records nothing then; the refused press still tries the model again,
+    so the next press, once it loads, records."""
+    monkeypatch.setenv(TEST_AUDIO_ENV, str(clip.path))
+    model = home / "drive" / "whisper-tiny-en"
+    settings = Settings(engine="faster-whisper", model=str(model), device="cpu", language="en", overlay=False,
+                        unusable_model="refuse")
+    app, ui, notices = start_app(settings)
+    try:
+        qtbot.waitUntil(lambda: app.worker.state == "failed", timeout=LONG)
+        model.parent.mkdir()
+        model.symlink_to(WHISPER_TINY_EN_CT2)
+        app.controller.command("start")
+        qtbot.waitUntil(lambda: any(n.startswith("Not recording") for n in notices), timeout=LONG)
+        assert app.controller.state is not State.RECORDING
+        assert "being tried again" in next(n for n in notices if n.startswith("Not recording"))
+        qtbot.waitUntil(lambda: app.worker.state == "ready", timeout=LONG)
+        app.controller.command("start")
+        assert app.controller.state is State.RECORDING
+        app.controller.command("cancel")
+    finally:
+        stop_app(app, ui)
+
+
 def test_a_retry_that_fails_the_same_way_is_told_only_when_the_user_asked_for_it(home, clip, qtbot, monkeypatch):
     monkeypatch.setenv(TEST_AUDIO_ENV, str(clip.path))  # the microphone hears the clip
     settings = Settings(engine="faster-whisper", model=MISSING, device="cpu", language="en", overlay=False)

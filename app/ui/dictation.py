@@ -174,8 +174,10 @@ class DictationApp(QObject):
     # ---- Effects (called by the controller) ----------------------------------------------------
     def start_recording(self) -> int:
         if self.engine_problem and self.settings.unusable_model == "refuse":
-            raise UserError(f"Not recording: {self.engine_problem.rstrip('.')}. Fix the model in Settings → Model, or "
-                            "choose to keep recordings until it works.", code="engine_unusable")
+            QTimer.singleShot(0, self, self.retry_model)  # a press is also a dictation attempt: the model is tried again
+            raise UserError(f"Not recording: {self.engine_problem.rstrip('.')}. The model is being tried again; to fix "
+                            "it, see Settings → Model, or choose to keep recordings until it works.",
+                            code="engine_unusable")
         return self.recorder.begin()
 
     def stop_recording(self, rec_id: int, released_at: float) -> None:
@@ -240,8 +242,9 @@ class DictationApp(QObject):
 
         What made it fail is often gone a minute later (another program freed the GPU, a drive was mounted
         again), and nothing in the settings changed that would load it again: so each dictation made
-        meanwhile tries once more, after its recording is kept, and so does the tray's "Try the speech model
-        again" and the settings window's button (`asked`). A retry that fails for the same reason as before
+        meanwhile tries once more, after its recording is kept (with "When the model cannot run: refuse", each
+        press that is refused), and so does the tray's "Try the speech model again" and the settings window's
+        button (`asked`). A retry that fails for the same reason as before
         is not told again unless the user asked for it; their recording's own notice said it moments ago.
         The kept recordings are transcribed once it works (`KeptRecordings`)."""
         if self.worker.state != "failed":
