@@ -38,7 +38,7 @@ def test_the_reason_the_model_cannot_run_is_in_the_settings_window_until_it_runs
     settings = Settings(engine="faster-whisper", model=MISSING, device="cpu", language="en", overlay=False)
     app, ui, notices = start_app(settings)
     try:
-        qtbot.waitUntil(lambda: app.worker.state == "failed", timeout=LONG)
+        qtbot.waitUntil(lambda: app.worker.state == "failed" and bool(notices), timeout=LONG)  # the notice is queued
         reason = app.engine_problem
         assert reason and MISSING in reason and reason in notices  # the notice said it, for seconds
         assert "open Settings" in app.tray.status, app.tray.status  # the menu says where it is kept
@@ -114,7 +114,7 @@ def test_a_retry_that_fails_the_same_way_is_told_only_when_the_user_asked_for_it
     settings = Settings(engine="faster-whisper", model=MISSING, device="cpu", language="en", overlay=False)
     app, ui, notices = start_app(settings)
     try:
-        qtbot.waitUntil(lambda: app.worker.state == "failed", timeout=LONG)
+        qtbot.waitUntil(lambda: app.worker.state == "failed" and bool(notices), timeout=LONG)
         reason = app.engine_problem
         assert notices == [reason], notices
 
