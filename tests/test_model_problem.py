@@ -131,6 +131,13 @@ def test_a_retry_that_fails_the_same_way_is_told_only_when_the_user_asked_for_it
         assert any("kept in History" in n for n in notices), notices
         assert app.engine_problem == reason and app.tray.retry_offered
 
+        # Another dictation within the minute is kept too, but does not load the model yet again.
+        before = len(states)
+        app.transcribe(load_audio(clip.path))
+        qtbot.waitUntil(lambda: len(ui.history.search()) == 2, timeout=LONG)
+        qtbot.wait(500)  # the retry would start from the event loop right after the job's failure
+        assert len(states) == before and app.worker.state == "failed", states
+
         # The settings window's banner offers the same retry; asked for, its failure is told.
         ui.show_settings()
         button = ui.settings_window.banner_button

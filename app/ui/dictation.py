@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
@@ -35,6 +36,7 @@ from app.worker.speech_switch import SpeechSwitch, runs_on_server
 
 log = logging.getLogger("app.dictation")
 QUEUED = Qt.ConnectionType.QueuedConnection
+_AUTO_RETRY_EVERY_S = 60.0
 _WORKER_STATUS = {"stopped": "The speech model is not loaded.", "starting": "Starting the speech worker…",
                   "loading": "Loading the speech model…", "restarting": "The speech worker is restarting…"}
 
@@ -57,6 +59,7 @@ class DictationApp(QObject):
         self.engine_problem: str | None = None  # why the model cannot run, while the worker is failed
         self._retry_after: set[str] = set()  # jobs submitted while the model could not run: a retry follows each
         self._quiet_retry = False  # a retry the user did not ask for: its failure, if the same, is not told again
+        self._auto_retried_at = -_AUTO_RETRY_EVERY_S  # when a dictation last tried the model again
         self.tray = Tray(self)
         self.controller = Controller(self, mode=settings.mode, tap_s=settings.tap_ms / 1000)
         self.recorder = Recorder(make_source(settings.microphone), self._recording_done.emit, RecorderOptions(
@@ -246,9 +249,15 @@ class DictationApp(QObject):
         press that is refused), and so does the tray's "Try the speech model again" and the settings window's
         button (`asked`). A retry that fails for the same reason as before
         is not told again unless the user asked for it; their recording's own notice said it moments ago.
+        Retries the user did not ask for are at least `_AUTO_RETRY_EVERY_S` apart: loading a large model that
+        fails each time (a corrupt file) takes the disk and the GPU for a while.
         The kept recordings are transcribed once it works (`KeptRecordings`)."""
         if self.worker.state != "failed":
             return
+        if not asked:
+            if time.monotonic() - self._auto_retried_at < _AUTO_RETRY_EVERY_S:
+                return  # a model that fails the same way at each load must not be loaded at every dictation
+            self._auto_retried_at = time.monotonic()
         log.info("trying the speech model again (%s)", "asked" if asked else "a dictation while it could not run")
         self._quiet_retry = not asked
         self.worker.start()
