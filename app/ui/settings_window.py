@@ -214,9 +214,9 @@ class SettingsWindow(QWidget):
         names = [LANGUAGES[code] for code in known]
         knows = f"only {names[0]}" if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
         wanted = LANGUAGES[language]
-        self.note("language", f"The model in use knows {knows}, not {wanted}: a dictation would be kept in History, "
-                  f"not transcribed. Choose {names[0] if len(names) == 1 else 'one of those'} here, or a model that "
-                  f"knows {wanted}.")
+        self.note("language", f"The model in use knows {knows}, not {wanted}: it would refuse your dictations "
+                  f"(they are kept, not lost). Choose {names[0] if len(names) == 1 else 'one of those'} here, or a "
+                  f"model that knows {wanted}.")
 
     def note(self, name: str, text: str) -> None:
         """Warn under field `name` about its value, which applies all the same ("" removes the warning)."""
