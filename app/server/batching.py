@@ -9,7 +9,8 @@ waiting request and, where the engine has `transcribe_batch` (diffusion), up to 
 that ask for the same number of steps: their canvases are denoised together, and a denoising step
 reads every weight whatever the batch, so on a GPU eight requests cost little more than one. Whisper
 runs them one by one. Each request still gets its own text, language, timings and progress stream;
-a client that goes away cancels its own request only.
+a client that goes away cancels its own request only. A request answered in timed segments (`srt`,
+`vtt`, `verbose_json`: `app.server.segments`) runs alone: the pieces of its recording are its batch.
 
 A model failure is handled as the worker handles it (`app.worker.engine_slot`): out of GPU memory
 with quantization `auto` shrinks the model and runs the job again; any other exception from the
