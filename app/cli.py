@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "loading a model here")
     t.add_argument("--token-file", help="with --server: file whose first line is the server's token")
     t.add_argument("--json", action="store_true", help="print one JSON object per file (with raw_text: the engine's own)")
+    t.add_argument("--subtitles", choices=("srt", "vtt"),
+                   help="write FILE.srt (or .vtt) beside each file, a cue per stretch of speech, and print its path")
     words = t.add_argument_group("your words (docs/vocabulary.md)")
     words.add_argument("--vocabulary", default="", metavar='"A, B"',
                        help="names and terms you use, comma-separated: the model is prompted with them and "
@@ -104,7 +106,11 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     vocabulary = _vocabulary(args.vocabulary, args.vocabulary_file)
     options = TextOptions(vocabulary=vocabulary, remove_fillers=not args.keep_fillers,
                           spoken_punctuation=args.spoken_punctuation)
+    if args.json and args.subtitles:
+        raise UserError("--json prints the text and --subtitles writes subtitle files: choose one.", code="bad_option")
     audios = [(path, load_audio(path)) for path in args.files]  # fail on bad input before loading a model
+    if args.subtitles:
+        return _write_subtitles(args, audios, language, vocabulary, options)
     transcribe, close = _on_server(args) if args.server else _here(args)
     try:
         for path, audio in audios:
@@ -123,6 +129,69 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     finally:
         close()
     return 0
+
+
+def _write_subtitles(args: argparse.Namespace, audios: list, language: str, vocabulary: tuple[str, ...],
+                     options) -> int:
+    """`transcribe --subtitles srt|vtt`: each file's speech in timed segments (`app.engine.segments`, on the
+    server with --server), each segment's text through the text pipeline, written beside the file."""
+    import dataclasses
+    from pathlib import Path
+
+    from app.text import finish
+    from app.text.subtitles import srt, vtt
+
+    segments_of, close = _segments_on_server(args) if args.server else _segments_here(args)
+    try:
+        for path, audio in audios:
+            segments, spoken = segments_of(path, audio, language=language, steps=args.steps, vocabulary=vocabulary)
+            if not args.raw:  # in the language spoken: fillers and spoken punctuation are words of a language
+                segments = [dataclasses.replace(s, text=finish(s.text, spoken, options)) for s in segments]
+            cues = tuple(s for s in segments if s.text)
+            out = Path(path).with_suffix(f".{args.subtitles}")
+            out.write_text(srt(cues) if args.subtitles == "srt" else vtt(cues), encoding="utf-8")
+            print(out, flush=True)
+    finally:
+        close()
+    return 0
+
+
+def _segments_here(args: argparse.Namespace):
+    """A `segments_of(path, audio, **options) -> ([Segment], language)` over a model loaded in this process, and
+    its `close`."""
+    from app.audio.speech_spans import Span, speech_spans
+    from app.engine import load_engine
+    from app.engine.base import prepare_all
+    from app.engine.segments import transcribe_segments
+
+    engine = load_engine(_spec(args))
+    prepare_all(engine)
+
+    def segments_of(path: str, audio, **options) -> tuple[list, str]:
+        spans = speech_spans(audio)
+        if not spans and args.speech_check:
+            print(f"{path}: no speech heard, so the subtitles are empty (--no-speech-check transcribes it anyway).",
+                  file=sys.stderr, flush=True)
+            return [], options["language"]
+        spans = spans or [Span(0, len(audio), 0.0, len(audio) / 16_000)]
+        done = transcribe_segments(engine, audio, spans, **options)
+        return list(done.segments), done.transcript.language
+
+    return segments_of, lambda: None
+
+
+def _segments_on_server(args: argparse.Namespace):
+    """The same from a speech server's `verbose_json` (it finds the speech itself, as `_segments_here` does)."""
+    from app.engine.segments import Segment
+
+    conn = _connection(args, read_timeout_s=3600.0)  # the answer comes whole, after every piece is transcribed
+
+    def segments_of(path: str, audio, **options) -> tuple[list, str]:
+        answer = conn.segments(audio, **options)
+        return ([Segment(float(s["start"]), float(s["end"]), str(s["text"])) for s in answer["segments"]],
+                str(answer.get("language_code") or options["language"]))
+
+    return segments_of, conn.close
 
 
 def _speech_in(path: str, audio) -> bool:
@@ -148,6 +217,12 @@ def _here(args: argparse.Namespace):
 
 def _on_server(args: argparse.Namespace):
     """`transcribe --server URL`: the same calls, the model on a speech server (the text pipeline stays here)."""
+    conn = _connection(args)
+    return conn.transcribe, conn.close
+
+
+def _connection(args: argparse.Namespace, **timeouts):
+    """The connection to `--server`, with `--token-file`'s token."""
     from pathlib import Path
 
     from app.server.auth import read_token
@@ -156,8 +231,7 @@ def _on_server(args: argparse.Namespace):
 
     url = check_server_url(args.server)  # as Settings checks it: "gpu-box:8765" needs its http://
     token = read_token(Path(args.token_file)) if args.token_file else None
-    conn = ServerConnection(url, token)
-    return conn.transcribe, conn.close
+    return ServerConnection(url, token, **timeouts)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

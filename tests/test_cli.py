@@ -65,12 +65,41 @@ def test_a_file_without_speech_prints_no_invented_words():
     assert not unchecked["no_speech"] and "encoder" in unchecked["timings"], unchecked  # the model ran on it
 
 
+def test_subtitles_are_written_beside_each_file_a_cue_per_stretch_of_speech(tmp_path):
+    """Four read sentences in one file: the pauses between them make the cues (Silero VAD); a file of noise
+    gets an empty subtitle file and a line on stderr."""
+    selection = clips(source="librivox")[:4]
+    talk = tmp_path / "talk.wav"
+    sf.write(talk, np.concatenate([sf.read(c.path, dtype="float32")[0] for c in selection]), 16_000)
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, sf.read(next(c for c in clips(source="silence") if c.id == "noise").path, dtype="float32")[0],
+             16_000)
+    proc = _run("transcribe", str(talk), str(noise), "--engine", "faster-whisper", "--model", str(WHISPER_TINY_EN_CT2),
+                "--subtitles", "srt")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / "talk.srt"), str(tmp_path / "noise.srt")]
+    blocks = (tmp_path / "talk.srt").read_text(encoding="utf-8").strip().split("\n\n")
+    assert len(blocks) >= 2 and [b.splitlines()[0] for b in blocks] == [str(n) for n in range(1, len(blocks) + 1)]
+    times = [b.splitlines()[1].split(" --> ") for b in blocks]
+    seconds = [sum(float(x) * 60 ** i for i, x in enumerate(reversed(t.replace(",", ".").split(":"))))
+               for pair in times for t in pair]
+    assert seconds == sorted(seconds) and seconds[-1] <= sum(c.seconds for c in selection) + 0.01, times
+    text = " ".join(" ".join(b.splitlines()[2:]) for b in blocks)
+    assert wer([" ".join(c.text for c in selection)], [text]) < 0.3, text
+    assert (tmp_path / "noise.srt").read_text(encoding="utf-8") == "" and "noise.wav: no speech heard" in proc.stderr
+
+
 def _assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_json_and_subtitles_are_one_or_the_other():
+    clip = clips(source="cards")[0]
+    _assert_one_line_error(_run("transcribe", str(clip.path), "--json", "--subtitles", "srt"), "choose one")
 
 
 def test_wrong_path(tmp_path):

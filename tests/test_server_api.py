@@ -411,6 +411,18 @@ def test_cli_transcribes_on_the_server(guarded_server, speech, tmp_path):
 
 
 
+def test_cli_writes_subtitles_from_the_servers_segments(whisper_server, three_sentences, tmp_path):
+    path, spoken, texts = three_sentences
+    local = tmp_path / "three.wav"
+    local.write_bytes(path.read_bytes())
+    done = subprocess.run([sys.executable, "-m", "app", "transcribe", str(local), "--server", whisper_server.url,
+                           "--subtitles", "vtt"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == str(tmp_path / "three.vtt"), done.stderr
+    found = cues((tmp_path / "three.vtt").read_text(encoding="utf-8"), ".")
+    assert len(found) == 3 and all(heard(text, reference) for (_, _, text), reference in zip(found, texts)), found
+    assert all(a - 0.2 <= start < end <= b + 0.2 for (start, end, _), (a, b) in zip(found, spoken)), found
+
+
 def test_cli_engine_server_takes_the_model_as_the_address(whisper_server, speech):
     """`--engine server --model URL` is how Settings names a server; it used to say "start one with
     `python -m app serve` and choose another engine here", about a server that was running."""

@@ -10,7 +10,8 @@ import pytest
 from app.audio.loading import load_audio
 from app.audio.speech_spans import MAX_SEGMENT_S, PAD_S, speech_spans
 from app.audio.vad import WINDOW
-from app.server.segments import Segment, srt, vtt
+from app.engine.segments import Segment
+from app.text.subtitles import srt, vtt
 from tests.speech import clips
 
 RATE = 16_000

@@ -9,7 +9,7 @@ goes through the app's speech check (Silero VAD, `app.audio.vad`) before it may 
 one without speech is answered at once, as a normal transcript with empty text and `no_speech`
 true, so that OpenAI clients take it as they take any answer. `--no-speech-check` turns it off for
 clients that check themselves. Answers in timed segments (`srt`, `vtt`, `verbose_json`) find where the
-speech is with the same model (`app.server.segments`); one with none has no segments.
+speech is with the same model (`app.engine.segments`); one with none has no segments.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from app.server import request_checks as checks
 from app.server.api_errors import ApiError
 from app.server.auth import check_bearer
 from app.server.batching import EngineQueue, Job
-from app.server.segments import SEGMENTED_FORMATS, Segmented, openai_segments, srt, vtt
+from app.engine.segments import Segment, Segmented
+from app.text.subtitles import srt, vtt
 
 log = logging.getLogger("app.server")
 
@@ -167,7 +168,7 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
         audio = await run_in_threadpool(checks.decode_audio, data, upload.filename or "")
         req = checks.TranscriptionRequest(audio, language, steps, fmt, stream,
                                           checks.vocabulary(_field(form, "prompt")), speculative, client)
-        if fmt in SEGMENTED_FORMATS and not stream:
+        if fmt in checks.SEGMENTED_FORMATS and not stream:
             spans = tuple(await run_in_threadpool(speech_spans, audio))
             if not spans and not options.speech_check:  # the client checks for speech itself: all of it, then
                 spans = (Span(0, len(audio), 0.0, req.seconds),)
@@ -233,8 +234,15 @@ def _render(outcome: Transcript | Segmented, req: checks.TranscriptionRequest, *
     body = _answer(t, req, queue_ms=queue_ms, no_speech=no_speech)
     if req.response_format == "verbose_json":
         body = {"task": "transcribe", **body, "language": LANGUAGES.get(t.language, t.language).lower(),
-                "language_code": t.language, "duration": round(req.seconds, 3), "segments": openai_segments(segments)}
+                "language_code": t.language, "duration": round(req.seconds, 3), "segments": _openai_segments(segments)}
     return JSONResponse(body)
+
+
+def _openai_segments(segments: tuple[Segment, ...]) -> list[dict]:
+    """`verbose_json`'s segments, with the fields of OpenAI's that this server knows (no token ids, no
+    log probabilities: the engines do not report them)."""
+    return [{"id": n, "seek": 0, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text, "tokens": [],
+             "temperature": 0.0} for n, s in enumerate(segments)]
 
 
 def _event(data: dict) -> bytes:

@@ -10,7 +10,7 @@ that ask for the same number of steps: their canvases are denoised together, and
 reads every weight whatever the batch, so on a GPU eight requests cost little more than one. Whisper
 runs them one by one. Each request still gets its own text, language, timings and progress stream;
 a client that goes away cancels its own request only. A request answered in timed segments (`srt`,
-`vtt`, `verbose_json`: `app.server.segments`) runs alone: the pieces of its recording are its batch.
+`vtt`, `verbose_json`: `app.engine.segments`) runs alone: the pieces of its recording are its batch.
 
 A model failure is handled as the worker handles it (`app.worker.engine_slot`): out of GPU memory
 with quantization `auto` shrinks the model and runs the job again; any other exception from the
@@ -47,10 +47,10 @@ from typing import TypeVar
 
 from app.engine import Engine, Progress, Transcript
 from app.engine.base import BatchItem
+from app.engine.segments import Segmented, Stopped, transcribe_segments
 from app.errors import UserError
 from app.server.api_errors import ApiError
 from app.server.request_checks import TranscriptionRequest
-from app.server.segments import Segmented, Stopped, transcribe_segments
 from app.worker.engine_slot import EngineSlot, as_out_of_memory
 from app.worker.preparation import PreparationProgress
 

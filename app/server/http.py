@@ -56,13 +56,7 @@ class ServerConnection:
         `speculative` asks for a transcription ahead that gives way to any other request, and `client`
         names the sender, whose newer request ends its older speculative ones (`app.server.batching`).
         """
-        data = {"model": model, "response_format": "json", "stream": "true"}
-        if language and language != "auto":
-            data["language"] = language
-        if steps is not None:
-            data["steps"] = str(steps)
-        if vocabulary:
-            data["prompt"] = "\n".join(vocabulary)
+        data = {**_form(model, language, steps, vocabulary), "response_format": "json", "stream": "true"}
         if speculative:
             data["speculative"] = "true"
         if client:
@@ -83,6 +77,18 @@ class ServerConnection:
                 elif kind == "error":
                     raise _api_error(event, self.url)
         raise UserError(f"The speech server at {self.url} ended the answer early; try again.", code="server_failed")
+
+    def segments(self, audio: np.ndarray, *, model: str = "whisper-1", language: str = "auto",
+                 steps: int | None = None, vocabulary: Sequence[str] = ()) -> dict:
+        """The server's `verbose_json` answer: the recording in timed `segments` (`start`, `end`, `text`), the
+        `language_code` it was transcribed in, and the whole `text`.
+
+        That answer is not streamed: nothing comes until every piece is transcribed, so a long file needs a
+        read timeout that covers it (`transcribe --subtitles` gives it an hour)."""
+        data = {**_form(model, language, steps, vocabulary), "response_format": "verbose_json"}
+        files = {"file": ("recording.flac", _flac(audio), "audio/flac")}
+        with self._request("POST", "/v1/audio/transcriptions", data=data, files=files) as response:
+            return json.loads(response.read())
 
     def _request(self, method: str, path: str, **kwargs):
         return _Checked(self, method, path, kwargs)
@@ -135,6 +141,18 @@ def _api_error(body: dict, url: str, status: int | None = None) -> UserError:
         return UserError(str(error["message"]), code=str(error.get("code") or "server_error"))
     return UserError(f"The speech server at {url} answered with an error (HTTP {status}); see its log.",
                      code="server_error")
+
+
+def _form(model: str, language: str, steps: int | None, vocabulary: Sequence[str]) -> dict:
+    """The form fields of a transcription request; `vocabulary` goes as OpenAI's `prompt`, one entry a line."""
+    data = {"model": model}
+    if language and language != "auto":
+        data["language"] = language
+    if steps is not None:
+        data["steps"] = str(steps)
+    if vocabulary:
+        data["prompt"] = "\n".join(vocabulary)
+    return data
 
 
 def _flac(audio: np.ndarray) -> bytes:

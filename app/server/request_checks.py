@@ -20,6 +20,7 @@ from app.engine.base import AUTO, LANGUAGES, SAMPLE_RATE
 from app.server.api_errors import ApiError
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+SEGMENTED_FORMATS = ("verbose_json", "srt", "vtt")  # answered in timed segments (`app.engine.segments`)
 STEPS_RANGE = (1, 48)  # the diffusion engine's; Settings' "Quality (steps)" has the same bounds
 OPENAI_ALIAS = "whisper-1"  # the model name existing OpenAI clients send
 
@@ -38,7 +39,7 @@ class TranscriptionRequest:
     # behind every other request and gives way to any that comes (`app.server.batching`).
     speculative: bool = False
     client: str = ""  # who sent it: a request replaces its own client's earlier speculative ones
-    # Where the speech is, for an answer in timed segments (`app.server.segments`); None: one text.
+    # Where the speech is, for an answer in timed segments (`app.engine.segments`); None: one text.
     spans: tuple[Span, ...] | None = None
 
     @property

@@ -1,10 +1,11 @@
-"""Answers in timed segments: `srt`, `vtt`, and the `segments` of `verbose_json`.
+"""A recording transcribed in timed segments: the speech server's `srt`, `vtt` and `verbose_json`, and
+`transcribe --subtitles`.
 
 The recording is cut where the speech pauses (`app.audio.speech_spans`) and each piece is transcribed on
-its own, through whichever engine the server runs (the diffusion engine batches them). With the
-language left to detection, the longest piece is transcribed first and its language is every piece's:
-a language guessed from a one-word piece would be a guess, and one file is one language in the answer.
-A recording that is one segment is transcribed whole, so its text is the plain `json` answer's.
+its own, through any engine (the diffusion engine batches them). With the language left to detection,
+the longest piece is transcribed first and its language is every piece's: a language guessed from a
+one-word piece would be a guess, and one file is one language in the answer. A recording that is one
+segment is transcribed whole, so its text is what a plain transcription gives.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from dataclasses import dataclass
 from app.audio.speech_spans import Span
 from app.engine import Engine, Progress, Transcript
 from app.engine.base import AUTO, BatchItem, join_texts
-
-SEGMENTED_FORMATS = ("verbose_json", "srt", "vtt")
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,9 @@ class Stopped(Exception):
 
 
 def transcribe_segments(engine: Engine, audio, spans: list[Span], *, language: str, steps: int | None,
-                        vocabulary: tuple[str, ...], on_progress: Callable[[Progress], None],
-                        max_batch: int) -> Segmented:
-    """Transcribe each span's audio with `engine` (on the engine thread); see the module docstring."""
+                        vocabulary: tuple[str, ...], on_progress: Callable[[Progress], None] | None = None,
+                        max_batch: int = 8) -> Segmented:
+    """Transcribe each span's audio with `engine`; see the module docstring. `on_progress` raising stops it."""
     if len(spans) == 1:  # the whole recording, as a `json` answer transcribes it
         whole = engine.transcribe(audio, language=language, steps=steps, on_progress=on_progress, vocabulary=vocabulary)
         segment = Segment(spans[0].start, spans[0].end, whole.text.strip())
@@ -75,26 +74,3 @@ def transcribe_segments(engine: Engine, audio, spans: list[Span], *, language: s
                        steps_used=max(t.steps_used for t in ordered), timings={**timings, "segments": len(ordered)},
                        language_detected=any(t.language_detected for t in ordered))
     return Segmented(whole, tuple(s for s in segments if s.text))
-
-
-def srt(segments: tuple[Segment, ...]) -> str:
-    """SubRip: numbered cues, times as HH:MM:SS,mmm."""
-    return "".join(f"{n}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n\n"
-                   for n, s in enumerate(segments, 1))
-
-
-def vtt(segments: tuple[Segment, ...]) -> str:
-    """WebVTT: the header, then cues with times as HH:MM:SS.mmm."""
-    return "WEBVTT\n\n" + "".join(f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n\n" for s in segments)
-
-
-def openai_segments(segments: tuple[Segment, ...]) -> list[dict]:
-    """`verbose_json`'s segments, with the fields of OpenAI's that this server knows (no token ids, no
-    log probabilities: the engines do not report them)."""
-    return [{"id": n, "seek": 0, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text, "tokens": [],
-             "temperature": 0.0} for n, s in enumerate(segments)]
-
-
-def _clock(seconds: float, comma: str) -> str:
-    ms = int(round(seconds * 1000))
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{comma}{ms % 1000:03d}"
