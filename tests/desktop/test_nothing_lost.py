@@ -95,7 +95,8 @@ def test_refuse_means_no_recording_and_a_reason(x_session, tmp_path, clips):
         status = app.status()
         assert status["state"] == "error" and status["queued"] == 0
         assert app.count("test audio source") == 0 and app.history() == []
-        assert "Fix the model in Settings" in app.log()
+        assert "The model is being tried again; to fix it, see Settings" in app.log()
+        wait_for(lambda: app.count("trying the speech model again"), "the refused press to try the model again")
     finally:
         app.stop()
 
