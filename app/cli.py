@@ -161,7 +161,7 @@ def _segments_here(args: argparse.Namespace):
     its `close`."""
     from app.audio.speech_spans import Span, speech_spans
     from app.engine import load_engine
-    from app.engine.base import SAMPLE_RATE, prepare_all
+    from app.engine.base import prepare_all
     from app.engine.segments import transcribe_segments
 
     engine = load_engine(_spec(args))
@@ -173,7 +173,7 @@ def _segments_here(args: argparse.Namespace):
             print(f"{path}: no speech heard, so the subtitles are empty (--no-speech-check transcribes it anyway).",
                   file=sys.stderr, flush=True)
             return [], options["language"]
-        spans = spans or [Span(0, len(audio), 0.0, len(audio) / SAMPLE_RATE)]
+        spans = spans or [Span.whole(audio)]
         done = transcribe_segments(engine, audio, spans, **options)
         return list(done.segments), done.transcript.language
 

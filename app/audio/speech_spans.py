@@ -34,6 +34,11 @@ class Span:
     start: float
     end: float
 
+    @classmethod
+    def whole(cls, audio: np.ndarray) -> "Span":
+        """All of `audio` as one segment: for a caller that transcribes it though no speech was found."""
+        return cls(0, len(audio), 0.0, len(audio) / SAMPLE_RATE)
+
 
 def speech_probabilities(audio: np.ndarray, model: VadModel | None = None) -> np.ndarray:
     """Silero's speech probability of each 32 ms window of a 16 kHz recording, in one pass (~0.3 ms a window)."""

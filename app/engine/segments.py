@@ -35,7 +35,7 @@ class Segmented:
 
 
 class Stopped(Exception):
-    """A piece's transcription was cancelled (its client went away)."""
+    """A piece's transcription was cancelled (`on_progress` raised: on the server, its client went away)."""
 
 
 def transcribe_segments(engine: Engine, audio, spans: list[Span], *, language: str, steps: int | None,

@@ -31,11 +31,11 @@ from app.audio.speech_spans import Span, speech_spans
 from app.audio.vad import has_speech
 from app.engine import Progress, Transcript
 from app.engine.base import LANGUAGES
+from app.engine.segments import Segment, Segmented
 from app.server import request_checks as checks
 from app.server.api_errors import ApiError
 from app.server.auth import check_bearer
 from app.server.batching import EngineQueue, Job
-from app.engine.segments import Segment, Segmented
 from app.text.subtitles import srt, vtt
 
 log = logging.getLogger("app.server")
@@ -171,7 +171,7 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
         if fmt in checks.SEGMENTED_FORMATS and not stream:
             spans = tuple(await run_in_threadpool(speech_spans, audio))
             if not spans and not options.speech_check:  # the client checks for speech itself: all of it, then
-                spans = (Span(0, len(audio), 0.0, req.seconds),)
+                spans = (Span.whole(audio),)
             req = dataclasses.replace(req, spans=spans)
             if not spans:
                 log.info("%.1f s of audio without speech: answered with no segments, the engine not asked", req.seconds)
