@@ -114,10 +114,11 @@ class Settings:
                               "Ctrl+V elsewhere (Cmd+V on macOS).", group="Output", choices=PASTE_KEYS)
     restore_clipboard: bool = setting(True, "Restore clipboard", "Puts back what the clipboard held once the target "
                                       "window has taken the text.", group="Output")
-    space_between: bool = setting(True, "Space between dictations", "A dictation that goes on where the previous one "
-                                  "ended (same window, nothing typed or clicked since) starts with a space: "
-                                  "\"Hello Anna.\" then \"How are you?\" gives \"Hello Anna. How are you?\". "
-                                  "X11 only: elsewhere the cursor cannot be followed, so no space is added.",
+    space_between: bool = setting(True, "Join dictations in a row", "A dictation that goes on where the previous one "
+                                  "ended (same window, nothing typed or clicked since) starts with a space, and its "
+                                  "first word in the case its place in the sentence wants: \"Hello Anna.\" then "
+                                  "\"how are you?\" gives \"Hello Anna. How are you?\". X11 only: elsewhere the "
+                                  "cursor cannot be followed, so nothing is added or changed.",
                                   group="Output")
 
     vocabulary: tuple = setting((), "Vocabulary", "Names and terms you use, one per line (e.g. Kubernetes, Siobhan). "

@@ -62,8 +62,8 @@ class Effects(Protocol):
 
     def cancel_transcription(self, job_id: str) -> None: ...
 
-    def paste(self, text: str) -> None:
-        """Insert text into the focused window; the outcome comes via `paste_finished`."""
+    def paste(self, text: str, language: str = "") -> None:
+        """Insert text (in `language`) into the focused window; the outcome comes via `paste_finished`."""
 
     def state_changed(self, state: State) -> None: ...
 
@@ -77,6 +77,7 @@ class _Dictation:
     rec_id: int
     job_id: str | None = None  # set once the audio went to the worker
     text: str | None = None  # set once transcribed
+    language: str = ""  # the transcript's language (how a text in a row is joined to the one before it)
 
 
 class Controller:
@@ -239,10 +240,11 @@ class Controller:
             entry.job_id = self.fx.transcribe(result.audio)
         self._update()
 
-    def transcribed(self, job_id: str, text: str) -> None:
+    def transcribed(self, job_id: str, text: str, language: str = "") -> None:
         entry = self._find(job_id=job_id)
         if entry is None:
             return
+        entry.language = language
         entry.text = text.strip(" \t")  # a line break at either end is a layout command's ("new paragraph")
         if not entry.text:
             self._queue.remove(entry)
@@ -278,7 +280,7 @@ class Controller:
             return
         if not self._pasting and self._queue and self._queue[0].text is not None:
             self._pasting = True
-            self.fx.paste(self._queue[0].text)
+            self.fx.paste(self._queue[0].text, self._queue[0].language)
 
     def clear_error(self) -> None:
         """What failed is fixed (the model loads now): leave the error state without a dictation."""

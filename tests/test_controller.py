@@ -16,6 +16,7 @@ class FakeEffects:
         self.calls = []
         self.states = []
         self.messages = []
+        self.languages = []  # of each paste, in order
         self.next_rec = 0
         self.mic_error = None
 
@@ -40,8 +41,9 @@ class FakeEffects:
     def cancel_transcription(self, job_id):
         self.calls.append(("cancel_job", job_id))
 
-    def paste(self, text):
+    def paste(self, text, language=""):
         self.calls.append(("paste", text))
+        self.languages.append(language)
 
     def state_changed(self, state):
         self.states.append(state)
@@ -187,14 +189,15 @@ def test_a_new_dictation_while_transcribing_is_queued_and_pasted_in_order(fx):
     c.hotkey_released(105.0)
     c.recording_finished(RecordingResult(2, SPEECH))
     assert c.queued == 2
-    c.transcribed("job2", "second")  # out of order: must wait for the first
+    c.transcribed("job2", "zweite", "de")  # out of order: must wait for the first
     assert "paste" not in fx.kinds()
-    c.transcribed("job1", "first")
+    c.transcribed("job1", "first", "en")
     assert fx.calls[-1] == ("paste", "first")
     c.paste_finished(True)
-    assert fx.calls[-1] == ("paste", "second")
+    assert fx.calls[-1] == ("paste", "zweite")
     c.paste_finished(True)
     assert c.state is State.IDLE and c.queued == 0
+    assert fx.languages == ["en", "de"]  # each text goes with its own language (how it joins the one before)
 
 
 def test_recording_during_a_paste_shows_recording(fx):

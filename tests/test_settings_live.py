@@ -62,7 +62,7 @@ class FakePaster(QObject):
         self.pasted: list[str] = []
         self.injector = SimpleNamespace(window_class=lambda: "XTerm")
 
-    def paste(self, text: str) -> None:
+    def paste(self, text: str, language: str = "") -> None:
         self.pasted.append(text)
 
 

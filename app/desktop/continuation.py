@@ -1,10 +1,13 @@
-"""One space between two dictations in a row, where the second continues right after the first.
+"""Two dictations in a row read as one text: a space between them, and the second one's first word in case.
 
 Dictating "Hello Anna." and then "How are you?" must give "Hello Anna. How are you?", not
 "Hello Anna.How are you?"; yet a space in front of a dictation at the start of a line, in an empty
 field or after a word the user typed with its own space is a stray character. Only where nothing can
 have moved the cursor since our last paste (same window, no key or click: `input_activity.py`) does
 the text get a space in front, and only where the two texts meet as words of a spaced script do.
+There, and only there, the app also knows the sentence the new text goes on, so its first word takes
+the case that wants ("and I'm great." after "Start without me." is "And I'm great.":
+app/text/sentence_case.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from app.desktop.input_activity import LATE_S, InputActivity
+from app.text.sentence_case import continue_case
 from app.text.words import UNSPACED_SCRIPTS
 
 # Scripts written without spaces between words (Han, kana), and their punctuation ("。", "，").
@@ -43,20 +47,21 @@ class _Pasted:
 
 
 class Continuation:
-    """Remembers the last paste; `space_for` says whether the next one continues it."""
+    """Remembers the last paste; `join` makes the next text go on from it where it continues it."""
 
     def __init__(self, activity: InputActivity | None) -> None:
         self.activity = activity
         self._last: _Pasted | None = None
 
-    def space_for(self, window: int, text: str) -> str:
-        """The space to put before `text` about to go into `window` (0: unknown window: never)."""
+    def join(self, window: int, text: str, language: str = "") -> str:
+        """`text` as it goes into `window` (0: unknown window): where it continues the last paste, with the space
+        in front and the first word's case that the sentence wants (`language`: the text's, for its word lists)."""
         last = self._last
         if self.activity is None or last is None or not window or window != last.window:
-            return ""
+            return text
         if self.activity.count != last.inputs:
-            return ""  # a key or click since: the cursor may be anywhere
-        return joining_space(last.text, text)
+            return text  # a key or click since: the cursor may be anywhere
+        return joining_space(last.text, text) + continue_case(last.text, text, language)
 
     def pasting(self) -> None:
         """Our paste starts: its keys are not the user's."""

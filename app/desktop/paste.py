@@ -13,8 +13,9 @@ within `FALLBACK_MS`, X11 types the text with XTest instead (and the clipboard i
 that is not possible, or fails, the transcript stays on the clipboard and the user is told to paste
 it by hand: restoring then would lose the dictation. `outcome` says which happened.
 
-A dictation that continues the previous one where the cursor still is gets one space in front
-(`continuation.py`): "Hello Anna." then "How are you?" is "Hello Anna. How are you?".
+A dictation that continues the previous one where the cursor still is gets one space in front, and its
+first word the case of its place in the sentence (`continuation.py`): "Hello Anna." then "how are you?" is
+"Hello Anna. How are you?".
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class PasteOptions:
     method: str = "paste"  # paste | type | copy
     keys: str = "auto"  # auto | ctrl+v | ctrl+shift+v | shift+insert
     restore: bool = True
-    space_between: bool = True  # a space before a dictation that continues the previous one
+    space_between: bool = True  # join a dictation that continues the previous one: a space, the case
 
 
 def paste_keys(setting: str, server: str, window_class: str | None) -> str:
@@ -116,7 +117,8 @@ class Paster(QObject):
         except Exception as exc:  # the paste saves them itself, and reports what fails there
             log.warning("paste: could not save the clipboard early: %s", exc)
 
-    def paste(self, text: str) -> None:
+    def paste(self, text: str, language: str = "") -> None:
+        """Insert `text` (in `language`, which the joining of dictations in a row reads: `continuation.py`)."""
         self.outcome = ""
         self._offer = None
         self._target = 0
@@ -127,9 +129,9 @@ class Paster(QObject):
                 return self._finish(True, outcome=ON_CLIPBOARD)
             t0 = time.monotonic()
             target = self._target = self.injector.focused_window()
-            # the text as it goes in: a space first where it goes on from the last paste (not if it is left on
-            # the clipboard for the user, below)
-            sent = (self.continuation.space_for(target, text) if self.options.space_between else "") + text
+            # the text as it goes in: joined to the last paste where it goes on from it (not if it is left on the
+            # clipboard for the user, below)
+            sent = self.continuation.join(target, text, language) if self.options.space_between else text
             self.continuation.pasting()
             if self.options.method == "type":
                 self.injector.type_text(sent)

@@ -214,8 +214,8 @@ class DictationApp(QObject):
     def cancel_transcription(self, job_id: str) -> None:
         self.worker.cancel(job_id)
 
-    def paste(self, text: str) -> None:
-        self.paster.paste(text)
+    def paste(self, text: str, language: str = "") -> None:
+        self.paster.paste(text, language)
 
     def state_changed(self, state: State) -> None:
         log.info("state: %s", state.value)
@@ -238,7 +238,7 @@ class DictationApp(QObject):
     def _transcribed(self, job_id: str, transcript: dict) -> None:
         log.info("transcribed job=%s worker_ms=%.1f text=%r", job_id,
                  float(transcript.get("timings", {}).get("total", 0.0)), transcript.get("text", ""))
-        self.controller.transcribed(job_id, transcript.get("text", ""))
+        self.controller.transcribed(job_id, transcript.get("text", ""), transcript.get("language", ""))
 
     def retry_model(self, asked: bool = False) -> None:
         """Load the model again after it could not run (a crash loop, out of GPU memory, a missing folder).
