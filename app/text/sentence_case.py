@@ -2,10 +2,11 @@
 
 An engine writes each dictation as if it were a text of its own, but people dictate a sentence in
 pieces, and Whisper often begins a short one in lower case. Measured on espeak-ng pieces with Whisper
-base (CTranslate2): 10 of 16 second halves of a sentence and 5 of 16 whole sentences came back
-starting in lower case, so "Start without me." then "and I'm great." was pasted as
-"Start without me. and I'm great."; and a piece that ends without a full stop ("We met with the
-client on Tuesday and") was followed by a capital ("and They agreed"). Where the app knows the text
+base (CTranslate2; benchmarks/sentence_case.py): 10 of 16 second halves of a sentence and 5 of 16 whole
+sentences came back starting in lower case, so "It was a long day." then "nobody answered the phone."
+was pasted as "It was a long day. nobody answered the phone."; and a piece that ends without a full
+stop ("We met with the client on Tuesday and") can be followed by a capital that only the piece's
+start put there ("and They agreed"). Where the app knows the text
 right before the cursor (it pasted it, and nothing moved the cursor since: app/desktop/continuation.py),
 the first word follows it:
 - after a full stop, question or exclamation mark (not the dot of an abbreviation, nor an ellipsis)
