@@ -134,22 +134,24 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 def _write_subtitles(args: argparse.Namespace, audios: list, language: str, vocabulary: tuple[str, ...],
                      options) -> int:
     """`transcribe --subtitles srt|vtt`: each file's speech in timed segments (`app.engine.segments`, on the
-    server with --server), each segment's text through the text pipeline, written beside the file."""
+    server with --server), cut into readable cues where the engine timed the words (`app.text.subtitles`), each
+    cue's text through the text pipeline, written beside the file."""
     import dataclasses
     from pathlib import Path
 
     from app.text import finish
-    from app.text.subtitles import srt, vtt
+    from app.text.subtitles import cues, srt, vtt
 
     segments_of, close = _segments_on_server(args) if args.server else _segments_here(args)
     try:
         for path, audio in audios:
             segments, spoken = segments_of(path, audio, language=language, steps=args.steps, vocabulary=vocabulary)
+            pieces = cues(tuple(segments), spoken)
             if not args.raw:  # in the language spoken: fillers and spoken punctuation are words of a language
-                segments = [dataclasses.replace(s, text=finish(s.text, spoken, options)) for s in segments]
-            cues = tuple(s for s in segments if s.text)
+                pieces = tuple(dataclasses.replace(c, text=finish(c.text, spoken, options)) for c in pieces)
+            pieces = tuple(c for c in pieces if c.text)
             out = Path(path).with_suffix(f".{args.subtitles}")
-            out.write_text(srt(cues) if args.subtitles == "srt" else vtt(cues), encoding="utf-8")
+            out.write_text(srt(pieces, spoken) if args.subtitles == "srt" else vtt(pieces, spoken), encoding="utf-8")
             print(out, flush=True)
     finally:
         close()
@@ -174,21 +176,28 @@ def _segments_here(args: argparse.Namespace):
                   file=sys.stderr, flush=True)
             return [], options["language"]
         spans = spans or [Span.whole(audio)]
-        done = transcribe_segments(engine, audio, spans, **options)
+        done = transcribe_segments(engine, audio, spans, words=True, **options)  # where the engine times words
         return list(done.segments), done.transcript.language
 
     return segments_of, lambda: None
 
 
 def _segments_on_server(args: argparse.Namespace):
-    """The same from a speech server's `verbose_json` (it finds the speech itself, as `_segments_here` does)."""
+    """The same from a speech server's `verbose_json` (it finds the speech itself, as `_segments_here` does), with
+    word timestamps where its engine times words (its /health says)."""
+    from app.engine.base import Word
     from app.engine.segments import Segment
 
     conn = _connection(args, read_timeout_s=3600.0)  # the answer comes whole, after every piece is transcribed
+    timed = bool(conn.health().get("times_words"))
 
     def segments_of(path: str, audio, **options) -> tuple[list, str]:
-        answer = conn.segments(audio, **options)
-        return ([Segment(float(s["start"]), float(s["end"]), str(s["text"])) for s in answer["segments"]],
+        answer = conn.segments(audio, words=timed, **options)
+        space = "" if answer.get("language_code") == "zh" else " "  # the API's words come without their spaces
+        words = [Word(float(w["start"]), float(w["end"]), space + str(w["word"])) for w in answer.get("words", ())]
+        return ([Segment(float(s["start"]), float(s["end"]), str(s["text"]),
+                         tuple(w for w in words if s["start"] <= (w.start + w.end) / 2 <= s["end"]))
+                 for s in answer["segments"]],
                 str(answer.get("language_code") or options["language"]))
 
     return segments_of, conn.close

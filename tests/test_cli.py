@@ -65,9 +65,9 @@ def test_a_file_without_speech_prints_no_invented_words():
     assert not unchecked["no_speech"] and "encoder" in unchecked["timings"], unchecked  # the model ran on it
 
 
-def test_subtitles_are_written_beside_each_file_a_cue_per_stretch_of_speech(tmp_path):
-    """Four read sentences in one file: the pauses between them make the cues (Silero VAD); a file of noise
-    gets an empty subtitle file and a line on stderr."""
+def test_subtitles_are_written_beside_each_file_in_readable_cues(tmp_path):
+    """Four read sentences in one file: the pauses between them make the segments (Silero VAD), cut into cues
+    between the words that Whisper timed; a file of noise gets an empty subtitle file and a line on stderr."""
     selection = clips(source="librivox")[:4]
     talk = tmp_path / "talk.wav"
     sf.write(talk, np.concatenate([sf.read(c.path, dtype="float32")[0] for c in selection]), 16_000)
@@ -84,6 +84,9 @@ def test_subtitles_are_written_beside_each_file_a_cue_per_stretch_of_speech(tmp_
     seconds = [sum(float(x) * 60 ** i for i, x in enumerate(reversed(t.replace(",", ".").split(":"))))
                for pair in times for t in pair]
     assert seconds == sorted(seconds) and seconds[-1] <= sum(c.seconds for c in selection) + 0.01, times
+    # Readable cues (Whisper on CTranslate2 times its words): two lines of at most 42 characters, at most 7 s.
+    assert all(len(b.splitlines()[2:]) <= 2 and all(len(line) <= 42 for line in b.splitlines()[2:]) for b in blocks)
+    assert all(end - start <= 7.0 for start, end in zip(seconds[0::2], seconds[1::2])), times
     text = " ".join(" ".join(b.splitlines()[2:]) for b in blocks)
     assert wer([" ".join(c.text for c in selection)], [text]) < 0.3, text
     assert (tmp_path / "noise.srt").read_text(encoding="utf-8") == "" and "noise.wav: no speech heard" in proc.stderr

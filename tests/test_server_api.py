@@ -173,9 +173,39 @@ def test_subtitles_have_a_cue_for_each_sentence_when_it_was_spoken(whisper_serve
     with open(path, "rb") as fh:
         verbose = client(whisper_server).audio.transcriptions.create(model="whisper-1", file=fh,
                                                                      response_format="verbose_json")
-    assert [(s.start, s.end, s.text) for s in verbose.segments] == [
-        (pytest.approx(a, abs=0.001), pytest.approx(b, abs=0.001), text) for a, b, text in found]
+    # A segment is the stretch of speech the VAD heard; its cue, the time its words were said (inside it).
+    assert [s.text for s in verbose.segments] == [text for _, _, text in found]
+    assert all(s.start - 0.001 <= start < end <= s.end + 0.001 for s, (start, end, _) in zip(verbose.segments, found))
     assert verbose.text == " ".join(text for _, _, text in found) and verbose.language == "english"
+    assert verbose.words is None  # asked only for segments (OpenAI's default)
+
+
+def test_word_timestamps_say_when_each_word_was_spoken(whisper_server, three_sentences):
+    """timestamp_granularities[] word (OpenAI's client sends it so): each word of each sentence, in order, inside
+    the time its sentence was spoken, the first beginning and the last ending near the sentence's own ends."""
+    path, spoken, texts = three_sentences
+    with open(path, "rb") as fh:
+        verbose = client(whisper_server).audio.transcriptions.create(
+            model="whisper-1", file=fh, response_format="verbose_json", timestamp_granularities=["word", "segment"])
+    words = verbose.words
+    assert "".join(w.word for w in words) == verbose.text.replace(" ", ""), (words, verbose.text)
+    starts = [w.start for w in words]
+    assert starts == sorted(starts) and all(w.start <= w.end for w in words), words
+    for segment, (spoken_start, spoken_end) in zip(verbose.segments, spoken):
+        inside = [w for w in words if segment.start <= w.start and w.end <= segment.end]
+        assert "".join(w.word for w in inside) == segment.text.replace(" ", ""), (inside, segment.text)
+        # Give or take the VAD's margin (0.15 s), to which a word the alignment began early is held.
+        assert spoken_start - 0.2 <= inside[0].start <= spoken_start + 0.4, (inside[0], spoken_start)
+        assert spoken_end - 0.6 <= inside[-1].end <= spoken_end + 0.2, (inside[-1], spoken_end)
+
+    only_words = json.loads(curl(whisper_server, f"file=@{path}", "model=whisper-1", "response_format=verbose_json",
+                                 "timestamp_granularities[]=word")[1])
+    assert "segments" not in only_words and [w["word"] for w in only_words["words"]] == [w.word for w in words]
+    status, body = curl(whisper_server, f"file=@{path}", "model=whisper-1", "timestamp_granularities[]=word")
+    assert status == 400 and "verbose_json" in json.loads(body)["error"]["message"], body
+    status, body = curl(whisper_server, f"file=@{path}", "model=whisper-1", "response_format=verbose_json",
+                        "timestamp_granularities[]=phoneme")
+    assert status == 400 and json.loads(body)["error"]["param"] == "timestamp_granularities", body
 
 
 def test_models_and_health_describe_the_served_model(whisper_server):
@@ -185,6 +215,7 @@ def test_models_and_health_describe_the_served_model(whisper_server):
     assert health["status"] == "ok" and health["engine"] == "faster-whisper" and health["device"] == "cpu"
     assert health["model"] == "whisper-tiny.en-ct2" and health["queue_length"] == 0
     assert health["languages"] == ["en"]  # an English-only model: the app's settings window warns beside Language
+    assert health["times_words"] is True  # Whisper on CTranslate2 aligns its words (the CLI's subtitles ask for them)
     assert str(WHISPER_TINY_EN_CT2) not in json.dumps(health)  # no server path leaves the server
 
 
@@ -398,6 +429,10 @@ def test_diffusion_answers_with_its_steps_and_streams_its_drafts(diffusion_serve
     drafts = [e.model_extra for e in events if e.type == "transcript.text.delta"]
     assert drafts and all(d["total"] == 4 and 1 <= d["step"] <= 4 for d in drafts)
     assert events[-1].type == "transcript.text.done" and events[-1].text == answer.text  # seeded: the same canvas
+    status, body = curl(diffusion_server, f"file=@{wav}", "model=whisper-1", "response_format=verbose_json",
+                        "timestamp_granularities[]=word")
+    assert status == 400 and "does not time words" in json.loads(body)["error"]["message"], body
+    assert httpx2.get(diffusion_server.url + "/health").json()["times_words"] is False
 
 
 def test_cli_transcribes_on_the_server(guarded_server, speech, tmp_path):

@@ -10,8 +10,9 @@ import pytest
 from app.audio.loading import load_audio
 from app.audio.speech_spans import MAX_SEGMENT_S, PAD_S, speech_spans
 from app.audio.vad import WINDOW
+from app.engine.base import Word
 from app.engine.segments import Segment
-from app.text.subtitles import srt, vtt
+from app.text.subtitles import LINE_CHARS, MAX_CUE_S, cues, lines, srt, vtt
 from tests.speech import clips
 
 RATE = 16_000
@@ -75,3 +76,45 @@ def test_subtitle_files_number_their_cues_and_write_times_their_way():
     assert vtt(segments) == ("WEBVTT\n\n00:00:00.426 --> 00:00:03.500\nHello there.\n\n"
                              "01:01:01.500 --> 01:01:02.000\nAn hour later.\n\n")
     assert vtt(()) == "WEBVTT\n\n" and srt(()) == ""
+
+
+def timed(text: str, start: float, seconds_a_word: float = 0.4) -> tuple[Word, ...]:
+    """`text`'s words said one after another from `start`, each `seconds_a_word` long."""
+    return tuple(Word(round(start + i * seconds_a_word, 3), round(start + (i + 1) * seconds_a_word, 3), " " + w)
+                 for i, w in enumerate(text.split()))
+
+
+def test_a_long_segment_with_word_times_becomes_readable_cues():
+    """Two lines of at most 42 characters, at most 7 s, cut between words and after a sentence's end; each cue
+    shown from its first word's start to its last word's end."""
+    said = ("So the plan for next week is simple. We finish the report on Monday, send it to the client on "
+            "Tuesday and then wait for their answer before we start anything else")
+    words = timed(said, 3.0)
+    pieces = cues((Segment(2.9, words[-1].end + 0.1, said, words),), "en")
+    assert " ".join(p.text for p in pieces) == said
+    assert all(len(p.text) <= LINE_CHARS * 2 and p.end - p.start <= MAX_CUE_S for p in pieces), pieces
+    assert pieces[0].text == "So the plan for next week is simple."  # the sentence's end ends the cue
+    assert [(p.start, p.end) for p in pieces] == [(p.words[0].start, p.words[-1].end) for p in pieces]
+    assert all(len(line) <= LINE_CHARS for p in pieces for line in lines(p.text).split("\n"))
+    assert all(len(lines(p.text).split("\n")) <= 2 for p in pieces)
+
+
+def test_a_segment_without_word_times_stays_one_cue_its_text_wrapped():
+    said = "The diffusion engine writes the whole text at once, so no word of it has a time of its own here."
+    assert cues((Segment(1.0, 6.0, said),), "en") == (Segment(1.0, 6.0, said),)
+    wrapped = lines(said).split("\n")
+    assert len(wrapped) == 3 and all(len(line) <= LINE_CHARS for line in wrapped) and " ".join(wrapped) == said
+
+
+@pytest.mark.parametrize(("text", "language", "expected"), [
+    ("Short enough.", "en", "Short enough."),
+    ("Please remind me to call the dentist tomorrow morning.", "en",
+     "Please remind me to call the\ndentist tomorrow morning."),  # two lines about as long as each other
+    ("我们明天早上九点在公司门口见面", "zh", "我们明天早上九点在公司门口见面"),  # 15: one line of at most 16
+    ("我们明天早上九点在公司门口见面然后一起去机场接客户", "zh",
+     "我们明天早上九点在公司门\n口见面然后一起去机场接客户"),  # two even lines, cut between characters
+    ("我们明天早上九点在公司门口见面然后一起去机场接客户再去酒店办理入住手续最后吃饭", "zh",
+     "我们明天早上九点在公司门口见面然\n后一起去机场接客户再去酒店办理入\n住手续最后吃饭"),  # no cue this long from words
+])
+def test_subtitle_lines(text, language, expected):
+    assert lines(text, language) == expected

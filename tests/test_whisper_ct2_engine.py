@@ -45,6 +45,25 @@ def test_long_audio_is_transcribed_whole_with_progress_per_segment(ct2_tiny_en):
     assert [p.step for p in seen] == sorted(p.step for p in seen)
 
 
+def test_word_times_leave_the_text_as_it_was_and_follow_the_speech(ct2_tiny_en):
+    """An espeak sentence after 2 s of silence: the same text as without word times (faster-whisper's own
+    `word_timestamps` option decoded the trailing silence into "Thank you."), every word of it timed, in
+    order, about where the speech is (Whisper's alignment puts a first word after silence up to ~0.3 s early;
+    the speech server holds it to the VAD's span: app/engine/segments.py)."""
+    clip = clips(source="espeak", language="en")[2]
+    speech = load_audio(clip.path)
+    audio = np.concatenate([np.zeros(32_000, dtype=np.float32), speech, np.zeros(16_000, dtype=np.float32)])
+    plain = ct2_tiny_en.transcribe(audio, language="en")
+    timed = ct2_tiny_en.transcribe(audio, language="en", words=True)
+    assert plain.words is None and timed.text == plain.text, (plain.text, timed.text)
+    assert "".join(w.text for w in timed.words).strip() == timed.text
+    assert [w.start for w in timed.words] == sorted(w.start for w in timed.words)
+    assert all(w.start <= w.end for w in timed.words)
+    assert 1.6 <= timed.words[0].start <= 2.4 and 2.0 + len(speech) / 16_000 - 0.8 <= timed.words[-1].end <= \
+        2.0 + len(speech) / 16_000 + 0.2, timed.words
+    assert ct2_tiny_en.times_words
+
+
 def test_english_only_model_refuses_german(ct2_tiny_en):
     assert not ct2_tiny_en.multilingual
     with pytest.raises(UserError, match="only understands English"):

@@ -51,6 +51,17 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+@dataclass(frozen=True)
+class Word:
+    """A word of a transcript and when it was said, in seconds from the audio's start (subtitle cues, and the
+    speech server's word timestamps). `text` is the word as written, with the punctuation that clings to it and
+    the space before it where there is one (" ill", "-disposed": joined, "ill-disposed")."""
+
+    start: float
+    end: float
+    text: str
+
+
 @dataclass
 class Transcript:
     """What every engine returns.
@@ -58,7 +69,8 @@ class Transcript:
     `steps_used` is the number of decoding passes actually run: denoising steps for the diffusion
     engine (it may exit early), generated tokens for autoregressive Whisper. `timings` holds
     milliseconds: `features`, `encoder`, `decode`, `total`, and for diffusion `prefill` and the list
-    `steps` (one entry per denoising step).
+    `steps` (one entry per denoising step). `words` is each word's time where the engine was asked for them
+    (`transcribe(..., words=True)`) and can tell (`Engine.times_words`); None otherwise.
     """
 
     text: str
@@ -66,6 +78,7 @@ class Transcript:
     steps_used: int
     timings: dict[str, float | list[float]] = field(default_factory=dict)
     language_detected: bool = False
+    words: tuple[Word, ...] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +122,9 @@ class Engine(Protocol):
     # The product's languages (codes of LANGUAGES) this model transcribes: an English-only Whisper or
     # adapter has ("en",). The settings window warns when the chosen language is not among them.
     languages: tuple[str, ...]
+    # Whether `transcribe(..., words=True)` times each word: Whisper aligns its text with the audio through its
+    # cross-attention; the diffusion engine writes its text all at once and knows no word's time.
+    times_words: bool
 
     def preparations(self) -> list[Preparation]:
         """The speed-up pieces still to do, in the order to run them; [] when there are none (the
@@ -123,9 +139,11 @@ class Engine(Protocol):
         steps: int | None = None,
         on_progress: ProgressCallback | None = None,
         vocabulary: Sequence[str] = (),
+        words: bool = False,
     ) -> Transcript:
         """`vocabulary`: words and names the speaker uses (the user's word list, or an API request's
-        `prompt`); an engine conditions on them where its model can, and ignores them otherwise."""
+        `prompt`); an engine conditions on them where its model can, and ignores them otherwise. `words`: also
+        time each word (`Transcript.words`), where the engine `times_words`; others ignore it."""
         ...
 
 

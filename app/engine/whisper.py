@@ -74,6 +74,9 @@ class WhisperEngine:
     """A loaded Whisper model; `transcribe` follows the engine contract in `base.py`."""
 
     name = "whisper"
+    # Not yet: transformers' `return_token_timestamps` gives one time a token, not the words' spans that
+    # faster-whisper's alignment gives (app/engine/whisper_ct2.py), and nothing here groups them yet.
+    times_words = False
 
     def __init__(self, model: WhisperForConditionalGeneration, processor: WhisperProcessor, device: torch.device) -> None:
         self.model = model
@@ -124,9 +127,11 @@ class WhisperEngine:
         steps: int | None = None,
         on_progress: ProgressCallback | None = None,
         vocabulary: Sequence[str] = (),
+        words: bool = False,
     ) -> Transcript:
         """Transcribe 16 kHz mono audio. `steps` has no meaning for autoregressive decoding and is ignored;
-        `vocabulary` becomes the first window's prompt (app/engine/vocabulary_prompt.py)."""
+        `vocabulary` becomes the first window's prompt (app/engine/vocabulary_prompt.py); `words` is ignored
+        (`times_words`)."""
         audio = check_audio(audio)
         language = self._check_model_language(check_language(language))
         with out_of_memory_as_user_error("transcribing"), torch.inference_mode():

@@ -31,6 +31,7 @@ from app.engine.base import (
     Progress,
     ProgressCallback,
     Transcript,
+    Word,
     check_audio,
     check_language,
     english_only,
@@ -56,6 +57,7 @@ class FasterWhisperEngine:
     """A loaded CTranslate2 Whisper model; `transcribe` follows the engine contract in `base.py`."""
 
     name = "faster-whisper"
+    times_words = True  # faster-whisper's alignment of the text with the cross-attention (CTranslate2's `align`)
 
     def __init__(self, model: WhisperModel, device: str, compute_type: str) -> None:
         self.model = model
@@ -93,9 +95,11 @@ class FasterWhisperEngine:
         steps: int | None = None,
         on_progress: ProgressCallback | None = None,
         vocabulary: Sequence[str] = (),
+        words: bool = False,
     ) -> Transcript:
         """Transcribe 16 kHz mono audio. `steps` has no meaning for autoregressive decoding and is ignored;
-        `vocabulary` becomes the first window's prompt (app/engine/vocabulary_prompt.py)."""
+        `vocabulary` becomes the first window's prompt (app/engine/vocabulary_prompt.py); `words` times each word
+        (an alignment pass over the text after decoding, in `decode`'s time)."""
         audio = check_audio(audio)
         language = check_language(language)
         if not self.multilingual:
@@ -113,22 +117,28 @@ class FasterWhisperEngine:
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
         prompt = vocabulary_prompt(vocabulary, tokenizer.encode, language)
         budget = decode_budget(token_budget(min(audio.shape[0], WINDOW_SAMPLES)), prompt)
-        options = _greedy_options(tokenizer, budget, timestamps=long_form, prompt=prompt)
+        options = _greedy_options(tokenizer, budget, timestamps=long_form, prompt=prompt, words=words and long_form)
         texts: list[str] = []
-        tokens = 0
+        timed: list[Word] = []
+        text_tokens: list[int] = []
         for segment in self.model.generate_segments(features, tokenizer, options, False, encoder_output):
             texts.append(segment.text)
-            tokens += len(segment.tokens)
+            timed += [Word(round(float(w.start), 3), round(float(w.end), 3), w.word) for w in segment.words or ()]
+            text_tokens += segment.tokens
             if on_progress is not None:
-                on_progress(Progress(step=tokens, total=max(budget, tokens), draft="".join(texts).strip()))
+                done = len(text_tokens)
+                on_progress(Progress(step=done, total=max(budget, done), draft="".join(texts).strip()))
+        if words and not long_form:
+            timed = self._align(tokenizer, text_tokens, encoder_output, features.shape[-1] - 1, options)
         t_decode = time.perf_counter()
 
         return Transcript(
             text="".join(texts).strip(),
             language=language,
-            steps_used=tokens,
+            steps_used=len(text_tokens),
             timings=stage_timings(t0, t_features, t_encoder, t_decode),
             language_detected=detected,
+            words=tuple(timed) if words else None,
         )
 
     def detect_language(self, audio: np.ndarray) -> str:
@@ -157,6 +167,24 @@ class FasterWhisperEngine:
         silence = np.full((window.shape[0], missing), window.max() - 2.0, dtype=window.dtype)
         return np.concatenate([window, silence], axis=1)
 
+    def _align(self, tokenizer: Tokenizer, tokens: list[int], encoder_output: ctranslate2.StorageView, frames: int,
+               options: TranscriptionOptions) -> list[Word]:
+        """Each word's time in a recording of one window, from its decoded `tokens`: faster-whisper's own
+        alignment (`add_word_timestamps`: CTranslate2's `align` over the alignment heads' cross-attention, then
+        its punctuation merging and its limits on long words) run after the decoding.
+
+        Not through its `word_timestamps` option: that also makes its segment loop start another window at
+        the last word's end, which decoded the trailing silence of a 4 s clip into "Thank you." and took six
+        times as long; here the text is exactly the one decoded without words."""
+        if not tokens:
+            return []
+        segment = {"seek": 0, "start": 0.0, "end": frames / self.model.frames_per_second, "tokens": tokens}
+        self.model.add_word_timestamps([[segment]], tokenizer, encoder_output,
+                                       min(frames, self.model.feature_extractor.nb_max_frames),
+                                       options.prepend_punctuations, options.append_punctuations,
+                                       last_speech_timestamp=0.0)
+        return [Word(round(float(w["start"]), 3), round(float(w["end"]), 3), w["word"]) for w in segment.get("words", ())]
+
     def _detect_language(self, encoder_output: ctranslate2.StorageView) -> str:
         """The most probable of the product's languages (Whisper knows 99; the others are never chosen)."""
         for token, _probability in self.model.model.detect_language(encoder_output)[0]:
@@ -167,7 +195,8 @@ class FasterWhisperEngine:
                         code="bad_model")
 
 
-def _greedy_options(tokenizer: Tokenizer, budget: int, *, timestamps: bool, prompt: list[int]) -> TranscriptionOptions:
+def _greedy_options(tokenizer: Tokenizer, budget: int, *, timestamps: bool, prompt: list[int],
+                    words: bool = False) -> TranscriptionOptions:
     """faster-whisper's own defaults for `transcribe(beam_size=1, temperature=0)`, plus the token budget.
 
     Windows after the first are not prompted with the text before them (as in the transformers engine's
@@ -178,7 +207,8 @@ def _greedy_options(tokenizer: Tokenizer, budget: int, *, timestamps: bool, prom
     `condition_on_previous_text` off, faster-whisper drops it after that window.
 
     Timestamps only for audio over 30 s, where they tell the segment loop where the next window starts;
-    a dictation under 30 s is one window and decodes faster without them.
+    a dictation under 30 s is one window and decodes faster without them. `words`: faster-whisper's word
+    timestamps (its `word_timestamps`), which also let the loop start the next window at the last word's end.
     """
     return TranscriptionOptions(
         beam_size=1,
@@ -199,7 +229,7 @@ def _greedy_options(tokenizer: Tokenizer, budget: int, *, timestamps: bool, prom
         suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
         without_timestamps=not timestamps,
         max_initial_timestamp=1.0,
-        word_timestamps=False,
+        word_timestamps=words,
         prepend_punctuations="\"'“¿([{-",
         append_punctuations="\"'.。,，!！?？:：”)]}、",
         multilingual=False,

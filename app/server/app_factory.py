@@ -36,7 +36,7 @@ from app.server import request_checks as checks
 from app.server.api_errors import ApiError
 from app.server.auth import check_bearer
 from app.server.batching import EngineQueue, Job
-from app.text.subtitles import srt, vtt
+from app.text.subtitles import cues, srt, vtt
 
 log = logging.getLogger("app.server")
 
@@ -166,8 +166,14 @@ def create_app(queue: EngineQueue, options: ServerOptions) -> FastAPI:
             queue.check_speculation()
         data = await upload.read()
         audio = await run_in_threadpool(checks.decode_audio, data, upload.filename or "")
+        times_words = bool(getattr(queue.slot.engine, "times_words", False))
+        granularities = checks.check_granularities(
+            [v for key in ("timestamp_granularities[]", "timestamp_granularities") for v in form.getlist(key)
+             if isinstance(v, str)], fmt, times_words, str(queue.slot.describe().get("engine")))
         req = checks.TranscriptionRequest(audio, language, steps, fmt, stream,
-                                          checks.vocabulary(_field(form, "prompt")), speculative, client)
+                                          checks.vocabulary(_field(form, "prompt")), speculative, client,
+                                          granularities=granularities,
+                                          words="word" in granularities or (fmt in ("srt", "vtt") and times_words))
         if fmt in checks.SEGMENTED_FORMATS and not stream:
             spans = tuple(await run_in_threadpool(speech_spans, audio))
             if not spans and not options.speech_check:  # the client checks for speech itself: all of it, then
@@ -229,12 +235,18 @@ def _render(outcome: Transcript | Segmented, req: checks.TranscriptionRequest, *
     if req.response_format == "text":
         return PlainTextResponse(t.text + "\n")
     if req.response_format in ("srt", "vtt"):
-        subtitles = srt(segments) if req.response_format == "srt" else vtt(segments)
+        pieces = cues(segments, t.language)
+        subtitles = srt(pieces, t.language) if req.response_format == "srt" else vtt(pieces, t.language)
         return PlainTextResponse(subtitles, media_type="text/vtt" if req.response_format == "vtt" else "text/plain")
     body = _answer(t, req, queue_ms=queue_ms, no_speech=no_speech)
     if req.response_format == "verbose_json":
         body = {"task": "transcribe", **body, "language": LANGUAGES.get(t.language, t.language).lower(),
-                "language_code": t.language, "duration": round(req.seconds, 3), "segments": _openai_segments(segments)}
+                "language_code": t.language, "duration": round(req.seconds, 3)}
+        if "segment" in req.granularities:
+            body["segments"] = _openai_segments(segments)
+        if "word" in req.granularities:
+            body["words"] = [{"word": w.text.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
+                             for s in segments for w in s.words]
     return JSONResponse(body)
 
 

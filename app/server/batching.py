@@ -264,7 +264,7 @@ class EngineQueue:
             job, req = jobs[0], jobs[0].request
             outcomes = [self._with_engine(job.id, lambda engine: transcribe_segments(
                 engine, req.audio, list(req.spans), language=req.language, steps=req.steps,
-                vocabulary=req.vocabulary, on_progress=_progress(job), max_batch=self.max_batch))]
+                vocabulary=req.vocabulary, on_progress=_progress(job), max_batch=self.max_batch, words=req.words))]
         elif len(jobs) == 1:
             job, req = jobs[0], jobs[0].request
             outcomes = [self._with_engine(job.id, lambda engine: engine.transcribe(

@@ -79,13 +79,15 @@ class ServerConnection:
         raise UserError(f"The speech server at {self.url} ended the answer early; try again.", code="server_failed")
 
     def segments(self, audio: np.ndarray, *, model: str = "whisper-1", language: str = "auto",
-                 steps: int | None = None, vocabulary: Sequence[str] = ()) -> dict:
+                 steps: int | None = None, vocabulary: Sequence[str] = (), words: bool = False) -> dict:
         """The server's `verbose_json` answer: the recording in timed `segments` (`start`, `end`, `text`), the
-        `language_code` it was transcribed in, and the whole `text`.
+        `language_code` it was transcribed in, and the whole `text`; with `words`, each word's time too (`words`:
+        `word`, `start`, `end`; only a server whose engine times words gives them, its /health says).
 
         That answer is not streamed: nothing comes until every piece is transcribed, so a long file needs a
         read timeout that covers it (`transcribe --subtitles` gives it an hour)."""
-        data = {**_form(model, language, steps, vocabulary), "response_format": "verbose_json"}
+        data = {**_form(model, language, steps, vocabulary), "response_format": "verbose_json",
+                "timestamp_granularities[]": ["segment", "word"] if words else ["segment"]}
         files = {"file": ("recording.flac", _flac(audio), "audio/flac")}
         with self._request("POST", "/v1/audio/transcriptions", data=data, files=files) as response:
             return json.loads(response.read())

@@ -21,6 +21,7 @@ from app.server.api_errors import ApiError
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 SEGMENTED_FORMATS = ("verbose_json", "srt", "vtt")  # answered in timed segments (`app.engine.segments`)
+GRANULARITIES = ("segment", "word")  # OpenAI's timestamp_granularities[]
 STEPS_RANGE = (1, 48)  # the diffusion engine's; Settings' "Quality (steps)" has the same bounds
 OPENAI_ALIAS = "whisper-1"  # the model name existing OpenAI clients send
 
@@ -41,6 +42,10 @@ class TranscriptionRequest:
     client: str = ""  # who sent it: a request replaces its own client's earlier speculative ones
     # Where the speech is, for an answer in timed segments (`app.engine.segments`); None: one text.
     spans: tuple[Span, ...] | None = None
+    # The timestamp granularities verbose_json answers with; `words` (each word's time, where the engine times
+    # words) is also taken for srt and vtt, whose cues it cuts to a readable length.
+    granularities: tuple[str, ...] = ("segment",)
+    words: bool = False
 
     @property
     def seconds(self) -> float:
@@ -92,6 +97,24 @@ def check_stream(fmt: str, stream: bool) -> None:
     if stream and fmt in ("srt", "vtt"):
         raise ApiError(400, f"The response_format '{fmt}' cannot be streamed; leave out 'stream', or stream json.",
                        "unsupported_response_format", param="response_format")
+
+
+def check_granularities(values: list[str], fmt: str, engine_times_words: bool, engine: str) -> tuple[str, ...]:
+    """`timestamp_granularities[]`: segment (the default), word, or both; only with verbose_json, as OpenAI's
+    API; word only where the engine times words."""
+    asked = tuple(dict.fromkeys(v.strip().lower() for v in values if v.strip())) or ("segment",)
+    unknown = [v for v in asked if v not in GRANULARITIES]
+    if unknown:
+        raise ApiError(400, f"The timestamp granularity '{unknown[0]}' is not supported; send segment, word or both.",
+                       "invalid_timestamp_granularities", param="timestamp_granularities")
+    if values and fmt != "verbose_json":
+        raise ApiError(400, "timestamp_granularities needs response_format verbose_json.",
+                       "invalid_timestamp_granularities", param="timestamp_granularities")
+    if "word" in asked and not engine_times_words:
+        raise ApiError(400, f"This server's engine ({engine}) does not time words, so it answers with segment "
+                       "timestamps only; leave out 'word', or use a server that runs the faster-whisper engine.",
+                       "unsupported_timestamp_granularities", param="timestamp_granularities")
+    return asked
 
 
 def check_flag(value: str | None, name: str) -> bool:

@@ -127,6 +127,7 @@ class EngineSlot:
             "device": str(getattr(engine, "device", spec.device)) if spec else None,
             "quantization": self.mode,
             "languages": list(getattr(engine, "languages", ())) or None,  # the loaded model's; None: none loaded
+            "times_words": bool(getattr(engine, "times_words", False)),  # word timestamps (the speech server's)
             "gpu_memory": gpu_memory(),
         }
 

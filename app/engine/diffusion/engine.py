@@ -36,6 +36,7 @@ class DiffusionEngine:
     """A loaded diffusion ASR model; `transcribe` follows the engine contract in `app/engine/base.py`."""
 
     name = "diffusion"
+    times_words = False  # the canvas is written all at once, from the whole recording: no word has a time
 
     def __init__(self, model: DiffusionModel, *, seed: int = 0, compile_layers: bool = False) -> None:
         self.model = model
@@ -98,6 +99,7 @@ class DiffusionEngine:
         steps: int | None = None,
         on_progress: ProgressCallback | None = None,
         vocabulary: Sequence[str] = (),
+        words: bool = False,
         early_exit: bool = True,
         seed: int | None = None,
     ) -> Transcript:
@@ -108,6 +110,7 @@ class DiffusionEngine:
         beside it: `Preparation`). An exception raised by
         `on_progress` (called after every step) aborts the transcription: that is how to cancel.
         `vocabulary` goes into the prompt's context slot where the adapter has one (config.py), else unused.
+        `words` is ignored (`times_words`).
         """
         item = BatchItem(audio, language, tuple(vocabulary), on_progress)
         outcome = self._run([item], steps, early_exit, seed)[0]
