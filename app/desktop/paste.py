@@ -225,8 +225,12 @@ class Paster(QObject):
             keep(text)
 
     def close(self) -> None:
-        """At exit: a clipboard this process serves (Wayland's data-control) is handed to one that outlives it."""
+        """At exit: a clipboard this process serves (Wayland's data-control) is handed to one that outlives it, and
+        the keycodes typing lent to characters are given back (X11)."""
         close = getattr(self.clipboard, "close", None)
+        if close is not None:
+            close()
+        close = getattr(self._injector, "close", None)
         if close is not None:
             close()
 

@@ -3,20 +3,26 @@
 The same XTest requests that xdotool sends, without a process start per paste (about 10 ms each
 on a busy machine, and a paste needs two: find the window, send the keys). Typing text (the
 fallback when the target reads no paste) presses each character's key; a character the keyboard
-layout lacks (any Unicode) is given a spare keycode for the moment: the spare keycodes are mapped
-to the missing keysyms, the keys typed, and the mapping cleared again. Clients re-read the keymap
-when told it changed, so each remapping waits `REMAP_S` before the keys and after them. xdotool
-stays the fallback for a paste combination whose keysym the layout lacks.
+layout lacks (any Unicode) is lent a spare keycode: the spare keycode is mapped to the missing
+keysym and the key typed. Clients re-read the keymap when told it changed, and they read it as it is
+when they get to it, not as it was when the key was sent: so a lent keycode stays lent (a busy
+target handles the keys seconds later, and a mapping cleared meanwhile typed nothing), and is only
+lent again to another character when no spare is left, or given back at exit (`close`). Each
+remapping waits `REMAP_S` before the keys. xdotool stays the fallback for a paste combination whose
+keysym the layout lacks.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import threading
 import time
 
 from app.errors import UserError
+
+log = logging.getLogger(__name__)
 
 REMAP_S = 0.05
 _CONTROL_KEYSYMS = {"\n": 0xFF0D, "\t": 0xFF09}  # Return, Tab
@@ -32,6 +38,7 @@ class X11Keys:
     def __init__(self) -> None:
         self._display = None
         self._lock = threading.Lock()  # `warm_up` may run on a helper thread while a paste starts
+        self._lent: dict[int, int] = {}  # keysym -> the spare keycode lent to it (still mapped), oldest first
 
     def warm_up(self) -> None:
         """Opening the connection costs python-xlib ~0.1-0.2 s of set-up: pay it before the first paste."""
@@ -153,6 +160,8 @@ class X11Keys:
                 steps, remapped, start = self._plan(text, start, spares)
                 for keysym, code in remapped.items():
                     dpy.change_keyboard_mapping(code, [(keysym, keysym)])
+                    self._lent = {k: c for k, c in self._lent.items() if c != code and k != keysym}
+                    self._lent[keysym] = code
                 if remapped:
                     dpy.sync()
                     time.sleep(REMAP_S)
@@ -164,13 +173,22 @@ class X11Keys:
                     if shifted:
                         xtest.fake_input(dpy, X.KeyRelease, shift)
                 dpy.sync()
-                if remapped:
-                    time.sleep(REMAP_S)  # the target looks the keys up in the remapped keymap
-                    for code in remapped.values():
-                        dpy.change_keyboard_mapping(code, [(0, 0)])
-                    dpy.sync()
+                if start < len(text):
+                    time.sleep(REMAP_S)  # the next part lends these keycodes again: give the target a moment
         finally:
             dpy.sync()
+
+    def close(self) -> None:
+        """At exit: give back the keycodes lent to characters (their keys were typed long ago)."""
+        if self._display is None or not self._lent:
+            return
+        try:
+            for code in self._lent.values():
+                self._display.change_keyboard_mapping(code, [(0, 0)])
+            self._display.sync()
+        except Exception as exc:  # the X server went first
+            log.info("x11: could not give back the lent keycodes: %s", exc)
+        self._lent = {}
 
     def _plan(self, text: str, start: int, spares: list[int]) -> tuple[list[tuple[int, bool]], dict[int, int], int]:
         """(keycode, with Shift) per character from `start` on, as far as the spare keycodes reach for the
@@ -178,6 +196,7 @@ class X11Keys:
         dpy = self._dpy()
         steps: list[tuple[int, bool]] = []
         remapped: dict[int, int] = {}
+        used: set[int] = set()  # lent keycodes this part types with their mapping as it is
         index = start
         for index in range(start, len(text)):
             char = text[index]
@@ -187,22 +206,29 @@ class X11Keys:
                 code, level = min(found, key=lambda f: f[1])
                 steps.append((code, level == 1))
                 continue
+            if keysym in self._lent and self._lent[keysym] in spares and self._lent[keysym] not in remapped.values():
+                steps.append((self._lent[keysym], False))  # lent earlier and still mapped to it
+                used.add(self._lent[keysym])
+                continue
             if keysym not in remapped:
-                if len(remapped) == len(spares):
+                free = [code for code in spares if code not in used and code not in remapped.values()]
+                if not free:
                     if not spares:
                         raise UserError(f"The keyboard layout has no key for '{char}' and no free key to lend it, "
                                         "so the text cannot be typed.", code="paste_failed")
                     return steps, remapped, index
-                remapped[keysym] = spares[len(remapped)]
+                remapped[keysym] = free[0]
             steps.append((remapped[keysym], False))
         return steps, remapped, len(text)
 
     def _spare_keycodes(self) -> list[int]:
-        """Keycodes with no keysym at all: safe to lend to a character for a moment."""
+        """Keycodes with no keysym at all, then those we lent (the longest lent first): safe to lend to a
+        character. A lent keycode someone else has mapped since is no longer ours."""
         dpy = self._dpy()
         low, high = dpy.display.info.min_keycode, dpy.display.info.max_keycode
         mapping = dpy.get_keyboard_mapping(low, high - low + 1)
-        return [low + i for i, keysyms in enumerate(mapping) if not any(keysyms)]
+        self._lent = {k: c for k, c in self._lent.items() if low <= c <= high and list(mapping[c - low][:2]) == [k, k]}
+        return [low + i for i, keysyms in enumerate(mapping) if not any(keysyms)] + list(self._lent.values())
 
 
 def _xdotool(*args: str) -> None:

@@ -5,8 +5,12 @@ and the Qt editor; the clipboard manager is a PySide6 script that reads every ne
 read that used to be taken for the paste. The history's outcome must say what the target got.
 """
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -84,3 +88,36 @@ def test_a_window_that_reads_no_paste_gets_the_text_typed_unicode_and_all(x_sess
     wait_for(lambda: target.text() == text, f"exactly {text!r} in the editor (it has {target.text()!r})")
     assert report["clipboard_after"] == "BEFORE"
     assert text in clipboard_manager()
+
+
+def type_with_xtest(x_session, text: str) -> None:
+    """The app's XTest typing (the paste's fallback), from a process of its own on the test display."""
+    code = f"from app.desktop.x11 import X11Keys; X11Keys().type_text({text!r})"
+    done = subprocess.run([PYTHON, "-c", code], env=x_session.env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@contextlib.contextmanager
+def busy(window):
+    """The window's program does not read its events for the block's length (a loaded machine, an app that is
+    saving): what the server sends it meanwhile waits, and is handled once the program runs again."""
+    pid = int(window.session.xdotool("getwindowpid", window.window_id).strip())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_busy_window_gets_every_typed_character_the_layout_lacks(x_session, target):
+    """Characters the layout lacks are typed on keycodes lent to them for the moment. A window that handles the
+    keys later than the lending lasted looked them up in the keymap as it was by then: with the keycodes
+    already given back, "Grüße aus Köln ✓" came out as "Gre aus Kln ". The typed fallback runs exactly when
+    the target is slow to take a paste."""
+    text = "Grüße aus Köln — 日本語 ✓ ok"
+    target.clear()
+    with busy(target):
+        type_with_xtest(x_session, text)
+    wait_for(lambda: target.text() == text, f"exactly {text!r} in the editor", 20)
