@@ -142,7 +142,7 @@ class X11Keys:
 
     def type_text(self, text: str) -> None:
         """Type text keystroke by keystroke (the fallback for windows that read no paste), any Unicode; held
-        modifiers are lifted first and not pressed again, as in `send`."""
+        modifiers are lifted first and not pressed again, as in `send`; Caps Lock, on, is off while it types."""
         from Xlib import X, XK
         from Xlib.ext import xtest
 
@@ -154,6 +154,10 @@ class X11Keys:
         held = self._held_modifiers()
         for code in held:
             xtest.fake_input(dpy, X.KeyRelease, code)
+        caps = self._caps_lock_on()
+        if caps:  # Caps Lock would invert the case of every letter: off for the typing, on again after it
+            xtest.fake_input(dpy, X.KeyPress, caps)
+            xtest.fake_input(dpy, X.KeyRelease, caps)
         try:
             start = 0
             while start < len(text):
@@ -176,7 +180,19 @@ class X11Keys:
                 if start < len(text):
                     time.sleep(REMAP_S)  # the next part lends these keycodes again: give the target a moment
         finally:
+            if caps:
+                xtest.fake_input(dpy, X.KeyPress, caps)
+                xtest.fake_input(dpy, X.KeyRelease, caps)
             dpy.sync()
+
+    def _caps_lock_on(self) -> int:
+        """The Caps_Lock key's keycode when Caps Lock is on (0 when it is off, or the layout has no such key)."""
+        from Xlib import XK, X
+
+        dpy = self._dpy()
+        if not dpy.screen().root.query_pointer().mask & X.LockMask:
+            return 0
+        return dpy.keysym_to_keycode(XK.string_to_keysym("Caps_Lock")) or 0
 
     def close(self) -> None:
         """At exit: give back the keycodes lent to characters (their keys were typed long ago)."""

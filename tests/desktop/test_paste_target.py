@@ -121,3 +121,18 @@ def test_a_busy_window_gets_every_typed_character_the_layout_lacks(x_session, ta
     with busy(target):
         type_with_xtest(x_session, text)
     wait_for(lambda: target.text() == text, f"exactly {text!r} in the editor", 20)
+
+
+def test_typed_text_keeps_its_case_with_caps_lock_on(x_session, target):
+    """Caps Lock on inverted every letter the fallback typed ("hELLO wORLD"); it is off for the typing, and on
+    again after it, as the user left it."""
+    text = "Hello World, ok? Ünïcode ✓"
+    target.clear()
+    x_session.xdotool("key", "Caps_Lock")
+    try:
+        type_with_xtest(x_session, text)
+        wait_for(lambda: target.text() == text, f"exactly {text!r} in the editor", 20)
+        x_session.xdotool("type", "x")  # still on for the user's own keys
+        wait_for(lambda: target.text() == text + "X", "Caps Lock still on for the user's keys", 20)
+    finally:
+        x_session.xdotool("key", "Caps_Lock")
