@@ -9,7 +9,8 @@ a clipboard manager reading every new clipboard is not the target pasting.
 
 Terminals get the transcript in PRIMARY too: the xterm family pastes PRIMARY with Shift+Insert and
 binds nothing to Ctrl+Shift+V by default; the others take Ctrl+Shift+V. If the target reads nothing
-within `FALLBACK_MS`, X11 types the text with XTest instead (and the clipboard is put back); where
+within `FALLBACK_MS`, X11 types the text with XTest instead (and the clipboard is put back), unless the
+target is busy, not ignoring the paste (it does not answer a ping: it is waited for); where
 that is not possible, or fails, the transcript stays on the clipboard and the user is told to paste
 it by hand: restoring then would lose the dictation. `outcome` says which happened.
 
@@ -80,6 +81,8 @@ class Paster(QObject):
     finished = Signal(bool, str)
     SETTLE_MS = 150
     FALLBACK_MS = 2500
+    PING_S = 0.3  # how long a target may take to answer whether it handles its events (`_busy_target`)
+    PATIENCE_S = 30.0  # how long a busy target is waited for before its text is typed all the same
 
     def __init__(self, options: PasteOptions | None = None, *, server: str | None = None,
                  injector: KeyInjector | None = None, clipboard: Clipboard | None = None,
@@ -189,6 +192,9 @@ class Paster(QObject):
         self._snapshot = None
 
     def _not_taken(self) -> None:
+        if self.server == "x11" and self._busy_target():
+            log.info("paste: the target has not handled its events yet (busy); waiting for its paste")
+            return self._fallback.start()
         if self.server == "x11":  # XTest types into any X11 window that takes keys
             log.info("paste: the target read nothing in %d ms; typing the text instead", self.FALLBACK_MS)
             try:
@@ -202,6 +208,18 @@ class Paster(QObject):
         self._leave(self._text)
         self._finish(False, "No window took the text, so it was left on the clipboard: click where it should go "
                             "and paste it yourself.", ON_CLIPBOARD)
+
+    def _busy_target(self) -> bool:
+        """The target has not got to the paste key yet: it does not answer whether it handles its events (X11's
+        _NET_WM_PING). Typing then put the text after the old clipboard, which its late paste read once put back."""
+        answers = getattr(self.injector, "answers", None)
+        if answers is None or not self._target or time.monotonic() - self._sent_at > self.PATIENCE_S:
+            return False
+        try:
+            return answers(self._target, self.PING_S) is False
+        except Exception as exc:  # nothing can be told: type, as for a window that takes no ping
+            log.warning("paste: could not ask the target whether it is busy: %s", exc)
+            return False
 
     def _keys_failed(self, text: str, exc: UserError) -> None:
         """No keystroke could be sent (or typed): the text goes, or stays, on the clipboard for the user to

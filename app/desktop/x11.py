@@ -39,6 +39,7 @@ class X11Keys:
         self._display = None
         self._lock = threading.Lock()  # `warm_up` may run on a helper thread while a paste starts
         self._lent: dict[int, int] = {}  # keysym -> the spare keycode lent to it (still mapped), oldest first
+        self._pings = 0
 
     def warm_up(self) -> None:
         """Opening the connection costs python-xlib ~0.1-0.2 s of set-up: pay it before the first paste."""
@@ -133,6 +134,49 @@ class X11Keys:
         for code in reversed(codes):
             xtest.fake_input(dpy, X.KeyRelease, code)
         dpy.sync()
+
+    def answers(self, window: int, timeout_s: float) -> bool | None:
+        """Does `window`'s program handle its events now? It is asked with _NET_WM_PING (EWMH), which it answers
+        once it got to the events sent before: True when it answered within `timeout_s`, False when not (busy,
+        or hung), None when the window takes no ping (nothing can be told)."""
+        import select
+
+        from Xlib import X
+        from Xlib.protocol import event
+
+        dpy = self._dpy()
+        protocols, ping = dpy.intern_atom("WM_PROTOCOLS"), dpy.intern_atom("_NET_WM_PING")
+        target = dpy.create_resource_object("window", window)
+        try:
+            taken = target.get_full_property(protocols, X.AnyPropertyType)
+        except Exception:  # the window is gone
+            return None
+        if taken is None or ping not in taken.value:
+            return None
+        self._pings += 1
+        stamp = self._pings
+        root = dpy.screen().root
+        root.change_attributes(event_mask=X.SubstructureNotifyMask)  # where the answer is sent
+        try:
+            target.send_event(event.ClientMessage(window=target, client_type=protocols,
+                                                  data=(32, [ping, stamp, window, 0, 0])), event_mask=0)
+            dpy.flush()
+            deadline = time.monotonic() + timeout_s
+            while True:
+                while dpy.pending_events():
+                    got = dpy.next_event()
+                    if (got.type == X.ClientMessage and got.client_type == protocols
+                            and list(got.data[1][:2]) == [ping, stamp]):
+                        return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                select.select([dpy.fileno()], [], [], left)
+        finally:
+            root.change_attributes(event_mask=X.NoEventMask)
+            dpy.sync()
+            while dpy.pending_events():
+                dpy.next_event()
 
     def _held_modifiers(self) -> list[int]:
         dpy = self._dpy()

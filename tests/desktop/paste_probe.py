@@ -12,7 +12,8 @@ Prints one JSON object: how the paste finished, what each reader got, what was t
 the clipboard held afterwards.
 Run: python -m tests.desktop.paste_probe SCENARIO   (slow | other | manager_at_once | nobody | overwrite | early |
                                                         early_changed)
- or: python -m tests.desktop.paste_probe focused KEYS TEXT   (the real injector, into the focused window)
+ or: python -m tests.desktop.paste_probe focused KEYS TEXT [LINGER]   (the real injector, into the focused window;
+     LINGER: seconds to run on after the paste, as the app does)
 """
 
 import json
@@ -120,6 +121,7 @@ def main() -> int:
     scenario = sys.argv[1]
     app = QApplication(sys.argv[:1])
     subprocess.run(["xclip", "-selection", "clipboard", "-i"], input=b"BEFORE", check=True)
+    linger = float(sys.argv[4]) if scenario == "focused" and len(sys.argv) > 4 else 0.0
     if scenario == "focused":
         target, text = None, sys.argv[3]
         paster = Paster(PasteOptions(keys=sys.argv[2]), server="x11")
@@ -150,7 +152,7 @@ def main() -> int:
             report["clipboard_after"] = after[0].stdout.read().decode().strip() if image else \
                 after[0].stdout.read().decode()
             poll.stop()
-            app.quit()
+            QTimer.singleShot(int(linger * 1000), app.quit)  # the app runs on after a paste, and serves what it owns
 
     def paste() -> None:
         report["paste_at"] = time.monotonic()

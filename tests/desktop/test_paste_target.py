@@ -99,15 +99,16 @@ def type_with_xtest(x_session, text: str) -> None:
 
 
 @contextlib.contextmanager
-def busy(window):
-    """The window's program does not read its events for the block's length (a loaded machine, an app that is
-    saving): what the server sends it meanwhile waits, and is handled once the program runs again."""
+def busy(window, seconds: float = 0.3):
+    """The window's program does not read its events for the block's length, and `seconds` at least (a loaded
+    machine, an app that is saving): what the server sends it meanwhile waits, and is handled once it runs again."""
     pid = int(window.session.xdotool("getwindowpid", window.window_id).strip())
+    until = time.monotonic() + seconds
     os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        time.sleep(0.3)
+        time.sleep(max(0.0, until - time.monotonic()))
         os.kill(pid, signal.SIGCONT)
 
 
@@ -136,3 +137,19 @@ def test_typed_text_keeps_its_case_with_caps_lock_on(x_session, target):
         wait_for(lambda: target.text() == text + "X", "Caps Lock still on for the user's keys", 20)
     finally:
         x_session.xdotool("key", "Caps_Lock")
+
+
+def test_a_window_busy_for_longer_than_the_paste_waits_gets_the_text_once(x_session, target):
+    """A target that takes its paste key late (busy for 4 s, longer than `Paster.FALLBACK_MS`) is busy, not
+    ignoring the paste: typing the text then put the user's old clipboard in front of it ("BEFORECan you
+    send..."), the late Ctrl+V pasting what the clipboard held back by then."""
+    text = "Can you send me the slides from last week?"
+    target.clear()
+    with busy(target, 4.0):
+        paste = subprocess.Popen([PYTHON, "-m", "tests.desktop.paste_probe", "focused", "ctrl+v", text, "3"],
+                                 env=x_session.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = paste.communicate(timeout=120)
+    assert paste.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    wait_for(lambda: target.text() == text, f"exactly {text!r} in the editor", 20)
+    assert report["ok"] and report["outcome"] == "pasted" and report["clipboard_after"] == "BEFORE", report
