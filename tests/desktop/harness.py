@@ -34,15 +34,16 @@ _XDOTOOL_ACTIONS = {"key", "keydown", "keyup", "type", "mousemove", "click", "mo
 CLIP_END = "test audio source: end of"  # the app's log line when the test microphone has played its clip
 
 
-def wait_for(predicate, what: str, timeout: float = 60.0, interval: float = 0.02):
-    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
+def wait_for(predicate, what, timeout: float = 60.0, interval: float = 0.02):
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds. `what` is a
+    text, or a function that writes it when the wait fails (what a window holds then, not when the wait began)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 

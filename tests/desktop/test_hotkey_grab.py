@@ -58,8 +58,8 @@ def test_an_editor_gets_exactly_the_transcript_in_every_release_order(x_session,
     transcript = dictation_app.transcripts()[-1].strip()
     assert transcript
     dictation_app.wait_idle()
-    wait_for(lambda: window.text() == transcript, f"exactly {transcript!r} in the editor (it has "
-                                                  f"{window.text()!r})", LONG_WAIT, interval=0.5)
+    wait_for(lambda: window.text() == transcript, lambda: f"exactly {transcript!r} in the editor (it has "
+                                                          f"{window.text()!r})", LONG_WAIT, interval=0.5)
     assert x_session.clipboard() == "copied before"
     # Pasted, not typed after the paste's wait ran out: a paste sent while a key of the hotkey is still
     # down goes into the app's own keyboard grab, and the user waits 2.5 s for the typed fallback.
@@ -94,7 +94,8 @@ def test_two_dictations_from_a_real_keyboard_paste_exactly_their_text(x_session,
                                         LONG_WAIT)[0].strip())
         dictation_app.wait_idle()
     expected = " ".join(texts)  # the second continues the first, one space between
-    wait_for(lambda: target.text() == expected, f"exactly {expected!r} in the editor (it has {target.text()!r})")
+    wait_for(lambda: target.text() == expected,
+             lambda: f"exactly {expected!r} in the editor (it has {target.text()!r})")
     assert [d["outcome"] for d in dictation_app.history()[-2:]] == ["pasted", "pasted"]
 
 

@@ -48,7 +48,7 @@ def test_a_default_xterm_gets_exactly_the_transcript(x_session, dictation_app, p
     transcript, entry = dictate(x_session, dictation_app, clips["espeak-en-07"]["path"])
     assert transcript
     wait_for(lambda: plain_terminal.received().decode() == transcript,
-             f"exactly {transcript!r} in the terminal (it has {plain_terminal.received()!r})")
+             lambda: f"exactly {transcript!r} in the terminal (it has {plain_terminal.received()!r})")
     assert entry["outcome"] == "pasted"
     assert "paste: sent shift+insert to XTerm" in dictation_app.log()
     assert x_session.clipboard() == "the user's clipboard"
@@ -85,7 +85,7 @@ def test_a_window_that_reads_no_paste_gets_the_text_typed_unicode_and_all(x_sess
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["ok"] and report["outcome"] == "typed", report
-    wait_for(lambda: target.text() == text, f"exactly {text!r} in the editor (it has {target.text()!r})")
+    wait_for(lambda: target.text() == text, lambda: f"exactly {text!r} in the editor (it has {target.text()!r})")
     assert report["clipboard_after"] == "BEFORE"
     assert text in clipboard_manager()
 
