@@ -31,7 +31,7 @@ from app.desktop.clipboard import Clipboard, Offer, QtClipboard, WlClipboard
 from app.desktop.continuation import Continuation
 from app.desktop.injection import KeyInjector, make_injector
 from app.desktop.session import display_server
-from app.errors import UserError
+from app.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,9 @@ class Paster(QObject):
             if exc.code in ("no_injector", "paste_failed", "no_focus"):
                 return self._keys_failed(text, exc)
             return self._finish(False, str(exc), FAILED)
+        except Exception as exc:  # what no paste expects (a lost X connection, a bug) must still end the paste:
+            log.exception("paste: failed")  # else the app stays "pasting" and no later dictation is pasted
+            return self._keys_failed(text, _unexpected(exc))
         self._sent_at = time.monotonic()
         log.info("paste: sent %s to %s (window %.1f ms, clipboard %.1f ms, keys %.1f ms)", keys, window,
                  (t1 - t0) * 1000, (t2 - t1) * 1000, (self._sent_at - t2) * 1000)
@@ -199,8 +202,8 @@ class Paster(QObject):
             log.info("paste: the target read nothing in %d ms; typing the text instead", self.FALLBACK_MS)
             try:
                 self.injector.type_text(self._text)
-            except UserError as exc:
-                log.warning("paste: typing failed too: %s", exc)
+            except Exception as exc:  # UserError, or what no typing expects: the text stays on the clipboard
+                log.warning("paste: typing failed too: %s", exc if isinstance(exc, UserError) else _unexpected(exc))
             else:
                 self._give_back()
                 return self._finish(True, outcome=TYPED)
@@ -228,8 +231,9 @@ class Paster(QObject):
             if self._offer is None:  # typing failed, or the keys failed before the offer
                 self.clipboard.offer(text)
             self._leave(text)
-        except UserError as clipboard:
-            return self._finish(False, f"{exc.message} {clipboard.message}", FAILED)
+        except Exception as clipboard:
+            reason = clipboard if isinstance(clipboard, UserError) else _unexpected(clipboard)
+            return self._finish(False, f"{exc.message} {reason.message}", FAILED)
         finally:
             self._offer = self._snapshot = None
         message = f"{exc.message.rstrip('.')}. The text is on the clipboard: paste it yourself."
@@ -257,6 +261,10 @@ class Paster(QObject):
         self.continuation.pasted(self._target, self._text if outcome in (PASTED, TYPED) else None,
                                  typed=outcome == TYPED)
         self.finished.emit(ok, message)
+
+
+def _unexpected(exc: Exception) -> UserError:
+    return UserError(f"The text could not be put into the window ({first_line(exc)}).", code="paste_failed")
 
 
 def _clipboard_for(server: str) -> Clipboard:

@@ -3,7 +3,8 @@
 The target is a real X client (selection_reader.py) standing in for the focused window; the
 "keystroke" tells it to read the CLIPBOARD after a delay (a slow target), or has another program
 read it instead (xclip: not the target), or nothing at all, or the target reads and another program
-copies over our text. Typing is recorded, or refused ("nobody": a window that takes no keys). In
+copies over our text. Typing is recorded, or refused ("nobody": a window that takes no keys). In "broken"
+sending the keystroke raises what no paste expects (a lost X connection, a bug): the paste must still end. In
 "manager_at_once" a clipboard manager reads each new clipboard before the app's GUI thread goes on (a
 loaded machine: the selection thread serves it first); the target reads it too. In "early" the clipboard
 holds an image (image_owner.py) that the app saves while the engine works (`Paster.prefetch_clipboard`)
@@ -11,7 +12,7 @@ before the paste; in "early_changed" the user copies a text between that early s
 Prints one JSON object: how the paste finished, what each reader got, what was typed, and what
 the clipboard held afterwards.
 Run: python -m tests.desktop.paste_probe SCENARIO   (slow | other | manager_at_once | nobody | overwrite | early |
-                                                        early_changed)
+                                                        early_changed | broken)
  or: python -m tests.desktop.paste_probe focused KEYS TEXT [LINGER]   (the real injector, into the focused window;
      LINGER: seconds to run on after the paste, as the app does)
 """
@@ -53,6 +54,8 @@ class ScriptedTarget:
         return self.window
 
     def send(self, keys: str) -> None:
+        if self.scenario == "broken":
+            raise ConnectionResetError("the X server closed the connection")
         if self.scenario == "slow":  # reads the clipboard a whole second after the keystroke
             self.reader.stdin.write("read 1\n")
         elif self.scenario.startswith("early") or self.scenario == "manager_at_once":  # reads it at once

@@ -49,6 +49,14 @@ def test_a_paste_nobody_takes_leaves_the_text_on_the_clipboard(x_session):
     assert report["clipboard_after"] == TRANSCRIPT
 
 
+def test_a_paste_that_breaks_unexpectedly_ends_with_the_text_on_the_clipboard(x_session):
+    """An error no paste expects (here the keystroke's X connection closing) must still end the paste: otherwise
+    the app stays "pasting", and every dictation after it waits behind it and is never pasted."""
+    report = probe(x_session, "broken")
+    assert not report["ok"] and report["outcome"] == "clipboard" and "paste it yourself" in report["message"], report
+    assert report["clipboard_after"] == TRANSCRIPT
+
+
 def test_what_the_user_copied_meanwhile_is_not_overwritten(x_session):
     report = probe(x_session, "overwrite")
     assert report["reader_got"] == TRANSCRIPT
