@@ -81,7 +81,11 @@ class Transcript:
     words: tuple[Word, ...] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as plain values (the worker's `result` frame, the CLI's --json); `words` only when timed."""
+        fields = asdict(self)
+        if self.words is None:
+            del fields["words"]
+        return fields
 
 
 @dataclass(frozen=True)
