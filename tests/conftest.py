@@ -9,6 +9,25 @@ import os
 # portable (dequantize) path is still what CPU users get and what tests select explicitly.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return any(line.startswith("flags") and flag in line.split() for line in fh)
+    except OSError:
+        return False
+
+
+# The interpreter runs each tile's `tl.dot` through numpy's OpenBLAS, whose kernels for AVX2 (`Haswell`) sum a
+# product's terms in an order that depends on the tile's shape: the tests that compare a fused kernel's bits with
+# those of the kernels it replaced (one product for two, a routed epilogue) then differ in the last bit. They did on
+# a machine whose environment sets OPENBLAS_CORETYPE=Haswell (an AMD EPYC with AVX-512), and pass with OpenBLAS's
+# AVX-512 kernels (`SkylakeX`), which every AVX-512 CPU runs: pinned here for the tests where the CPU has AVX-512,
+# before numpy loads (it reads the variable then). On a CPU without AVX-512 those few tests would differ the same
+# way. A real GPU runs its own kernels (benchmarks/gpu_fused_check.py checks them bit for bit there).
+if _cpu_has("avx512f"):
+    os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
