@@ -187,16 +187,16 @@ def _segments_on_server(args: argparse.Namespace):
     word timestamps where its engine times words (its /health says)."""
     from app.engine.base import Word
     from app.engine.segments import Segment
+    from app.text.subtitles import spaced
 
     conn = _connection(args, read_timeout_s=3600.0)  # the answer comes whole, after every piece is transcribed
     timed = bool(conn.health().get("times_words"))
 
     def segments_of(path: str, audio, **options) -> tuple[list, str]:
         answer = conn.segments(audio, words=timed, **options)
-        space = "" if answer.get("language_code") == "zh" else " "  # the API's words come without their spaces
-        words = [Word(float(w["start"]), float(w["end"]), space + str(w["word"])) for w in answer.get("words", ())]
-        return ([Segment(float(s["start"]), float(s["end"]), str(s["text"]),
-                         tuple(w for w in words if s["start"] <= (w.start + w.end) / 2 <= s["end"]))
+        words = [Word(float(w["start"]), float(w["end"]), str(w["word"])) for w in answer.get("words", ())]
+        return ([Segment(float(s["start"]), float(s["end"]), str(s["text"]),  # the API's words come without spaces
+                         spaced([w for w in words if s["start"] <= (w.start + w.end) / 2 <= s["end"]], str(s["text"])))
                  for s in answer["segments"]],
                 str(answer.get("language_code") or options["language"]))
 

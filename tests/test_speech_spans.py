@@ -12,7 +12,7 @@ from app.audio.speech_spans import MAX_SEGMENT_S, PAD_S, speech_spans
 from app.audio.vad import WINDOW
 from app.engine.base import Word
 from app.engine.segments import Segment
-from app.text.subtitles import LINE_CHARS, MAX_CUE_S, cues, lines, srt, vtt
+from app.text.subtitles import LINE_CHARS, MAX_CUE_S, cues, lines, spaced, srt, vtt
 from tests.speech import clips
 
 RATE = 16_000
@@ -118,3 +118,15 @@ def test_a_segment_without_word_times_stays_one_cue_its_text_wrapped():
 ])
 def test_subtitle_lines(text, language, expected):
     assert lines(text, language) == expected
+
+
+def test_words_from_the_api_get_back_the_spaces_of_their_segments_text():
+    """OpenAI's `words` carry no spaces: a subtitle made from them (`transcribe --subtitles --server`) takes each
+    word's space from the segment's text, so a word the alignment split stays whole."""
+    said = "He was not an ill-disposed young man."
+    bare = [Word(float(i), i + 0.5, w) for i, w in enumerate(["He", "was", "not", "an", "ill", "-disposed", "young",
+                                                               "man."])]
+    words = spaced(bare, said)
+    assert "".join(w.text for w in words).strip() == said
+    assert [w.text for w in words][:2] == [" He", " was"] and words[5].text == "-disposed"
+    assert "".join(w.text for w in spaced([Word(0.0, 0.5, "我们"), Word(0.5, 1.0, "明天")], "我们明天")) == " 我们明天"

@@ -39,6 +39,19 @@ def cues(segments: tuple[Segment, ...], language: str = "") -> tuple[Segment, ..
     return tuple(out)
 
 
+def spaced(words: list[Word], text: str) -> tuple[Word, ...]:
+    """Words as an API gives them (OpenAI's `words`: no spaces) with the space before each that `text`, the
+    segment's text, has: "ill" "-disposed" in "an ill-disposed man" stay one word when joined."""
+    out, at = [], 0
+    for word in words:
+        bare = word.text.strip()
+        found = text.find(bare, at) if bare else -1
+        space = found <= 0 or text[found - 1].isspace()  # a word the text starts with, or cannot place: a new one
+        at = found + len(bare) if found >= 0 else at
+        out.append(Word(word.start, word.end, (" " if space else "") + bare))
+    return tuple(out)
+
+
 def line_chars(language: str) -> int:
     return LINE_CHARS_ZH if language == "zh" else LINE_CHARS
 
