@@ -106,13 +106,28 @@ def triton_on_other_gpus(report: dict, name: str, weight: torch.Tensor, x: torch
     fp8 = {"rel_error_vs_bf16_dequant": rel_error(expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, "fp8", q.shape), ref),
            "triton_ms": bench(lambda: expert_kernels.dequant_grouped_mm(x, q.codes, q.scale, ends, "fp8", q.shape)),
            "torch_fp8_ms": bench(lambda: q.grouped_mm(x, ends, "fp8")) if expert_kernels.fp8_grouped_usable(x.device) else None}
+    fp8["sweep"] = tile_sweep(x, q.codes, q.scale, ends, "fp8", q.shape)
     bf16 = weight.bfloat16()
     ref = torch._grouped_mm(x, bf16.transpose(-2, -1), offs=ends).float()
     plain = {"rel_error_vs_torch": rel_error(expert_kernels.dequant_grouped_mm(x, bf16, None, ends, "float", tuple(bf16.shape)), ref),
              "triton_ms": bench(lambda: expert_kernels.dequant_grouped_mm(x, bf16, None, ends, "float", tuple(bf16.shape))),
-             "torch_bf16_ms": bf16_ms}
+             "torch_bf16_ms": bf16_ms, "sweep": tile_sweep(x, bf16, None, ends, "float", tuple(bf16.shape))}
     report.setdefault("kernels", {}).update({f"{name}_fp8_triton": fp8, f"{name}_bf16_triton": plain})
     print(name, "fp8 triton", fp8, "bf16 triton", plain, file=sys.stderr, flush=True)
+
+
+def tile_sweep(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor | None, ends: torch.Tensor, mode: str, shape: tuple) -> dict:
+    """Milliseconds of the Triton kernel on fp8 codes or plain weights with 16/32-row and 64/128-wide
+    tiles (the int8 sweep's best on an H200 was 32 x 128, now every mode's default): whether it beats
+    torch's grouped GEMMs on Hopper too is what decides which one an H100/H200 runs."""
+    sweep = {}
+    for block_m, block_n in itertools.product((16, 32), (64, 128)):
+        tiles = dict(block_m=block_m, block_n=block_n)
+        try:
+            sweep[f"m{block_m}_n{block_n}"] = bench(lambda: expert_kernels.dequant_grouped_mm(x, codes, scale, ends, mode, shape, tiles))
+        except Exception as exc:  # noqa: BLE001 - a config that does not compile
+            sweep[f"m{block_m}_n{block_n}"] = str(exc)[:80]
+    return sweep
 
 
 def linear_accuracy(report: dict, save=lambda: None) -> None:

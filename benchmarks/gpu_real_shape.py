@@ -282,7 +282,8 @@ def graph_check(engine: DiffusionEngine, audio: np.ndarray, runs: int) -> dict:
     """Graph replay against the eager loop, and the eager loop's time.
 
     Without compiled layers the graphs replay the eager kernels, so one denoising step's logits on
-    the same prompt and canvas must be bitwise equal (`first_step_logits_identical`). Text alone
+    the same prompt and canvas must be bitwise equal (`first_step_logits_identical`), and so must
+    the Whisper encoder's frames (`encoder_frames_identical`). Text alone
     cannot tell: with random weights it stayed the same while the graphs read freed masks (H100,
     2026-11-28). With compiled layers fusion changes the rounding, which 30 random layers blow up
     (`compile_check` is the test there); the text is reported either way.
@@ -296,6 +297,11 @@ def graph_check(engine: DiffusionEngine, audio: np.ndarray, runs: int) -> dict:
             pair = graph_and_eager_step(engine.model.backbone, prompt, prompt_graphs)
             result["first_step_logits_identical"] = torch.equal(pair.graph_logits, pair.eager_logits)
             result["first_step_logits_rel_error"] = rel_error(pair.graph_logits, pair.eager_logits)
+    encoder = engine.model.audio
+    if encoder._graphs:  # the Whisper encoder's graph (captured by warm_up) against its eager forward
+        with torch.inference_mode():
+            features = encoder.features([audio])
+            result["encoder_frames_identical"] = torch.equal(encoder.encode(features), encoder.encoder(features).last_hidden_state)
     fast = engine.transcribe(audio, language="en", steps=8, early_exit=False, seed=11).text
     saved, engine.denoiser = engine.denoiser, Denoiser(engine.model.backbone, use_graphs=False)
     try:

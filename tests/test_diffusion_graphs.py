@@ -49,6 +49,8 @@ class EmulatedGraph:
                 kept.values.copy_(new.values)
                 for window, new_window in zip(getattr(kept, "kv_window", ())[:2], getattr(new, "kv_window", ())[:2]):
                     window.copy_(new_window)  # the prefill's copies into the decoder's windows (kv_windows.py)
+        elif isinstance(self.output, torch.Tensor):  # the Whisper encoder's frames
+            self.output.copy_(fresh)
         else:
             self.output.logits.copy_(fresh.logits)
 
@@ -105,6 +107,26 @@ def engine(tmp_path_factory) -> object:
 
 def speech_like(seconds: float = 2.0) -> np.ndarray:
     return (np.random.default_rng(3).standard_normal(int(seconds * SAMPLE_RATE)) * 0.1).astype(np.float32)
+
+
+def test_the_whisper_encoder_graph_replays_the_frames_of_each_new_window(engine, emulated_graphs):
+    """The encoder's graph (captured when a GPU engine warms up) copies each dictation's features in
+    and hands back frames of its own: equal to the eager encoder's for two different windows, and
+    not the same tensor twice (the next replay overwrites the graph's output)."""
+    audio = engine.model.audio
+    windows = [audio.features([speech_like(seconds)]) for seconds in (1.0, 2.5)]
+    eager = [audio.encode(window) for window in windows]
+    audio.capture(batch=1)
+    try:
+        graphed = [audio.encode(window) for window in windows]
+        assert audio._graphs[1].graph.replays == 2
+        pair = audio.encode(audio.features([speech_like(1.0), speech_like(2.0)]))  # a batch of two: eager
+        assert audio._graphs[1].graph.replays == 2 and pair.shape[0] == 2
+    finally:
+        audio._graphs.clear()
+    assert not torch.equal(eager[0], eager[1])
+    assert all(torch.equal(g, e) for g, e in zip(graphed, eager))
+    assert graphed[0].data_ptr() != graphed[1].data_ptr()
 
 
 def test_graphs_are_captured_while_idle_and_replayed_with_the_eager_loops_tokens(engine, emulated_graphs, monkeypatch):

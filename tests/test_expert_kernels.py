@@ -54,8 +54,9 @@ def test_triton_grouped_gemm_matches_dequantized_weights(interpreter, mode, shap
 
 
 def test_int4_nibbles_unpacked_by_float_bits_give_the_same_products(interpreter):
-    """The tile sweep's other int4 unpacking (bit operations instead of an integer conversion) must
-    feed the same weights to the products: the results are equal bit for bit, dense and grouped.
+    """The two int4 unpackings (bit operations, the experts' default, and an integer conversion, a
+    plain matrix's) must feed the same weights to the products: the results are equal bit for bit,
+    dense and grouped.
     (float32: the interpreter's bfloat16 products are not numbers the GPU would give.)"""
     generator = torch.Generator().manual_seed(11)
     q = QuantizedWeight.quantize(torch.randn(3, 48, 256, generator=generator), "int4")
@@ -63,7 +64,7 @@ def test_int4_nibbles_unpacked_by_float_bits_give_the_same_products(interpreter)
     x = torch.randn(70, 256, generator=generator)
     for shape, codes, scale in [(q.shape, q.codes, q.scale), (q.shape[1:], q.codes[2], q.scale[2])]:
         group_ends = ends if len(shape) == 3 else None  # a plain matrix: every row
-        plain = interpreter.dequant_grouped_mm(x, codes, scale, group_ends, "int4", shape, {"block_m": 32})
+        plain = interpreter.dequant_grouped_mm(x, codes, scale, group_ends, "int4", shape, {"block_m": 32, "float_bits": False})
         by_bits = interpreter.dequant_grouped_mm(x, codes, scale, group_ends, "int4", shape, {"block_m": 32, "float_bits": True})
         assert plain.abs().sum() > 0 and torch.equal(plain, by_bits)
 

@@ -38,7 +38,7 @@ def test_every_kernel_launch_compiles_for_hopper_ampere_ada_and_blackwell():
     # bf16 experts ("float") where torch's grouped GEMM has no kernel; fp8 in Triton where torch has no fp8 grouped GEMM
     assert set(report["sm_86"]) == fused | experts("int8", "int4", "float")
     assert set(report["sm_89"]) == fused | experts("int8", "int4", "fp8", "float")
-    sweep = {f"int4_{product}_float_bits" for product in ("gate_up", "down_routed", "linear")}
+    sweep = {f"int4_{product}_other_nibbles" for product in ("gate_up", "down_routed", "linear")}
     fp8_rows = {f"fp8_rows_{width}" for width in (704, 2816, 8192)}
     assert set(report["sm_120"]) == fused | experts("int8", "int4", "fp8", "float")
     assert set(report["sm_90"]) == fused | experts("int8", "int4") | sweep | fp8_rows
@@ -48,18 +48,27 @@ def test_every_kernel_launch_compiles_for_hopper_ampere_ada_and_blackwell():
     assert all(size > 1000 for kernels in report.values() for size in kernels.values())  # cubins, not stubs
 
 
+# Tiles that store registers to local memory on sm_90 and still timed fastest there, where the tiles
+# were chosen by timing (H200, 2026-11-29, `expert_kernels.default_tiles`): the check holds for the rest.
+SPILL_TIMED_FASTEST_ON_HOPPER = {"int8_gate_up", "int4_gate_up", "int4_linear"}
+
+
 @pytest.mark.parametrize("target", ["90", "86", "100", "120"])
 def test_no_kernel_launch_reloads_spilled_registers(target):
     """Static property of the compiled code (no timing): no launch the engine makes on an H100
     (sm_90), an RTX 3090 (sm_86), a B200 (sm_100) or an RTX 5090 (sm_120) stores registers to local
-    memory and loads them back (the int4 experts did on sm_100 with 4 warps: 117 stores, 80 loads). The int4
-    linear's 64 x 128 tiles on 4 warps did on sm_90 (~480 stores, ~300 loads), the int4 experts' 32 x
-    128 tiles on sm_86 (134, 94): both run 8 warps there now (`expert_kernels.int4_warps`)."""
+    memory and loads them back (the int4 experts did on sm_100 with 4 warps: 117 stores, 80 loads),
+    except on sm_90 the tiles that timed fastest there all the same. Where no GPU of a family was at
+    hand to time, the tiles are those that hold their registers: the int4 linear's 64 x 128 tiles
+    run 8 warps (on 4: ~480 stores, ~300 loads), and so do the int4 experts' 32 x 128 tiles on sm_86
+    (134, 94) and sm_100 (`expert_kernels.default_tiles`)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-m", "tests.triton_targets", "--sass", target], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     mix = json.loads(done.stdout)[f"sm_{target}"]
-    production = {name: counts for name, counts in mix.items() if not name.endswith("_float_bits")}
+    timed = SPILL_TIMED_FASTEST_ON_HOPPER if target == "90" else set()
+    production = {name: counts for name, counts in mix.items() if not name.endswith("_other_nibbles") and name not in timed}
     assert {name: counts.get("LDL", 0) for name, counts in production.items()} == dict.fromkeys(production, 0)
-    assert production["int4_linear"].get("STL", 0) == 0
+    if target != "90":
+        assert production["int4_linear"].get("STL", 0) == 0

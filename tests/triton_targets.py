@@ -83,10 +83,11 @@ def expert_modes(capability: tuple[int, int]) -> list[str]:
     return ["int8", "int4", *fp8, *(["float"] if not expert_kernels.torch_bf16_grouped(capability) else [])]
 
 
-def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> dict:
+def expert_launches(other_nibbles: bool, capability: tuple[int, int] = (9, 0)) -> dict:
     """The launches of a real-shape layer (128 experts, hidden 2816, expert width 704; 256 canvas
     tokens x top-8 routed rows; a 4096 x 2816 projection) in each mode of `expert_modes`, as the
-    engine makes them (bf16 experts: no projection, bf16 linears are torch's)."""
+    engine makes them (bf16 experts: no projection, bf16 linears are torch's); with `other_nibbles`,
+    the int4 launches with the nibble unpacking the engine does not use there (the tile sweep's)."""
     rows, hidden, width, experts = 256 * 8, 2816, 704, 128
     x_in, x_mid, x_linear = (torch.empty(rows, hidden, dtype=torch.bfloat16, device=META),
                              torch.empty(rows, width, dtype=torch.bfloat16, device=META),
@@ -106,17 +107,17 @@ def expert_launches(float_bits: bool, capability: tuple[int, int] = (9, 0)) -> d
             codes = torch.empty(shape, dtype=torch.int8 if mode == "int8" else torch.float8_e4m3fn, device=META)
             return codes, torch.empty(*shape[:-1], 1, dtype=torch.float32, device=META), shape
 
-        tiles = {"float_bits": True} if float_bits else None
-        if float_bits and mode != "int4":
+        if other_nibbles and mode != "int4":
             continue
-        suffix = "_float_bits" if float_bits else ""
+        experts_tiles, linear_tiles = ({"float_bits": False}, {"float_bits": True}) if other_nibbles else (None, None)
+        suffix = "_other_nibbles" if other_nibbles else ""
         launches[f"{mode}_gate_up{suffix}"] = expert_kernels.launch(x_in, *weight((experts, 2 * width, hidden))[:2], ends, mode,
-                                                                    (experts, 2 * width, hidden), tiles, capability=capability)
+                                                                    (experts, 2 * width, hidden), experts_tiles, capability=capability)
         launches[f"{mode}_down_routed{suffix}"] = expert_kernels.launch(x_mid, *weight((experts, hidden, width))[:2], ends, mode,
-                                                                        (experts, hidden, width), tiles, route, capability=capability)
+                                                                        (experts, hidden, width), experts_tiles, route, capability=capability)
         if mode != "float":
             launches[f"{mode}_linear{suffix}"] = expert_kernels.launch(x_linear, *weight((4096, hidden))[:2], None, mode, (4096, hidden),
-                                                                       tiles, capability=capability)
+                                                                       linear_tiles, capability=capability)
     return launches
 
 
@@ -190,11 +191,11 @@ def main(capabilities: list[int], sass: bool = False) -> dict:
     report: dict = {}
     for capability in capabilities[:1] if sass else capabilities:
         results = report.setdefault(f"sm_{capability}", {})
-        for name, launch in expert_launches(float_bits=False, capability=divmod(capability, 10)).items():
+        for name, launch in expert_launches(other_nibbles=False, capability=divmod(capability, 10)).items():
             results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options,
                                         capability, sass)
         if capability // 10 == 9:  # the sweep's variants are timed on the H100/H200 only
-            for name, launch in expert_launches(float_bits=True, capability=divmod(capability, 10)).items():
+            for name, launch in expert_launches(other_nibbles=True, capability=divmod(capability, 10)).items():
                 results[name] = compile_for(expert_kernels._grouped_dequant_mm_kernel, launch.args, launch.constexprs, launch.options,
                                             capability, sass)
         if capability // 10 == 9:  # torch's fp8 products, activations quantized by rows, run on Hopper only (`fp8_grouped_usable`)

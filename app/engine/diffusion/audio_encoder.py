@@ -19,6 +19,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from app.engine.base import LANGUAGES, SAMPLE_RATE
+from app.engine.diffusion import graphs
 from app.engine.diffusion.weights import tensor_shapes
 from app.errors import UserError
 
@@ -35,6 +36,7 @@ class WhisperAudioEncoder:
         self.feature_extractor = feature_extractor
         self.encoder = encoder
         self.full_model = full_model
+        self._graphs: dict[int, graphs.Captured] = {}  # by batch size (`capture`)
 
     @classmethod
     def load(cls, folder: Path, device: torch.device, dtype: torch.dtype) -> "WhisperAudioEncoder":
@@ -75,7 +77,25 @@ class WhisperAudioEncoder:
         return out.input_features.to(param.device, param.dtype)
 
     def encode(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder frames (batch, 1500, width): the captured graph's replay for a batch size `capture` has seen."""
+        graph = self._graphs.get(features.shape[0])
+        if graph is not None:
+            return graph(features=features).clone()  # the graph's output is overwritten by its next replay
         return self.encoder(features).last_hidden_state
+
+    def capture(self, batch: int = 1) -> None:
+        """Capture the encoder's forward for `batch` windows as a CUDA graph, which `encode` replays.
+
+        Eager, whisper-small's encoder is a few hundred small kernels launched one by one from
+        Python, ~10-12 ms on an H200 (benchmarks/gpu_real_shape.py's `encoder_ms`) for about a
+        millisecond of GPU work. Its input is always 30 s windows, so one graph a batch size serves
+        every dictation; the engine captures a single window's when it loads, and a server's batches of
+        several windows stay eager. Same kernels, so the same frames (the benchmark checks it)."""
+        param = next(self.encoder.parameters())
+        window = (batch, self.encoder.config.num_mel_bins, self.feature_extractor.nb_max_frames)
+        features = torch.zeros(window, dtype=param.dtype, device=param.device)
+        self._graphs[batch] = graphs.capture(lambda features: self.encoder(features).last_hidden_state, {"features": features},
+                                             torch.cuda.graph_pool_handle())
 
     @property
     def english_only(self) -> bool:

@@ -65,7 +65,8 @@ class DiffusionEngine:
     def warm_up(self) -> None:
         """A 1-step transcription of quiet noise per prompt length the languages give: the first real
         dictation should not pay the one-time costs (lazy imports, kernel selection). It runs eagerly
-        and so queues the fast path of a single-chunk dictation in each language (`preparations`)."""
+        and so queues the fast path of a single-chunk dictation in each language (`preparations`).
+        On a GPU the Whisper encoder's graph for one window is captured here (`WhisperAudioEncoder.capture`)."""
         quiet = np.random.default_rng(0).standard_normal(SAMPLE_RATE // 2).astype(np.float32) * 0.01
         names = self.model.config.language_names
         lengths = {code: len(ids.prefix) + len(ids.tail) for code in self.languages
@@ -73,6 +74,9 @@ class DiffusionEngine:
         by_length = {length: code for code, length in reversed(list(lengths.items()))}
         for language in by_length.values():
             self.transcribe(quiet, language=language, steps=1, early_exit=False)
+        if self.denoiser.use_graphs:
+            with torch.inference_mode():
+                self.model.audio.capture(batch=1)
 
     def preparations(self) -> list[Preparation]:
         """The next stage of each prompt shape seen and not prepared yet (`Denoiser.prepare`): capture

@@ -34,10 +34,6 @@ try:  # Triton ships with CUDA builds of torch; CPU installs may lack it.
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
-BLOCK_M = 16  # routed rows per expert are few (2048 rows over 128 experts): small M tiles waste least
-# int4 experts: 32-row tiles, the fastest in the tile sweep at the real shapes (H100, 2026-11-28: gate/up
-# 0.33 ms against 0.40 ms with 16 rows, down 0.19 against 0.22; docs/records/gpu_kernels-h100-2026-11-28.json).
-INT4_BLOCK_M = 32
 
 
 def interpreting() -> bool:
@@ -119,25 +115,52 @@ def _capability(index: int | None) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
-def int4_warps(mode: str, dense: bool, block_m: int, block_n: int, block_k: int, capability: tuple[int, int]) -> int:
-    """Warps per program: 4, unless an int4 tile would not fit their registers.
+@dataclass(frozen=True)
+class Tiles:
+    """A launch's tile shape: rows (M) and outputs (N) per program, warps, and for int4 how nibbles
+    become floats (`_nibble_by_float_bits` or an integer conversion)."""
 
-    By the compiled code (tests/triton_targets.py --sass): an int4 linear's 64 x 128 tiles on 4 warps
-    stored ~480 values to local memory and loaded ~300 back on sm_90; the experts' 32 x 128 tiles
-    128 inputs deep did so on sm_86/sm_89 (RTX 30xx/40xx: 134 stores, 94 loads) and sm_100 (B200:
-    117, 80), not on sm_90, where 4 warps measured fastest (H100 sweep, 2026-11-28). 8 warps hold
-    either without spilling, so every family but 9.x (the one measured) runs 8 (sm_120 spills with
-    neither)."""
-    if mode != "int4":
-        return 4
+    block_m: int
+    block_n: int
+    warps: int
+    float_bits: bool
+
+
+def default_tiles(mode: str, dense: bool, rows: int, n: int, block_k: int, capability: tuple[int, int]) -> Tiles:
+    """The tiles `launch` uses unless told otherwise.
+
+    Hopper (9.x), where they were timed (benchmarks/gpu_diagnose.py on an H200, 2026-11-29,
+    docs/records/gpu_kernels-h200-2026-11-29.json): the experts' rows (~16 an expert: 2048 over 128)
+    in 32 x 128 tiles on 4 warps, the fastest for int8 (gate/up 0.172 ms against 0.209 with 16 x 64,
+    down 0.110 against 0.124) and int4 (0.217 against 0.356 with 64 rows); a plain matrix's 256 rows
+    in 64 x 64 tiles on 4 warps (an int4 attention projection 0.039 ms against 0.057 with 64 x 128 on
+    8 warps). Some of these store registers to local memory on sm_90 (tests/triton_targets.py
+    --sass), and still timed fastest.
+
+    Elsewhere (not timed): tiles that hold their registers by the compiled code. 16-row expert tiles
+    64 wide (int4: 32 x 128), a plain matrix 64 x 64 (int4: 64 x 128), and for int4 8 warps where 4
+    spill: an int4 linear's 64 x 128 tiles everywhere, the experts' 32 x 128 tiles 128 inputs deep on
+    sm_86/sm_89 (RTX 30xx/40xx: 134 stores, 94 loads) and sm_100 (B200: 117, 80); sm_120 spills
+    with either.
+
+    int4 experts unpack nibbles by float bits (26% faster on the H200, equal products); a plain
+    int4 matrix converts them, since at its 64-row tiles the two gave products that were not equal
+    bit for bit on the H200 (unexplained)."""
+    int4 = mode == "int4"
+    if capability[0] == 9:
+        if dense:
+            return Tiles(64 if rows >= 64 else 16, _narrow(64, n), 4, False)
+        return Tiles(32, _narrow(128, n), 4, int4)
     if dense:
-        return 8 if block_m * block_n >= 64 * 128 else 4
-    return 8 if capability[0] != 9 and block_n >= 128 and block_k >= 128 else 4
+        block_m, block_n = (64 if rows >= 64 else 16), _narrow(128 if int4 else 64, n)
+        return Tiles(block_m, block_n, 8 if int4 and block_m * block_n >= 64 * 128 else 4, False)
+    block_n = _narrow(128 if int4 else 64, n)
+    return Tiles(32 if int4 else 16, block_n, 8 if int4 and block_n >= 128 and block_k >= 128 else 4, int4)
 
 
-def expert_block_m(mode: str) -> int:
-    """Rows per M tile for `mode`'s experts."""
-    return INT4_BLOCK_M if mode == "int4" else BLOCK_M
+def _narrow(block_n: int, n: int) -> int:
+    """`block_n`, or the smallest power of two (16 at least) that covers `n` outputs when fewer."""
+    return min(block_n, max(16, triton.next_power_of_2(n)))
 
 
 if triton is not None:
@@ -147,10 +170,11 @@ if triton is not None:
         """A 4-bit code (0..15, in int32) as the float32 code - 8, without an integer conversion.
 
         Converting an integer to a float is a slow instruction (a quarter of the rate of bit
-        operations on recent GPUs), and an int4 tile converts 2 codes per byte it reads, which may
-        be what holds the kernel at a quarter of the memory bandwidth (H100, 2026-11-28). Here the
+        operations on recent GPUs), and an int4 tile converts 2 codes per byte it reads. Here the
         code goes into the mantissa of 128.0 (float32 0x43000000: one unit in the last of its top
-        16 bits is 1.0) and 136.0 is subtracted: the same values, by an OR, a shift and a subtraction."""
+        16 bits is 1.0) and 136.0 is subtracted: the same values, by an OR, a shift and a subtraction.
+        The experts' products took 26% less time so on an H200 (gate/up 0.217 ms against 0.294, down
+        0.119 against 0.153, 2026-11-29), with products equal bit for bit."""
         return ((code.to(tl.uint32) << 16) | 0x43000000).to(tl.float32, bitcast=True) - 136.0
 
     @triton.jit
@@ -203,7 +227,8 @@ if triton is not None:
         ROUTED: row r goes to out[route[r]] in float32, times route_weight[route[r]], after rounding
         to x's dtype: what the experts' unrouting did in three kernels after this one.
         FLOAT_BITS (int4): a nibble becomes a float by bit operations, not an integer conversion
-        (`_nibble_by_float_bits`); the same values, for the tile sweep to time against the conversion.
+        (`_nibble_by_float_bits`): the experts' default. A plain matrix keeps the conversion: with its
+        64-row tiles the two gave products that were not equal bit for bit on an H200, unexplained.
         Without INT4 the codes are int8, fp8 or already floats (bf16/fp16/fp32), converted to x's
         dtype in registers (exact for int8 and fp8 codes in bf16); ROW_SCALE (int8, fp8) scales each
         output's sum once, at the end.
@@ -311,8 +336,9 @@ def launch(
     tile reads the whole weight again).
     Rows after `ends[-1]` are not written (the experts route every row); a plain matrix takes `ends=None` and multiplies every row (no
     tensor to build for it: on a GPU that was a fill kernel per linear layer and call). `tiles` overrides
-    the tile sizes and, for int4, `float_bits` picks the other nibble unpacking (the diagnosis
-    sweep, benchmarks/gpu_diagnose.py); an int4 tile is always one scale group deep.
+    the tile sizes and, for int4, `float_bits` the nibble unpacking (by default float bits for the experts,
+    an integer conversion for a plain matrix; the diagnosis sweep, benchmarks/gpu_diagnose.py, times both);
+    an int4 tile is always one scale group deep.
 
     `route` = (order, weights), the experts' last product: sorted row r is the routed slot order[r]
     (a permutation of every row), and the result is float32 in slot order, each row rounded to x's
@@ -329,20 +355,20 @@ def launch(
         raise ValueError(f"no Triton tile fits {mode} weights of shape {shape}")
     x = x.contiguous()
     dense = len(shape) == 2
+    if capability is None:
+        capability = _capability(x.device.index) if x.device.type == "cuda" else (9, 0)
+    chosen = default_tiles(mode, dense, x.shape[0], n, block_k, capability)
+    block_m, block_n = tiles.get("block_m") or chosen.block_m, tiles.get("block_n") or chosen.block_n
     if dense:
         # A linear layer: its rows share one weight, so taller tiles read it fewer times; every row is
         # written, and tiles map to rows directly.
-        block_m = tiles.get("block_m") or (64 if x.shape[0] >= 64 else BLOCK_M)
         out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
         tile_count = triton.cdiv(x.shape[0], block_m)
     else:
-        block_m = tiles.get("block_m") or expert_block_m(mode)
         # Rows after ends[-1] are left unwritten: the experts' rows all belong to some expert (a
         # zero fill was a kernel a product, ~60 a forward at the real shape).
         out = torch.empty(x.shape[0], n, dtype=torch.float32 if route is not None else x.dtype, device=x.device)
         tile_count = triton.cdiv(x.shape[0], block_m) + experts  # enough for any split of the rows
-    # Swept at the real expert shapes on an H200: int4 prefers wider N tiles than int8.
-    block_n = tiles.get("block_n") or min(128 if mode == "int4" else 64, max(16, triton.next_power_of_2(n)))
     args = (
         x,
         codes,
@@ -355,11 +381,8 @@ def launch(
     )
     constexprs = dict(K=k, EXPERTS=experts, EXPERTS_P2=triton.next_power_of_2(experts), GROUPS=groups, INT4=mode == "int4",
                       BLOCK_N=block_n, BLOCK_K=block_k, BLOCK=block_m, DENSE=dense, ROUTED=route is not None,
-                      FLOAT_BITS=bool(tiles.get("float_bits")), ROW_SCALE=mode in ("int8", "fp8"))
-    if capability is None:
-        capability = _capability(x.device.index) if x.device.type == "cuda" else (9, 0)
-    warps = tiles.get("num_warps") or int4_warps(mode, dense, block_m, block_n, block_k, capability)
-    options = dict(num_warps=warps, num_stages=tiles.get("num_stages", 3))
+                      FLOAT_BITS=mode == "int4" and tiles.get("float_bits", chosen.float_bits), ROW_SCALE=mode in ("int8", "fp8"))
+    options = dict(num_warps=tiles.get("num_warps") or chosen.warps, num_stages=tiles.get("num_stages", 3))
     return Launch((tile_count, triton.cdiv(n, block_n)), args, constexprs, options, out)
 
 
