@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine_info  # noqa: E402
 from tests.desktop.harness import XSession  # noqa: E402
-from tests.desktop.image_owner import image_bytes  # noqa: E402
 
 CONTENTS = {"text_1kb": 1_000, "png_2mb": 2_000_000, "png_8mb": 8_000_000}
 

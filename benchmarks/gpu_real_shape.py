@@ -441,12 +441,12 @@ def without_torch_grouped_kernels(on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    saved = expert_kernels.fp8_grouped_usable, expert_kernels.torch_grouped_mm_fast
-    expert_kernels.fp8_grouped_usable = expert_kernels.torch_grouped_mm_fast = lambda device: False
+    saved = expert_kernels.fp8_grouped_usable, expert_kernels.torch_runs_bf16_experts
+    expert_kernels.fp8_grouped_usable = expert_kernels.torch_runs_bf16_experts = lambda device: False
     try:
         yield
     finally:
-        expert_kernels.fp8_grouped_usable, expert_kernels.torch_grouped_mm_fast = saved
+        expert_kernels.fp8_grouped_usable, expert_kernels.torch_runs_bf16_experts = saved
 
 
 def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_counts: tuple[int, ...], bandwidth: float | None,

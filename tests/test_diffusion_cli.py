@@ -53,20 +53,20 @@ def test_gpu_benchmark_runs_a_mode_as_gpus_without_torchs_grouped_kernels_do(mon
     path of an A100 or an RTX), and gives them back for the next part."""
     from app.engine.diffusion import expert_kernels
 
-    torch_kernels = expert_kernels.fp8_grouped_usable, expert_kernels.torch_grouped_mm_fast
+    torch_kernels = expert_kernels.fp8_grouped_usable, expert_kernels.torch_runs_bf16_experts
     seen = {}
 
     def measure(name, device, **kwargs):
         cuda = torch.device("cuda")
-        seen[name] = None if expert_kernels.torch_grouped_mm_fast is torch_kernels[1] else \
-            (expert_kernels.fp8_grouped_usable(cuda), expert_kernels.torch_grouped_mm_fast(cuda))
+        seen[name] = None if expert_kernels.torch_runs_bf16_experts is torch_kernels[1] else \
+            (expert_kernels.fp8_grouped_usable(cuda), expert_kernels.torch_runs_bf16_experts(cuda))
         return {}
 
     monkeypatch.setattr(gpu_real_shape, "measure", measure)
     modes = gpu_real_shape.main(["--tiny", "--device", "cpu", "--parts", "bf16+triton,fp8"])["modes"]
     assert set(modes) == {"bf16+triton", "fp8"}
     assert seen == {"bf16": (False, False), "fp8": None}
-    assert (expert_kernels.fp8_grouped_usable, expert_kernels.torch_grouped_mm_fast) == torch_kernels
+    assert (expert_kernels.fp8_grouped_usable, expert_kernels.torch_runs_bf16_experts) == torch_kernels
 
 
 def test_gpu_benchmark_compiles_the_layers_and_checks_them_against_eager(tmp_path, monkeypatch):

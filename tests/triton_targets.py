@@ -78,9 +78,10 @@ def instruction_mix(cubin: bytes) -> dict:
 def expert_modes(capability: tuple[int, int]) -> list[str]:
     """The weight modes the engine runs through the Triton kernel on a GPU of `capability`: int8 and
     int4 everywhere, fp8 where torch has no fp8 grouped GEMM but the GPU has fp8 (Ada, Blackwell),
-    and the unquantized bf16 experts where torch's grouped GEMM has no kernel (all but 9.x and 10.x)."""
+    and the unquantized bf16 experts where `triton_bf16_experts` (all but 10.x: torch's grouped GEMM has
+    no kernel elsewhere, and on 9.x the Triton kernel timed faster)."""
     fp8 = ["fp8"] if expert_kernels.triton_fp8(capability) and not expert_kernels.torch_fp8_grouped(capability) else []
-    return ["int8", "int4", *fp8, *(["float"] if not expert_kernels.torch_bf16_grouped(capability) else [])]
+    return ["int8", "int4", *fp8, *(["float"] if expert_kernels.triton_bf16_experts(capability) else [])]
 
 
 def expert_launches(other_nibbles: bool, capability: tuple[int, int] = (9, 0)) -> dict:

@@ -12,8 +12,8 @@ again: slower than bf16 itself. These kernels read the codes straight into the m
   multiplies the codes, scaling the sums (int8/fp8: once per output at the end; int4: once per
   tile, a tile being one scale group). `TRITON_INTERPRET=1` runs it on the CPU for tests.
 - unquantized bf16 experts on GPUs where torch's grouped GEMM has no kernel (A100, RTX 30xx-50xx:
-  it loops over the experts after a host sync, which no CUDA graph can hold): the same Triton
-  kernel on the plain weights (`float_grouped_wanted`).
+  it loops over the experts after a host sync, which no CUDA graph can hold), and on Hopper, where
+  it was slower: the same Triton kernel on the plain weights (`float_grouped_wanted`).
 
 Rows arrive sorted by expert with `ends` (int32, one cumulative end per expert), as transformers'
 `grouped_mm` experts path prepares them. Every shape is fixed for a given number of rows, and no
@@ -82,17 +82,26 @@ def triton_fp8_usable(device: torch.device) -> bool:
     return device.type == "cpu" or triton_fp8(torch.cuda.get_device_capability(device))
 
 
-def torch_grouped_mm_fast(device: torch.device) -> bool:
-    """torch's bf16 grouped GEMM runs its own kernel on `device` (`torch_bf16_grouped`)."""
-    return device.type == "cuda" and torch_bf16_grouped(torch.cuda.get_device_capability(device))
+def triton_bf16_experts(capability: tuple[int, int]) -> bool:
+    """Whether unquantized experts run the Triton kernel rather than torch's bf16 grouped GEMM on a
+    GPU of `capability`: where torch has no kernel of its own (`torch_bf16_grouped`), and on Hopper,
+    where the Triton kernel was the faster (H200, 2026-11-29: gate/up 0.267 ms against 0.331, down
+    0.138 against 0.203; a 5 s dictation in 8 steps 207.7 ms against 241.8, benchmarks/gpu_real_shape.py,
+    docs/records/gpu_real_shape-h200-2026-11-29b.json). A B200 (10.x) keeps torch's: not timed there."""
+    return capability[0] == 9 or not torch_bf16_grouped(capability)
+
+
+def torch_runs_bf16_experts(device: torch.device) -> bool:
+    """Whether unquantized experts on `device` run torch's grouped GEMM (`triton_bf16_experts`)."""
+    return device.type == "cuda" and not triton_bf16_experts(torch.cuda.get_device_capability(device))
 
 
 def float_grouped_wanted(weight: torch.Tensor) -> bool:
     """Whether unquantized experts of `weight` ((experts, out, in), bf16/fp16) run the Triton kernel
-    on plain weights (`launch` mode `float`) instead of torch's grouped GEMM: on CUDA GPUs where that
-    has no kernel of its own (`torch_grouped_mm_fast`), outside torch.compile, and where a K tile fits."""
+    on plain weights (`launch` mode `float`) instead of torch's grouped GEMM: on CUDA GPUs where
+    `triton_bf16_experts` says so, outside torch.compile, and where a K tile fits."""
     return (weight.device.type == "cuda" and triton is not None and weight.dtype in (torch.bfloat16, torch.float16)
-            and not torch_grouped_mm_fast(weight.device) and not torch.compiler.is_compiling()
+            and not torch_runs_bf16_experts(weight.device) and not torch.compiler.is_compiling()
             and int_block_k("float", weight.shape[-1], 1) is not None)
 
 
