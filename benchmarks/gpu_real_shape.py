@@ -20,7 +20,10 @@ kernels; `graph_check`); with `--compile`, each compiled decoder layer against t
 same inputs, within a stated tolerance or its own one-ulp noise (`compile_check`); and each quantized
 mode's expert kernels vs the same codes dequantized agree per product within a stated tolerance.
 `MODE+triton` (in `--parts`) runs a mode as GPUs without torch's grouped GEMMs do (A100, RTX
-30xx-50xx; fp8 on Ada and Blackwell): its experts through the Triton kernel. The peer: autoregressive Whisper (small and
+30xx-50xx; fp8 on Ada and Blackwell): its experts through the Triton kernel. `fp8+triton-experts`: fp8's
+experts through the Triton kernel and its linears through torch's fp8 product, the mix the H200's
+per-product times favour (docs/benchmarks.md, 2026-11-29), timed end to end before it becomes the
+default. The peer: autoregressive Whisper (small and
 large-v3-turbo shapes, random weights) through transformers on the same GPU and clip, exactly 40
 new tokens. A time budget skips whatever would start after it rather than overrunning.
 """
@@ -66,7 +69,7 @@ from app.engine.diffusion.loading import DiffusionModel  # noqa: E402
 from app.engine.diffusion.lora import merge_decoder_lora  # noqa: E402
 from app.engine.diffusion.projector import AudioProjector  # noqa: E402
 from app.engine.diffusion.prompt import PromptBuilder  # noqa: E402
-from app.engine.diffusion.quantization import compute_dtype, estimate_bytes, quantize_backbone  # noqa: E402
+from app.engine.diffusion.quantization import QuantizedWeight, compute_dtype, estimate_bytes, quantize_backbone  # noqa: E402
 from app.engine.diffusion.tiny import LORA_TARGETS, TINY_PROJECTOR, tiny_backbone_config, tiny_tokenizer  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 
@@ -449,6 +452,26 @@ def without_torch_grouped_kernels(on: bool) -> Iterator[None]:
         expert_kernels.fp8_grouped_usable, expert_kernels.torch_runs_bf16_experts = saved
 
 
+@contextlib.contextmanager
+def triton_fp8_experts(on: bool) -> Iterator[None]:
+    """fp8+triton-experts: the experts' fp8 codes read by the Triton kernel where torch's fp8 grouped
+    GEMM would run, the linears left to torch's fp8 product."""
+    if not on:
+        yield
+        return
+    kernel = QuantizedWeight.kernel
+
+    def experts_in_triton(weight: QuantizedWeight, device: torch.device) -> str:
+        chosen = kernel(weight, device)
+        return "triton" if chosen == "fp8" and len(weight.shape) == 3 else chosen
+
+    QuantizedWeight.kernel = experts_in_triton
+    try:
+        yield
+    finally:
+        QuantizedWeight.kernel = kernel
+
+
 def measure(mode: str, device: torch.device, *, tiny: bool, runs: int, step_counts: tuple[int, ...], bandwidth: float | None,
             batches: tuple[int, ...] = (), compile_layers: bool = False) -> dict:
     started = time.perf_counter()
@@ -561,7 +584,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also time each Whisper peer with a static cache, compiled (default on)")
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="decoder layers compiled by Inductor: without (off), with (on), or each mode both ways (as MODE+compile)")
-    parser.add_argument("--parts", help="comma-separated parts to run in this order instead (MODE, MODE+compile, MODE+triton, "
+    parser.add_argument("--parts", help="comma-separated parts to run in this order instead (MODE, MODE+compile, MODE+triton, fp8+triton-experts, "
                         "PEER, PEER+static-compile), for a device session that has time for only some")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip parts that would start after this many seconds")
     parser.add_argument("--out", type=Path, help="also write the JSON here (rewritten after every part)")
@@ -620,7 +643,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             need = max(estimate_bytes(config, name), estimate_bytes(config, "bf16"))  # built in bf16 first
             def run_mode(name=name, variant=variant) -> dict:
-                with without_torch_grouped_kernels(variant == "triton"):
+                with without_torch_grouped_kernels(variant == "triton"), triton_fp8_experts(variant == "triton-experts"):
                     return measure(name, device, tiny=args.tiny, runs=args.runs, step_counts=step_counts, bandwidth=bandwidth,
                                    batches=batches, compile_layers=variant == "compile")
 

@@ -8,7 +8,7 @@
 #   gpu_fused.json       each fused kernel (layer, attention heads, gated GELU, softcap, experts'
 #                        sort, fp8 rows) against what it replaced: equal bit for bit, and both
 #                        sides' milliseconds
-#   gpu_real_shape.json  every mode, the Whisper peers, then compiled layers while the budget lasts;
+#   gpu_real_shape.json  every mode, fp8 with Triton experts (to time before it is the default), the Whisper peers, then compiled layers while the budget lasts;
 #                        the floor, a kernel profile, and the graph check by one step's logits
 #   gpu_kernels.json     an int8/int4 linear (never timed alone before), each quantized expert
 #                        product's accuracy, the routed epilogue bit for bit, the Triton kernel on
@@ -26,7 +26,7 @@ echo "gpu_diagnose parity: exit $?"
 timeout 60 python3 benchmarks/gpu_fused_check.py --out "$OUT/gpu_fused.json" > "$OUT/gpu_fused.log" 2>&1
 echo "gpu_fused_check: exit $?"
 timeout 330 python3 benchmarks/gpu_real_shape.py --json --out "$OUT/gpu_real_shape.json" --runs 5 --budget-s 200 --batches 4 \
-  --parts bf16,fp8,int8,int4,whisper-small,whisper-large-v3-turbo,fp8+compile,int4+compile,int8+compile,bf16+compile,whisper-small+static-compile,whisper-large-v3-turbo+static-compile \
+  --parts bf16,fp8,fp8+triton-experts,int8,int4,whisper-small,whisper-large-v3-turbo,fp8+compile,int4+compile,int8+compile,bf16+compile,whisper-small+static-compile,whisper-large-v3-turbo+static-compile \
   > "$OUT/gpu_real_shape.log" 2>&1
 echo "gpu_real_shape: exit $?"
 timeout 100 python3 benchmarks/gpu_diagnose.py --kernels-only --out "$OUT/gpu_kernels.json" > "$OUT/gpu_kernels.log" 2>&1

@@ -69,6 +69,27 @@ def test_gpu_benchmark_runs_a_mode_as_gpus_without_torchs_grouped_kernels_do(mon
     assert (expert_kernels.fp8_grouped_usable, expert_kernels.torch_runs_bf16_experts) == torch_kernels
 
 
+def test_gpu_benchmark_runs_fp8_with_triton_experts_and_torchs_linears(monkeypatch):
+    """fp8+triton-experts: where torch's fp8 products would run, the experts (3-D weights) take the
+    Triton kernel and the linears keep torch's; the choice is given back for the next part."""
+    from app.engine.diffusion import expert_kernels
+    from app.engine.diffusion.quantization import QuantizedWeight
+
+    monkeypatch.setattr(expert_kernels, "fp8_grouped_usable", lambda device: True)  # as on a Hopper GPU
+    experts, linear = (QuantizedWeight.quantize(torch.randn(shape), "fp8") for shape in ((2, 32, 64), (32, 64)))
+    seen = {}
+
+    def measure(name, device, **kwargs):
+        seen[name] = (experts.kernel(device), linear.kernel(device))
+        return {}
+
+    monkeypatch.setattr(gpu_real_shape, "measure", measure)
+    gpu_real_shape.main(["--tiny", "--device", "cpu", "--parts", "fp8+triton-experts,fp8"])
+    assert seen == {"fp8": ("fp8", "fp8")}  # the later part, with torch's products again
+    gpu_real_shape.main(["--tiny", "--device", "cpu", "--parts", "fp8+triton-experts"])
+    assert seen == {"fp8": ("triton", "fp8")}
+
+
 def test_gpu_benchmark_compiles_the_layers_and_checks_them_against_eager(tmp_path, monkeypatch):
     """`--compile on` on the CPU: the real Inductor compile as the preparation, and each compiled layer
     within fp32 rounding of the eager one on the same inputs."""
