@@ -96,7 +96,15 @@ class X11Selections:
         return offer.text if offer is not None and self._atoms[name] in self._owned else None
 
     def owns(self, offer: SelectionOffer) -> bool:
-        """True while `offer` is on the CLIPBOARD: nobody has copied anything since."""
+        """True while `offer` is on the CLIPBOARD: nobody has copied anything since.
+
+        Asked after a round trip through the selection thread (`_sync`): a copy the server has already
+        seen is then known even when the thread had not yet handled the server's news of it (busy
+        serving a large read, say). Without it, a copy made as the paster gave the clipboard back was
+        taken for ours, and the restore tried to put the old clipboard over it."""
+        if self._offer is not offer:
+            return False
+        self._call("sync", None)
         return self._offer is offer and self._atoms["CLIPBOARD"] in self._owned
 
     def disown(self, offer: SelectionOffer, selections: tuple[str, ...]) -> None:

@@ -12,7 +12,7 @@ before the paste; in "early_changed" the user copies a text between that early s
 Prints one JSON object: how the paste finished, what each reader got, what was typed, and what
 the clipboard held afterwards.
 Run: python -m tests.desktop.paste_probe SCENARIO   (slow | other | manager_at_once | nobody | overwrite | early |
-                                                        early_changed | broken)
+                                                        early_changed | broken | copied_at_restore)
  or: python -m tests.desktop.paste_probe focused KEYS TEXT [LINGER]   (the real injector, into the focused window;
      LINGER: seconds to run on after the paste, as the app does)
 """
@@ -25,6 +25,7 @@ import time
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
+from Xlib import X
 
 from app.desktop.paste import PasteOptions, Paster
 from app.desktop.x11_clipboard import X11Clipboard
@@ -58,7 +59,7 @@ class ScriptedTarget:
             raise ConnectionResetError("the X server closed the connection")
         if self.scenario == "slow":  # reads the clipboard a whole second after the keystroke
             self.reader.stdin.write("read 1\n")
-        elif self.scenario.startswith("early") or self.scenario == "manager_at_once":  # reads it at once
+        elif self.scenario.startswith("early") or self.scenario in ("manager_at_once", "copied_at_restore"):  # reads it at once
             self.reader.stdin.write("read 0\n")
         elif self.scenario == "overwrite":  # reads it, then the user copies something else at once
             self.reader.stdin.write("read 0 COPIED-LATER\n")
@@ -88,6 +89,35 @@ class ManagerReadsAtOnce(X11Clipboard):
         self.manager_got = subprocess.run(["xclip", "-selection", "clipboard", "-o"], capture_output=True,
                                           timeout=10).stdout.decode()
         return offer
+
+
+class CopyAtRestore(X11Clipboard):
+    """The user copies something just as the paster gives the clipboard back, while the selection thread is
+    busy (as when it serves a large read): here it handles the news that it lost the clipboard 0.3 s late.
+    The paster must still see that the clipboard is no longer ours, or its restore destroys the copy."""
+
+    def offer(self, text: str, **kwargs):
+        offer = super().offer(text, **kwargs)
+        handle = self._selections._event
+
+        def late(event) -> None:
+            if event.type == X.SelectionClear:
+                time.sleep(0.3)
+            handle(event)
+
+        self._selections._event = late
+        return offer
+
+    answered: bool | None = None
+
+    def still_ours(self, offer) -> bool:
+        # xclip's process holds the copy from then on: it must not hold our stdout, which the test reads to its end
+        subprocess.run(["xclip", "-selection", "clipboard", "-i"], input=b"COPIED-AT-RESTORE", check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while subprocess.run(["xclip", "-selection", "clipboard", "-o"], capture_output=True).stdout != b"COPIED-AT-RESTORE":
+            time.sleep(0.01)  # until xclip holds the clipboard: the server has told us so by now
+        self.answered = super().still_ours(offer)
+        return self.answered
 
 
 class Notes(logging.Handler):
@@ -130,7 +160,7 @@ def main() -> int:
         paster = Paster(PasteOptions(keys=sys.argv[2]), server="x11")
     else:
         target, text = ScriptedTarget(scenario), TRANSCRIPT
-        clipboard = ManagerReadsAtOnce() if scenario == "manager_at_once" else None
+        clipboard = {"manager_at_once": ManagerReadsAtOnce, "copied_at_restore": CopyAtRestore}.get(scenario, lambda: None)()
         paster = Paster(PasteOptions(), server="x11", injector=target, clipboard=clipboard)
     notes = Notes()
     logging.getLogger("app.desktop.paste").addHandler(notes)
@@ -170,6 +200,8 @@ def main() -> int:
         report.update(target.results())
     if isinstance(paster.clipboard, ManagerReadsAtOnce):
         report["manager_got"] = paster.clipboard.manager_got
+    if isinstance(paster.clipboard, CopyAtRestore):
+        report["still_ours"] = paster.clipboard.answered
     if owner is not None:  # it exited when the paste took the clipboard
         served = owner.communicate(timeout=10)[0].split()
         report["image_reads_at"] = [float(t) for t, kind in zip(served[0::2], served[1::2]) if kind == "image/png"]

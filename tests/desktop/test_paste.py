@@ -63,6 +63,17 @@ def test_what_the_user_copied_meanwhile_is_not_overwritten(x_session):
     assert report["ok"] and report["clipboard_after"] == "COPIED-LATER"
 
 
+def test_a_copy_made_as_the_clipboard_is_given_back_survives_a_busy_selection_thread(x_session):
+    """The user copies at the moment the paster restores the clipboard, and the selection thread has not yet
+    handled the server's news that the clipboard changed hands: asking the thread alone said "still ours", and
+    the restore tried to put the old clipboard over the user's copy. (Here the server refused it, since Qt's
+    last timestamp predated the copy; a Qt that had seen a later event would have overwritten it.)"""
+    report = probe(x_session, "copied_at_restore")
+    assert report["reader_got"] == TRANSCRIPT and report["ok"] and report["outcome"] == "pasted"
+    assert report["still_ours"] is False, "the paster must know the clipboard is no longer its own"
+    assert report["clipboard_after"] == "COPIED-AT-RESTORE"
+
+
 def test_the_clipboard_is_saved_while_the_engine_works_not_on_the_way_to_the_text(x_session):
     """Saving a copied image (its owner asked for every format) cost 25-90 ms between the transcript and the paste
     key. It is read once, before the paste, and what was on the clipboard comes back whole."""
