@@ -129,6 +129,18 @@ def test_the_whisper_encoder_graph_replays_the_frames_of_each_new_window(engine,
     assert graphed[0].data_ptr() != graphed[1].data_ptr()
 
 
+def test_an_encoder_graph_that_cannot_be_captured_leaves_the_encoder_eager(engine, emulated_graphs, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 MiB")
+
+    monkeypatch.setattr(graphs, "capture", no_memory)
+    audio = engine.model.audio
+    window = audio.features([speech_like(1.0)])
+    audio.capture(batch=1)
+    assert audio._graphs == {}
+    assert torch.equal(audio.encode(window), audio.encoder(window).last_hidden_state)
+
+
 def test_graphs_are_captured_while_idle_and_replayed_with_the_eager_loops_tokens(engine, emulated_graphs, monkeypatch):
     eager = [engine.transcribe(speech_like(), language="en", steps=5, early_exit=False, seed=s).text for s in (1, 2)]
     saved, engine.denoiser = engine.denoiser, denoising.Denoiser(engine.model.backbone, use_graphs=True)

@@ -9,6 +9,7 @@ decoder pass; without a decoder `auto` is refused with a sentence saying what to
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from app.engine.base import LANGUAGES, SAMPLE_RATE
 from app.engine.diffusion import graphs
 from app.engine.diffusion.weights import tensor_shapes
-from app.errors import UserError
+from app.errors import UserError, first_line
+
+log = logging.getLogger(__name__)
 
 
 class WhisperAudioEncoder:
@@ -90,12 +93,16 @@ class WhisperAudioEncoder:
         Python, ~10-12 ms on an H200 (benchmarks/gpu_real_shape.py's `encoder_ms`) for about a
         millisecond of GPU work. Its input is always 30 s windows, so one graph a batch size serves
         every dictation; the engine captures a single window's when it loads, and a server's batches of
-        several windows stay eager. Same kernels, so the same frames (the benchmark checks it)."""
+        several windows stay eager. Same kernels, so the same frames (the benchmark checks it). A capture
+        that fails (out of memory, say) leaves the encoder eager: slower, never broken."""
         param = next(self.encoder.parameters())
         window = (batch, self.encoder.config.num_mel_bins, self.feature_extractor.nb_max_frames)
-        features = torch.zeros(window, dtype=param.dtype, device=param.device)
-        self._graphs[batch] = graphs.capture(lambda features: self.encoder(features).last_hidden_state, {"features": features},
-                                             torch.cuda.graph_pool_handle())
+        try:
+            features = torch.zeros(window, dtype=param.dtype, device=param.device)
+            self._graphs[batch] = graphs.capture(lambda features: self.encoder(features).last_hidden_state, {"features": features},
+                                                 torch.cuda.graph_pool_handle())
+        except Exception as exc:  # noqa: BLE001 - the eager encoder still works
+            log.warning("the Whisper encoder runs without a GPU graph (%s)", first_line(exc))
 
     @property
     def english_only(self) -> bool:
