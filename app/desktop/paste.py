@@ -198,6 +198,9 @@ class Paster(QObject):
         if self.server == "x11" and self._busy_target():
             log.info("paste: the target has not handled its events yet (busy); waiting for its paste")
             return self._fallback.start()
+        if self._read_after_all():
+            log.info("paste: the target read the clipboard as it answered; not typing the text")
+            return self._fetched()
         if self.server == "x11":  # XTest types into any X11 window that takes keys
             log.info("paste: the target read nothing in %d ms; typing the text instead", self.FALLBACK_MS)
             try:
@@ -211,6 +214,19 @@ class Paster(QObject):
         self._leave(self._text)
         self._finish(False, "No window took the text, so it was left on the clipboard: click where it should go "
                             "and paste it yourself.", ON_CLIPBOARD)
+
+    def _read_after_all(self) -> bool:
+        """The target read the clipboard just now, as it answered `_busy_target`'s ping: its read came before its
+        answer, but on the selection thread's connection, whose news of it (`fetched`) waits behind this call.
+        Typing then would put the text in twice. Asked where the clipboard can tell (X11's own selections)."""
+        read_by_target = getattr(self.clipboard, "read_by_target", None)
+        if read_by_target is None or self._offer is None:
+            return False
+        try:
+            return read_by_target(self._offer)
+        except Exception as exc:  # nothing can be told: go on as if unread
+            log.warning("paste: could not ask whether the target read the clipboard: %s", exc)
+            return False
 
     def _busy_target(self) -> bool:
         """The target has not got to the paste key yet: it does not answer whether it handles its events (X11's

@@ -57,6 +57,7 @@ class SelectionOffer(QObject):
     def __init__(self, text: str, target_window: int, selections: tuple[str, ...]) -> None:
         super().__init__()
         self.text, self.target_window, self.selections = text, target_window, selections
+        self.target_reads = 0  # counted on the selection thread as each read is served, before `fetched` is queued
 
     def keys_sent(self) -> None:
         """Nothing to mark: on X11 each read names its reader (the paster calls this on every offer)."""
@@ -106,6 +107,13 @@ class X11Selections:
             return False
         self._call("sync", None)
         return self._offer is offer and self._atoms["CLIPBOARD"] in self._owned
+
+    def read_by_target(self, offer: SelectionOffer) -> bool:
+        """Whether the target has read `offer`, counting every read the server had passed on before this call
+        (a round trip through the selection thread): `fetched` is queued to the GUI thread, which may be busy
+        deciding what to do about a target that has read nothing yet."""
+        self._call("sync", None)
+        return offer.target_reads > 0
 
     def disown(self, offer: SelectionOffer, selections: tuple[str, ...]) -> None:
         """Leave these selections empty (what was there before the transcript was nothing)."""
@@ -238,6 +246,7 @@ class X11Selections:
             return
         if prop != X.NONE and target in _TEXT_TARGETS:
             if self._by_target(requestor.id):
+                offer.target_reads += 1
                 offer.fetched.emit()
             else:
                 offer.read_by_other.emit(requestor.id)
@@ -321,6 +330,10 @@ class X11Clipboard:
 
     def still_ours(self, offer: SelectionOffer) -> bool:
         return self._selections is not None and self._selections.owns(offer)
+
+    def read_by_target(self, offer: SelectionOffer) -> bool:
+        """Whether the target has read `offer` by now, `fetched` not yet handled or not (`X11Selections.read_by_target`)."""
+        return self._selections is not None and self._selections.read_by_target(offer)
 
     def restore(self, snapshot: dict[str, object], offer: SelectionOffer) -> None:
         empty = tuple(name for name, data in snapshot.items() if data is None)

@@ -12,7 +12,7 @@ before the paste; in "early_changed" the user copies a text between that early s
 Prints one JSON object: how the paste finished, what each reader got, what was typed, and what
 the clipboard held afterwards.
 Run: python -m tests.desktop.paste_probe SCENARIO   (slow | other | manager_at_once | nobody | overwrite | early |
-                                                        early_changed | broken | copied_at_restore)
+                                                        early_changed | broken | copied_at_restore | woke_at_ping)
  or: python -m tests.desktop.paste_probe focused KEYS TEXT [LINGER]   (the real injector, into the focused window;
      LINGER: seconds to run on after the paste, as the app does)
 """
@@ -66,6 +66,17 @@ class ScriptedTarget:
         elif self.scenario in ("other", "nobody"):  # a clipboard manager reads it; the target does not
             self.other = subprocess.Popen(["xclip", "-selection", "clipboard", "-o"], stdout=subprocess.PIPE)
         self.reader.stdin.flush()
+
+    def answers(self, window: int, timeout_s: float) -> bool | None:
+        """The paster's question whether the target handles its events (`X11Keys.answers`). In "woke_at_ping"
+        the target, busy since the paste key, gets to its events just then: it reads the clipboard and answers
+        in the same moment (a real one sends its read before its answer). Elsewhere: no ping, nothing told."""
+        if self.scenario != "woke_at_ping":
+            return None
+        self.reader.stdin.write("read 0\n")
+        self.reader.stdin.flush()
+        time.sleep(0.2)  # its read has reached the X server, and our selection thread, well before we go on
+        return True
 
     def type_text(self, text: str) -> None:
         if self.scenario == "nobody":

@@ -74,6 +74,17 @@ def test_a_copy_made_as_the_clipboard_is_given_back_survives_a_busy_selection_th
     assert report["clipboard_after"] == "COPIED-AT-RESTORE"
 
 
+def test_a_target_that_reads_the_clipboard_as_it_answers_the_ping_does_not_get_the_text_twice(x_session):
+    """After the fallback wait the paster asks the target whether it handles its events; one that was busy
+    until then reads the clipboard (the paste key's work) and answers together. The answer came in on the
+    paster's connection while the read was still news for the selection thread: the text was typed as well as
+    pasted, so it stood twice in the document."""
+    report = probe(x_session, "woke_at_ping")
+    assert report["reader_got"] == TRANSCRIPT
+    assert report["typed"] is None, "pasted and typed: the text twice"
+    assert report["ok"] and report["outcome"] == "pasted" and report["clipboard_after"] == "BEFORE"
+
+
 def test_the_clipboard_is_saved_while_the_engine_works_not_on_the_way_to_the_text(x_session):
     """Saving a copied image (its owner asked for every format) cost 25-90 ms between the transcript and the paste
     key. It is read once, before the paste, and what was on the clipboard comes back whole."""
