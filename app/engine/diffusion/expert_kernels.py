@@ -153,8 +153,8 @@ def default_tiles(mode: str, dense: bool, rows: int, n: int, block_k: int, capab
     with either.
 
     int4 experts unpack nibbles by float bits (26% faster on the H200, equal products); a plain
-    int4 matrix converts them, since at its 64-row tiles the two gave products that were not equal
-    bit for bit on the H200 (unexplained)."""
+    int4 matrix converts them until float bits are timed there (the linear sweep of
+    benchmarks/gpu_diagnose.py times both since 2026-11-29)."""
     int4 = mode == "int4"
     if capability[0] == 9:
         if dense:
@@ -236,8 +236,8 @@ if triton is not None:
         ROUTED: row r goes to out[route[r]] in float32, times route_weight[route[r]], after rounding
         to x's dtype: what the experts' unrouting did in three kernels after this one.
         FLOAT_BITS (int4): a nibble becomes a float by bit operations, not an integer conversion
-        (`_nibble_by_float_bits`): the experts' default. A plain matrix keeps the conversion: with its
-        64-row tiles the two gave products that were not equal bit for bit on an H200, unexplained.
+        (`_nibble_by_float_bits`): the experts' default; a plain matrix keeps the conversion until
+        float bits are timed on one (`default_tiles`).
         Without INT4 the codes are int8, fp8 or already floats (bf16/fp16/fp32), converted to x's
         dtype in registers (exact for int8 and fp8 codes in bf16); ROW_SCALE (int8, fp8) scales each
         output's sum once, at the end.
