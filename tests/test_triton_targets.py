@@ -49,7 +49,7 @@ def test_every_kernel_launch_compiles_for_hopper_ampere_ada_and_blackwell():
 
 
 # Tiles that store registers to local memory on sm_90 and still timed fastest there, where the tiles
-# were chosen by timing (H200, 2026-11-29, `expert_kernels.default_tiles`): the check holds for the rest.
+# were chosen by timing (H200, 2026-11-29, `expert_tiles.default_tiles`): the check holds for the rest.
 SPILL_TIMED_FASTEST_ON_HOPPER = {"int8_gate_up", "int4_gate_up", "int4_linear", "float_gate_up", "float_down_routed"}
 
 
@@ -61,7 +61,7 @@ def test_no_kernel_launch_reloads_spilled_registers(target):
     except on sm_90 the tiles that timed fastest there all the same. Where no GPU of a family was at
     hand to time, the tiles are those that hold their registers: the int4 linear's 64 x 128 tiles
     run 8 warps (on 4: ~480 stores, ~300 loads), and so do the int4 experts' 32 x 128 tiles on sm_86
-    (134, 94) and sm_100 (`expert_kernels.default_tiles`)."""
+    (134, 94) and sm_100 (`expert_tiles.default_tiles`)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-m", "tests.triton_targets", "--sass", target], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)

@@ -32,6 +32,7 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import Diffusi
 from app.engine.devices import free_gpu_bytes
 from app.engine.diffusion import expert_kernels as kernels
 from app.engine.diffusion.expert_routing import SortedRows, sorted_experts, top_k_sum
+from app.engine.diffusion.expert_tiles import int_block_k
 from app.errors import UserError
 
 MODES = ("fp32", "bf16", "fp8", "int8", "int4")
@@ -78,7 +79,7 @@ class QuantizedWeight(nn.Module):
             return "fp8"
         groups = self.scale.shape[-1] if self.mode == "int4" else 1
         usable = kernels.triton_fp8_usable(device) if self.mode == "fp8" else kernels.triton_usable(device)
-        if usable and kernels.int_block_k(self.mode, self.shape[-1], groups):
+        if usable and int_block_k(self.mode, self.shape[-1], groups):
             return "triton"
         return "dequantize"
 
